@@ -1,0 +1,84 @@
+"""Price and subsidy of one job on one pool, and the per-round budget tracker."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gpupool.model import Charge, GpuType, Job, OrgAccount, Pool, Snapshot
+
+
+def job_cost(job: Job, pool: Pool, gpu_type: GpuType) -> float:
+    """Full price of running ``job`` on ``pool``: GPUs x runtime on that type x price."""
+    return job.gpus * job.runtime_hours_on(gpu_type) * pool.price_per_gpu_hour
+
+
+@dataclass(frozen=True, slots=True)
+class SubsidyRules:
+    """Subsidy rates (share of the price the platform pays) and limits.
+
+    Rates stack multiplicatively on what is left to pay: a 50% domain rate and
+    a 30% GPU-type rate give 1 - 0.5 x 0.7 = 65%, never above 100%.
+    ``org_cap``: most subsidy one org receives per period; ``period_budget``:
+    most subsidy the platform pays per period (None = no limit).
+    """
+
+    domain_rates: Mapping[str, float] = field(default_factory=dict)
+    gpu_type_rates: Mapping[str, float] = field(default_factory=dict)
+    org_cap: float | None = None
+    period_budget: float | None = None
+
+    def rate(self, domain: str, gpu_type: str) -> float:
+        unpaid = (1.0 - self.domain_rates.get(domain, 0.0)) * (
+            1.0 - self.gpu_type_rates.get(gpu_type, 0.0)
+        )
+        return min(1.0, max(0.0, 1.0 - unpaid))
+
+
+class BudgetTracker:
+    """Running balances for one scheduling round.
+
+    ``quote`` prices a job on a pool given what is left now; ``admit`` also
+    books it, or returns None when the org could not pay its share.
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._gpu_types = snapshot.gpu_types
+        rules = snapshot.pricing
+        self._rules: SubsidyRules = rules if isinstance(rules, SubsidyRules) else SubsidyRules()
+        self._platform_left = snapshot.subsidy_budget_left
+        self._accounts: dict[str, OrgAccount] = dict(snapshot.accounts)
+
+    def _account(self, org: str) -> OrgAccount:
+        return self._accounts.get(org) or OrgAccount(org=org)
+
+    def quote(self, job: Job, pool: Pool) -> Charge:
+        cost = job_cost(job, pool, self._gpu_types[pool.gpu_type])
+        subsidy = cost * self._rules.rate(job.domain, pool.gpu_type)
+        account = self._account(job.org)
+        for limit in (account.subsidy_cap_left, self._platform_left):
+            if limit is not None:
+                subsidy = min(subsidy, max(0.0, limit))
+        return Charge(cost=cost, subsidy=subsidy, org_pays=cost - subsidy)
+
+    def affordable(self, job: Job, pool: Pool) -> bool:
+        account = self._account(job.org)
+        charge = self.quote(job, pool)
+        return account.budget_left is None or charge.org_pays <= account.budget_left + 1e-9
+
+    def admit(self, job: Job, pool: Pool) -> Charge | None:
+        if not self.affordable(job, pool):
+            return None
+        charge = self.quote(job, pool)
+        account = self._account(job.org)
+        self._accounts[job.org] = OrgAccount(
+            org=job.org,
+            budget_left=None if account.budget_left is None else account.budget_left - charge.org_pays,
+            subsidy_cap_left=None
+            if account.subsidy_cap_left is None
+            else account.subsidy_cap_left - charge.subsidy,
+            vouchers=account.vouchers,
+        )
+        if self._platform_left is not None:
+            self._platform_left -= charge.subsidy
+        return charge

@@ -1,0 +1,1 @@
+"""The gpupool command line (Typer). Modules here import heavy libraries lazily."""

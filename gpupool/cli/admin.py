@@ -1,0 +1,7 @@
+"""(in progress)"""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

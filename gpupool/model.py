@@ -1,0 +1,323 @@
+"""The pure domain model of a public compute platform.
+
+Everything here is plain, immutable data plus the few rules that belong to the
+data itself (job state transitions, gang placement on nodes). Nothing here does
+I/O: the scheduler persists these objects, policies read them, the simulator
+creates them. This module is the contract between all subpackages.
+
+Units, everywhere in gpupool:
+- time: seconds since the Unix epoch (floats) for instants; hours for durations
+  the user speaks about (job runtime estimates, GPU-hours).
+- money: platform currency units (yuan) as floats, rounded to cents when stored.
+- a job's ``hours`` is its runtime estimate on a reference GPU of speed 1.0; on
+  a GPU type of speed ``s`` it runs ``hours / s``.
+- effective GPU-hours = gpus x hours-on-reference: the work done, independent of
+  which GPU type did it. Fairness, guarantees and vouchers use this unit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class GpupoolError(Exception):
+    """A user-facing error: printed as one line, never as a traceback.
+
+    ``location`` names where the problem is: a field path, and a file and line
+    when the input came from a file (``jobs.csv:7 gpus``).
+    """
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        self.message = message
+        self.location = location
+        super().__init__(f"{location}: {message}" if location else message)
+
+
+class NotFound(GpupoolError):
+    """A named object (org, pool, job, GPU type, ...) does not exist."""
+
+
+class IllegalTransition(GpupoolError):
+    """A job state change that the state machine does not allow."""
+
+
+class PermissionDenied(GpupoolError):
+    """The acting user may not do this."""
+
+
+# ---------------------------------------------------------------------------
+# Job states: the one place where legal transitions are defined.
+# ---------------------------------------------------------------------------
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    TIMED_OUT = "timed_out"
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT}
+)
+
+# A preempted job is requeued (back to pending) unless it is cancelled.
+_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset(
+        {
+            JobState.COMPLETED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.PREEMPTED,
+            JobState.TIMED_OUT,
+        }
+    ),
+    JobState.PREEMPTED: frozenset({JobState.PENDING, JobState.CANCELLED}),
+}
+
+
+def check_transition(current: JobState | str, new: JobState | str) -> JobState:
+    """Return ``new`` as a JobState if ``current -> new`` is legal, else raise."""
+    current, new = JobState(current), JobState(new)
+    if new not in _TRANSITIONS.get(current, frozenset()):
+        raise IllegalTransition(f"a {current.value} job cannot become {new.value}", location="state")
+    return new
+
+
+# ---------------------------------------------------------------------------
+# Platform description
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GpuType:
+    name: str
+    vendor: str
+    memory_gb: int
+    speed: float = 1.0  # relative throughput; the reference GPU is 1.0
+    domestic: bool = False  # a domestic accelerator (Ascend, ...): subsidy rules may favour it
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A named group of identical GPUs at one site."""
+
+    name: str
+    site: str
+    gpu_type: str
+    gpus: int
+    gpus_per_node: int
+    price_per_gpu_hour: float
+
+    @property
+    def nodes(self) -> int:
+        return math.ceil(self.gpus / self.gpus_per_node)
+
+    def node_sizes(self) -> tuple[int, ...]:
+        """GPUs on each node; the last node holds the remainder if any."""
+        full, rest = divmod(self.gpus, self.gpus_per_node)
+        return (self.gpus_per_node,) * full + ((rest,) if rest else ())
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    name: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    name: str
+    domain: str
+    budget: float | None = None  # money the org may spend per period; None = unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A request for a gang of GPUs for an estimated time.
+
+    ``gpu_types`` empty means any GPU type will do.
+    """
+
+    id: int
+    org: str
+    domain: str
+    gpus: int
+    hours: float
+    submitted_at: float
+    gpu_types: tuple[str, ...] = ()
+    name: str = ""
+    priority: int = 0  # a per-job boost set by admins; policies add it to the domain weight
+
+    def allows(self, gpu_type: str) -> bool:
+        return not self.gpu_types or gpu_type in self.gpu_types
+
+    @property
+    def effective_gpu_hours(self) -> float:
+        return self.gpus * self.hours
+
+    def runtime_hours_on(self, gpu_type: GpuType) -> float:
+        return self.hours / gpu_type.speed
+
+
+# ---------------------------------------------------------------------------
+# Placement: which GPUs on which nodes of a pool a gang occupies.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    job_id: int
+    pool: str
+    # (node index, GPUs taken on that node), node indexes ascending
+    nodes: tuple[tuple[int, int], ...]
+
+    @property
+    def gpus(self) -> int:
+        return sum(n for _, n in self.nodes)
+
+
+def fit_gang(free_per_node: Sequence[int], gpus: int, gpus_per_node: int) -> tuple[tuple[int, int], ...] | None:
+    """Choose nodes for a gang of ``gpus`` GPUs, or None if it cannot fit now.
+
+    A gang that fits in one node goes to a single node, best fit (the node with
+    the fewest free GPUs that still holds it, lowest index on ties) so that
+    whole nodes stay free for big gangs. A gang larger than a node takes whole,
+    completely free nodes (lowest indexes first): multi-node jobs need the
+    node-local interconnect to themselves, and partial nodes would fragment.
+    """
+    if gpus <= 0:
+        return None
+    if gpus <= gpus_per_node:
+        best = None
+        for index, free in enumerate(free_per_node):
+            if free >= gpus and (best is None or free < free_per_node[best]):
+                best = index
+        return None if best is None else ((best, gpus),)
+    needed = math.ceil(gpus / gpus_per_node)
+    empty = [i for i, free in enumerate(free_per_node) if free == gpus_per_node]
+    if len(empty) < needed:
+        return None
+    chosen = empty[:needed]
+    take = [gpus_per_node] * (needed - 1) + [gpus - gpus_per_node * (needed - 1)]
+    return tuple(zip(chosen, take, strict=True))
+
+
+# ---------------------------------------------------------------------------
+# Snapshot: everything a policy may look at, as plain data.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    pool: Pool
+    free_per_node: tuple[int, ...]
+
+    @property
+    def free(self) -> int:
+        return sum(self.free_per_node)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    job: Job
+    placement: Placement
+    started_at: float
+    expected_end: float  # started_at + runtime on the pool's GPU type
+
+
+@dataclass(frozen=True, slots=True)
+class OrgAccount:
+    """What an org may still spend and be subsidised in the current period.
+
+    None means unlimited. ``vouchers`` are effective GPU-hours the org holds
+    (issue 6: programmes and vouchers extend this through gpupool.accounting).
+    """
+
+    org: str
+    budget_left: float | None = None
+    subsidy_cap_left: float | None = None
+    vouchers: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One consistent view of the platform, taken at ``now``.
+
+    ``usage`` is each domain's decayed historical usage in effective GPU-hours
+    (for fair-share); ``accounts`` per org; ``subsidy_budget_left`` is what the
+    platform-wide subsidy budget still holds this period (None = no limit).
+    ``pricing`` is the active subsidy rule set (a gpupool.accounting object);
+    None means no subsidies: organisations pay the full price.
+    """
+
+    now: float
+    gpu_types: Mapping[str, GpuType]
+    pools: tuple[PoolState, ...]
+    domains: Mapping[str, Domain]
+    orgs: Mapping[str, Org]
+    pending: tuple[Job, ...]
+    running: tuple[RunningJob, ...] = ()
+    usage: Mapping[str, float] = field(default_factory=dict)
+    accounts: Mapping[str, OrgAccount] = field(default_factory=dict)
+    subsidy_budget_left: float | None = None
+    pricing: object | None = None
+
+    def pool_state(self, name: str) -> PoolState:
+        for state in self.pools:
+            if state.pool.name == name:
+                return state
+        raise NotFound(f"no pool named {name!r}", location="pool")
+
+
+# ---------------------------------------------------------------------------
+# Allocation: what a policy returns.
+# ---------------------------------------------------------------------------
+
+
+class WaitReason(StrEnum):
+    """Why a pending job did not start this round (like Slurm's reason codes)."""
+
+    NO_CAPACITY = "no capacity of an allowed GPU type"
+    QUOTA = "quota reached"
+    BUDGET = "budget exhausted"
+    PRIORITY = "lower priority"
+    NEVER_FITS = "larger than any allowed pool"
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A job's price split: cost = subsidy + org_pays (all in currency units)."""
+
+    cost: float
+    subsidy: float
+    org_pays: float
+    programme: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """The outcome of one scheduling decision.
+
+    ``placements``: jobs to start now; ``charges``: the expected charge of each
+    started job (keyed by job id); ``waiting``: a reason for every pending job
+    left waiting; ``preempt``: running job ids to stop and requeue first.
+    """
+
+    placements: tuple[Placement, ...] = ()
+    waiting: Mapping[int, WaitReason] = field(default_factory=dict)
+    preempt: tuple[int, ...] = ()
+    charges: Mapping[int, Charge] = field(default_factory=dict)
+    objective: float | None = None
+    bound: float | None = None
+
+    @property
+    def started_ids(self) -> frozenset[int]:
+        return frozenset(p.job_id for p in self.placements)
