@@ -1,0 +1,58 @@
+"""Settings every policy kind shares, as written by admins in a policy document.
+
+A policy document (gpupool.policies.document) parses into a PolicyParams plus
+the kind-specific options of one policy class; ``build()`` there returns the
+Policy object. Policies receive these already validated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gpupool.accounting import SubsidyRules
+
+
+@dataclass(frozen=True, slots=True)
+class DomainShare:
+    """A domain's guaranteed share and how far it may borrow beyond it.
+
+    Exactly one of ``gpus`` (GPUs per GPU type) or ``fraction`` (of all the
+    platform's GPUs, counted in effective terms) is set. ``borrow_limit`` is
+    the most a domain may use beyond its guarantee from others' idle
+    guarantees, as a fraction of the platform (None = unlimited, 0 = none).
+    """
+
+    gpus: Mapping[str, int] | None = None
+    fraction: float | None = None
+    borrow_limit: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Aging:
+    """Priority added per hour a job has waited, up to ``max_boost``."""
+
+    per_hour: float = 0.0
+    max_boost: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """Running jobs may be preempted by pending ones whose priority is at least ``min_gap`` higher."""
+
+    enabled: bool = False
+    min_gap: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyParams:
+    domain_weights: Mapping[str, float] = field(default_factory=dict)  # missing domain: 1.0
+    shares: Mapping[str, DomainShare] = field(default_factory=dict)
+    aging: Aging = Aging()
+    preemption: Preemption = Preemption()
+    subsidy: SubsidyRules = SubsidyRules()
+    seed: int = 0
+    time_limit_s: float = 5.0  # bound on solver time; determinism comes from fixed workers + seed
+
+    def weight(self, domain: str) -> float:
+        return self.domain_weights.get(domain, 1.0)

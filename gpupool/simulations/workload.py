@@ -1,0 +1,37 @@
+"""What a simulation replays: a platform and a stream of job arrivals.
+
+Scenario files (synthetic or real traces) parse into a Scenario; the engine
+replays it under a Policy. Plain data, no SimPy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gpupool.model import Domain, GpuType, Job, Org, Pool
+
+
+@dataclass(frozen=True, slots=True)
+class SimJob:
+    """A job arrival: ``job.submitted_at`` is the arrival time (seconds from the
+    scenario start), ``job.hours`` the user's estimate on the reference GPU,
+    ``actual_hours`` how long it really runs there (traces give this)."""
+
+    job: Job
+    actual_hours: float
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    gpu_types: Mapping[str, GpuType]
+    pools: tuple[Pool, ...]
+    domains: Mapping[str, Domain]
+    orgs: Mapping[str, Org]
+    jobs: tuple[SimJob, ...]  # sorted by (arrival, id)
+    dropped: Mapping[str, int] = field(default_factory=dict)  # reason -> jobs dropped while loading
+    # Subsidy programmes / vouchers declared by the scenario (gpupool.accounting objects).
+    programmes: tuple[object, ...] = ()
+    vouchers: tuple[object, ...] = ()
+    seed: int = 0
