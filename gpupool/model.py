@@ -87,7 +87,9 @@ def check_transition(current: JobState | str, new: JobState | str) -> JobState:
     """Return ``new`` as a JobState if ``current -> new`` is legal, else raise."""
     current, new = JobState(current), JobState(new)
     if new not in _TRANSITIONS.get(current, frozenset()):
-        raise IllegalTransition(f"a {current.value} job cannot become {new.value}", location="state")
+        raise IllegalTransition(
+            f"a {current.value} job cannot become {new.value}", location="state"
+        )
     return new
 
 
@@ -184,7 +186,9 @@ class Placement:
         return sum(n for _, n in self.nodes)
 
 
-def fit_gang(free_per_node: Sequence[int], gpus: int, gpus_per_node: int) -> tuple[tuple[int, int], ...] | None:
+def fit_gang(
+    free_per_node: Sequence[int], gpus: int, gpus_per_node: int
+) -> tuple[tuple[int, int], ...] | None:
     """Choose nodes for a gang of ``gpus`` GPUs, or None if it cannot fit now.
 
     A gang that fits in one node goes to a single node, best fit (the node with
@@ -255,7 +259,8 @@ class Snapshot:
     (for fair-share); ``accounts`` per org; ``subsidy_budget_left`` is what the
     platform-wide subsidy budget still holds this period (None = no limit).
     ``pricing`` is the active subsidy rule set (a gpupool.accounting object);
-    None means no subsidies: organisations pay the full price.
+    None means no subsidies: organisations pay the full price. Policies price
+    and admit jobs only through gpupool.accounting.BudgetTracker(snapshot).
     """
 
     now: float
@@ -269,6 +274,9 @@ class Snapshot:
     accounts: Mapping[str, OrgAccount] = field(default_factory=dict)
     subsidy_budget_left: float | None = None
     pricing: object | None = None
+    # effective GPU-hours each domain is behind its guaranteed share over the
+    # guarantee's time window (issue 6); policies raise such domains' priority.
+    guarantee_deficit: Mapping[str, float] = field(default_factory=dict)
 
     def pool_state(self, name: str) -> PoolState:
         for state in self.pools:

@@ -73,12 +73,16 @@ class BudgetTracker:
         account = self._account(job.org)
         self._accounts[job.org] = OrgAccount(
             org=job.org,
-            budget_left=None if account.budget_left is None else account.budget_left - charge.org_pays,
-            subsidy_cap_left=None
-            if account.subsidy_cap_left is None
-            else account.subsidy_cap_left - charge.subsidy,
+            budget_left=None
+            if account.budget_left is None
+            else account.budget_left - charge.org_pays,
+            subsidy_cap_left=_minus(account.subsidy_cap_left, charge.subsidy),
             vouchers=account.vouchers,
         )
         if self._platform_left is not None:
             self._platform_left -= charge.subsidy
         return charge
+
+
+def _minus(limit: float | None, amount: float) -> float | None:
+    return None if limit is None else limit - amount

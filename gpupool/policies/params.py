@@ -38,7 +38,7 @@ class Aging:
 
 @dataclass(frozen=True, slots=True)
 class Preemption:
-    """Running jobs may be preempted by pending ones whose priority is at least ``min_gap`` higher."""
+    """Pending jobs may preempt running ones whose priority is ``min_gap`` or more lower."""
 
     enabled: bool = False
     min_gap: float = 1.0
