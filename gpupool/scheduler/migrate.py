@@ -1,0 +1,39 @@
+"""Run the packaged Alembic migrations programmatically (no alembic.ini needed).
+
+Alembic is imported only here, so commands that merely read or submit never
+load it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from gpupool.scheduler.database import connect_or_fail
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _config(connection=None):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply every migration up to ``revision`` in one transaction; idempotent."""
+    from alembic import command
+
+    with connect_or_fail(engine) as connection, connection.begin():
+        command.upgrade(_config(connection), revision)
+
+
+def script_head() -> str:
+    """The newest revision among the packaged scripts."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config()).get_current_head()

@@ -1,0 +1,231 @@
+"""The whole platform's relational schema (SQLAlchemy 2.0 declarative).
+
+One table per concept of gpupool.model plus the operational history the
+scheduler keeps: placements (never deleted), scheduling rounds, the
+append-only ledger, policy versions, the audit log, subsidy programmes and
+vouchers. Columns later issues fill in are nullable or defaulted.
+
+Conventions, the same in every table:
+- instants are ``UtcDateTime``: stored as naive UTC, always returned as
+  timezone-aware UTC datetimes (SQLite has no time zones; this keeps SQLite and
+  PostgreSQL identical). gpupool.scheduler.clock converts to/from epoch floats.
+- money is ``Money`` = NUMERIC(14, 2) read back as float: the model computes in
+  floats, the service rounds to cents (clock.cents) before writing, so SQLite
+  (which does not enforce the scale) and PostgreSQL store the same figures.
+- effective GPU-hours and voucher amounts are plain floats.
+- constraint names follow NAMING_CONVENTION so migrations can name them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Money = Numeric(14, 2, asdecimal=False)
+
+
+class UtcDateTime(TypeDecorator):
+    """Naive UTC in the database, aware UTC in Python."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UtcDateTime column")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class GpuTypeRow(Base):
+    __tablename__ = "gpu_types"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    vendor: Mapped[str] = mapped_column(String(64))
+    memory_gb: Mapped[int] = mapped_column(Integer)
+    speed: Mapped[float] = mapped_column(Float, default=1.0)
+    domestic: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PoolRow(Base):
+    __tablename__ = "pools"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    site: Mapped[str] = mapped_column(String(64))
+    gpu_type_id: Mapped[int] = mapped_column(ForeignKey("gpu_types.id"))
+    gpus: Mapped[int] = mapped_column(Integer)
+    gpus_per_node: Mapped[int] = mapped_column(Integer)
+    price_per_gpu_hour: Mapped[float] = mapped_column(Money)
+    gpu_type: Mapped[GpuTypeRow] = relationship(lazy="joined")
+
+
+class DomainRow(Base):
+    __tablename__ = "domains"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+
+
+class OrgRow(Base):
+    __tablename__ = "orgs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"))
+    budget: Mapped[float | None] = mapped_column(Money, nullable=True)  # per period; None = no cap
+    domain: Mapped[DomainRow] = relationship(lazy="joined")
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="submitter")  # 'admin' | 'submitter'
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("orgs.id"), nullable=True)
+    org: Mapped[OrgRow | None] = relationship(lazy="joined")
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"), index=True)
+    gpus: Mapped[int] = mapped_column(Integer)
+    hours: Mapped[float] = mapped_column(Float)
+    gpu_types: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: any type
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    submitted_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    pool_id: Mapped[int | None] = mapped_column(ForeignKey("pools.id"), nullable=True)
+    wait_reason: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    submitted_by: Mapped[str] = mapped_column(String(128), default="")
+    # Client-chosen (or generated) idempotency key: a retried submission with
+    # the same key finds the existing job instead of writing a second one.
+    submit_key: Mapped[str] = mapped_column(String(128), unique=True)
+    org: Mapped[OrgRow] = relationship(lazy="joined")
+    pool: Mapped[PoolRow | None] = relationship(lazy="joined")
+
+
+class SchedulerRoundRow(Base):
+    __tablename__ = "scheduler_rounds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    policy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: FIFO default
+    started_jobs: Mapped[int] = mapped_column(Integer, default=0)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PlacementRow(Base):
+    """Where a job ran; one row per start, never deleted (ended_at closes it)."""
+
+    __tablename__ = "placements"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id"))
+    nodes: Mapped[list[list[int]]] = mapped_column(JSON)  # [[node index, gpus], ...]
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("scheduler_rounds.id"), nullable=True)
+    pool: Mapped[PoolRow] = relationship(lazy="joined")
+
+
+class ProgrammeRow(Base):
+    __tablename__ = "programmes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    period_start: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    period_end: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    budget: Mapped[float | None] = mapped_column(Money, nullable=True)
+    rules: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class VoucherRow(Base):
+    """Effective GPU-hours awarded to an org under a programme."""
+
+    __tablename__ = "vouchers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"), index=True)
+    programme_id: Mapped[int | None] = mapped_column(ForeignKey("programmes.id"), nullable=True)
+    amount: Mapped[float] = mapped_column(Float)
+    balance: Mapped[float] = mapped_column(Float)
+    awarded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class LedgerEntryRow(Base):
+    """Append-only money and usage record; corrections are new rows, never updates."""
+
+    __tablename__ = "ledger_entries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True, index=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"), index=True)
+    domain: Mapped[str] = mapped_column(String(64))  # denormalised: history survives org moves
+    gpu_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    period: Mapped[str] = mapped_column(String(16), index=True)  # '2026-Q4'
+    kind: Mapped[str] = mapped_column(String(16))  # charge|correction|award|expiry|carry_over
+    cost: Mapped[float] = mapped_column(Money, default=0.0)
+    subsidy: Mapped[float] = mapped_column(Money, default=0.0)
+    org_pays: Mapped[float] = mapped_column(Money, default=0.0)
+    effective_gpu_hours: Mapped[float] = mapped_column(Float, default=0.0)
+    programme_id: Mapped[int | None] = mapped_column(ForeignKey("programmes.id"), nullable=True)
+    voucher_id: Mapped[int | None] = mapped_column(ForeignKey("vouchers.id"), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class PolicyVersionRow(Base):
+    __tablename__ = "policy_versions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, unique=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    document: Mapped[str] = mapped_column(Text)
+    applied_by: Mapped[str] = mapped_column(String(128))
+    applied_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    comment: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditLogRow(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))  # e.g. 'pool.add', 'job.cancel'
+    target: Mapped[str] = mapped_column(String(256))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="ok")  # 'ok' | 'denied'

@@ -1,0 +1,192 @@
+"""Queries over the ORM, and conversions from rows to gpupool.model objects.
+
+Lookups by name raise gpupool.model.NotFound with a ``location`` naming the
+field the name came from (``location="--org"`` by default), so the CLI can
+print one clear line. Nothing here commits: the caller's unit of work does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gpupool import model
+from gpupool.scheduler import clock
+from gpupool.scheduler.orm import (
+    DomainRow,
+    GpuTypeRow,
+    JobRow,
+    LedgerEntryRow,
+    OrgRow,
+    PlacementRow,
+    PolicyVersionRow,
+    PoolRow,
+    UserRow,
+)
+
+
+def _by_name(session: Session, row_type, name: str, what: str, location: str):
+    row = session.scalars(select(row_type).where(row_type.name == name)).one_or_none()
+    if row is None:
+        raise model.NotFound(f"no {what} named {name!r}", location=location)
+    return row
+
+
+def get_gpu_type(session: Session, name: str, location: str = "--gpu-type") -> GpuTypeRow:
+    return _by_name(session, GpuTypeRow, name, "GPU type", location)
+
+
+def get_pool(session: Session, name: str, location: str = "--pool") -> PoolRow:
+    return _by_name(session, PoolRow, name, "pool", location)
+
+
+def get_domain(session: Session, name: str, location: str = "--domain") -> DomainRow:
+    return _by_name(session, DomainRow, name, "domain", location)
+
+
+def get_org(session: Session, name: str, location: str = "--org") -> OrgRow:
+    return _by_name(session, OrgRow, name, "organisation", location)
+
+
+def find_user(session: Session, name: str) -> UserRow | None:
+    return session.scalars(select(UserRow).where(UserRow.name == name)).one_or_none()
+
+
+def get_job(session: Session, job_id: int, location: str = "job id") -> JobRow:
+    row = session.get(JobRow, job_id)
+    if row is None:
+        raise model.NotFound(f"no job with id {job_id}", location=location)
+    return row
+
+
+def find_job_by_submit_key(session: Session, key: str) -> JobRow | None:
+    return session.scalars(select(JobRow).where(JobRow.submit_key == key)).one_or_none()
+
+
+def list_gpu_types(session: Session) -> Sequence[GpuTypeRow]:
+    return session.scalars(select(GpuTypeRow).order_by(GpuTypeRow.name)).all()
+
+
+def list_pools(session: Session) -> Sequence[PoolRow]:
+    return session.scalars(select(PoolRow).order_by(PoolRow.name)).all()
+
+
+def list_domains(session: Session) -> Sequence[DomainRow]:
+    return session.scalars(select(DomainRow).order_by(DomainRow.name)).all()
+
+
+def list_orgs(session: Session, domain: str | None = None) -> Sequence[OrgRow]:
+    query = select(OrgRow).order_by(OrgRow.name)
+    if domain is not None:
+        query = query.where(OrgRow.domain_id == get_domain(session, domain).id)
+    return session.scalars(query).all()
+
+
+def list_jobs(
+    session: Session,
+    state: str | Sequence[str] | None = None,
+    org: str | None = None,
+) -> Sequence[JobRow]:
+    """Jobs in submission order, optionally filtered by state(s) and org."""
+    query = select(JobRow).order_by(JobRow.id)
+    if state is not None:
+        states = [state] if isinstance(state, str) else list(state)
+        query = query.where(JobRow.state.in_(states))
+    if org is not None:
+        query = query.where(JobRow.org_id == get_org(session, org).id)
+    return session.scalars(query).all()
+
+
+def open_placements(session: Session) -> Sequence[PlacementRow]:
+    """Placements of jobs still holding GPUs (not yet ended)."""
+    query = select(PlacementRow).where(PlacementRow.ended_at.is_(None)).order_by(PlacementRow.id)
+    return session.scalars(query).all()
+
+
+def open_placement_of(session: Session, job_id: int) -> PlacementRow | None:
+    query = select(PlacementRow).where(
+        PlacementRow.job_id == job_id, PlacementRow.ended_at.is_(None)
+    )
+    return session.scalars(query).one_or_none()
+
+
+def active_policy_row(session: Session) -> PolicyVersionRow | None:
+    query = select(PolicyVersionRow).where(PolicyVersionRow.active.is_(True))
+    return session.scalars(query.order_by(PolicyVersionRow.version.desc())).first()
+
+
+def org_spend(session: Session, period: str) -> dict[str, float]:
+    """What each org paid (org_pays, all ledger kinds) in ``period``, by org name."""
+    query = (
+        select(OrgRow.name, func.coalesce(func.sum(LedgerEntryRow.org_pays), 0.0))
+        .join(OrgRow, LedgerEntryRow.org_id == OrgRow.id)
+        .where(LedgerEntryRow.period == period)
+        .group_by(OrgRow.name)
+    )
+    return {name: float(total) for name, total in session.execute(query)}
+
+
+def used_gpus(session: Session) -> dict[str, int]:
+    """GPUs held by open placements, per pool name."""
+    used: dict[str, int] = {}
+    for placement in open_placements(session):
+        used[placement.pool.name] = used.get(placement.pool.name, 0) + sum(
+            gpus for _, gpus in placement.nodes
+        )
+    return used
+
+
+# ---------------------------------------------------------------------------
+# Rows -> model objects
+# ---------------------------------------------------------------------------
+
+
+def gpu_type_model(row: GpuTypeRow) -> model.GpuType:
+    return model.GpuType(
+        name=row.name,
+        vendor=row.vendor,
+        memory_gb=row.memory_gb,
+        speed=row.speed,
+        domestic=row.domestic,
+    )
+
+
+def pool_model(row: PoolRow) -> model.Pool:
+    return model.Pool(
+        name=row.name,
+        site=row.site,
+        gpu_type=row.gpu_type.name,
+        gpus=row.gpus,
+        gpus_per_node=row.gpus_per_node,
+        price_per_gpu_hour=float(row.price_per_gpu_hour),
+    )
+
+
+def domain_model(row: DomainRow) -> model.Domain:
+    return model.Domain(name=row.name, weight=row.weight)
+
+
+def org_model(row: OrgRow) -> model.Org:
+    budget = None if row.budget is None else float(row.budget)
+    return model.Org(name=row.name, domain=row.domain.name, budget=budget)
+
+
+def job_model(row: JobRow) -> model.Job:
+    return model.Job(
+        id=row.id,
+        org=row.org.name,
+        domain=row.org.domain.name,
+        gpus=row.gpus,
+        hours=row.hours,
+        submitted_at=clock.to_epoch(row.submitted_at),
+        gpu_types=tuple(row.gpu_types or ()),
+        name=row.name,
+        priority=row.priority,
+    )
+
+
+def placement_model(row: PlacementRow) -> model.Placement:
+    nodes = tuple((int(node), int(gpus)) for node, gpus in row.nodes)
+    return model.Placement(job_id=row.job_id, pool=row.pool.name, nodes=nodes)

@@ -1,0 +1,88 @@
+"""Shared fixtures: every test gets its own fresh database.
+
+``db_url`` is parametrised over SQLite (a file in tmp_path) and PostgreSQL (a
+fresh schema in the ``test`` database, selected through the URL's search_path,
+dropped at teardown), so other engineers' concurrent test runs never see each
+other's rows. ``db_url`` is empty; ``db`` is the same URL upgraded to the newest
+migration. ``session`` is a Session on ``db`` inside one unit of work.
+
+When PostgreSQL does not answer, its parameters are skipped, unless
+GPUPOOL_REQUIRE_POSTGRES=1 (CI), where they fail loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get(
+    "GPUPOOL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+_pg_state: dict[str, str | None] = {}
+
+
+def _pg_problem() -> str | None:
+    """None when PostgreSQL answers, else why not (probed once per test session)."""
+    if "problem" not in _pg_state:
+        from sqlalchemy import create_engine, text
+
+        try:
+            engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            engine.dispose()
+            _pg_state["problem"] = None
+        except Exception as exc:  # any driver or network failure means "unreachable"
+            _pg_state["problem"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return _pg_state["problem"]
+
+
+def _admin_execute(sql: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(sql))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """A URL of an empty, private database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gpupool-test.db'}"
+        return
+    problem = _pg_problem()
+    if problem is not None:
+        if os.environ.get("GPUPOOL_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL required but unreachable: {problem}")
+        pytest.skip(f"PostgreSQL unreachable: {problem}")
+    schema = f"gpupool_t_{uuid.uuid4().hex[:12]}"
+    _admin_execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        _admin_execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture
+def db(db_url):
+    """A private database upgraded to the newest migration."""
+    from gpupool.scheduler.database import make_engine
+    from gpupool.scheduler.migrate import upgrade
+
+    engine = make_engine(db_url)
+    upgrade(engine)
+    engine.dispose()
+    return db_url
+
+
+@pytest.fixture
+def session(db):
+    """A Session on ``db`` inside one transaction, committed at teardown."""
+    from gpupool.scheduler.database import unit_of_work
+
+    with unit_of_work(db) as session:
+        yield session
