@@ -1,48 +1,107 @@
 """Strict first-in first-out: the baseline every other policy is compared with.
 
-Jobs start in arrival order (stable id tie-break); the first job that cannot
-start blocks every job behind it (no backfill), which is exactly the weakness
-the other policies exist to fix.
+Jobs start in arrival order (``submitted_at``, then id). The first job that
+cannot start for lack of GPUs blocks every job behind it (no backfill), which
+is exactly the weakness the other policies exist to fix. Two kinds of job do
+not block the queue, because waiting in front cannot help them: a job larger
+than any pool of a GPU type it allows (it never fits), and a job whose org
+cannot pay its share (like Slurm, jobs held by account limits are skipped).
+
+The small placement helpers here (which pools a job may use, first fit with
+budget admission) are shared with the multifactor baseline.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from gpupool.accounting import BudgetTracker
-from gpupool.model import Allocation, Job, Placement, Snapshot, WaitReason, fit_gang
+from gpupool.model import (
+    Allocation,
+    Charge,
+    Job,
+    Placement,
+    Pool,
+    Snapshot,
+    WaitReason,
+    fit_gang,
+)
+from gpupool.policies.params import PolicyParams
+
+FreeGpus = dict[str, list[int]]  # pool name -> free GPUs per node, booked as the round goes
 
 
 @dataclass(frozen=True)
 class FifoPolicy:
+    params: PolicyParams = field(default_factory=PolicyParams)
+
+    # Document sections this kind has no use for (the document loader rejects them).
+    UNUSED_SECTIONS: ClassVar[frozenset[str]] = frozenset({"domains", "aging", "preemption"})
+
     def allocate(self, snapshot: Snapshot) -> Allocation:
-        free = {s.pool.name: list(s.free_per_node) for s in snapshot.pools}
-        pools = sorted((s.pool for s in snapshot.pools), key=lambda p: p.name)
+        free = free_gpus(snapshot)
         budgets = BudgetTracker(snapshot)
         placements, charges, waiting = [], {}, {}
         blocked = False
         for job in sorted(snapshot.pending, key=lambda j: (j.submitted_at, j.id)):
+            if never_fits(job, snapshot):
+                waiting[job.id] = WaitReason.NEVER_FITS
+                continue
             if blocked:
                 waiting[job.id] = WaitReason.PRIORITY
                 continue
-            placed = _first_fit(job, pools, free, budgets)
+            placed = first_fit(job, allowed_pools(job, snapshot), free, budgets)
             if isinstance(placed, WaitReason):
                 waiting[job.id] = placed
-                blocked = True
+                blocked = placed is WaitReason.NO_CAPACITY
                 continue
             placements.append(placed[0])
             charges[job.id] = placed[1]
         return Allocation(placements=tuple(placements), waiting=waiting, charges=charges)
 
 
-def _first_fit(job: Job, pools, free, budgets: BudgetTracker):
-    """Place ``job`` on the first pool (by name) that fits; book nodes and budget."""
+def free_gpus(snapshot: Snapshot) -> FreeGpus:
+    return {state.pool.name: list(state.free_per_node) for state in snapshot.pools}
+
+
+def allowed_pools(job: Job, snapshot: Snapshot) -> list[Pool]:
+    """Pools of a GPU type the job allows, by name: the order every baseline tries them in."""
+    pools = (state.pool for state in snapshot.pools if job.allows(state.pool.gpu_type))
+    return sorted(pools, key=lambda pool: pool.name)
+
+
+def never_fits(job: Job, snapshot: Snapshot) -> bool:
+    """True if the gang would not fit even in an empty pool of an allowed type."""
+    return all(
+        fit_gang(pool.node_sizes(), job.gpus, pool.gpus_per_node) is None
+        for pool in allowed_pools(job, snapshot)
+    )
+
+
+def first_fit(
+    job: Job,
+    pools: Iterable[Pool],
+    free: FreeGpus,
+    budgets: BudgetTracker,
+    acceptable: Callable[[Pool, tuple[tuple[int, int], ...]], bool] | None = None,
+) -> tuple[Placement, Charge] | WaitReason:
+    """Place ``job`` on the first pool that fits (and that ``acceptable`` agrees to).
+
+    Books the nodes in ``free`` and the charge in ``budgets``. Returns the
+    reason to wait when no pool takes it: BUDGET if it fitted somewhere but
+    the org could not pay, PRIORITY if it fitted but ``acceptable`` refused
+    (a higher-priority job holds those GPUs), else NO_CAPACITY.
+    """
     reason = WaitReason.NO_CAPACITY
     for pool in pools:
-        if not job.allows(pool.gpu_type):
-            continue
         nodes = fit_gang(free[pool.name], job.gpus, pool.gpus_per_node)
         if nodes is None:
+            continue
+        if acceptable is not None and not acceptable(pool, nodes):
+            if reason is WaitReason.NO_CAPACITY:
+                reason = WaitReason.PRIORITY
             continue
         charge = budgets.admit(job, pool)
         if charge is None:
