@@ -1,0 +1,579 @@
+"""The discrete-event simulation engine: replay a Scenario under any Policy.
+
+Design
+------
+The engine is event driven on a SimPy ``Environment`` with plain event
+callbacks (no generator processes: callbacks are about twice as fast). Three
+kinds of events exist:
+
+- an *arrival* at each distinct arrival instant (one chained timeout, so only
+  one arrival event is queued at a time, however long the trace);
+- a *completion* per started job (a stale completion of a preempted job is
+  recognised by its run token and ignored, since SimPy timeouts cannot be
+  cancelled);
+- a *round*: one call to ``policy.allocate(snapshot)``.
+
+Rounds are requested by arrivals and completions, never by a clock tick. All
+events of one instant are coalesced into one round: a round requested at time
+``t`` is a zero-delay timeout created at ``t``, so every arrival or completion
+scheduled earlier for ``t`` is processed before it (SimPy orders equal times by
+creation). ``min_round_interval_s`` additionally spaces rounds apart.
+
+A round is requested only when it could change something: capacity was freed
+(completion, preemption) and jobs wait, or an arrival fits the free GPUs of an
+allowed pool right now. With a preempting policy every arrival requests a
+round. This is exact for any policy that only starts jobs that fit and whose
+decisions change only when its inputs do; ``skip_idle_rounds=False`` turns the
+shortcut off (the tests check both modes agree).
+
+The snapshot handed to the policy is built the way the live scheduler builds
+it: free GPUs per node of each pool, the pending jobs, the running jobs with
+their expected end (estimate / GPU speed), each domain's decayed usage in
+effective GPU-hours, org accounts and the platform subsidy left (from
+:class:`Books`) and the subsidy rules. The pending and running collections are
+kept incrementally (dicts in arrival order), so a round costs O(pending +
+running + nodes) to assemble, never O(all jobs of the trace).
+
+A job runs ``actual_hours / speed`` on the GPU type it was placed on; its
+``expected_end`` uses the user's estimate ``hours / speed``. A preempted job is
+requeued with its progress kept (checkpoint at preemption): its remaining
+actual work and remaining estimate shrink by the reference hours it ran, and
+the unused fraction of its charge is refunded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+from gpupool.accounting import BudgetTracker, SubsidyRules
+from gpupool.model import (
+    Allocation,
+    Charge,
+    GpupoolError,
+    Job,
+    OrgAccount,
+    Placement,
+    PoolState,
+    RunningJob,
+    Snapshot,
+    fit_gang,
+)
+from gpupool.policies.base import Policy
+from gpupool.simulations.workload import Scenario
+
+HOUR = 3600.0
+NEVER_FITS = "never_fits"
+
+# Job states in a simulation result (a job's life in the replay, not JobState).
+NOT_ARRIVED = "not_arrived"
+WAITING = "waiting"
+RUNNING = "running"
+FINISHED = "finished"
+
+ProgressFn = Callable[[float, int, int], None]  # (simulated hours, jobs finished, jobs total)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    until_hours: float | None = None  # stop the clock here; later jobs count as not arrived
+    max_jobs: int | None = None  # replay only the first N jobs of the scenario
+    min_round_interval_s: float = 0.0
+    usage_half_life_hours: float = 168.0  # fair-share memory, like Slurm's default 7 days
+    skip_idle_rounds: bool = True
+    progress_every: int = 4096  # events between progress callbacks
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """What happened to one job of the workload (mutable while the replay runs)."""
+
+    job: Job
+    actual_hours: float
+    state: str = NOT_ARRIVED
+    first_start: float | None = None
+    finished_at: float | None = None
+    pool: str | None = None
+    gpu_type: str | None = None
+    run_seconds: float = 0.0  # wall time on GPUs, all segments
+    effective_gpu_hours: float = 0.0  # gpus x reference hours of work done
+    preemptions: int = 0
+    cost: float = 0.0
+    subsidy: float = 0.0
+    org_pays: float = 0.0
+
+
+@dataclass
+class SimulationResult:
+    scenario: str
+    policy: str
+    records: list[JobRecord]
+    dropped: dict[str, int]  # the scenario's load-time drops plus never-fitting jobs
+    end_time: float  # seconds from the scenario start
+    capacity: dict[str, int]  # GPUs per GPU type
+    speeds: dict[str, float]
+    busy_gpu_seconds: dict[str, float]  # per GPU type
+    idle_while_waiting_gpu_seconds: float
+    # step series: (time, busy GPUs per GPU type in ``capacity`` order); (time, cumulative subsidy)
+    utilisation_series: list[tuple[float, tuple[int, ...]]]
+    subsidy_series: list[tuple[float, float]]
+    subsidy_budget: float | None
+    domain_weights: dict[str, float]
+    rounds: int = 0
+    events: int = 0
+
+
+class Books:
+    """The in-memory ledger: what each org paid and was subsidised this period.
+
+    The whole replay is one accounting period. Kept deliberately small so the
+    shared gpupool.accounting books object can replace it later.
+    """
+
+    def __init__(self, orgs: Mapping[str, object], rules: SubsidyRules) -> None:
+        self._orgs = orgs
+        self.rules = rules
+        self.org_pays: dict[str, float] = {}
+        self.subsidy_by_org: dict[str, float] = {}
+        self.subsidy_total = 0.0
+        self.cost_total = 0.0
+        self._accounts: dict[str, OrgAccount] | None = None
+
+    def accounts(self) -> dict[str, OrgAccount]:
+        if self._accounts is None:
+            self._accounts = {
+                name: self._account(name, getattr(org, "budget", None))
+                for name, org in self._orgs.items()
+            }
+        return self._accounts
+
+    def _account(self, org: str, budget: float | None) -> OrgAccount:
+        cap = self.rules.org_cap
+        return OrgAccount(
+            org=org,
+            budget_left=None if budget is None else budget - self.org_pays.get(org, 0.0),
+            subsidy_cap_left=None if cap is None else cap - self.subsidy_by_org.get(org, 0.0),
+        )
+
+    def subsidy_left(self) -> float | None:
+        budget = self.rules.period_budget
+        return None if budget is None else budget - self.subsidy_total
+
+    def book(self, org: str, charge: Charge, fraction: float = 1.0) -> None:
+        """Book ``fraction`` of a charge (negative: refund)."""
+        self.org_pays[org] = self.org_pays.get(org, 0.0) + charge.org_pays * fraction
+        self.subsidy_by_org[org] = self.subsidy_by_org.get(org, 0.0) + charge.subsidy * fraction
+        self.subsidy_total += charge.subsidy * fraction
+        self.cost_total += charge.cost * fraction
+        self._accounts = None
+
+
+class UsageMeter:
+    """Each domain's exponentially decayed usage in effective GPU-hours.
+
+    Between events a domain accrues at a constant rate r (effective GPUs busy),
+    so u(t + d) = u(t) e^(-ld) + r (1 - e^(-ld)) / l is exact, with l = ln 2 / half-life.
+    """
+
+    def __init__(self, domains, half_life_hours: float) -> None:
+        self._decay = math.log(2) / half_life_hours
+        self._usage = dict.fromkeys(domains, 0.0)
+        self._rate = dict.fromkeys(domains, 0.0)
+        self._at = 0.0
+
+    def advance(self, now: float) -> None:
+        hours = (now - self._at) / HOUR
+        if hours <= 0:
+            return
+        keep = math.exp(-self._decay * hours)
+        gain = (1.0 - keep) / self._decay
+        for domain, usage in self._usage.items():
+            self._usage[domain] = usage * keep + self._rate[domain] * gain
+        self._at = now
+
+    def change_rate(self, now: float, domain: str, delta: float) -> None:
+        self.advance(now)
+        self._rate[domain] = self._rate.get(domain, 0.0) + delta
+        self._usage.setdefault(domain, 0.0)
+
+    def snapshot(self, now: float) -> dict[str, float]:
+        self.advance(now)
+        return dict(self._usage)
+
+
+@dataclass(slots=True)
+class _Run:
+    record: JobRecord
+    running: RunningJob
+    charge: Charge
+    speed: float
+    token: int
+    remaining_actual: float  # reference hours of real work left at start
+    expected_seconds: float
+
+
+@dataclass
+class _Integrals:
+    at: float = 0.0
+    busy: dict[str, float] = field(default_factory=dict)
+    idle_while_waiting: float = 0.0
+
+
+class Simulation:
+    """One replay of ``scenario`` under ``policy``; call :meth:`run` once."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        policy: Policy,
+        *,
+        pricing: SubsidyRules | None = None,
+        options: EngineOptions | None = None,
+        progress: ProgressFn | None = None,
+        policy_name: str | None = None,
+    ) -> None:
+        import simpy  # heavy-ish: only when a simulation actually runs
+
+        self.scenario = scenario
+        self.policy = policy
+        self.policy_name = policy_name or type(policy).__name__
+        self.options = options or EngineOptions()
+        self.rules = pricing or SubsidyRules()
+        self.progress = progress
+        self.env = simpy.Environment()
+        self._pools = {pool.name: pool for pool in scenario.pools}
+        self._free = {pool.name: list(pool.node_sizes()) for pool in scenario.pools}
+        self._empty = {pool.name: tuple(pool.node_sizes()) for pool in scenario.pools}
+        self._types = sorted({pool.gpu_type for pool in scenario.pools})
+        self._capacity = {t: 0 for t in self._types}
+        for pool in scenario.pools:
+            self._capacity[pool.gpu_type] += pool.gpus
+        self._busy = dict.fromkeys(self._types, 0)
+        self._free_total = sum(self._capacity.values())
+        jobs = scenario.jobs[: self.options.max_jobs] if self.options.max_jobs else scenario.jobs
+        self._arrivals = sorted(jobs, key=lambda s: (s.job.submitted_at, s.job.id))
+        self._records = {s.job.id: JobRecord(job=s.job, actual_hours=s.actual_hours) for s in jobs}
+        if len(self._records) != len(jobs):
+            raise GpupoolError("job ids must be unique", location=f"{scenario.name} jobs")
+        self._pending: dict[int, Job] = {}
+        self._running: dict[int, _Run] = {}
+        self._remaining: dict[int, float] = {s.job.id: s.actual_hours for s in jobs}
+        self.books = Books(scenario.orgs, self.rules)
+        self.usage = UsageMeter(scenario.domains, self.options.usage_half_life_hours)
+        self._integrals = _Integrals(busy=dict.fromkeys(self._types, 0.0))
+        self._util_series: list[tuple[float, tuple[int, ...]]] = [(0.0, (0,) * len(self._types))]
+        self._subsidy_series: list[tuple[float, float]] = [(0.0, 0.0)]
+        self._dropped = dict(scenario.dropped)
+        self._round_requested = False
+        self._last_round = -math.inf
+        self._next_arrival = 0
+        self._tokens = 0
+        self._rounds = 0
+        self._events = 0
+        self._finished = 0
+        self._preemptive = _may_preempt(policy)
+
+    # -- driving the clock ------------------------------------------------
+
+    def run(self) -> SimulationResult:
+        if self._arrivals:
+            first = max(0.0, self._arrivals[0].job.submitted_at)
+            self.env.timeout(first).callbacks.append(self._on_arrival)
+        until = self.options.until_hours
+        if until is None:
+            self.env.run()
+        else:
+            self.env.run(until=until * HOUR)
+        end = self.env.now
+        self._advance(end)
+        self.usage.advance(end)
+        self._report_progress()
+        return self._result(end)
+
+    def _tick(self) -> None:
+        self._events += 1
+        if self.progress and self._events % self.options.progress_every == 0:
+            self._report_progress()
+
+    def _report_progress(self) -> None:
+        if self.progress:
+            self.progress(self.env.now / HOUR, self._finished, len(self._records))
+
+    def _request_round(self) -> None:
+        if self._round_requested:
+            return
+        self._round_requested = True
+        delay = max(0.0, self._last_round + self.options.min_round_interval_s - self.env.now)
+        self.env.timeout(delay).callbacks.append(self._on_round)
+
+    # -- events ------------------------------------------------------------
+
+    def _on_arrival(self, _event) -> None:
+        self._tick()
+        now = self.env.now
+        self._advance(now)
+        wants_round = False
+        arrivals = self._arrivals
+        while self._next_arrival < len(arrivals):
+            job = arrivals[self._next_arrival].job
+            if job.submitted_at > now:
+                break
+            self._next_arrival += 1
+            wants_round |= self._admit(job)
+        if self._next_arrival < len(arrivals):
+            delay = arrivals[self._next_arrival].job.submitted_at - now
+            self.env.timeout(delay).callbacks.append(self._on_arrival)
+        if wants_round or not self.options.skip_idle_rounds:
+            self._request_round()
+
+    def _admit(self, job: Job) -> bool:
+        """Queue an arriving job; True if a round could start it (or preempt for it)."""
+        record = self._records[job.id]
+        allowed = [p for p in self._pools.values() if job.allows(p.gpu_type)]
+        if not any(fit_gang(self._empty[p.name], job.gpus, p.gpus_per_node) for p in allowed):
+            record.state = NEVER_FITS
+            self._dropped[NEVER_FITS] = self._dropped.get(NEVER_FITS, 0) + 1
+            return False
+        record.state = WAITING
+        self._pending[job.id] = job
+        if self._preemptive:
+            return True
+        return any(fit_gang(self._free[p.name], job.gpus, p.gpus_per_node) for p in allowed)
+
+    def _on_completion(self, event) -> None:
+        job_id, token = event.value
+        run = self._running.get(job_id)
+        if run is None or run.token != token:
+            return  # the job was preempted after this completion was scheduled
+        self._tick()
+        now = self.env.now
+        self._advance(now)
+        self._stop(run, now)
+        record = run.record
+        record.state = FINISHED
+        record.finished_at = now
+        self._remaining[job_id] = 0.0
+        self._finished += 1
+        self._record_utilisation(now)
+        if self._pending:
+            self._request_round()
+
+    def _on_round(self, _event) -> None:
+        self._round_requested = False
+        if not self._pending:
+            return
+        self._tick()
+        now = self.env.now
+        self._last_round = now
+        self._rounds += 1
+        snapshot = self._snapshot(now)
+        allocation = self.policy.allocate(snapshot)
+        self._apply(allocation, snapshot, now)
+
+    # -- state changes -------------------------------------------------------
+
+    def _snapshot(self, now: float) -> Snapshot:
+        return Snapshot(
+            now=now,
+            gpu_types=self.scenario.gpu_types,
+            pools=tuple(
+                PoolState(pool=pool, free_per_node=tuple(self._free[name]))
+                for name, pool in self._pools.items()
+            ),
+            domains=self.scenario.domains,
+            orgs=self.scenario.orgs,
+            pending=tuple(self._pending.values()),
+            running=tuple(run.running for run in self._running.values()),
+            usage=self.usage.snapshot(now),
+            accounts=self.books.accounts(),
+            subsidy_budget_left=self.books.subsidy_left(),
+            pricing=self.rules,
+        )
+
+    def _apply(self, allocation: Allocation, snapshot: Snapshot, now: float) -> None:
+        self._advance(now)
+        freed = False
+        for job_id in allocation.preempt:
+            run = self._running.get(job_id)
+            if run is None:
+                raise GpupoolError(
+                    f"preempts job {job_id}, which is not running", location="policy"
+                )
+            self._preempt(run, now)
+            freed = True
+        tracker = None
+        for placement in allocation.placements:
+            charge = allocation.charges.get(placement.job_id)
+            if charge is None:  # a policy without pricing: full price, default subsidy
+                tracker = tracker or BudgetTracker(snapshot)
+                job = self._pending.get(placement.job_id)
+                if job is not None:
+                    charge = tracker.quote(job, self._pools[placement.pool])
+            self._start(placement, charge, now)
+        if allocation.placements or freed:
+            self._record_utilisation(now)
+        if freed and not allocation.placements and self._pending:
+            self._request_round()  # preempted GPUs stayed free: let the policy use them
+
+    def _start(self, placement: Placement, charge: Charge | None, now: float) -> None:
+        job = self._pending.get(placement.job_id)
+        if job is None:
+            raise GpupoolError(
+                f"places job {placement.job_id}, which is not pending", location="policy"
+            )
+        pool = self._pools.get(placement.pool)
+        if pool is None or not job.allows(pool.gpu_type) or placement.gpus != job.gpus:
+            raise GpupoolError(
+                f"invalid placement of job {job.id} on {placement.pool!r}", location="policy"
+            )
+        free = self._free[pool.name]
+        for node, taken in placement.nodes:
+            if not 0 <= node < len(free) or free[node] < taken:
+                raise GpupoolError(
+                    f"places job {job.id} on a full node {node} of {pool.name}", location="policy"
+                )
+            free[node] -= taken
+        del self._pending[job.id]
+        speed = self.scenario.gpu_types[pool.gpu_type].speed
+        remaining = self._remaining[job.id]
+        expected = job.hours / speed * HOUR
+        self._tokens += 1
+        charge = charge or Charge(cost=0.0, subsidy=0.0, org_pays=0.0)
+        run = _Run(
+            record=self._records[job.id],
+            running=RunningJob(job, placement, started_at=now, expected_end=now + expected),
+            charge=charge,
+            speed=speed,
+            token=self._tokens,
+            remaining_actual=remaining,
+            expected_seconds=expected,
+        )
+        self._running[job.id] = run
+        record = run.record
+        record.state = RUNNING
+        if record.first_start is None:
+            record.first_start = now
+        record.pool, record.gpu_type = pool.name, pool.gpu_type
+        record.cost += charge.cost
+        record.subsidy += charge.subsidy
+        record.org_pays += charge.org_pays
+        self._busy[pool.gpu_type] += job.gpus
+        self._free_total -= job.gpus
+        self.books.book(job.org, charge)
+        if charge.subsidy:
+            self._subsidy_series.append((now, self.books.subsidy_total))
+        self.usage.change_rate(now, job.domain, job.gpus * speed)
+        event = self.env.timeout(remaining / speed * HOUR, value=(job.id, self._tokens))
+        event.callbacks.append(self._on_completion)
+
+    def _stop(self, run: _Run, now: float) -> float:
+        """Release a running job's GPUs; return the reference hours of work it did."""
+        job = run.running.job
+        del self._running[job.id]
+        for node, taken in run.running.placement.nodes:
+            self._free[run.running.placement.pool][node] += taken
+        gpu_type = run.record.gpu_type
+        self._busy[gpu_type] -= job.gpus
+        self._free_total += job.gpus
+        self.usage.change_rate(now, job.domain, -job.gpus * run.speed)
+        seconds = now - run.running.started_at
+        done = min(run.remaining_actual, seconds / HOUR * run.speed)
+        run.record.run_seconds += seconds
+        run.record.effective_gpu_hours += job.gpus * done
+        return done
+
+    def _preempt(self, run: _Run, now: float) -> None:
+        job = run.running.job
+        done = self._stop(run, now)
+        self._remaining[job.id] = run.remaining_actual - done
+        elapsed = now - run.running.started_at
+        unused = 1.0 - elapsed / run.expected_seconds if run.expected_seconds > 0 else 0.0
+        if unused > 0:
+            self.books.book(job.org, run.charge, -unused)
+            record = run.record
+            record.cost -= run.charge.cost * unused
+            record.subsidy -= run.charge.subsidy * unused
+            record.org_pays -= run.charge.org_pays * unused
+            self._subsidy_series.append((now, self.books.subsidy_total))
+        run.record.state = WAITING
+        run.record.preemptions += 1
+        remaining_estimate = max(job.hours - done, 0.0)
+        self._pending[job.id] = replace(job, hours=remaining_estimate)
+
+    # -- measurements --------------------------------------------------------
+
+    def _advance(self, now: float) -> None:
+        """Integrate busy and idle-while-waiting GPU time up to ``now``."""
+        integrals = self._integrals
+        dt = now - integrals.at
+        if dt <= 0:
+            return
+        for gpu_type, busy in self._busy.items():
+            integrals.busy[gpu_type] += busy * dt
+        if self._pending:
+            integrals.idle_while_waiting += self._free_total * dt
+        integrals.at = now
+
+    def _record_utilisation(self, now: float) -> None:
+        sample = (now, tuple(self._busy[t] for t in self._types))
+        series = self._util_series
+        if series[-1][0] == now:
+            series[-1] = sample
+        else:
+            series.append(sample)
+
+    def _result(self, end: float) -> SimulationResult:
+        for run in self._running.values():  # still running at the end: count work done so far
+            seconds = end - run.running.started_at
+            run.record.run_seconds += seconds
+            done = min(run.remaining_actual, seconds / HOUR * run.speed)
+            run.record.effective_gpu_hours += run.running.job.gpus * done
+        return SimulationResult(
+            scenario=self.scenario.name,
+            policy=self.policy_name,
+            records=list(self._records.values()),
+            dropped=self._dropped,
+            end_time=end,
+            capacity=dict(self._capacity),
+            speeds={t: self.scenario.gpu_types[t].speed for t in self._types},
+            busy_gpu_seconds=dict(self._integrals.busy),
+            idle_while_waiting_gpu_seconds=self._integrals.idle_while_waiting,
+            utilisation_series=self._util_series,
+            subsidy_series=self._subsidy_series,
+            subsidy_budget=self.rules.period_budget,
+            domain_weights={name: d.weight for name, d in self.scenario.domains.items()},
+            rounds=self._rounds,
+            events=self._events,
+        )
+
+
+def _may_preempt(policy: Policy) -> bool:
+    """Whether the policy may stop running jobs (then every arrival needs a round)."""
+    explicit = getattr(policy, "may_preempt", None)
+    if explicit is not None:
+        return bool(explicit)
+    params = getattr(policy, "params", None)
+    preemption = getattr(params, "preemption", None)
+    return bool(getattr(preemption, "enabled", False))
+
+
+def simulate(
+    scenario: Scenario,
+    policy: Policy,
+    *,
+    pricing: SubsidyRules | None = None,
+    options: EngineOptions | None = None,
+    progress: ProgressFn | None = None,
+    policy_name: str | None = None,
+) -> SimulationResult:
+    """Replay ``scenario`` under ``policy`` and return what happened to every job."""
+    simulation = Simulation(
+        scenario,
+        policy,
+        pricing=pricing,
+        options=options,
+        progress=progress,
+        policy_name=policy_name,
+    )
+    return simulation.run()
