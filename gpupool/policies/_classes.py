@@ -1,0 +1,205 @@
+"""What the optimising policies share before any solver runs: scores, groups, classes, limits.
+
+The solver never sees single jobs or single pools. Pools with the same GPU type
+and node size are interchangeable for the capacity model, so they form one
+*pool group*; pending jobs with the same domain, gang size, allowed groups and
+(bucketed) priority are interchangeable for the objective, so they form one
+*job class*. A queue of 100,000 jobs on 256 pools becomes a few thousand class
+x group variables, which is what makes the LP fast. Packing onto real nodes
+happens afterwards, job by job (gpupool.policies._packing).
+
+Priority of a pending job (higher starts first), all terms additive:
+domain weight (PolicyParams.domain_weights, else Domain.weight, else 1)
++ Job.priority + aging (per hour waited, capped) + a boost for domains behind
+their guarantee (Snapshot.guarantee_deficit) or below their guaranteed share.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gpupool.model import Job, Pool, Snapshot
+from gpupool.policies.params import PolicyParams
+
+MIN_PRIORITY = 1e-3  # a job never has zero value: idle GPUs are worth filling
+
+
+def domain_weight(snapshot: Snapshot, params: PolicyParams, domain: str) -> float:
+    """The document's weight wins; else the domain's own weight; else 1."""
+    if domain in params.domain_weights:
+        return params.domain_weights[domain]
+    known = snapshot.domains.get(domain)
+    return known.weight if known is not None else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolGroup:
+    """Pools with one GPU type and node size: interchangeable for the capacity model."""
+
+    index: int
+    gpu_type: str
+    gpus_per_node: int
+    speed: float
+    pools: tuple[Pool, ...]  # cheapest first, then by name: ties go to the cheaper pool
+
+    @property
+    def price_per_effective_gpu_hour(self) -> float:
+        return min(p.price_per_gpu_hour for p in self.pools) / self.speed
+
+
+def pool_groups(snapshot: Snapshot) -> tuple[PoolGroup, ...]:
+    by_key: dict[tuple[str, int], list[Pool]] = {}
+    for state in snapshot.pools:
+        pool = state.pool
+        by_key.setdefault((pool.gpu_type, pool.gpus_per_node), []).append(pool)
+    groups = []
+    for index, (gpu_type, per_node) in enumerate(sorted(by_key)):
+        pools = sorted(by_key[(gpu_type, per_node)], key=lambda p: (p.price_per_gpu_hour, p.name))
+        speed = snapshot.gpu_types[gpu_type].speed
+        groups.append(PoolGroup(index, gpu_type, per_node, speed, tuple(pools)))
+    return tuple(groups)
+
+
+def gang_fits_pool(gpus: int, pool: Pool) -> bool:
+    """Whether an empty ``pool`` could ever hold the gang (fit_gang's shape rules)."""
+    if gpus <= pool.gpus_per_node:
+        return gpus <= max(pool.node_sizes())
+    return math.ceil(gpus / pool.gpus_per_node) <= pool.gpus // pool.gpus_per_node
+
+
+def allowed_groups(job: Job, groups: Sequence[PoolGroup]) -> tuple[int, ...]:
+    """Indexes of the groups with a GPU type the job allows and a pool that could ever hold it."""
+    return tuple(
+        g.index
+        for g in groups
+        if job.allows(g.gpu_type) and any(gang_fits_pool(job.gpus, p) for p in g.pools)
+    )
+
+
+# ---------------------------------------------------------------------------
+# Domain limits: guaranteed shares and borrowing, in effective GPUs (GPUs x speed)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DomainLimits:
+    """Per domain: effective GPUs running now, guaranteed, and the most it may hold."""
+
+    running: dict[str, float]
+    guarantee: dict[str, float]
+    cap: dict[str, float]  # math.inf when the domain may borrow without limit
+
+    def headroom(self, domain: str) -> float:
+        return self.cap.get(domain, math.inf) - self.running.get(domain, 0.0)
+
+    def below_guarantee(self, domain: str) -> bool:
+        return self.running.get(domain, 0.0) < self.guarantee.get(domain, 0.0)
+
+
+def domain_limits(snapshot: Snapshot, params: PolicyParams) -> DomainLimits:
+    """Guarantee = GPUs per type x speed, or a fraction of the platform; cap adds borrowing."""
+    speeds = {name: t.speed for name, t in snapshot.gpu_types.items()}
+    platform = sum(s.pool.gpus * speeds[s.pool.gpu_type] for s in snapshot.pools)
+    running: dict[str, float] = {}
+    pool_type = {s.pool.name: s.pool.gpu_type for s in snapshot.pools}
+    for r in snapshot.running:
+        speed = speeds[pool_type[r.placement.pool]]
+        running[r.job.domain] = running.get(r.job.domain, 0.0) + r.placement.gpus * speed
+    guarantee, cap = {}, {}
+    for domain, share in params.shares.items():
+        if share.gpus is not None:
+            guarantee[domain] = sum(n * speeds.get(t, 1.0) for t, n in share.gpus.items())
+        else:
+            guarantee[domain] = (share.fraction or 0.0) * platform
+        borrow = math.inf if share.borrow_limit is None else share.borrow_limit * platform
+        cap[domain] = guarantee[domain] + borrow
+    return DomainLimits(running, guarantee, cap)
+
+
+# ---------------------------------------------------------------------------
+# Priorities
+# ---------------------------------------------------------------------------
+
+
+def priorities(
+    snapshot: Snapshot,
+    params: PolicyParams,
+    limits: DomainLimits,
+    *,
+    deficit_boost: float,
+    guarantee_boost: float,
+) -> dict[int, float]:
+    """Each pending job's priority (see the module docstring), at least MIN_PRIORITY."""
+    worst_deficit = max((d for d in snapshot.guarantee_deficit.values() if d > 0), default=0.0)
+    domain_base: dict[str, float] = {}
+    for job in snapshot.pending:
+        if job.domain in domain_base:
+            continue
+        base = domain_weight(snapshot, params, job.domain)
+        deficit = snapshot.guarantee_deficit.get(job.domain, 0.0)
+        if deficit > 0:
+            base += deficit_boost * deficit / worst_deficit
+        if limits.below_guarantee(job.domain):
+            base += guarantee_boost
+        domain_base[job.domain] = base
+    aging = params.aging
+    result = {}
+    for job in snapshot.pending:
+        waited_h = max(0.0, snapshot.now - job.submitted_at) / 3600.0
+        boost = min(aging.max_boost, aging.per_hour * waited_h)
+        result[job.id] = max(MIN_PRIORITY, domain_base[job.domain] + job.priority + boost)
+    return result
+
+
+def running_priority(snapshot: Snapshot, params: PolicyParams, job: Job) -> float:
+    """A running job's priority for preemption: its domain weight plus its own boost."""
+    return domain_weight(snapshot, params, job.domain) + job.priority
+
+
+# ---------------------------------------------------------------------------
+# Job classes
+# ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class JobClass:
+    """Interchangeable pending jobs; ``jobs`` is in start order (priority desc, then FIFO)."""
+
+    index: int
+    domain: str
+    gpus: int
+    groups: tuple[int, ...]
+    priority: float  # mean of the members: the LP's value per effective GPU
+    jobs: list[Job]
+
+
+def job_classes(
+    jobs: Sequence[Job],
+    prio: dict[int, float],
+    allowed: dict[int, tuple[int, ...]],
+    resolution: float,
+) -> list[JobClass]:
+    """Group jobs by (domain, gpus, allowed groups, priority bucket of width ``resolution``)."""
+    buckets: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        bucket = math.floor(prio[job.id] / resolution) if resolution > 0 else prio[job.id]
+        key = (job.domain, job.gpus, allowed[job.id], bucket)
+        buckets.setdefault(key, []).append(job)
+    classes = []
+    for index, key in enumerate(sorted(buckets, key=_sortable)):
+        members = sorted(buckets[key], key=lambda j: start_order(j, prio))
+        mean = sum(prio[j.id] for j in members) / len(members)
+        classes.append(JobClass(index, key[0], key[1], key[2], mean, members))
+    return classes
+
+
+def start_order(job: Job, prio: dict[int, float]) -> tuple[float, float, int]:
+    """Numbered criteria: 1. priority, highest first; 2. submitted earliest; 3. id."""
+    return (-prio[job.id], job.submitted_at, job.id)
+
+
+def _sortable(key: tuple) -> tuple:
+    domain, gpus, groups, bucket = key
+    return (domain, gpus, groups, float(bucket))

@@ -1,0 +1,219 @@
+"""Turning planned GPU counts into real gangs on real nodes, fast.
+
+The solvers decide how many GPUs of which pool group each class of jobs gets;
+this module places single jobs, in start order, with exactly
+gpupool.model.fit_gang's semantics (best-fit single node; whole free nodes for
+multi-node gangs), across the pools of a group:
+
+- single-node gangs go to the node with the fewest free GPUs that holds them in
+  the whole group (cheapest pool first on ties), so whole nodes stay free for
+  big gangs: less fragmentation;
+- multi-node gangs go to the pool with the fewest whole free nodes that still
+  holds them, for the same reason.
+
+Each pool keeps a count of its nodes by free GPUs, so rejecting a job that
+cannot fit costs O(gpus per node), not a scan of every node: with 100,000
+pending jobs most of them are rejections. Every start goes through the
+round's BudgetTracker and the domain caps, and the packer remembers why each
+job that did not start is waiting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from gpupool.accounting import BudgetTracker
+from gpupool.model import Charge, Job, Placement, Pool, Snapshot, WaitReason, fit_gang
+from gpupool.policies._classes import DomainLimits, PoolGroup
+
+
+class _PoolFree:
+    """Free GPUs per node of one pool, with nodes counted by free GPUs."""
+
+    __slots__ = ("pool", "free", "count")
+
+    def __init__(self, pool: Pool, free: Sequence[int]) -> None:
+        self.pool = pool
+        self.free = list(free)
+        self.count = [0] * (pool.gpus_per_node + 1)
+        for f in self.free:
+            self.count[f] += 1
+
+    @property
+    def whole(self) -> int:
+        return self.count[self.pool.gpus_per_node]
+
+    def take(self, nodes: Sequence[tuple[int, int]]) -> None:
+        for index, taken in nodes:
+            self.count[self.free[index]] -= 1
+            self.free[index] -= taken
+            self.count[self.free[index]] += 1
+
+    def give(self, nodes: Sequence[tuple[int, int]]) -> None:
+        for index, taken in nodes:
+            self.count[self.free[index]] -= 1
+            self.free[index] += taken
+            self.count[self.free[index]] += 1
+
+
+class Capacity:
+    """Free GPUs of every pool, grouped like the solver sees them."""
+
+    def __init__(self, snapshot: Snapshot, groups: Sequence[PoolGroup]) -> None:
+        states = {s.pool.name: s for s in snapshot.pools}
+        self.groups = groups
+        self.pools: dict[str, _PoolFree] = {}
+        self.members: list[list[_PoolFree]] = []
+        for group in groups:
+            members = [_PoolFree(p, states[p.name].free_per_node) for p in group.pools]
+            self.members.append(members)
+            self.pools.update((m.pool.name, m) for m in members)
+        # per group: nodes by free GPUs, summed over its pools; and the most whole nodes in a pool
+        self._count = [self._group_count(g) for g in range(len(groups))]
+        self._max_whole = [max((m.whole for m in ms), default=0) for ms in self.members]
+        # Smallest gang known not to fit per group. Free GPUs only shrink while packing,
+        # so most of a long queue is rejected by one comparison; give() resets it.
+        self._fails_from = [math.inf] * len(groups)
+
+    def _group_count(self, g: int) -> list[int]:
+        total = [0] * (self.groups[g].gpus_per_node + 1)
+        for member in self.members[g]:
+            for f, n in enumerate(member.count):
+                total[f] += n
+        return total
+
+    def free_gpus(self, g: int) -> int:
+        return sum(f * n for f, n in enumerate(self._count[g]))
+
+    def whole_nodes(self, g: int) -> int:
+        return self._count[g][self.groups[g].gpus_per_node]
+
+    def could_fit(self, gpus: int, g: int) -> bool:
+        """Cheap test: is there room for this gang somewhere in group ``g`` right now?"""
+        if gpus >= self._fails_from[g]:
+            return False
+        per_node = self.groups[g].gpus_per_node
+        if gpus <= per_node:
+            fits = any(self._count[g][f] for f in range(gpus, per_node + 1))
+        else:
+            fits = math.ceil(gpus / per_node) <= self._max_whole[g]
+        if not fits:
+            self._fails_from[g] = gpus
+        return fits
+
+    def find(self, gpus: int, g: int) -> tuple[_PoolFree, tuple[tuple[int, int], ...]] | None:
+        """The pool and nodes this gang would take in group ``g`` (fit_gang semantics)."""
+        if not self.could_fit(gpus, g):
+            return None
+        per_node = self.groups[g].gpus_per_node
+        if gpus <= per_node:
+            best = next(f for f in range(gpus, per_node + 1) if self._count[g][f])
+            member = next(m for m in self.members[g] if m.count[best])
+        else:
+            need = math.ceil(gpus / per_node)
+            fitting = [m for m in self.members[g] if m.whole >= need]
+            member = min(fitting, key=lambda m: m.whole)  # first of the fewest: stable
+        nodes = fit_gang(member.free, gpus, per_node)
+        assert nodes is not None  # the counts said it fits
+        return member, nodes
+
+    def take(self, member: _PoolFree, g: int, nodes: Sequence[tuple[int, int]]) -> None:
+        self._update(member, g, nodes, member.take)
+
+    def give(self, member: _PoolFree, g: int, nodes: Sequence[tuple[int, int]]) -> None:
+        self._update(member, g, nodes, member.give)
+        self._fails_from[g] = math.inf
+
+    def _update(self, member, g, nodes, change) -> None:
+        for index, _ in nodes:
+            self._count[g][member.free[index]] -= 1
+        change(nodes)
+        for index, _ in nodes:
+            self._count[g][member.free[index]] += 1
+        self._max_whole[g] = max(m.whole for m in self.members[g])
+
+
+_RANK = {
+    WaitReason.NO_CAPACITY: 0,
+    WaitReason.PRIORITY: 1,
+    WaitReason.QUOTA: 2,
+    WaitReason.BUDGET: 2,
+    WaitReason.NEVER_FITS: 3,
+}
+
+
+class Packer:
+    """Starts jobs one at a time within capacity, domain caps and budgets."""
+
+    def __init__(
+        self, snapshot: Snapshot, groups: Sequence[PoolGroup], limits: DomainLimits
+    ) -> None:
+        self.capacity = Capacity(snapshot, groups)
+        self.groups = groups
+        self.budgets = BudgetTracker(snapshot)
+        self.headroom = {d: limits.headroom(d) for d in limits.cap}
+        self.placements: list[Placement] = []
+        self.charges: dict[int, Charge] = {}
+        self.group_of: dict[int, int] = {}
+        self.reasons: dict[int, WaitReason] = {}
+        # Groups that could hold a gang of a given size before anything started this round:
+        # a job that fitted there but is still waiting lost to higher-priority work.
+        self._initial = Capacity(snapshot, groups)
+        self._fitted_cache: dict[tuple[int, int], bool] = {}
+
+    def try_start(self, job: Job, candidates: Sequence[int]) -> bool:
+        """Start ``job`` in the first candidate group where it fits, is within caps and paid."""
+        for g in candidates:
+            if self._try_group(job, g):
+                self.reasons.pop(job.id, None)
+                return True
+        return False
+
+    def try_start_in(self, job: Job, g: int, member: _PoolFree) -> bool:
+        """Start ``job`` on one given pool of group ``g`` (used after preempting there)."""
+        nodes = fit_gang(member.free, job.gpus, member.pool.gpus_per_node)
+        if nodes is None or not self._commit(job, g, member, nodes):
+            return False
+        self.reasons.pop(job.id, None)
+        return True
+
+    def _try_group(self, job: Job, g: int) -> bool:
+        found = self.capacity.find(job.gpus, g)
+        if found is None:
+            fitted = self._fitted_initially(job.gpus, g)
+            self._note(job, WaitReason.PRIORITY if fitted else WaitReason.NO_CAPACITY)
+            return False
+        return self._commit(job, g, *found)
+
+    def _commit(self, job: Job, g: int, member: _PoolFree, nodes) -> bool:
+        effective = job.gpus * self.groups[g].speed
+        if effective > self.headroom.get(job.domain, math.inf) + 1e-9:
+            self._note(job, WaitReason.QUOTA)
+            return False
+        charge = self.budgets.admit(job, member.pool)
+        if charge is None:
+            self._note(job, WaitReason.BUDGET)
+            return False
+        self.capacity.take(member, g, nodes)
+        if job.domain in self.headroom:
+            self.headroom[job.domain] -= effective
+        self.placements.append(Placement(job.id, member.pool.name, nodes))
+        self.charges[job.id] = charge
+        self.group_of[job.id] = g
+        return True
+
+    def _fitted_initially(self, gpus: int, g: int) -> bool:
+        key = (gpus, g)
+        if key not in self._fitted_cache:
+            self._fitted_cache[key] = self._initial.could_fit(gpus, g)
+        return self._fitted_cache[key]
+
+    def _note(self, job: Job, reason: WaitReason) -> None:
+        """Keep the most telling reason: budget/quota beat priority beat no capacity."""
+        old = self.reasons.get(job.id)
+        if old is None or _RANK[reason] >= _RANK[old]:
+            self.reasons[job.id] = reason
+
+    def started(self) -> set[int]:
+        return set(self.charges)
