@@ -1,10 +1,18 @@
-"""Price and subsidy of one job on one pool, and the per-round budget tracker."""
+"""Price and subsidy of one job on one pool, and the per-round budget tracker.
+
+``Snapshot.pricing`` is either a :class:`SubsidyRules` (flat rates, as written in
+a policy document) or a :class:`gpupool.accounting.books.Books` (programmes,
+vouchers and the ledger). With Books, a quote is exactly what booking the job's
+estimated run from ``now`` would charge, and each admitted job is booked in a
+private copy, so later quotes in the same round see what is left.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gpupool.accounting.books import Books
 from gpupool.model import Charge, GpuType, Job, OrgAccount, Pool, Snapshot
 
 
@@ -44,7 +52,9 @@ class BudgetTracker:
 
     def __init__(self, snapshot: Snapshot) -> None:
         self._gpu_types = snapshot.gpu_types
+        self._now = snapshot.now
         rules = snapshot.pricing
+        self._books = rules.fork() if isinstance(rules, Books) else None
         self._rules: SubsidyRules = rules if isinstance(rules, SubsidyRules) else SubsidyRules()
         self._platform_left = snapshot.subsidy_budget_left
         self._accounts: dict[str, OrgAccount] = dict(snapshot.accounts)
@@ -52,7 +62,13 @@ class BudgetTracker:
     def _account(self, org: str) -> OrgAccount:
         return self._accounts.get(org) or OrgAccount(org=org)
 
+    def _estimated_run(self, job: Job, pool: Pool) -> tuple[GpuType, float, float]:
+        gpu_type = self._gpu_types[pool.gpu_type]
+        return gpu_type, self._now, self._now + job.runtime_hours_on(gpu_type) * 3600.0
+
     def quote(self, job: Job, pool: Pool) -> Charge:
+        if self._books is not None:
+            return self._books.quote(job, pool, *self._estimated_run(job, pool))
         cost = job_cost(job, pool, self._gpu_types[pool.gpu_type])
         subsidy = cost * self._rules.rate(job.domain, pool.gpu_type)
         account = self._account(job.org)
@@ -61,15 +77,25 @@ class BudgetTracker:
                 subsidy = min(subsidy, max(0.0, limit))
         return Charge(cost=cost, subsidy=subsidy, org_pays=cost - subsidy)
 
-    def affordable(self, job: Job, pool: Pool) -> bool:
+    def _assess(self, job: Job, pool: Pool) -> tuple[Charge, bool]:
+        """The quote and whether the org can take the job now."""
         account = self._account(job.org)
-        charge = self.quote(job, pool)
-        return account.budget_left is None or charge.org_pays <= account.budget_left + 1e-9
+        if self._books is not None:
+            charge, held_by = self._books.assess(job, pool, *self._estimated_run(job, pool))
+            if held_by is not None:
+                return charge, False
+        else:
+            charge = self.quote(job, pool)
+        ok = account.budget_left is None or charge.org_pays <= account.budget_left + 1e-9
+        return charge, ok
+
+    def affordable(self, job: Job, pool: Pool) -> bool:
+        return self._assess(job, pool)[1]
 
     def admit(self, job: Job, pool: Pool) -> Charge | None:
-        if not self.affordable(job, pool):
+        charge, ok = self._assess(job, pool)
+        if not ok:
             return None
-        charge = self.quote(job, pool)
         account = self._account(job.org)
         self._accounts[job.org] = OrgAccount(
             org=job.org,
@@ -81,6 +107,8 @@ class BudgetTracker:
         )
         if self._platform_left is not None:
             self._platform_left -= charge.subsidy
+        if self._books is not None:
+            self._books.charge(job, pool, *self._estimated_run(job, pool))
         return charge
 
 

@@ -1,0 +1,596 @@
+"""The books: an append-only ledger plus the balances it implies.
+
+Live and simulated runs use this same class: the scheduler loads programmes,
+vouchers and past entries from the database into a ``Books`` and writes the new
+entries (and voucher balances) back; the simulator keeps one in memory.
+
+Charging rules (docs/accounting.md has worked figures):
+
+1. Usage is booked on what actually ran: ``charge(job, pool, gpu_type, start,
+   end)`` for an interval the job occupied its GPUs. Drivers call it when a job
+   ends (completed, failed, preempted, cancelled, timed out) and ``meter`` it up
+   to ``now`` for running jobs before every ``expire(now)``, so usage before a
+   voucher's expiry can still spend it. An interval is never booked twice.
+2. The interval is cut at accounting-period boundaries, programme period
+   boundaries and voucher award/expiry instants; each piece is priced on its own.
+3. Within a piece, eligible programmes fund it in declaration order. A programme
+   takes the share of the piece it can fund (all of it; or, with vouchers, what
+   the org's vouchers cover, spent in the programme's spending order) and pays
+   its rate on that share, shrinking the share so that the subsidy never
+   exceeds its budget left or the org's cap left. The rest falls through to the
+   next programme, and what no programme funds is paid in full by the org.
+   Rates never stack: every entry is funded by at most one programme.
+4. Money is rounded per entry to cents, half up on the decimal value: cost and
+   subsidy are rounded, subsidy is clipped to cost and to the limits left, and
+   org_pays = cost - subsidy in exact decimals. So cost == subsidy + org_pays
+   holds exactly in every entry and in every total.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_UP, Decimal
+
+from gpupool.accounting.periods import CALENDAR_KINDS, coarsen, period_label, split
+from gpupool.accounting.programmes import Programme, Voucher, default_expiry
+from gpupool.model import Charge, GpupoolError, GpuType, Job, NotFound, Org, OrgAccount, Pool
+
+CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
+KINDS = ("charge", "correction", "award", "expiry", "carry_over")
+USAGE_KINDS = ("charge", "correction")
+_EPS = 1e-12
+_GRAIN = {"month": 1, "quarter": 3, "year": 12}
+
+
+def cents(amount: float | int | str | Decimal) -> Decimal:
+    """Round money to cents, half up, on its shortest decimal form (12.345 -> 12.35)."""
+    value = Decimal(repr(amount)) if isinstance(amount, float) else Decimal(amount)
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerEntry:
+    """One row of the ledger (table ledger_entries). Never changed once written.
+
+    Money fields are Decimals in cents (floats and text are accepted and
+    rounded). ``effective_gpu_hours``: usage for charge/correction entries,
+    voucher hours (+ awarded or carried, - expired) for the other kinds.
+    ``at``: end of the booked usage, or when the award/expiry happened.
+    """
+
+    kind: str
+    org: str
+    period: str
+    at: float
+    domain: str = ""
+    job_id: int | None = None
+    gpu_type: str | None = None
+    cost: Decimal = ZERO
+    subsidy: Decimal = ZERO
+    org_pays: Decimal | None = None
+    effective_gpu_hours: float = 0.0
+    programme: str | None = None
+    voucher_id: int | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise GpupoolError(f"unknown ledger entry kind {self.kind!r}", location="kind")
+        cost, subsidy = cents(self.cost), cents(self.subsidy)
+        org_pays = cost - subsidy if self.org_pays is None else cents(self.org_pays)
+        if cost != subsidy + org_pays:
+            raise GpupoolError(
+                f"ledger entry does not balance: {cost} != {subsidy} + {org_pays}",
+                location="org_pays",
+            )
+        object.__setattr__(self, "cost", cost)
+        object.__setattr__(self, "subsidy", subsidy)
+        object.__setattr__(self, "org_pays", org_pays)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    cost: Decimal = ZERO
+    subsidy: Decimal = ZERO
+    org_pays: Decimal = ZERO
+    effective_gpu_hours: float = 0.0
+
+    def add(self, entry: LedgerEntry) -> Totals:
+        return Totals(
+            self.cost + entry.cost,
+            self.subsidy + entry.subsidy,
+            self.org_pays + entry.org_pays,
+            self.effective_gpu_hours + entry.effective_gpu_hours,
+        )
+
+
+@dataclass
+class _Draft:
+    """Balance changes of a charge being planned, kept apart until it is booked."""
+
+    spent: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    capped: dict[tuple[str, str, str], Decimal] = field(
+        default_factory=lambda: defaultdict(Decimal)
+    )
+    voucher_used: dict[int, float] = field(default_factory=lambda: defaultdict(float))
+    entries: list[LedgerEntry] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """A stretch of one job's usage priced on its own."""
+
+    job: Job
+    gpu_type: GpuType
+    label: str
+    start: float
+    end: float
+    cost: float  # full price of the whole piece
+    gpu_hours: float
+
+
+class Books:
+    """Ledger and balances; deterministic for the same inputs and calls.
+
+    ``programmes`` in funding order; ``vouchers`` with their current balances
+    (authoritative); ``entries``: the ledger so far, from which budget spent,
+    caps used, org spending and how far each job is charged are rebuilt.
+    ``period``: the accounting period (month, quarter or year) entries are
+    split and labelled by; recurring programmes must be this or coarser.
+    """
+
+    def __init__(
+        self,
+        programmes: Iterable[Programme] = (),
+        vouchers: Iterable[Voucher] = (),
+        entries: Iterable[LedgerEntry] = (),
+        *,
+        orgs: Mapping[str, Org] | Iterable[Org] = (),
+        period: str = "quarter",
+    ) -> None:
+        if period not in CALENDAR_KINDS:
+            raise GpupoolError(
+                f"accounting period must be month, quarter or year, not {period!r}",
+                location="period",
+            )
+        self.period = period
+        self._orgs = dict(orgs) if isinstance(orgs, Mapping) else {o.name: o for o in orgs}
+        self._programmes: dict[str, Programme] = {}
+        for programme in programmes:
+            self._add_programme(programme)
+        self._vouchers: dict[int, Voucher] = {}
+        for voucher in vouchers:
+            self._add_voucher(voucher)
+        self._entries: list[LedgerEntry] = []
+        self._spent: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        self._capped: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+        self._org_paid: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        self._charged_until: dict[int, float] = {}
+        for entry in entries:
+            self._record(entry)
+
+    # -- construction -------------------------------------------------------
+
+    def _add_programme(self, programme: Programme) -> None:
+        if programme.name in self._programmes:
+            raise GpupoolError(
+                f"programme {programme.name!r} declared twice", location="programme name"
+            )
+        kind = programme.period.kind
+        if kind != "fixed" and _GRAIN[kind] < _GRAIN[self.period]:
+            raise GpupoolError(
+                f"programme {programme.name!r} recurs every {kind}, finer than the "
+                f"accounting period ({self.period})",
+                location=f"programme {programme.name} period",
+            )
+        self._programmes[programme.name] = programme
+
+    def _add_voucher(self, voucher: Voucher) -> None:
+        if voucher.id in self._vouchers:
+            raise GpupoolError(f"voucher {voucher.id} given twice", location="voucher id")
+        self.programme(voucher.programme)
+        self._vouchers[voucher.id] = voucher
+
+    def fork(self) -> Books:
+        """A scratch copy whose bookings do not touch this one (for a round's quotes)."""
+        twin = Books.__new__(Books)
+        twin.period, twin._orgs, twin._programmes = self.period, self._orgs, self._programmes
+        twin._vouchers = dict(self._vouchers)
+        twin._entries = []
+        twin._spent = defaultdict(Decimal, self._spent)
+        twin._capped = defaultdict(Decimal, self._capped)
+        twin._org_paid = defaultdict(Decimal, self._org_paid)
+        twin._charged_until = {}
+        return twin
+
+    # -- reading ------------------------------------------------------------
+
+    @property
+    def entries(self) -> tuple[LedgerEntry, ...]:
+        return tuple(self._entries)
+
+    @property
+    def programmes(self) -> tuple[Programme, ...]:
+        return tuple(self._programmes.values())
+
+    @property
+    def vouchers(self) -> tuple[Voucher, ...]:
+        return tuple(self._vouchers[i] for i in sorted(self._vouchers))
+
+    def programme(self, name: str) -> Programme:
+        try:
+            return self._programmes[name]
+        except KeyError:
+            raise NotFound(f"no programme named {name!r}", location="programme") from None
+
+    def charged_until(self, job_id: int) -> float | None:
+        return self._charged_until.get(job_id)
+
+    def budget_left(self, programme: str, t: float) -> Decimal | None:
+        """What ``programme`` may still pay in its period holding ``t`` (None = no limit)."""
+        prog = self.programme(programme)
+        if prog.budget is None:
+            return None
+        return max(ZERO, cents(prog.budget) - self._spent[(prog.name, prog.period.key(t))])
+
+    def cap_left(self, programme: str, org: str, t: float) -> Decimal | None:
+        prog = self.programme(programme)
+        if prog.org_cap is None:
+            return None
+        used = self._capped[(prog.name, prog.period.key(t), org)]
+        return max(ZERO, cents(prog.org_cap) - used)
+
+    def org_spent(self, org: str, t: float) -> Decimal:
+        """What ``org`` paid (its share, after subsidy) in the accounting period holding ``t``."""
+        return self._org_paid[(org, period_label(t, self.period))]
+
+    def accounts(self, now: float) -> dict[str, OrgAccount]:
+        """Each known org's budget left, subsidy it may still get, and voucher hours now."""
+        names = set(self._orgs) | {v.org for v in self._vouchers.values()}
+        return {name: self._account(name, now) for name in sorted(names)}
+
+    def _account(self, name: str, now: float) -> OrgAccount:
+        org = self._orgs.get(name)
+        budget_left = None
+        if org is not None and org.budget is not None:
+            budget_left = float(max(ZERO, cents(org.budget) - self.org_spent(name, now)))
+        domain = org.domain if org is not None else ""
+        subsidy: float | None = 0.0
+        for prog in self._programmes.values():
+            if not (prog.eligible(name, domain) and prog.period.active(now)):
+                continue
+            limits = [self.budget_left(prog.name, now), self.cap_left(prog.name, name, now)]
+            known = [float(x) for x in limits if x is not None]
+            subsidy = None if subsidy is None or not known else subsidy + min(known)
+        vouchers = sum(
+            v.balance for v in self._vouchers.values() if v.org == name and v.usable(now)
+        )
+        return OrgAccount(
+            org=name, budget_left=budget_left, subsidy_cap_left=subsidy, vouchers=vouchers
+        )
+
+    def subsidy_left(self, now: float) -> float | None:
+        """Budget all programmes active at ``now`` still hold (None if one is unlimited)."""
+        total = 0.0
+        for prog in self._programmes.values():
+            if prog.period.active(now):
+                left = self.budget_left(prog.name, now)
+                if left is None:
+                    return None
+                total += float(left)
+        return total
+
+    def totals(
+        self, by: str | Iterable[str] = (), kinds: Iterable[str] = USAGE_KINDS
+    ) -> dict[tuple, Totals]:
+        """Sums of entries of ``kinds`` grouped by entry fields (e.g. by=('org', 'period'))."""
+        fields = (by,) if isinstance(by, str) else tuple(by)
+        wanted = frozenset(kinds)
+        sums: dict[tuple, Totals] = {}
+        for entry in self._entries:
+            if entry.kind in wanted:
+                key = tuple(getattr(entry, name) for name in fields)
+                sums[key] = sums.get(key, Totals()).add(entry)
+        return sums
+
+    # -- charging -----------------------------------------------------------
+
+    def quote(self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float) -> Charge:
+        """What booking this usage would cost now, without booking it."""
+        return _as_charge(self._plan(job, pool, gpu_type, start, end).entries)
+
+    def charge(
+        self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float
+    ) -> list[LedgerEntry]:
+        """Book ``job``'s usage of ``pool`` over ``[start, end)``; return the new entries."""
+        done = self._charged_until.get(job.id)
+        if done is not None and start < done - 1e-6:
+            raise GpupoolError(
+                f"job {job.id} is already charged up to {done}, cannot charge from {start}",
+                location="start",
+            )
+        draft = self._plan(job, pool, gpu_type, start, end)
+        for key, amount in draft.spent.items():
+            self._spent[key] += amount
+        for key, amount in draft.capped.items():
+            self._capped[key] += amount
+        for voucher_id, used in draft.voucher_used.items():
+            voucher = self._vouchers[voucher_id]
+            self._vouchers[voucher_id] = replace(voucher, balance=max(0.0, voucher.balance - used))
+        for entry in draft.entries:
+            self._entries.append(entry)
+            self._org_paid[(entry.org, entry.period)] += entry.org_pays
+        self._charged_until[job.id] = max(end, done or end)
+        return draft.entries
+
+    def meter(
+        self, job: Job, pool: Pool, gpu_type: GpuType, started_at: float, now: float
+    ) -> list[LedgerEntry]:
+        """Book a running (or just ended) job's usage not booked yet, up to ``now``."""
+        start = max(started_at, self._charged_until.get(job.id, started_at))
+        return self.charge(job, pool, gpu_type, start, now) if now > start else []
+
+    def assess(
+        self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float
+    ) -> tuple[Charge, str | None]:
+        """The quote, and the 'wait' programme that would hold this job back, if any.
+
+        A programme with when_exhausted='wait' holds back an eligible job on a
+        GPU type it subsidises when it could pay nothing towards it now.
+        """
+        entries = self._plan(job, pool, gpu_type, start, end).entries
+        funded = {e.programme for e in entries}
+        for prog in self._programmes.values():
+            if (
+                prog.when_exhausted == "wait"
+                and prog.eligible(job.org, job.domain)
+                and prog.period.active(start)
+                and prog.rate_for(gpu_type.name) > 0
+                and prog.name not in funded
+            ):
+                return _as_charge(entries), prog.name
+        return _as_charge(entries), None
+
+    def _plan(self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float) -> _Draft:
+        if pool.gpu_type != gpu_type.name:
+            raise GpupoolError(
+                f"pool {pool.name} holds {pool.gpu_type}, not {gpu_type.name}", location="gpu_type"
+            )
+        if not (math.isfinite(start) and math.isfinite(end)) or end < start:
+            raise GpupoolError(f"bad usage interval [{start}, {end})", location="end")
+        draft = _Draft()
+        programmes = [p for p in self._programmes.values() if p.eligible(job.org, job.domain)]
+        vouchers = self._vouchers_of(job.org, programmes)
+        for piece_start, piece_end in self._pieces(start, end, programmes, vouchers):
+            hours = (piece_end - piece_start) / 3600.0
+            piece = _Piece(
+                job=job,
+                gpu_type=gpu_type,
+                label=period_label(piece_start, self.period),
+                start=piece_start,
+                end=piece_end,
+                cost=job.gpus * hours * pool.price_per_gpu_hour,
+                gpu_hours=job.gpus * hours,
+            )
+            self._fund_piece(draft, piece, programmes, vouchers)
+        return draft
+
+    def _vouchers_of(self, org: str, programmes: list[Programme]) -> dict[str, list[Voucher]]:
+        held: dict[str, list[Voucher]] = {p.name: [] for p in programmes if p.uses_vouchers}
+        for voucher in self._vouchers.values():
+            if voucher.org == org and voucher.programme in held:
+                held[voucher.programme].append(voucher)
+        for name, found in held.items():
+            found.sort(key=lambda v: v.spending_key(self._programmes[name].spending_order))
+        return held
+
+    def _pieces(self, start, end, programmes, vouchers) -> list[tuple[float, float]]:
+        cuts = {s for _, s, _ in split(start, end, self.period)}
+        for prog in programmes:
+            cuts.update(prog.period.cuts(start, end))
+        for held in vouchers.values():
+            for voucher in held:
+                cuts.update(
+                    t
+                    for t in (voucher.awarded_at, voucher.expires_at)
+                    if t is not None and start < t < end
+                )
+        points = sorted(cuts | {start, end})
+        return [(a, b) for a, b in zip(points, points[1:], strict=False) if b > a]
+
+    def _fund_piece(self, draft, piece: _Piece, programmes, vouchers) -> None:
+        left = 1.0  # share of the piece no programme has funded yet
+        for prog in programmes:
+            if left <= _EPS or not prog.period.active(piece.start):
+                continue
+            if not prog.uses_vouchers:
+                left -= self._fund(draft, piece, prog, left, None)
+                continue
+            per_piece = prog.voucher_hours_per_gpu_hour(piece.gpu_type) * piece.gpu_hours
+            for voucher in vouchers[prog.name]:
+                balance = voucher.balance - draft.voucher_used[voucher.id]
+                if left <= _EPS or balance <= _EPS or not voucher.usable(piece.start):
+                    continue
+                share = left if per_piece <= 0 else min(left, balance / per_piece)
+                funded = self._fund(draft, piece, prog, share, voucher)
+                draft.voucher_used[voucher.id] += min(balance, funded * per_piece)
+                left -= funded
+        if left > _EPS:
+            self._book(draft, piece, left, ZERO, None, None)
+
+    def _fund(self, draft, piece: _Piece, prog: Programme, share: float, voucher) -> float:
+        """Let ``prog`` pay for up to ``share`` of the piece; return the share it funded."""
+        key = prog.period.key(piece.start)
+        limits = []
+        if prog.budget is not None:
+            limits.append(
+                cents(prog.budget) - self._spent[(prog.name, key)] - draft.spent[(prog.name, key)]
+            )
+        if prog.org_cap is not None:
+            cap_key = (prog.name, key, piece.job.org)
+            limits.append(cents(prog.org_cap) - self._capped[cap_key] - draft.capped[cap_key])
+        allowed = max(ZERO, min(limits)) if limits else None
+        rate = prog.rate_for(piece.gpu_type.name)
+        wanted = rate * share * piece.cost
+        if allowed is not None and wanted > float(allowed):
+            share *= float(allowed) / wanted
+        if share <= _EPS or rate <= 0:
+            return 0.0
+        subsidy = cents(rate * share * piece.cost)
+        if allowed is not None:
+            subsidy = min(subsidy, allowed)
+        subsidy = self._book(draft, piece, share, subsidy, prog, voucher)
+        draft.spent[(prog.name, key)] += subsidy
+        draft.capped[(prog.name, key, piece.job.org)] += subsidy
+        return share
+
+    def _book(self, draft, piece: _Piece, share, subsidy, prog, voucher) -> Decimal:
+        cost = cents(share * piece.cost)
+        subsidy = min(subsidy, cost)
+        note = ""
+        if voucher is not None:
+            spent = share * prog.voucher_hours_per_gpu_hour(piece.gpu_type) * piece.gpu_hours
+            note = f"{spent:.6g} voucher hours"
+        draft.entries.append(
+            LedgerEntry(
+                kind="charge",
+                job_id=piece.job.id,
+                org=piece.job.org,
+                domain=piece.job.domain,
+                gpu_type=piece.gpu_type.name,
+                period=piece.label,
+                cost=cost,
+                subsidy=subsidy,
+                effective_gpu_hours=share * piece.gpu_hours * piece.gpu_type.speed,
+                programme=None if prog is None else prog.name,
+                voucher_id=None if voucher is None else voucher.id,
+                at=piece.end,
+                note=note,
+            )
+        )
+        return subsidy
+
+    # -- vouchers -----------------------------------------------------------
+
+    def award(
+        self,
+        org: str,
+        programme: str,
+        amount: float,
+        at: float,
+        expires_at: float | None = None,
+    ) -> Voucher:
+        """Give ``org`` ``amount`` voucher hours from ``programme`` (default expiry: period end)."""
+        prog = self.programme(programme)
+        known = self._orgs.get(org)
+        if known is not None and not prog.eligible(org, known.domain):
+            raise GpupoolError(
+                f"org {org!r} is not eligible for programme {programme!r}", location="org"
+            )
+        if not prog.uses_vouchers:
+            raise GpupoolError(
+                f"programme {programme!r} does not use vouchers", location="programme"
+            )
+        voucher = Voucher(
+            id=max(self._vouchers, default=0) + 1,
+            org=org,
+            programme=programme,
+            amount=amount,
+            balance=amount,
+            awarded_at=at,
+            expires_at=default_expiry(prog, at) if expires_at is None else expires_at,
+        )
+        self._vouchers[voucher.id] = voucher
+        self._record(self._voucher_entry("award", voucher, amount, at))
+        return voucher
+
+    def expire(self, now: float) -> list[LedgerEntry]:
+        """Expire every voucher due by ``now``, carrying over each programme's share.
+
+        Book usage up to ``now`` (``meter``) first: an expired balance is gone.
+        """
+        new: list[LedgerEntry] = []
+        while True:
+            due = [
+                v
+                for v in self._vouchers.values()
+                if v.expires_at is not None and v.expires_at <= now and v.balance > _EPS
+            ]
+            if not due:
+                return new
+            voucher = min(due, key=lambda v: (v.expires_at, v.id))
+            new.extend(self._expire_one(voucher))
+
+    def _expire_one(self, voucher: Voucher) -> list[LedgerEntry]:
+        ended = voucher.expires_at
+        self._vouchers[voucher.id] = replace(voucher, balance=0.0)
+        booked = [self._voucher_entry("expiry", voucher, -voucher.balance, ended)]
+        prog = self._programmes[voucher.programme]
+        carried = voucher.balance * prog.carry_over
+        next_end = default_expiry(prog, ended) if prog.period.active(ended) else None
+        if carried > _EPS and next_end is not None:
+            heir = Voucher(
+                id=max(self._vouchers) + 1,
+                org=voucher.org,
+                programme=voucher.programme,
+                amount=carried,
+                balance=carried,
+                awarded_at=ended,
+                expires_at=next_end,
+            )
+            self._vouchers[heir.id] = heir
+            entry = self._voucher_entry("carry_over", heir, carried, ended)
+            booked.append(
+                replace(entry, note=f"{carried:.6g} of voucher {voucher.id} carried over")
+            )
+        for entry in booked:
+            self._record(entry)
+        return booked
+
+    def _voucher_entry(self, kind: str, voucher: Voucher, hours: float, at: float) -> LedgerEntry:
+        org = self._orgs.get(voucher.org)
+        # an expiry at a period's end belongs to the period that ended
+        label_at = at - 1.0 if kind == "expiry" and at - 1.0 >= voucher.awarded_at else at
+        return LedgerEntry(
+            kind=kind,
+            org=voucher.org,
+            domain=org.domain if org is not None else "",
+            period=period_label(label_at, self.period),
+            effective_gpu_hours=hours,
+            programme=voucher.programme,
+            voucher_id=voucher.id,
+            at=at,
+            note=f"{abs(hours):.6g} voucher hours",
+        )
+
+    def _record(self, entry: LedgerEntry) -> None:
+        """Append an entry and fold it into the balances it implies."""
+        self._entries.append(entry)
+        if entry.kind not in USAGE_KINDS:
+            return
+        self._org_paid[(entry.org, entry.period)] += entry.org_pays
+        if entry.programme is not None:
+            prog = self.programme(entry.programme)
+            key = "all" if prog.period.kind == "fixed" else coarsen(entry.period, prog.period.kind)
+            self._spent[(prog.name, key)] += entry.subsidy
+            self._capped[(prog.name, key, entry.org)] += entry.subsidy
+        if entry.kind == "charge" and entry.job_id is not None:
+            done = self._charged_until.get(entry.job_id, entry.at)
+            self._charged_until[entry.job_id] = max(done, entry.at)
+
+
+def _as_charge(entries: list[LedgerEntry]) -> Charge:
+    cost = sum((e.cost for e in entries), ZERO)
+    subsidy = sum((e.subsidy for e in entries), ZERO)
+    by_programme: dict[str, Decimal] = defaultdict(Decimal)
+    for entry in entries:
+        if entry.programme is not None:
+            by_programme[entry.programme] += entry.subsidy
+    main = max(sorted(by_programme), key=lambda name: by_programme[name], default=None)
+    return Charge(
+        cost=float(cost), subsidy=float(subsidy), org_pays=float(cost - subsidy), programme=main
+    )

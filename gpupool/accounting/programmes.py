@@ -1,0 +1,139 @@
+"""Subsidy programmes and the compute vouchers they award: plain, validated data.
+
+A :class:`Programme` pays ``rate`` (or its GPU type's rate) of the price of
+eligible usage, within its budget per period and its cap per org per period.
+A programme with ``uses_vouchers`` only pays for usage covered by the org's
+vouchers from it: a voucher is an amount of *voucher hours*; one voucher hour
+buys ``exchange_rates[type]`` GPU-hours of that type, and by default exactly one
+effective GPU-hour (GPU-hours x the type's speed), so faster cards drain a
+voucher faster. The arithmetic that applies these rules lives in
+gpupool.accounting.books; this module only describes them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gpupool.accounting.periods import PeriodSpec
+from gpupool.model import GpupoolError, GpuType
+
+SPENDING_ORDERS = ("earliest_expiry", "first_awarded")
+WHEN_EXHAUSTED = ("full_price", "wait")
+
+
+@dataclass(frozen=True)
+class Programme:
+    """A subsidy programme, as an admin declares it.
+
+    ``domains``/``orgs``: who is eligible (an org is eligible if it is listed or
+    its domain is; both empty = everyone). ``carry_over``: share of a voucher's
+    unspent balance that moves to the next period when it expires (0 = all
+    expires). ``when_exhausted``: 'wait' makes an eligible job wait with reason
+    'budget exhausted' once the programme has nothing left for its org;
+    'full_price' lets it run unsubsidised.
+    """
+
+    name: str
+    period: PeriodSpec = PeriodSpec()
+    budget: float | None = None
+    domains: frozenset[str] = frozenset()
+    orgs: frozenset[str] = frozenset()
+    rate: float = 1.0
+    gpu_type_rates: Mapping[str, float] = field(default_factory=dict)
+    exchange_rates: Mapping[str, float] = field(default_factory=dict)
+    uses_vouchers: bool = False
+    org_cap: float | None = None
+    carry_over: float = 0.0
+    when_exhausted: str = "full_price"
+    spending_order: str = "earliest_expiry"
+
+    def __post_init__(self) -> None:
+        here = f"programme {self.name}"
+        if not self.name:
+            raise GpupoolError("a programme needs a name", location="programme name")
+        for what, value in [("rate", self.rate), *self.gpu_type_rates.items()]:
+            _check_share(value, f"{here} {what}")
+        _check_share(self.carry_over, f"{here} carry_over")
+        for what, value in (("budget", self.budget), ("org_cap", self.org_cap)):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise GpupoolError(f"{what} must be >= 0", location=f"{here} {what}")
+        for gpu_type, value in self.exchange_rates.items():
+            if not (math.isfinite(value) and value > 0):
+                raise GpupoolError(
+                    "an exchange rate must be > 0", location=f"{here} exchange_rates.{gpu_type}"
+                )
+        if self.when_exhausted not in WHEN_EXHAUSTED:
+            raise GpupoolError(
+                f"when_exhausted must be one of {', '.join(WHEN_EXHAUSTED)}",
+                location=f"{here} when_exhausted",
+            )
+        if self.spending_order not in SPENDING_ORDERS:
+            raise GpupoolError(
+                f"spending_order must be one of {', '.join(SPENDING_ORDERS)}",
+                location=f"{here} spending_order",
+            )
+
+    def eligible(self, org: str, domain: str) -> bool:
+        if not self.domains and not self.orgs:
+            return True
+        return org in self.orgs or domain in self.domains
+
+    def rate_for(self, gpu_type: str) -> float:
+        """The share of the price paid; a GPU type's own rate replaces the base rate."""
+        return self.gpu_type_rates.get(gpu_type, self.rate)
+
+    def voucher_hours_per_gpu_hour(self, gpu_type: GpuType) -> float:
+        """Voucher hours one GPU-hour of ``gpu_type`` costs."""
+        rate = self.exchange_rates.get(gpu_type.name)
+        return 1.0 / rate if rate is not None else gpu_type.speed
+
+
+@dataclass(frozen=True, slots=True)
+class Voucher:
+    """Voucher hours awarded to ``org`` from ``programme``; ``balance`` is what is left.
+
+    ``expires_at`` None: never expires.
+    """
+
+    id: int
+    org: str
+    programme: str
+    amount: float
+    balance: float
+    awarded_at: float
+    expires_at: float | None = None
+
+    def __post_init__(self) -> None:
+        here = f"voucher {self.id}"
+        if not (math.isfinite(self.amount) and self.amount > 0):
+            raise GpupoolError("a voucher amount must be > 0", location=f"{here} amount")
+        if not (math.isfinite(self.balance) and 0 <= self.balance <= self.amount + 1e-9):
+            raise GpupoolError(
+                "a voucher balance must be between 0 and its amount", location=f"{here} balance"
+            )
+        if self.expires_at is not None and self.expires_at <= self.awarded_at:
+            raise GpupoolError(
+                "a voucher must expire after it is awarded", location=f"{here} expires_at"
+            )
+
+    def usable(self, t: float) -> bool:
+        return self.awarded_at <= t and (self.expires_at is None or t < self.expires_at)
+
+    def spending_key(self, order: str) -> tuple:
+        expiry = math.inf if self.expires_at is None else self.expires_at
+        if order == "first_awarded":
+            return (self.awarded_at, expiry, self.id)
+        return (expiry, self.awarded_at, self.id)
+
+
+def _check_share(value: float, location: str) -> None:
+    if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+        raise GpupoolError(f"must be a share between 0 and 1, got {value!r}", location=location)
+
+
+def default_expiry(programme: Programme, awarded_at: float) -> float | None:
+    """A voucher without an explicit expiry lasts until its programme period ends."""
+    _, end = programme.period.bounds(awarded_at)
+    return end if end is not None and end > awarded_at else None
