@@ -95,14 +95,16 @@ class PriorityPolicy:
         lp = _ClassLp(classes, groups, limits, packer, self.price_tiebreak)
         planned = lp.solve()
 
-        # 3. Pack: planned counts first, then backfill
+        # 3. Pack: planned counts first, biggest gangs first (whole nodes before they
+        # fragment); within a class in start order. Then backfill in start order.
         class_of = {job.id: c for c in classes for job in c.jobs}
+        for c in sorted(classes, key=lambda c: (-c.gpus, -c.priority, c.index)):
+            plan = planned[c.index]
+            targets = sorted(plan, key=lambda g: (-plan[g], g))
+            wanted = math.floor(sum(plan.values()) + 0.5)  # the LP may split a job over groups
+            for job in c.jobs[:wanted]:
+                packer.try_start(job, targets)
         order = sorted(placeable, key=lambda j: start_order(j, prio))
-        for job in order:
-            plan = planned[class_of[job.id].index]
-            targets = [g for g, n in plan.items() if n >= 1]
-            if targets and packer.try_start(job, targets):
-                plan[packer.group_of[job.id]] -= 1
         preference = _group_preference(groups)
         started = packer.started()
         for job in order:
@@ -196,7 +198,7 @@ class _ClassLp:
         return by_class[self.col_class]
 
     def solve(self) -> list[dict[int, float]]:
-        """Planned job counts per class and group (fractions dropped when packing)."""
+        """Planned (fractional) job counts per class and group."""
         from ortools.linear_solver.python import model_builder_helper as mbh
 
         planned: list[dict[int, float]] = [{} for _ in self.classes]
@@ -233,7 +235,7 @@ class _ClassLp:
         x = np.asarray(solver.variable_values())
         self.duals = np.abs(np.asarray(solver.dual_values()))
         for col in np.nonzero(x > 1e-6)[0]:
-            planned[self.col_class[col]][int(self.col_group[col])] = math.floor(x[col] + 1e-6)
+            planned[self.col_class[col]][int(self.col_group[col])] = float(x[col])
         return planned
 
     def dual_bound(self, jobs: list[Job], prio: dict[int, float], class_of, extra) -> float:
