@@ -35,3 +35,5 @@ class Scenario:
     programmes: tuple[object, ...] = ()
     vouchers: tuple[object, ...] = ()
     seed: int = 0
+    # reason -> jobs kept but changed while loading (fractional GPU rounded up, censored runtime)
+    adjusted: Mapping[str, int] = field(default_factory=dict)
