@@ -1,0 +1,247 @@
+"""``fair-share``: weighted max-min fairness across domains, heterogeneity-aware.
+
+In the spirit of Gavel's max-min fairness policy (OSDI'20), but over domains
+rather than single jobs, and turned into concrete gangs every round:
+
+1. Fluid shares (GLOP): a[d, g] = GPUs of pool group g given to domain d.
+   A domain's *level* is (effective GPUs it runs now + what it is given,
+   counted as GPUs x speed, + its decayed historical usage spread over
+   ``history_hours``) / its weight. Progressive filling: maximise the lowest
+   level of the domains still growing; a domain that cannot grow any more
+   (its demand, allowed GPU types or cap stop it) is frozen at that level;
+   repeat. A last LP hands out whatever is left (work conservation) without
+   lowering anyone. Demand limits per group come from the GPU types each
+   domain's jobs allow, so a domain that can only use one type is not
+   promised another.
+2. Packing: the domain with the lowest level goes next and starts its next
+   job (priority, then FIFO) inside its share of a group; then every job still
+   waiting is backfilled the same way into any allowed group.
+
+Report: bound = effective GPUs of the fluid fair allocation; objective = the
+part of it the packed gangs realise (sum over domains of min(packed, fluid)).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+from gpupool.model import Allocation, Job, Snapshot, WaitReason
+from gpupool.policies._classes import (
+    DomainLimits,
+    PoolGroup,
+    allowed_groups,
+    domain_limits,
+    domain_weight,
+    pool_groups,
+    priorities,
+    start_order,
+)
+from gpupool.policies._packing import Packer
+from gpupool.policies.params import PolicyParams
+
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class FairSharePolicy:
+    """Weighted max-min fair shares per domain, packed into gangs (see the module docstring).
+
+    Options (all optional, in a policy document's ``options:``):
+    - ``history_hours`` (float, 24.0): decayed historical usage (effective
+      GPU-hours) counts as that many hours of running; 0 ignores history.
+    - ``share_slack`` (float, 0.5): a job may start in a share that is this
+      fraction of a gang short (fluid shares are rarely whole gangs).
+    - ``deficit_boost``, ``guarantee_boost`` (float, 1.0): as in ``priority``;
+      they order jobs within a domain.
+    """
+
+    params: PolicyParams = PolicyParams()
+    history_hours: float = 24.0
+    share_slack: float = 0.5
+    deficit_boost: float = 1.0
+    guarantee_boost: float = 1.0
+
+    def allocate(self, snapshot: Snapshot) -> Allocation:
+        groups = pool_groups(snapshot)
+        limits = domain_limits(snapshot, self.params)
+        prio = priorities(
+            snapshot,
+            self.params,
+            limits,
+            deficit_boost=self.deficit_boost,
+            guarantee_boost=self.guarantee_boost,
+        )
+        allowed = {job.id: allowed_groups(job, groups) for job in snapshot.pending}
+        queues: dict[str, list[Job]] = {}
+        for job in sorted(snapshot.pending, key=lambda j: start_order(j, prio)):
+            if allowed[job.id]:
+                queues.setdefault(job.domain, []).append(job)
+        packer = Packer(snapshot, groups, limits)
+        fluid = _FluidShares(snapshot, self, groups, limits, queues, allowed, packer)
+        shares = fluid.solve()
+
+        # 2. Packing: inside the shares first, then backfill anywhere allowed
+        level = dict(fluid.base)
+        preference = {g.index: (-g.speed, g.price_per_effective_gpu_hour, g.index) for g in groups}
+
+        def within_share(job: Job) -> list[int]:
+            room = shares.get(job.domain, {})
+            fits = [g for g in allowed[job.id] if room.get(g, 0.0) >= job.gpus - self.share_slack]
+            return sorted(fits, key=lambda g: (-room[g], g))
+
+        def anywhere(job: Job) -> list[int]:
+            return sorted(allowed[job.id], key=preference.__getitem__)
+
+        left = self._fill(queues, level, fluid.weight, packer, within_share, shares)
+        self._fill(left, level, fluid.weight, packer, anywhere, None)
+
+        waiting = {
+            job.id: packer.reasons.get(job.id, WaitReason.NEVER_FITS)
+            for job in snapshot.pending
+            if job.id not in packer.charges
+        }
+        domain_of = {job.id: job.domain for job in snapshot.pending}
+        packed: dict[str, float] = {}
+        for p in packer.placements:
+            speed = groups[packer.group_of[p.job_id]].speed
+            packed[domain_of[p.job_id]] = packed.get(domain_of[p.job_id], 0.0) + p.gpus * speed
+        objective = sum(min(packed.get(d, 0.0), given) for d, given in fluid.given.items())
+        return Allocation(
+            placements=tuple(packer.placements),
+            waiting=waiting,
+            charges=dict(packer.charges),
+            objective=objective,
+            bound=sum(fluid.given.values()),
+        )
+
+    @staticmethod
+    def _fill(queues, level, weight, packer: Packer, candidates, shares):
+        """Lowest level first: that domain starts its next job; returns jobs not started."""
+        heap = [(level[d] / weight[d], d) for d in sorted(queues) if queues[d]]
+        heapq.heapify(heap)
+        position = dict.fromkeys(queues, 0)
+        left: dict[str, list[Job]] = {}
+        while heap:
+            _, d = heapq.heappop(heap)
+            job = queues[d][position[d]]
+            position[d] += 1
+            groups = candidates(job)
+            if groups and packer.try_start(job, groups):
+                g = packer.group_of[job.id]
+                level[d] += job.gpus * packer.groups[g].speed
+                if shares is not None:
+                    shares[d][g] = shares[d].get(g, 0.0) - job.gpus
+            else:
+                left.setdefault(d, []).append(job)
+            if position[d] < len(queues[d]):
+                heapq.heappush(heap, (level[d] / weight[d], d))
+        return left
+
+
+class _FluidShares:
+    """Step 1: progressive filling over domain x group GPU counts, each step one GLOP LP."""
+
+    def __init__(
+        self,
+        snapshot,
+        policy: FairSharePolicy,
+        groups,
+        limits: DomainLimits,
+        queues,
+        allowed,
+        packer: Packer,
+    ):
+        self.groups: tuple[PoolGroup, ...] = groups
+        self.domains = sorted(queues)
+        self.weight = {
+            d: max(_EPS, domain_weight(snapshot, policy.params, d)) for d in self.domains
+        }
+        history = policy.history_hours
+        self.base = {
+            d: limits.running.get(d, 0.0)
+            + (snapshot.usage.get(d, 0.0) / history if history > 0 else 0.0)
+            for d in self.domains
+        }
+        self.headroom = {d: max(0.0, limits.headroom(d)) for d in self.domains}
+        self.capacity = [float(packer.capacity.free_gpus(g.index)) for g in groups]
+        self.demand: dict[tuple[str, int], float] = {}
+        self.total_demand: dict[str, float] = {}
+        for d, jobs in queues.items():
+            for job in jobs:
+                self.total_demand[d] = self.total_demand.get(d, 0.0) + job.gpus
+                for g in allowed[job.id]:
+                    self.demand[(d, g)] = self.demand.get((d, g), 0.0) + job.gpus
+        self.given: dict[str, float] = {}
+
+    def solve(self) -> dict[str, dict[int, float]]:
+        """GPUs per domain and group; also sets ``given`` (effective GPUs per domain)."""
+        frozen: dict[str, float] = {}  # domain -> effective GPUs it keeps at least
+        active = [d for d in self.domains if self.total_demand.get(d, 0.0) > 0]
+        while active:
+            level = self._lp(frozen, active, grow=None)[1]
+            if level is None:
+                break
+            stuck = [
+                d
+                for d in active
+                if self._lp(frozen, active, grow=d, floor=level)[1]
+                <= level * self.weight[d] - self.base[d] + 1e-6
+            ]
+            for d in stuck or active:  # numerically nothing stuck: everyone is at the top
+                frozen[d] = max(0.0, level * self.weight[d] - self.base[d])
+            active = [d for d in active if d not in frozen]
+        shares, _ = self._lp(frozen, [], grow="*")
+        return shares
+
+    def _lp(self, frozen, active, grow, floor=None):
+        """One LP. grow=None: max the lowest active level; a domain: max its effective
+        GPUs with every active domain at ``floor`` or more; "*": max the total."""
+        from ortools.linear_solver import pywraplp
+
+        solver = pywraplp.Solver.CreateSolver("GLOP")
+        a = {
+            (d, g.index): solver.NumVar(0.0, self.demand.get((d, g.index), 0.0), "")
+            for d in self.domains
+            for g in self.groups
+            if self.demand.get((d, g.index), 0.0) > 0
+        }
+        effective = {d: solver.Sum([0.0]) for d in self.domains}
+        for (d, g), var in a.items():
+            effective[d] += var * self.groups[g].speed
+        for g in self.groups:
+            solver.Add(
+                solver.Sum([v for (_, gi), v in a.items() if gi == g.index] + [0.0])
+                <= self.capacity[g.index]
+            )
+        for d in self.domains:
+            solver.Add(
+                solver.Sum([v for (di, _), v in a.items() if di == d] + [0.0])
+                <= self.total_demand.get(d, 0.0)
+            )
+            if self.headroom[d] < math.inf:
+                solver.Add(effective[d] <= self.headroom[d])
+            if d in frozen:
+                solver.Add(effective[d] >= frozen[d] - 1e-7)
+        t = solver.NumVar(-solver.infinity(), solver.infinity(), "t")
+        bottom = t if floor is None else floor
+        for d in active:
+            solver.Add((self.base[d] + effective[d]) * (1.0 / self.weight[d]) >= bottom)
+        if grow is None:
+            solver.Maximize(t)
+        elif grow == "*":
+            solver.Maximize(solver.Sum(list(effective.values())))
+        else:
+            solver.Maximize(effective[grow])
+        if solver.Solve() != pywraplp.Solver.OPTIMAL:
+            return {}, None
+        if grow is None:
+            return {}, t.solution_value()
+        if grow != "*":
+            return {}, effective[grow].solution_value()
+        shares: dict[str, dict[int, float]] = {}
+        for (d, g), var in a.items():
+            shares.setdefault(d, {})[g] = var.solution_value()
+        self.given = {d: effective[d].solution_value() for d in self.domains}
+        return shares, None
