@@ -259,10 +259,11 @@ def random_snapshot(
         b.gpu_type(name, speed, domestic=domestic, vendor="huawei" if domestic else "nvidia")
     for domain, weight in _DOMAINS:
         b.domain(domain, weight)
+    first_type = rng.randrange(len(_TYPES))  # every type present once there are 3 pools
     for i in range(pools):
-        type_name = _TYPES[rng.randrange(len(_TYPES))][0]
+        type_name = _TYPES[(first_type + i) % len(_TYPES)][0]
         per_node = rng.choice((4, 8))
-        b.pool(f"p{i}", type_name, per_node * rng.randint(1, 3), per_node, rng.choice((5, 10, 20)))
+        b.pool(f"p{i}", type_name, per_node * rng.randint(1, 4), per_node, rng.choice((5, 10, 20)))
     for i in range(4):
         budget = rng.choice((None, 50.0, 400.0, 5000.0)) if budgets else None
         cap = rng.choice((None, 20.0, 200.0)) if subsidies else None

@@ -1,0 +1,238 @@
+"""Slurm-style multifactor priority with EASY backfill: the second baseline.
+
+Priority is a weighted sum of factors, each (mostly) in [0, 1], as Slurm's
+priority/multifactor plugin computes it and ``sprio`` shows it:
+
+- age: hours waited / ``max_age_hours``, capped at 1;
+- domain: (domain weight + the job's admin boost + aging boost) / the
+  largest domain weight; the document's ``aging`` adds ``per_hour`` per hour
+  waited up to ``max_boost``, in domain-weight units, as in the other kinds;
+- fair-share: 2^(-U/S), U the domain's share of all decayed usage
+  (``Snapshot.usage``), S its share of the platform (its guaranteed fraction
+  if the document sets one, else its weight over all domains' weights);
+- size: the job's share of all GPUs (``favor_small`` uses 1 minus that).
+
+A round, in numbered steps:
+
+1. Order pending jobs: 1. priority, highest first; 2. submitted earliest; 3. id.
+2. Start jobs in that order on the first allowed pool (by name) where the
+   gang fits and the org can pay. Jobs that never fit, or whose org cannot
+   pay, wait without holding anything up.
+3. The first job that does not fit gets a reservation: the earliest time
+   enough GPUs free up in some allowed pool, from running jobs' expected ends
+   (and the ends of jobs started this round). With ``backfill: false`` it
+   blocks every job behind it instead (strict priority order).
+4. Each later job starts only if it fits now and does not delay that
+   reservation: it uses another pool, or it ends before the reserved start,
+   or the reserved gang still fits at the reserved start with it running.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from gpupool.accounting import BudgetTracker
+from gpupool.model import Allocation, Job, Pool, Snapshot, WaitReason, fit_gang
+from gpupool.policies.fifo import FreeGpus, allowed_pools, first_fit, free_gpus, never_fits
+from gpupool.policies.params import PolicyParams
+
+Nodes = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class MultifactorPolicy:
+    """Options (a policy document's ``options:``), all optional:
+
+    - ``age_weight``, ``domain_weight``, ``fairshare_weight``, ``size_weight``:
+      the factor weights (1000, 1000, 1000, 100);
+    - ``max_age_hours`` (168): waiting this long gives the full age factor;
+    - ``favor_small`` (false): the size factor favours small gangs instead;
+    - ``backfill`` (true): EASY backfill behind the top blocked job.
+    """
+
+    params: PolicyParams = field(default_factory=PolicyParams)
+    age_weight: float = 1000.0
+    domain_weight: float = 1000.0
+    fairshare_weight: float = 1000.0
+    size_weight: float = 100.0
+    max_age_hours: float = 168.0
+    favor_small: bool = False
+    backfill: bool = True
+
+    def factors(self, snapshot: Snapshot, job: Job) -> dict[str, float]:
+        """The weighted factors of ``job``'s priority and their sum, like one line of sprio."""
+        return _Factors(self, snapshot).of(job)
+
+    def allocate(self, snapshot: Snapshot) -> Allocation:
+        factors = _Factors(self, snapshot)
+        priority = {job.id: factors.of(job)["priority"] for job in snapshot.pending}
+        order = sorted(snapshot.pending, key=lambda j: (-priority[j.id], j.submitted_at, j.id))
+        return _Round(self, snapshot).run(order)
+
+
+def multifactor_factors(
+    snapshot: Snapshot, job: Job, policy: MultifactorPolicy | None = None
+) -> dict[str, float]:
+    """``age``, ``domain``, ``fairshare``, ``size`` (weighted) and ``priority`` (their sum)."""
+    return (policy or MultifactorPolicy()).factors(snapshot, job)
+
+
+# ---------------------------------------------------------------------------
+# Priority factors
+# ---------------------------------------------------------------------------
+
+
+class _Factors:
+    """Per-snapshot normalisers, computed once per round."""
+
+    def __init__(self, policy: MultifactorPolicy, snapshot: Snapshot) -> None:
+        self.policy = policy
+        self.snapshot = snapshot
+        names = set(snapshot.domains) | {job.domain for job in snapshot.pending}
+        self.weights = {name: self._weight(name) for name in names}
+        self.max_weight = max([1.0, *self.weights.values()])
+        self.total_weight = sum(self.weights.values()) or 1.0
+        self.total_usage = sum(max(0.0, u) for u in snapshot.usage.values())
+        self.total_gpus = sum(state.pool.gpus for state in snapshot.pools) or 1
+
+    def _weight(self, domain: str) -> float:
+        """The document's weight wins; else the domain's own weight; else 1."""
+        if domain in self.policy.params.domain_weights:
+            return self.policy.params.domain_weights[domain]
+        known = self.snapshot.domains.get(domain)
+        return known.weight if known is not None else 1.0
+
+    def of(self, job: Job) -> dict[str, float]:
+        p = self.policy
+        waited_h = max(0.0, self.snapshot.now - job.submitted_at) / 3600.0
+        age = min(1.0, waited_h / p.max_age_hours) if p.max_age_hours > 0 else 1.0
+        aging = p.params.aging
+        boost = min(aging.max_boost, aging.per_hour * waited_h)
+        weight = self.weights.get(job.domain, self._weight(job.domain))
+        domain = (weight + job.priority + boost) / self.max_weight
+        size = min(1.0, job.gpus / self.total_gpus)
+        if p.favor_small:
+            size = 1.0 - size
+        weighted = {
+            "age": p.age_weight * age,
+            "domain": p.domain_weight * domain,
+            "fairshare": p.fairshare_weight * self.fairshare(job.domain),
+            "size": p.size_weight * size,
+        }
+        weighted["priority"] = sum(weighted.values())
+        return weighted
+
+    def fairshare(self, domain: str) -> float:
+        """Slurm's classic factor 2^(-U/S): 1 with no usage, 0.5 at exactly its share."""
+        if self.total_usage <= 0:
+            return 1.0
+        used = max(0.0, self.snapshot.usage.get(domain, 0.0)) / self.total_usage
+        share = self.policy.params.shares.get(domain)
+        if share is not None and share.fraction is not None:
+            norm_share = share.fraction
+        else:
+            weight = self.weights.get(domain, self._weight(domain))
+            norm_share = weight / self.total_weight
+        if norm_share <= 0:
+            return 0.0
+        return math.pow(2.0, -used / norm_share)
+
+
+# ---------------------------------------------------------------------------
+# One round: priority order, one reservation, backfill behind it
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Reservation:
+    job: Job
+    pool: Pool
+    start: float  # seconds since the epoch
+
+
+class _Round:
+    def __init__(self, policy: MultifactorPolicy, snapshot: Snapshot) -> None:
+        self.policy = policy
+        self.snapshot = snapshot
+        self.free: FreeGpus = free_gpus(snapshot)
+        self.budgets = BudgetTracker(snapshot)
+        # (end time, pool, nodes) of everything holding GPUs, to foresee when they free up
+        self.ends: list[tuple[float, str, Nodes]] = [
+            (max(r.expected_end, snapshot.now), r.placement.pool, r.placement.nodes)
+            for r in snapshot.running
+        ]
+        self.reservation: _Reservation | None = None
+        self.blocked = False
+
+    def run(self, order: list[Job]) -> Allocation:
+        placements, charges, waiting = [], {}, {}
+        for job in order:
+            if never_fits(job, self.snapshot):
+                waiting[job.id] = WaitReason.NEVER_FITS
+                continue
+            if self.blocked:
+                waiting[job.id] = WaitReason.PRIORITY
+                continue
+            check = None if self.reservation is None else self._does_not_delay(job)
+            placed = first_fit(
+                job, allowed_pools(job, self.snapshot), self.free, self.budgets, check
+            )
+            if isinstance(placed, WaitReason):
+                waiting[job.id] = placed
+                if placed is WaitReason.NO_CAPACITY and self.reservation is None:
+                    self._hold_for(job)
+                continue
+            placement, charge = placed
+            placements.append(placement)
+            charges[job.id] = charge
+            self.ends.append((self._end(job, placement.pool), placement.pool, placement.nodes))
+        return Allocation(placements=tuple(placements), waiting=waiting, charges=charges)
+
+    def _end(self, job: Job, pool_name: str) -> float:
+        pool = self.snapshot.pool_state(pool_name).pool
+        hours = job.runtime_hours_on(self.snapshot.gpu_types[pool.gpu_type])
+        return self.snapshot.now + hours * 3600.0
+
+    def _hold_for(self, job: Job) -> None:
+        """The top blocked job: reserve its earliest start, or block the queue without backfill."""
+        if not self.policy.backfill:
+            self.blocked = True
+            return
+        best: _Reservation | None = None
+        for pool in allowed_pools(job, self.snapshot):
+            start = self._earliest_start(job, pool)
+            if start is not None and (best is None or start < best.start):
+                best = _Reservation(job, pool, start)
+        self.reservation = best
+
+    def _projected_free(self, pool: Pool, at: float) -> list[int]:
+        free = list(self.free[pool.name])
+        for end, pool_name, nodes in self.ends:
+            if pool_name == pool.name and end <= at:
+                for index, taken in nodes:
+                    free[index] += taken
+        return free
+
+    def _earliest_start(self, job: Job, pool: Pool) -> float | None:
+        times = sorted({end for end, pool_name, _ in self.ends if pool_name == pool.name})
+        for at in times:
+            if fit_gang(self._projected_free(pool, at), job.gpus, pool.gpus_per_node):
+                return at
+        return None
+
+    def _does_not_delay(self, job: Job):
+        reservation = self.reservation
+
+        def acceptable(pool: Pool, nodes: Nodes) -> bool:
+            if pool.name != reservation.pool.name:
+                return True
+            if self._end(job, pool.name) <= reservation.start:
+                return True
+            at_start = self._projected_free(pool, reservation.start)
+            for index, taken in nodes:
+                at_start[index] -= taken
+            reserved = reservation.job
+            return fit_gang(at_start, reserved.gpus, pool.gpus_per_node) is not None
+
+        return acceptable
