@@ -1,0 +1,258 @@
+"""Metrics of one simulation, per domain and for the whole platform.
+
+Definitions (all durations in hours, money in platform currency):
+
+- queueing delay: first start - submission, over jobs that started;
+- job completion time (JCT): finish - submission, over finished jobs;
+- slowdown: JCT / time the job actually ran on GPUs (>= 1; 1 = never waited);
+- GPU-hours served: GPUs x wall hours held; effective GPU-hours: GPUs x
+  reference hours of work done (GPU-hours x speed of the GPU type);
+- utilisation: busy GPU-hours / (GPUs x simulated hours), overall and per GPU type;
+- idle while waiting: GPU-hours that sat free while at least one job was
+  queued (a fragmentation and head-of-line-blocking measure), and its share of
+  capacity x time;
+- Jain's index J(x) = (sum x)^2 / (n sum x^2), 1 = perfectly even, 1/n = one
+  domain gets everything. ``jain_slowdown`` takes x_d = 1 / mean slowdown of
+  domain d (evenness of service quality, the headline figure);
+  ``jain_share`` takes x_d = (d's share of effective GPU-hours served) /
+  (d's share of the weights), over domains that submitted work;
+- makespan: last completion - first arrival.
+
+Every job of the workload is in exactly one of: finished, waiting, running,
+not arrived (after ``--until``) or dropped (load-time drops of the scenario
+plus jobs that can never fit an allowed pool); ``conservation`` lists them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from gpupool.simulations.engine import (
+    FINISHED,
+    HOUR,
+    NEVER_FITS,
+    NOT_ARRIVED,
+    RUNNING,
+    WAITING,
+    JobRecord,
+    SimulationResult,
+)
+
+PERCENTILES = (50, 95, 99)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile by linear interpolation between ranks (numpy's default)."""
+    if not sorted_values:
+        return None
+    rank = (len(sorted_values) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+def jain(values: Iterable[float]) -> float | None:
+    """Jain's fairness index of non-negative values; None when undefined."""
+    values = list(values)
+    square_sum = sum(v * v for v in values)
+    if not values or square_sum == 0:
+        return None
+    return sum(values) ** 2 / (len(values) * square_sum)
+
+
+def wait_hours(record: JobRecord) -> float | None:
+    if record.first_start is None:
+        return None
+    return (record.first_start - record.job.submitted_at) / HOUR
+
+
+def jct_hours(record: JobRecord) -> float | None:
+    if record.finished_at is None:
+        return None
+    return (record.finished_at - record.job.submitted_at) / HOUR
+
+
+def slowdown(record: JobRecord) -> float | None:
+    jct = jct_hours(record)
+    if jct is None or record.run_seconds <= 0:
+        return None
+    return jct / (record.run_seconds / HOUR)
+
+
+def _distribution(values: list[float]) -> dict[str, float | None]:
+    values.sort()
+    stats: dict[str, float | None] = {"mean": sum(values) / len(values) if values else None}
+    for q in PERCENTILES:
+        stats[f"p{q}"] = percentile(values, q)
+    return stats
+
+
+def group_metrics(records: Sequence[JobRecord]) -> dict:
+    """Counts, delays, work and money over one group of jobs (a domain or all)."""
+    states = {FINISHED: 0, WAITING: 0, RUNNING: 0, NOT_ARRIVED: 0, NEVER_FITS: 0}
+    for record in records:
+        states[record.state] += 1
+    slowdowns = [s for s in map(slowdown, records) if s is not None]
+    return {
+        "jobs": len(records),
+        "finished": states[FINISHED],
+        "waiting": states[WAITING],
+        "running": states[RUNNING],
+        "not_arrived": states[NOT_ARRIVED],
+        "never_fits": states[NEVER_FITS],
+        "queueing_delay_hours": _distribution(
+            [w for w in map(wait_hours, records) if w is not None]
+        ),
+        "jct_hours": _distribution([j for j in map(jct_hours, records) if j is not None]),
+        "slowdown": _distribution(slowdowns),
+        "gpu_hours": sum(r.job.gpus * r.run_seconds for r in records) / HOUR,
+        "effective_gpu_hours": sum(r.effective_gpu_hours for r in records),
+        "demand_effective_gpu_hours": sum(r.job.gpus * r.actual_hours for r in records),
+        "cost": sum(r.cost for r in records),
+        "subsidy": sum(r.subsidy for r in records),
+        "org_pays": sum(r.org_pays for r in records),
+        "preemptions": sum(r.preemptions for r in records),
+    }
+
+
+def summarise(result: SimulationResult) -> dict:
+    """All metrics of one run, JSON-ready: ``platform``, ``domains``, ``conservation``."""
+    by_domain: dict[str, list[JobRecord]] = {name: [] for name in result.domain_weights}
+    for record in result.records:
+        by_domain.setdefault(record.job.domain, []).append(record)
+    domains = {name: group_metrics(records) for name, records in sorted(by_domain.items())}
+    platform = group_metrics(result.records)
+    platform.update(_capacity_metrics(result))
+    platform["jain_slowdown"] = jain(
+        1.0 / d["slowdown"]["mean"] for d in domains.values() if d["slowdown"]["mean"]
+    )
+    platform["jain_share"] = _jain_share(domains, result.domain_weights)
+    platform["subsidy_budget"] = result.subsidy_budget
+    platform["rounds"] = result.rounds
+    platform["events"] = result.events
+    return {
+        "scenario": result.scenario,
+        "policy": result.policy,
+        "platform": platform,
+        "domains": domains,
+        "conservation": conservation(result),
+    }
+
+
+def _capacity_metrics(result: SimulationResult) -> dict:
+    hours = result.end_time / HOUR
+    capacity = sum(result.capacity.values())
+    busy = sum(result.busy_gpu_seconds.values()) / HOUR
+    finishes = [r.finished_at for r in result.records if r.finished_at is not None]
+    arrivals = [r.job.submitted_at for r in result.records if r.state != NOT_ARRIVED]
+    per_type = {
+        gpu_type: (result.busy_gpu_seconds[gpu_type] / HOUR / (gpus * hours) if hours else None)
+        for gpu_type, gpus in result.capacity.items()
+    }
+    idle = result.idle_while_waiting_gpu_seconds / HOUR
+    return {
+        "gpus": capacity,
+        "simulated_hours": hours,
+        "busy_gpu_hours": busy,
+        "utilisation": busy / (capacity * hours) if capacity and hours else None,
+        "utilisation_by_gpu_type": per_type,
+        "idle_while_waiting_gpu_hours": idle,
+        "idle_while_waiting_share": idle / (capacity * hours) if capacity and hours else None,
+        "makespan_hours": (max(finishes) - min(arrivals)) / HOUR if finishes else None,
+    }
+
+
+def _jain_share(domains: dict[str, dict], weights: dict[str, float]) -> float | None:
+    active = {name: d for name, d in domains.items() if d["demand_effective_gpu_hours"] > 0}
+    served = sum(d["effective_gpu_hours"] for d in active.values())
+    weight_sum = sum(weights.get(name, 1.0) for name in active)
+    if not served or not weight_sum:
+        return None
+    return jain(
+        (d["effective_gpu_hours"] / served) / (weights.get(name, 1.0) / weight_sum)
+        for name, d in active.items()
+    )
+
+
+def conservation(result: SimulationResult) -> dict:
+    """Where every job of the workload ended up; ``balanced`` is the invariant."""
+    states = {FINISHED: 0, WAITING: 0, RUNNING: 0, NOT_ARRIVED: 0, NEVER_FITS: 0}
+    for record in result.records:
+        states[record.state] += 1
+    dropped_at_load = sum(n for reason, n in result.dropped.items() if reason != NEVER_FITS)
+    return {
+        "replayed_jobs": len(result.records),
+        "dropped_at_load": dropped_at_load,
+        "dropped": dict(result.dropped),
+        **states,
+        "balanced": sum(states.values()) == len(result.records)
+        and states[NEVER_FITS] == result.dropped.get(NEVER_FITS, 0),
+    }
+
+
+JOB_COLUMNS = (
+    "id",
+    "name",
+    "org",
+    "domain",
+    "gpus",
+    "estimate_hours",
+    "actual_hours",
+    "submitted_hours",
+    "state",
+    "first_start_hours",
+    "finished_hours",
+    "wait_hours",
+    "jct_hours",
+    "run_hours",
+    "slowdown",
+    "pool",
+    "gpu_type",
+    "preemptions",
+    "cost",
+    "subsidy",
+    "org_pays",
+)
+
+
+def job_row(record: JobRecord) -> tuple:
+    job = record.job
+    return (
+        job.id,
+        job.name,
+        job.org,
+        job.domain,
+        job.gpus,
+        job.hours,
+        record.actual_hours,
+        job.submitted_at / HOUR,
+        record.state,
+        None if record.first_start is None else record.first_start / HOUR,
+        None if record.finished_at is None else record.finished_at / HOUR,
+        wait_hours(record),
+        jct_hours(record),
+        record.run_seconds / HOUR,
+        slowdown(record),
+        record.pool,
+        record.gpu_type,
+        record.preemptions,
+        round(record.cost, 2),
+        round(record.subsidy, 2),
+        round(record.org_pays, 2),
+    )
+
+
+def write_jobs_csv(result: SimulationResult, path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(JOB_COLUMNS)
+        for record in sorted(result.records, key=lambda r: r.job.id):
+            writer.writerow(["" if v is None else v for v in job_row(record)])
+
+
+def write_metrics_json(metrics: dict, path: Path) -> None:
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
