@@ -1,0 +1,657 @@
+"""Scenario files: a YAML platform plus a workload, parsed into a Scenario.
+
+The YAML is composed (``yaml.compose``), not loaded, so every value keeps its
+line: each problem raises :class:`ScenarioError` at ``file:line field.path``
+(``synthetic.yaml:14 pools.bj-a100.gpus``). Unknown keys are errors too, so a
+typo never silently falls back to a default. See docs/scenarios.md for the
+format; in short::
+
+    name: demo            # optional, default: the file name
+    seed: 1               # synthetic arrivals and noisy estimates
+    gpu_types: {A100: {vendor: nvidia, memory_gb: 80, speed: 1.0, price_per_gpu_hour: 12}}
+    pools: {bj-a100: {site: beijing, gpu_type: A100, gpus: 64, gpus_per_node: 8}}
+    domains: {medical: {weight: 2}}
+    orgs: {pumc: {domain: medical, budget: 50000}}
+    workload: {kind: synthetic | philly | alibaba, ..., estimate: exact}
+    programmes: ...       # kept raw for gpupool.accounting (RawEntry)
+    vouchers: ...
+
+Paths in a scenario are relative to the scenario file; ``package:samples/x.csv``
+names a file shipped in gpupool/data. Job ids are 1..N in arrival order after
+every drop and after ``max_jobs``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import NoReturn
+
+import yaml
+
+from gpupool.model import Domain, GpuType, Org, Pool
+from gpupool.simulations.traces import (
+    ScenarioError,
+    TraceLoad,
+    load_alibaba_nodes,
+    load_alibaba_pods,
+    load_philly,
+)
+from gpupool.simulations.workload import Scenario, SimJob
+
+__all__ = ["RawEntry", "ScenarioError", "load_scenario", "resolve_path"]
+
+PACKAGE_PREFIX = "package:"
+
+
+# ---------------------------------------------------------------------------
+# YAML nodes that remember where they are
+# ---------------------------------------------------------------------------
+
+
+class _Node:
+    """A composed YAML node with its field path and file, and typed accessors
+    that raise ScenarioError at this node's line."""
+
+    def __init__(self, node: yaml.Node, path: str, file: str, loader: yaml.SafeLoader) -> None:
+        self.node, self.path, self.file, self._loader = node, path, file, loader
+
+    @property
+    def line(self) -> int:
+        return self.node.start_mark.line + 1
+
+    def where(self) -> str:
+        return f"{self.file}:{self.line} {self.path}".rstrip()
+
+    def fail(self, message: str) -> NoReturn:
+        raise ScenarioError(message, location=self.where())
+
+    def _child(self, node: yaml.Node, key: str) -> _Node:
+        path = f"{self.path}.{key}" if self.path else key
+        return _Node(node, path, self.file, self._loader)
+
+    # -- containers ---------------------------------------------------------
+
+    def mapping(self) -> dict[str, _Node]:
+        if not isinstance(self.node, yaml.MappingNode):
+            self.fail(f"expected a mapping, got {self._kind()}")
+        children: dict[str, _Node] = {}
+        for key_node, value_node in self.node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._child(key_node, "?").fail("a key must be a plain name")
+            key = key_node.value
+            if key in children:
+                self._child(key_node, key).fail("duplicate key")
+            children[key] = self._child(value_node, key)
+        return children
+
+    def fields(
+        self, required: Iterable[str] = (), optional: Iterable[str] = ()
+    ) -> dict[str, _Node]:
+        """A mapping with exactly these keys: unknown keys and missing required ones fail."""
+        required, optional = tuple(required), tuple(optional)
+        children = self.mapping()
+        for key, child in children.items():
+            if key not in required and key not in optional:
+                expected = ", ".join(sorted(required + optional))
+                _Node(self._key_node(key), child.path, self.file, self._loader).fail(
+                    f"unknown key {key!r} (expected one of: {expected})"
+                )
+        for key in required:
+            if key not in children:
+                self.fail(f"missing required key {key!r}")
+        return children
+
+    def _key_node(self, key: str) -> yaml.Node:
+        return next(k for k, _ in self.node.value if k.value == key)
+
+    def sequence(self) -> list[_Node]:
+        if not isinstance(self.node, yaml.SequenceNode):
+            self.fail(f"expected a list, got {self._kind()}")
+        return [
+            _Node(item, f"{self.path}[{index}]", self.file, self._loader)
+            for index, item in enumerate(self.node.value)
+        ]
+
+    def names(self) -> list[str]:
+        """A list of names, or one name."""
+        if isinstance(self.node, yaml.ScalarNode):
+            return [self.text()]
+        return [item.text() for item in self.sequence()]
+
+    # -- scalars ------------------------------------------------------------
+
+    def is_null(self) -> bool:
+        return isinstance(self.node, yaml.ScalarNode) and self.node.tag.endswith(":null")
+
+    def value(self) -> object:
+        if not isinstance(self.node, yaml.ScalarNode):
+            self.fail(f"expected a single value, got {self._kind()}")
+        return self._loader.construct_object(self.node)
+
+    def text(self) -> str:
+        if not isinstance(self.node, yaml.ScalarNode) or self.is_null() or not self.node.value:
+            self.fail(f"expected a name, got {self._kind()}")
+        return self.node.value  # the raw text: a VC hash like 103959 stays a string
+
+    def number(self, *, minimum: float | None = None, positive: bool = False) -> float:
+        value = self.value()
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            self.fail(f"expected a number, got {self.node.value!r}")
+        if positive and not value > 0:
+            self.fail(f"must be > 0, got {value}")
+        if minimum is not None and value < minimum:
+            self.fail(f"must be >= {minimum}, got {value}")
+        return float(value)
+
+    def share(self) -> float:
+        value = self.number(minimum=0)
+        if value > 1:
+            self.fail(f"must be between 0 and 1, got {value}")
+        return value
+
+    def integer(self, *, minimum: int | None = None) -> int:
+        value = self.value()
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"expected a whole number, got {self.node.value!r}")
+        if minimum is not None and value < minimum:
+            self.fail(f"must be >= {minimum}, got {value}")
+        return value
+
+    def boolean(self) -> bool:
+        value = self.value()
+        if not isinstance(value, bool):
+            self.fail(f"expected true or false, got {self.node.value!r}")
+        return value
+
+    def plain(self) -> object:
+        return self._loader.construct_object(self.node, deep=True)
+
+    def _kind(self) -> str:
+        if isinstance(self.node, yaml.MappingNode):
+            return "a mapping"
+        if isinstance(self.node, yaml.SequenceNode):
+            return "a list"
+        return "nothing" if self.is_null() or not self.node.value else repr(self.node.value)
+
+
+def _compose(path: Path, label: str) -> tuple[_Node, yaml.SafeLoader]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario: {exc.strerror}", location=label) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ScenarioError(f"invalid YAML: {problem}", location=f"{label}{line}") from None
+    if root is None:
+        raise ScenarioError("empty scenario file", location=f"{label}:1")
+    return _Node(root, "", label, loader), loader
+
+
+# ---------------------------------------------------------------------------
+# Raw sections kept for gpupool.accounting
+# ---------------------------------------------------------------------------
+
+
+class RawEntry(dict):
+    """One ``programmes:`` or ``vouchers:`` entry as a plain dict, not yet validated.
+
+    ``location`` is ``file:line path`` of the entry; ``where(key)`` that of one
+    of its keys, so the accounting parser can report errors at the right line.
+    A mapping section (``programmes: {name: {...}}``) gives entries with
+    ``name`` filled in from the key.
+    """
+
+    location: str
+    key_locations: dict[str, str]
+
+    def where(self, key: str) -> str:
+        return self.key_locations.get(key, self.location)
+
+
+def _raw_entries(section: _Node) -> tuple[RawEntry, ...]:
+    if isinstance(section.node, yaml.SequenceNode):
+        items = [(None, item) for item in section.sequence()]
+    else:
+        items = list(section.mapping().items())
+    entries = []
+    for name, item in items:
+        children = item.mapping()
+        entry = RawEntry({key: child.plain() for key, child in children.items()})
+        if name is not None:
+            entry.setdefault("name", name)
+        entry.location = item.where()
+        entry.key_locations = {key: child.where() for key, child in children.items()}
+        entries.append(entry)
+    return tuple(entries)
+
+
+# ---------------------------------------------------------------------------
+# Platform
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Platform:
+    gpu_types: dict[str, GpuType]
+    prices: dict[str, float]
+    pools: list[Pool]
+    domains: dict[str, Domain]
+    orgs: dict[str, Org]
+
+
+def _gpu_types(section: _Node) -> tuple[dict[str, GpuType], dict[str, float]]:
+    types, prices = {}, {}
+    for name, node in section.mapping().items():
+        spec = node.fields(
+            optional=("vendor", "memory_gb", "speed", "domestic", "price_per_gpu_hour")
+        )
+        types[name] = GpuType(
+            name=name,
+            vendor=spec["vendor"].text() if "vendor" in spec else "",
+            memory_gb=spec["memory_gb"].integer(minimum=0) if "memory_gb" in spec else 0,
+            speed=spec["speed"].number(positive=True) if "speed" in spec else 1.0,
+            domestic=spec["domestic"].boolean() if "domestic" in spec else False,
+        )
+        if "price_per_gpu_hour" in spec:
+            prices[name] = spec["price_per_gpu_hour"].number(minimum=0)
+    if not types:
+        section.fail("declare at least one GPU type")
+    return types, prices
+
+
+def _pools(section: _Node, types: Mapping[str, GpuType], prices: Mapping[str, float]) -> list:
+    pools = []
+    for name, node in section.mapping().items():
+        spec = node.fields(
+            required=("site", "gpu_type", "gpus", "gpus_per_node"),
+            optional=("price_per_gpu_hour",),
+        )
+        gpu_type = _known(spec["gpu_type"], types, "GPU type")
+        if "price_per_gpu_hour" in spec:
+            price = spec["price_per_gpu_hour"].number(minimum=0)
+        elif gpu_type in prices:
+            price = prices[gpu_type]
+        else:
+            node.fail(f"no price: set price_per_gpu_hour here or on GPU type {gpu_type}")
+        pools.append(
+            Pool(
+                name=name,
+                site=spec["site"].text(),
+                gpu_type=gpu_type,
+                gpus=spec["gpus"].integer(minimum=1),
+                gpus_per_node=spec["gpus_per_node"].integer(minimum=1),
+                price_per_gpu_hour=price,
+            )
+        )
+    return pools
+
+
+def _known(node: _Node, names: Mapping[str, object], what: str) -> str:
+    name = node.text()
+    if name not in names:
+        node.fail(f"unknown {what} {name!r} (known: {', '.join(sorted(names)) or 'none'})")
+    return name
+
+
+def _domains(section: _Node) -> dict[str, Domain]:
+    domains = {}
+    for name, node in section.mapping().items():
+        spec = {} if node.is_null() else node.fields(optional=("weight", "description"))
+        weight = spec["weight"].number(positive=True) if "weight" in spec else 1.0
+        domains[name] = Domain(name=name, weight=weight)
+    if not domains:
+        section.fail("declare at least one domain")
+    return domains
+
+
+def _orgs(section: _Node, domains: Mapping[str, Domain]) -> dict[str, Org]:
+    orgs = {}
+    for name, node in section.mapping().items():
+        spec = node.fields(required=("domain",), optional=("budget", "description"))
+        budget = spec.get("budget")
+        orgs[name] = Org(
+            name=name,
+            domain=_known(spec["domain"], domains, "domain"),
+            budget=None if budget is None or budget.is_null() else budget.number(minimum=0),
+        )
+    if not orgs:
+        section.fail("declare at least one org")
+    return orgs
+
+
+# ---------------------------------------------------------------------------
+# Workloads: one parser per kind (the document's registry)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    jobs: tuple[SimJob, ...]
+    dropped: Mapping[str, int]
+    adjusted: Mapping[str, int]
+    extra_pools: tuple[Pool, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Context:
+    base_dir: Path  # scenario paths are relative to the scenario file
+    seed: int
+
+
+def _synthetic(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) -> _Loaded:
+    from gpupool.simulations.synthetic import generate
+
+    horizon = spec["hours"].number(positive=True)
+    streams = [
+        _stream(domain, node, platform) for domain, node in spec["domains"].mapping().items()
+    ]
+    if not streams:
+        spec["domains"].fail("declare at least one domain stream")
+    return _Loaded(jobs=generate(streams, horizon, ctx.seed), dropped={}, adjusted={})
+
+
+_SYNTHETIC_KEYS = ("kind", "hours", "domains", "estimate")
+_STREAM_KEYS = ("rate_per_hour", "orgs", "gpus", "runtime_hours", "max_hours", "gpu_types")
+
+
+def _stream(domain: str, node: _Node, platform: _Platform):
+    from gpupool.simulations.synthetic import Stream
+
+    if domain not in platform.domains:
+        node.fail(f"unknown domain {domain!r}")
+    spec = node.fields(required=("rate_per_hour", "gpus", "runtime_hours"), optional=_STREAM_KEYS)
+    if "orgs" in spec:
+        orgs = tuple(_org_of(item, domain, platform) for item in _items(spec["orgs"]))
+    else:
+        orgs = tuple(name for name, org in platform.orgs.items() if org.domain == domain)
+        if not orgs:
+            node.fail(f"domain {domain!r} has no orgs to submit its jobs")
+    sizes, weights = _gang_sizes(spec["gpus"])
+    return Stream(
+        domain=domain,
+        orgs=orgs,
+        rate_per_hour=spec["rate_per_hour"].number(positive=True),
+        gang_sizes=sizes,
+        gang_weights=weights,
+        runtime=_runtime(spec["runtime_hours"]),
+        gpu_types=_gpu_type_list(spec.get("gpu_types"), platform),
+        max_hours=spec["max_hours"].number(positive=True) if "max_hours" in spec else None,
+    )
+
+
+def _items(node: _Node) -> list[_Node]:
+    return [node] if isinstance(node.node, yaml.ScalarNode) else node.sequence()
+
+
+def _org_of(node: _Node, domain: str, platform: _Platform) -> str:
+    name = _known(node, platform.orgs, "org")
+    if platform.orgs[name].domain != domain:
+        node.fail(f"org {name!r} belongs to domain {platform.orgs[name].domain!r}, not {domain!r}")
+    return name
+
+
+def _gang_sizes(node: _Node) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """``gpus: 8`` (always 8) or ``gpus: {1: 0.7, 8: 0.3}`` (size: relative weight)."""
+    if isinstance(node.node, yaml.ScalarNode):
+        return (node.integer(minimum=1),), (1.0,)
+    sizes, weights = [], []
+    for size_text, weight in node.mapping().items():
+        if not size_text.isdigit() or int(size_text) < 1:
+            weight.fail(f"a gang size must be a whole number >= 1, got {size_text!r}")
+        sizes.append(int(size_text))
+        weights.append(weight.number(positive=True))
+    if not sizes:
+        node.fail("give at least one gang size")
+    return tuple(sizes), tuple(weights)
+
+
+def _runtime(node: _Node):
+    """``2.5`` (fixed hours) or one of ``{lognormal: {median, sigma}}``,
+    ``{exponential: {mean}}``, ``{uniform: {low, high}}``, ``{fixed: hours}``."""
+    from gpupool.simulations import synthetic as syn
+
+    if isinstance(node.node, yaml.ScalarNode):
+        return syn.Fixed(node.number(positive=True))
+    kinds = ("exponential", "fixed", "lognormal", "uniform")
+    spec = node.fields(optional=kinds)
+    if len(spec) != 1:
+        node.fail(f"give exactly one of: {', '.join(kinds)}")
+    ((kind, body),) = spec.items()
+    if kind == "fixed":
+        return syn.Fixed(body.number(positive=True))
+    if kind == "exponential":
+        return syn.Exponential(body.fields(required=("mean",))["mean"].number(positive=True))
+    if kind == "lognormal":
+        args = body.fields(required=("median", "sigma"))
+        return syn.LogNormal(args["median"].number(positive=True), args["sigma"].number(minimum=0))
+    args = body.fields(required=("low", "high"))
+    low, high = args["low"].number(minimum=0), args["high"].number(minimum=0)
+    if high <= low:
+        args["high"].fail(f"must be > low ({low}), got {high}")
+    return syn.Uniform(low, high)
+
+
+def _gpu_type_list(node: _Node | None, platform: _Platform) -> tuple[str, ...]:
+    if node is None or node.is_null():
+        return ()
+    return tuple(_known(item, platform.gpu_types, "GPU type") for item in _items(node))
+
+
+_PHILLY_KEYS = ("kind", "path", "vc_map", "default_org", "gpu_types", "min_duration_s", "estimate")
+
+
+def _philly(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) -> _Loaded:
+    load = load_philly(
+        _input_file(spec["path"], ctx.base_dir),
+        vc_map=_group_map(spec.get("vc_map"), platform),
+        default_org=_default_org(spec.get("default_org"), platform),
+        orgs=platform.orgs,
+        gpu_types=_gpu_type_list(spec.get("gpu_types"), platform),
+        pools=platform.pools,
+        min_duration_s=spec["min_duration_s"].number(minimum=0) if "min_duration_s" in spec else 0,
+    )
+    return _from_trace(load)
+
+
+_ALIBABA_KEYS = ("kind", "pods", "nodes", "site", "qos_map", "default_org", "estimate")
+
+
+def _alibaba(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) -> _Loaded:
+    extra: tuple[Pool, ...] = ()
+    if "nodes" in spec:
+        extra = _node_pools(spec, platform, ctx)
+    pools = [*platform.pools, *extra]
+    if not pools:
+        spec["kind"].fail("no pools: declare pools or give the trace's node list as nodes")
+    load = load_alibaba_pods(
+        _input_file(spec["pods"], ctx.base_dir),
+        qos_map=_group_map(spec.get("qos_map"), platform),
+        default_org=_default_org(spec.get("default_org"), platform),
+        orgs=platform.orgs,
+        known_gpu_types=tuple(platform.gpu_types),
+        pools=pools,
+    )
+    return replace(_from_trace(load), extra_pools=extra)
+
+
+def _node_pools(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) -> tuple:
+    nodes = spec["nodes"]
+    site = spec["site"].text() if "site" in spec else "alibaba"
+    pools = load_alibaba_nodes(_input_file(nodes, ctx.base_dir), site=site, prices={})
+    for model in sorted({pool.gpu_type for pool in pools}):
+        if model not in platform.gpu_types:
+            nodes.fail(f"the node list has GPU model {model!r}: declare it under gpu_types")
+        if model not in platform.prices:
+            nodes.fail(f"GPU type {model!r} needs a price_per_gpu_hour for the node-list pools")
+    taken = {pool.name for pool in platform.pools}
+    for pool in pools:
+        if pool.name in taken:
+            nodes.fail(f"pool {pool.name!r} from the node list is also declared under pools")
+    return tuple(replace(pool, price_per_gpu_hour=platform.prices[pool.gpu_type]) for pool in pools)
+
+
+def _group_map(node: _Node | None, platform: _Platform) -> dict[str, str]:
+    """Trace group (VC hash, QoS class) -> org name, checked against the orgs."""
+    if node is None or node.is_null():
+        return {}
+    return {group: _known(org, platform.orgs, "org") for group, org in node.mapping().items()}
+
+
+def _default_org(node: _Node | None, platform: _Platform) -> str | None:
+    if node is None or node.is_null():
+        return None
+    return _known(node, platform.orgs, "org")
+
+
+def _from_trace(load: TraceLoad) -> _Loaded:
+    return _Loaded(jobs=load.jobs, dropped=load.dropped, adjusted=load.adjusted)
+
+
+_WORKLOADS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable]] = {
+    "synthetic": (("kind", "hours", "domains"), _SYNTHETIC_KEYS, _synthetic),
+    "philly": (("kind", "path"), _PHILLY_KEYS, _philly),
+    "alibaba": (("kind", "pods"), _ALIBABA_KEYS, _alibaba),
+}
+
+
+def _estimate(node: _Node | None):
+    """``exact`` | ``{factor: 1.5}`` | ``{noisy: {sigma: 0.5}}``."""
+    from gpupool.simulations import synthetic as syn
+
+    if node is None:
+        return syn.Exact()
+    if isinstance(node.node, yaml.ScalarNode):
+        if node.value() != "exact":
+            node.fail(
+                f"expected exact, {{factor: F}} or {{noisy: {{sigma: S}}}}, got {node.node.value!r}"
+            )
+        return syn.Exact()
+    spec = node.fields(optional=("factor", "noisy"))
+    if len(spec) != 1:
+        node.fail("give exactly one of: factor, noisy")
+    if "factor" in spec:
+        return syn.Factor(spec["factor"].number(positive=True))
+    return syn.Noisy(spec["noisy"].fields(required=("sigma",))["sigma"].number(minimum=0))
+
+
+# ---------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------
+
+
+def resolve_path(text: str, base_dir: Path) -> Path:
+    """A scenario path: ``package:rel`` inside gpupool/data, else relative to ``base_dir``."""
+    if text.startswith(PACKAGE_PREFIX):
+        return Path(str(resources.files("gpupool").joinpath("data", text[len(PACKAGE_PREFIX) :])))
+    return Path(os.path.normpath(base_dir / Path(text).expanduser()))
+
+
+def _input_file(node: _Node, base_dir: Path) -> Path:
+    path = resolve_path(node.text(), base_dir)
+    if not path.is_file():
+        node.fail(f"no such file: {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------
+
+_TOP_KEYS = (
+    "name",
+    "description",
+    "seed",
+    "gpu_types",
+    "pools",
+    "domains",
+    "orgs",
+    "workload",
+    "programmes",
+    "vouchers",
+)
+
+
+def load_scenario(
+    path: str | Path, seed: int | None = None, max_jobs: int | None = None
+) -> Scenario:
+    """Parse a scenario file; ``seed`` overrides the file's, ``max_jobs`` keeps the first N."""
+    from gpupool.simulations.synthetic import apply_estimate
+
+    path = Path(path)
+    root, _ = _compose(path, str(path))
+    top = root.fields(required=("gpu_types", "domains", "orgs", "workload"), optional=_TOP_KEYS)
+    file_seed = top["seed"].integer(minimum=0) if "seed" in top else 0
+    seed = file_seed if seed is None else seed
+    platform = _platform(top)
+    workload = top["workload"]
+    kind_node = workload.mapping().get("kind")
+    if kind_node is None:
+        workload.fail(f"missing required key 'kind' ({' | '.join(_WORKLOADS)})")
+    kind = kind_node.text()
+    if kind not in _WORKLOADS:
+        kind_node.fail(f"unknown workload kind {kind!r} (known: {', '.join(_WORKLOADS)})")
+    required, optional, parse = _WORKLOADS[kind]
+    spec = workload.fields(required=required, optional=optional)
+    estimate = _estimate(spec.get("estimate"))
+    loaded = parse(spec, platform, _Context(base_dir=path.parent, seed=seed))
+    pools = (*platform.pools, *loaded.extra_pools)
+    if not pools:
+        root.fail("no pools: declare pools")
+    dropped = Counter(loaded.dropped)
+    jobs = _keep_placeable(loaded.jobs, pools, dropped)
+    if max_jobs is not None:
+        jobs = jobs[:max_jobs]
+    jobs = _renumbered(apply_estimate(jobs, estimate, seed))
+    return Scenario(
+        name=top["name"].text() if "name" in top else path.stem,
+        gpu_types=platform.gpu_types,
+        pools=pools,
+        domains=platform.domains,
+        orgs=platform.orgs,
+        jobs=jobs,
+        dropped=dict(dropped),
+        programmes=_raw_entries(top["programmes"]) if "programmes" in top else (),
+        vouchers=_raw_entries(top["vouchers"]) if "vouchers" in top else (),
+        seed=seed,
+        adjusted=dict(loaded.adjusted),
+    )
+
+
+def _platform(top: Mapping[str, _Node]) -> _Platform:
+    types, prices = _gpu_types(top["gpu_types"])
+    pools = (
+        [] if "pools" not in top or top["pools"].is_null() else _pools(top["pools"], types, prices)
+    )
+    domains = _domains(top["domains"])
+    return _Platform(types, prices, pools, domains, _orgs(top["orgs"], domains))
+
+
+def _keep_placeable(
+    jobs: Sequence[SimJob], pools: Sequence[Pool], dropped: Counter[str]
+) -> tuple[SimJob, ...]:
+    kept = tuple(
+        sim
+        for sim in jobs
+        if any(sim.job.allows(pool.gpu_type) and sim.job.gpus <= pool.gpus for pool in pools)
+    )
+    if len(kept) < len(jobs):
+        dropped["larger than any pool"] += len(jobs) - len(kept)
+    return kept
+
+
+def _renumbered(jobs: Sequence[SimJob]) -> tuple[SimJob, ...]:
+    """Ids 1..N in order; jobs already numbered so are kept as they are (no copies)."""
+    return tuple(
+        sim if sim.job.id == number else replace(sim, job=replace(sim.job, id=number))
+        for number, sim in enumerate(jobs, start=1)
+    )
