@@ -1,5 +1,162 @@
-"""(in progress)"""
+"""`gpupool job ...`: submit, submit-batch, list, show, cancel.
+
+Numbers are taken as text and validated by the service, so a bad value gets
+the same one-line `error: --gpus: ...` as every other bad input (not click's
+usage box). Each command is one transaction.
+"""
+
+from __future__ import annotations
 
 import typer
 
+from gpupool.cli.output import JSON_OPTION, actor, print_json, render, work
+
 app = typer.Typer(no_args_is_help=True)
+
+JOB_COLUMNS = [
+    ("id", "id"),
+    ("name", "name"),
+    ("org", "org"),
+    ("domain", "domain"),
+    ("gpus", "GPUs"),
+    ("gpu_types", "GPU types"),
+    ("hours", "hours"),
+    ("state", "state"),
+    ("pool", "pool"),
+    ("wait_reason", "waiting because"),
+]
+
+
+def _job_id(value: str) -> int:
+    from gpupool.scheduler.service import positive_int
+
+    return positive_int(value, "job id")
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    org: str = typer.Option(..., "--org", help="Organisation the job runs for."),
+    gpus: str = typer.Option(..., "--gpus", help="GPUs the job needs at once (a gang)."),
+    hours: str = typer.Option(..., "--hours", help="Estimated runtime on an A100-class GPU."),
+    gpu_type: list[str] = typer.Option(
+        [], "--gpu-type", help="A GPU type the job can run on (repeat; default: any)."
+    ),
+    name: str = typer.Option("", "--name", help="A name for the job."),
+    priority: str = typer.Option("0", "--priority", help="Per-job priority boost (admins)."),
+    key: str | None = typer.Option(
+        None, "--key", help="Idempotency key: resubmitting with the same key is a no-op."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Submit one job; prints its id."""
+    from gpupool.scheduler.service import JobRequest, submit_job
+
+    request = JobRequest(
+        org=org,
+        gpus=gpus,
+        hours=hours,
+        gpu_types=gpu_type,
+        name=name,
+        priority=priority,
+        submit_key=key,
+    )
+    with work(ctx) as session:
+        job_id, created = submit_job(session, actor(ctx), request)
+    if as_json:
+        print_json({"id": job_id, "created": created})
+    else:
+        typer.echo(job_id)
+
+
+@app.command("submit-batch")
+def submit_batch(
+    ctx: typer.Context,
+    file: str = typer.Argument(..., help="A .csv or .yaml file of jobs (all or none)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Submit every job in a CSV or YAML file in one transaction."""
+    from gpupool.scheduler.batch import read_batch
+    from gpupool.scheduler.service import BatchError, submit_jobs
+
+    try:
+        requests = read_batch(file)
+        with work(ctx) as session:
+            results = submit_jobs(session, actor(ctx), requests)
+    except BatchError as exc:
+        for error in exc.errors:
+            typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {len(exc.errors)} bad row(s) in {file}; nothing submitted", err=True)
+        raise typer.Exit(2) from None
+    ids = [job_id for job_id, _ in results]
+    if as_json:
+        print_json([{"id": job_id, "created": created} for job_id, created in results])
+    else:
+        new = sum(created for _, created in results)
+        typer.echo(f"submitted {new} new job(s) of {len(ids)}: {' '.join(map(str, ids))}")
+
+
+@app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    state: list[str] = typer.Option([], "--state", help="Only jobs in this state (repeat)."),
+    org: str | None = typer.Option(None, "--org", help="Only this organisation's jobs."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List jobs (oldest first) with the reason each pending job waits."""
+    from gpupool.model import GpupoolError, JobState
+    from gpupool.scheduler import repository
+    from gpupool.scheduler.service import job_view
+
+    known = [s.value for s in JobState]
+    for value in state:
+        if value not in known:
+            raise GpupoolError(
+                f"unknown state {value!r}; one of {', '.join(known)}", location="--state"
+            )
+    with work(ctx) as session:
+        rows = [job_view(r) for r in repository.list_jobs(session, state or None, org)]
+    render(rows, JOB_COLUMNS, as_json, title="jobs")
+
+
+@app.command()
+def show(
+    ctx: typer.Context, job_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JSON_OPTION
+) -> None:
+    """Everything about one job, with where it ran."""
+    from gpupool.scheduler import clock, repository
+    from gpupool.scheduler.service import job_view
+
+    with work(ctx) as session:
+        row = repository.get_job(session, _job_id(job_id))
+        view = job_view(row)
+        view["placements"] = [
+            {
+                "pool": p.pool.name,
+                "nodes": p.nodes,
+                "started_at": clock.iso(p.started_at),
+                "ended_at": clock.iso(p.ended_at),
+            }
+            for p in repository.placements_of(session, row.id)
+        ]
+    if as_json:
+        print_json(view)
+        return
+    for key, value in view.items():
+        if key != "placements":
+            typer.echo(f"{key:>13}: {'-' if value is None else value}")
+    for placement in view["placements"]:
+        typer.echo(
+            f"{'ran on':>13}: {placement['pool']} nodes {placement['nodes']} "
+            f"from {placement['started_at']} to {placement['ended_at'] or 'now'}"
+        )
+
+
+@app.command()
+def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="ID")) -> None:
+    """Cancel a pending or running job (a running one frees its GPUs now)."""
+    from gpupool.scheduler.service import cancel_job
+
+    with work(ctx) as session:
+        job = cancel_job(session, actor(ctx), _job_id(job_id))
+    typer.echo(f"cancelled job {job.id}")

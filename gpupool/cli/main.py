@@ -47,12 +47,13 @@ def _global_options(
 
 def _register() -> None:
     # Each module defines `app` (a Typer group) or `register(app)` for top-level commands.
-    from gpupool.cli import admin, db_cmd, jobs, policy
+    from gpupool.cli import admin, db_cmd, jobs, policy, schedule
 
     app.add_typer(jobs.app, name="job", help="Submit, list, show and cancel jobs.")
     app.add_typer(db_cmd.app, name="db", help="Database schema: upgrade, current revision.")
     app.add_typer(policy.app, name="policy", help="Policy documents: validate, apply, history.")
     admin.register(app)
+    schedule.register(app)
 
 
 _register()

@@ -37,3 +37,15 @@ def script_head() -> str:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def reset(engine: Engine) -> None:
+    """Drop every gpupool table, then recreate the schema: `init --force` only."""
+    from sqlalchemy import text
+
+    from gpupool.scheduler.orm import Base
+
+    with connect_or_fail(engine) as connection, connection.begin():
+        Base.metadata.drop_all(connection)
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    upgrade(engine)

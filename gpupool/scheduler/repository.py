@@ -112,6 +112,11 @@ def open_placement_of(session: Session, job_id: int) -> PlacementRow | None:
     return session.scalars(query).one_or_none()
 
 
+def placements_of(session: Session, job_id: int) -> Sequence[PlacementRow]:
+    query = select(PlacementRow).where(PlacementRow.job_id == job_id).order_by(PlacementRow.id)
+    return session.scalars(query).all()
+
+
 def active_policy_row(session: Session) -> PolicyVersionRow | None:
     query = select(PolicyVersionRow).where(PolicyVersionRow.active.is_(True))
     return session.scalars(query.order_by(PolicyVersionRow.version.desc())).first()

@@ -1,0 +1,90 @@
+"""Shared CLI plumbing: the acting user, the unit of work, tables and JSON.
+
+Every listing renders the same list of dicts (built by the service's
+``*_view`` functions) either as a rich table or, with ``--json``, as a JSON
+list whose keys are the model's field names. rich and the scheduler package
+are imported only when a command runs, so `gpupool --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+
+import typer
+
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+def actor(ctx: typer.Context) -> str:
+    """The acting user: --as / GPUPOOL_USER, else the OS user."""
+    user = (ctx.obj or {}).get("user")
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER") or "unknown"
+
+
+def db_url(ctx: typer.Context) -> str | None:
+    return (ctx.obj or {}).get("db")
+
+
+@contextmanager
+def work(ctx: typer.Context):
+    """One transaction for the whole command (see gpupool.scheduler.database)."""
+    from gpupool.scheduler.database import unit_of_work
+
+    with unit_of_work(db_url(ctx)) as session:
+        yield session
+
+
+def print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:,.0f}"
+    if isinstance(value, list | tuple) and value and isinstance(value[0], list | tuple):
+        return " ".join(f"{node}:{gpus}" for node, gpus in value)  # placement nodes
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value) or "any"
+    return str(value)
+
+
+def render(
+    rows: Sequence[dict],
+    columns: Iterable[tuple[str, str]],
+    as_json: bool,
+    title: str | None = None,
+) -> None:
+    """A rich table of ``columns`` (key, header), or every key as JSON."""
+    if as_json:
+        print_json(list(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    columns = list(columns)
+    for _, header in columns:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*(_cell(row.get(key)) for key, _ in columns))
+    Console(width=max(100, _terminal_width())).print(table)
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 120

@@ -1,0 +1,442 @@
+"""The platform's operations: validate, enforce the rules, write, audit.
+
+Every front end (the CLI today) calls these functions inside one
+gpupool.scheduler.database.unit_of_work; they never commit themselves, so a
+failure anywhere rolls back everything the command did. Bad input raises
+GpupoolError with a ``location`` naming the field (prefixed by ``file:line``
+for batch rows). Job state changes go through gpupool.model.check_transition.
+
+Admin operations write an audit_log row. Permissions are deliberately minimal
+here: an actor is an admin unless a ``users`` row gives them another role
+(the full permission model plugs into ``require_admin``).
+
+The ``*_view`` functions give each object as the plain dict that ``--json``
+prints; their keys are the model's field names and are a stable interface.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gpupool import model
+from gpupool.model import GpupoolError, JobState, check_transition
+from gpupool.scheduler import clock, repository
+from gpupool.scheduler.orm import (
+    AuditLogRow,
+    DomainRow,
+    GpuTypeRow,
+    JobRow,
+    OrgRow,
+    PoolRow,
+)
+
+ADMIN, SUBMITTER = "admin", "submitter"
+
+
+# ---------------------------------------------------------------------------
+# Actors and audit
+# ---------------------------------------------------------------------------
+
+
+def role_of(session: Session, actor: str) -> str:
+    user = repository.find_user(session, actor)
+    return ADMIN if user is None else user.role
+
+
+def require_admin(session: Session, actor: str, action: str) -> None:
+    if role_of(session, actor) != ADMIN:
+        raise model.PermissionDenied(f"{actor} may not {action}: admins only", location="--as")
+
+
+def audit(
+    session: Session,
+    actor: str,
+    action: str,
+    target: str,
+    before: dict | None = None,
+    after: dict | None = None,
+    outcome: str = "ok",
+) -> None:
+    session.add(
+        AuditLogRow(
+            at=clock.utcnow(),
+            actor=actor,
+            action=action,
+            target=target,
+            before=before,
+            after=after,
+            outcome=outcome,
+        )
+    )
+
+
+# ---------------------------------------------------------------------------
+# Validation helpers (each names the field it checks)
+# ---------------------------------------------------------------------------
+
+
+def _name(value: str, location: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise GpupoolError("must not be empty", location=location)
+    return value
+
+
+def positive_int(value: object, location: str) -> int:
+    if isinstance(value, bool):
+        raise GpupoolError(f"must be a positive whole number, got {value!r}", location=location)
+    try:
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise GpupoolError(
+            f"must be a positive whole number, got {value!r}", location=location
+        ) from None
+    if not math.isfinite(number) or number != int(number) or number <= 0:
+        raise GpupoolError(f"must be a positive whole number, got {value!r}", location=location)
+    return int(number)
+
+
+def positive_float(value: object, location: str, what: str = "a positive number") -> float:
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, AttributeError):
+        raise GpupoolError(f"must be {what}, got {value!r}", location=location) from None
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        raise GpupoolError(f"must be {what}, got {value!r}", location=location)
+    return number
+
+
+def non_negative_float(value: object, location: str) -> float:
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, AttributeError):
+        raise GpupoolError(f"must be a number, got {value!r}", location=location) from None
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise GpupoolError(f"must be zero or more, got {value!r}", location=location)
+    return number
+
+
+def _unique(session: Session, row_type, name: str, what: str, location: str) -> None:
+    if session.scalars(select(row_type.id).where(row_type.name == name)).first() is not None:
+        raise GpupoolError(f"a {what} named {name!r} already exists", location=location)
+
+
+# ---------------------------------------------------------------------------
+# Platform description (admin)
+# ---------------------------------------------------------------------------
+
+
+def add_gpu_type(
+    session: Session,
+    actor: str,
+    name: str,
+    vendor: str,
+    memory_gb: int,
+    speed: float = 1.0,
+    domestic: bool = False,
+) -> GpuTypeRow:
+    require_admin(session, actor, "add GPU types")
+    name = _name(name, "name")
+    _unique(session, GpuTypeRow, name, "GPU type", "name")
+    row = GpuTypeRow(
+        name=name,
+        vendor=_name(vendor, "--vendor"),
+        memory_gb=positive_int(memory_gb, "--memory"),
+        speed=positive_float(speed, "--speed"),
+        domestic=bool(domestic),
+    )
+    session.add(row)
+    session.flush()
+    audit(session, actor, "gpu_type.add", name, after=gpu_type_view(row))
+    return row
+
+
+def add_pool(
+    session: Session,
+    actor: str,
+    name: str,
+    site: str,
+    gpu_type: str,
+    gpus: int,
+    gpus_per_node: int,
+    price_per_gpu_hour: float,
+) -> PoolRow:
+    require_admin(session, actor, "add pools")
+    name = _name(name, "name")
+    _unique(session, PoolRow, name, "pool", "name")
+    type_row = repository.get_gpu_type(session, gpu_type, location="--gpu-type")
+    row = PoolRow(
+        name=name,
+        site=_name(site, "--site"),
+        gpu_type_id=type_row.id,
+        gpus=positive_int(gpus, "--gpus"),
+        gpus_per_node=positive_int(gpus_per_node, "--gpus-per-node"),
+        price_per_gpu_hour=clock.cents(non_negative_float(price_per_gpu_hour, "--price")),
+    )
+    session.add(row)
+    session.flush()
+    audit(session, actor, "pool.add", name, after=pool_view(row, row.gpus))
+    return row
+
+
+def add_domain(session: Session, actor: str, name: str, weight: float = 1.0) -> DomainRow:
+    require_admin(session, actor, "add domains")
+    name = _name(name, "name")
+    _unique(session, DomainRow, name, "domain", "name")
+    row = DomainRow(name=name, weight=positive_float(weight, "--weight"))
+    session.add(row)
+    session.flush()
+    audit(session, actor, "domain.add", name, after=domain_view(row))
+    return row
+
+
+def add_org(
+    session: Session, actor: str, name: str, domain: str, budget: object | None = None
+) -> OrgRow:
+    require_admin(session, actor, "add organisations")
+    name = _name(name, "name")
+    _unique(session, OrgRow, name, "organisation", "name")
+    domain_row = repository.get_domain(session, domain, location="--domain")
+    if budget is not None:
+        budget = clock.cents(non_negative_float(budget, "--budget"))
+    row = OrgRow(name=name, domain_id=domain_row.id, budget=budget)
+    session.add(row)
+    session.flush()
+    audit(session, actor, "org.add", name, after=org_view(row))
+    return row
+
+
+# ---------------------------------------------------------------------------
+# Jobs
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One job as a user asked for it, before validation.
+
+    ``where`` prefixes every error location (``jobs.csv:7`` for a batch row;
+    empty for the command line, where fields are named by their option).
+    """
+
+    org: str
+    gpus: object
+    hours: object
+    gpu_types: Sequence[str] = ()
+    name: str = ""
+    priority: object = 0
+    submit_key: str | None = None
+    where: str = ""
+
+    def location(self, field_name: str) -> str:
+        if self.where:
+            return f"{self.where} {field_name}"
+        return {
+            "org": "--org",
+            "gpus": "--gpus",
+            "hours": "--hours",
+            "gpu_types": "--gpu-type",
+            "submit_key": "--key",
+            "priority": "--priority",
+        }.get(field_name, field_name)
+
+
+def max_gang(pool: model.Pool) -> int:
+    """The largest gang gpupool.model.fit_gang can ever place on an empty ``pool``."""
+    whole_nodes = (pool.gpus // pool.gpus_per_node) * pool.gpus_per_node
+    return max(max(pool.node_sizes()), whole_nodes)
+
+
+def _validate(session: Session, request: JobRequest) -> dict:
+    org = repository.get_org(
+        session, _name(request.org, request.location("org")), location=request.location("org")
+    )
+    gpus = positive_int(request.gpus, request.location("gpus"))
+    hours = positive_float(request.hours, request.location("hours"), "a positive number of hours")
+    types = []
+    for type_name in request.gpu_types:
+        type_name = type_name.strip()
+        repository.get_gpu_type(session, type_name, location=request.location("gpu_types"))
+        if type_name not in types:
+            types.append(type_name)
+    allowed = [p for p in repository.list_pools(session) if not types or p.gpu_type.name in types]
+    largest = max((max_gang(repository.pool_model(p)) for p in allowed), default=0)
+    if gpus > largest:
+        scope = "of an allowed GPU type " if types else ""
+        raise GpupoolError(
+            f"asks for {gpus} GPUs but the largest gang any pool {scope}can hold is {largest}",
+            location=request.location("gpus"),
+        )
+    try:
+        priority = int(str(request.priority).strip() or 0)
+    except ValueError:
+        raise GpupoolError(
+            f"must be a whole number, got {request.priority!r}",
+            location=request.location("priority"),
+        ) from None
+    return dict(
+        org_id=org.id,
+        gpus=gpus,
+        hours=hours,
+        gpu_types=types,
+        name=(request.name or "").strip(),
+        priority=priority,
+    )
+
+
+def submit_jobs(
+    session: Session, actor: str, requests: Sequence[JobRequest], now: dt.datetime | None = None
+) -> list[tuple[int, bool]]:
+    """Validate every request, then write them all; ``(job id, newly created)`` each.
+
+    All or nothing: if any request is bad, BatchError lists every bad one and
+    nothing is written. A request whose ``submit_key`` already names a job
+    with the same content returns that job (``created`` False): a retried
+    submission is never written twice.
+    """
+    now = now or clock.utcnow()
+    errors: list[GpupoolError] = []
+    fields_list: list[dict | None] = []
+    for request in requests:
+        try:
+            fields_list.append(_validate(session, request))
+        except GpupoolError as exc:
+            errors.append(exc)
+            fields_list.append(None)
+    if errors:
+        raise BatchError(errors) if len(requests) > 1 or requests[0].where else errors[0]
+    results = []
+    for request, job_fields in zip(requests, fields_list, strict=True):
+        results.append(_write_job(session, actor, request, job_fields, now))
+    return results
+
+
+def submit_job(
+    session: Session, actor: str, request: JobRequest, now: dt.datetime | None = None
+) -> tuple[int, bool]:
+    return submit_jobs(session, actor, [request], now)[0]
+
+
+def _write_job(session, actor, request: JobRequest, job_fields: dict, now) -> tuple[int, bool]:
+    key = (request.submit_key or "").strip() or None
+    if key is not None:
+        existing = repository.find_job_by_submit_key(session, key)
+        if existing is not None:
+            same = all(getattr(existing, k) == v for k, v in job_fields.items())
+            if not same:
+                raise GpupoolError(
+                    f"submit key {key!r} was already used by job {existing.id} "
+                    "with different content",
+                    location=request.location("submit_key"),
+                )
+            return existing.id, False
+    row = JobRow(
+        **job_fields,
+        state=JobState.PENDING.value,
+        submitted_at=now,
+        submitted_by=actor,
+        submit_key=key or uuid.uuid4().hex,
+    )
+    session.add(row)
+    session.flush()
+    return row.id, True
+
+
+class BatchError(GpupoolError):
+    """Several bad rows at once; ``errors`` holds each with its own location."""
+
+    def __init__(self, errors: Sequence[GpupoolError]) -> None:
+        self.errors = list(errors)
+        super().__init__(
+            f"{len(self.errors)} bad row(s), nothing submitted: "
+            + "; ".join(str(e) for e in self.errors)
+        )
+
+
+def cancel_job(
+    session: Session, actor: str, job_id: int, now: dt.datetime | None = None, reason: str = ""
+) -> JobRow:
+    """Cancel a pending, running or preempted job; a running job frees its GPUs now."""
+    now = now or clock.utcnow()
+    job = repository.get_job(session, job_id)
+    before = {"state": job.state}
+    new_state = check_transition(job.state, JobState.CANCELLED)
+    placement = repository.open_placement_of(session, job.id)
+    if placement is not None:
+        placement.ended_at = now
+    job.state = new_state.value
+    job.ended_at = now
+    job.wait_reason = None
+    job.end_reason = reason or f"cancelled by {actor}"
+    audit(session, actor, "job.cancel", f"job {job.id}", before=before, after={"state": job.state})
+    session.flush()
+    return job
+
+
+# ---------------------------------------------------------------------------
+# Views: the --json shape of each object
+# ---------------------------------------------------------------------------
+
+
+def gpu_type_view(row: GpuTypeRow) -> dict:
+    return {
+        "name": row.name,
+        "vendor": row.vendor,
+        "memory_gb": row.memory_gb,
+        "speed": row.speed,
+        "domestic": row.domestic,
+    }
+
+
+def pool_view(row: PoolRow, free_gpus: int) -> dict:
+    return {
+        "name": row.name,
+        "site": row.site,
+        "gpu_type": row.gpu_type.name,
+        "gpus": row.gpus,
+        "gpus_per_node": row.gpus_per_node,
+        "price_per_gpu_hour": float(row.price_per_gpu_hour),
+        "free_gpus": free_gpus,
+    }
+
+
+def domain_view(row: DomainRow) -> dict:
+    return {"name": row.name, "weight": row.weight}
+
+
+def org_view(row: OrgRow) -> dict:
+    budget = None if row.budget is None else float(row.budget)
+    return {"name": row.name, "domain": row.domain.name, "budget": budget}
+
+
+def job_view(row: JobRow) -> dict:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "org": row.org.name,
+        "domain": row.org.domain.name,
+        "gpus": row.gpus,
+        "gpu_types": list(row.gpu_types or []),
+        "hours": row.hours,
+        "priority": row.priority,
+        "state": row.state,
+        "submitted_at": clock.iso(row.submitted_at),
+        "started_at": clock.iso(row.started_at),
+        "ended_at": clock.iso(row.ended_at),
+        "pool": row.pool.name if row.pool is not None else None,
+        "wait_reason": row.wait_reason,
+        "end_reason": row.end_reason,
+        "submitted_by": row.submitted_by,
+    }
+
+
+def pool_views(session: Session) -> list[dict]:
+    used = repository.used_gpus(session)
+    return [pool_view(p, p.gpus - used.get(p.name, 0)) for p in repository.list_pools(session)]
