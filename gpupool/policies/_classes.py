@@ -69,13 +69,20 @@ def gang_fits_pool(gpus: int, pool: Pool) -> bool:
     return math.ceil(gpus / pool.gpus_per_node) <= pool.gpus // pool.gpus_per_node
 
 
-def allowed_groups(job: Job, groups: Sequence[PoolGroup]) -> tuple[int, ...]:
-    """Indexes of the groups with a GPU type the job allows and a pool that could ever hold it."""
-    return tuple(
-        g.index
-        for g in groups
-        if job.allows(g.gpu_type) and any(gang_fits_pool(job.gpus, p) for p in g.pools)
-    )
+def allowed_groups(jobs: Sequence[Job], groups: Sequence[PoolGroup]) -> dict[int, tuple[int, ...]]:
+    """Per job id: the groups with a GPU type it allows and a pool that could ever hold it."""
+    memo: dict[tuple[int, tuple[str, ...]], tuple[int, ...]] = {}
+    result = {}
+    for job in jobs:
+        key = (job.gpus, job.gpu_types)
+        if key not in memo:
+            memo[key] = tuple(
+                g.index
+                for g in groups
+                if job.allows(g.gpu_type) and any(gang_fits_pool(job.gpus, p) for p in g.pools)
+            )
+        result[job.id] = memo[key]
+    return result
 
 
 # ---------------------------------------------------------------------------

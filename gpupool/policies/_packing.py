@@ -164,10 +164,14 @@ class Packer:
 
     def try_start(self, job: Job, candidates: Sequence[int]) -> bool:
         """Start ``job`` in the first candidate group where it fits, is within caps and paid."""
+        could_fit = self.capacity.could_fit
         for g in candidates:
-            if self._try_group(job, g):
+            if could_fit(job.gpus, g) and self._try_group(job, g):
                 self.reasons.pop(job.id, None)
                 return True
+        if job.id not in self.reasons:  # nothing but capacity stopped it: whose fault?
+            fitted = any(self._fitted_initially(job.gpus, g) for g in candidates)
+            self.reasons[job.id] = WaitReason.PRIORITY if fitted else WaitReason.NO_CAPACITY
         return False
 
     def try_start_in(self, job: Job, g: int, member: _PoolFree) -> bool:
@@ -180,11 +184,7 @@ class Packer:
 
     def _try_group(self, job: Job, g: int) -> bool:
         found = self.capacity.find(job.gpus, g)
-        if found is None:
-            fitted = self._fitted_initially(job.gpus, g)
-            self._note(job, WaitReason.PRIORITY if fitted else WaitReason.NO_CAPACITY)
-            return False
-        return self._commit(job, g, *found)
+        return found is not None and self._commit(job, g, *found)
 
     def _commit(self, job: Job, g: int, member: _PoolFree, nodes) -> bool:
         effective = job.gpus * self.groups[g].speed

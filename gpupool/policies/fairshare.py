@@ -73,7 +73,7 @@ class FairSharePolicy:
             deficit_boost=self.deficit_boost,
             guarantee_boost=self.guarantee_boost,
         )
-        allowed = {job.id: allowed_groups(job, groups) for job in snapshot.pending}
+        allowed = allowed_groups(snapshot.pending, groups)
         queues: dict[str, list[Job]] = {}
         for job in sorted(snapshot.pending, key=lambda j: start_order(j, prio)):
             if allowed[job.id]:

@@ -29,6 +29,7 @@ A round, in numbered steps:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -66,14 +67,18 @@ class PriorityPolicy:
       price; only decides between otherwise equal placements.
     - ``max_preemption_tries`` (int, 32): waiting jobs considered for
       preemption per round, highest priority first.
+    - ``plan_depth`` (float, 6.0): the LP sees, per pool group, the
+      highest-priority classes asking for up to this many times its free
+      GPUs; the rest of a long queue is only backfilled.
     """
 
     params: PolicyParams = PolicyParams()
-    priority_resolution: float = 0.01
+    priority_resolution: float = 0.05
     deficit_boost: float = 1.0
     guarantee_boost: float = 1.0
     price_tiebreak: float = 1e-4
     max_preemption_tries: int = 32
+    plan_depth: float = 6.0
 
     def allocate(self, snapshot: Snapshot) -> Allocation:
         # 1. Score and group
@@ -86,19 +91,24 @@ class PriorityPolicy:
             deficit_boost=self.deficit_boost,
             guarantee_boost=self.guarantee_boost,
         )
-        allowed = {job.id: allowed_groups(job, groups) for job in snapshot.pending}
+        allowed = allowed_groups(snapshot.pending, groups)
         placeable = [job for job in snapshot.pending if allowed[job.id]]
         classes = job_classes(placeable, prio, allowed, self.priority_resolution)
         packer = Packer(snapshot, groups, limits)
 
-        # 2. Plan
-        lp = _ClassLp(classes, groups, limits, packer, self.price_tiebreak)
+        # 2. Plan (on the classes that could plausibly start; the bound still covers all jobs)
+        lp = _ClassLp(
+            _promising(classes, packer, self.plan_depth),
+            groups,
+            limits,
+            packer,
+            self.price_tiebreak,
+        )
         planned = lp.solve()
 
         # 3. Pack: planned counts first, biggest gangs first (whole nodes before they
         # fragment); within a class in start order. Then backfill in start order.
-        class_of = {job.id: c for c in classes for job in c.jobs}
-        for c in sorted(classes, key=lambda c: (-c.gpus, -c.priority, c.index)):
+        for c in sorted(lp.classes, key=lambda c: (-c.gpus, -c.priority, c.index)):
             plan = planned[c.index]
             targets = sorted(plan, key=lambda g: (-plan[g], g))
             wanted = math.floor(sum(plan.values()) + 0.5)  # the LP may split a job over groups
@@ -135,7 +145,7 @@ class PriorityPolicy:
             preempt=preempt,
             charges=dict(packer.charges),
             objective=objective,
-            bound=lp.dual_bound(placeable, prio, class_of, extra),
+            bound=lp.dual_bound(placeable, prio, allowed, extra),
         )
 
 
@@ -160,6 +170,24 @@ def _preemptable_capacity(snapshot, params, groups, lp: _ClassLp, prio):
     for pool, _ in touched:
         extra_node[group_of_pool[pool].index] += 1
     return extra_gpu, extra_node, extra_domain
+
+
+def _promising(classes: list[JobClass], packer: Packer, depth: float) -> list[JobClass]:
+    """Classes among the top demand of ``depth`` x free GPUs of some group they allow.
+
+    Classes far down a long queue cannot be in an optimal plan unless their
+    groups are empty of better work, which this keeps them for. Re-indexed 0..n-1.
+    """
+    room = {g.index: depth * packer.capacity.free_gpus(g.index) for g in packer.groups}
+    kept = []
+    for c in sorted(classes, key=lambda c: (-c.priority, c.index)):
+        demand = c.gpus * len(c.jobs)
+        if any(room[g] > 0 for g in c.groups):
+            kept.append(c)
+            for g in c.groups:
+                room[g] -= demand
+    kept.sort(key=lambda c: c.index)
+    return [dataclasses.replace(c, index=i) for i, c in enumerate(kept)]
 
 
 def _group_preference(groups: tuple[PoolGroup, ...]) -> dict[int, tuple]:
@@ -238,7 +266,7 @@ class _ClassLp:
             planned[self.col_class[col]][int(self.col_group[col])] = float(x[col])
         return planned
 
-    def dual_bound(self, jobs: list[Job], prio: dict[int, float], class_of, extra) -> float:
+    def dual_bound(self, jobs: list[Job], prio: dict[int, float], allowed, extra) -> float:
         """Weak duality on the job-level LP: any non-negative row prices give an upper bound.
 
         With prices y on the capacity rows, the job-level LP (x_jg in [0, 1],
@@ -259,18 +287,22 @@ class _ClassLp:
             + y_node @ (self.node_cap + extra_node)
             + y_domain @ (self.domain_cap + extra_domain)
         )
-        gpus, speed, nodes = self._column_coefficients()
-        col_domain = self._column_domains()
-        domain_price = np.append(y_domain, 0.0)[col_domain]  # -1 picks the 0 at the end
-        unit = gpus * speed  # value per unit of priority
-        cost = gpus * y_gpu[self.col_group] + nodes * y_node[self.col_group] + unit * domain_price
-        # best reduced value per job: max over its class's columns
-        starts = np.searchsorted(self.col_class, np.arange(len(self.classes)))
-        best = 0.0
+        # every job, planned or not: its best reduced value over the groups it allows
+        by_key: dict[tuple, list[float]] = {}
         for job in jobs:
-            c = class_of[job.id]
-            lo, hi = starts[c.index], starts[c.index] + len(c.groups)
-            best += max(0.0, float(np.max(prio[job.id] * unit[lo:hi] - cost[lo:hi])))
+            by_key.setdefault((job.gpus, allowed[job.id], job.domain), []).append(prio[job.id])
+        domain_index = {d: i for i, d in enumerate(self.domains)}
+        best = 0.0
+        for (gpus, groups, domain), values in by_key.items():
+            g = np.array(groups, dtype=np.int64)
+            speed = np.array([self.groups[i].speed for i in groups])
+            per_node = np.array([self.groups[i].gpus_per_node for i in groups], dtype=float)
+            nodes = np.where(gpus > per_node, np.ceil(gpus / per_node), 0.0)
+            unit = gpus * speed  # value per unit of priority
+            d = domain_index.get(domain)
+            cost = gpus * y_gpu[g] + nodes * y_node[g] + unit * (0.0 if d is None else y_domain[d])
+            reduced = np.array(values)[:, None] * unit[None, :] - cost[None, :]
+            best += float(np.maximum(reduced.max(axis=1), 0.0).sum())
         return float(bound) + best
 
     def _row_prices(self, rows: np.ndarray, size: int) -> np.ndarray:
