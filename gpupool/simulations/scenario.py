@@ -357,7 +357,9 @@ def _synthetic(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) ->
     ]
     if not streams:
         spec["domains"].fail("declare at least one domain stream")
-    return _Loaded(jobs=generate(streams, horizon, ctx.seed), dropped={}, adjusted={})
+    dropped: Counter[str] = Counter()
+    jobs = _keep_placeable(generate(streams, horizon, ctx.seed), platform.pools, dropped)
+    return _Loaded(jobs=jobs, dropped=dict(dropped), adjusted={})
 
 
 _SYNTHETIC_KEYS = ("kind", "hours", "domains", "estimate")
@@ -607,8 +609,7 @@ def load_scenario(
     pools = (*platform.pools, *loaded.extra_pools)
     if not pools:
         root.fail("no pools: declare pools")
-    dropped = Counter(loaded.dropped)
-    jobs = _keep_placeable(loaded.jobs, pools, dropped)
+    jobs = loaded.jobs  # loaders already dropped jobs larger than every allowed pool
     if max_jobs is not None:
         jobs = jobs[:max_jobs]
     jobs = _renumbered(apply_estimate(jobs, estimate, seed))
@@ -619,7 +620,7 @@ def load_scenario(
         domains=platform.domains,
         orgs=platform.orgs,
         jobs=jobs,
-        dropped=dict(dropped),
+        dropped=dict(loaded.dropped),
         programmes=_raw_entries(top["programmes"]) if "programmes" in top else (),
         vouchers=_raw_entries(top["vouchers"]) if "vouchers" in top else (),
         seed=seed,
@@ -636,7 +637,7 @@ def _platform(top: Mapping[str, _Node]) -> _Platform:
     return _Platform(types, prices, pools, domains, _orgs(top["orgs"], domains))
 
 
-def _keep_placeable(
+def _keep_placeable(  # the trace loaders do the same on their rows
     jobs: Sequence[SimJob], pools: Sequence[Pool], dropped: Counter[str]
 ) -> tuple[SimJob, ...]:
     kept = tuple(

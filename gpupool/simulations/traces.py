@@ -31,7 +31,7 @@ from __future__ import annotations
 import csv
 import math
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -158,11 +158,17 @@ def _count(text: str, path: Path, line: int, column: str) -> int:
 Arrival = tuple[float, int, Org, int, float, tuple[str, ...], str]
 
 
-def _fits_somewhere(arrival: Arrival, pools: Sequence[Pool]) -> bool:
-    _, _, _, gpus, _, gpu_types, _ = arrival
-    return any(
-        (not gpu_types or pool.gpu_type in gpu_types) and gpus <= pool.gpus for pool in pools
-    )
+def _largest_pools(pools: Sequence[Pool]) -> Callable[[tuple[str, ...]], int]:
+    """gpu_types -> GPUs of the largest pool of an allowed type (cached per tuple)."""
+    largest: dict[tuple[str, ...], int] = {}
+
+    def lookup(gpu_types: tuple[str, ...]) -> int:
+        if gpu_types not in largest:
+            sizes = [p.gpus for p in pools if not gpu_types or p.gpu_type in gpu_types]
+            largest[gpu_types] = max(sizes, default=0)
+        return largest[gpu_types]
+
+    return lookup
 
 
 def finish_jobs(
@@ -172,7 +178,8 @@ def finish_jobs(
     earliest is 0 and number the jobs 1..N. ``hours`` = ``actual_hours`` here."""
     arrivals.sort(key=lambda item: (item[0], item[1]))
     if pools is not None:
-        kept = [item for item in arrivals if _fits_somewhere(item, pools)]
+        largest = _largest_pools(pools)
+        kept = [item for item in arrivals if item[3] <= largest(item[5])]
         if len(kept) != len(arrivals):
             dropped["larger than any pool"] += len(arrivals) - len(kept)
         arrivals = kept
