@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from gpupool.accounting import BudgetTracker
 from gpupool.model import Allocation, Job, Pool, Snapshot, WaitReason, fit_gang
@@ -59,6 +60,9 @@ class MultifactorPolicy:
     max_age_hours: float = 168.0
     favor_small: bool = False
     backfill: bool = True
+
+    # Document sections this kind has no use for (the loader rejects them): it never preempts.
+    UNUSED_SECTIONS: ClassVar[frozenset[str]] = frozenset({"preemption"})
 
     def factors(self, snapshot: Snapshot, job: Job) -> dict[str, float]:
         """The weighted factors of ``job``'s priority and their sum, like one line of sprio."""
