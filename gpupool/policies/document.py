@@ -88,6 +88,9 @@ class KindRegistry(MutableMapping[str, type]):
         del self._lazy[kind]
         self._loaded.pop(kind, None)
 
+    def __contains__(self, kind: object) -> bool:  # without importing anything
+        return kind in self._lazy
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._lazy)
 
@@ -390,9 +393,8 @@ class _Reader:
                 shares[name] = share
                 fractions += share.fraction or 0.0
         if fractions > 1.0 + 1e-9:
-            self.error(
-                node, "domains", f"guaranteed fractions add up to {fractions:g}; must be <= 1"
-            )
+            message = f"guaranteed fractions add up to {fractions:g}; must be <= 1"
+            self.error(entries["domains"][0], "domains", message)
         return weights, shares
 
     def share(self, fields, path: str) -> DomainShare | None:
