@@ -86,3 +86,32 @@ def session(db):
 
     with unit_of_work(db) as session:
         yield session
+
+
+def build_small_platform(session, actor: str = "admin") -> None:
+    """Two pools, two domains, two orgs: small enough to work figures by hand.
+
+    p-a100: 16 A100 (speed 1.0) on 2 nodes of 8, 10.00 per GPU-hour;
+    p-h100: 8 H100 (speed 2.0) on 1 node, 20.00 per GPU-hour;
+    medical (weight 3) / hosp (budget 1000); general (weight 1) / lab (no budget).
+    """
+    from gpupool.scheduler import service
+
+    service.add_gpu_type(session, actor, "A100", "NVIDIA", 80, 1.0)
+    service.add_gpu_type(session, actor, "H100", "NVIDIA", 80, 2.0)
+    service.add_pool(session, actor, "p-a100", "Beijing", "A100", 16, 8, 10.0)
+    service.add_pool(session, actor, "p-h100", "Shanghai", "H100", 8, 8, 20.0)
+    service.add_domain(session, actor, "medical", 3.0)
+    service.add_domain(session, actor, "general", 1.0)
+    service.add_org(session, actor, "hosp", "medical", 1000.0)
+    service.add_org(session, actor, "lab", "general", None)
+
+
+@pytest.fixture
+def platform(db):
+    """``db`` holding build_small_platform's platform (committed)."""
+    from gpupool.scheduler.database import unit_of_work
+
+    with unit_of_work(db) as session:
+        build_small_platform(session)
+    return db

@@ -76,13 +76,13 @@ def submit_batch(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Submit every job in a CSV or YAML file in one transaction."""
-    from gpupool.scheduler.batch import read_batch
+    from gpupool.scheduler.batch import load_batch
     from gpupool.scheduler.service import BatchError, submit_jobs
 
     try:
-        requests = read_batch(file)
+        requests, malformed = load_batch(file)
         with work(ctx) as session:
-            results = submit_jobs(session, actor(ctx), requests)
+            results = submit_jobs(session, actor(ctx), requests, prior_errors=malformed)
     except BatchError as exc:
         for error in exc.errors:
             typer.echo(f"error: {error}", err=True)

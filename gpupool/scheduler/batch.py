@@ -26,6 +26,19 @@ _ALIASES = {"gpu_type": "gpu_types", "submit_key": "key"}
 
 
 def read_batch(path: str | Path) -> list[JobRequest]:
+    """The file's job requests; BatchError lists every malformed row."""
+    requests, errors = load_batch(path)
+    if errors:
+        raise BatchError(errors)
+    return requests
+
+
+def load_batch(path: str | Path) -> tuple[list[JobRequest], list[GpupoolError]]:
+    """Well-formed rows as requests, and an error for each malformed row.
+
+    A file that cannot be read or parsed at all raises GpupoolError instead.
+    Callers validate the requests too and report both kinds together.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -39,7 +52,7 @@ def read_batch(path: str | Path) -> list[JobRequest]:
         requests = parse_yaml(text, path.name)
     else:
         raise GpupoolError("batch files must end in .csv, .yaml or .yml", location=str(path))
-    if not requests:
+    if not requests[0] and not requests[1]:
         raise GpupoolError("no jobs in batch file", location=path.name)
     return requests
 
@@ -80,12 +93,12 @@ def _check_columns(columns: list[str], where: str) -> list[str]:
     return normal
 
 
-def parse_csv(text: str, name: str) -> list[JobRequest]:
+def parse_csv(text: str, name: str) -> tuple[list[JobRequest], list[GpupoolError]]:
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader, None)
         if header is None:
-            return []
+            return [], []
         columns = _check_columns([h.strip().lower() for h in header], f"{name}:1 header")
         requests, errors = [], []
         for row in reader:
@@ -103,12 +116,10 @@ def parse_csv(text: str, name: str) -> list[JobRequest]:
             requests.append(_request(fields, where))
     except csv.Error as exc:
         raise GpupoolError(f"malformed CSV: {exc}", location=f"{name}:{reader.line_num}") from None
-    if errors:
-        raise BatchError(errors)
-    return requests
+    return requests, errors
 
 
-def parse_yaml(text: str, name: str) -> list[JobRequest]:
+def parse_yaml(text: str, name: str) -> tuple[list[JobRequest], list[GpupoolError]]:
     import yaml
 
     try:
@@ -119,7 +130,7 @@ def parse_yaml(text: str, name: str) -> list[JobRequest]:
         problem = getattr(exc, "problem", None) or "cannot parse"
         raise GpupoolError(f"malformed YAML: {problem}", location=f"{name}{line}") from None
     if root is None:
-        return []
+        return [], []
     items = _job_nodes(root, name)
     constructor = yaml.SafeLoader("")
     requests, errors = [], []
@@ -138,9 +149,7 @@ def parse_yaml(text: str, name: str) -> list[JobRequest]:
             errors.append(GpupoolError(f"malformed YAML: {exc}", location=where))
             continue
         requests.append(_request({_ALIASES.get(k, k): v for k, v in fields.items()}, where))
-    if errors:
-        raise BatchError(errors)
-    return requests
+    return requests, errors
 
 
 def _job_nodes(root, name: str) -> list:

@@ -292,7 +292,11 @@ def _validate(session: Session, request: JobRequest) -> dict:
 
 
 def submit_jobs(
-    session: Session, actor: str, requests: Sequence[JobRequest], now: dt.datetime | None = None
+    session: Session,
+    actor: str,
+    requests: Sequence[JobRequest],
+    now: dt.datetime | None = None,
+    prior_errors: Sequence[GpupoolError] = (),
 ) -> list[tuple[int, bool]]:
     """Validate every request, then write them all; ``(job id, newly created)`` each.
 
@@ -302,7 +306,7 @@ def submit_jobs(
     submission is never written twice.
     """
     now = now or clock.utcnow()
-    errors: list[GpupoolError] = []
+    errors: list[GpupoolError] = list(prior_errors)
     fields_list: list[dict | None] = []
     for request in requests:
         try:
@@ -311,7 +315,8 @@ def submit_jobs(
             errors.append(exc)
             fields_list.append(None)
     if errors:
-        raise BatchError(errors) if len(requests) > 1 or requests[0].where else errors[0]
+        batch = prior_errors or len(requests) != 1 or requests[0].where
+        raise BatchError(errors) if batch else errors[0]
     results = []
     for request, job_fields in zip(requests, fields_list, strict=True):
         results.append(_write_job(session, actor, request, job_fields, now))
@@ -353,11 +358,18 @@ class BatchError(GpupoolError):
     """Several bad rows at once; ``errors`` holds each with its own location."""
 
     def __init__(self, errors: Sequence[GpupoolError]) -> None:
-        self.errors = list(errors)
+        self.errors = sorted(errors, key=_line_of)
         super().__init__(
             f"{len(self.errors)} bad row(s), nothing submitted: "
             + "; ".join(str(e) for e in self.errors)
         )
+
+
+def _line_of(error: GpupoolError) -> int:
+    """The line number in a ``file:LINE field`` location (0 when there is none)."""
+    head = (error.location or "").split(" ")[0]
+    line = head.rpartition(":")[2]
+    return int(line) if line.isdigit() else 0
 
 
 def cancel_job(
