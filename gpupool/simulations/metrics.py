@@ -256,3 +256,52 @@ def write_jobs_csv(result: SimulationResult, path: Path) -> None:
 
 def write_metrics_json(metrics: dict, path: Path) -> None:
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# Curves for plots: small, picklable summaries of the step series
+# ---------------------------------------------------------------------------
+
+
+def utilisation_curve(result: SimulationResult, bins: int = 200) -> tuple[list[float], list[float]]:
+    """Mean platform utilisation in ``bins`` equal time bins: (bin centres in hours, fractions)."""
+    capacity = sum(result.capacity.values())
+    end = result.end_time
+    if not capacity or end <= 0:
+        return [], []
+    width = end / bins
+    busy_seconds = [0.0] * bins
+    series = result.utilisation_series
+    for (start, busy), (stop, _) in zip(series, [*series[1:], (end, ())], strict=True):
+        _spread(busy_seconds, start, min(stop, end), sum(busy), width)
+    centres = [(i + 0.5) * width / HOUR for i in range(bins)]
+    return centres, [b / (capacity * width) for b in busy_seconds]
+
+
+def _spread(bins: list[float], start: float, stop: float, level: float, width: float) -> None:
+    """Add ``level`` x time over [start, stop) to the bins it overlaps."""
+    index = min(int(start / width), len(bins) - 1)
+    while start < stop and index < len(bins):
+        edge = min(stop, (index + 1) * width)
+        bins[index] += level * (edge - start)
+        start, index = edge, index + 1
+
+
+def subsidy_curve(result: SimulationResult) -> tuple[list[float], list[float]]:
+    """Cumulative subsidy spent: (hours, amount) at each change, ending at the end time."""
+    points = [*result.subsidy_series, (result.end_time, result.subsidy_series[-1][1])]
+    return [t / HOUR for t, _ in points], [amount for _, amount in points]
+
+
+def wait_quantiles(result: SimulationResult, points: int = 101) -> dict[str, list[float]]:
+    """Queueing delay (hours) at ``points`` evenly spaced quantiles, per domain: a compact CDF."""
+    waits: dict[str, list[float]] = {}
+    for record in result.records:
+        wait = wait_hours(record)
+        if wait is not None:
+            waits.setdefault(record.job.domain, []).append(wait)
+    curves = {}
+    for domain, values in sorted(waits.items()):
+        values.sort()
+        curves[domain] = [percentile(values, 100.0 * i / (points - 1)) for i in range(points)]
+    return curves

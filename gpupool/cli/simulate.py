@@ -1,0 +1,257 @@
+"""`gpupool simulate run|compare`: replay a scenario under policy documents.
+
+Numbers are taken as text and checked here, so a bad value gets the same
+one-line ``error: --seed: ...`` (exit 2) as a bad file. Both files are parsed
+before anything is written or any worker starts; outputs are written only
+once every run has succeeded. The simulation stack (SimPy, matplotlib, rich)
+is imported inside the commands, so `gpupool job submit` never pays for it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from gpupool.model import GpupoolError
+
+app = typer.Typer(no_args_is_help=True)
+
+PROGRESS_PERIOD_S = 0.25  # redraw the bar at most four times a second
+
+
+def _number(text: str | None, option: str, *, integer: bool, minimum: float) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise GpupoolError(f"must be {kind}, not {text!r}", location=option) from None
+    if not value >= minimum or value != value or value == float("inf"):
+        raise GpupoolError(f"must be at least {minimum:g}, not {text}", location=option)
+    return value
+
+
+def _out_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise GpupoolError("exists and is not a directory", location=f"--out {path}")
+    return path
+
+
+class _Bar:
+    """A rich progress bar fed by the engine's progress callback, redrawn at most 4 Hz."""
+
+    def __init__(self, progress, task) -> None:
+        self.progress, self.task = progress, task
+        self._last = 0.0
+
+    def __call__(self, hours: float, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last < PROGRESS_PERIOD_S and done < total:
+            return
+        self._last = now
+        self.progress.update(
+            self.task, completed=done, total=total, description=f"t = {hours:,.1f} h"
+        )
+
+
+@app.command()
+def run(
+    scenario: Path = typer.Argument(..., help="Scenario file (YAML)."),
+    policy: Path = typer.Option(..., "--policy", help="Policy document (YAML)."),
+    seed: str | None = typer.Option(None, "--seed", help="Override the scenario's seed."),
+    out: Path = typer.Option(Path("simulation-out"), "--out", help="Directory for the results."),
+    until: str | None = typer.Option(None, "--until", help="Stop after this many hours."),
+    jobs: str | None = typer.Option(None, "--jobs", help="Replay only the first N jobs."),
+) -> None:
+    """Replay SCENARIO under one policy: progress, a summary, CSV + JSON + PNGs in --out."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from gpupool.simulations.compare import RunRequest, execute
+
+    request = RunRequest(
+        scenario=str(scenario),
+        policy=str(policy),
+        label=policy.stem,
+        seed=_number(seed, "--seed", integer=True, minimum=0),
+        until_hours=_number(until, "--until", integer=False, minimum=0),
+        max_jobs=_number(jobs, "--jobs", integer=True, minimum=1),
+    )
+    out = _out_dir(out)
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TextColumn("jobs done"), console=console, transient=True) as bar:
+        task = bar.add_task("loading", total=None)
+        result, summary = execute(request, progress=_Bar(bar, task))
+    paths = _write_run(result, summary, out)
+    _print_summary(summary.metrics)
+    typer.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")
+
+
+def _write_run(result, summary, out: Path) -> list[Path]:
+    from gpupool.simulations.metrics import write_jobs_csv, write_metrics_json
+    from gpupool.simulations.plots import plot_lines, plot_wait_cdf
+
+    out.mkdir(parents=True, exist_ok=True)
+    label = summary.label
+    paths = [out / "jobs.csv", out / "metrics.json"]
+    write_jobs_csv(result, paths[0])
+    write_metrics_json(summary.metrics, paths[1])
+    paths.append(plot_wait_cdf({label: summary.waits}, out / "wait_cdf.png"))
+    paths.append(
+        plot_lines(
+            {label: summary.utilisation},
+            out / "utilisation.png",
+            title="GPU utilisation",
+            ylabel="busy share of GPUs",
+            fraction=True,
+        )
+    )
+    paths.append(
+        plot_lines(
+            {label: summary.subsidy},
+            out / "subsidy.png",
+            title="Subsidy spent",
+            ylabel="cumulative subsidy",
+        )
+    )
+    return paths
+
+
+SUMMARY_COLUMNS = (
+    ("jobs", "jobs", "{:,}"),
+    ("finished", "finished", "{:,}"),
+    ("queueing_delay_hours.mean", "mean wait h", "{:.2f}"),
+    ("queueing_delay_hours.p95", "p95 wait h", "{:.2f}"),
+    ("slowdown.mean", "mean slowdown", "{:.2f}"),
+    ("effective_gpu_hours", "eff. GPU-h", "{:,.0f}"),
+    ("subsidy", "subsidy", "{:,.0f}"),
+    ("org_pays", "orgs paid", "{:,.0f}"),
+)
+
+
+def _print_summary(metrics: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from gpupool.simulations.compare import lookup
+
+    platform = metrics["platform"]
+    table = Table(title=f"{metrics['scenario']} under {metrics['policy']}", title_justify="left")
+    table.add_column("domain")
+    for _, header, _ in SUMMARY_COLUMNS:
+        table.add_column(header, justify="right")
+    groups = [*metrics["domains"].items(), ("platform", platform)]
+    for name, scope in groups:
+        cells = []
+        for path, _, fmt in SUMMARY_COLUMNS:
+            value = lookup(scope, path)
+            cells.append("-" if value is None else fmt.format(value))
+        table.add_row(name, *cells)
+    console = Console()
+    console.print(table)
+    conservation = metrics["conservation"]
+    util = platform["utilisation"]
+    jain = platform["jain_slowdown"]
+    console.print(
+        f"utilisation {util:.1%}  " if util is not None else "",
+        f"idle while jobs wait {platform['idle_while_waiting_gpu_hours']:,.0f} GPU-h  ",
+        f"Jain(1/slowdown) {jain:.3f}  " if jain is not None else "",
+        f"waiting {conservation['waiting']}  running {conservation['running']}  "
+        f"dropped {sum(conservation['dropped'].values())}",
+        sep="",
+    )
+
+
+@app.command()
+def compare(
+    scenario: Path = typer.Argument(..., help="Scenario file (YAML)."),
+    policy: list[Path] = typer.Option(..., "--policy", help="Policy document; repeat."),
+    seeds: str = typer.Option("5", "--seeds", help="How many seeds (workload draws) per scheme."),
+    out: Path = typer.Option(Path("comparison"), "--out", help="Directory for the report."),
+    until: str | None = typer.Option(None, "--until", help="Stop each run after these hours."),
+    jobs: str | None = typer.Option(None, "--jobs", help="Replay only the first N jobs."),
+    workers: str | None = typer.Option(None, "--workers", help="Processes (default: cores)."),
+) -> None:
+    """Compare schemes on the same workloads: CI table, plots and report.html in --out."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from gpupool.policies.document import load_policy_file
+    from gpupool.simulations.compare import RunRequest, run_grid, scheme_labels
+    from gpupool.simulations.scenario import load_scenario
+
+    count = int(_number(seeds, "--seeds", integer=True, minimum=1))
+    until_hours = _number(until, "--until", integer=False, minimum=0)
+    max_jobs = _number(jobs, "--jobs", integer=True, minimum=1)
+    processes = _number(workers, "--workers", integer=True, minimum=1)
+    out = _out_dir(out)
+    labels = scheme_labels(policy)
+    # Parse every file here first: a bad one is one error line, before any worker starts.
+    for path in policy:
+        load_policy_file(path)
+    scenario_obj = load_scenario(scenario, max_jobs=1)
+    seed_list = [scenario_obj.seed + i for i in range(count)]
+    requests = [
+        RunRequest(str(scenario), str(path), label, seed, until_hours, max_jobs)
+        for seed in seed_list
+        for path, label in zip(policy, labels, strict=True)
+    ]
+    columns = (TextColumn("runs"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("runs", total=len(requests))
+        summaries = run_grid(
+            requests, workers=processes and int(processes), on_done=lambda _: bar.advance(task)
+        )
+    report = _write_comparison(summaries, labels, seed_list, scenario_obj.name, out)
+    typer.echo(f"wrote {report} ({len(requests)} runs: {len(labels)} schemes x {count} seeds)")
+
+
+def _write_comparison(summaries, labels, seeds, scenario_name: str, out: Path) -> Path:
+    from gpupool.simulations.compare import ci_table
+    from gpupool.simulations.metrics import write_metrics_json
+    from gpupool.simulations.plots import plot_lines, plot_wait_cdf
+    from gpupool.simulations.report import write_html, write_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    first = {s.label: s for s in reversed(summaries)}  # the first seed's run of each scheme
+    plots = [
+        (
+            f"Queueing-delay CDF per domain (seed {seeds[0]})",
+            plot_wait_cdf({label: first[label].waits for label in labels}, out / "wait_cdf.png"),
+        ),
+        (
+            f"Utilisation over time (seed {seeds[0]})",
+            plot_lines(
+                {label: first[label].utilisation for label in labels},
+                out / "utilisation.png",
+                title="GPU utilisation",
+                ylabel="busy share of GPUs",
+                fraction=True,
+            ),
+        ),
+        (
+            f"Subsidy spent over time (seed {seeds[0]})",
+            plot_lines(
+                {label: first[label].subsidy for label in labels},
+                out / "subsidy.png",
+                title="Subsidy spent",
+                ylabel="cumulative subsidy",
+            ),
+        ),
+    ]
+    rows = ci_table(summaries)
+    runs = [{"scheme": s.label, "seed": s.seed, "metrics": s.metrics} for s in summaries]
+    write_metrics_json({"runs": runs}, out / "metrics.json")
+    pieces = dict(
+        title=f"Scheme comparison on {scenario_name}",
+        scenario=scenario_name,
+        labels=labels,
+        seeds=seeds,
+        rows=rows,
+        plots=plots,
+    )
+    write_markdown(out / "report.md", **pieces)
+    return write_html(out / "report.html", **pieces)
