@@ -47,11 +47,12 @@ def _global_options(
 
 def _register() -> None:
     # Each module defines `app` (a Typer group) or `register(app)` for top-level commands.
-    from gpupool.cli import admin, db_cmd, jobs, policy, schedule
+    from gpupool.cli import admin, db_cmd, jobs, policy, schedule, simulate
 
     app.add_typer(jobs.app, name="job", help="Submit, list, show and cancel jobs.")
     app.add_typer(db_cmd.app, name="db", help="Database schema: upgrade, current revision.")
     app.add_typer(policy.app, name="policy", help="Policy documents: validate, apply, history.")
+    app.add_typer(simulate.app, name="simulate", help="Replay scenarios: run, compare schemes.")
     admin.register(app)
     schedule.register(app)
 
