@@ -95,12 +95,10 @@ class _Node:
         """A mapping with exactly these keys: unknown keys and missing required ones fail."""
         required, optional = tuple(required), tuple(optional)
         children = self.mapping()
-        for key, child in children.items():
+        for key in children:
             if key not in required and key not in optional:
-                expected = ", ".join(sorted(required + optional))
-                _Node(self._key_node(key), child.path, self.file, self._loader).fail(
-                    f"unknown key {key!r} (expected one of: {expected})"
-                )
+                expected = ", ".join(sorted(set(required + optional)))
+                self.key(key).fail(f"unknown key {key!r} (expected one of: {expected})")
         for key in required:
             if key not in children:
                 self.fail(f"missing required key {key!r}")
@@ -108,6 +106,10 @@ class _Node:
 
     def _key_node(self, key: str) -> yaml.Node:
         return next(k for k, _ in self.node.value if k.value == key)
+
+    def key(self, key: str) -> _Node:
+        """The key itself, to report a bad name at the key's line."""
+        return self._child(self._key_node(key), key)
 
     def sequence(self) -> list[_Node]:
         if not isinstance(self.node, yaml.SequenceNode):
@@ -352,9 +354,12 @@ def _synthetic(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) ->
     from gpupool.simulations.synthetic import generate
 
     horizon = spec["hours"].number(positive=True)
-    streams = [
-        _stream(domain, node, platform) for domain, node in spec["domains"].mapping().items()
-    ]
+    section = spec["domains"]
+    streams = []
+    for domain, node in section.mapping().items():
+        if domain not in platform.domains:
+            section.key(domain).fail(f"unknown domain {domain!r}")
+        streams.append(_stream(domain, node, platform))
     if not streams:
         spec["domains"].fail("declare at least one domain stream")
     dropped: Counter[str] = Counter()
@@ -369,8 +374,6 @@ _STREAM_KEYS = ("rate_per_hour", "orgs", "gpus", "runtime_hours", "max_hours", "
 def _stream(domain: str, node: _Node, platform: _Platform):
     from gpupool.simulations.synthetic import Stream
 
-    if domain not in platform.domains:
-        node.fail(f"unknown domain {domain!r}")
     spec = node.fields(required=("rate_per_hour", "gpus", "runtime_hours"), optional=_STREAM_KEYS)
     if "orgs" in spec:
         orgs = tuple(_org_of(item, domain, platform) for item in _items(spec["orgs"]))
