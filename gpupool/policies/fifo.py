@@ -43,16 +43,17 @@ class FifoPolicy:
     def allocate(self, snapshot: Snapshot) -> Allocation:
         free = free_gpus(snapshot)
         budgets = BudgetTracker(snapshot)
+        choices = PoolChoices(snapshot)
         placements, charges, waiting = [], {}, {}
         blocked = False
         for job in sorted(snapshot.pending, key=lambda j: (j.submitted_at, j.id)):
-            if never_fits(job, snapshot):
+            if choices.never_fits(job):
                 waiting[job.id] = WaitReason.NEVER_FITS
                 continue
             if blocked:
                 waiting[job.id] = WaitReason.PRIORITY
                 continue
-            placed = first_fit(job, allowed_pools(job, snapshot), free, budgets)
+            placed = first_fit(job, choices.allowed(job), free, budgets)
             if isinstance(placed, WaitReason):
                 waiting[job.id] = placed
                 blocked = placed is WaitReason.NO_CAPACITY
@@ -70,6 +71,34 @@ def allowed_pools(job: Job, snapshot: Snapshot) -> list[Pool]:
     """Pools of a GPU type the job allows, by name: the order every baseline tries them in."""
     pools = (state.pool for state in snapshot.pools if job.allows(state.pool.gpu_type))
     return sorted(pools, key=lambda pool: pool.name)
+
+
+class PoolChoices:
+    """allowed_pools and never_fits for one round, cached by what decides them.
+
+    Queues hold many jobs with the same GPU-type list and gang size, so a long
+    queue costs a few dictionary look-ups per job instead of a scan of all pools.
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self._allowed: dict[tuple[str, ...], list[Pool]] = {}
+        self._never: dict[tuple[tuple[str, ...], int], bool] = {}
+
+    def allowed(self, job: Job) -> list[Pool]:
+        key = job.gpu_types
+        if key not in self._allowed:
+            self._allowed[key] = allowed_pools(job, self._snapshot)
+        return self._allowed[key]
+
+    def never_fits(self, job: Job) -> bool:
+        key = (job.gpu_types, job.gpus)
+        if key not in self._never:
+            self._never[key] = all(
+                fit_gang(pool.node_sizes(), job.gpus, pool.gpus_per_node) is None
+                for pool in self.allowed(job)
+            )
+        return self._never[key]
 
 
 def never_fits(job: Job, snapshot: Snapshot) -> bool:
@@ -96,6 +125,8 @@ def first_fit(
     """
     reason = WaitReason.NO_CAPACITY
     for pool in pools:
+        if sum(free[pool.name]) < job.gpus:  # cheap test first: most pools are full
+            continue
         nodes = fit_gang(free[pool.name], job.gpus, pool.gpus_per_node)
         if nodes is None:
             continue

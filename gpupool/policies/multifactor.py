@@ -35,7 +35,7 @@ from typing import ClassVar
 
 from gpupool.accounting import BudgetTracker
 from gpupool.model import Allocation, Job, Pool, Snapshot, WaitReason, fit_gang
-from gpupool.policies.fifo import FreeGpus, allowed_pools, first_fit, free_gpus, never_fits
+from gpupool.policies.fifo import FreeGpus, PoolChoices, first_fit, free_gpus
 from gpupool.policies.params import PolicyParams
 
 Nodes = tuple[tuple[int, int], ...]
@@ -161,6 +161,7 @@ class _Round:
         self.snapshot = snapshot
         self.free: FreeGpus = free_gpus(snapshot)
         self.budgets = BudgetTracker(snapshot)
+        self.choices = PoolChoices(snapshot)
         # (end time, pool, nodes) of everything holding GPUs, to foresee when they free up
         self.ends: list[tuple[float, str, Nodes]] = [
             (max(r.expected_end, snapshot.now), r.placement.pool, r.placement.nodes)
@@ -172,16 +173,14 @@ class _Round:
     def run(self, order: list[Job]) -> Allocation:
         placements, charges, waiting = [], {}, {}
         for job in order:
-            if never_fits(job, self.snapshot):
+            if self.choices.never_fits(job):
                 waiting[job.id] = WaitReason.NEVER_FITS
                 continue
             if self.blocked:
                 waiting[job.id] = WaitReason.PRIORITY
                 continue
             check = None if self.reservation is None else self._does_not_delay(job)
-            placed = first_fit(
-                job, allowed_pools(job, self.snapshot), self.free, self.budgets, check
-            )
+            placed = first_fit(job, self.choices.allowed(job), self.free, self.budgets, check)
             if isinstance(placed, WaitReason):
                 waiting[job.id] = placed
                 if placed is WaitReason.NO_CAPACITY and self.reservation is None:
@@ -204,7 +203,7 @@ class _Round:
             self.blocked = True
             return
         best: _Reservation | None = None
-        for pool in allowed_pools(job, self.snapshot):
+        for pool in self.choices.allowed(job):
             start = self._earliest_start(job, pool)
             if start is not None and (best is None or start < best.start):
                 best = _Reservation(job, pool, start)
