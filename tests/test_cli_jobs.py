@@ -1,0 +1,273 @@
+"""`gpupool job ...` and `gpupool schedule` end to end, on SQLite and PostgreSQL.
+
+Every bad input: the exact one-line message, exit code 2, no traceback, and
+nothing written (checked by listing the jobs afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gpupool.cli.main import app
+
+JOB_KEYS = {
+    "id",
+    "name",
+    "org",
+    "domain",
+    "gpus",
+    "gpu_types",
+    "hours",
+    "state",
+    "submitted_at",
+    "pool",
+    "wait_reason",
+    "priority",
+    "started_at",
+    "ended_at",
+    "end_reason",
+    "submitted_by",
+}
+
+
+@pytest.fixture
+def cli(platform):
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, ["--db", platform, "--as", "bob", *args])
+
+    return invoke
+
+
+def _jobs(cli) -> list[dict]:
+    result = cli("job", "list", "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_submit_prints_the_id_and_list_shows_the_job(cli):
+    first = cli("job", "submit", "--org", "lab", "--gpus", "2", "--hours", "1.5", "--name", "a")
+    second = cli(
+        "job", "submit", "--org", "hosp", "--gpus", "8", "--hours", "3", "--gpu-type", "H100"
+    )
+    assert first.exit_code == 0 and second.exit_code == 0
+    ids = [int(first.stdout), int(second.stdout)]
+    jobs = _jobs(cli)
+    assert [j["id"] for j in jobs] == ids
+    assert set(jobs[0]) == JOB_KEYS
+    assert {
+        k: jobs[1][k]
+        for k in (
+            "org",
+            "domain",
+            "gpus",
+            "gpu_types",
+            "hours",
+            "state",
+            "pool",
+            "wait_reason",
+            "submitted_by",
+        )
+    } == {
+        "org": "hosp",
+        "domain": "medical",
+        "gpus": 8,
+        "gpu_types": ["H100"],
+        "hours": 3.0,
+        "state": "pending",
+        "pool": None,
+        "wait_reason": None,
+        "submitted_by": "bob",
+    }
+    only_hosp = json.loads(cli("job", "list", "--org", "hosp", "--json").stdout)
+    assert [j["id"] for j in only_hosp] == [ids[1]]
+    table = cli("job", "list")
+    assert table.exit_code == 0 and "hosp" in table.stdout and "medical" in table.stdout
+
+
+def test_submit_with_a_key_is_idempotent(cli):
+    args = ("job", "submit", "--org", "lab", "--gpus", "1", "--hours", "1", "--key", "k-1")
+    first, again = cli(*args, "--json"), cli(*args, "--json")
+    assert json.loads(first.stdout)["created"] is True
+    assert json.loads(again.stdout) == {"id": json.loads(first.stdout)["id"], "created": False}
+    assert len(_jobs(cli)) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--org", "nobody", "--gpus", "1", "--hours", "1"],
+            "error: --org: no organisation named 'nobody'",
+        ),
+        (
+            ["--org", "lab", "--gpus", "0", "--hours", "1"],
+            "error: --gpus: must be a positive whole number, got '0'",
+        ),
+        (
+            ["--org", "lab", "--gpus", "-4", "--hours", "1"],
+            "error: --gpus: must be a positive whole number, got '-4'",
+        ),
+        (
+            ["--org", "lab", "--gpus", "2", "--hours", "two"],
+            "error: --hours: must be a positive number of hours, got 'two'",
+        ),
+        (
+            ["--org", "lab", "--gpus", "2", "--hours", "1", "--gpu-type", "V100"],
+            "error: --gpu-type: no GPU type named 'V100'",
+        ),
+        (
+            ["--org", "lab", "--gpus", "17", "--hours", "1"],
+            "error: --gpus: asks for 17 GPUs but the largest gang any pool can hold is 16",
+        ),
+    ],
+)
+def test_bad_submissions(cli, args, message):
+    result = cli("job", "submit", *args)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", message + "\n")
+    assert _jobs(cli) == []
+
+
+def test_batch_csv_all_or_none(cli, tmp_path):
+    bad = tmp_path / "jobs.csv"
+    bad.write_text("org,gpus,hours,gpu_types\nlab,2,1,A100\nnobody,1,1,\nlab,1,x,\n")
+    result = cli("job", "submit-batch", str(bad))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: jobs.csv:3 org: no organisation named 'nobody'",
+        "error: jobs.csv:4 hours: must be a positive number of hours, got 'x'",
+        f"error: 2 bad row(s) in {bad}; nothing submitted",
+    ]
+    assert _jobs(cli) == []
+    good = tmp_path / "good.yaml"
+    good.write_text("- {org: lab, gpus: 2, hours: 1}\n- {org: hosp, gpus: 1, hours: 2, key: z}\n")
+    result = cli("job", "submit-batch", str(good), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [r["created"] for r in json.loads(result.stdout)] == [True, True]
+    assert [j["org"] for j in _jobs(cli)] == ["lab", "hosp"]
+
+
+def test_show_and_cancel(cli):
+    job_id = cli("job", "submit", "--org", "lab", "--gpus", "1", "--hours", "1").stdout.strip()
+    shown = json.loads(cli("job", "show", job_id, "--json").stdout)
+    assert (shown["id"], shown["state"], shown["placements"]) == (int(job_id), "pending", [])
+    assert cli("job", "cancel", job_id).stdout == f"cancelled job {job_id}\n"
+    again = cli("job", "cancel", job_id)
+    assert (again.exit_code, again.stderr) == (
+        2,
+        "error: state: a cancelled job cannot become cancelled\n",
+    )
+    missing = cli("job", "show", "999")
+    assert (missing.exit_code, missing.stderr) == (2, "error: job id: no job with id 999\n")
+    assert cli("job", "cancel", "abc").stderr == (
+        "error: job id: must be a positive whole number, got 'abc'\n"
+    )
+
+
+def test_list_rejects_an_unknown_state(cli):
+    result = cli("job", "list", "--state", "sleeping")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --state: unknown state 'sleeping'; one of pending,")
+
+
+def test_schedule_starts_jobs_and_explains_the_rest(cli):
+    for gpus in ("8", "16", "1"):
+        cli("job", "submit", "--org", "lab", "--gpus", gpus, "--hours", "1")
+    dry = json.loads(cli("schedule", "--dry-run", "--json").stdout)
+    assert dry["round"] is None and [s["job"] for s in dry["started"]] == [1]
+    assert {j["state"] for j in _jobs(cli)} == {"pending"}
+    real = json.loads(cli("schedule", "--json").stdout)
+    assert real["policy"] == "FIFO (default)"
+    assert [(s["job"], s["pool"], s["nodes"], s["cost"]) for s in real["started"]] == [
+        (1, "p-a100", [[0, 8]], 80.0)
+    ]
+    assert real["waiting"] == [
+        {"job": 2, "org": "lab", "gpus": 16, "reason": "no capacity of an allowed GPU type"},
+        {"job": 3, "org": "lab", "gpus": 1, "reason": "lower priority"},
+    ]
+    pending = json.loads(cli("job", "list", "--state", "pending", "--json").stdout)
+    assert [j["wait_reason"] for j in pending] == [
+        "no capacity of an allowed GPU type",
+        "lower priority",
+    ]
+    human = cli("schedule")
+    assert human.exit_code == 0 and "waiting because" in human.stdout
+
+
+def test_unreachable_database_is_one_line():
+    result = CliRunner().invoke(
+        app, ["--db", "postgresql://u:secret@127.0.0.1:1/none", "job", "list"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "error: --db: cannot connect to database postgresql+psycopg://u:***@127.0.0.1:1/none: "
+    )
+    assert len(result.stderr.splitlines()) == 1 and "secret" not in result.stderr
+
+
+def _entry_point() -> str:
+    return str(Path(sys.executable).with_name("gpupool"))
+
+
+def test_real_entry_point_submits_and_fails_cleanly(platform):
+    env = {**os.environ, "GPUPOOL_DATABASE_URL": platform, "GPUPOOL_USER": "dora"}
+    ok = subprocess.run(
+        [_entry_point(), "job", "submit", "--org", "lab", "--gpus", "2", "--hours", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert (ok.returncode, ok.stderr) == (0, "") and ok.stdout.strip().isdigit()
+    bad = subprocess.run(
+        [_entry_point(), "job", "submit", "--org", "lab", "--gpus", "2", "--hours", "soon"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr == "error: --hours: must be a positive number of hours, got 'soon'\n"
+    listed = subprocess.run(
+        [_entry_point(), "job", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert [j["submitted_by"] for j in json.loads(listed.stdout)] == ["dora"]
+
+
+def test_cli_import_loads_no_heavy_modules():
+    code = (
+        "import sys, gpupool.cli.main; "
+        "print(sorted(m for m in ('ortools', 'simpy', 'matplotlib', 'numpy', 'alembic') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_job_submit_path_loads_no_heavy_modules(platform):
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from gpupool.cli.main import app\n"
+        f"r = CliRunner().invoke(app, ['--db', {platform!r}, 'job', 'submit', '--org', 'lab',"
+        " '--gpus', '1', '--hours', '1'])\n"
+        "assert r.exit_code == 0, r.stderr\n"
+        "print(sorted(m for m in ('ortools', 'simpy', 'matplotlib', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
