@@ -353,6 +353,9 @@ class _Reader:
             return None
         node = entries["kind"][1]
         kind = self.scalar(node)
+        if not isinstance(kind, str):
+            self.error(node, "kind", f"must be a string: one of {', '.join(POLICY_KINDS)}")
+            return None
         if kind not in POLICY_KINDS:
             self.error(node, "kind", _unknown(str(kind), tuple(POLICY_KINDS), "kind"))
             return None

@@ -197,6 +197,10 @@ def test_fifo_defaults():
             [("p.yaml:1 kind", "unknown kind 'fair_share' (did you mean 'fair-share'?)")],
         ),
         (
+            "kind: [fifo]\n",
+            [("p.yaml:1 kind", "must be a string: one of priority, fair-share, fifo, multifactor")],
+        ),
+        (
             "kind: fifo\nseed: 1\nseed: 2\n",
             [("p.yaml:3 seed", "duplicate key")],
         ),
