@@ -136,3 +136,10 @@ def test_periods_are_utc_quarters():
     )
     assert clock.period_of(dt.datetime(2027, 4, 1, tzinfo=dt.UTC)) == "2027-Q2"
     assert clock.period_start("2027-Q2") == dt.datetime(2027, 4, 1, tzinfo=dt.UTC)
+
+
+def test_cents_round_half_up_on_the_written_figure():
+    assert clock.cents(2.675) == 2.68
+    assert clock.cents(5000.555) == 5000.56
+    assert clock.cents(-1.005) == -1.01
+    assert clock.cents(0.1 + 0.2) == 0.3

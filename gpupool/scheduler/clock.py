@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from decimal import ROUND_HALF_UP, Decimal
 
 
 def utcnow() -> dt.datetime:
@@ -48,4 +49,7 @@ def period_start(period: str) -> dt.datetime:
 
 
 def cents(amount: float) -> float:
-    return round(amount + 0.0, 2)
+    """Round half up to cents on the decimal figure the user wrote (2.675 -> 2.68),
+    not on its binary approximation, as PostgreSQL's NUMERIC(14, 2) would."""
+    exact = Decimal(repr(float(amount))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return float(exact)
