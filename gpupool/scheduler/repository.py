@@ -54,8 +54,16 @@ def find_user(session: Session, name: str) -> UserRow | None:
     return session.scalars(select(UserRow).where(UserRow.name == name)).one_or_none()
 
 
-def get_job(session: Session, job_id: int, location: str = "job id") -> JobRow:
-    row = session.get(JobRow, job_id)
+def get_job(session: Session, job_id: int, location: str = "job id", lock: bool = False) -> JobRow:
+    """The job; ``lock`` re-reads it FOR UPDATE so a state change is checked
+    against what concurrent transactions committed, not a stale copy."""
+    if lock:
+        # OF jobs: the joined org/pool rows are not locked (PostgreSQL refuses
+        # FOR UPDATE on the nullable side of the pool outer join anyway).
+        query = select(JobRow).where(JobRow.id == job_id).with_for_update(of=JobRow)
+        row = session.scalars(query.execution_options(populate_existing=True)).one_or_none()
+    else:
+        row = session.get(JobRow, job_id)
     if row is None:
         raise model.NotFound(f"no job with id {job_id}", location=location)
     return row

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from gpupool import model
@@ -34,6 +34,8 @@ from gpupool.scheduler.orm import (
     SchedulerRoundRow,
 )
 from gpupool.scheduler.snapshot import as_datetime, take_snapshot
+
+ROUND_LOCK_KEY = 0x6770_7570  # "gpup": the advisory lock live rounds take on PostgreSQL
 
 
 class PolicyViolation(GpupoolError):
@@ -113,6 +115,7 @@ def run_round(
     pricing: object | None = None,
 ) -> RoundResult:
     moment = as_datetime(now)
+    round_row = None if dry_run else _begin_round(session, moment, policy_version)
     completed = [] if dry_run else finish_due_jobs(session, moment)
     snapshot = take_snapshot(session, moment, pricing=pricing)
     allocation = policy.allocate(snapshot)
@@ -129,9 +132,20 @@ def run_round(
     result.started = [
         Started(p.job_id, p.pool, p.nodes, charges[p.job_id]) for p in allocation.placements
     ]
-    if not dry_run:
-        _write(session, snapshot, result, moment)
+    if round_row is not None:
+        _write(session, round_row, snapshot, result, moment)
     return result
+
+
+def _begin_round(session: Session, moment: dt.datetime, policy_version: int | None):
+    """Serialise live rounds: the second of two concurrent rounds waits for the
+    first to commit, then snapshots what it wrote (never double-books GPUs)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROUND_LOCK_KEY})
+    round_row = SchedulerRoundRow(started_at=moment, policy_version=policy_version, dry_run=False)
+    session.add(round_row)
+    session.flush()  # on SQLite this write takes the database's write lock now
+    return round_row
 
 
 def _charges(snapshot: Snapshot, allocation: Allocation) -> dict[int, model.Charge]:
@@ -191,15 +205,8 @@ def _check_placement(placement, pending, pools, free, seen) -> None:
             raise PolicyViolation(f"overfills node {node} of {pool.name} with {where}")
 
 
-def _write(session: Session, snapshot: Snapshot, result: RoundResult, moment) -> None:
-    round_row = SchedulerRoundRow(
-        started_at=moment,
-        policy_version=result.policy_version,
-        started_jobs=len(result.started),
-        dry_run=False,
-    )
-    session.add(round_row)
-    session.flush()
+def _write(session: Session, round_row, snapshot: Snapshot, result: RoundResult, moment) -> None:
+    round_row.started_jobs = len(result.started)
     result.round_id = round_row.id
     for job_id in result.preempted:
         _preempt(session, job_id, moment)
@@ -214,7 +221,7 @@ def _write(session: Session, snapshot: Snapshot, result: RoundResult, moment) ->
 
 
 def _preempt(session: Session, job_id: int, moment: dt.datetime) -> None:
-    job = session.get(JobRow, job_id)
+    job = repository.get_job(session, job_id, lock=True)
     placement = repository.open_placement_of(session, job_id)
     if placement is not None:
         placement.ended_at = moment
@@ -226,7 +233,7 @@ def _preempt(session: Session, job_id: int, moment: dt.datetime) -> None:
 
 
 def _start(session, started: Started, job: model.Job, pool_row, round_id, moment) -> None:
-    row = session.get(JobRow, started.job_id)
+    row = repository.get_job(session, started.job_id, lock=True)
     row.state = check_transition(row.state, JobState.RUNNING).value
     row.started_at = moment
     row.pool_id = pool_row.id

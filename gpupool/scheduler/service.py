@@ -377,7 +377,7 @@ def cancel_job(
 ) -> JobRow:
     """Cancel a pending, running or preempted job; a running job frees its GPUs now."""
     now = now or clock.utcnow()
-    job = repository.get_job(session, job_id)
+    job = repository.get_job(session, job_id, lock=True)
     before = {"state": job.state}
     new_state = check_transition(job.state, JobState.CANCELLED)
     placement = repository.open_placement_of(session, job.id)
