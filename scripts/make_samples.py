@@ -40,13 +40,13 @@ PHILLY_VCS = {  # hash: relative share, like the real trace
     "795a4c": 0.2,
 }
 PHILLY_GANGS = {1: 80, 2: 6, 4: 6, 8: 5, 16: 2, 32: 1}
-NODE_SHAPES = [  # (model, gpus per node, nodes)
-    ("G2", 8, 20),
-    ("G3", 8, 3),
-    ("T4", 2, 16),
+NODE_SHAPES = [  # (model, gpus per node, nodes): small enough that the pods contend
+    ("G2", 8, 8),
+    ("G3", 8, 2),
+    ("T4", 2, 8),
     ("T4", 4, 2),
-    ("P100", 2, 6),
-    ("V100M16", 4, 3),
+    ("P100", 2, 4),
+    ("V100M16", 4, 2),
     ("V100M32", 8, 2),
     ("A10", 1, 2),
 ]
@@ -61,7 +61,7 @@ def philly_rows(rng: random.Random, count: int = 300) -> list[list[str]]:
     start = datetime(2017, 10, 2, 0, 0, 0)
     rows = []
     for _ in range(count):
-        submitted = start + timedelta(seconds=rng.uniform(0, 3 * 86400))
+        submitted = start + timedelta(seconds=rng.uniform(0, 86400))  # one busy day
         duration = float(max(1, round(math.exp(rng.gauss(math.log(1200), 1.6)))))
         gpus = _pick(rng, PHILLY_GANGS)
         rows.append(

@@ -431,7 +431,7 @@ def test_sample_examples_need_no_shared_data():
     philly = load_scenario(EXAMPLES / "philly-sample.yaml")
     assert len(philly.jobs) == 300 and philly.dropped == {}
     alibaba = load_scenario(EXAMPLES / "alibaba-sample.yaml")
-    assert sum(pool.gpus for pool in alibaba.pools) == 266  # 54 sample nodes
+    assert sum(pool.gpus for pool in alibaba.pools) == 138  # 30 sample nodes
     assert len(alibaba.jobs) + sum(alibaba.dropped.values()) == 300
 
 

@@ -3,6 +3,7 @@ samples, hand-made small files with exact results, and broken files."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 from pathlib import Path
 
@@ -206,6 +207,18 @@ def test_alibaba_pod_rules(tmp_path):
         "larger than any pool": 1,
     }
     assert load.adjusted == {"fractional gpu": 1, "censored runtime": 1}
+
+
+def test_shipped_samples_are_what_the_script_makes(tmp_path, monkeypatch):
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_samples.py"
+    spec = importlib.util.spec_from_file_location("make_samples", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "OUT", tmp_path)
+    module.main()
+    for name in ("philly_sample.csv", "openb_pod_sample.csv", "openb_node_sample.csv"):
+        shipped = resolve_path(f"package:samples/{name}", Path("."))
+        assert (tmp_path / name).read_bytes() == shipped.read_bytes(), name
 
 
 def test_shipped_samples_load():
