@@ -19,12 +19,13 @@ events of one instant are coalesced into one round: a round requested at time
 scheduled earlier for ``t`` is processed before it (SimPy orders equal times by
 creation). ``min_round_interval_s`` additionally spaces rounds apart.
 
-A round is requested only when it could change something: capacity was freed
-(completion, preemption) and jobs wait, or an arrival fits the free GPUs of an
-allowed pool right now. With a preempting policy every arrival requests a
-round. This is exact for any policy that only starts jobs that fit and whose
-decisions change only when its inputs do; ``skip_idle_rounds=False`` turns the
-shortcut off (the tests check both modes agree).
+A round is requested only when it could change something: some waiting job
+fits the free GPUs of a pool it allows right now (checked per job *shape*,
+gang size x allowed GPU types, so it costs O(shapes x pools), not
+O(pending)). With a preempting policy every arrival and completion requests
+a round. Skipping is exact for any policy that only starts jobs that fit: a
+round in which nothing fits can place nothing. ``skip_idle_rounds=False``
+turns the shortcut off (the tests check both modes agree).
 
 The snapshot handed to the policy is built the way the live scheduler builds
 it: free GPUs per node of each pool, the pending jobs, the running jobs with
@@ -250,13 +251,15 @@ class Simulation:
         for pool in scenario.pools:
             self._capacity[pool.gpu_type] += pool.gpus
         self._busy = dict.fromkeys(self._types, 0)
-        self._free_total = sum(self._capacity.values())
         jobs = scenario.jobs[: self.options.max_jobs] if self.options.max_jobs else scenario.jobs
         self._arrivals = sorted(jobs, key=lambda s: (s.job.submitted_at, s.job.id))
         self._records = {s.job.id: JobRecord(job=s.job, actual_hours=s.actual_hours) for s in jobs}
         if len(self._records) != len(jobs):
             raise GpupoolError("job ids must be unique", location=f"{scenario.name} jobs")
         self._pending: dict[int, Job] = {}
+        self._shapes: dict[tuple[int, tuple[str, ...]], int] = {}  # pending jobs by shape
+        self._shape_pools: dict[tuple[int, tuple[str, ...]], list] = {}
+        self._waiting_pools: list[str] | None = []  # pools some waiting job may use
         self._running: dict[int, _Run] = {}
         self._remaining: dict[int, float] = {s.job.id: s.actual_hours for s in jobs}
         self.books = Books(scenario.orgs, self.rules)
@@ -307,6 +310,48 @@ class Simulation:
         delay = max(0.0, self._last_round + self.options.min_round_interval_s - self.env.now)
         self.env.timeout(delay).callbacks.append(self._on_round)
 
+    # -- when a round can change something -------------------------------
+
+    def _enqueue(self, job: Job) -> None:
+        self._pending[job.id] = job
+        shape = _shape(job)
+        if shape not in self._shapes:
+            self._shapes[shape] = 0
+            self._waiting_pools = None
+        self._shapes[shape] += 1
+
+    def _round_useful(self) -> bool:
+        """Whether some waiting job fits the free GPUs now (or the policy may preempt).
+
+        Pending jobs are counted by shape (gang size, allowed GPU types), so
+        this costs O(shapes x pools), not O(pending).
+        """
+        if not self._pending:
+            return False
+        if self._preemptive or not self.options.skip_idle_rounds:
+            return True
+        return any(self._fits_now(shape) for shape in self._shapes)
+
+    def _pools_wanted(self) -> list[str]:
+        if self._waiting_pools is None:
+            wanted = {p.name for shape in self._shapes for p in self._allowed(shape)}
+            self._waiting_pools = sorted(wanted)
+        return self._waiting_pools
+
+    def _allowed(self, shape: tuple[int, tuple[str, ...]]) -> list:
+        pools = self._shape_pools.get(shape)
+        if pools is None:
+            types = shape[1]
+            pools = [p for p in self._pools.values() if not types or p.gpu_type in types]
+            self._shape_pools[shape] = pools
+        return pools
+
+    def _fits_now(self, shape: tuple[int, tuple[str, ...]]) -> bool:
+        gpus = shape[0]
+        return any(
+            fit_gang(self._free[p.name], gpus, p.gpus_per_node) for p in self._allowed(shape)
+        )
+
     # -- events ------------------------------------------------------------
 
     def _on_arrival(self, _event) -> None:
@@ -336,10 +381,8 @@ class Simulation:
             self._dropped[NEVER_FITS] = self._dropped.get(NEVER_FITS, 0) + 1
             return False
         record.state = WAITING
-        self._pending[job.id] = job
-        if self._preemptive:
-            return True
-        return any(fit_gang(self._free[p.name], job.gpus, p.gpus_per_node) for p in allowed)
+        self._enqueue(job)
+        return self._preemptive or self._fits_now(_shape(job))
 
     def _on_completion(self, event) -> None:
         job_id, token = event.value
@@ -356,7 +399,7 @@ class Simulation:
         self._remaining[job_id] = 0.0
         self._finished += 1
         self._record_utilisation(now)
-        if self._pending:
+        if self._round_useful():
             self._request_round()
 
     def _on_round(self, _event) -> None:
@@ -413,7 +456,7 @@ class Simulation:
             self._start(placement, charge, now)
         if allocation.placements or freed:
             self._record_utilisation(now)
-        if freed and not allocation.placements and self._pending:
+        if freed and not allocation.placements and self._round_useful():
             self._request_round()  # preempted GPUs stayed free: let the policy use them
 
     def _start(self, placement: Placement, charge: Charge | None, now: float) -> None:
@@ -435,6 +478,11 @@ class Simulation:
                 )
             free[node] -= taken
         del self._pending[job.id]
+        shape = _shape(job)
+        self._shapes[shape] -= 1
+        if not self._shapes[shape]:
+            del self._shapes[shape]
+            self._waiting_pools = None
         speed = self.scenario.gpu_types[pool.gpu_type].speed
         remaining = self._remaining[job.id]
         expected = job.hours / speed * HOUR
@@ -459,7 +507,6 @@ class Simulation:
         record.subsidy += charge.subsidy
         record.org_pays += charge.org_pays
         self._busy[pool.gpu_type] += job.gpus
-        self._free_total -= job.gpus
         self.books.book(job.org, charge)
         if charge.subsidy:
             self._subsidy_series.append((now, self.books.subsidy_total))
@@ -475,7 +522,6 @@ class Simulation:
             self._free[run.running.placement.pool][node] += taken
         gpu_type = run.record.gpu_type
         self._busy[gpu_type] -= job.gpus
-        self._free_total += job.gpus
         self.usage.change_rate(now, job.domain, -job.gpus * run.speed)
         seconds = now - run.running.started_at
         done = min(run.remaining_actual, seconds / HOUR * run.speed)
@@ -499,7 +545,7 @@ class Simulation:
         run.record.state = WAITING
         run.record.preemptions += 1
         remaining_estimate = max(job.hours - done, 0.0)
-        self._pending[job.id] = replace(job, hours=remaining_estimate)
+        self._enqueue(replace(job, hours=remaining_estimate))
 
     # -- measurements --------------------------------------------------------
 
@@ -512,7 +558,9 @@ class Simulation:
         for gpu_type, busy in self._busy.items():
             integrals.busy[gpu_type] += busy * dt
         if self._pending:
-            integrals.idle_while_waiting += self._free_total * dt
+            free = self._free
+            idle = sum(sum(free[name]) for name in self._pools_wanted())
+            integrals.idle_while_waiting += idle * dt
         integrals.at = now
 
     def _record_utilisation(self, now: float) -> None:
@@ -546,6 +594,10 @@ class Simulation:
             rounds=self._rounds,
             events=self._events,
         )
+
+
+def _shape(job: Job) -> tuple[int, tuple[str, ...]]:
+    return job.gpus, job.gpu_types
 
 
 def _may_preempt(policy: Policy) -> bool:

@@ -8,9 +8,9 @@ Definitions (all durations in hours, money in platform currency):
 - GPU-hours served: GPUs x wall hours held; effective GPU-hours: GPUs x
   reference hours of work done (GPU-hours x speed of the GPU type);
 - utilisation: busy GPU-hours / (GPUs x simulated hours), overall and per GPU type;
-- idle while waiting: GPU-hours that sat free while at least one job was
-  queued (a fragmentation and head-of-line-blocking measure), and its share of
-  capacity x time;
+- idle while waiting: GPU-hours that sat free in pools some queued job may
+  use, while it was queued (fragmentation plus head-of-line blocking), and
+  its share of capacity x time;
 - Jain's index J(x) = (sum x)^2 / (n sum x^2), 1 = perfectly even, 1/n = one
   domain gets everything. ``jain_slowdown`` takes x_d = 1 / mean slowdown of
   domain d (evenness of service quality, the headline figure);

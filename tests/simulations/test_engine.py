@@ -110,6 +110,8 @@ def test_fifo_exact_log_two_pools_five_jobs():
     assert result.end_time == 3 * HOUR
     # Rounds at 0, 1, 1.5 and 2: events at one instant share a round.
     assert result.rounds == 4
+    # Job 4 waits from 1 to 1.5 h while 2 H100s sit free: 1 GPU-hour idle while a job waits.
+    assert result.idle_while_waiting_gpu_seconds == 1 * HOUR
 
 
 def test_fifo_charges_are_booked_from_the_allocation():
@@ -148,6 +150,10 @@ def test_runtime_uses_actual_hours_and_expected_end_uses_the_estimate():
     (running,) = seen[1].running
     assert (running.job.id, running.started_at, running.expected_end) == (1, 0.0, 2 * HOUR)
     assert [j.id for j in seen[1].pending] == [2, 3]
+    # 0.1-0.2 h: job 2 may use only the busy H100s, so the idle A100s do not count;
+    # 0.2-0.5 h: strict FIFO keeps job 3 behind job 2, so 4 A100s idle while job 3 waits.
+    assert log(result)[3] == (FINISHED, "pa", 0.5, 1.5)
+    assert result.idle_while_waiting_gpu_seconds == pytest.approx(4 * 0.3 * HOUR)
 
 
 def test_usage_is_decayed_effective_gpu_hours():
