@@ -452,7 +452,8 @@ def _gpu_type_list(node: _Node | None, platform: _Platform) -> tuple[str, ...]:
     return tuple(_known(item, platform.gpu_types, "GPU type") for item in _items(node))
 
 
-_PHILLY_KEYS = ("kind", "path", "vc_map", "default_org", "gpu_types", "min_duration_s", "estimate")
+_TRACE_KEYS = ("kind", "default_org", "estimate", "arrival_scale")
+_PHILLY_KEYS = (*_TRACE_KEYS, "path", "vc_map", "gpu_types", "min_duration_s")
 
 
 def _philly(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) -> _Loaded:
@@ -468,7 +469,7 @@ def _philly(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) -> _L
     return _from_trace(load)
 
 
-_ALIBABA_KEYS = ("kind", "pods", "nodes", "site", "qos_map", "default_org", "estimate")
+_ALIBABA_KEYS = (*_TRACE_KEYS, "pods", "nodes", "site", "qos_map")
 
 
 def _alibaba(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) -> _Loaded:
@@ -615,6 +616,8 @@ def load_scenario(
     jobs = loaded.jobs  # loaders already dropped jobs larger than every allowed pool
     if max_jobs is not None:
         jobs = jobs[:max_jobs]
+    if "arrival_scale" in spec:
+        jobs = _scaled_arrivals(jobs, spec["arrival_scale"].number(positive=True))
     jobs = _renumbered(apply_estimate(jobs, estimate, seed))
     return Scenario(
         name=top["name"].text() if "name" in top else path.stem,
@@ -651,6 +654,16 @@ def _keep_placeable(  # the trace loaders do the same on their rows
     if len(kept) < len(jobs):
         dropped["larger than any pool"] += len(jobs) - len(kept)
     return kept
+
+
+def _scaled_arrivals(jobs: Sequence[SimJob], scale: float) -> tuple[SimJob, ...]:
+    """Multiply arrival times: < 1 compresses a trace (more load), > 1 spreads it."""
+    if scale == 1.0:
+        return tuple(jobs)
+    return tuple(
+        replace(sim, job=replace(sim.job, submitted_at=sim.job.submitted_at * scale))
+        for sim in jobs
+    )
 
 
 def _renumbered(jobs: Sequence[SimJob]) -> tuple[SimJob, ...]:

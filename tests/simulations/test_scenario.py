@@ -149,6 +149,25 @@ def test_philly_workload_relative_path_vc_map_and_factor_estimate(tmp_path):
     assert scenario.name == "s"  # the file name when the scenario has no name
 
 
+def test_arrival_scale_compresses_a_trace(tmp_path):
+    (tmp_path / "traces").mkdir()
+    (tmp_path / "traces" / "p.csv").write_text(
+        "timestamp,duration,num_gpus,gpu_time,cluster\n"
+        "2017-10-01 00:00:00,60,1,60,103959\n"
+        "2017-10-01 01:00:00,60,1,60,103959\n"
+    )
+    text = _changed("  estimate: {factor: 2}\n", "  arrival_scale: 0.25\n", PHILLY)
+    scenario = load_scenario(_file(tmp_path, text))
+    assert [sim.job.submitted_at for sim in scenario.jobs] == [0.0, 900.0]
+    bad = _file(tmp_path, text.replace("0.25", "0"), "bad.yaml")
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(bad)
+    assert (caught.value.location, caught.value.message) == (
+        f"{bad}:13 workload.arrival_scale",
+        "must be > 0, got 0",
+    )
+
+
 def test_noisy_estimate_is_seeded_and_sigma_zero_is_exact(tmp_path):
     noisy = _changed("  hours: 10\n", "  hours: 10\n  estimate: {noisy: {sigma: 0.5}}\n")
     path = _file(tmp_path, noisy)
