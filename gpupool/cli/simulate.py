@@ -70,7 +70,7 @@ def run(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from gpupool.simulations.compare import RunRequest, execute
+    from gpupool.simulations.compare import RunRequest, execute, load_inputs
 
     request = RunRequest(
         scenario=str(scenario),
@@ -81,11 +81,12 @@ def run(
         max_jobs=_number(jobs, "--jobs", integer=True, minimum=1),
     )
     out = _out_dir(out)
+    inputs = load_inputs(request)  # bad files fail here, before the progress bar draws
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TextColumn("jobs done"), console=console, transient=True) as bar:
         task = bar.add_task("loading", total=None)
-        result, summary = execute(request, progress=_Bar(bar, task))
+        result, summary = execute(request, progress=_Bar(bar, task), inputs=inputs)
     paths = _write_run(result, summary, out)
     _print_summary(summary.metrics)
     typer.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")

@@ -60,9 +60,10 @@ def load_inputs(request: RunRequest):
 
 
 def execute(
-    request: RunRequest, progress: ProgressFn | None = None
+    request: RunRequest, progress: ProgressFn | None = None, inputs=None
 ) -> tuple[SimulationResult, RunSummary]:
-    scenario, document = load_inputs(request)
+    """Run one request; ``inputs`` = load_inputs(request) when the caller parsed them already."""
+    scenario, document = inputs or load_inputs(request)
     result = simulate(
         scenario,
         document.build(),
