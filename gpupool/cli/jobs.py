@@ -116,6 +116,10 @@ def list_jobs(
             )
     with work(ctx) as session:
         rows = [job_view(r) for r in repository.list_jobs(session, state or None, org)]
+    if not as_json:
+        for row in rows:
+            if row["state"] == "pending" and row["wait_reason"] is None:
+                row["wait_reason"] = "not yet considered by a round"
     render(rows, JOB_COLUMNS, as_json, title="jobs")
 
 
