@@ -33,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Protocol
 
 from gpupool.accounting.periods import CALENDAR_KINDS, coarsen, period_label, split
 from gpupool.accounting.programmes import Programme, Voucher, default_expiry
@@ -44,6 +45,22 @@ KINDS = ("charge", "correction", "award", "expiry", "carry_over")
 USAGE_KINDS = ("charge", "correction")
 _EPS = 1e-12
 _GRAIN = {"month": 1, "quarter": 3, "year": 12}
+FLAT = ""  # budget key of the flat policy-document rates (entries with no programme)
+
+
+class FlatRules(Protocol):
+    """A policy document's flat rates (gpupool.accounting.pricing.SubsidyRules)."""
+
+    org_cap: float | None
+    period_budget: float | None
+    domain_rates: Mapping[str, float]
+    gpu_type_rates: Mapping[str, float]
+
+    def rate(self, domain: str, gpu_type: str) -> float: ...
+
+
+def _has_rates(flat: FlatRules) -> bool:
+    return any(r > 0 for r in (*flat.domain_rates.values(), *flat.gpu_type_rates.values()))
 
 
 def cents(amount: float | int | str | Decimal) -> Decimal:
@@ -151,6 +168,7 @@ class Books:
         *,
         orgs: Mapping[str, Org] | Iterable[Org] = (),
         period: str = "quarter",
+        flat: FlatRules | None = None,
     ) -> None:
         if period not in CALENDAR_KINDS:
             raise GpupoolError(
@@ -158,6 +176,7 @@ class Books:
                 location="period",
             )
         self.period = period
+        self.flat = flat if flat is not None and _has_rates(flat) else None
         self._orgs = dict(orgs) if isinstance(orgs, Mapping) else {o.name: o for o in orgs}
         self._programmes: dict[str, Programme] = {}
         for programme in programmes:
@@ -199,6 +218,7 @@ class Books:
         """A scratch copy whose bookings do not touch this one (for a round's quotes)."""
         twin = Books.__new__(Books)
         twin.period, twin._orgs, twin._programmes = self.period, self._orgs, self._programmes
+        twin.flat = self.flat
         twin._vouchers = dict(self._vouchers)
         twin._entries = []
         twin._spent = defaultdict(Decimal, self._spent)
@@ -266,6 +286,9 @@ class Books:
             limits = [self.budget_left(prog.name, now), self.cap_left(prog.name, name, now)]
             known = [float(x) for x in limits if x is not None]
             subsidy = None if subsidy is None or not known else subsidy + min(known)
+        if self.flat is not None and subsidy is not None:
+            known = [float(x) for x in self._flat_limits(name, now) if x is not None]
+            subsidy = subsidy + min(known) if known else None
         vouchers = sum(
             v.balance for v in self._vouchers.values() if v.org == name and v.usable(now)
         )
@@ -282,7 +305,22 @@ class Books:
                 if left is None:
                     return None
                 total += float(left)
+        if self.flat is not None:
+            left = self._flat_limits(None, now)[0]
+            return None if left is None else total + float(left)
         return total
+
+    def _flat_limits(self, org: str | None, t: float) -> tuple[Decimal | None, Decimal | None]:
+        """Platform budget and (for ``org``) cap left under the flat rules this period."""
+        label = period_label(t, self.period)
+        budget = self.flat.period_budget
+        cap = self.flat.org_cap
+        return (
+            None if budget is None else max(ZERO, cents(budget) - self._spent[(FLAT, label)]),
+            None
+            if cap is None or org is None
+            else max(ZERO, cents(cap) - self._capped[(FLAT, label, org)]),
+        )
 
     def totals(
         self, by: str | Iterable[str] = (), kinds: Iterable[str] = USAGE_KINDS
@@ -419,8 +457,35 @@ class Books:
                 funded = self._fund(draft, piece, prog, share, voucher)
                 draft.voucher_used[voucher.id] += min(balance, funded * per_piece)
                 left -= funded
+        if left > _EPS and self.flat is not None:
+            left -= self._fund_flat(draft, piece, left)
         if left > _EPS:
             self._book(draft, piece, left, ZERO, None, None)
+
+    def _fund_flat(self, draft, piece: _Piece, share: float) -> float:
+        """The policy document's flat rates pay for what no programme funded."""
+        rate = self.flat.rate(piece.job.domain, piece.gpu_type.name)
+        if rate <= 0:
+            return 0.0
+        key, cap_key = (FLAT, piece.label), (FLAT, piece.label, piece.job.org)
+        limits = []
+        if self.flat.period_budget is not None:
+            limits.append(cents(self.flat.period_budget) - self._spent[key] - draft.spent[key])
+        if self.flat.org_cap is not None:
+            limits.append(cents(self.flat.org_cap) - self._capped[cap_key] - draft.capped[cap_key])
+        allowed = max(ZERO, min(limits)) if limits else None
+        wanted = rate * share * piece.cost
+        if allowed is not None and wanted > float(allowed):
+            share *= float(allowed) / wanted
+        if share <= _EPS:
+            return 0.0
+        subsidy = cents(rate * share * piece.cost)
+        if allowed is not None:
+            subsidy = min(subsidy, allowed)
+        subsidy = self._book(draft, piece, share, subsidy, None, None)
+        draft.spent[key] += subsidy
+        draft.capped[cap_key] += subsidy
+        return share
 
     def _fund(self, draft, piece: _Piece, prog: Programme, share: float, voucher) -> float:
         """Let ``prog`` pay for up to ``share`` of the piece; return the share it funded."""
@@ -573,6 +638,9 @@ class Books:
         if entry.kind not in USAGE_KINDS:
             return
         self._org_paid[(entry.org, entry.period)] += entry.org_pays
+        if entry.programme is None and entry.subsidy:
+            self._spent[(FLAT, entry.period)] += entry.subsidy
+            self._capped[(FLAT, entry.period, entry.org)] += entry.subsidy
         if entry.programme is not None:
             prog = self.programme(entry.programme)
             key = "all" if prog.period.kind == "fixed" else coarsen(entry.period, prog.period.kind)
