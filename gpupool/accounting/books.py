@@ -573,6 +573,16 @@ class Books:
         self._record(self._voucher_entry("award", voucher, amount, at))
         return voucher
 
+    def expiring(self, now: float) -> bool:
+        """Whether some voucher with a balance is due to expire by ``now``.
+
+        Drivers meter running jobs up to ``now`` only then, before ``expire``.
+        """
+        return any(
+            v.expires_at is not None and v.expires_at <= now and v.balance > _EPS
+            for v in self._vouchers.values()
+        )
+
     def expire(self, now: float) -> list[LedgerEntry]:
         """Expire every voucher due by ``now``, carrying over each programme's share.
 

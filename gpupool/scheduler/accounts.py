@@ -1,0 +1,481 @@
+"""The live scheduler's accounting: the database <-> gpupool.accounting.Books.
+
+The live system keeps no accounting arithmetic of its own. It loads
+programmes, vouchers and the ledger into the same :class:`Books` the simulator
+uses, lets Books price, fund and split usage, and writes Books' new
+LedgerEntry objects back as append-only ``ledger_entries`` rows (plus the
+vouchers' new balances and any carried-over vouchers). So the same usage gives
+the same ledger, live or simulated.
+
+When charges happen (docs/accounting.md, "Charging rules"):
+
+- ``settle_job`` when a running job stops holding GPUs (finished, failed,
+  timed out, cancelled while running, preempted): its usage of the placement
+  that just ended, from where it was last charged up to ``ended_at``.
+- ``close_books`` at the start of every round: when a voucher is due to
+  expire, running jobs are metered up to ``now`` first (so usage before the
+  expiry may still spend it), then the vouchers expire (carry-over included).
+
+Writers call ``load_books(session, now, lock=True)``: on PostgreSQL it takes
+the same advisory lock live rounds take, so two transactions never fund usage
+from the same budget or voucher balance at once (SQLite serialises writers).
+
+Programmes are stored in ``programmes``: ``rules`` holds the declaration (the
+source of truth, including recurring periods); ``period_start``/``period_end``
+are the fixed span, or far-off sentinels for an unbounded side.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from gpupool import model
+from gpupool.accounting.books import Books, LedgerEntry
+from gpupool.accounting.periods import PeriodSpec, label_bounds, period_label
+from gpupool.accounting.programmes import Programme, Voucher
+from gpupool.model import GpupoolError
+from gpupool.scheduler import clock, repository
+from gpupool.scheduler.orm import (
+    JobRow,
+    LedgerEntryRow,
+    OrgRow,
+    PlacementRow,
+    ProgrammeRow,
+    VoucherRow,
+)
+
+BOOKS_LOCK_KEY = 0x6770_7570  # the key live rounds lock (rounds.ROUND_LOCK_KEY)
+_EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
+
+# ---------------------------------------------------------------------------
+# Rows <-> accounting objects
+# ---------------------------------------------------------------------------
+
+
+def programme_rules(programme: Programme) -> dict:
+    """The JSON a ``programmes.rules`` column holds for ``programme``."""
+    period = programme.period
+    return {
+        "period": {"kind": period.kind, "start": period.start, "end": period.end},
+        "domains": sorted(programme.domains),
+        "orgs": sorted(programme.orgs),
+        "rate": programme.rate,
+        "gpu_type_rates": dict(programme.gpu_type_rates),
+        "exchange_rates": dict(programme.exchange_rates),
+        "vouchers": programme.uses_vouchers,
+        "org_cap": programme.org_cap,
+        "carry_over": programme.carry_over,
+        "when_exhausted": programme.when_exhausted,
+        "spending_order": programme.spending_order,
+    }
+
+
+def programme_from_row(row: ProgrammeRow) -> Programme:
+    rules = row.rules or {}
+    period = rules.get("period") or {}
+    return Programme(
+        name=row.name,
+        period=PeriodSpec(
+            kind=period.get("kind", "fixed"), start=period.get("start"), end=period.get("end")
+        ),
+        budget=None if row.budget is None else float(row.budget),
+        domains=frozenset(rules.get("domains", ())),
+        orgs=frozenset(rules.get("orgs", ())),
+        rate=rules.get("rate", 1.0),
+        gpu_type_rates=rules.get("gpu_type_rates", {}),
+        exchange_rates=rules.get("exchange_rates", {}),
+        uses_vouchers=rules.get("vouchers", False),
+        org_cap=rules.get("org_cap"),
+        carry_over=rules.get("carry_over", 0.0),
+        when_exhausted=rules.get("when_exhausted", "full_price"),
+        spending_order=rules.get("spending_order", "earliest_expiry"),
+    )
+
+
+def _epoch(moment: dt.datetime | None) -> float | None:
+    return None if moment is None else clock.to_epoch(moment)
+
+
+def _moment(seconds: float | None) -> dt.datetime | None:
+    return None if seconds is None else clock.from_epoch(seconds)
+
+
+class _Names:
+    """Id <-> name maps for orgs and programmes, read once per Books load."""
+
+    def __init__(self, session: Session) -> None:
+        self.orgs = dict(session.execute(select(OrgRow.id, OrgRow.name)).all())
+        self.org_ids = {name: i for i, name in self.orgs.items()}
+        self.programmes = dict(session.execute(select(ProgrammeRow.id, ProgrammeRow.name)).all())
+        self.programme_ids = {name: i for i, name in self.programmes.items()}
+
+
+def _voucher(row: VoucherRow, names: _Names) -> Voucher:
+    return Voucher(
+        id=row.id,
+        org=names.orgs[row.org_id],
+        programme=names.programmes[row.programme_id],
+        amount=row.amount,
+        balance=min(row.balance, row.amount),
+        awarded_at=clock.to_epoch(row.awarded_at),
+        expires_at=_epoch(row.expires_at),
+    )
+
+
+def _entry(row: LedgerEntryRow, names: _Names) -> LedgerEntry:
+    return LedgerEntry(
+        kind=row.kind,
+        org=names.orgs[row.org_id],
+        period=row.period,
+        at=clock.to_epoch(row.created_at),
+        domain=row.domain,
+        job_id=row.job_id,
+        gpu_type=row.gpu_type,
+        cost=row.cost,
+        subsidy=row.subsidy,
+        org_pays=row.org_pays,
+        effective_gpu_hours=row.effective_gpu_hours,
+        programme=names.programmes.get(row.programme_id),
+        voucher_id=row.voucher_id,
+        note=row.note,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Loading and writing back
+# ---------------------------------------------------------------------------
+
+
+def lock_books(session: Session) -> None:
+    """Serialise writers of the books (PostgreSQL; SQLite serialises writes itself)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOKS_LOCK_KEY})
+
+
+def load_books(
+    session: Session,
+    now: dt.datetime | float | None = None,
+    rules: object | None = None,
+    lock: bool = False,
+) -> Books:
+    """Programmes, vouchers (current balances) and the whole ledger as a Books.
+
+    ``rules``: the active policy document's flat SubsidyRules, if any. ``now``
+    is accepted for symmetry with the simulator; balances do not depend on it.
+    """
+    if lock:
+        lock_books(session)
+    names = _Names(session)
+    programmes = [
+        programme_from_row(r)
+        for r in session.scalars(select(ProgrammeRow).order_by(ProgrammeRow.id))
+    ]
+    vouchers = [_voucher(r, names) for r in session.scalars(select(VoucherRow))]
+    entries = [
+        _entry(r, names)
+        for r in session.scalars(select(LedgerEntryRow).order_by(LedgerEntryRow.id))
+    ]
+    orgs = [repository.org_model(r) for r in repository.list_orgs(session)]
+    books = Books(programmes, vouchers, entries, orgs=orgs, flat=rules)
+    books.stored_vouchers = {v.id: v for v in books.vouchers}  # what the database holds now
+    return books
+
+
+def write_back(
+    session: Session, books: Books, entries: Iterable[LedgerEntry]
+) -> list[LedgerEntryRow]:
+    """Store vouchers Books changed or created, then ``entries`` as ledger rows."""
+    _save_vouchers(session, books)
+    names = _Names(session)
+    rows = []
+    for entry in entries:
+        row = LedgerEntryRow(
+            job_id=entry.job_id,
+            org_id=_org_id(names, entry.org),
+            domain=entry.domain,
+            gpu_type=entry.gpu_type,
+            period=entry.period,
+            kind=entry.kind,
+            cost=float(entry.cost),
+            subsidy=float(entry.subsidy),
+            org_pays=float(entry.org_pays),
+            effective_gpu_hours=entry.effective_gpu_hours,
+            programme_id=names.programme_ids.get(entry.programme),
+            voucher_id=entry.voucher_id,
+            created_at=clock.from_epoch(entry.at),
+            note=entry.note,
+        )
+        session.add(row)
+        rows.append(row)
+    session.flush()
+    return rows
+
+
+def _org_id(names: _Names, org: str) -> int:
+    try:
+        return names.org_ids[org]
+    except KeyError:
+        raise model.NotFound(f"no organisation named {org!r}", location="org") from None
+
+
+def _save_vouchers(session: Session, books: Books) -> None:
+    stored: dict[int, Voucher] = getattr(books, "stored_vouchers", {})
+    names = _Names(session)
+    created = False
+    for voucher in books.vouchers:
+        before = stored.get(voucher.id)
+        if before is None:
+            session.add(
+                VoucherRow(
+                    id=voucher.id,  # ledger entries already name this id
+                    org_id=_org_id(names, voucher.org),
+                    programme_id=names.programme_ids[voucher.programme],
+                    amount=voucher.amount,
+                    balance=voucher.balance,
+                    awarded_at=clock.from_epoch(voucher.awarded_at),
+                    expires_at=_moment(voucher.expires_at),
+                )
+            )
+            created = True
+        elif before.balance != voucher.balance:
+            session.get(VoucherRow, voucher.id).balance = voucher.balance
+    session.flush()
+    if created and session.get_bind().dialect.name == "postgresql":
+        # explicit ids do not advance the serial sequence; keep it ahead of them
+        session.execute(
+            text("SELECT setval(pg_get_serial_sequence('vouchers', 'id'), max(id)) FROM vouchers")
+        )
+    books.stored_vouchers = {v.id: v for v in books.vouchers}
+
+
+# ---------------------------------------------------------------------------
+# When charges happen
+# ---------------------------------------------------------------------------
+
+
+def _usage_of(session: Session, job_row: JobRow, placement: PlacementRow):
+    job = repository.job_model(job_row)
+    pool = repository.pool_model(placement.pool)
+    gpu_type = repository.gpu_type_model(placement.pool.gpu_type)
+    return job, pool, gpu_type
+
+
+def settle_job(
+    session: Session,
+    job_row: JobRow,
+    ended_at: dt.datetime | float,
+    books: Books | None = None,
+) -> list[LedgerEntryRow]:
+    """Charge a job that stopped holding GPUs at ``ended_at``; return the new ledger rows.
+
+    Charges its latest placement from where it was last charged to
+    ``ended_at`` (nothing if it never ran). Call it once when a running job
+    completes, fails, times out, is cancelled or is preempted.
+    """
+    placements = repository.placements_of(session, job_row.id)
+    if not placements:
+        return []
+    placement = placements[-1]
+    end = ended_at if isinstance(ended_at, float | int) else clock.to_epoch(ended_at)
+    books = books if books is not None else load_books(session, end, lock=True)
+    job, pool, gpu_type = _usage_of(session, job_row, placement)
+    entries = books.meter(job, pool, gpu_type, clock.to_epoch(placement.started_at), end)
+    return write_back(session, books, entries)
+
+
+def close_books(
+    session: Session, books: Books, now: dt.datetime | float, write: bool = True
+) -> list[LedgerEntry]:
+    """Expire vouchers due by ``now``, metering running jobs up to ``now`` first.
+
+    With ``write`` False (a dry run) the books change in memory only.
+    """
+    moment = now if isinstance(now, float | int) else clock.to_epoch(now)
+    if not books.expiring(moment):
+        return []
+    entries: list[LedgerEntry] = []
+    for placement in repository.open_placements(session):
+        job_row = session.get(JobRow, placement.job_id)
+        job, pool, gpu_type = _usage_of(session, job_row, placement)
+        entries += books.meter(job, pool, gpu_type, clock.to_epoch(placement.started_at), moment)
+    entries += books.expire(moment)
+    if write:
+        write_back(session, books, entries)
+    return entries
+
+
+# ---------------------------------------------------------------------------
+# Admin operations: programmes and vouchers
+# ---------------------------------------------------------------------------
+
+
+def add_programme(session: Session, actor: str, programme: Programme) -> ProgrammeRow:
+    from gpupool.scheduler import service
+
+    service.require_admin(session, actor, "add subsidy programmes")
+    if session.scalar(select(ProgrammeRow.id).where(ProgrammeRow.name == programme.name)):
+        raise GpupoolError(f"a programme named {programme.name!r} already exists", location="name")
+    known_domains = {r.name for r in repository.list_domains(session)}
+    for domain in sorted(programme.domains - known_domains):
+        raise model.NotFound(f"no domain named {domain!r}", location="--domain")
+    known_orgs = {r.name for r in repository.list_orgs(session)}
+    for org in sorted(programme.orgs - known_orgs):
+        raise model.NotFound(f"no organisation named {org!r}", location="--org")
+    known_types = {r.name for r in repository.list_gpu_types(session)}
+    for gpu_type in sorted(set(programme.gpu_type_rates) | set(programme.exchange_rates)):
+        if gpu_type not in known_types:
+            raise model.NotFound(f"no GPU type named {gpu_type!r}", location="--gpu-type-rate")
+    period = programme.period
+    row = ProgrammeRow(
+        name=programme.name,
+        period_start=_moment(period.start) or _EARLIEST,
+        period_end=_moment(period.end) or _LATEST,
+        budget=None if programme.budget is None else clock.cents(programme.budget),
+        rules=programme_rules(programme),
+    )
+    session.add(row)
+    session.flush()
+    service.audit(session, actor, "programme.add", programme.name, after=programme_view(row))
+    return row
+
+
+def award_voucher(
+    session: Session,
+    actor: str,
+    org: str,
+    programme: str,
+    amount: object,
+    now: dt.datetime | float | None = None,
+    expires_at: dt.datetime | float | None = None,
+) -> VoucherRow:
+    """Give ``org`` voucher hours from ``programme``; books an 'award' ledger entry."""
+    from gpupool.scheduler import service
+
+    service.require_admin(session, actor, "award vouchers")
+    hours = service.positive_float(amount, "--amount", "a positive number of voucher hours")
+    repository.get_org(session, org, location="ORG")
+    moment = clock.to_epoch(now) if isinstance(now, dt.datetime) else now or clock.now_epoch()
+    expiry = clock.to_epoch(expires_at) if isinstance(expires_at, dt.datetime) else expires_at
+    if expiry is not None and expiry <= moment:
+        raise GpupoolError("a voucher must expire after it is awarded", location="--expires")
+    books = load_books(session, moment, lock=True)
+    try:
+        books.programme(programme)
+    except model.NotFound as exc:
+        raise model.NotFound(exc.message, location="--programme") from None
+    voucher = books.award(org, programme, hours, moment, expires_at=expiry)
+    award = [e for e in books.entries if e.kind == "award" and e.voucher_id == voucher.id]
+    write_back(session, books, award)
+    row = session.get(VoucherRow, voucher.id)
+    service.audit(session, actor, "voucher.award", f"voucher {row.id}", after=voucher_view(row))
+    return row
+
+
+# ---------------------------------------------------------------------------
+# Views (the --json shapes)
+# ---------------------------------------------------------------------------
+
+
+def _period_text(spec: PeriodSpec) -> str:
+    if spec.kind != "fixed":
+        return {"month": "monthly", "quarter": "quarterly", "year": "yearly"}[spec.kind]
+    if spec.start is not None and spec.end is not None:
+        for kind in ("quarter", "month", "year"):
+            label = period_label(spec.start, kind)
+            if label_bounds(label) == (spec.start, spec.end):
+                return label
+    start = clock.iso(_moment(spec.start)) if spec.start is not None else "..."
+    end = clock.iso(_moment(spec.end)) if spec.end is not None else "..."
+    return f"{start} - {end}"
+
+
+def programme_view(row: ProgrammeRow, books: Books | None = None, now: float | None = None):
+    programme = programme_from_row(row)
+    view = {
+        "name": programme.name,
+        "period": _period_text(programme.period),
+        "budget": programme.budget,
+        "rate": programme.rate,
+        "domains": sorted(programme.domains),
+        "orgs": sorted(programme.orgs),
+        "gpu_type_rates": dict(programme.gpu_type_rates),
+        "vouchers": programme.uses_vouchers,
+        "exchange_rates": dict(programme.exchange_rates),
+        "org_cap": programme.org_cap,
+        "end_of_period": "expire"
+        if not programme.carry_over
+        else f"carry-over:{programme.carry_over:g}",
+        "when_exhausted": programme.when_exhausted,
+    }
+    if books is not None and now is not None:
+        left = books.budget_left(programme.name, now)
+        totals = books.totals(by="programme").get((programme.name,))
+        spent = float(totals.subsidy) if totals is not None else 0.0
+        view["subsidy_paid"] = spent
+        view["budget_left_now"] = None if left is None else float(left)
+    return view
+
+
+def voucher_view(row: VoucherRow) -> dict:
+    return {
+        "id": row.id,
+        "org": _org_name(row),
+        "programme": _programme_name(row),
+        "amount": row.amount,
+        "balance": round(row.balance, 6),
+        "awarded_at": clock.iso(row.awarded_at),
+        "expires_at": clock.iso(row.expires_at),
+    }
+
+
+def _org_name(row: VoucherRow) -> str:
+    from sqlalchemy.orm import object_session
+
+    return object_session(row).get(OrgRow, row.org_id).name
+
+
+def _programme_name(row: VoucherRow) -> str | None:
+    from sqlalchemy.orm import object_session
+
+    programme = object_session(row).get(ProgrammeRow, row.programme_id)
+    return None if programme is None else programme.name
+
+
+def list_programmes(session: Session, now: float | None = None) -> list[dict]:
+    moment = clock.now_epoch() if now is None else now
+    books = load_books(session, moment)
+    rows = session.scalars(select(ProgrammeRow).order_by(ProgrammeRow.id)).all()
+    return [programme_view(r, books, moment) for r in rows]
+
+
+def list_vouchers(session: Session, org: str | None = None) -> list[dict]:
+    query = select(VoucherRow).order_by(VoucherRow.id)
+    if org is not None:
+        query = query.where(VoucherRow.org_id == repository.get_org(session, org).id)
+    return [voucher_view(r) for r in session.scalars(query)]
+
+
+def ledger_of_job(session: Session, job_id: int) -> list[LedgerEntry]:
+    names = _Names(session)
+    query = (
+        select(LedgerEntryRow).where(LedgerEntryRow.job_id == job_id).order_by(LedgerEntryRow.id)
+    )
+    return [_entry(r, names) for r in session.scalars(query)]
+
+
+def guarantee_shares(params: object, gpu_types: Mapping[str, model.GpuType], pools) -> dict:
+    """Each domain's guaranteed fraction of effective capacity, from PolicyParams.shares."""
+    capacity = sum(p.gpus * gpu_types[p.gpu_type].speed for p in pools)
+    shares = {}
+    for domain, share in (getattr(params, "shares", None) or {}).items():
+        if share.fraction is not None:
+            shares[domain] = share.fraction
+        elif share.gpus and capacity > 0:
+            shares[domain] = sum(n * gpu_types[t].speed for t, n in share.gpus.items()) / capacity
+    return shares
