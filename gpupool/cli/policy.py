@@ -1,11 +1,15 @@
 """`gpupool policy ...`: policy documents on the command line.
 
-``validate`` checks a document without touching the database. The commands
-that store documents (apply, show, history, diff, rollback) belong here too:
-they load a file with :func:`load_document_or_exit`, which prints every
-problem on its own line and exits 2, then hand the PolicyDocument to
-gpupool.scheduler. The document module is imported inside the commands so
-that `gpupool job submit` does not pay for it.
+``validate`` checks a document without touching the database. ``apply``
+loads a file with :func:`load_document_or_exit` (every problem on its own
+line, exit 2, before the database is opened) and hands the PolicyDocument to
+gpupool.scheduler.policies_store, which versions, activates and audits it in
+one transaction; ``show``, ``history``, ``diff`` and ``rollback`` read or
+extend that history (never rewrite it). ``whatif`` replays the jobs recorded
+in the database under a proposed document and the active policy
+(gpupool.simulations.from_db) and writes nothing. The document module, the
+scheduler and the simulator are imported inside the commands so that
+`gpupool job submit` does not pay for them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
+from gpupool.cli.output import JSON_OPTION, actor, print_json, render, work
+from gpupool.model import GpupoolError
 
 app = typer.Typer(no_args_is_help=True, help="Policy documents: check, apply, history.")
 
@@ -37,3 +44,215 @@ def validate(
     document = load_document_or_exit(file)
     domains = len(document.to_dict()["domains"])
     typer.echo(f"ok: {document.kind} policy, {domains} domains")
+
+
+VERSION_ARG = typer.Argument(..., help="A policy version: 3 or v3.", show_default=False)
+
+
+@app.command()
+def apply(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="Policy document (YAML) to store and activate."),
+    comment: str = typer.Option("", "--comment", help="Why this change (kept in history)."),
+) -> None:
+    """Validate FILE, store it as a new version and make it the active policy (admins)."""
+    document = load_document_or_exit(file)  # before the database is touched at all
+    from gpupool.scheduler import policies_store, repository
+
+    with work(ctx) as session:
+        previous = repository.active_policy_row(session)
+        row = policies_store.apply_policy(session, actor(ctx), document, comment)
+    replaced = f"v{previous.version}" if previous is not None else "the FIFO default"
+    typer.echo(f"applied policy v{row.version} ({row.kind}); it replaces {replaced}")
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    version: str | None = typer.Argument(None, help="Version to show (default: the active one)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show a stored policy version: who applied it, when, why, and its text."""
+    from gpupool.scheduler import policies_store
+
+    with work(ctx) as session:
+        number = None if version is None else policies_store.parse_version(version)
+        row = policies_store.get_version(session, number)
+        view = policies_store.version_view(row)
+        document = row.document
+    if as_json:
+        print_json({**view, "document": document})
+        return
+    state = " (active)" if view["active"] else ""
+    typer.echo(f"version:    {view['version']}{state}")
+    for key in ("kind", "applied_by", "applied_at", "comment"):
+        typer.echo(f"{key + ':':<11} {view[key] or '-'}")
+    typer.echo("")
+    typer.echo(document.rstrip("\n"))
+
+
+@app.command()
+def history(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """List every policy version, oldest first; the active one is marked."""
+    from gpupool.scheduler import policies_store
+
+    with work(ctx) as session:
+        rows = [policies_store.version_view(r) for r in policies_store.list_versions(session)]
+    if not rows and not as_json:
+        typer.echo("no policy has been applied; rounds use the FIFO default")
+        return
+    render(
+        rows,
+        [
+            ("version", "version"),
+            ("kind", "kind"),
+            ("active", "active"),
+            ("applied_by", "applied by"),
+            ("applied_at", "applied at"),
+            ("comment", "comment"),
+        ],
+        as_json,
+    )
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    v1: str = typer.Argument(..., help="The older version (3 or v3)."),
+    v2: str = typer.Argument(..., help="The newer version."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """What changed between two versions: a summary, then a unified diff."""
+    from gpupool.scheduler import policies_store
+
+    with work(ctx) as session:
+        old = policies_store.parse_version(v1, location="V1")
+        new = policies_store.parse_version(v2, location="V2")
+        result = policies_store.diff_versions(session, old, new)
+    if as_json:
+        print_json(
+            {
+                "old": result.old,
+                "new": result.new,
+                "changes": list(result.changes),
+                "diff": result.unified,
+            }
+        )
+        return
+    if not result.unified:
+        typer.echo(f"v{old} and v{new} are the same policy")
+        return
+    for line in result.changes or ("no change in kind, domains or subsidies",):
+        typer.echo(f"* {line}")
+    typer.echo("")
+    typer.echo(result.unified.rstrip("\n"))
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    version: str = VERSION_ARG,
+    comment: str = typer.Option("", "--comment", help="Why (kept in history)."),
+) -> None:
+    """Make VERSION's document active again, as a new version (history is kept)."""
+    from gpupool.scheduler import policies_store, repository
+
+    with work(ctx) as session:
+        number = policies_store.parse_version(version)
+        previous = repository.active_policy_row(session)
+        row = policies_store.rollback_policy(session, actor(ctx), number, comment)
+    replaced = f"v{previous.version}" if previous is not None else "the FIFO default"
+    typer.echo(
+        f"applied policy v{row.version} ({row.kind}), a copy of v{number}; it replaces {replaced}"
+    )
+
+
+@app.command()
+def whatif(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="The proposed policy document (YAML)."),
+    since: str = typer.Option("30d", "--since", help="Window start: 30d, 12h, 2w or a date."),
+    until: str | None = typer.Option(
+        None, "--until", help="Window end, an ISO date/time in UTC (default: now)."
+    ),
+    as_json: bool = JSON_OPTION,
+    out: Path | None = typer.Option(None, "--out", help="Also write JSON and per-job CSVs here."),
+) -> None:
+    """Replay the recorded jobs under FILE and under the active policy; compare per domain.
+
+    Nothing is written to the database.
+    """
+    document = load_document_or_exit(file)
+    from gpupool.scheduler import clock
+    from gpupool.scheduler.rounds import active_policy
+    from gpupool.simulations import from_db
+
+    end = from_db.parse_until(until, clock.utcnow())
+    start = from_db.parse_since(since, end)
+    if out is not None and out.exists() and not out.is_dir():
+        raise GpupoolError("exists and is not a directory", location=f"--out {out}")
+    with work(ctx) as session:
+        scenario = from_db.scenario_from_db(session, start, end)
+        active = active_policy(session)
+        pools = len(scenario.pools)
+    label = f"v{active.version} ({active.kind})" if active.version else "FIFO (default)"
+    current = from_db.Contender(label, active.policy, active.pricing)
+    proposed = from_db.Contender(
+        f"{file.name} ({document.kind})", document.build(), document.params.subsidy
+    )
+    hours = (end - start).total_seconds() / 3600.0
+    comparison, results = from_db.whatif(scenario, hours, current, proposed)
+    if out is not None:
+        _write_whatif(out, comparison, results)
+    if as_json:
+        print_json(comparison)
+        return
+    dropped = sum(scenario.dropped.values())
+    typer.echo(
+        f"{len(scenario.jobs)} jobs submitted {clock.iso(start)} .. {clock.iso(end)} replayed on "
+        f"today's {pools} pools"
+        + (f" ({dropped} cancelled before starting, left out)" if dropped else "")
+    )
+    typer.echo(f"current: {current.label}    proposed: {proposed.label}")
+    _render_whatif(comparison)
+
+
+_WHATIF_COLUMNS = (
+    ("finished", "finished", 0),
+    ("waiting", "still waiting", 0),
+    ("mean_wait_hours", "mean wait h", 2),
+    ("p95_wait_hours", "p95 wait h", 2),
+    ("gpu_hours", "GPU-hours", 1),
+    ("subsidy", "subsidy", 2),
+)
+
+
+def _render_whatif(comparison: dict) -> None:
+    rows = []
+    for domain, sides in comparison["domains"].items():
+        row = {"domain": domain, "jobs": sides["current"]["jobs"]}
+        for key, _, digits in _WHATIF_COLUMNS:
+            row[key] = _change(sides["current"][key], sides["proposed"][key], digits)
+        rows.append(row)
+    columns = [("domain", "domain"), ("jobs", "jobs")]
+    columns += [(key, f"{header}\ncurrent → proposed") for key, header, _ in _WHATIF_COLUMNS]
+    render(rows, columns, False)
+
+
+def _change(before: float | None, after: float | None, digits: int) -> str:
+    def show(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.{digits}f}"
+
+    text = f"{show(before)} → {show(after)}"
+    if before is not None and after is not None and round(after - before, digits) != 0:
+        text += f" ({after - before:+,.{digits}f})"
+    return text
+
+
+def _write_whatif(out: Path, comparison: dict, results: dict) -> None:
+    from gpupool.simulations.metrics import write_jobs_csv, write_metrics_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_metrics_json(comparison, out / "whatif.json")
+    for side, result in results.items():
+        write_jobs_csv(result, out / f"jobs-{side}.csv")
