@@ -8,9 +8,11 @@
     4. re-validate the allocation defensively (known pending jobs, allowed GPU
        types, whole gangs, node capacity after preemptions, a reason for every
        job left waiting) and raise PolicyViolation rather than write a bad one;
-    5. write: a scheduler_rounds row, preemptions (placement closed, job
-       requeued), placements, job state changes via check_transition, a ledger
-       'charge' per started job, the wait reason of every waiting job.
+    5. write: a scheduler_rounds row, preemptions (placement closed, usage
+       charged, job requeued), placements, job state changes via
+       check_transition, the wait reason of every waiting job. Usage is charged
+       when a run ends (gpupool.scheduler.accounts), never at start; before the
+       snapshot, vouchers due by now expire (running jobs metered first).
 
 A dry run does steps 2-4 only and writes nothing at all.
 """
@@ -20,17 +22,15 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gpupool import model
 from gpupool.model import Allocation, GpupoolError, JobState, Snapshot, check_transition
-from gpupool.scheduler import clock, repository
+from gpupool.scheduler import accounts, clock, repository
 from gpupool.scheduler.orm import (
     JobRow,
-    LedgerEntryRow,
     PlacementRow,
-    ProgrammeRow,
     SchedulerRoundRow,
 )
 from gpupool.scheduler.snapshot import as_datetime, take_snapshot
@@ -102,6 +102,8 @@ def finish_due_jobs(session: Session, now: dt.datetime) -> list[int]:
             job.state = check_transition(job.state, JobState.COMPLETED).value
             job.ended_at = placement.ended_at = end
             job.end_reason = "reached its runtime estimate"
+            session.flush()
+            accounts.settle_job(session, job, end)
             done.append(job.id)
     return done
 
@@ -117,7 +119,10 @@ def run_round(
     moment = as_datetime(now)
     round_row = None if dry_run else _begin_round(session, moment, policy_version)
     completed = [] if dry_run else finish_due_jobs(session, moment)
-    snapshot = take_snapshot(session, moment, pricing=pricing)
+    # one Books per round: vouchers due expire first (dry run: in memory only)
+    books = accounts.load_books(session, moment, rules=pricing)
+    accounts.close_books(session, books, moment, write=not dry_run)
+    snapshot = take_snapshot(session, moment, pricing=pricing, books=books, policy=policy)
     allocation = policy.allocate(snapshot)
     validate_allocation(snapshot, allocation)
     result = RoundResult(
@@ -133,7 +138,7 @@ def run_round(
         Started(p.job_id, p.pool, p.nodes, charges[p.job_id]) for p in allocation.placements
     ]
     if round_row is not None:
-        _write(session, round_row, snapshot, result, moment)
+        _write(session, round_row, snapshot, result, moment, books)
     return result
 
 
@@ -205,11 +210,13 @@ def _check_placement(placement, pending, pools, free, seen) -> None:
             raise PolicyViolation(f"overfills node {node} of {pool.name} with {where}")
 
 
-def _write(session: Session, round_row, snapshot: Snapshot, result: RoundResult, moment) -> None:
+def _write(
+    session: Session, round_row, snapshot: Snapshot, result: RoundResult, moment, books
+) -> None:
     round_row.started_jobs = len(result.started)
     result.round_id = round_row.id
     for job_id in result.preempted:
-        _preempt(session, job_id, moment)
+        _preempt(session, job_id, moment, books)
     pools = {p.name: p for p in repository.list_pools(session)}
     jobs = {j.id: j for j in snapshot.pending}
     for started in result.started:
@@ -220,11 +227,13 @@ def _write(session: Session, round_row, snapshot: Snapshot, result: RoundResult,
     session.flush()
 
 
-def _preempt(session: Session, job_id: int, moment: dt.datetime) -> None:
+def _preempt(session: Session, job_id: int, moment: dt.datetime, books=None) -> None:
     job = repository.get_job(session, job_id, lock=True)
     placement = repository.open_placement_of(session, job_id)
     if placement is not None:
         placement.ended_at = moment
+        session.flush()
+        accounts.settle_job(session, job, moment, books)  # charge the run that ends here
     check_transition(job.state, JobState.PREEMPTED)
     job.state = check_transition(JobState.PREEMPTED, JobState.PENDING).value
     job.pool_id = None
@@ -247,27 +256,5 @@ def _start(session, started: Started, job: model.Job, pool_row, round_id, moment
             round_id=round_id,
         )
     )
-    charge = started.charge
-    session.add(
-        LedgerEntryRow(
-            job_id=row.id,
-            org_id=row.org_id,
-            domain=job.domain,
-            gpu_type=pool_row.gpu_type.name,
-            period=clock.period_of(moment),
-            kind="charge",
-            cost=clock.cents(charge.cost),
-            subsidy=clock.cents(charge.subsidy),
-            org_pays=clock.cents(clock.cents(charge.cost) - clock.cents(charge.subsidy)),
-            effective_gpu_hours=job.effective_gpu_hours,
-            programme_id=_programme_id(session, charge.programme),
-            created_at=moment,
-            note=f"round {round_id}: {job.gpus} GPUs on {pool_row.name}",
-        )
-    )
-
-
-def _programme_id(session: Session, name: str | None) -> int | None:
-    if not name:
-        return None
-    return session.scalar(select(ProgrammeRow.id).where(ProgrammeRow.name == name))
+    # No ledger entry at start: the run is charged on actual use when it ends
+    # (gpupool.scheduler.accounts.settle_job); started.charge is only a quote.

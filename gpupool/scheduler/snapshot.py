@@ -8,10 +8,13 @@
 - usage = per domain, effective GPU-hours from the ledger's charge entries,
   decayed with a half-life (Slurm's PriorityDecayHalfLife idea), so fair-share
   remembers history but forgives it;
-- accounts = each org's budget minus what it paid this period (None when the
-  org has no budget), plus unexpired voucher balances;
-- pricing / subsidy_budget_left come from the active policy's subsidy rules,
-  when the caller passes them.
+- accounts, subsidy_budget_left and pricing come from a gpupool.accounting
+  Books (gpupool.scheduler.accounts.load_books: programmes, vouchers, the
+  ledger and the active policy's flat subsidy rules), the same object the
+  simulator prices with; policies quote from it through BudgetTracker;
+- guarantee_deficit = how far each domain with a guaranteed share in the
+  policy's params is behind it this quarter (ledger usage plus running jobs),
+  against the platform's effective capacity.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gpupool import model
-from gpupool.scheduler import clock, repository
-from gpupool.scheduler.orm import JobRow, LedgerEntryRow, OrgRow, VoucherRow
+from gpupool.scheduler import accounts, clock, repository
+from gpupool.scheduler.orm import JobRow, LedgerEntryRow
 
 USAGE_HALF_LIFE_HOURS = 7 * 24.0
 
@@ -39,9 +42,14 @@ def take_snapshot(
     now: dt.datetime | float | None = None,
     pricing: object | None = None,
     half_life_hours: float = USAGE_HALF_LIFE_HOURS,
+    books: object | None = None,
+    policy: object | None = None,
 ) -> model.Snapshot:
+    """``pricing``: the policy's flat SubsidyRules; ``books``: already loaded for this round."""
     moment = as_datetime(now)
     epoch = clock.to_epoch(moment)
+    if books is None:
+        books = accounts.load_books(session, epoch, rules=pricing)
     gpu_types = {r.name: repository.gpu_type_model(r) for r in repository.list_gpu_types(session)}
     pools = [repository.pool_model(r) for r in repository.list_pools(session)]
     running = [r for r in running_jobs(session, gpu_types) if r.expected_end > epoch]
@@ -59,10 +67,29 @@ def take_snapshot(
         pending=tuple(pending),
         running=tuple(running),
         usage=decayed_usage(session, moment, half_life_hours),
-        accounts=accounts(session, moment, pricing),
-        subsidy_budget_left=_subsidy_left(session, moment, pricing),
-        pricing=pricing,
+        accounts=books.accounts(epoch),
+        subsidy_budget_left=books.subsidy_left(epoch),
+        pricing=books,
+        guarantee_deficit=_deficits(books, policy, gpu_types, pools, running, epoch),
     )
+
+
+def _deficits(books, policy, gpu_types, pools, running, epoch: float) -> dict[str, float]:
+    from gpupool.accounting.guarantees import UsageRecord, guarantee_deficit, records_from_entries
+
+    shares = accounts.guarantee_shares(getattr(policy, "params", None), gpu_types, pools)
+    if not shares:
+        return {}
+    records = records_from_entries(books.entries)
+    pool_type = {p.name: p.gpu_type for p in pools}
+    for run in running:  # what running jobs used since they were last charged
+        since = max(run.started_at, books.charged_until(run.job.id) or run.started_at)
+        if epoch > since:
+            speed = gpu_types[pool_type[run.placement.pool]].speed
+            hours = (epoch - since) / 3600.0 * run.job.gpus * speed
+            records.append(UsageRecord(run.job.domain, since, epoch, hours))
+    capacity = sum(p.gpus * gpu_types[p.gpu_type].speed for p in pools)
+    return guarantee_deficit(records, shares, "quarter", epoch, capacity_per_hour=capacity)
 
 
 def running_jobs(session: Session, gpu_types: dict[str, model.GpuType]) -> list[model.RunningJob]:
@@ -96,56 +123,6 @@ def decayed_usage(session: Session, moment: dt.datetime, half_life_hours: float)
         age_hours = (moment - created_at).total_seconds() / 3600.0
         usage[domain] = usage.get(domain, 0.0) + hours * 0.5 ** (age_hours / half_life_hours)
     return usage
-
-
-def accounts(
-    session: Session, moment: dt.datetime, pricing: object | None = None
-) -> dict[str, model.OrgAccount]:
-    period = clock.period_of(moment)
-    spent = repository.org_spend(session, period)
-    org_cap = getattr(pricing, "org_cap", None)
-    subsidised = _org_subsidy(session, period) if org_cap is not None else {}
-    vouchers = dict(
-        session.execute(
-            select(OrgRow.name, func.sum(VoucherRow.balance))
-            .join(OrgRow, VoucherRow.org_id == OrgRow.id)
-            .where((VoucherRow.expires_at.is_(None)) | (VoucherRow.expires_at > moment))
-            .group_by(OrgRow.name)
-        ).all()
-    )
-    result = {}
-    for org in repository.list_orgs(session):
-        left = None if org.budget is None else float(org.budget) - spent.get(org.name, 0.0)
-        cap_left = None if org_cap is None else float(org_cap) - subsidised.get(org.name, 0.0)
-        result[org.name] = model.OrgAccount(
-            org=org.name,
-            budget_left=left,
-            subsidy_cap_left=cap_left,
-            vouchers=float(vouchers.get(org.name) or 0.0),
-        )
-    return result
-
-
-def _org_subsidy(session: Session, period: str) -> dict[str, float]:
-    query = (
-        select(OrgRow.name, func.coalesce(func.sum(LedgerEntryRow.subsidy), 0.0))
-        .join(OrgRow, LedgerEntryRow.org_id == OrgRow.id)
-        .where(LedgerEntryRow.period == period)
-        .group_by(OrgRow.name)
-    )
-    return {name: float(total) for name, total in session.execute(query)}
-
-
-def _subsidy_left(session: Session, moment: dt.datetime, pricing: object | None) -> float | None:
-    period_budget = getattr(pricing, "period_budget", None)
-    if period_budget is None:
-        return None
-    paid = session.scalar(
-        select(func.coalesce(func.sum(LedgerEntryRow.subsidy), 0.0)).where(
-            LedgerEntryRow.period == clock.period_of(moment)
-        )
-    )
-    return float(period_budget) - float(paid or 0.0)
 
 
 def pending_count(session: Session) -> int:
