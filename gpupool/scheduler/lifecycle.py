@@ -1,0 +1,179 @@
+"""How running jobs end: reported by their site, or reaped when overdue.
+
+A running job ends in exactly one of these ways, each a check_transition:
+
+- ``finish_job``: the site reports it completed (or failed, ``failed=True``) at
+  an instant no earlier than its start and not in the future;
+- ``reap_timeouts``: it ran past its runtime estimate on its pool's GPU type by
+  more than the grace (default ``10%+5m``: 10% of the estimate plus five
+  minutes) and is marked timed_out. It is ended *at its deadline*, not at the
+  moment the round noticed, so a scheduler that was down for an hour never
+  bills that hour;
+- cancel (gpupool.scheduler.service) and preemption (gpupool.scheduler.rounds).
+
+In every case the open placement is closed at the end instant (freeing the
+GPUs) and ``settle`` is called: the single place where the scheduler asks the
+accounting integration to charge what the job actually used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from gpupool.model import GpupoolError, JobState, check_transition
+from gpupool.scheduler import clock, permissions, repository
+from gpupool.scheduler.orm import JobRow
+
+GRACE_ENV = "GPUPOOL_TIMEOUT_GRACE"
+DEFAULT_GRACE = "10%+5m"
+_GRACE_PART = re.compile(r"^(\d+(?:\.\d+)?)(%|m|min|h)$")
+
+
+@dataclass(frozen=True)
+class Grace:
+    """How far past its estimate a job may run: ``fraction`` of it plus ``minutes``."""
+
+    fraction: float = 0.10
+    minutes: float = 5.0
+
+    def deadline(self, started_at: dt.datetime, hours: float, speed: float) -> dt.datetime:
+        estimate = hours / speed * 3600.0
+        return started_at + dt.timedelta(seconds=estimate * (1 + self.fraction) + self.minutes * 60)
+
+    def __str__(self) -> str:
+        return f"{self.fraction * 100:g}%+{self.minutes:g}m"
+
+
+def parse_grace(text: str | None, location: str = "--grace") -> Grace:
+    """``10%+5m``, ``20%``, ``15m``, ``1h``, ``0``; None: the env var or the default."""
+    if text is None:
+        text = os.environ.get(GRACE_ENV) or DEFAULT_GRACE
+        location = GRACE_ENV if os.environ.get(GRACE_ENV) else location
+    fraction, minutes = 0.0, 0.0
+    parts = [p.strip() for p in str(text).replace(" ", "").split("+")]
+    for part in parts:
+        if part == "0":
+            continue
+        match = _GRACE_PART.match(part)
+        if match is None:
+            raise GpupoolError(
+                f"must look like 10%+5m (a percentage of the estimate, plus minutes m or "
+                f"hours h), got {text!r}",
+                location=location,
+            )
+        number, unit = float(match.group(1)), match.group(2)
+        if unit == "%":
+            fraction += number / 100
+        else:
+            minutes += number * (60 if unit == "h" else 1)
+    return Grace(fraction, minutes)
+
+
+def parse_time(text: str, location: str = "--at") -> dt.datetime:
+    """An ISO 8601 instant; one without a zone is taken as UTC."""
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise GpupoolError(
+            f"must be an ISO 8601 time like 2026-11-02T10:00:00Z, got {text!r}", location=location
+        ) from None
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def finish_job(
+    session: Session,
+    actor: str,
+    job_id: int,
+    failed: bool = False,
+    at: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> JobRow:
+    """A site reports a running job completed (or failed) at ``at`` (default: now)."""
+    now = now or clock.utcnow()
+    at = at or now
+    permissions.require_admin(session, actor, f"report job {job_id} finished", f"job {job_id}")
+    lock_for_ending(session)
+    job = repository.get_job(session, job_id, lock=True)
+    new_state = check_transition(job.state, JobState.FAILED if failed else JobState.COMPLETED)
+    if at > now:
+        raise GpupoolError(f"{clock.iso(at)} is in the future", location="--at")
+    if job.started_at is not None and at < job.started_at:
+        raise GpupoolError(
+            f"{clock.iso(at)} is before the job started ({clock.iso(job.started_at)})",
+            location="--at",
+        )
+    before = {"state": job.state}
+    _end(session, job, new_state, at, f"reported {new_state.value} by {actor}")
+    permissions.audit(
+        session, actor, "job.finish", f"job {job.id}", before=before, after={"state": job.state}
+    )
+    return job
+
+
+def reap_timeouts(
+    session: Session, now: dt.datetime, grace: Grace | None = None, books=None
+) -> list[int]:
+    """Mark timed_out every running job past its deadline; returns their ids.
+
+    ``books``: the round's Books, already loaded under the books lock.
+    """
+    grace = grace or parse_grace(None)
+    speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
+    reaped = []
+    for placement in repository.open_placements(session):
+        speed = speeds[placement.pool.gpu_type.name]
+        job = session.get(JobRow, placement.job_id)
+        deadline = grace.deadline(placement.started_at, job.hours, speed)
+        if deadline > now:
+            continue
+        lock_for_ending(session)
+        job = repository.get_job(session, job.id, lock=True)  # re-read: a site may have won
+        if job.state != JobState.RUNNING.value:
+            continue
+        new_state = check_transition(job.state, JobState.TIMED_OUT)
+        reason = f"ran past its estimate + grace ({grace})"
+        _end(session, job, new_state, deadline, reason, books)
+        reaped.append(job.id)
+    return reaped
+
+
+def _end(session: Session, job: JobRow, state: JobState, at, reason: str, books=None) -> None:
+    placement = repository.open_placement_of(session, job.id)
+    if placement is not None:
+        placement.ended_at = at
+    job.state = state.value
+    job.ended_at = at
+    job.wait_reason = None
+    job.end_reason = reason
+    session.flush()
+    settle(session, job, at, books)
+
+
+def lock_for_ending(session: Session) -> None:
+    """Take the books lock before any job row lock, as rounds do.
+
+    Ending a running job charges it, and charging takes the books lock (the
+    round's write lock on PostgreSQL). Taking it *first* keeps one lock order
+    everywhere (books, then job rows), so a cancel or finish can never
+    deadlock with a round that is reaping or preempting the same job.
+    """
+    from gpupool.scheduler.accounts import lock_books
+
+    lock_books(session)
+
+
+def settle(session: Session, job: JobRow, ended_at: dt.datetime, books=None) -> list:
+    """Charge what a job that held GPUs actually used, as it ends.
+
+    THE single call site for ending-time charges (finish, fail, timeout, cancel
+    while running, preemption); how a charge is computed belongs to
+    gpupool.scheduler.accounts.settle_job.
+    """
+    from gpupool.scheduler.accounts import settle_job
+
+    return list(settle_job(session, job, ended_at, books))
