@@ -92,7 +92,9 @@ def unit_of_work(
     """One transaction: commit on success, roll back on any exception.
 
     Given a URL, the engine is created and disposed here and the schema
-    revision is checked (fresh databases are upgraded first).
+    revision is checked (fresh databases are upgraded first). A refused action
+    (gpupool.scheduler.permissions.Denied) is rolled back, then its refusal is
+    written to the audit log in a transaction of its own.
     """
     owned = not isinstance(url_or_engine, Engine)
     engine = make_engine(url_or_engine) if owned else url_or_engine
@@ -109,6 +111,13 @@ def unit_of_work(
             except BaseException:
                 session.rollback()
                 raise
+    except GpupoolError as exc:
+        # A refused action leaves one trace: its refusal, in a transaction of its own.
+        if getattr(exc, "audit_entry", None) is not None:
+            from gpupool.scheduler.permissions import record_denial
+
+            record_denial(engine, exc.audit_entry)
+        raise
     finally:
         if owned:
             engine.dispose()

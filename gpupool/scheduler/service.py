@@ -6,9 +6,9 @@ failure anywhere rolls back everything the command did. Bad input raises
 GpupoolError with a ``location`` naming the field (prefixed by ``file:line``
 for batch rows). Job state changes go through gpupool.model.check_transition.
 
-Admin operations write an audit_log row. Permissions are deliberately minimal
-here: an actor is an admin unless a ``users`` row gives them another role
-(the full permission model plugs into ``require_admin``).
+Admin operations write an audit_log row. Permissions (roles, the bootstrap
+rule, audited refusals) live in gpupool.scheduler.permissions; ``require_admin``
+here is the gate every admin operation calls.
 
 The ``*_view`` functions give each object as the plain dict that ``--json``
 prints; their keys are the model's field names and are a stable interface.
@@ -27,9 +27,8 @@ from sqlalchemy.orm import Session
 
 from gpupool import model
 from gpupool.model import GpupoolError, JobState, check_transition
-from gpupool.scheduler import clock, repository
+from gpupool.scheduler import clock, lifecycle, permissions, repository
 from gpupool.scheduler.orm import (
-    AuditLogRow,
     DomainRow,
     GpuTypeRow,
     JobRow,
@@ -37,7 +36,7 @@ from gpupool.scheduler.orm import (
     PoolRow,
 )
 
-ADMIN, SUBMITTER = "admin", "submitter"
+ADMIN, SUBMITTER = permissions.ADMIN, permissions.SUBMITTER
 
 
 # ---------------------------------------------------------------------------
@@ -45,36 +44,16 @@ ADMIN, SUBMITTER = "admin", "submitter"
 # ---------------------------------------------------------------------------
 
 
-def role_of(session: Session, actor: str) -> str:
-    user = repository.find_user(session, actor)
-    return ADMIN if user is None else user.role
+def role_of(session: Session, actor: str) -> str | None:
+    return permissions.role_of(session, actor)
 
 
-def require_admin(session: Session, actor: str, action: str) -> None:
-    if role_of(session, actor) != ADMIN:
-        raise model.PermissionDenied(f"{actor} may not {action}: admins only", location="--as")
+def require_admin(session: Session, actor: str, action: str, target: str = "") -> None:
+    """The single permission gate for admin actions (gpupool.scheduler.permissions)."""
+    permissions.require_admin(session, actor, action, target)
 
 
-def audit(
-    session: Session,
-    actor: str,
-    action: str,
-    target: str,
-    before: dict | None = None,
-    after: dict | None = None,
-    outcome: str = "ok",
-) -> None:
-    session.add(
-        AuditLogRow(
-            at=clock.utcnow(),
-            actor=actor,
-            action=action,
-            target=target,
-            before=before,
-            after=after,
-            outcome=outcome,
-        )
-    )
+audit = permissions.audit
 
 
 # ---------------------------------------------------------------------------
@@ -306,6 +285,7 @@ def submit_jobs(
     submission is never written twice.
     """
     now = now or clock.utcnow()
+    _require_own_orgs(session, actor, requests)
     errors: list[GpupoolError] = list(prior_errors)
     fields_list: list[dict | None] = []
     for request in requests:
@@ -321,6 +301,22 @@ def submit_jobs(
     for request, job_fields in zip(requests, fields_list, strict=True):
         results.append(_write_job(session, actor, request, job_fields, now))
     return results
+
+
+def _require_own_orgs(session: Session, actor: str, requests: Sequence[JobRequest]) -> None:
+    """A submitter submits only for its own organisation (admins for any)."""
+    scope = permissions.org_scope(session, actor, "submit jobs")
+    if scope is None:
+        return
+    for request in requests:
+        org = session.get(OrgRow, scope)
+        if (request.org or "").strip() != org.name:
+            raise permissions.Denied(
+                f"{actor} submits for {org.name} only, not {request.org!r}",
+                actor,
+                "submit jobs",
+                f"org {request.org}",
+            )
 
 
 def submit_job(
@@ -377,7 +373,8 @@ def cancel_job(
 ) -> JobRow:
     """Cancel a pending, running or preempted job; a running job frees its GPUs now."""
     now = now or clock.utcnow()
-    job = repository.get_job(session, job_id, lock=True)
+    lifecycle.lock_for_ending(session)  # books before job rows, the order rounds use
+    job = permissions.job_for(session, actor, job_id, "cancel", lock=True)
     before = {"state": job.state}
     new_state = check_transition(job.state, JobState.CANCELLED)
     placement = repository.open_placement_of(session, job.id)
@@ -389,6 +386,8 @@ def cancel_job(
     job.end_reason = reason or f"cancelled by {actor}"
     audit(session, actor, "job.cancel", f"job {job.id}", before=before, after={"state": job.state})
     session.flush()
+    if placement is not None:
+        lifecycle.settle(session, job, now)
     return job
 
 
