@@ -219,7 +219,7 @@ def whatif(
 
 _WHATIF_COLUMNS = (
     ("finished", "finished", 0),
-    ("waiting", "still waiting", 0),
+    ("waiting", "waiting", 0),
     ("mean_wait_hours", "mean wait h", 2),
     ("p95_wait_hours", "p95 wait h", 2),
     ("gpu_hours", "GPU-hours", 1),
@@ -228,25 +228,32 @@ _WHATIF_COLUMNS = (
 
 
 def _render_whatif(comparison: dict) -> None:
-    rows = []
+    """Three rows per domain (current, proposed, change): narrow enough for a terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title_justify="left")
+    for header in ("domain", "policy", *(h for _, h, _ in _WHATIF_COLUMNS)):
+        table.add_column(header, justify="left" if header in ("domain", "policy") else "right")
     for domain, sides in comparison["domains"].items():
-        row = {"domain": domain, "jobs": sides["current"]["jobs"]}
-        for key, _, digits in _WHATIF_COLUMNS:
-            row[key] = _change(sides["current"][key], sides["proposed"][key], digits)
-        rows.append(row)
-    columns = [("domain", "domain"), ("jobs", "jobs")]
-    columns += [(key, f"{header}\ncurrent → proposed") for key, header, _ in _WHATIF_COLUMNS]
-    render(rows, columns, False)
+        for side in ("current", "proposed", "delta"):
+            cells = [
+                _number(sides[side][key], digits, side == "delta")
+                for key, _, digits in _WHATIF_COLUMNS
+            ]
+            label = "change" if side == "delta" else side
+            table.add_row(
+                domain if side == "current" else "", label, *cells, end_section=side == "delta"
+            )
+    Console(width=120).print(table)
 
 
-def _change(before: float | None, after: float | None, digits: int) -> str:
-    def show(value: float | None) -> str:
-        return "-" if value is None else f"{value:,.{digits}f}"
-
-    text = f"{show(before)} → {show(after)}"
-    if before is not None and after is not None and round(after - before, digits) != 0:
-        text += f" ({after - before:+,.{digits}f})"
-    return text
+def _number(value: float | None, digits: int, signed: bool) -> str:
+    if value is None:
+        return "-"
+    if signed and round(value, digits) == 0:
+        return "0"
+    return f"{value:{'+' if signed else ''},.{digits}f}"
 
 
 def _write_whatif(out: Path, comparison: dict, results: dict) -> None:
