@@ -369,7 +369,11 @@ def award_voucher(
         books.programme(programme)
     except model.NotFound as exc:
         raise model.NotFound(exc.message, location="--programme") from None
-    voucher = books.award(org, programme, hours, moment, expires_at=expiry)
+    try:
+        voucher = books.award(org, programme, hours, moment, expires_at=expiry)
+    except GpupoolError as exc:
+        where = {"org": "ORG", "programme": "--programme"}.get(exc.location, exc.location)
+        raise GpupoolError(exc.message, location=where) from None
     award = [e for e in books.entries if e.kind == "award" and e.voucher_id == voucher.id]
     write_back(session, books, award)
     row = session.get(VoucherRow, voucher.id)
