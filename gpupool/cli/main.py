@@ -47,12 +47,14 @@ def _global_options(
 
 def _register() -> None:
     # Each module defines `app` (a Typer group) or `register(app)` for top-level commands.
-    from gpupool.cli import admin, db_cmd, jobs, policy, schedule, simulate
+    from gpupool.cli import admin, db_cmd, jobs, policy, schedule, simulate, vouchers
 
     app.add_typer(jobs.app, name="job", help="Submit, list, show and cancel jobs.")
     app.add_typer(db_cmd.app, name="db", help="Database schema: upgrade, current revision.")
     app.add_typer(policy.app, name="policy", help="Policy documents: validate, apply, history.")
     app.add_typer(simulate.app, name="simulate", help="Replay scenarios: run, compare schemes.")
+    app.add_typer(vouchers.programme_app, name="programme", help="Subsidy programmes: add, list.")
+    app.add_typer(vouchers.voucher_app, name="voucher", help="Compute vouchers: award, list.")
     admin.register(app)
     schedule.register(app)
 
