@@ -148,6 +148,10 @@ def test_a_submitter_may_not_apply_or_roll_back(platform):
         store.rollback_policy(session, "sam", 1)
     assert [v[0] for v in _versions(platform)] == [1, 2]
     assert [a for a in _audit(platform) if a[5] == "ok"] == audit_before
+    assert [(a[0], a[1], a[2]) for a in _audit(platform) if a[5] == "denied"] == [
+        ("sam", "apply policies", "policy"),
+        ("sam", "roll back policies", "policy v1"),
+    ]
 
 
 def test_unknown_versions_and_bad_version_text(db):

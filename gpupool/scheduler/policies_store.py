@@ -11,7 +11,8 @@ Design:
   included); diffs compare the normalised form (PolicyDocument.to_dict, every
   default filled in) so reformatting a file is not reported as a change.
 - Every change is admin-only (service.require_admin, the single permission
-  check) and writes an audit_log row whose ``before`` is the previously active
+  check; a refusal is audited by the unit of work in its own transaction) and
+  writes an audit_log row whose ``before`` is the previously active
   version and ``after`` the new one, in the caller's one transaction: an
   invalid document or a refused actor leaves nothing written.
 - Applying serialises on a lock (PostgreSQL advisory lock; SQLite's write lock
@@ -49,7 +50,7 @@ def apply_policy(
     now: dt.datetime | None = None,
 ) -> PolicyVersionRow:
     """Store a parsed PolicyDocument as a new version and make it active."""
-    service.require_admin(session, actor, "apply policies")
+    service.require_admin(session, actor, "apply policies", "policy")
     return _activate(session, actor, document.kind, document.text, comment, now, "policy.apply")
 
 
@@ -70,7 +71,7 @@ def rollback_policy(
     now: dt.datetime | None = None,
 ) -> PolicyVersionRow:
     """Make ``version``'s document active again, as a new version copying its text."""
-    service.require_admin(session, actor, "roll back policies")
+    service.require_admin(session, actor, "roll back policies", f"policy v{version}")
     old = get_version(session, version)
     active = repository.active_policy_row(session)
     if active is not None and active.version == old.version:
