@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from gpupool.model import Allocation, Placement, WaitReason
 from gpupool.policies.fifo import FifoPolicy
-from gpupool.scheduler import repository, service
+from gpupool.scheduler import lifecycle, repository, service
 from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import JobRow, LedgerEntryRow, PlacementRow, SchedulerRoundRow
 from gpupool.scheduler.rounds import PolicyViolation, active_policy, run_round
@@ -83,8 +83,8 @@ def test_fifo_round_writes_placements_ledger_and_wait_reasons(platform):
         (j2, [[0, 8]], round_row.id, None),
     ]
     assert free == {"p-a100": 8, "p-h100": 0}
-    with unit_of_work(platform) as session:  # both runs are over by then: charged as they end
-        run_round(session, FifoPolicy(), T0 + dt.timedelta(hours=2))
+    with unit_of_work(platform) as session:  # the sites report both runs over: charged as they end
+        _report_finished(session, (j2, 0.5), (j1, 2))
         ledger = session.scalars(select(LedgerEntryRow).order_by(LedgerEntryRow.id)).all()
         rows = [
             (e.job_id, e.kind, e.period, e.cost, e.subsidy, e.org_pays, e.effective_gpu_hours)
@@ -108,20 +108,31 @@ def test_dry_run_writes_nothing(platform):
         }
 
 
-def test_jobs_past_their_estimate_complete_and_free_their_gpus(platform):
+def _report_finished(session, *jobs_and_hours):
+    """Sites report each job completed ``hours`` after T0 (reported at T0 + the last)."""
+    now = T0 + dt.timedelta(hours=max(hours for _, hours in jobs_and_hours))
+    for job_id, hours in jobs_and_hours:
+        lifecycle.finish_job(session, "site", job_id, at=T0 + dt.timedelta(hours=hours), now=now)
+
+
+def test_overdue_jobs_time_out_and_reported_ones_free_their_gpus(platform):
     j1, j2, j3, j4 = _four_jobs(platform)
     with unit_of_work(platform) as session:
         run_round(session, FifoPolicy(), T0)
-    # j2 runs 1h / speed 2.0 = 30 min; j1 runs 2h. At T0 + 1h only j2 is done.
+    # j2 runs 1h / speed 2.0 = 30 min: its deadline is 30 x 1.1 + 5 = 38 min (default grace).
+    # j1's estimate is 2h, deadline 2h x 1.1 + 5 min = 2h17: still running at T0 + 1h.
     with unit_of_work(platform) as session:
         later = run_round(session, FifoPolicy(), T0 + dt.timedelta(hours=1))
-    assert later.completed == [j2]
+        reaped = repository.get_job(session, j2)
+        assert (reaped.state, reaped.ended_at) == ("timed_out", T0 + dt.timedelta(minutes=38))
+    assert later.timed_out == [j2] and later.completed == []
     assert later.waiting == {j3: WaitReason.NO_CAPACITY, j4: WaitReason.PRIORITY}
     with unit_of_work(platform) as session:
+        _report_finished(session, (j1, 2))
         third = run_round(session, FifoPolicy(), T0 + dt.timedelta(hours=2))
         done = repository.get_job(session, j1)
         assert (done.state, done.ended_at) == ("completed", T0 + dt.timedelta(hours=2))
-    assert third.completed == [j1]
+    assert third.timed_out == []
     assert [(s.job_id, s.pool, s.nodes) for s in third.started] == [
         (j3, "p-a100", ((0, 8), (1, 8))),
         (j4, "p-h100", ((0, 1),)),
@@ -137,18 +148,18 @@ def test_budget_exhausted_job_waits(platform):
 
 
 def test_snapshot_decays_usage_and_subtracts_spend(platform):
-    _four_jobs(platform)
+    j1, j2, *_ = _four_jobs(platform)
     with unit_of_work(platform) as session:
         run_round(session, FifoPolicy(), T0)
     with unit_of_work(platform) as session:  # charged as they end: j2 at +0.5h, j1 at +2h
-        run_round(session, FifoPolicy(), T0 + dt.timedelta(hours=2))
+        _report_finished(session, (j2, 0.5), (j1, 2))
     with unit_of_work(platform) as session:
         snap = take_snapshot(session, T0 + dt.timedelta(hours=0.5 + 168))
     # j1's 16 effective GPU-hours are 166.5 h old, j2's 8 exactly one half-life (168 h)
     assert snap.usage == pytest.approx({"general": 16 * 0.5 ** (166.5 / 168), "medical": 4.0})
     assert snap.accounts["hosp"].budget_left == pytest.approx(920.0)
     assert snap.accounts["lab"].budget_left is None
-    assert [s.free_per_node for s in snap.pools] == [(8, 8), (8,)]  # both jobs are past due
+    assert [s.free_per_node for s in snap.pools] == [(8, 8), (8,)]  # both jobs finished
 
 
 class _Fixed:

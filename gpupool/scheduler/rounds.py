@@ -1,33 +1,51 @@
-"""One live scheduling round, in the caller's single transaction.
+"""One live scheduling round, in the caller's single transaction, in two phases.
 
-    1. complete running jobs whose runtime estimate has elapsed (no executor
-       reports completions yet, so the estimate stands in for it);
-    2. snapshot the platform (gpupool.scheduler.snapshot);
+Read phase (takes no lock that blocks submissions, cancels or finishes):
+    1. load the books (programmes, vouchers, ledger); vouchers due by now
+       expire in memory (running jobs metered first);
+    2. snapshot the platform (gpupool.scheduler.snapshot): running jobs past
+       their estimate + grace are left out, as step 5 reaps them;
     3. ask the policy: ``policy.allocate(snapshot)`` — the same code the
-       simulator runs;
+       simulator runs — and time it (``solve_seconds``);
     4. re-validate the allocation defensively (known pending jobs, allowed GPU
        types, whole gangs, node capacity after preemptions, a reason for every
-       job left waiting) and raise PolicyViolation rather than write a bad one;
-    5. write: a scheduler_rounds row, preemptions (placement closed, usage
-       charged, job requeued), placements, job state changes via
-       check_transition, the wait reason of every waiting job. Usage is charged
-       when a run ends (gpupool.scheduler.accounts), never at start; before the
-       snapshot, vouchers due by now expire (running jobs metered first).
+       job left waiting) and raise PolicyViolation rather than write a bad one.
 
-A dry run does steps 2-4 only and writes nothing at all.
+Write phase (short, under the write lock: PostgreSQL advisory transaction lock
+shared with the books, SQLite's database write lock taken by the first insert):
+    5. a scheduler_rounds row; the books reloaded and closed for real; overdue
+       jobs reaped (timed_out, charged to their deadline);
+    6. preemptions of jobs still running (placement closed, usage charged, job
+       requeued);
+    7. each start re-checked against what committed meanwhile: a job no longer
+       pending (cancelled) is skipped, a placement whose GPUs are no longer free
+       is skipped and the job waits with "no capacity"; otherwise placement
+       written and job running (check_transition). No ledger entry at start:
+       runs are charged when they end (gpupool.scheduler.lifecycle.settle);
+    8. the wait reason of every job still pending.
+
+The re-check makes double-booking impossible whatever the callers do; the
+round lock (gpupool.scheduler.locking) additionally keeps two schedulers from
+solving at the same time. A dry run does steps 1-4 only and writes nothing.
+Test hook: with GPUPOOL_TEST_PAUSE_IN_ROUND=<path>, the write phase creates
+<path> after its placements are flushed and sleeps, so a test can kill it there.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
+from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from gpupool import model
 from gpupool.model import Allocation, GpupoolError, JobState, Snapshot, check_transition
-from gpupool.scheduler import accounts, clock, repository
+from gpupool.scheduler import accounts, clock, lifecycle, repository
 from gpupool.scheduler.orm import (
     JobRow,
     PlacementRow,
@@ -35,7 +53,8 @@ from gpupool.scheduler.orm import (
 )
 from gpupool.scheduler.snapshot import as_datetime, take_snapshot
 
-ROUND_LOCK_KEY = 0x6770_7570  # "gpup": the advisory lock live rounds take on PostgreSQL
+ROUND_LOCK_KEY = accounts.BOOKS_LOCK_KEY  # the write phase's advisory lock on PostgreSQL
+PAUSE_ENV = "GPUPOOL_TEST_PAUSE_IN_ROUND"
 
 
 class PolicyViolation(GpupoolError):
@@ -65,8 +84,11 @@ class RoundResult:
     started: list[Started] = field(default_factory=list)
     waiting: dict[int, model.WaitReason] = field(default_factory=dict)
     preempted: list[int] = field(default_factory=list)
-    completed: list[int] = field(default_factory=list)
+    completed: list[int] = field(default_factory=list)  # rounds no longer complete jobs
     policy_version: int | None = None
+    timed_out: list[int] = field(default_factory=list)
+    skipped: dict[int, str] = field(default_factory=dict)  # planned starts the re-check refused
+    solve_seconds: float = 0.0
 
 
 def active_policy(session: Session) -> ActivePolicy:
@@ -88,26 +110,6 @@ def active_policy(session: Session) -> ActivePolicy:
     )
 
 
-def finish_due_jobs(session: Session, now: dt.datetime) -> list[int]:
-    """Complete running jobs whose estimated runtime has elapsed by ``now``."""
-    gpu_speed = {t.name: t.speed for t in repository.list_gpu_types(session)}
-    done = []
-    for placement in repository.open_placements(session):
-        job = session.get(JobRow, placement.job_id)
-        if job.state != JobState.RUNNING.value:
-            continue
-        runtime = dt.timedelta(hours=job.hours / gpu_speed[placement.pool.gpu_type.name])
-        end = placement.started_at + runtime
-        if end <= now:
-            job.state = check_transition(job.state, JobState.COMPLETED).value
-            job.ended_at = placement.ended_at = end
-            job.end_reason = "reached its runtime estimate"
-            session.flush()
-            accounts.settle_job(session, job, end)
-            done.append(job.id)
-    return done
-
-
 def run_round(
     session: Session,
     policy: object,
@@ -115,42 +117,34 @@ def run_round(
     dry_run: bool = False,
     policy_version: int | None = None,
     pricing: object | None = None,
+    grace: lifecycle.Grace | None = None,
 ) -> RoundResult:
     moment = as_datetime(now)
-    round_row = None if dry_run else _begin_round(session, moment, policy_version)
-    completed = [] if dry_run else finish_due_jobs(session, moment)
-    # one Books per round: vouchers due expire first (dry run: in memory only)
+    grace = grace or lifecycle.parse_grace(None)
     books = accounts.load_books(session, moment, rules=pricing)
-    accounts.close_books(session, books, moment, write=not dry_run)
-    snapshot = take_snapshot(session, moment, pricing=pricing, books=books, policy=policy)
+    accounts.close_books(session, books, moment, write=False)
+    snapshot = take_snapshot(
+        session, moment, pricing=pricing, books=books, policy=policy, grace=grace
+    )
+    began = time.perf_counter()
     allocation = policy.allocate(snapshot)
+    solve_seconds = time.perf_counter() - began
     validate_allocation(snapshot, allocation)
     result = RoundResult(
         round_id=None,
         dry_run=dry_run,
         waiting=dict(allocation.waiting),
         preempted=list(allocation.preempt),
-        completed=completed,
         policy_version=policy_version,
+        solve_seconds=solve_seconds,
     )
     charges = _charges(snapshot, allocation)
-    result.started = [
-        Started(p.job_id, p.pool, p.nodes, charges[p.job_id]) for p in allocation.placements
-    ]
-    if round_row is not None:
-        _write(session, round_row, snapshot, result, moment, books)
+    planned = [Started(p.job_id, p.pool, p.nodes, charges[p.job_id]) for p in allocation.placements]
+    if dry_run:
+        result.started = planned
+    else:
+        _write(session, planned, result, moment, pricing, grace)
     return result
-
-
-def _begin_round(session: Session, moment: dt.datetime, policy_version: int | None):
-    """Serialise live rounds: the second of two concurrent rounds waits for the
-    first to commit, then snapshots what it wrote (never double-books GPUs)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROUND_LOCK_KEY})
-    round_row = SchedulerRoundRow(started_at=moment, policy_version=policy_version, dry_run=False)
-    session.add(round_row)
-    session.flush()  # on SQLite this write takes the database's write lock now
-    return round_row
 
 
 def _charges(snapshot: Snapshot, allocation: Allocation) -> dict[int, model.Charge]:
@@ -210,39 +204,77 @@ def _check_placement(placement, pending, pools, free, seen) -> None:
             raise PolicyViolation(f"overfills node {node} of {pool.name} with {where}")
 
 
-def _write(
-    session: Session, round_row, snapshot: Snapshot, result: RoundResult, moment, books
-) -> None:
-    round_row.started_jobs = len(result.started)
+def _write(session: Session, planned, result: RoundResult, moment, pricing, grace) -> None:
+    accounts.lock_books(session)  # PostgreSQL: the write lock, before any row lock
+    round_row = SchedulerRoundRow(
+        started_at=moment, policy_version=result.policy_version, dry_run=False
+    )
+    session.add(round_row)
+    session.flush()  # SQLite: this insert takes the database's write lock
     result.round_id = round_row.id
-    for job_id in result.preempted:
-        _preempt(session, job_id, moment, books)
+    books = accounts.load_books(session, moment, rules=pricing)  # fresh, under the lock
+    accounts.close_books(session, books, moment)
+    result.timed_out = lifecycle.reap_timeouts(session, moment, grace, books)
+    result.preempted = [j for j in result.preempted if _preempt(session, j, moment, books)]
+    free = _free_gpus(session)
     pools = {p.name: p for p in repository.list_pools(session)}
-    jobs = {j.id: j for j in snapshot.pending}
-    for started in result.started:
-        _start(session, started, jobs[started.job_id], pools[started.pool], round_row.id, moment)
-    for job_id, reason in result.waiting.items():
-        session.get(JobRow, job_id).wait_reason = model.WaitReason(reason).value
+    for started in planned:
+        problem = _start(session, started, pools[started.pool], free, round_row.id, moment)
+        if problem is None:
+            result.started.append(started)
+            continue
+        result.skipped[started.job_id] = problem
+        if problem == NO_LONGER_FREE:
+            result.waiting[started.job_id] = model.WaitReason.NO_CAPACITY
+    _pause_for_tests(session)
+    _record_wait_reasons(session, result.waiting)
+    round_row.started_jobs = len(result.started)
     round_row.finished_at = clock.utcnow()
     session.flush()
 
 
-def _preempt(session: Session, job_id: int, moment: dt.datetime, books=None) -> None:
+NO_LONGER_FREE = "its GPUs were taken meanwhile"
+
+
+def _free_gpus(session: Session) -> dict[str, list[int]]:
+    """Free GPUs per node as committed now (re-read under the write lock)."""
+    free = {
+        p.name: list(repository.pool_model(p).node_sizes()) for p in repository.list_pools(session)
+    }
+    for placement in repository.open_placements(session):
+        for node, gpus in placement.nodes:
+            free[placement.pool.name][int(node)] -= int(gpus)
+    return free
+
+
+def _preempt(session: Session, job_id: int, moment: dt.datetime, books) -> bool:
+    """Stop and requeue a running job; False if it stopped meanwhile (nothing to do)."""
     job = repository.get_job(session, job_id, lock=True)
+    if job.state != JobState.RUNNING.value:
+        return False
     placement = repository.open_placement_of(session, job_id)
     if placement is not None:
         placement.ended_at = moment
         session.flush()
-        accounts.settle_job(session, job, moment, books)  # charge the run that ends here
+        lifecycle.settle(session, job, moment, books)  # charge the run that ends here
     check_transition(job.state, JobState.PREEMPTED)
     job.state = check_transition(JobState.PREEMPTED, JobState.PENDING).value
     job.pool_id = None
     job.started_at = None
     job.wait_reason = "preempted; requeued"
+    return True
 
 
-def _start(session, started: Started, job: model.Job, pool_row, round_id, moment) -> None:
+def _start(session, started: Started, pool_row, free, round_id, moment) -> str | None:
+    """Start the job unless what committed since the snapshot forbids it (then say why)."""
     row = repository.get_job(session, started.job_id, lock=True)
+    if row.state != JobState.PENDING.value:
+        return f"it is {row.state} now"
+    nodes = free[pool_row.name]
+    if any(nodes[node] < gpus for node, gpus in started.nodes):
+        return NO_LONGER_FREE
+    for node, gpus in started.nodes:
+        nodes[node] -= gpus
     row.state = check_transition(row.state, JobState.RUNNING).value
     row.started_at = moment
     row.pool_id = pool_row.id
@@ -257,4 +289,28 @@ def _start(session, started: Started, job: model.Job, pool_row, round_id, moment
         )
     )
     # No ledger entry at start: the run is charged on actual use when it ends
-    # (gpupool.scheduler.accounts.settle_job); started.charge is only a quote.
+    # (gpupool.scheduler.lifecycle.settle); started.charge is only a quote.
+    return None
+
+
+def _record_wait_reasons(session: Session, waiting: dict[int, model.WaitReason]) -> None:
+    """One UPDATE per reason, only on jobs still pending (a cancel may have won)."""
+    by_reason: dict[str, list[int]] = defaultdict(list)
+    for job_id, reason in waiting.items():
+        by_reason[model.WaitReason(reason).value].append(job_id)
+    for reason, ids in by_reason.items():
+        session.execute(
+            update(JobRow)
+            .where(JobRow.id.in_(ids), JobRow.state == JobState.PENDING.value)
+            .values(wait_reason=reason)
+            .execution_options(synchronize_session="fetch")
+        )
+
+
+def _pause_for_tests(session: Session) -> None:
+    """Crash-test hook: announce that rows are written (not committed), then wait."""
+    path = os.environ.get(PAUSE_ENV)
+    if path:
+        session.flush()
+        Path(path).write_text(str(os.getpid()))
+        time.sleep(float(os.environ.get("GPUPOOL_TEST_PAUSE_SECONDS", "120")))
