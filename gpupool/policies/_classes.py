@@ -130,15 +130,19 @@ def domain_limits(snapshot: Snapshot, params: PolicyParams) -> DomainLimits:
 # ---------------------------------------------------------------------------
 
 
-def priorities(
+def domain_priorities(
     snapshot: Snapshot,
     params: PolicyParams,
     limits: DomainLimits,
     *,
     deficit_boost: float,
     guarantee_boost: float,
-) -> dict[int, float]:
-    """Each pending job's priority (see the module docstring), at least MIN_PRIORITY."""
+) -> dict[str, float]:
+    """The part of a job's priority its domain gives it (no Job.priority, no aging).
+
+    Raising one job's own priority never changes these: the priority policy
+    plans on them so that a raise cannot reshape where other jobs are placed.
+    """
     worst_deficit = max((d for d in snapshot.guarantee_deficit.values() if d > 0), default=0.0)
     domain_base: dict[str, float] = {}
     for job in snapshot.pending:
@@ -151,6 +155,21 @@ def priorities(
         if limits.below_guarantee(job.domain):
             base += guarantee_boost
         domain_base[job.domain] = base
+    return domain_base
+
+
+def priorities(
+    snapshot: Snapshot,
+    params: PolicyParams,
+    limits: DomainLimits,
+    *,
+    deficit_boost: float,
+    guarantee_boost: float,
+) -> dict[int, float]:
+    """Each pending job's priority (see the module docstring), at least MIN_PRIORITY."""
+    domain_base = domain_priorities(
+        snapshot, params, limits, deficit_boost=deficit_boost, guarantee_boost=guarantee_boost
+    )
     aging = params.aging
     result = {}
     for job in snapshot.pending:
@@ -172,7 +191,11 @@ def running_priority(snapshot: Snapshot, params: PolicyParams, job: Job) -> floa
 
 @dataclass(slots=True)
 class JobClass:
-    """Interchangeable pending jobs; ``jobs`` is in start order (priority desc, then FIFO)."""
+    """Interchangeable pending jobs; ``jobs`` is in start order (priority desc, then FIFO).
+
+    ``org`` is set only for orgs with a budget: their jobs form classes of their
+    own so that the LP can hold them to the budget.
+    """
 
     index: int
     domain: str
@@ -180,6 +203,7 @@ class JobClass:
     groups: tuple[int, ...]
     priority: float  # mean of the members: the LP's value per effective GPU
     jobs: list[Job]
+    org: str = ""
 
 
 def job_classes(
@@ -187,18 +211,23 @@ def job_classes(
     prio: dict[int, float],
     allowed: dict[int, tuple[int, ...]],
     resolution: float,
+    split_orgs: frozenset[str] = frozenset(),
 ) -> list[JobClass]:
-    """Group jobs by (domain, gpus, allowed groups, priority bucket of width ``resolution``)."""
+    """Group jobs by (domain, org if in ``split_orgs``, gpus, allowed groups, priority bucket).
+
+    Buckets are ``resolution`` wide (0: exact priorities).
+    """
     buckets: dict[tuple, list[Job]] = {}
     for job in jobs:
         bucket = math.floor(prio[job.id] / resolution) if resolution > 0 else prio[job.id]
-        key = (job.domain, job.gpus, allowed[job.id], bucket)
+        org = job.org if job.org in split_orgs else ""
+        key = (job.domain, org, job.gpus, allowed[job.id], bucket)
         buckets.setdefault(key, []).append(job)
     classes = []
     for index, key in enumerate(sorted(buckets, key=_sortable)):
         members = sorted(buckets[key], key=lambda j: start_order(j, prio))
         mean = sum(prio[j.id] for j in members) / len(members)
-        classes.append(JobClass(index, key[0], key[1], key[2], mean, members))
+        classes.append(JobClass(index, key[0], key[2], key[3], mean, members, key[1]))
     return classes
 
 
@@ -208,5 +237,5 @@ def start_order(job: Job, prio: dict[int, float]) -> tuple[float, float, int]:
 
 
 def _sortable(key: tuple) -> tuple:
-    domain, gpus, groups, bucket = key
-    return (domain, gpus, groups, float(bucket))
+    domain, org, gpus, groups, bucket = key
+    return (domain, org, gpus, groups, float(bucket))

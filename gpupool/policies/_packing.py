@@ -15,7 +15,10 @@ Each pool keeps a count of its nodes by free GPUs, so rejecting a job that
 cannot fit costs O(gpus per node), not a scan of every node: with 100,000
 pending jobs most of them are rejections. Every start goes through the
 round's BudgetTracker and the domain caps, and the packer remembers why each
-job that did not start is waiting.
+job that did not start is waiting. Every check only gets easier with more free
+GPUs, budget or cap headroom: starts only take, so a job tried earlier in a
+round never meets a harder check (the priority policy's monotonicity rests on
+this; docs/policies-design.md).
 """
 
 from __future__ import annotations
@@ -85,6 +88,10 @@ class Capacity:
 
     def free_gpus(self, g: int) -> int:
         return sum(f * n for f, n in enumerate(self._count[g]))
+
+    def node_counts(self, g: int) -> list[int]:
+        """Nodes of group ``g`` by free GPUs: element f counts the nodes with f free."""
+        return list(self._count[g])
 
     def whole_nodes(self, g: int) -> int:
         return self._count[g][self.groups[g].gpus_per_node]
@@ -177,27 +184,51 @@ class Packer:
     def try_start_in(self, job: Job, g: int, member: _PoolFree) -> bool:
         """Start ``job`` on one given pool of group ``g`` (used after preempting there)."""
         nodes = fit_gang(member.free, job.gpus, member.pool.gpus_per_node)
-        if nodes is None or not self._commit(job, g, member, nodes):
+        if nodes is None or not self._within_cap(job, g) or not self._admit(job, g, member, nodes):
             return False
         self.reasons.pop(job.id, None)
         return True
 
     def _try_group(self, job: Job, g: int) -> bool:
-        found = self.capacity.find(job.gpus, g)
-        return found is not None and self._commit(job, g, *found)
+        """Start ``job`` on some pool of group ``g`` where it fits and its org can pay.
 
-    def _commit(self, job: Job, g: int, member: _PoolFree, nodes) -> bool:
+        The best-fit pool first; if the org cannot pay its price, every other pool
+        of the group that holds the gang (prices differ within a group). Trying
+        them all is what makes "the job starts here" depend only on whether such
+        a pool exists, which more free GPUs or more budget can only make true.
+        """
+        found = self.capacity.find(job.gpus, g)
+        if found is None:
+            return False
+        if not self._within_cap(job, g):
+            return False
+        best, nodes = found
+        if self._admit(job, g, best, nodes):
+            return True
+        for member in self.capacity.members[g]:
+            if member is best:
+                continue
+            nodes = fit_gang(member.free, job.gpus, member.pool.gpus_per_node)
+            if nodes is not None and self._admit(job, g, member, nodes):
+                return True
+        return False
+
+    def _within_cap(self, job: Job, g: int) -> bool:
+        """The domain cap, in effective GPUs: the same on every pool of a group."""
         effective = job.gpus * self.groups[g].speed
         if effective > self.headroom.get(job.domain, math.inf) + 1e-9:
             self._note(job, WaitReason.QUOTA)
             return False
+        return True
+
+    def _admit(self, job: Job, g: int, member: _PoolFree, nodes) -> bool:
         charge = self.budgets.admit(job, member.pool)
         if charge is None:
             self._note(job, WaitReason.BUDGET)
             return False
         self.capacity.take(member, g, nodes)
         if job.domain in self.headroom:
-            self.headroom[job.domain] -= effective
+            self.headroom[job.domain] -= job.gpus * self.groups[g].speed
         self.placements.append(Placement(job.id, member.pool.name, nodes))
         self.charges[job.id] = charge
         self.group_of[job.id] = g

@@ -1,30 +1,41 @@
-"""``priority``: start the most valuable set of jobs, planned by an LP on job classes.
+"""``priority``: jobs start in priority order; an LP decides where they go and bounds the value.
 
 Value of starting job j on GPU type t: priority(j) x gpus(j) x speed(t), i.e.
 priority-weighted effective GPUs put to work (effective GPU-hours per hour).
-Because speed multiplies priority, the optimum gives the fastest GPUs to the
-highest-priority work and lets jobs restricted to one GPU type have it when a
-flexible job can go elsewhere.
+
+The rule that decides WHO starts is simple and promised to users: jobs are
+tried in start order (priority, then submitted, then id) and a job starts if
+it fits, within its domain's cap and its org's budget, in what the jobs before
+it left (free GPUs, or GPUs of running jobs it may preempt). So a job never
+waits while a lower-priority job takes the GPUs it could have used, and raising
+a job's priority never stops it starting (docs/policies-design.md has the
+argument). The LP decides WHERE each job goes, which is what makes more of the
+lower-priority jobs fit: a flexible job leaves the fast GPUs to a job that can
+only run there, a gang lands where it wastes fewest whole nodes.
 
 A round, in numbered steps:
 
 1. Score and group: priorities (gpupool.policies._classes), pool groups (GPU
-   type x node size), job classes (domain, gang size, allowed groups,
-   priority bucket).
+   type x node size), job classes (domain, org when it has a budget, gang
+   size, allowed groups, priority bucket).
 2. Plan: one GLOP LP over class x group counts, with GPU capacity and whole
-   free nodes per group (multi-node gangs need them), and each domain's cap
-   (guarantee + borrowing limit) in effective GPUs. A tiny price term breaks
-   ties towards cheaper GPUs.
-3. Pack: jobs in start order take the LP's planned counts on real nodes
-   (best-fit, fit_gang semantics), then every job still waiting is
-   backfilled into any allowed group (work-conserving). Budgets are checked
-   here, job by job, through the round's BudgetTracker.
-4. Preempt (optional): a job still waiting may stop running jobs whose
-   priority is at least ``min_gap`` lower, choosing the pool that frees the
-   fewest GPUs.
-5. Report: objective = the value started; bound = a dual bound on the LP
-   relaxation of the job-level capacity model (no budgets), computed from the
-   class LP's duals, so it is a proven upper bound on any allocation.
+   free nodes per group (multi-node gangs need them), each domain's cap
+   (guarantee + borrowing limit) in effective GPUs, and each budgeted org's
+   budget. Its classes are valued at their *domain's* priority only (weight
+   and guarantee boosts; no Job.priority, no aging), so one job's raise cannot
+   change the plan. A tiny price term breaks ties towards cheaper GPUs.
+3. Start, one pass in start order: each job tries the groups its class was
+   planned on (fastest first, while the plan has room for it), then groups
+   with spare planned capacity, then the rest; on real nodes (best fit,
+   fit_gang semantics), checked against domain caps and the round's
+   BudgetTracker. With preemption enabled, a job that found no room may stop
+   running jobs whose priority is at least ``min_gap`` lower, in the pool
+   where that frees the fewest GPUs.
+4. Report: objective = the value started; bound = a dual bound on the LP
+   relaxation of the job-level model (capacity, whole nodes, domain caps, and
+   budget rows that every admitted set satisfies), with prices from a second
+   class LP valued at the jobs' full priorities, so it is a proven upper bound
+   on any allocation the policy could return.
 """
 
 from __future__ import annotations
@@ -35,13 +46,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpupool.accounting import SubsidyRules
 from gpupool.model import Allocation, Job, Snapshot, WaitReason, fit_gang
 from gpupool.policies._classes import (
+    MIN_PRIORITY,
     DomainLimits,
     JobClass,
     PoolGroup,
     allowed_groups,
     domain_limits,
+    domain_priorities,
     job_classes,
     pool_groups,
     priorities,
@@ -54,22 +68,23 @@ from gpupool.policies.params import PolicyParams
 
 @dataclass(frozen=True)
 class PriorityPolicy:
-    """Maximise priority-weighted effective GPUs started (see the module docstring).
+    """Start jobs in priority order, placed by an LP plan (see the module docstring).
 
     Options (all optional, in a policy document's ``options:``):
-    - ``priority_resolution`` (float, 0.01): width of the priority buckets that
-      make job classes; smaller is closer to exact, larger is faster.
+    - ``priority_resolution`` (float, 0.05): width of the priority buckets that
+      make the bound LP's job classes; smaller is a tighter bound, larger is
+      faster. Who starts does not depend on it.
     - ``deficit_boost`` (float, 1.0): priority added to the domain furthest
       behind its guarantee (others in proportion to their deficit).
     - ``guarantee_boost`` (float, 1.0): priority added to domains running less
       than their guaranteed share.
     - ``price_tiebreak`` (float, 1e-4): relative value given up per unit of
       price; only decides between otherwise equal placements.
-    - ``max_preemption_tries`` (int, 32): waiting jobs considered for
-      preemption per round, highest priority first.
-    - ``plan_depth`` (float, 6.0): the LP sees, per pool group, the
+    - ``max_preemption_tries`` (int, 32): waiting jobs that may preempt per
+      round, highest priority first.
+    - ``plan_depth`` (float, 6.0): the LPs see, per pool group, the
       highest-priority classes asking for up to this many times its free
-      GPUs; the rest of a long queue is only backfilled.
+      GPUs; the rest of a long queue takes groups by the default preference.
     """
 
     params: PolicyParams = PolicyParams()
@@ -84,52 +99,61 @@ class PriorityPolicy:
         # 1. Score and group
         groups = pool_groups(snapshot)
         limits = domain_limits(snapshot, self.params)
-        prio = priorities(
-            snapshot,
-            self.params,
-            limits,
-            deficit_boost=self.deficit_boost,
-            guarantee_boost=self.guarantee_boost,
-        )
+        boosts = {"deficit_boost": self.deficit_boost, "guarantee_boost": self.guarantee_boost}
+        prio = priorities(snapshot, self.params, limits, **boosts)
+        base = domain_priorities(snapshot, self.params, limits, **boosts)
         allowed = allowed_groups(snapshot.pending, groups)
         placeable = [job for job in snapshot.pending if allowed[job.id]]
-        classes = job_classes(placeable, prio, allowed, self.priority_resolution)
         packer = Packer(snapshot, groups, limits)
+        money = _Money.of(snapshot, groups)
 
-        # 2. Plan (on the classes that could plausibly start; the bound still covers all jobs)
-        lp = _ClassLp(
-            _promising(classes, packer, self.plan_depth),
+        # 2. Plan on domain-level values: no single job's priority can move it
+        domain_prio = {job.id: max(MIN_PRIORITY, base[job.domain]) for job in placeable}
+        plan_lp = _ClassLp(
+            _promising(
+                job_classes(placeable, domain_prio, allowed, 0.0, money.orgs),
+                packer,
+                self.plan_depth,
+                money,
+            ),
             groups,
             limits,
-            packer,
+            [packer.capacity.node_counts(g.index) for g in groups],
             self.price_tiebreak,
+            money,
         )
-        planned = lp.solve()
+        plan = _Plan(plan_lp, plan_lp.solve(), packer)
 
-        # 3. Pack: planned counts first, biggest gangs first (whole nodes before they
-        # fragment); within a class in start order. Then backfill in start order.
-        for c in sorted(lp.classes, key=lambda c: (-c.gpus, -c.priority, c.index)):
-            plan = planned[c.index]
-            targets = sorted(plan, key=lambda g: (-plan[g], g))
-            wanted = math.floor(sum(plan.values()) + 0.5)  # the LP may split a job over groups
-            for job in c.jobs[:wanted]:
-                packer.try_start(job, targets)
+        # the bound's LP sees the jobs' full priorities and the capacity before any start
+        bound_lp = _ClassLp(
+            _promising(
+                job_classes(placeable, prio, allowed, self.priority_resolution, money.orgs),
+                packer,
+                self.plan_depth,
+                money,
+            ),
+            groups,
+            limits,
+            _node_counts_for_bound(snapshot, self.params, groups, packer, prio),
+            0.0,
+            money,
+        )
+
+        # 3. Start, in start order
         order = sorted(placeable, key=lambda j: start_order(j, prio))
-        preference = _group_preference(groups)
-        started = packer.started()
-        for job in order:
-            if job.id not in started:
-                packer.try_start(job, sorted(allowed[job.id], key=preference.__getitem__))
-
-        # 4. Preempt
-        preempt = ()
+        preemptor = None
         if self.params.preemption.enabled:
-            preempt = _Preemptor(snapshot, self.params, packer, prio, allowed).run(
-                order, self.max_preemption_tries
-            )
+            preemptor = _Preemptor(snapshot, self.params, packer, prio, allowed)
+            preemptor.tries_left = self.max_preemption_tries
+        for job in order:
+            started = packer.try_start(job, plan.candidates(job, allowed[job.id]))
+            if not started and preemptor is not None:
+                started = preemptor.try_start(job)
+            if started:
+                plan.took(job, packer.group_of[job.id])
 
-        # 5. Report (preemption may start work on GPUs that were busy: the bound counts them)
-        extra = _preemptable_capacity(snapshot, self.params, groups, lp, prio)
+        # 4. Report
+        bound_lp.solve()
         waiting = {
             job.id: packer.reasons.get(job.id, WaitReason.NEVER_FITS)
             for job in snapshot.pending
@@ -142,88 +166,280 @@ class PriorityPolicy:
         return Allocation(
             placements=tuple(packer.placements),
             waiting=waiting,
-            preempt=preempt,
+            preempt=tuple(preemptor.preempted) if preemptor is not None else (),
             charges=dict(packer.charges),
             objective=objective,
-            bound=lp.dual_bound(placeable, prio, allowed, extra),
+            bound=bound_lp.dual_bound(placeable, prio, allowed),
         )
 
 
-def _preemptable_capacity(snapshot, params, groups, lp: _ClassLp, prio):
-    """GPUs, nodes that could become whole, and domain headroom that preemption could free."""
-    extra_gpu, extra_node = np.zeros(len(groups)), np.zeros(len(groups))
-    extra_domain = np.zeros(len(lp.domains))
+def _node_counts_for_bound(snapshot, params, groups, packer: Packer, prio) -> list[list[int]]:
+    """Per group, nodes by free GPUs, counting GPUs that preemption could free as free.
+
+    Preemption hands GPUs back but not domain cap headroom (step 3), so caps
+    get nothing extra.
+    """
     if not params.preemption.enabled or not prio:
-        return extra_gpu, extra_node, extra_domain
+        return [packer.capacity.node_counts(g.index) for g in groups]
     highest = max(prio.values())
-    group_of_pool = {p.name: g for g in groups for p in g.pools}
-    domain_index = {d: i for i, d in enumerate(lp.domains)}
-    touched: set[tuple[str, int]] = set()
+    free = {s.pool.name: list(s.free_per_node) for s in snapshot.pools}
     for r in snapshot.running:
-        if running_priority(snapshot, params, r.job) > highest - params.preemption.min_gap:
-            continue
-        g = group_of_pool[r.placement.pool]
-        extra_gpu[g.index] += r.placement.gpus
-        touched.update((r.placement.pool, index) for index, _ in r.placement.nodes)
-        if r.job.domain in domain_index:
-            extra_domain[domain_index[r.job.domain]] += r.placement.gpus * g.speed
-    for pool, _ in touched:
-        extra_node[group_of_pool[pool].index] += 1
-    return extra_gpu, extra_node, extra_domain
+        if running_priority(snapshot, params, r.job) <= highest - params.preemption.min_gap:
+            for index, taken in r.placement.nodes:
+                free[r.placement.pool][index] += taken
+    counts = []
+    for g in groups:
+        count = [0] * (g.gpus_per_node + 1)
+        for pool in g.pools:
+            for f in free[pool.name]:
+                count[min(f, g.gpus_per_node)] += 1
+        counts.append(count)
+    return counts
 
 
-def _promising(classes: list[JobClass], packer: Packer, depth: float) -> list[JobClass]:
+def _promising(
+    classes: list[JobClass], packer: Packer, depth: float, money: _Money
+) -> list[JobClass]:
     """Classes among the top demand of ``depth`` x free GPUs of some group they allow.
 
     Classes far down a long queue cannot be in an optimal plan unless their
-    groups are empty of better work, which this keeps them for. Re-indexed 0..n-1.
+    groups are empty of better work, which this keeps them for. A budgeted
+    org's classes count only the jobs its budget could pay for (at the lowest
+    price), or a queue of unaffordable work would hide the work that can run.
+    Re-indexed 0..n-1.
     """
     room = {g.index: depth * packer.capacity.free_gpus(g.index) for g in packer.groups}
+    budget = dict(money.budget)
     kept = []
     for c in sorted(classes, key=lambda c: (-c.priority, c.index)):
-        demand = c.gpus * len(c.jobs)
-        if any(room[g] > 0 for g in c.groups):
-            kept.append(c)
-            for g in c.groups:
-                room[g] -= demand
+        if not any(room[g] > 0 for g in c.groups):
+            continue
+        kept.append(c)
+        count = len(c.jobs)
+        if c.org:
+            hours = np.array([sum(j.hours for j in c.jobs) / count])
+            pay = float(money.cost_and_pay(c.domain, c.gpus, hours, np.array(c.groups))[1].min())
+            if pay > 0:
+                count = min(count, budget[c.org] / pay)
+                budget[c.org] -= count * pay
+        for g in c.groups:
+            room[g] -= c.gpus * count
     kept.sort(key=lambda c: c.index)
     return [dataclasses.replace(c, index=i) for i, c in enumerate(kept)]
 
 
-def _group_preference(groups: tuple[PoolGroup, ...]) -> dict[int, tuple]:
-    """Backfill order: 1. fastest GPU type; 2. cheapest per effective GPU-hour; 3. index."""
-    return {g.index: (-g.speed, g.price_per_effective_gpu_hour, g.index) for g in groups}
+class _Plan:
+    """The plan LP's counts, turned into each job's order of groups to try.
+
+    Jobs prefer the fastest group (then the cheapest per effective GPU-hour)
+    that has *room*: free GPUs not promised by the plan to classes that can
+    only run on one GPU type. So a flexible job leaves the fast GPUs to work
+    that can only use them, and otherwise high-priority work gets the fastest
+    GPUs. (Measured: following every class's planned groups did worse, because
+    the plan is valued at domain-level priorities only.) A job tries every
+    allowed group in the end, so the order only decides where, never whether.
+
+    Everything here changes only as jobs start, never with a job's own
+    priority: the plan was made on domain-level values, and what is left of it
+    depends only on the jobs started before.
+    """
+
+    def __init__(self, lp: _ClassLp, planned: list[dict[int, float]], packer: Packer) -> None:
+        self.packer = packer
+        self.class_of = {job.id: c for c in lp.classes for job in c.jobs}
+        self.left = planned
+        self.single = [len({lp.groups[g].gpu_type for g in c.groups}) == 1 for c in lp.classes]
+        self.reserved = np.zeros(len(lp.groups))  # GPUs planned for one-type classes, left
+        for c in lp.classes:
+            if self.single[c.index]:
+                for g, count in planned[c.index].items():
+                    self.reserved[g] += count * c.gpus
+        # 1. fastest; 2. cheapest per effective GPU-hour; 3. index
+        self.preference = {g.index: (-g.speed, g.price_per_effective_gpu_hour, g.index)
+                           for g in lp.groups}  # fmt: skip
+
+    def candidates(self, job: Job, allowed: tuple[int, ...]) -> list[int]:
+        """Groups with room first, fastest first; then the other groups that fit; then the rest."""
+        capacity = self.packer.capacity
+        fitting = [g for g in allowed if capacity.could_fit(job.gpus, g)]
+        if not fitting:
+            return list(allowed)  # the packer rejects it and says why
+        c = self.class_of.get(job.id)
+        own = self.left[c.index] if c is not None and self.single[c.index] else {}
+
+        def rank(g: int) -> tuple:
+            room = capacity.free_gpus(g) - self.reserved[g] + own.get(g, 0.0) * job.gpus
+            return (0 if room >= job.gpus else 1, self.preference[g])
+
+        ordered = sorted(fitting, key=rank)
+        return ordered + [g for g in allowed if g not in ordered]
+
+    def took(self, job: Job, g: int) -> None:
+        c = self.class_of.get(job.id)
+        if c is None:
+            return
+        left = self.left[c.index].get(g, 0.0)
+        if left > 0:
+            used = min(1.0, left)
+            self.left[c.index][g] = left - used
+            if self.single[c.index]:
+                self.reserved[g] -= used * c.gpus
+
+
+@dataclass(frozen=True)
+class _Money:
+    """What budget rows the LPs may add, from the round's prices and accounts.
+
+    Every admitted set satisfies, per org with a budget B left (subsidy ≤ cost x
+    rate, and subsidies ≤ the org's cap C left and the platform's budget P left):
+    1. sum cost x (1 - rate) ≤ B;  2. sum cost ≤ B + C;  3. over all budgeted
+    orgs, sum cost ≤ sum B + P. Costs use the cheapest pool of a group, so the
+    rows only relax the real prices. With Books pricing (programmes, vouchers)
+    no rows are added: vouchers can make a job free for its org.
+    """
+
+    orgs: frozenset[str]
+    budget: dict[str, float]
+    cap: dict[str, float]
+    platform: float
+    price: np.ndarray  # cheapest price per GPU-hour per group
+    speed: np.ndarray
+    rules: SubsidyRules
+    gpu_type: tuple[str, ...]
+    unpaid_memo: dict = dataclasses.field(default_factory=dict, compare=False)
+
+    @staticmethod
+    def of(snapshot: Snapshot, groups: tuple[PoolGroup, ...]) -> _Money:
+        pricing = snapshot.pricing
+        rules = SubsidyRules() if pricing is None else pricing
+        budget, cap = {}, {}
+        if isinstance(rules, SubsidyRules):
+            for org, account in snapshot.accounts.items():
+                if account.budget_left is None:
+                    continue
+                budget[org] = max(0.0, account.budget_left)
+                if account.subsidy_cap_left is not None:
+                    cap[org] = max(0.0, account.subsidy_cap_left)
+        left = snapshot.subsidy_budget_left
+        return _Money(
+            orgs=frozenset(budget),
+            budget=budget,
+            cap=cap,
+            platform=math.inf if left is None else max(0.0, left),
+            price=np.array([min(p.price_per_gpu_hour for p in g.pools) for g in groups]),
+            speed=np.array([g.speed for g in groups]),
+            rules=rules if isinstance(rules, SubsidyRules) else SubsidyRules(),
+            gpu_type=tuple(g.gpu_type for g in groups),
+        )
+
+    def cost_and_pay(self, domain: str, gpus: int, hours: np.ndarray, groups: np.ndarray):
+        """Lowest cost and lowest org share, shape (len(hours), len(groups))."""
+        per_hour = gpus * self.price[groups] / self.speed[groups]
+        cost = hours[:, None] * per_hour[None, :]
+        return cost, cost * self._unpaid(domain, tuple(groups.tolist()))[None, :]
+
+    def _unpaid(self, domain: str, groups: tuple[int, ...]) -> np.ndarray:
+        key = (domain, groups)
+        if key not in self.unpaid_memo:
+            rates = [self.rules.rate(domain, self.gpu_type[g]) for g in groups]
+            self.unpaid_memo[key] = 1.0 - np.array(rates)
+        return self.unpaid_memo[key]
+
+
+class _NodeRows:
+    """Capacity rows of one pool group, from its nodes counted by free GPUs.
+
+    Free GPUs are not all alike: a node with 3 free cannot hold a 4-GPU gang.
+    For each threshold s (gang sizes the LP sees, 1, and the node size P) two
+    rows hold in every packing fit_gang can make:
+    - GPUs: gangs of s or more GPUs use at most the free GPUs of nodes with at
+      least s free;
+    - slots: gangs of s or more number at most sum over nodes of floor(free/s);
+      a multi-node gang fills floor(gpus/P) whole nodes (all their slots), and
+      at s = P needs ceil(gpus/P) whole free nodes.
+    s = 1 gives the plain free-GPU row; s = P's slot row the whole-node row.
+    """
+
+    def __init__(self, groups: tuple[PoolGroup, ...], counts, sizes: list[set[int]]):
+        self.keys: list[tuple[int, int, int]] = []  # (group, threshold, 0 GPUs / 1 slots)
+        caps = []
+        for g in groups:
+            per_node, count = g.gpus_per_node, counts[g.index]
+            thresholds = sorted({s for s in sizes[g.index] if 1 < s < per_node} | {1, per_node})
+            for s in thresholds:
+                self.keys.append((g.index, s, 0))
+                caps.append(sum(f * n for f, n in enumerate(count) if f >= s))
+                if s > 1:
+                    self.keys.append((g.index, s, 1))
+                    caps.append(sum((f // s) * n for f, n in enumerate(count)))
+        self.cap = np.array(caps, dtype=float)
+        self.per_node = [g.gpus_per_node for g in groups]
+        self.of_group: list[list[int]] = [[] for _ in groups]
+        for r, (g, _, _) in enumerate(self.keys):
+            self.of_group[g].append(r)
+
+    def coefficients(self, r: int, gpus: np.ndarray) -> np.ndarray:
+        """Row ``r``'s coefficient for gangs of ``gpus`` GPUs (0 below its threshold)."""
+        g, s, kind = self.keys[r]
+        per_node = self.per_node[g]
+        if kind == 0:
+            coef = gpus.astype(float)
+        elif s == per_node:
+            coef = np.where(gpus <= per_node, 1.0, np.ceil(gpus / per_node))
+        else:
+            coef = np.where(gpus <= per_node, 1.0, (gpus // per_node) * (per_node // s))
+        return np.where(gpus >= s, coef, 0.0)
 
 
 class _ClassLp:
-    """The class x group LP (GLOP), built from arrays through the model builder helper."""
+    """A class x group LP (GLOP), built from arrays through the model builder helper."""
 
-    def __init__(self, classes, groups, limits: DomainLimits, packer: Packer, tiebreak: float):
-        self.classes: list[JobClass] = classes
-        self.groups: tuple[PoolGroup, ...] = groups
-        capacity = packer.capacity
-        self.gpu_cap = np.array([capacity.free_gpus(g.index) for g in groups], dtype=float)
-        self.node_cap = np.array([capacity.whole_nodes(g.index) for g in groups], dtype=float)
+    def __init__(
+        self,
+        classes: list[JobClass],
+        groups: tuple[PoolGroup, ...],
+        limits: DomainLimits,
+        counts: list[list[int]],
+        tiebreak: float,
+        money: _Money,
+    ):
+        self.classes = classes
+        self.groups = groups
+        self.money = money
+        sizes: list[set[int]] = [set() for _ in groups]
+        for c in classes:
+            for g in c.groups:
+                sizes[g].add(c.gpus)
+        self.nodes = _NodeRows(groups, counts, sizes)
         self.domains = sorted({c.domain for c in classes if limits.headroom(c.domain) < math.inf})
         self.domain_cap = np.array([max(0.0, limits.headroom(d)) for d in self.domains])
+        self.orgs = sorted({c.org for c in classes if c.org})
         self.tiebreak = tiebreak
         # one LP column per (class, allowed group)
         self.col_class = np.array([c.index for c in classes for _ in c.groups], dtype=np.int64)
         self.col_group = np.array([g for c in classes for g in c.groups], dtype=np.int64)
         self.duals = None
 
-    def _column_coefficients(self):
-        gpus = np.array([c.gpus for c in self.classes], dtype=float)[self.col_class]
-        speed = np.array([g.speed for g in self.groups])[self.col_group]
-        per_node = np.array([g.gpus_per_node for g in self.groups], dtype=float)[self.col_group]
-        nodes = np.where(gpus > per_node, np.ceil(gpus / per_node), 0.0)
-        return gpus, speed, nodes
+    def _column_index(self, names: list[str], of_class) -> np.ndarray:
+        """Index of each column's class attribute in ``names``; -1 where absent."""
+        index = {d: i for i, d in enumerate(names)}
+        by_class = np.array([index.get(of_class(c), -1) for c in self.classes], dtype=np.int64)
+        return by_class[self.col_class] if len(by_class) else by_class
 
-    def _column_domains(self) -> np.ndarray:
-        """Index of each column's domain in ``self.domains``; -1 for uncapped domains."""
-        index = {d: i for i, d in enumerate(self.domains)}
-        by_class = np.array([index.get(c.domain, -1) for c in self.classes], dtype=np.int64)
-        return by_class[self.col_class]
+    def _column_money(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per column: a member's mean lowest cost and lowest org share (budgeted orgs only)."""
+        cost, pay = np.zeros(len(self.col_class)), np.zeros(len(self.col_class))
+        start = 0
+        for c in self.classes:
+            end = start + len(c.groups)
+            if c.org:
+                hours = np.array([sum(j.hours for j in c.jobs) / len(c.jobs)])
+                col_cost, col_pay = self.money.cost_and_pay(
+                    c.domain, c.gpus, hours, np.array(c.groups, dtype=np.int64)
+                )
+                cost[start:end], pay[start:end] = col_cost[0], col_pay[0]
+            start = end
+        return cost, pay
 
     def solve(self) -> list[dict[int, float]]:
         """Planned (fractional) job counts per class and group."""
@@ -232,7 +448,8 @@ class _ClassLp:
         planned: list[dict[int, float]] = [{} for _ in self.classes]
         if len(self.col_class) == 0:
             return planned
-        gpus, speed, nodes = self._column_coefficients()
+        gpus = np.array([c.gpus for c in self.classes], dtype=np.int64)[self.col_class]
+        speed = self.money.speed[self.col_group]
         prio = np.array([c.priority for c in self.classes])[self.col_class]
         price = np.array([g.price_per_effective_gpu_hour for g in self.groups])
         relative_price = (price / max(price.max(), 1e-12))[self.col_group]
@@ -248,14 +465,13 @@ class _ClassLp:
         model.set_maximize(True)
         columns = np.arange(n)
         _rows(model, self.col_class, columns, np.ones(n), counts)
-        self.rows_gpu = _rows(model, self.col_group, columns, gpus, self.gpu_cap)
-        big = nodes > 0
-        self.rows_node = _rows(model, self.col_group[big], columns[big], nodes[big], self.node_cap)
-        col_domain = self._column_domains()
+        self._node_rows(model, columns, gpus)
+        col_domain = self._column_index(self.domains, lambda c: c.domain)
         capped = col_domain >= 0
         self.rows_domain = _rows(
             model, col_domain[capped], columns[capped], (gpus * speed)[capped], self.domain_cap
         )
+        self._money_rows(model, columns)
         solver = mbh.ModelSolverHelper("GLOP")
         solver.solve(model)
         if not solver.has_solution():
@@ -266,46 +482,108 @@ class _ClassLp:
             planned[self.col_class[col]][int(self.col_group[col])] = float(x[col])
         return planned
 
-    def dual_bound(self, jobs: list[Job], prio: dict[int, float], allowed, extra) -> float:
+    def _node_rows(self, model, columns: np.ndarray, gpus: np.ndarray) -> None:
+        keys, cols, coefs = [], [], []
+        for g, rows in enumerate(self.nodes.of_group):
+            mine = self.col_group == g
+            for r in rows:
+                coef = self.nodes.coefficients(r, gpus[mine])
+                used = coef > 0
+                keys.append(np.full(int(used.sum()), r, dtype=np.int64))
+                cols.append(columns[mine][used])
+                coefs.append(coef[used])
+        self.rows_nodes = _rows(
+            model, np.concatenate(keys), np.concatenate(cols), np.concatenate(coefs), self.nodes.cap
+        )
+
+    def _money_rows(self, model, columns: np.ndarray) -> None:
+        """The _Money rows: 1. org share per org; 2. cost per capped org; 3. platform."""
+        money = self.money
+        cost, pay = self._column_money()
+        col_org = self._column_index(self.orgs, lambda c: c.org)
+        paid = col_org >= 0
+        budget = np.array([money.budget[o] for o in self.orgs])
+        self.rows_pay = _rows(model, col_org[paid], columns[paid], pay[paid], budget)
+        self.capped_orgs = [o for o in self.orgs if o in money.cap]
+        col_capped = self._column_index(self.capped_orgs, lambda c: c.org)
+        with_cap = col_capped >= 0
+        limit = np.array([money.budget[o] + money.cap[o] for o in self.capped_orgs])
+        self.rows_cost = _rows(
+            model, col_capped[with_cap], columns[with_cap], cost[with_cap], limit
+        )
+        platform = sum(money.budget.values()) + money.platform
+        keys = np.zeros(int(paid.sum()), dtype=np.int64) if platform < math.inf else col_org[:0]
+        self.rows_platform = _rows(
+            model, keys, columns[paid][: len(keys)], cost[paid][: len(keys)], np.array([platform])
+        )
+
+    def dual_bound(self, jobs: list[Job], prio: dict[int, float], allowed) -> float:
         """Weak duality on the job-level LP: any non-negative row prices give an upper bound.
 
-        With prices y on the capacity rows, the job-level LP (x_jg in [0, 1],
-        sum_g x_jg <= 1) is at most y.b + sum_j max(0, max_g value_jg - y.A_jg).
-        The class LP's duals are (near) optimal prices for it. ``extra``
-        (GPUs, whole nodes, domain headroom) is capacity preemption could free.
+        With prices y on the rows, the job-level LP (x_jg in [0, 1], sum_g x_jg
+        <= 1, the same rows with each job's own coefficients) is at most
+        y.b + sum_j max(0, max_g value_jg - y.A_jg). The class LP's duals are
+        (near) optimal prices for it.
         """
         if not jobs:
             return 0.0
         if self.duals is None:  # no LP solved: price capacity at zero, still a bound
             return sum(prio[j.id] * j.gpus * max(g.speed for g in self.groups) for j in jobs)
-        y_gpu = self._row_prices(self.rows_gpu, len(self.groups))
-        y_node = self._row_prices(self.rows_node, len(self.groups))
+        y_nodes = self._row_prices(self.rows_nodes, len(self.nodes.keys))
         y_domain = self._row_prices(self.rows_domain, len(self.domains))
-        extra_gpu, extra_node, extra_domain = extra
+        y_pay = self._row_prices(self.rows_pay, len(self.orgs))
+        y_cost = self._row_prices(self.rows_cost, len(self.capped_orgs))
+        y_platform = self._row_prices(self.rows_platform, 1)[0]
+        money = self.money
         bound = (
-            y_gpu @ (self.gpu_cap + extra_gpu)
-            + y_node @ (self.node_cap + extra_node)
-            + y_domain @ (self.domain_cap + extra_domain)
+            y_nodes @ self.nodes.cap
+            + y_domain @ self.domain_cap
+            + y_pay @ np.array([money.budget[o] for o in self.orgs])
+            + y_cost @ np.array([money.budget[o] + money.cap[o] for o in self.capped_orgs])
         )
+        if y_platform > 0:
+            bound += y_platform * (sum(money.budget.values()) + money.platform)
         # every job, planned or not: its best reduced value over the groups it allows
-        by_key: dict[tuple, list[float]] = {}
+        by_key: dict[tuple, list[Job]] = {}
         for job in jobs:
-            by_key.setdefault((job.gpus, allowed[job.id], job.domain), []).append(prio[job.id])
+            org = job.org if job.org in money.orgs else ""
+            by_key.setdefault((job.gpus, allowed[job.id], job.domain, org), []).append(job)
         domain_index = {d: i for i, d in enumerate(self.domains)}
+        org_index = {o: i for i, o in enumerate(self.orgs)}
+        cap_index = {o: i for i, o in enumerate(self.capped_orgs)}
+        memo: dict[tuple[int, int], float] = {}
+
+        def node_price(g: int, gpus: int) -> float:
+            if (g, gpus) not in memo:
+                size = np.array([gpus])
+                memo[(g, gpus)] = sum(
+                    float(self.nodes.coefficients(r, size)[0]) * y_nodes[r]
+                    for r in self.nodes.of_group[g]
+                )
+            return memo[(g, gpus)]
+
         best = 0.0
-        for (gpus, groups, domain), values in by_key.items():
+        for (gpus, groups, domain, org), members in by_key.items():
             g = np.array(groups, dtype=np.int64)
-            speed = np.array([self.groups[i].speed for i in groups])
-            per_node = np.array([self.groups[i].gpus_per_node for i in groups], dtype=float)
-            nodes = np.where(gpus > per_node, np.ceil(gpus / per_node), 0.0)
-            unit = gpus * speed  # value per unit of priority
+            unit = gpus * money.speed[g]  # value per unit of priority
             d = domain_index.get(domain)
-            cost = gpus * y_gpu[g] + nodes * y_node[g] + unit * (0.0 if d is None else y_domain[d])
-            reduced = np.array(values)[:, None] * unit[None, :] - cost[None, :]
+            cost = unit * (0.0 if d is None else y_domain[d])
+            cost = cost + np.array([node_price(i, gpus) for i in groups])
+            values = np.array([prio[j.id] for j in members])[:, None] * unit[None, :]
+            reduced = values - cost[None, :]
+            if org:  # a budgeted org the LP did not plan for has its rows priced at zero
+                hours = np.array([j.hours for j in members])
+                spend, share = money.cost_and_pay(domain, gpus, hours, g)
+                price = y_platform * spend
+                if org in org_index:
+                    price = price + y_pay[org_index[org]] * share
+                if org in cap_index:
+                    price = price + y_cost[cap_index[org]] * spend
+                reduced -= price
             best += float(np.maximum(reduced.max(axis=1), 0.0).sum())
         return float(bound) + best
 
-    def _row_prices(self, rows: np.ndarray, size: int) -> np.ndarray:
+    def _row_prices(self, rows, size: int) -> np.ndarray:
         prices = np.zeros(size)
         keys, first = rows
         if len(keys):
@@ -331,13 +609,23 @@ def _rows(model, keys: np.ndarray, columns: np.ndarray, coefs: np.ndarray, upper
 
 
 class _Preemptor:
-    """Step 4: stop lower-priority running jobs to start a waiting higher-priority gang."""
+    """Step 3's fallback: stop lower-priority running jobs so that a waiting gang fits.
+
+    A job may stop running jobs whose priority is at least ``min_gap`` below its
+    own, in the pool where that frees the fewest GPUs (victims lowest priority,
+    most recently started first); if its cap or budget refuses that pool, the
+    next pool, and nothing is stopped if none takes it. GPUs are handed back;
+    the victims' domain cap headroom is not, this round (so caps stay a check
+    that only gets harder as the round goes on). At most ``tries_left`` jobs
+    (those that found victims to stop) try, highest priority first.
+    """
 
     def __init__(self, snapshot: Snapshot, params: PolicyParams, packer: Packer, prio, allowed):
         self.packer = packer
         self.prio = prio
         self.allowed = allowed
         self.gap = params.preemption.min_gap
+        self.tries_left = 0
         self.victims: dict[str, list] = {}
         for r in snapshot.running:
             self.victims.setdefault(r.placement.pool, []).append(
@@ -347,45 +635,33 @@ class _Preemptor:
             rows.sort(key=lambda row: row[:3])  # lowest priority, most recently started first
         self.preempted: list[int] = []
 
-    def run(self, order: list[Job], tries: int) -> tuple[int, ...]:
-        candidates = [
-            job
-            for job in order
-            if job.id not in self.packer.charges
-            and self.packer.reasons.get(job.id) in (WaitReason.PRIORITY, WaitReason.NO_CAPACITY)
-        ]
-        for job in candidates[:tries]:
-            self._try(job)
-        return tuple(self.preempted)
-
-    def _try(self, job: Job) -> None:
-        best = None
+    def try_start(self, job: Job) -> bool:
+        if self.tries_left <= 0:
+            return False
+        options = []
         for g in self.allowed[job.id]:
             for member in self.packer.capacity.members[g]:
                 found = self._victims_for(job, member)
-                if found is not None and (best is None or found[0] < best[0]):
-                    best = (found[0], g, member, found[1])
-        if best is None:
-            return
-        _, g, member, victims = best
-        for r in victims:
-            self.packer.capacity.give(member, g, r.placement.nodes)
-            self.packer.headroom[r.job.domain] = (
-                self.packer.headroom.get(r.job.domain, math.inf)
-                + r.placement.gpus * self.packer.groups[g].speed
-            )
-        if self.packer.try_start_in(job, g, member):
-            self.preempted.extend(r.job.id for r in victims)
-            self.victims[member.pool.name] = [
-                row for row in self.victims[member.pool.name] if row[3] not in victims
-            ]
-        else:  # quota or budget said no after all: put the victims back
+                if found is not None:
+                    options.append((found[0], g, member.pool.name, member, found[1]))
+        if not options:
+            return False
+        self.tries_left -= 1
+        options.sort(key=lambda option: option[:3])
+        capacity = self.packer.capacity
+        for _, g, pool, member, victims in options:
             for r in victims:
-                self.packer.capacity.take(member, g, r.placement.nodes)
-                self.packer.headroom[r.job.domain] -= r.placement.gpus * self.packer.groups[g].speed
+                capacity.give(member, g, r.placement.nodes)
+            if self.packer.try_start_in(job, g, member):
+                self.preempted.extend(r.job.id for r in victims)
+                self.victims[pool] = [row for row in self.victims[pool] if row[3] not in victims]
+                return True
+            for r in victims:  # its cap or budget said no: put the victims back
+                capacity.take(member, g, r.placement.nodes)
+        return False
 
     def _victims_for(self, job: Job, member):
-        """Fewest GPUs to stop in this pool so that the gang fits, or None."""
+        """Fewest running jobs to stop in this pool so that the gang fits, or None."""
         free = list(member.free)
         chosen, freed = [], 0
         for rp, _, _, r in self.victims.get(member.pool.name, ()):
