@@ -227,6 +227,23 @@ class Books:
         twin._charged_until = {}
         return twin
 
+    def committed(self, runs: Iterable[tuple], now: float) -> Books:
+        """A fork in which running jobs' usage not charged yet is booked ahead.
+
+        ``runs``: ``(job, pool, gpu_type, started_at, expected_end)``. Usage is
+        charged when a run ends, so without this a round would see budgets,
+        caps and vouchers that running jobs are about to spend. Each run is
+        reserved from where it was last charged to its expected end (or to
+        ``now`` if it is overdue). Snapshots hand this fork to policies.
+        """
+        twin = self.fork()
+        for job, pool, gpu_type, started_at, expected_end in runs:
+            start = max(started_at, self._charged_until.get(job.id, started_at))
+            end = max(expected_end, now)
+            if end > start:
+                twin.charge(job, pool, gpu_type, start, end)
+        return twin
+
     # -- reading ------------------------------------------------------------
 
     @property
