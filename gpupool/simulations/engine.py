@@ -30,31 +30,38 @@ turns the shortcut off (the tests check both modes agree).
 The snapshot handed to the policy is built the way the live scheduler builds
 it: free GPUs per node of each pool, the pending jobs, the running jobs with
 their expected end (estimate / GPU speed), each domain's decayed usage in
-effective GPU-hours, org accounts and the platform subsidy left (from
-:class:`Books`) and the subsidy rules. The pending and running collections are
-kept incrementally (dicts in arrival order), so a round costs O(pending +
-running + nodes) to assemble, never O(all jobs of the trace).
+effective GPU-hours, org accounts and the platform subsidy left, all from
+a gpupool.accounting :class:`Books` (the scenario's programmes and vouchers
+plus the policy's flat subsidy rules), which is also the pricing the policy
+quotes from: the same object, and the same calls, as the live scheduler.
+The pending and running collections are kept incrementally (dicts in
+arrival order), so a round costs O(pending + running + nodes) to assemble,
+never O(all jobs of the trace).
 
 A job runs ``actual_hours / speed`` on the GPU type it was placed on; its
 ``expected_end`` uses the user's estimate ``hours / speed``. A preempted job is
 requeued with its progress kept (checkpoint at preemption): its remaining
 actual work and remaining estimate shrink by the reference hours it ran, and
-the unused fraction of its charge is refunded.
+nothing needs refunding, because usage is charged on actual use: when a run
+ends (completion or preemption) ``Books.charge`` books its interval, and before
+a round in which a voucher is due, running jobs are metered up to now and the
+voucher expires (gpupool.scheduler.accounts.close_books does the same live).
+Scenario times are seconds from 0 (the epoch), so scenario programmes use
+recurring or unbounded periods and vouchers instants in scenario seconds.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from gpupool.accounting import BudgetTracker, SubsidyRules
+from gpupool.accounting import Books, BudgetTracker, LedgerEntry, SubsidyRules
 from gpupool.model import (
     Allocation,
     Charge,
     GpupoolError,
     Job,
-    OrgAccount,
     Placement,
     PoolState,
     RunningJob,
@@ -103,6 +110,7 @@ class JobRecord:
     cost: float = 0.0
     subsidy: float = 0.0
     org_pays: float = 0.0
+    subsidised_effective_gpu_hours: float = 0.0  # usage a subsidy paid part of
 
 
 @dataclass
@@ -123,51 +131,8 @@ class SimulationResult:
     domain_weights: dict[str, float]
     rounds: int = 0
     events: int = 0
-
-
-class Books:
-    """The in-memory ledger: what each org paid and was subsidised this period.
-
-    The whole replay is one accounting period. Kept deliberately small so the
-    shared gpupool.accounting books object can replace it later.
-    """
-
-    def __init__(self, orgs: Mapping[str, object], rules: SubsidyRules) -> None:
-        self._orgs = orgs
-        self.rules = rules
-        self.org_pays: dict[str, float] = {}
-        self.subsidy_by_org: dict[str, float] = {}
-        self.subsidy_total = 0.0
-        self.cost_total = 0.0
-        self._accounts: dict[str, OrgAccount] | None = None
-
-    def accounts(self) -> dict[str, OrgAccount]:
-        if self._accounts is None:
-            self._accounts = {
-                name: self._account(name, getattr(org, "budget", None))
-                for name, org in self._orgs.items()
-            }
-        return self._accounts
-
-    def _account(self, org: str, budget: float | None) -> OrgAccount:
-        cap = self.rules.org_cap
-        return OrgAccount(
-            org=org,
-            budget_left=None if budget is None else budget - self.org_pays.get(org, 0.0),
-            subsidy_cap_left=None if cap is None else cap - self.subsidy_by_org.get(org, 0.0),
-        )
-
-    def subsidy_left(self) -> float | None:
-        budget = self.rules.period_budget
-        return None if budget is None else budget - self.subsidy_total
-
-    def book(self, org: str, charge: Charge, fraction: float = 1.0) -> None:
-        """Book ``fraction`` of a charge (negative: refund)."""
-        self.org_pays[org] = self.org_pays.get(org, 0.0) + charge.org_pays * fraction
-        self.subsidy_by_org[org] = self.subsidy_by_org.get(org, 0.0) + charge.subsidy * fraction
-        self.subsidy_total += charge.subsidy * fraction
-        self.cost_total += charge.cost * fraction
-        self._accounts = None
+    ledger: tuple[LedgerEntry, ...] = ()  # every entry Books wrote, in order
+    programme_budgets: dict[str, float | None] = field(default_factory=dict)
 
 
 class UsageMeter:
@@ -262,11 +227,14 @@ class Simulation:
         self._waiting_pools: list[str] | None = []  # pools some waiting job may use
         self._running: dict[int, _Run] = {}
         self._remaining: dict[int, float] = {s.job.id: s.actual_hours for s in jobs}
-        self.books = Books(scenario.orgs, self.rules)
+        self.books = _books(scenario, self.rules)
+        # with nothing to subsidise, flat full-price quotes are the same and cheaper
+        self._pricing = self.books if self.books.programmes or self.books.flat else self.rules
         self.usage = UsageMeter(scenario.domains, self.options.usage_half_life_hours)
         self._integrals = _Integrals(busy=dict.fromkeys(self._types, 0.0))
         self._util_series: list[tuple[float, tuple[int, ...]]] = [(0.0, (0,) * len(self._types))]
         self._subsidy_series: list[tuple[float, float]] = [(0.0, 0.0)]
+        self._subsidy_total = 0.0
         self._dropped = dict(scenario.dropped)
         self._round_requested = False
         self._last_round = -math.inf
@@ -410,6 +378,9 @@ class Simulation:
         now = self.env.now
         self._last_round = now
         self._rounds += 1
+        if self.books.expiring(now):
+            self._meter_running(now)
+            self._book(self.books.expire(now), now)
         snapshot = self._snapshot(now)
         allocation = self.policy.allocate(snapshot)
         self._apply(allocation, snapshot, now)
@@ -417,6 +388,7 @@ class Simulation:
     # -- state changes -------------------------------------------------------
 
     def _snapshot(self, now: float) -> Snapshot:
+        books = self.books.committed(self._commitments(), now)  # running jobs reserved
         return Snapshot(
             now=now,
             gpu_types=self.scenario.gpu_types,
@@ -429,9 +401,9 @@ class Simulation:
             pending=tuple(self._pending.values()),
             running=tuple(run.running for run in self._running.values()),
             usage=self.usage.snapshot(now),
-            accounts=self.books.accounts(),
-            subsidy_budget_left=self.books.subsidy_left(),
-            pricing=self.rules,
+            accounts=books.accounts(now),
+            subsidy_budget_left=books.subsidy_left(now),
+            pricing=books if self._pricing is self.books else self._pricing,
         )
 
     def _apply(self, allocation: Allocation, snapshot: Snapshot, now: float) -> None:
@@ -503,13 +475,7 @@ class Simulation:
         if record.first_start is None:
             record.first_start = now
         record.pool, record.gpu_type = pool.name, pool.gpu_type
-        record.cost += charge.cost
-        record.subsidy += charge.subsidy
-        record.org_pays += charge.org_pays
         self._busy[pool.gpu_type] += job.gpus
-        self.books.book(job.org, charge)
-        if charge.subsidy:
-            self._subsidy_series.append((now, self.books.subsidy_total))
         self.usage.change_rate(now, job.domain, job.gpus * speed)
         event = self.env.timeout(remaining / speed * HOUR, value=(job.id, self._tokens))
         event.callbacks.append(self._on_completion)
@@ -517,6 +483,7 @@ class Simulation:
     def _stop(self, run: _Run, now: float) -> float:
         """Release a running job's GPUs; return the reference hours of work it did."""
         job = run.running.job
+        self._charge(run, now)
         del self._running[job.id]
         for node, taken in run.running.placement.nodes:
             self._free[run.running.placement.pool][node] += taken
@@ -533,19 +500,48 @@ class Simulation:
         job = run.running.job
         done = self._stop(run, now)
         self._remaining[job.id] = run.remaining_actual - done
-        elapsed = now - run.running.started_at
-        unused = 1.0 - elapsed / run.expected_seconds if run.expected_seconds > 0 else 0.0
-        if unused > 0:
-            self.books.book(job.org, run.charge, -unused)
-            record = run.record
-            record.cost -= run.charge.cost * unused
-            record.subsidy -= run.charge.subsidy * unused
-            record.org_pays -= run.charge.org_pays * unused
-            self._subsidy_series.append((now, self.books.subsidy_total))
         run.record.state = WAITING
         run.record.preemptions += 1
         remaining_estimate = max(job.hours - done, 0.0)
         self._enqueue(replace(job, hours=remaining_estimate))
+
+    # -- accounting (the live scheduler makes the same Books calls) -------------
+
+    def _charge(self, run: _Run, now: float) -> None:
+        """Book a run's usage not booked yet, up to ``now`` (at its end, or before an expiry)."""
+        pool = self._pools[run.running.placement.pool]
+        gpu_type = self.scenario.gpu_types[pool.gpu_type]
+        entries = self.books.meter(run.running.job, pool, gpu_type, run.running.started_at, now)
+        self._book(entries, now)
+
+    def _commitments(self) -> list[tuple]:
+        runs = []
+        for run in self._running.values():
+            pool = self._pools[run.running.placement.pool]
+            gpu_type = self.scenario.gpu_types[pool.gpu_type]
+            running = run.running
+            runs.append((running.job, pool, gpu_type, running.started_at, running.expected_end))
+        return runs
+
+    def _meter_running(self, now: float) -> None:
+        for run in self._running.values():
+            self._charge(run, now)
+
+    def _book(self, entries: list[LedgerEntry], now: float) -> None:
+        subsidised = False
+        for entry in entries:
+            record = self._records.get(entry.job_id) if entry.kind == "charge" else None
+            if record is None:
+                continue
+            record.cost += float(entry.cost)
+            record.subsidy += float(entry.subsidy)
+            record.org_pays += float(entry.org_pays)
+            if entry.subsidy:
+                record.subsidised_effective_gpu_hours += entry.effective_gpu_hours
+                self._subsidy_total += float(entry.subsidy)
+                subsidised = True
+        if subsidised:
+            self._subsidy_series.append((now, self._subsidy_total))
 
     # -- measurements --------------------------------------------------------
 
@@ -572,7 +568,8 @@ class Simulation:
             series.append(sample)
 
     def _result(self, end: float) -> SimulationResult:
-        for run in self._running.values():  # still running at the end: count work done so far
+        self._meter_running(end)  # still running at the end: charge and count work so far
+        for run in self._running.values():
             seconds = end - run.running.started_at
             run.record.run_seconds += seconds
             done = min(run.remaining_actual, seconds / HOUR * run.speed)
@@ -589,11 +586,36 @@ class Simulation:
             idle_while_waiting_gpu_seconds=self._integrals.idle_while_waiting,
             utilisation_series=self._util_series,
             subsidy_series=self._subsidy_series,
-            subsidy_budget=self.rules.period_budget,
+            subsidy_budget=_subsidy_budget(self.books),
             domain_weights={name: d.weight for name, d in self.scenario.domains.items()},
             rounds=self._rounds,
             events=self._events,
+            ledger=self.books.entries,
+            programme_budgets={p.name: p.budget for p in self.books.programmes},
         )
+
+
+def _books(scenario: Scenario, rules: SubsidyRules) -> Books:
+    """The scenario's programmes and vouchers (raw scenario entries are parsed here)."""
+    from gpupool.accounting.declarations import parse_programmes, parse_vouchers
+
+    programmes = tuple(scenario.programmes)
+    if any(hasattr(p, "where") for p in programmes):
+        programmes = parse_programmes(list(programmes), scenario.name)
+    vouchers = tuple(scenario.vouchers)
+    if any(hasattr(v, "where") for v in vouchers):
+        vouchers = parse_vouchers(list(vouchers), scenario.name, programmes)
+    return Books(programmes, vouchers, orgs=scenario.orgs, flat=rules)
+
+
+def _subsidy_budget(books: Books) -> float | None:
+    """Subsidy money available per period: flat budget plus programme budgets (None: unlimited)."""
+    budgets = [p.budget for p in books.programmes]
+    if books.flat is not None:
+        budgets.append(books.flat.period_budget)
+    if not budgets or None in budgets:
+        return None
+    return float(sum(budgets))
 
 
 def _shape(job: Job) -> tuple[int, tuple[str, ...]]:
