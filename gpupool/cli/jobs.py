@@ -1,4 +1,4 @@
-"""`gpupool job ...`: submit, submit-batch, list, show, cancel.
+"""`gpupool job ...`: submit, submit-batch, list, show, cancel, finish, reap.
 
 Numbers are taken as text and validated by the service, so a bad value gets
 the same one-line `error: --gpus: ...` as every other bad input (not click's
@@ -105,7 +105,7 @@ def list_jobs(
 ) -> None:
     """List jobs (oldest first) with the reason each pending job waits."""
     from gpupool.model import GpupoolError, JobState
-    from gpupool.scheduler import repository
+    from gpupool.scheduler.permissions import visible_jobs
     from gpupool.scheduler.service import job_view
 
     known = [s.value for s in JobState]
@@ -115,7 +115,7 @@ def list_jobs(
                 f"unknown state {value!r}; one of {', '.join(known)}", location="--state"
             )
     with work(ctx) as session:
-        rows = [job_view(r) for r in repository.list_jobs(session, state or None, org)]
+        rows = [job_view(r) for r in visible_jobs(session, actor(ctx), state or None, org)]
     if not as_json:
         for row in rows:
             if row["state"] == "pending" and row["wait_reason"] is None:
@@ -129,10 +129,11 @@ def show(
 ) -> None:
     """Everything about one job, with where it ran."""
     from gpupool.scheduler import clock, repository
+    from gpupool.scheduler.permissions import job_for
     from gpupool.scheduler.service import job_view
 
     with work(ctx) as session:
-        row = repository.get_job(session, _job_id(job_id))
+        row = job_for(session, actor(ctx), _job_id(job_id))
         view = job_view(row)
         view["placements"] = [
             {
@@ -164,3 +165,43 @@ def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="ID")) 
     with work(ctx) as session:
         job = cancel_job(session, actor(ctx), _job_id(job_id))
     typer.echo(f"cancelled job {job.id}")
+
+
+@app.command()
+def finish(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., metavar="ID"),
+    failed: bool = typer.Option(False, "--failed", help="The job failed (default: completed)."),
+    at: str | None = typer.Option(
+        None, "--at", help="When it ended, ISO 8601 (default: now); not before it started."
+    ),
+) -> None:
+    """A site reports a running job completed (or failed): frees its GPUs, charges its use."""
+    from gpupool.scheduler.lifecycle import finish_job, parse_time
+
+    ended = None if at is None else parse_time(at)
+    with work(ctx) as session:
+        job = finish_job(session, actor(ctx), _job_id(job_id), failed=failed, at=ended)
+        view = (job.id, job.state)
+    typer.echo(f"job {view[0]} {view[1]}")
+
+
+@app.command()
+def reap(
+    ctx: typer.Context,
+    grace: str | None = typer.Option(
+        None, "--grace", help="Timeout grace past a job's estimate, e.g. 10%+5m (see docs)."
+    ),
+) -> None:
+    """Mark timed_out every running job past its estimate + grace (rounds do this too)."""
+    from gpupool.scheduler import clock, lifecycle
+    from gpupool.scheduler.permissions import require_admin
+
+    rule = lifecycle.parse_grace(grace)
+    with work(ctx) as session:
+        require_admin(session, actor(ctx), "reap overdue jobs", "scheduler")
+        lifecycle.lock_for_ending(session)
+        reaped = lifecycle.reap_timeouts(session, clock.utcnow(), rule)
+    typer.echo(
+        f"{len(reaped)} job(s) timed out" + (f": {' '.join(map(str, reaped))}" if reaped else "")
+    )

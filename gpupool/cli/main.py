@@ -19,6 +19,36 @@ class _FriendlyErrors(TyperGroup):
         except GpupoolError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except (OSError, UnicodeError) as exc:
+            typer.echo(f"error: {_io_problem(exc)}", err=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            if not _is_database_error(exc):
+                raise
+            typer.echo(f"error: database: {_database_problem(exc)}", err=True)
+            raise typer.Exit(2) from None
+
+
+def _io_problem(exc: OSError | UnicodeError) -> str:
+    """An unreadable input, a directory given as a file, a file that is not UTF-8."""
+    if isinstance(exc, UnicodeError):
+        return f"input is not UTF-8 text ({exc.__class__.__name__})"
+    where = exc.filename if exc.filename is not None else "input"
+    return f"{where}: {exc.strerror or exc}"
+
+
+def _is_database_error(exc: Exception) -> bool:
+    """A SQLAlchemy error escaping a command (checked by module: sqlalchemy stays unimported
+    until a command needs it)."""
+    return type(exc).__module__.startswith("sqlalchemy.")
+
+
+def _database_problem(exc: Exception) -> str:
+    """One line from a driver error (the transaction was rolled back: nothing written)."""
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"{first} (nothing was written)"
 
 
 app = typer.Typer(
@@ -47,11 +77,13 @@ def _global_options(
 
 def _register() -> None:
     # Each module defines `app` (a Typer group) or `register(app)` for top-level commands.
-    from gpupool.cli import admin, db_cmd, jobs, policy, schedule, simulate, vouchers
+    from gpupool.cli import admin, daemon, db_cmd, jobs, policy, schedule, simulate, users, vouchers
 
     app.add_typer(jobs.app, name="job", help="Submit, list, show and cancel jobs.")
     app.add_typer(db_cmd.app, name="db", help="Database schema: upgrade, current revision.")
     app.add_typer(policy.app, name="policy", help="Policy documents: validate, apply, history.")
+    app.add_typer(users.app, name="user", help="Users and roles: add, list (admins).")
+    app.add_typer(daemon.app, name="scheduler", help="The scheduling daemon: run.")
     app.add_typer(simulate.app, name="simulate", help="Replay scenarios: run, compare schemes.")
     app.add_typer(vouchers.programme_app, name="programme", help="Subsidy programmes: add, list.")
     app.add_typer(vouchers.voucher_app, name="voucher", help="Compute vouchers: award, list.")

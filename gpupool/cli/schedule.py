@@ -1,16 +1,17 @@
 """`gpupool schedule [--dry-run] [--json]`: one scheduling round, live.
 
 Runs gpupool.scheduler.rounds.run_round with the active policy version (FIFO
-when none was applied) in one transaction, then prints what started where
-and why every other pending job waits. --dry-run computes the same round and
-writes nothing.
+when none was applied) in one transaction, holding the same round lock as
+`gpupool scheduler run` (it waits for a daemon's round in progress, saying so
+on stderr), then prints what started where, what timed out, and why every
+other pending job waits. --dry-run computes the same round and writes nothing.
 """
 
 from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, print_json, render, work
+from gpupool.cli.output import JSON_OPTION, actor, db_url, print_json, render, work
 
 
 def register(app: typer.Typer) -> None:
@@ -20,21 +21,36 @@ def register(app: typer.Typer) -> None:
 def schedule(
     ctx: typer.Context,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the decision; write nothing."),
+    grace: str | None = typer.Option(
+        None, "--grace", help="Timeout grace past a job's estimate, e.g. 10%+5m (see docs)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Run one scheduling round with the active policy."""
+    """Run one scheduling round with the active policy (waits for a running daemon's round)."""
+    from gpupool.cli.daemon import configure_logging
     from gpupool.scheduler import repository
+    from gpupool.scheduler.daemon import locked_session, policy_label, run_locked_round
+    from gpupool.scheduler.lifecycle import parse_grace
     from gpupool.scheduler.rounds import active_policy, run_round
 
-    with work(ctx) as session:
-        active = active_policy(session)
-        result = run_round(
-            session,
-            active.policy,
-            dry_run=dry_run,
-            policy_version=active.version,
-            pricing=active.pricing,
-        )
+    grace_rule = parse_grace(grace)
+    configure_logging()
+    session_scope = work(ctx) if dry_run else locked_session(db_url(ctx), wait=True)
+    with session_scope as session:
+        if dry_run:
+            active = active_policy(session)
+            label = policy_label(active)
+            result = run_round(
+                session,
+                active.policy,
+                dry_run=True,
+                policy_version=active.version,
+                pricing=active.pricing,
+                grace=grace_rule,
+            )
+        else:
+            report = run_locked_round(session, actor(ctx), grace_rule)
+            result, label = report.result, report.policy
         jobs = {j.id: j for j in repository.list_jobs(session)}
         started = [
             {
@@ -58,7 +74,7 @@ def schedule(
             }
             for job_id, reason in sorted(result.waiting.items())
         ]
-    policy = f"policy v{active.version} ({active.kind})" if active.version else "FIFO (default)"
+    policy = label
     if as_json:
         print_json(
             {
@@ -68,14 +84,16 @@ def schedule(
                 "started": started,
                 "waiting": waiting,
                 "preempted": result.preempted,
-                "completed": result.completed,
+                "timed_out": result.timed_out,
+                "skipped": {str(k): v for k, v in sorted(result.skipped.items())},
+                "solve_seconds": round(result.solve_seconds, 4),
             }
         )
         return
     label = "dry run" if dry_run else f"round {result.round_id}"
     typer.echo(
         f"{label} with {policy}: {len(started)} started, {len(waiting)} waiting"
-        + (f", {len(result.completed)} completed" if result.completed else "")
+        + (f", {len(result.timed_out)} timed out" if result.timed_out else "")
         + (f", {len(result.preempted)} preempted" if result.preempted else "")
     )
     if started:
