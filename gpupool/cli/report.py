@@ -1,0 +1,246 @@
+"""Accounting reports, like Slurm's sreport/sacct: `gpupool report usage|subsidies`.
+
+Both read the append-only ledger through gpupool.scheduler.accounts.load_books
+and sum it with ``Books.totals`` (so the figures are exactly the ledger's):
+GPU-hours (effective GPU-hours / the type's speed), effective GPU-hours, cost,
+subsidy, what orgs paid, and jobs. ``--csv`` writes the table, ``--png`` a
+chart (matplotlib Agg, imported only then): usage by domain per period, or
+each programme's budget burn-down.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import typer
+
+from gpupool.cli.output import JSON_OPTION, print_json, render, work
+
+app = typer.Typer(no_args_is_help=True)
+
+_BY = {"domain": "domain", "org": "org", "gpu-type": "gpu_type", "site": "site"}
+_COLUMNS = [
+    ("gpu_hours", "GPU-h"),
+    ("effective_gpu_hours", "effective GPU-h"),
+    ("cost", "cost"),
+    ("subsidy", "subsidy"),
+    ("org_pays", "org paid"),
+    ("jobs", "jobs"),
+]
+
+
+def _usage_rows(entries, speeds, sites, by: str) -> list[dict]:
+    groups: dict[tuple, dict] = {}
+    for entry in entries:
+        if entry.kind not in ("charge", "correction"):
+            continue
+        key_value = sites.get(entry.job_id, "-") if by == "site" else getattr(entry, by)
+        key = (entry.period, key_value or "-")
+        row = groups.setdefault(
+            key,
+            {"period": key[0], by: key[1], "gpu_hours": 0.0, "effective_gpu_hours": 0.0}
+            | {"cost": 0.0, "subsidy": 0.0, "org_pays": 0.0, "_jobs": set()},
+        )
+        row["gpu_hours"] += entry.effective_gpu_hours / speeds.get(entry.gpu_type, 1.0)
+        row["effective_gpu_hours"] += entry.effective_gpu_hours
+        row["cost"] += float(entry.cost)
+        row["subsidy"] += float(entry.subsidy)
+        row["org_pays"] += float(entry.org_pays)
+        row["_jobs"].add(entry.job_id)
+    rows = []
+    for key in sorted(groups):
+        row = groups[key]
+        row["jobs"] = len(row.pop("_jobs") - {None})
+        for name in ("gpu_hours", "effective_gpu_hours"):
+            row[name] = round(row[name], 4)
+        for name in ("cost", "subsidy", "org_pays"):
+            row[name] = round(row[name], 2)
+        rows.append(row)
+    return rows
+
+
+def _check_period(period: str | None) -> None:
+    if period is not None:
+        from gpupool.accounting.periods import label_kind
+
+        label_kind(period)
+
+
+def _write_csv(rows: list[dict], path: str) -> None:
+    if not rows:
+        Path(path).write_text("")
+        return
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@app.command()
+def usage(
+    ctx: typer.Context,
+    period: str | None = typer.Option(None, "--period", help="2026-Q4 (quarters in the ledger)."),
+    by: str = typer.Option("domain", "--by", help="domain, org, gpu-type or site."),
+    as_json: bool = JSON_OPTION,
+    csv_path: str | None = typer.Option(None, "--csv", help="Also write the table as CSV."),
+    png_path: str | None = typer.Option(None, "--png", help="Also chart usage per period."),
+) -> None:
+    """GPU usage and money per period, grouped by domain, org, GPU type or site."""
+    from gpupool.model import GpupoolError
+    from gpupool.scheduler import accounts, repository
+
+    if by not in _BY:
+        raise GpupoolError(f"must be one of {', '.join(_BY)}, got {by!r}", location="--by")
+    _check_period(period)
+    with work(ctx) as session:
+        books = accounts.load_books(session)
+        speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
+        sites = {j.id: j.pool.site for j in repository.list_jobs(session) if j.pool is not None}
+    entries = [e for e in books.entries if period is None or e.period == period]
+    field = _BY[by]
+    rows = _usage_rows(entries, speeds, sites, field)
+    if csv_path:
+        _write_csv(rows, csv_path)
+    if png_path:
+        _usage_chart(rows, field, png_path)
+    if as_json:
+        print_json(rows)
+        return
+    render(rows, [("period", "period"), (field, by), *_COLUMNS], False, title="usage")
+
+
+@app.command()
+def subsidies(
+    ctx: typer.Context,
+    programme: str | None = typer.Option(None, "--programme", help="Only this programme."),
+    as_json: bool = JSON_OPTION,
+    csv_path: str | None = typer.Option(None, "--csv", help="Also write the table as CSV."),
+    png_path: str | None = typer.Option(None, "--png", help="Also chart budget burn-down."),
+) -> None:
+    """Subsidy paid per programme, period and org, against each programme's budget."""
+    from gpupool.scheduler import accounts
+
+    with work(ctx) as session:
+        books = accounts.load_books(session)
+    names = [p.name for p in books.programmes]
+    if programme is not None and programme not in names:
+        from gpupool.model import NotFound
+
+        raise NotFound(f"no programme named {programme!r}", location="--programme")
+    rows = _subsidy_rows(books, programme)
+    if csv_path:
+        _write_csv(rows, csv_path)
+    if png_path:
+        _burn_down_chart(books, programme, png_path)
+    if as_json:
+        print_json(rows)
+        return
+    render(
+        rows,
+        [
+            ("programme", "programme"),
+            ("period", "period"),
+            ("org", "org"),
+            ("budget", "budget"),
+            ("subsidy", "subsidy"),
+            ("cost", "cost"),
+            ("org_pays", "org paid"),
+            ("effective_gpu_hours", "subsidised eff. GPU-h"),
+            ("voucher_hours", "voucher h used"),
+        ],
+        False,
+        title="subsidies",
+    )
+
+
+def _subsidy_rows(books, only: str | None) -> list[dict]:
+    budgets = {p.name: p.budget for p in books.programmes}
+    totals = books.totals(by=("programme", "period", "org"))
+    rows = []
+    for (name, period, org), total in sorted(totals.items(), key=lambda kv: str(kv[0])):
+        if name is None or (only is not None and name != only):
+            continue
+        used = sum(
+            _voucher_hours(e.note)
+            for e in books.entries
+            if e.kind == "charge" and e.programme == name and e.period == period and e.org == org
+        )
+        rows.append(
+            {
+                "programme": name,
+                "period": period,
+                "org": org,
+                "budget": budgets.get(name),
+                "subsidy": float(total.subsidy),
+                "cost": float(total.cost),
+                "org_pays": float(total.org_pays),
+                "effective_gpu_hours": round(total.effective_gpu_hours, 4),
+                "voucher_hours": round(used, 4),
+            }
+        )
+    return rows
+
+
+def _voucher_hours(note: str) -> float:
+    head = note.split(" voucher hours")[0] if "voucher hours" in note else ""
+    try:
+        return float(head)
+    except ValueError:
+        return 0.0
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _usage_chart(rows: list[dict], field: str, path: str) -> None:
+    plt = _pyplot()
+    periods = sorted({r["period"] for r in rows})
+    groups = sorted({r[field] for r in rows})
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    bottom = [0.0] * len(periods)
+    for group in groups:
+        heights = [
+            sum(r["effective_gpu_hours"] for r in rows if r["period"] == p and r[field] == group)
+            for p in periods
+        ]
+        axes.bar(periods, heights, bottom=bottom, label=str(group))
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    axes.set_ylabel("effective GPU-hours")
+    axes.set_title(f"usage by {field} per period")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _burn_down_chart(books, only: str | None, path: str) -> None:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for prog in books.programmes:
+        if only is not None and prog.name != only:
+            continue
+        entries = sorted(
+            (e for e in books.entries if e.programme == prog.name and e.subsidy), key=lambda e: e.at
+        )
+        if not entries:
+            continue
+        spent, times, left = 0.0, [], []
+        for entry in entries:
+            spent += float(entry.subsidy)
+            times.append(entry.at / 86400.0)
+            left.append((prog.budget - spent) if prog.budget is not None else spent)
+        axes.step(times, left, where="post", label=prog.name)
+    axes.set_xlabel("days since 1970-01-01 (UTC)")
+    axes.set_ylabel("budget left (or subsidy paid if unlimited)")
+    axes.set_title("subsidy budget burn-down")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
