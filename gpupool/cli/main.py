@@ -77,7 +77,18 @@ def _global_options(
 
 def _register() -> None:
     # Each module defines `app` (a Typer group) or `register(app)` for top-level commands.
-    from gpupool.cli import admin, daemon, db_cmd, jobs, policy, schedule, simulate, users, vouchers
+    from gpupool.cli import (
+        admin,
+        daemon,
+        db_cmd,
+        jobs,
+        policy,
+        report,
+        schedule,
+        simulate,
+        users,
+        vouchers,
+    )
 
     app.add_typer(jobs.app, name="job", help="Submit, list, show and cancel jobs.")
     app.add_typer(db_cmd.app, name="db", help="Database schema: upgrade, current revision.")
@@ -86,6 +97,7 @@ def _register() -> None:
     app.add_typer(daemon.app, name="scheduler", help="The scheduling daemon: run.")
     app.add_typer(simulate.app, name="simulate", help="Replay scenarios: run, compare schemes.")
     app.add_typer(vouchers.programme_app, name="programme", help="Subsidy programmes: add, list.")
+    app.add_typer(report.app, name="report", help="Accounting reports: usage, subsidies.")
     app.add_typer(vouchers.voucher_app, name="voucher", help="Compute vouchers: award, list.")
     admin.register(app)
     schedule.register(app)
