@@ -63,8 +63,12 @@ def _usage_rows(entries, speeds, sites, by: str) -> list[dict]:
 def _check_period(period: str | None) -> None:
     if period is not None:
         from gpupool.accounting.periods import label_kind
+        from gpupool.model import GpupoolError
 
-        label_kind(period)
+        try:
+            label_kind(period)
+        except GpupoolError as exc:
+            raise GpupoolError(exc.message, location="--period") from None
 
 
 def _write_csv(rows: list[dict], path: str) -> None:

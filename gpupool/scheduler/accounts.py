@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -483,3 +484,49 @@ def guarantee_shares(params: object, gpu_types: Mapping[str, model.GpuType], poo
         elif share.gpus and capacity > 0:
             shares[domain] = sum(n * gpu_types[t].speed for t, n in share.gpus.items()) / capacity
     return shares
+
+
+def job_accounting(session: Session, job_row: JobRow) -> dict | None:
+    """Why this pool and this price: the pool, its GPU type and price, and the ledger's split.
+
+    None for a job that never ran. ``charges`` lists each ledger entry (a run
+    split at period, programme and voucher boundaries); the sums are exact.
+    """
+    placements = repository.placements_of(session, job_row.id)
+    if not placements:
+        return None
+    pool = placements[-1].pool
+    gpu_type = pool.gpu_type
+    entries = ledger_of_job(session, job_row.id)
+    funded: dict[str, float] = {}
+    for entry in entries:
+        if entry.subsidy:
+            source = entry.programme or "policy subsidy rates"
+            if entry.voucher_id is not None:
+                source += f" (voucher {entry.voucher_id})"
+            funded[source] = funded.get(source, 0.0) + float(entry.subsidy)
+    return {
+        "pool": pool.name,
+        "site": pool.site,
+        "gpu_type": gpu_type.name,
+        "speed": gpu_type.speed,
+        "estimated_runtime_hours": round(job_row.hours / gpu_type.speed, 4),
+        "price_per_gpu_hour": float(pool.price_per_gpu_hour),
+        "charged_gpu_hours": round(sum(e.effective_gpu_hours for e in entries) / gpu_type.speed, 4),
+        "cost": float(sum((e.cost for e in entries), Decimal(0))),
+        "subsidy": float(sum((e.subsidy for e in entries), Decimal(0))),
+        "org_pays": float(sum((e.org_pays for e in entries), Decimal(0))),
+        "subsidy_by_source": {k: round(v, 2) for k, v in funded.items()},
+        "charges": [
+            {
+                "period": e.period,
+                "cost": float(e.cost),
+                "subsidy": float(e.subsidy),
+                "org_pays": float(e.org_pays),
+                "programme": e.programme,
+                "voucher": e.voucher_id,
+                "note": e.note,
+            }
+            for e in entries
+        ],
+    }
