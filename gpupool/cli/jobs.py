@@ -144,17 +144,38 @@ def show(
             }
             for p in repository.placements_of(session, row.id)
         ]
+        from gpupool.scheduler.accounts import job_accounting
+
+        view["accounting"] = job_accounting(session, row)
     if as_json:
         print_json(view)
         return
     for key, value in view.items():
-        if key != "placements":
+        if key not in ("placements", "accounting"):
             typer.echo(f"{key:>13}: {'-' if value is None else value}")
     for placement in view["placements"]:
         typer.echo(
             f"{'ran on':>13}: {placement['pool']} nodes {placement['nodes']} "
             f"from {placement['started_at']} to {placement['ended_at'] or 'now'}"
         )
+    _explain_price(view["accounting"])
+
+
+def _explain_price(acc: dict | None) -> None:
+    """Why this pool, why this price: the figures behind the job's ledger entries."""
+    if acc is None:
+        return
+    typer.echo(
+        f"{'price':>13}: {acc['pool']} ({acc['site']}) {acc['gpu_type']} speed {acc['speed']:g}, "
+        f"{acc['price_per_gpu_hour']:.2f} per GPU-hour, estimate "
+        f"{acc['estimated_runtime_hours']:g} h on this type"
+    )
+    typer.echo(
+        f"{'charged':>13}: {acc['charged_gpu_hours']:g} GPU-hours, cost {acc['cost']:.2f}, "
+        f"subsidy {acc['subsidy']:.2f}, org pays {acc['org_pays']:.2f}"
+    )
+    for source, amount in acc["subsidy_by_source"].items():
+        typer.echo(f"{'subsidy':>13}: {amount:.2f} from {source}")
 
 
 @app.command()
