@@ -28,7 +28,8 @@ The re-check makes double-booking impossible whatever the callers do; the
 round lock (gpupool.scheduler.locking) additionally keeps two schedulers from
 solving at the same time. A dry run does steps 1-4 only and writes nothing.
 Test hook: with GPUPOOL_TEST_PAUSE_IN_ROUND=<path>, the write phase creates
-<path> after its placements are flushed and sleeps, so a test can kill it there.
+<path> after its placements are flushed and waits until the file is deleted
+(at most GPUPOOL_TEST_PAUSE_SECONDS), so a test can act, or kill it, there.
 """
 
 from __future__ import annotations
@@ -308,9 +309,13 @@ def _record_wait_reasons(session: Session, waiting: dict[int, model.WaitReason])
 
 
 def _pause_for_tests(session: Session) -> None:
-    """Crash-test hook: announce that rows are written (not committed), then wait."""
+    """Crash-test hook: announce that rows are written (not committed) by creating the
+    file, then hold the round there until the test deletes it (or the pause runs out)."""
     path = os.environ.get(PAUSE_ENV)
     if path:
         session.flush()
-        Path(path).write_text(str(os.getpid()))
-        time.sleep(float(os.environ.get("GPUPOOL_TEST_PAUSE_SECONDS", "120")))
+        marker = Path(path)
+        marker.write_text(str(os.getpid()))
+        give_up = time.monotonic() + float(os.environ.get("GPUPOOL_TEST_PAUSE_SECONDS", "120"))
+        while marker.exists() and time.monotonic() < give_up:
+            time.sleep(0.05)
