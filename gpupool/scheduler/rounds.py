@@ -41,7 +41,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gpupool import model
@@ -144,7 +144,7 @@ def run_round(
     if dry_run:
         result.started = planned
     else:
-        _write(session, planned, result, moment, pricing, grace)
+        _write(session, planned, result, moment, pricing, grace, real_time=now is None)
     return result
 
 
@@ -205,13 +205,18 @@ def _check_placement(placement, pending, pools, free, seen) -> None:
             raise PolicyViolation(f"overfills node {node} of {pool.name} with {where}")
 
 
-def _write(session: Session, planned, result: RoundResult, moment, pricing, grace) -> None:
+def _write(session, planned, result: RoundResult, moment, pricing, grace, real_time) -> None:
     accounts.lock_books(session)  # PostgreSQL: the write lock, before any row lock
     round_row = SchedulerRoundRow(
         started_at=moment, policy_version=result.policy_version, dry_run=False
     )
     session.add(round_row)
     session.flush()  # SQLite: this insert takes the database's write lock
+    if real_time:
+        # Stamp what this round writes with the time it writes it, under the lock:
+        # a job a site finished while we solved ended after our snapshot, and the
+        # job that takes its GPUs must not appear to have started before that.
+        moment = max(moment, clock.utcnow())
     result.round_id = round_row.id
     books = accounts.load_books(session, moment, rules=pricing)  # fresh, under the lock
     accounts.close_books(session, books, moment)
@@ -219,8 +224,10 @@ def _write(session: Session, planned, result: RoundResult, moment, pricing, grac
     result.preempted = [j for j in result.preempted if _preempt(session, j, moment, books)]
     free = _free_gpus(session)
     pools = {p.name: p for p in repository.list_pools(session)}
+    rows = _lock_jobs(session, [s.job_id for s in planned])
     for started in planned:
-        problem = _start(session, started, pools[started.pool], free, round_row.id, moment)
+        row = rows[started.job_id]
+        problem = _start(session, started, row, pools[started.pool], free, round_row.id, moment)
         if problem is None:
             result.started.append(started)
             continue
@@ -266,9 +273,22 @@ def _preempt(session: Session, job_id: int, moment: dt.datetime, books) -> bool:
     return True
 
 
-def _start(session, started: Started, pool_row, free, round_id, moment) -> str | None:
+def _lock_jobs(session: Session, job_ids: list[int]) -> dict[int, JobRow]:
+    """Re-read the jobs to start FOR UPDATE in one query (in id order, like every locker)."""
+    if not job_ids:
+        return {}
+    query = (
+        select(JobRow)
+        .where(JobRow.id.in_(job_ids))
+        .order_by(JobRow.id)
+        .with_for_update(of=JobRow)
+        .execution_options(populate_existing=True)
+    )
+    return {row.id: row for row in session.scalars(query)}
+
+
+def _start(session, started: Started, row, pool_row, free, round_id, moment) -> str | None:
     """Start the job unless what committed since the snapshot forbids it (then say why)."""
-    row = repository.get_job(session, started.job_id, lock=True)
     if row.state != JobState.PENDING.value:
         return f"it is {row.state} now"
     nodes = free[pool_row.name]
@@ -304,7 +324,7 @@ def _record_wait_reasons(session: Session, waiting: dict[int, model.WaitReason])
             update(JobRow)
             .where(JobRow.id.in_(ids), JobRow.state == JobState.PENDING.value)
             .values(wait_reason=reason)
-            .execution_options(synchronize_session="fetch")
+            .execution_options(synchronize_session=False)  # objects are not read again
         )
 
 
