@@ -25,6 +25,15 @@ A round, in numbered steps:
 4. Each later job starts only if it fits now and does not delay that
    reservation: it uses another pool, or it ends before the reserved start,
    or the reserved gang still fits at the reserved start with it running.
+
+Cost of a round (a whole-trace replay runs tens of thousands of rounds over
+queues of thousands): priorities are computed with per-domain terms taken
+once per round; within a round free GPUs only shrink, so once a gang of g GPUs
+finds no room on the pools of some GPU-type list, no gang of g or more GPUs on
+that list can fit for the rest of the round, and such jobs wait without a pool
+scan; the reservation's earliest start is one pass over the running jobs of
+each allowed pool in end order, and the GPUs they release by the reserved start
+are kept per node, so checking a backfill candidate costs O(nodes).
 """
 
 from __future__ import annotations
@@ -70,9 +79,14 @@ class MultifactorPolicy:
 
     def allocate(self, snapshot: Snapshot) -> Allocation:
         factors = _Factors(self, snapshot)
-        priority = {job.id: factors.of(job)["priority"] for job in snapshot.pending}
-        order = sorted(snapshot.pending, key=lambda j: (-priority[j.id], j.submitted_at, j.id))
-        return _Round(self, snapshot).run(order)
+        # ids are unique, so the tuples never compare jobs themselves
+        pending = snapshot.pending
+        keyed = [
+            (-priority, job.submitted_at, job.id, job)
+            for priority, job in zip(factors.priorities(pending), pending, strict=True)
+        ]
+        keyed.sort()
+        return _Round(self, snapshot).run([entry[3] for entry in keyed])
 
 
 def multifactor_factors(
@@ -88,7 +102,7 @@ def multifactor_factors(
 
 
 class _Factors:
-    """Per-snapshot normalisers, computed once per round."""
+    """Per-snapshot normalisers and per-domain terms, computed once per round."""
 
     def __init__(self, policy: MultifactorPolicy, snapshot: Snapshot) -> None:
         self.policy = policy
@@ -99,6 +113,8 @@ class _Factors:
         self.total_weight = sum(self.weights.values()) or 1.0
         self.total_usage = sum(max(0.0, u) for u in snapshot.usage.values())
         self.total_gpus = sum(state.pool.gpus for state in snapshot.pools) or 1
+        # domain -> (weight, weighted fair-share term): the same for all its jobs this round
+        self._per_domain: dict[str, tuple[float, float]] = {}
 
     def _weight(self, domain: str) -> float:
         """The document's weight wins; else the domain's own weight; else 1."""
@@ -107,25 +123,38 @@ class _Factors:
         known = self.snapshot.domains.get(domain)
         return known.weight if known is not None else 1.0
 
+    def _domain_terms(self, domain: str) -> tuple[float, float]:
+        terms = self._per_domain.get(domain)
+        if terms is None:
+            weight = self.weights[domain] if domain in self.weights else self._weight(domain)
+            terms = (weight, self.policy.fairshare_weight * self.fairshare(domain))
+            self._per_domain[domain] = terms
+        return terms
+
     def of(self, job: Job) -> dict[str, float]:
+        age, domain, fairshare, size = self._terms(job)
+        weighted = {"age": age, "domain": domain, "fairshare": fairshare, "size": size}
+        weighted["priority"] = sum((age, domain, fairshare, size))
+        return weighted
+
+    def priorities(self, jobs: tuple[Job, ...]) -> list[float]:
+        """Each job's priority, exactly ``of(job)["priority"]``, in the order given."""
+        terms = self._terms
+        return [sum(terms(job)) for job in jobs]
+
+    def _terms(self, job: Job) -> tuple[float, float, float, float]:
+        """The weighted age, domain, fair-share and size terms of ``job``."""
         p = self.policy
         waited_h = max(0.0, self.snapshot.now - job.submitted_at) / 3600.0
         age = min(1.0, waited_h / p.max_age_hours) if p.max_age_hours > 0 else 1.0
         aging = p.params.aging
         boost = min(aging.max_boost, aging.per_hour * waited_h)
-        weight = self.weights.get(job.domain, self._weight(job.domain))
+        weight, fairshare = self._domain_terms(job.domain)
         domain = (weight + job.priority + boost) / self.max_weight
         size = min(1.0, job.gpus / self.total_gpus)
         if p.favor_small:
             size = 1.0 - size
-        weighted = {
-            "age": p.age_weight * age,
-            "domain": p.domain_weight * domain,
-            "fairshare": p.fairshare_weight * self.fairshare(job.domain),
-            "size": p.size_weight * size,
-        }
-        weighted["priority"] = sum(weighted.values())
-        return weighted
+        return p.age_weight * age, p.domain_weight * domain, fairshare, p.size_weight * size
 
     def fairshare(self, domain: str) -> float:
         """Slurm's classic factor 2^(-U/S): 1 with no usage, 0.5 at exactly its share."""
@@ -159,16 +188,20 @@ class _Round:
     def __init__(self, policy: MultifactorPolicy, snapshot: Snapshot) -> None:
         self.policy = policy
         self.snapshot = snapshot
+        self.pools = {state.pool.name: state.pool for state in snapshot.pools}
         self.free: FreeGpus = free_gpus(snapshot)
         self.budgets = BudgetTracker(snapshot)
         self.choices = PoolChoices(snapshot)
-        # (end time, pool, nodes) of everything holding GPUs, to foresee when they free up
-        self.ends: list[tuple[float, str, Nodes]] = [
-            (max(r.expected_end, snapshot.now), r.placement.pool, r.placement.nodes)
-            for r in snapshot.running
-        ]
         self.reservation: _Reservation | None = None
+        # GPUs per node of the reserved pool that holders ending by the reserved start release
+        self.released_by_start: list[int] = []
+        # pool -> (end time, nodes) of everything holding GPUs, to foresee when they free up
+        self.ends: dict[str, list[tuple[float, Nodes]]] = {name: [] for name in self.pools}
+        for r in snapshot.running:
+            self._hold(r.placement.pool, max(r.expected_end, snapshot.now), r.placement.nodes)
         self.blocked = False
+        # GPU-type list -> smallest gang that found no room: larger ones cannot find any either
+        self.no_room_from: dict[tuple[str, ...], int] = {}
 
     def run(self, order: list[Job]) -> Allocation:
         placements, charges, waiting = [], {}, {}
@@ -179,8 +212,7 @@ class _Round:
             if self.blocked:
                 waiting[job.id] = WaitReason.PRIORITY
                 continue
-            check = None if self.reservation is None else self._does_not_delay(job)
-            placed = first_fit(job, self.choices.allowed(job), self.free, self.budgets, check)
+            placed = self._place(job)
             if isinstance(placed, WaitReason):
                 waiting[job.id] = placed
                 if placed is WaitReason.NO_CAPACITY and self.reservation is None:
@@ -189,11 +221,34 @@ class _Round:
             placement, charge = placed
             placements.append(placement)
             charges[job.id] = charge
-            self.ends.append((self._end(job, placement.pool), placement.pool, placement.nodes))
+            self._hold(placement.pool, self._end(job, placement.pool), placement.nodes)
         return Allocation(placements=tuple(placements), waiting=waiting, charges=charges)
 
+    def _place(self, job: Job):
+        """first_fit, skipping the pool scan when a gang this large already found no room."""
+        no_room_from = self.no_room_from.get(job.gpu_types)
+        if no_room_from is not None and job.gpus >= no_room_from:
+            return WaitReason.NO_CAPACITY
+        check = None if self.reservation is None else self._does_not_delay(job)
+        placed = first_fit(job, self.choices.allowed(job), self.free, self.budgets, check)
+        if placed is WaitReason.NO_CAPACITY:
+            self.no_room_from[job.gpu_types] = min(job.gpus, no_room_from or job.gpus)
+        return placed
+
+    def _hold(self, pool_name: str, end: float, nodes: Nodes) -> None:
+        """Record GPUs held until ``end`` (a running job, or one started this round)."""
+        self.ends.setdefault(pool_name, []).append((end, nodes))
+        reservation = self.reservation
+        if (
+            reservation is not None
+            and pool_name == reservation.pool.name
+            and end <= reservation.start
+        ):
+            for index, taken in nodes:
+                self.released_by_start[index] += taken
+
     def _end(self, job: Job, pool_name: str) -> float:
-        pool = self.snapshot.pool_state(pool_name).pool
+        pool = self.pools[pool_name]
         hours = job.runtime_hours_on(self.snapshot.gpu_types[pool.gpu_type])
         return self.snapshot.now + hours * 3600.0
 
@@ -208,19 +263,26 @@ class _Round:
             if start is not None and (best is None or start < best.start):
                 best = _Reservation(job, pool, start)
         self.reservation = best
-
-    def _projected_free(self, pool: Pool, at: float) -> list[int]:
-        free = list(self.free[pool.name])
-        for end, pool_name, nodes in self.ends:
-            if pool_name == pool.name and end <= at:
-                for index, taken in nodes:
-                    free[index] += taken
-        return free
+        if best is not None:
+            released = [0] * len(self.free[best.pool.name])
+            for end, nodes in self.ends[best.pool.name]:
+                if end <= best.start:
+                    for index, taken in nodes:
+                        released[index] += taken
+            self.released_by_start = released
 
     def _earliest_start(self, job: Job, pool: Pool) -> float | None:
-        times = sorted({end for end, pool_name, _ in self.ends if pool_name == pool.name})
-        for at in times:
-            if fit_gang(self._projected_free(pool, at), job.gpus, pool.gpus_per_node):
+        """The first end time at which the GPUs released so far let the gang fit."""
+        free = list(self.free[pool.name])
+        ends = sorted(self.ends[pool.name], key=lambda held: held[0])
+        i = 0
+        while i < len(ends):
+            at = ends[i][0]
+            while i < len(ends) and ends[i][0] == at:
+                for index, taken in ends[i][1]:
+                    free[index] += taken
+                i += 1
+            if fit_gang(free, job.gpus, pool.gpus_per_node):
                 return at
         return None
 
@@ -232,7 +294,8 @@ class _Round:
                 return True
             if self._end(job, pool.name) <= reservation.start:
                 return True
-            at_start = self._projected_free(pool, reservation.start)
+            released = zip(self.free[pool.name], self.released_by_start, strict=True)
+            at_start = [free + back for free, back in released]
             for index, taken in nodes:
                 at_start[index] -= taken
             reserved = reservation.job

@@ -1,0 +1,295 @@
+"""The optimised fifo and multifactor rounds decide exactly what the plain ones did.
+
+The reference implementations below are the straightforward versions the
+baselines had before they were made fast enough to replay whole traces: every
+priority computed factor by factor, never_fits evaluated afresh for every job,
+every pool scanned for every job, the reservation's earliest start found by
+re-projecting all running jobs at every candidate time. The optimised
+policies must return identical allocations (placements, nodes, wait reasons,
+charges) on seeded random snapshots, including ones with long queues, many
+running jobs with tied end times, budgets, subsidies and aging.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from gpupool.accounting import BudgetTracker
+from gpupool.model import (
+    Allocation,
+    Job,
+    Placement,
+    Pool,
+    Snapshot,
+    WaitReason,
+    fit_gang,
+)
+from gpupool.policies.fifo import FifoPolicy, allowed_pools, first_fit, free_gpus, never_fits
+from gpupool.policies.multifactor import MultifactorPolicy
+from gpupool.policies.params import Aging, DomainShare, PolicyParams
+from tests.policies.builders import DEFAULT_NOW, SnapshotBuilder, random_snapshot
+
+# ---------------------------------------------------------------------------
+# Reference implementations (plain, slow, obviously following the rules)
+# ---------------------------------------------------------------------------
+
+
+def reference_fifo(snapshot: Snapshot) -> Allocation:
+    free, budgets = free_gpus(snapshot), BudgetTracker(snapshot)
+    placements, charges, waiting = [], {}, {}
+    blocked = False
+    for job in sorted(snapshot.pending, key=lambda j: (j.submitted_at, j.id)):
+        if never_fits(job, snapshot):
+            waiting[job.id] = WaitReason.NEVER_FITS
+        elif blocked:
+            waiting[job.id] = WaitReason.PRIORITY
+        else:
+            placed = first_fit(job, allowed_pools(job, snapshot), free, budgets)
+            if isinstance(placed, WaitReason):
+                waiting[job.id] = placed
+                blocked = placed is WaitReason.NO_CAPACITY
+            else:
+                placements.append(placed[0])
+                charges[job.id] = placed[1]
+    return Allocation(placements=tuple(placements), waiting=waiting, charges=charges)
+
+
+def reference_priority(policy: MultifactorPolicy, snapshot: Snapshot, job: Job) -> float:
+    def weight(domain: str) -> float:
+        if domain in policy.params.domain_weights:
+            return policy.params.domain_weights[domain]
+        known = snapshot.domains.get(domain)
+        return known.weight if known is not None else 1.0
+
+    names = set(snapshot.domains) | {j.domain for j in snapshot.pending}
+    weights = {name: weight(name) for name in names}
+    total_usage = sum(max(0.0, u) for u in snapshot.usage.values())
+    waited_h = max(0.0, snapshot.now - job.submitted_at) / 3600.0
+    age = min(1.0, waited_h / policy.max_age_hours) if policy.max_age_hours > 0 else 1.0
+    boost = min(policy.params.aging.max_boost, policy.params.aging.per_hour * waited_h)
+    domain = (weights[job.domain] + job.priority + boost) / max([1.0, *weights.values()])
+    fairshare = 1.0
+    if total_usage > 0:
+        used = max(0.0, snapshot.usage.get(job.domain, 0.0)) / total_usage
+        share = policy.params.shares.get(job.domain)
+        if share is not None and share.fraction is not None:
+            norm = share.fraction
+        else:
+            norm = weights[job.domain] / (sum(weights.values()) or 1.0)
+        fairshare = 0.0 if norm <= 0 else math.pow(2.0, -used / norm)
+    total_gpus = sum(state.pool.gpus for state in snapshot.pools) or 1
+    size = min(1.0, job.gpus / total_gpus)
+    if policy.favor_small:
+        size = 1.0 - size
+    return sum(
+        {
+            "age": policy.age_weight * age,
+            "domain": policy.domain_weight * domain,
+            "fairshare": policy.fairshare_weight * fairshare,
+            "size": policy.size_weight * size,
+        }.values()
+    )
+
+
+def reference_multifactor(policy: MultifactorPolicy, snapshot: Snapshot) -> Allocation:
+    now = snapshot.now
+    free, budgets = free_gpus(snapshot), BudgetTracker(snapshot)
+    ends = [
+        (max(r.expected_end, now), r.placement.pool, r.placement.nodes) for r in snapshot.running
+    ]
+
+    def end_of(job: Job, pool_name: str) -> float:
+        pool = snapshot.pool_state(pool_name).pool
+        return now + job.runtime_hours_on(snapshot.gpu_types[pool.gpu_type]) * 3600.0
+
+    def projected(pool: Pool, at: float) -> list[int]:
+        out = list(free[pool.name])
+        for end, name, nodes in ends:
+            if name == pool.name and end <= at:
+                for index, taken in nodes:
+                    out[index] += taken
+        return out
+
+    def earliest(job: Job, pool: Pool) -> float | None:
+        for at in sorted({end for end, name, _ in ends if name == pool.name}):
+            if fit_gang(projected(pool, at), job.gpus, pool.gpus_per_node):
+                return at
+        return None
+
+    priority = {job.id: reference_priority(policy, snapshot, job) for job in snapshot.pending}
+    order = sorted(snapshot.pending, key=lambda j: (-priority[j.id], j.submitted_at, j.id))
+    placements, charges, waiting = [], {}, {}
+    reservation = None  # (job, pool, start)
+    blocked = False
+    for job in order:
+        if never_fits(job, snapshot):
+            waiting[job.id] = WaitReason.NEVER_FITS
+            continue
+        if blocked:
+            waiting[job.id] = WaitReason.PRIORITY
+            continue
+        check = None
+        if reservation is not None:
+            r_job, r_pool, r_start = reservation
+
+            def check(pool, nodes, job=job, r_job=r_job, r_pool=r_pool, r_start=r_start):
+                if pool.name != r_pool.name or end_of(job, pool.name) <= r_start:
+                    return True
+                at_start = projected(pool, r_start)
+                for index, taken in nodes:
+                    at_start[index] -= taken
+                return fit_gang(at_start, r_job.gpus, pool.gpus_per_node) is not None
+
+        placed = first_fit(job, allowed_pools(job, snapshot), free, budgets, check)
+        if isinstance(placed, WaitReason):
+            waiting[job.id] = placed
+            if placed is WaitReason.NO_CAPACITY and reservation is None:
+                if not policy.backfill:
+                    blocked = True
+                    continue
+                for pool in allowed_pools(job, snapshot):
+                    start = earliest(job, pool)
+                    if start is not None and (reservation is None or start < reservation[2]):
+                        reservation = (job, pool, start)
+            continue
+        placements.append(placed[0])
+        charges[job.id] = placed[1]
+        ends.append((end_of(job, placed[0].pool), placed[0].pool, placed[0].nodes))
+    return Allocation(placements=tuple(placements), waiting=waiting, charges=charges)
+
+
+# ---------------------------------------------------------------------------
+# Instances
+# ---------------------------------------------------------------------------
+
+PARAMS = PolicyParams(
+    domain_weights={"medical": 3.0, "education": 2.0},
+    shares={"medical": DomainShare(fraction=0.3)},
+    aging=Aging(per_hour=0.05, max_boost=1.0),
+)
+
+MULTIFACTORS = {
+    "default": MultifactorPolicy(),
+    "params": MultifactorPolicy(params=PARAMS),
+    "no-backfill": MultifactorPolicy(backfill=False),
+    "favor-small": MultifactorPolicy(params=PARAMS, favor_small=True, max_age_hours=2.0),
+}
+
+
+def busy_snapshot(seed: int) -> Snapshot:
+    """A long queue on a mostly busy platform: many running jobs, many tied end times.
+
+    Gang sizes of 1..32 on 4- and 8-GPU nodes, so reservations, backfill
+    refusals and the no-room shortcut all occur; some orgs run out of budget.
+    """
+    rng = random.Random(seed)
+    b = SnapshotBuilder().gpu_type("A100").gpu_type("H100", 2.0).gpu_type("910B", 0.8)
+    b.domain("medical", 3.0).domain("education", 2.0).domain("general", 1.0)
+    for i, (gpu_type, per_node) in enumerate((("A100", 8), ("H100", 8), ("910B", 4), ("A100", 4))):
+        b.pool(f"p{i}", gpu_type, per_node * rng.randint(2, 6), per_node, rng.choice((8, 14, 30)))
+    for i in range(6):
+        budget = rng.choice((None, None, 200.0, 3000.0))
+        b.org(f"org-{i}", ("medical", "education", "general")[i % 3], budget)
+    b.pricing(domain_rates={"medical": 0.5}, gpu_type_rates={"910B": 0.4})
+    for domain in ("medical", "education", "general"):
+        b.usage(domain, rng.choice((0.0, 50.0, 500.0)))
+    for _ in range(rng.randint(5, 40)):
+        name = f"p{rng.randrange(4)}"
+        gpus = rng.choice((1, 2, 4, 8))
+        if fit_gang(b._free[name], gpus, b._pools[name].gpus_per_node) is not None:
+            b.running(
+                gpus, name, org=f"org-{rng.randrange(6)}", ends_in_hours=rng.choice((0.5, 1, 2, 4))
+            )
+    type_lists = ((), (), ("A100",), ("H100", "910B"), ("910B",))
+    for _ in range(rng.randint(20, 120)):
+        b.job(
+            gpus=rng.choice((1, 1, 2, 4, 4, 8, 12, 16, 32)),
+            hours=rng.choice((0.25, 0.5, 1.0, 3.0, 8.0)),
+            org=f"org-{rng.randrange(6)}",
+            types=rng.choice(type_lists),
+            submitted_at=DEFAULT_NOW - rng.randrange(0, 20) * 1800.0,  # ties in arrival time
+            priority=rng.choice((0, 0, 0, 1)),
+        )
+    return b.build()
+
+
+def snapshots():
+    for seed in range(60):
+        yield f"random-{seed}", random_snapshot(seed, jobs=30, pools=4, running=8)
+    for seed in range(60):
+        yield f"busy-{seed}", busy_snapshot(seed)
+
+
+CASES = list(snapshots())
+
+
+def same(got: Allocation, want: Allocation) -> None:
+    assert got.placements == want.placements
+    assert dict(got.waiting) == dict(want.waiting)
+    assert dict(got.charges) == dict(want.charges)
+
+
+# ---------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------
+
+
+def test_the_instances_exercise_every_path():
+    """Without waits of every kind and backfill refusals the comparison would prove little."""
+    reasons = set()
+    started = refused_by_reservation = 0
+    for _, snapshot in CASES:
+        for variant, policy in MULTIFACTORS.items():
+            allocation = policy.allocate(snapshot)
+            reasons |= set(allocation.waiting.values())
+            started += len(allocation.placements)
+            if variant == "default":  # with backfill, PRIORITY means the reservation refused
+                refused_by_reservation += list(allocation.waiting.values()).count(
+                    WaitReason.PRIORITY
+                )
+    assert reasons == set(WaitReason) - {WaitReason.QUOTA}
+    assert started > 1000
+    assert refused_by_reservation > 50
+
+
+@pytest.mark.parametrize(("name", "snapshot"), CASES, ids=[name for name, _ in CASES])
+def test_fifo_matches_the_reference(name, snapshot):
+    same(FifoPolicy().allocate(snapshot), reference_fifo(snapshot))
+
+
+@pytest.mark.parametrize("variant", sorted(MULTIFACTORS))
+def test_multifactor_matches_the_reference(variant):
+    policy = MULTIFACTORS[variant]
+    for name, snapshot in CASES:
+        got, want = policy.allocate(snapshot), reference_multifactor(policy, snapshot)
+        assert got.placements == want.placements, name
+        assert dict(got.waiting) == dict(want.waiting), name
+        assert dict(got.charges) == dict(want.charges), name
+
+
+@pytest.mark.parametrize("variant", sorted(MULTIFACTORS))
+def test_priorities_are_bit_identical_to_the_factor_sum(variant):
+    policy = MULTIFACTORS[variant]
+    for _, snapshot in CASES[::7]:
+        for job in snapshot.pending:
+            want = reference_priority(policy, snapshot, job)
+            assert policy.factors(snapshot, job)["priority"] == want
+
+
+def test_a_larger_gang_is_not_tried_once_a_smaller_one_found_no_room():
+    # 3 + 3 GPUs free on two 4-GPU nodes: the 8-GPU gang (largest, so first) and the
+    # 4-GPU gang find no room, the 2-GPU gang starts on node 0 (best fit, lowest index).
+    snapshot = (
+        SnapshotBuilder()
+        .pool("p", "A100", 8, per_node=4, free_per_node=[3, 3])
+        .job(4, id=1)
+        .job(8, id=2)
+        .job(2, id=3)
+        .build()
+    )
+    allocation = MultifactorPolicy().allocate(snapshot)
+    assert allocation.placements == (Placement(3, "p", ((0, 2),)),)
+    assert allocation.waiting == {1: WaitReason.NO_CAPACITY, 2: WaitReason.NO_CAPACITY}
