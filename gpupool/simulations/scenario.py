@@ -186,14 +186,19 @@ def _compose(path: Path, label: str) -> tuple[_Node, yaml.SafeLoader]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(f"cannot read scenario: {exc.strerror}", location=label) from None
-    loader = yaml.SafeLoader(text)
+    except UnicodeDecodeError:
+        raise ScenarioError("cannot read scenario: not UTF-8 text", location=label) from None
     try:
+        loader = yaml.SafeLoader(text)
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
         raise ScenarioError(f"invalid YAML: {problem}", location=f"{label}{line}") from None
+    except yaml.YAMLError as exc:  # e.g. a control character: a ReaderError, unmarked
+        line = text[: getattr(exc, "position", 0)].count("\n") + 1
+        raise ScenarioError(f"invalid YAML: {exc}", location=f"{label}:{line}") from None
     if root is None:
         raise ScenarioError("empty scenario file", location=f"{label}:1")
     return _Node(root, "", label, loader), loader
