@@ -215,7 +215,8 @@ def job_classes(
 ) -> list[JobClass]:
     """Group jobs by (domain, org if in ``split_orgs``, gpus, allowed groups, priority bucket).
 
-    Buckets are ``resolution`` wide (0: exact priorities).
+    Buckets are ``resolution`` wide (0: exact priorities). ``jobs`` come in
+    start order (sorted by ``start_order``), and so do each class's members.
     """
     buckets: dict[tuple, list[Job]] = {}
     for job in jobs:
@@ -225,7 +226,7 @@ def job_classes(
         buckets.setdefault(key, []).append(job)
     classes = []
     for index, key in enumerate(sorted(buckets, key=_sortable)):
-        members = sorted(buckets[key], key=lambda j: start_order(j, prio))
+        members = buckets[key]
         mean = sum(prio[j.id] for j in members) / len(members)
         classes.append(JobClass(index, key[0], key[2], key[3], mean, members, key[1]))
     return classes

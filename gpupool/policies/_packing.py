@@ -192,10 +192,11 @@ class Packer:
     def _try_group(self, job: Job, g: int) -> bool:
         """Start ``job`` on some pool of group ``g`` where it fits and its org can pay.
 
-        The best-fit pool first; if the org cannot pay its price, every other pool
-        of the group that holds the gang (prices differ within a group). Trying
-        them all is what makes "the job starts here" depend only on whether such
-        a pool exists, which more free GPUs or more budget can only make true.
+        The best-fit pool first; if the org cannot pay its price, the cheapest
+        pool of the group that holds the gang (prices differ within a group).
+        So "the job starts here" depends only on whether some pool of the group
+        holds it and is affordable, which more free GPUs or more budget can only
+        make true.
         """
         found = self.capacity.find(job.gpus, g)
         if found is None:
@@ -205,12 +206,15 @@ class Packer:
         best, nodes = found
         if self._admit(job, g, best, nodes):
             return True
-        for member in self.capacity.members[g]:
-            if member is best:
-                continue
+        # An org that cannot pay a price cannot pay a higher one (same GPU type, same
+        # subsidy rate): only cheaper pools are worth trying, cheapest first.
+        refused = best.pool.price_per_gpu_hour
+        for member in self.capacity.members[g]:  # cheapest first
+            if member.pool.price_per_gpu_hour >= refused:
+                break
             nodes = fit_gang(member.free, job.gpus, member.pool.gpus_per_node)
-            if nodes is not None and self._admit(job, g, member, nodes):
-                return True
+            if nodes is not None:
+                return self._admit(job, g, member, nodes)
         return False
 
     def _within_cap(self, job: Job, g: int) -> bool:

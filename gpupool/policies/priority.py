@@ -85,6 +85,8 @@ class PriorityPolicy:
     - ``plan_depth`` (float, 6.0): the LPs see, per pool group, the
       highest-priority classes asking for up to this many times its free
       GPUs; the rest of a long queue takes groups by the default preference.
+    - ``bound_depth`` (float, 6.0): the same for the bound's LP. Smaller is
+      faster but can leave groups unpriced (a much weaker, still valid bound).
     """
 
     params: PolicyParams = PolicyParams()
@@ -94,6 +96,7 @@ class PriorityPolicy:
     price_tiebreak: float = 1e-4
     max_preemption_tries: int = 32
     plan_depth: float = 6.0
+    bound_depth: float = 6.0
 
     def allocate(self, snapshot: Snapshot) -> Allocation:
         # 1. Score and group
@@ -103,15 +106,17 @@ class PriorityPolicy:
         prio = priorities(snapshot, self.params, limits, **boosts)
         base = domain_priorities(snapshot, self.params, limits, **boosts)
         allowed = allowed_groups(snapshot.pending, groups)
-        placeable = [job for job in snapshot.pending if allowed[job.id]]
+        order = sorted(
+            (job for job in snapshot.pending if allowed[job.id]), key=lambda j: start_order(j, prio)
+        )
         packer = Packer(snapshot, groups, limits)
         money = _Money.of(snapshot, groups)
 
         # 2. Plan on domain-level values: no single job's priority can move it
-        domain_prio = {job.id: max(MIN_PRIORITY, base[job.domain]) for job in placeable}
+        domain_prio = {job.id: max(MIN_PRIORITY, base[job.domain]) for job in order}
         plan_lp = _ClassLp(
             _promising(
-                job_classes(placeable, domain_prio, allowed, 0.0, money.orgs),
+                job_classes(order, domain_prio, allowed, 0.0, money.orgs),
                 packer,
                 self.plan_depth,
                 money,
@@ -127,9 +132,9 @@ class PriorityPolicy:
         # the bound's LP sees the jobs' full priorities and the capacity before any start
         bound_lp = _ClassLp(
             _promising(
-                job_classes(placeable, prio, allowed, self.priority_resolution, money.orgs),
+                job_classes(order, prio, allowed, self.priority_resolution, money.orgs),
                 packer,
-                self.plan_depth,
+                self.bound_depth,
                 money,
             ),
             groups,
@@ -140,7 +145,6 @@ class PriorityPolicy:
         )
 
         # 3. Start, in start order
-        order = sorted(placeable, key=lambda j: start_order(j, prio))
         preemptor = None
         if self.params.preemption.enabled:
             preemptor = _Preemptor(snapshot, self.params, packer, prio, allowed)
@@ -169,7 +173,7 @@ class PriorityPolicy:
             preempt=tuple(preemptor.preempted) if preemptor is not None else (),
             charges=dict(packer.charges),
             objective=objective,
-            bound=bound_lp.dual_bound(placeable, prio, allowed),
+            bound=bound_lp.dual_bound(order, prio, allowed),
         )
 
 
@@ -336,12 +340,13 @@ class _Money:
         """Lowest cost and lowest org share, shape (len(hours), len(groups))."""
         per_hour = gpus * self.price[groups] / self.speed[groups]
         cost = hours[:, None] * per_hour[None, :]
-        return cost, cost * self._unpaid(domain, tuple(groups.tolist()))[None, :]
+        return cost, cost * self.unpaid(domain, groups)[None, :]
 
-    def _unpaid(self, domain: str, groups: tuple[int, ...]) -> np.ndarray:
-        key = (domain, groups)
+    def unpaid(self, domain: str, groups: np.ndarray) -> np.ndarray:
+        """Share of the price an org of ``domain`` pays at least, per group."""
+        key = (domain, tuple(groups.tolist()))
         if key not in self.unpaid_memo:
-            rates = [self.rules.rate(domain, self.gpu_type[g]) for g in groups]
+            rates = [self.rules.rate(domain, self.gpu_type[g]) for g in key[1]]
             self.unpaid_memo[key] = 1.0 - np.array(rates)
         return self.unpaid_memo[key]
 
@@ -543,45 +548,53 @@ class _ClassLp:
         )
         if y_platform > 0:
             bound += y_platform * (sum(money.budget.values()) + money.platform)
-        # every job, planned or not: its best reduced value over the groups it allows
-        by_key: dict[tuple, list[Job]] = {}
-        for job in jobs:
-            org = job.org if job.org in money.orgs else ""
-            by_key.setdefault((job.gpus, allowed[job.id], job.domain, org), []).append(job)
-        domain_index = {d: i for i, d in enumerate(self.domains)}
-        org_index = {o: i for i, o in enumerate(self.orgs)}
-        cap_index = {o: i for i, o in enumerate(self.capped_orgs)}
-        memo: dict[tuple[int, int], float] = {}
+        return float(bound) + self._best_reduced(jobs, prio, allowed, y_nodes, y_domain,
+                                                 y_pay, y_cost, y_platform)  # fmt: skip
 
-        def node_price(g: int, gpus: int) -> float:
-            if (g, gpus) not in memo:
-                size = np.array([gpus])
-                memo[(g, gpus)] = sum(
-                    float(self.nodes.coefficients(r, size)[0]) * y_nodes[r]
-                    for r in self.nodes.of_group[g]
-                )
-            return memo[(g, gpus)]
-
+    def _best_reduced(self, jobs, prio, allowed, y_nodes, y_domain, y_pay, y_cost, y_platform):
+        """Sum over every job (planned or not) of max(0, its best reduced value over groups)."""
+        money = self.money
+        n_groups = len(self.groups)
+        gpus = np.array([j.gpus for j in jobs], dtype=np.int64)
+        # per (group, gang size): the node rows' price of one gang
+        sizes = np.unique(gpus)
+        node_price = np.zeros((n_groups, len(sizes)))
+        for g, rows in enumerate(self.nodes.of_group):
+            for r in rows:
+                node_price[g] += self.nodes.coefficients(r, sizes) * y_nodes[r]
+        size_index = np.searchsorted(sizes, gpus)
+        # per job: its domain's cap price and its org's budget prices (zero if none)
+        domain_price = dict(zip(self.domains, y_domain.tolist(), strict=True))
+        pay_price = dict(zip(self.orgs, y_pay.tolist(), strict=True))
+        cost_price = dict(zip(self.capped_orgs, y_cost.tolist(), strict=True))
+        y_dom = np.array([domain_price.get(j.domain, 0.0) for j in jobs])
+        budgeted = [j.org in money.orgs for j in jobs]
+        y_share = np.array([pay_price.get(j.org, 0.0) for j in jobs])
+        y_spend = np.array([cost_price.get(j.org, 0.0) for j in jobs])
+        y_spend += np.where(budgeted, y_platform, 0.0)
+        value_per_gpu = np.array([prio[j.id] for j in jobs])
+        hours = np.array([j.hours for j in jobs])
+        domains = sorted({j.domain for j in jobs})
+        where = {d: i for i, d in enumerate(domains)}
+        dom_index = np.array([where[j.domain] for j in jobs], dtype=np.int64)
+        all_groups = np.arange(n_groups)
+        unpaid = np.array([money.unpaid(d, all_groups) for d in domains])  # domains x groups
+        per_gpu_hour = money.price / money.speed
+        by_allowed: dict[tuple[int, ...], list[int]] = {}
+        for k, job in enumerate(jobs):
+            by_allowed.setdefault(allowed[job.id], []).append(k)
         best = 0.0
-        for (gpus, groups, domain, org), members in by_key.items():
+        for groups, members in by_allowed.items():
+            k = np.array(members, dtype=np.int64)
             g = np.array(groups, dtype=np.int64)
-            unit = gpus * money.speed[g]  # value per unit of priority
-            d = domain_index.get(domain)
-            cost = unit * (0.0 if d is None else y_domain[d])
-            cost = cost + np.array([node_price(i, gpus) for i in groups])
-            values = np.array([prio[j.id] for j in members])[:, None] * unit[None, :]
-            reduced = values - cost[None, :]
-            if org:  # a budgeted org the LP did not plan for has its rows priced at zero
-                hours = np.array([j.hours for j in members])
-                spend, share = money.cost_and_pay(domain, gpus, hours, g)
-                price = y_platform * spend
-                if org in org_index:
-                    price = price + y_pay[org_index[org]] * share
-                if org in cap_index:
-                    price = price + y_cost[cap_index[org]] * spend
-                reduced -= price
+            unit = gpus[k, None] * money.speed[None, g]  # effective GPUs
+            reduced = (value_per_gpu[k, None] - y_dom[k, None]) * unit
+            reduced -= node_price[g][:, size_index[k]].T
+            spend = (hours[k] * gpus[k])[:, None] * per_gpu_hour[None, g]
+            share = spend * unpaid[dom_index[k]][:, g]
+            reduced -= y_spend[k, None] * spend + y_share[k, None] * share
             best += float(np.maximum(reduced.max(axis=1), 0.0).sum())
-        return float(bound) + best
+        return best
 
     def _row_prices(self, rows, size: int) -> np.ndarray:
         prices = np.zeros(size)

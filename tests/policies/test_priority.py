@@ -207,7 +207,7 @@ def test_raising_a_started_jobs_priority_always_keeps_it_started(preemption):
     """Exact, by construction (docs/policies-design.md): no tolerance."""
     policy = PriorityPolicy(PolicyParams(preemption=Preemption(preemption, min_gap=0.5)))
     raises = 0
-    for seed in range(40):
+    for seed in range(24):
         snapshot = random_snapshot(seed, jobs=15, pools=4, budgets=seed % 4 != 0)
         started = policy.allocate(snapshot).started_ids
         for job_id in sorted(started):
@@ -219,7 +219,7 @@ def test_raising_a_started_jobs_priority_always_keeps_it_started(preemption):
                 after = policy.allocate(dataclasses.replace(snapshot, pending=pending))
                 assert job_id in after.started_ids, f"seed {seed}: job {job_id} +{boost}"
                 raises += 1
-    assert raises > 400
+    assert raises > 200
 
 
 def test_raising_a_domain_weight_keeps_its_hand_worked_job_started():
