@@ -170,6 +170,27 @@ class Job:
 
 
 # ---------------------------------------------------------------------------
+# Timeouts: how long a started job may hold its GPUs. The live reaper
+# (gpupool.scheduler.lifecycle) and the simulator both use this one rule, so a
+# job that overruns its estimate stops at the same instant in both.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutGrace:
+    """How far past its estimate a job may run: ``fraction`` of it plus ``minutes``."""
+
+    fraction: float = 0.10
+    minutes: float = 5.0
+
+    def run_limit_seconds(self, hours: float, speed: float) -> float:
+        """Seconds after its start at which a job of ``hours`` (reference) on a GPU
+        of ``speed`` times out: its estimate on that type, plus the grace."""
+        estimate = hours / speed * 3600.0
+        return estimate * (1 + self.fraction) + self.minutes * 60
+
+
+# ---------------------------------------------------------------------------
 # Placement: which GPUs on which nodes of a pool a gang occupies.
 # ---------------------------------------------------------------------------
 
