@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from gpupool.model import GpupoolError, JobState, check_transition
+from gpupool.model import GpupoolError, JobState, TimeoutGrace, check_transition
 from gpupool.scheduler import clock, permissions, repository
 from gpupool.scheduler.orm import JobRow
 
@@ -42,8 +42,9 @@ class Grace:
     minutes: float = 5.0
 
     def deadline(self, started_at: dt.datetime, hours: float, speed: float) -> dt.datetime:
-        estimate = hours / speed * 3600.0
-        return started_at + dt.timedelta(seconds=estimate * (1 + self.fraction) + self.minutes * 60)
+        # the rule itself is model.TimeoutGrace, shared with the simulator
+        limit = TimeoutGrace(self.fraction, self.minutes).run_limit_seconds(hours, speed)
+        return started_at + dt.timedelta(seconds=limit)
 
     def __str__(self) -> str:
         return f"{self.fraction * 100:g}%+{self.minutes:g}m"
