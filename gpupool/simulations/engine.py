@@ -66,6 +66,7 @@ from gpupool.model import (
     PoolState,
     RunningJob,
     Snapshot,
+    TimeoutGrace,
     fit_gang,
 )
 from gpupool.policies.base import Policy
@@ -79,6 +80,7 @@ NOT_ARRIVED = "not_arrived"
 WAITING = "waiting"
 RUNNING = "running"
 FINISHED = "finished"
+TIMED_OUT = "timed_out"  # stopped at its estimate + grace, as the live reaper does
 
 ProgressFn = Callable[[float, int, int], None]  # (simulated hours, jobs finished, jobs total)
 
@@ -91,6 +93,8 @@ class EngineOptions:
     usage_half_life_hours: float = 168.0  # fair-share memory, like Slurm's default 7 days
     skip_idle_rounds: bool = True
     progress_every: int = 4096  # events between progress callbacks
+    # the live reaper's rule (model.TimeoutGrace); None lets jobs overrun without limit
+    timeout_grace: TimeoutGrace | None = TimeoutGrace()
 
 
 @dataclass(slots=True)
@@ -353,7 +357,7 @@ class Simulation:
         return self._preemptive or self._fits_now(_shape(job))
 
     def _on_completion(self, event) -> None:
-        job_id, token = event.value
+        job_id, token, end_state = event.value
         run = self._running.get(job_id)
         if run is None or run.token != token:
             return  # the job was preempted after this completion was scheduled
@@ -362,7 +366,7 @@ class Simulation:
         self._advance(now)
         self._stop(run, now)
         record = run.record
-        record.state = FINISHED
+        record.state = end_state
         record.finished_at = now
         self._remaining[job_id] = 0.0
         self._finished += 1
@@ -477,8 +481,19 @@ class Simulation:
         record.pool, record.gpu_type = pool.name, pool.gpu_type
         self._busy[pool.gpu_type] += job.gpus
         self.usage.change_rate(now, job.domain, job.gpus * speed)
-        event = self.env.timeout(remaining / speed * HOUR, value=(job.id, self._tokens))
+        seconds, end_state = self._run_seconds(job, remaining, speed)
+        event = self.env.timeout(seconds, value=(job.id, self._tokens, end_state))
         event.callbacks.append(self._on_completion)
+
+    def _run_seconds(self, job: Job, remaining: float, speed: float) -> tuple[float, str]:
+        """How long a run lasts and how it ends: done, or reaped at its estimate + grace."""
+        seconds = remaining / speed * HOUR
+        grace = self.options.timeout_grace
+        if grace is not None:
+            limit = grace.run_limit_seconds(job.hours, speed)
+            if seconds > limit:
+                return limit, TIMED_OUT
+        return seconds, FINISHED
 
     def _stop(self, run: _Run, now: float) -> float:
         """Release a running job's GPUs; return the reference hours of work it did."""

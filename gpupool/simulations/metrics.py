@@ -3,7 +3,9 @@
 Definitions (all durations in hours, money in platform currency):
 
 - queueing delay: first start - submission, over jobs that started;
-- job completion time (JCT): finish - submission, over finished jobs;
+- job completion time (JCT): end - submission, over jobs that ended (finished,
+  or timed out: stopped at their estimate on their GPU type + the timeout
+  grace, the live reaper's rule, gpupool.model.TimeoutGrace);
 - slowdown: JCT / time the job actually ran on GPUs (>= 1; 1 = never waited);
 - GPU-hours served: GPUs x wall hours held; effective GPU-hours: GPUs x
   reference hours of work done (GPU-hours x speed of the GPU type);
@@ -18,7 +20,7 @@ Definitions (all durations in hours, money in platform currency):
   (d's share of the weights), over domains that submitted work;
 - makespan: last completion - first arrival.
 
-Every job of the workload is in exactly one of: finished, waiting, running,
+Every job of the workload is in exactly one of: finished, timed out, waiting, running,
 not arrived (after ``--until``) or dropped (load-time drops of the scenario
 plus jobs that can never fit an allowed pool); ``conservation`` lists them.
 """
@@ -37,12 +39,14 @@ from gpupool.simulations.engine import (
     NEVER_FITS,
     NOT_ARRIVED,
     RUNNING,
+    TIMED_OUT,
     WAITING,
     JobRecord,
     SimulationResult,
 )
 
 PERCENTILES = (50, 95, 99)
+STATES = (FINISHED, TIMED_OUT, WAITING, RUNNING, NOT_ARRIVED, NEVER_FITS)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -93,13 +97,14 @@ def _distribution(values: list[float]) -> dict[str, float | None]:
 
 def group_metrics(records: Sequence[JobRecord]) -> dict:
     """Counts, delays, work and money over one group of jobs (a domain or all)."""
-    states = {FINISHED: 0, WAITING: 0, RUNNING: 0, NOT_ARRIVED: 0, NEVER_FITS: 0}
+    states = dict.fromkeys(STATES, 0)
     for record in records:
         states[record.state] += 1
     slowdowns = [s for s in map(slowdown, records) if s is not None]
     return {
         "jobs": len(records),
         "finished": states[FINISHED],
+        "timed_out": states[TIMED_OUT],
         "waiting": states[WAITING],
         "running": states[RUNNING],
         "not_arrived": states[NOT_ARRIVED],
@@ -180,7 +185,7 @@ def _jain_share(domains: dict[str, dict], weights: dict[str, float]) -> float | 
 
 def conservation(result: SimulationResult) -> dict:
     """Where every job of the workload ended up; ``balanced`` is the invariant."""
-    states = {FINISHED: 0, WAITING: 0, RUNNING: 0, NOT_ARRIVED: 0, NEVER_FITS: 0}
+    states = dict.fromkeys(STATES, 0)
     for record in result.records:
         states[record.state] += 1
     dropped_at_load = sum(n for reason, n in result.dropped.items() if reason != NEVER_FITS)

@@ -22,6 +22,7 @@ from gpupool.model import (
     Placement,
     Pool,
     Snapshot,
+    TimeoutGrace,
     WaitReason,
 )
 from gpupool.policies.fifo import FifoPolicy
@@ -32,6 +33,7 @@ from gpupool.simulations.engine import (
     NEVER_FITS,
     NOT_ARRIVED,
     RUNNING,
+    TIMED_OUT,
     WAITING,
     EngineOptions,
     simulate,
@@ -345,16 +347,22 @@ def policies():
     return found
 
 
+NO_GRACE = EngineOptions(timeout_grace=TimeoutGrace(0.0, 0.0))
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_conservation_and_capacity_on_random_workloads(seed):
     work = random_scenario(seed)
     capacity = {"a100": 19, "h100": 12}
     for policy in policies():
-        result = simulate(work, policy, pricing=SubsidyRules(domain_rates={"med": 0.3}))
+        # no timeout grace: every run stops by its estimate, which is what admitted it
+        result = simulate(
+            work, policy, pricing=SubsidyRules(domain_rates={"med": 0.3}), options=NO_GRACE
+        )
         states = [r.state for r in result.records]
         assert len(states) == len(work.jobs)
         assert states.count(NEVER_FITS) == result.dropped.get(NEVER_FITS, 0)
-        assert set(states) <= {FINISHED, WAITING, NEVER_FITS}  # the run drains completely
+        assert set(states) <= {FINISHED, TIMED_OUT, WAITING, NEVER_FITS}  # the run drains
         for gpu_type, busy in result.busy_gpu_seconds.items():
             assert busy <= capacity[gpu_type] * result.end_time + 1e-6
         for _time, busy in result.utilisation_series:
@@ -363,11 +371,36 @@ def test_conservation_and_capacity_on_random_workloads(seed):
         for r in finished:
             assert r.first_start >= r.job.submitted_at
             assert r.effective_gpu_hours == pytest.approx(r.job.gpus * r.actual_hours)
-        # the org with a budget never pays more than it, beyond what runs past
-        # their estimate cost (usage is charged on actual use)
+        for r in result.records:
+            if r.state == TIMED_OUT:  # did its estimate's worth of work, no more
+                assert r.actual_hours > r.job.hours
+                assert r.effective_gpu_hours == pytest.approx(r.job.gpus * r.job.hours)
+        # the org with a budget never pays more than it: usage is charged as it
+        # ran, and with no grace no run outlives the estimate it was admitted on
         uni = [r for r in result.records if r.job.org == "uni"]
-        overrun = sum(r.cost * max(0.0, 1 - r.job.hours / r.actual_hours) for r in uni)
-        assert sum(r.org_pays for r in uni) <= BUDGET + overrun + 1e-6
+        assert sum(r.org_pays for r in uni) <= BUDGET + 1e-9
+
+
+def test_timeout_grace_bounds_what_an_org_pays_past_its_budget():
+    """With the default grace (10% + 5 min) a run may outlive its admitted estimate,
+    so the org's budget can be passed by at most the grace its runs used."""
+    work = random_scenario(1)
+    grace = TimeoutGrace()
+    result = simulate(work, FifoPolicy(), pricing=SubsidyRules(domain_rates={"med": 0.3}))
+    timed_out = [r for r in result.records if r.state == TIMED_OUT]
+    assert timed_out  # the workload has estimates well below the actual runtime
+    speeds = {"a100": 1.0, "h100": 2.0}
+    for r in timed_out:
+        assert r.preemptions == 0  # fifo never preempts: one run, stopped at its limit
+        limit = grace.run_limit_seconds(r.job.hours, speeds[r.gpu_type])
+        assert r.run_seconds == pytest.approx(limit)
+        assert r.finished_at == pytest.approx(r.first_start + limit)
+    uni = [r for r in result.records if r.job.org == "uni"]
+    over = 0.0
+    for r in uni:
+        estimate = r.job.hours / speeds.get(r.gpu_type, 1.0) * HOUR
+        over += r.cost * max(0.0, 1 - estimate / r.run_seconds) if r.run_seconds else 0.0
+    assert sum(r.org_pays for r in uni) <= BUDGET + over + 1e-6
 
 
 def test_same_seed_same_results():
