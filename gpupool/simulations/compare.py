@@ -20,6 +20,7 @@ from pathlib import Path
 
 from gpupool.simulations.engine import EngineOptions, ProgressFn, SimulationResult, simulate
 from gpupool.simulations.metrics import (
+    burn_down,
     subsidy_curve,
     summarise,
     utilisation_curve,
@@ -47,6 +48,7 @@ class RunSummary:
     utilisation: Curve
     subsidy: Curve
     waits: dict[str, list[float]] = field(default_factory=dict)
+    burn_down: dict[str, Curve] = field(default_factory=dict)  # programme -> budget left
 
 
 def load_inputs(request: RunRequest):
@@ -83,6 +85,7 @@ def summarise_run(result: SimulationResult, label: str, seed: int) -> RunSummary
         utilisation=utilisation_curve(result),
         subsidy=subsidy_curve(result),
         waits=wait_quantiles(result),
+        burn_down=burn_down(result),
     )
 
 
@@ -140,6 +143,7 @@ def mean_ci(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 GROUP_METRICS = (
     ("finished", "jobs finished"),
+    ("timed_out", "jobs timed out"),
     ("queueing_delay_hours.mean", "mean wait (h)"),
     ("queueing_delay_hours.p95", "p95 wait (h)"),
     ("jct_hours.mean", "mean JCT (h)"),
@@ -147,7 +151,16 @@ GROUP_METRICS = (
     ("effective_gpu_hours", "effective GPU-h"),
     ("subsidy", "subsidy spent"),
     ("org_pays", "paid by orgs"),
+    ("subsidised_effective_gpu_hours", "subsidised effective GPU-h"),
 )
+DOMAIN_METRICS = (("subsidised_share", "share of subsidised GPU-h"),)
+PROGRAMME_METRICS = (
+    ("subsidy", "subsidy spent"),
+    ("budget", "budget per period"),
+    ("budget_left_at_end", "budget left at the end"),
+    ("subsidised_effective_gpu_hours", "subsidised effective GPU-h"),
+)
+PROGRAMME_GROUP = "programme: "
 PLATFORM_METRICS = (
     ("utilisation", "utilisation"),
     ("idle_while_waiting_share", "idle while jobs wait"),
@@ -175,9 +188,11 @@ def ci_table(summaries: Sequence[RunSummary]) -> list[CiRow]:
     """Rows of (group, metric) with each scheme's mean and 95% CI over its seeds."""
     labels = list(dict.fromkeys(s.label for s in summaries))
     domains = sorted({d for s in summaries for d in s.metrics["domains"]})
+    programmes = list(dict.fromkeys(p for s in summaries for p in s.metrics.get("programmes", {})))
     rows = []
     groups = [("platform", GROUP_METRICS + PLATFORM_METRICS)]
-    groups += [(domain, GROUP_METRICS) for domain in domains]
+    groups += [(domain, GROUP_METRICS + DOMAIN_METRICS) for domain in domains]
+    groups += [(PROGRAMME_GROUP + name, PROGRAMME_METRICS) for name in programmes]
     for group, metrics in groups:
         for path, name in metrics:
             cells = {}
@@ -186,17 +201,21 @@ def ci_table(summaries: Sequence[RunSummary]) -> list[CiRow]:
                 for summary in summaries:
                     if summary.label != label:
                         continue
-                    scope = (
-                        summary.metrics["platform"]
-                        if group == "platform"
-                        else summary.metrics["domains"].get(group, {})
-                    )
-                    value = lookup(scope, path)
+                    value = lookup(_scope(summary.metrics, group), path)
                     if value is not None:
                         values.append(float(value))
                 cells[label] = mean_ci(values)
             rows.append(CiRow(group, name, cells))
     return rows
+
+
+def _scope(metrics: dict, group: str) -> dict:
+    """The part of one run's metrics a table group reads."""
+    if group == "platform":
+        return metrics["platform"]
+    if group.startswith(PROGRAMME_GROUP):
+        return metrics.get("programmes", {}).get(group[len(PROGRAMME_GROUP) :], {})
+    return metrics["domains"].get(group, {})
 
 
 def scheme_labels(policy_paths: Sequence[str | Path]) -> list[str]:

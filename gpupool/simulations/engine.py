@@ -74,6 +74,7 @@ from gpupool.simulations.workload import Scenario
 
 HOUR = 3600.0
 NEVER_FITS = "never_fits"
+FLAT_RATES = "flat rates"  # the policy's flat subsidy, in ledger entries with no programme
 
 # Job states in a simulation result (a job's life in the replay, not JobState).
 NOT_ARRIVED = "not_arrived"
@@ -137,6 +138,10 @@ class SimulationResult:
     events: int = 0
     ledger: tuple[LedgerEntry, ...] = ()  # every entry Books wrote, in order
     programme_budgets: dict[str, float | None] = field(default_factory=dict)
+    # programme name -> its PeriodSpec (budgets restart every programme period);
+    # the flat rates (FLAT_RATES) restart every accounting period instead
+    programme_periods: dict[str, object] = field(default_factory=dict)
+    accounting_period: str = "quarter"
 
 
 class UsageMeter:
@@ -606,7 +611,9 @@ class Simulation:
             rounds=self._rounds,
             events=self._events,
             ledger=self.books.entries,
-            programme_budgets={p.name: p.budget for p in self.books.programmes},
+            programme_budgets=_programme_budgets(self.books),
+            programme_periods={p.name: p.period for p in self.books.programmes},
+            accounting_period=self.books.period,
         )
 
 
@@ -621,6 +628,13 @@ def _books(scenario: Scenario, rules: SubsidyRules) -> Books:
     if any(hasattr(v, "where") for v in vouchers):
         vouchers = parse_vouchers(list(vouchers), scenario.name, programmes)
     return Books(programmes, vouchers, orgs=scenario.orgs, flat=rules)
+
+
+def _programme_budgets(books: Books) -> dict[str, float | None]:
+    budgets = {p.name: p.budget for p in books.programmes}
+    if books.flat is not None:
+        budgets[FLAT_RATES] = books.flat.period_budget
+    return budgets
 
 
 def _subsidy_budget(books: Books) -> float | None:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from gpupool.simulations.engine import (
     FINISHED,
+    FLAT_RATES,
     HOUR,
     NEVER_FITS,
     NOT_ARRIVED,
@@ -119,6 +120,7 @@ def group_metrics(records: Sequence[JobRecord]) -> dict:
         "demand_effective_gpu_hours": sum(r.job.gpus * r.actual_hours for r in records),
         "cost": sum(r.cost for r in records),
         "subsidy": sum(r.subsidy for r in records),
+        "subsidised_effective_gpu_hours": sum(r.subsidised_effective_gpu_hours for r in records),
         "org_pays": sum(r.org_pays for r in records),
         "preemptions": sum(r.preemptions for r in records),
     }
@@ -139,13 +141,102 @@ def summarise(result: SimulationResult) -> dict:
     platform["subsidy_budget"] = result.subsidy_budget
     platform["rounds"] = result.rounds
     platform["events"] = result.events
+    _subsidised_shares(domains, platform["subsidised_effective_gpu_hours"])
     return {
         "scenario": result.scenario,
         "policy": result.policy,
         "platform": platform,
         "domains": domains,
+        "programmes": programme_metrics(result),
         "conservation": conservation(result),
     }
+
+
+def _subsidised_shares(domains: dict[str, dict], total: float) -> None:
+    """Each domain's share of the effective GPU-hours a subsidy paid part of."""
+    for metrics in domains.values():
+        share = metrics["subsidised_effective_gpu_hours"] / total if total else None
+        metrics["subsidised_share"] = share
+
+
+def programme_metrics(result: SimulationResult) -> dict[str, dict]:
+    """Per programme (and the flat rates): subsidy paid, usage it paid part of, budget.
+
+    ``budget`` is per programme period (None = unlimited); ``budget_left_at_end``
+    is what the budget of the period holding the end time still holds.
+    """
+    periods = _period_keys(result)
+    paid: dict[str, dict] = {}
+    for entry in result.ledger:
+        if entry.kind not in ("charge", "correction") or not entry.subsidy:
+            continue
+        name = entry.programme or FLAT_RATES
+        stats = paid.setdefault(name, {"subsidy": 0.0, "effective_gpu_hours": 0.0, "spent": {}})
+        stats["subsidy"] += float(entry.subsidy)
+        stats["effective_gpu_hours"] += entry.effective_gpu_hours
+        key = periods(name, entry)
+        stats["spent"][key] = stats["spent"].get(key, 0.0) + float(entry.subsidy)
+    out = {}
+    for name in dict.fromkeys([*result.programme_budgets, *paid]):
+        stats = paid.get(name, {"subsidy": 0.0, "effective_gpu_hours": 0.0, "spent": {}})
+        budget = result.programme_budgets.get(name)
+        last = periods(name, None)
+        out[name] = {
+            "budget": budget,
+            "subsidy": stats["subsidy"],
+            "subsidised_effective_gpu_hours": stats["effective_gpu_hours"],
+            "budget_left_at_end": None
+            if budget is None
+            else max(0.0, budget - stats["spent"].get(last, 0.0)),
+        }
+    return out
+
+
+def burn_down(result: SimulationResult) -> dict[str, tuple[list[float], list[float]]]:
+    """Budget left over time per programme with a budget: (hours, amount) step curves.
+
+    A charge lowers the budget of its programme period when it is booked (at
+    the end of the usage it books); a recurring programme starts afresh each
+    period, so its curve jumps back up at the first charge of a new period.
+    """
+    periods = _period_keys(result)
+    budgets = {n: b for n, b in result.programme_budgets.items() if b is not None}
+    curves = {name: ([0.0], [budget]) for name, budget in budgets.items()}
+    spent: dict[tuple[str, str], float] = {}
+    for entry in result.ledger:
+        name = entry.programme or FLAT_RATES
+        if name not in budgets or entry.kind not in ("charge", "correction") or not entry.subsidy:
+            continue
+        key = (name, periods(name, entry))
+        spent[key] = spent.get(key, 0.0) + float(entry.subsidy)
+        hours, left = curves[name]
+        hours.append(entry.at / HOUR)
+        left.append(budgets[name] - spent[key])
+    for hours, left in curves.values():
+        hours.append(result.end_time / HOUR)
+        left.append(left[-1])
+    return curves
+
+
+def _period_keys(result: SimulationResult):
+    """key(programme, entry) -> the programme period an entry's subsidy counts in.
+
+    Programmes' periods are known by name in ``result.programme_periods``; the
+    flat rates (and unknown names) count per accounting period (``entry.period``).
+    With ``entry`` None, the key of the period holding the end time.
+    """
+    from gpupool.accounting.periods import period_label
+
+    specs = result.programme_periods
+
+    def key(name: str, entry) -> str:
+        spec = specs.get(name)
+        if entry is None:
+            at = max(0.0, result.end_time - 1e-6)
+            return period_label(at, result.accounting_period) if spec is None else spec.key(at)
+        return entry.period if spec is None else spec.key(entry.at - 1e-6)
+
+    return key
 
 
 def _capacity_metrics(result: SimulationResult) -> dict:

@@ -74,3 +74,51 @@ def plot_lines(
     if curves:
         ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def plot_burn_down(curves: Mapping[str, Mapping[str, Curve]], path: Path) -> Path:
+    """Budget left over time, one panel per programme, one line per scheme.
+
+    ``curves``: scheme -> programme -> (hours, budget left); schemes without a
+    programme simply have no line in its panel.
+    """
+    plt = _pyplot()
+    programmes = list(dict.fromkeys(name for per in curves.values() for name in per))
+    columns = min(2, max(1, len(programmes)))
+    rows = max(1, -(-len(programmes) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 3.2 * rows), squeeze=False)
+    for ax, programme in zip(axes.flat, programmes, strict=False):
+        for scheme, per_programme in curves.items():
+            if programme in per_programme:
+                hours, left = per_programme[programme]
+                ax.plot(hours, left, label=scheme, drawstyle="steps-post")
+        ax.set_title(f"{programme}: budget left")
+        ax.set_xlabel("simulated time (hours)")
+        ax.set_ylabel("budget left in its period")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if not programmes:
+        axes.flat[0].set_title("no programme with a budget")
+    for ax in list(axes.flat)[max(1, len(programmes)) :]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def plot_domain_shares(shares: Mapping[str, Mapping[str, float | None]], path: Path) -> Path:
+    """Grouped bars: each domain's share of subsidised effective GPU-hours, per scheme."""
+    plt = _pyplot()
+    domains = sorted({domain for per in shares.values() for domain in per})
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(domains) + 2), 3.6))
+    width = 0.8 / max(1, len(shares))
+    for index, (scheme, per_domain) in enumerate(shares.items()):
+        xs = [i + (index - (len(shares) - 1) / 2) * width for i in range(len(domains))]
+        ax.bar(xs, [per_domain.get(d) or 0.0 for d in domains], width, label=scheme)
+    ax.set_xticks(range(len(domains)), domains, rotation=30, ha="right")
+    ax.set_ylabel("share of subsidised effective GPU-h")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Who the subsidy served")
+    ax.grid(alpha=0.3, axis="y")
+    if shares:
+        ax.legend(fontsize="small")
+    return _save(fig, path)

@@ -25,6 +25,13 @@ DEFINITIONS = (
     "Jain (1/slowdown): Jain's index over domains of 1 / mean slowdown "
     "(1 = every domain served equally well); Jain (weighted share): over "
     "domains' share of effective GPU-hours divided by their share of the weights.",
+    "jobs timed out: runs stopped at their estimate on their GPU type + the timeout grace "
+    "(10% + 5 min), the live reaper's rule; they are charged up to that instant.",
+    "subsidised effective GPU-h: effective GPU-hours of usage a subsidy paid part of; "
+    "share of subsidised GPU-h: a domain's part of all of them.",
+    "programme rows: subsidy it paid (whole run), its budget per programme period and what "
+    "the period holding the end still had; the burn-down plot steps when charges are booked "
+    "(at the end of each run), and a recurring budget starts afresh each period.",
 )
 
 
