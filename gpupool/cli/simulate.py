@@ -169,7 +169,9 @@ def _print_summary(metrics: dict) -> None:
 
 @app.command()
 def compare(
-    scenario: Path = typer.Argument(..., help="Scenario file (YAML)."),
+    scenario: list[Path] = typer.Argument(
+        ..., help="Scenario file(s) (YAML): several = schemes that differ in the scenario."
+    ),
     policy: list[Path] = typer.Option(..., "--policy", help="Policy document; repeat."),
     seeds: str = typer.Option("5", "--seeds", help="How many seeds (workload draws) per scheme."),
     out: Path = typer.Option(Path("comparison"), "--out", help="Directory for the report."),
@@ -177,7 +179,11 @@ def compare(
     jobs: str | None = typer.Option(None, "--jobs", help="Replay only the first N jobs."),
     workers: str | None = typer.Option(None, "--workers", help="Processes (default: cores)."),
 ) -> None:
-    """Compare schemes on the same workloads: CI table, plots and report.html in --out."""
+    """Compare schemes on the same workloads: CI table, plots and report.html in --out.
+
+    A scheme is a policy document, or, with several scenario files (e.g. the
+    same trace under different subsidy programmes), a scenario x policy pair.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from gpupool.policies.document import load_policy_file
@@ -189,16 +195,18 @@ def compare(
     max_jobs = _number(jobs, "--jobs", integer=True, minimum=1)
     processes = _number(workers, "--workers", integer=True, minimum=1)
     out = _out_dir(out)
-    labels = scheme_labels(policy)
+    schemes = [(s, p) for s in scenario for p in policy]
+    labels = _scheme_labels(scenario, policy, scheme_labels)
     # Parse every file here first: a bad one is one error line, before any worker starts.
     for path in policy:
         load_policy_file(path)
-    scenario_obj = load_scenario(scenario, max_jobs=1)
+    scenario_objs = [load_scenario(path, max_jobs=1) for path in scenario]
+    scenario_obj = scenario_objs[0]
     seed_list = [scenario_obj.seed + i for i in range(count)]
     requests = [
-        RunRequest(str(scenario), str(path), label, seed, until_hours, max_jobs)
+        RunRequest(str(scen), str(path), label, seed, until_hours, max_jobs)
         for seed in seed_list
-        for path, label in zip(policy, labels, strict=True)
+        for (scen, path), label in zip(schemes, labels, strict=True)
     ]
     columns = (TextColumn("runs"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, transient=True) as bar:
@@ -206,8 +214,18 @@ def compare(
         summaries = run_grid(
             requests, workers=processes and int(processes), on_done=lambda _: bar.advance(task)
         )
-    report = _write_comparison(summaries, labels, seed_list, scenario_obj.name, out)
+    names = ", ".join(dict.fromkeys(s.name for s in scenario_objs))
+    report = _write_comparison(summaries, labels, seed_list, names, out)
     typer.echo(f"wrote {report} ({len(requests)} runs: {len(labels)} schemes x {count} seeds)")
+
+
+def _scheme_labels(scenarios: list[Path], policies: list[Path], label_files) -> list[str]:
+    """Policy stems; scenario stems when several scenarios share one policy; both otherwise."""
+    if len(scenarios) == 1:
+        return label_files(policies)
+    if len(policies) == 1:
+        return label_files(scenarios)
+    return [f"{s}/{p}" for s in label_files(scenarios) for p in label_files(policies)]
 
 
 def _write_comparison(summaries, labels, seeds, scenario_name: str, out: Path) -> Path:
@@ -243,6 +261,7 @@ def _write_comparison(summaries, labels, seeds, scenario_name: str, out: Path) -
             ),
         ),
     ]
+    plots += _subsidy_plots(first, labels, seeds[0], out)
     rows = ci_table(summaries)
     runs = [{"scheme": s.label, "seed": s.seed, "metrics": s.metrics} for s in summaries]
     write_metrics_json({"runs": runs}, out / "metrics.json")
@@ -256,3 +275,27 @@ def _write_comparison(summaries, labels, seeds, scenario_name: str, out: Path) -
     )
     write_markdown(out / "report.md", **pieces)
     return write_html(out / "report.html", **pieces)
+
+
+def _subsidy_plots(first, labels, seed: int, out: Path) -> list[tuple[str, Path]]:
+    from gpupool.simulations.plots import plot_burn_down, plot_domain_shares
+
+    shares = {
+        label: {
+            domain: metrics.get("subsidised_share")
+            for domain, metrics in first[label].metrics["domains"].items()
+        }
+        for label in labels
+    }
+    return [
+        (
+            f"Programme budget burn-down (seed {seed})",
+            plot_burn_down(
+                {label: first[label].burn_down for label in labels}, out / "burn_down.png"
+            ),
+        ),
+        (
+            f"Share of subsidised effective GPU-hours per domain (seed {seed})",
+            plot_domain_shares(shares, out / "subsidised_share.png"),
+        ),
+    ]
