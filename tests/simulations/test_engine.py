@@ -148,28 +148,25 @@ def test_multifactor_exact_log_contested():
     # starts at 1.5 -> 2.0. Job 5 then takes pa, first by name.
     result = simulate(scenario(*CONTESTED), multifactor.MultifactorPolicy(params=MED_FIRST))
     assert log(result) == {
-        1: (FINISHED, "pa", 0.0, 2.0),
-        2: (FINISHED, "ph", 0.0, 1.0),
+        1: (FINISHED, "ph", 0.0, 1.0),
+        2: (FINISHED, "pa", 0.0, 2.0),
         3: (FINISHED, "ph", 1.5, 2.0),
         4: (FINISHED, "ph", 1.0, 1.5),
         5: (FINISHED, "pa", 2.0, 3.0),
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="priority policy starts edu job 3 (value 1 x 4 x 2 = 8) over med job 4 "
-    "(3 x 2 x 2 = 12) at 1 h; reported to the policy owner",
-)
 def test_priority_exact_log_contested():
     priority = pytest.importorskip("gpupool.policies.priority")
-    # Value = priority x GPUs x speed. At 0 h: equal values, the cheaper pool goes first
-    # (job 1 -> pa). At 1 h only ph has room: job 4 is worth 3 x 2 x 2 = 12, job 3 1 x 4 x 2 = 8,
-    # so 4 -> ph 1-1.5 and 3 -> ph 1.5-2. At 2 h job 5 is worth more on ph (x 2): 2-2.5.
+    # Jobs start in priority order; the LP only chooses where. At 0 h jobs 1 and 2 tie and
+    # job 1 (lower id) is placed first, on the fast pool the LP plans for its class (ph).
+    # At 1 h only ph has room: med job 4 (weight 3) goes before edu job 3 (weight 1):
+    # 4 -> ph 1-1.5, and 3 (4 GPUs) fits only once 4 ends: ph 1.5-2. At 2 h job 5 is worth
+    # more on ph (speed 2): 2-2.5.
     result = simulate(scenario(*CONTESTED), priority.PriorityPolicy(params=MED_FIRST))
     assert log(result) == {
-        1: (FINISHED, "pa", 0.0, 2.0),
-        2: (FINISHED, "ph", 0.0, 1.0),
+        1: (FINISHED, "ph", 0.0, 1.0),
+        2: (FINISHED, "pa", 0.0, 2.0),
         3: (FINISHED, "ph", 1.5, 2.0),
         4: (FINISHED, "ph", 1.0, 1.5),
         5: (FINISHED, "ph", 2.0, 2.5),
