@@ -9,12 +9,17 @@ cannot pay its share (like Slurm, jobs held by account limits are skipped).
 
 The small placement helpers here (which pools a job may use, first fit with
 budget admission) are shared with the multifactor baseline.
+
+Cost: a replay of a whole trace runs a round per arrival or completion, often
+over queues of thousands, so a round does per-job work only up to the blocking
+job; the jobs behind it are marked waiting in bulk (see _wait_behind).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import ClassVar
 
 from gpupool.accounting import BudgetTracker
@@ -45,22 +50,41 @@ class FifoPolicy:
         budgets = BudgetTracker(snapshot)
         choices = PoolChoices(snapshot)
         placements, charges, waiting = [], {}, {}
-        blocked = False
-        for job in sorted(snapshot.pending, key=lambda j: (j.submitted_at, j.id)):
+        order = sorted(snapshot.pending, key=_ARRIVAL)
+        for position, job in enumerate(order):
             if choices.never_fits(job):
                 waiting[job.id] = WaitReason.NEVER_FITS
-                continue
-            if blocked:
-                waiting[job.id] = WaitReason.PRIORITY
                 continue
             placed = first_fit(job, choices.allowed(job), free, budgets)
             if isinstance(placed, WaitReason):
                 waiting[job.id] = placed
-                blocked = placed is WaitReason.NO_CAPACITY
+                if placed is WaitReason.NO_CAPACITY:
+                    _wait_behind(order[position + 1 :], choices, waiting)
+                    break
                 continue
             placements.append(placed[0])
             charges[job.id] = placed[1]
         return Allocation(placements=tuple(placements), waiting=waiting, charges=charges)
+
+
+_ARRIVAL = attrgetter("submitted_at", "id")
+
+
+def _wait_behind(jobs: list[Job], choices: PoolChoices, waiting: dict[int, WaitReason]) -> None:
+    """The queue is blocked: the jobs behind wait for it, unless they never fit at all.
+
+    With a long queue this is most of a round, so the usual case (every job
+    behind fits some allowed pool) is settled from the sets of gang sizes and
+    GPU-type lists without a look-up per job.
+    """
+    sizes = {job.gpus for job in jobs}
+    type_lists = {job.gpu_types for job in jobs}
+    if not sizes or (min(sizes) >= 1 and max(sizes) <= min(map(choices.largest_gang, type_lists))):
+        waiting.update(dict.fromkeys([job.id for job in jobs], WaitReason.PRIORITY))
+        return
+    never, behind = WaitReason.NEVER_FITS, WaitReason.PRIORITY
+    for job in jobs:
+        waiting[job.id] = never if choices.never_fits(job) else behind
 
 
 def free_gpus(snapshot: Snapshot) -> FreeGpus:
@@ -69,7 +93,14 @@ def free_gpus(snapshot: Snapshot) -> FreeGpus:
 
 def allowed_pools(job: Job, snapshot: Snapshot) -> list[Pool]:
     """Pools of a GPU type the job allows, by name: the order every baseline tries them in."""
-    pools = (state.pool for state in snapshot.pools if job.allows(state.pool.gpu_type))
+    return _pools_of(job.gpu_types, snapshot)
+
+
+def _pools_of(gpu_types: tuple[str, ...], snapshot: Snapshot) -> list[Pool]:
+    """Pools of one of ``gpu_types`` (any type if empty), by name."""
+    pools = (
+        state.pool for state in snapshot.pools if not gpu_types or state.pool.gpu_type in gpu_types
+    )
     return sorted(pools, key=lambda pool: pool.name)
 
 
@@ -84,6 +115,7 @@ class PoolChoices:
         self._snapshot = snapshot
         self._allowed: dict[tuple[str, ...], list[Pool]] = {}
         self._never: dict[tuple[tuple[str, ...], int], bool] = {}
+        self._largest: dict[tuple[str, ...], int] = {}
 
     def allowed(self, job: Job) -> list[Pool]:
         key = job.gpu_types
@@ -91,14 +123,32 @@ class PoolChoices:
             self._allowed[key] = allowed_pools(job, self._snapshot)
         return self._allowed[key]
 
+    def largest_gang(self, gpu_types: tuple[str, ...]) -> int:
+        """The largest gang that fits an empty pool of one of these types (0: none).
+
+        An empty pool takes exactly the gangs of 1 to (whole nodes x GPUs per
+        node) GPUs, or up to its one partial node's size if it has no whole
+        node (see fit_gang); so a job never fits iff its gang is outside 1..this.
+        """
+        largest = self._largest.get(gpu_types)
+        if largest is None:
+            pools = self._allowed.get(gpu_types) or _pools_of(gpu_types, self._snapshot)
+            largest = self._largest[gpu_types] = max(map(_largest_gang, pools), default=0)
+        return largest
+
     def never_fits(self, job: Job) -> bool:
-        key = (job.gpu_types, job.gpus)
-        if key not in self._never:
-            self._never[key] = all(
+        never = self._never.get((job.gpu_types, job.gpus))
+        if never is None:
+            never = self._never[(job.gpu_types, job.gpus)] = all(
                 fit_gang(pool.node_sizes(), job.gpus, pool.gpus_per_node) is None
                 for pool in self.allowed(job)
             )
-        return self._never[key]
+        return never
+
+
+def _largest_gang(pool: Pool) -> int:
+    whole_nodes, rest = divmod(pool.gpus, pool.gpus_per_node)
+    return whole_nodes * pool.gpus_per_node if whole_nodes else rest
 
 
 def never_fits(job: Job, snapshot: Snapshot) -> bool:

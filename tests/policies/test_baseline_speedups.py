@@ -27,7 +27,14 @@ from gpupool.model import (
     WaitReason,
     fit_gang,
 )
-from gpupool.policies.fifo import FifoPolicy, allowed_pools, first_fit, free_gpus, never_fits
+from gpupool.policies.fifo import (
+    FifoPolicy,
+    PoolChoices,
+    allowed_pools,
+    first_fit,
+    free_gpus,
+    never_fits,
+)
 from gpupool.policies.multifactor import MultifactorPolicy
 from gpupool.policies.params import Aging, DomainShare, PolicyParams
 from tests.policies.builders import DEFAULT_NOW, SnapshotBuilder, random_snapshot
@@ -293,3 +300,41 @@ def test_a_larger_gang_is_not_tried_once_a_smaller_one_found_no_room():
     allocation = MultifactorPolicy().allocate(snapshot)
     assert allocation.placements == (Placement(3, "p", ((0, 2),)),)
     assert allocation.waiting == {1: WaitReason.NO_CAPACITY, 2: WaitReason.NO_CAPACITY}
+
+
+@pytest.mark.parametrize("gpus", [0, 1, 3, 4, 7, 8, 12, 31])
+@pytest.mark.parametrize("per_node", [1, 4, 8])
+def test_largest_gang_is_exactly_what_an_empty_pool_takes(gpus, per_node):
+    # pools with whole nodes, a partial last node, only a partial node, or no GPUs
+    snapshot = SnapshotBuilder().pool("a", "A100", gpus, per_node).pool("b", "H100", 2, 4).build()
+    pool = snapshot.pool_state("a").pool
+    choices = PoolChoices(snapshot)
+    largest = choices.largest_gang(("A100",))
+    for gang in range(0, 40):
+        fits_empty = fit_gang(pool.node_sizes(), gang, per_node) is not None
+        assert fits_empty == (1 <= gang <= largest), (gang, largest)
+    assert choices.largest_gang(()) == max(largest, 2)
+    assert choices.largest_gang(("H20",)) == 0
+
+
+def test_a_blocked_queue_still_marks_the_jobs_that_never_fit():
+    snapshot = (
+        SnapshotBuilder()
+        .pool("a", "A100", 16, 8, free_per_node=[0, 2])
+        .pool("h", "H100", 4, 4)
+        .job(8, id=1, types=("A100",))  # blocks the queue
+        .job(2, id=2)
+        .job(24, id=3)
+        .job(8, id=4, types=("H100",))
+        .job(4, id=5, types=("H100",))
+        .build()
+    )
+    allocation = FifoPolicy().allocate(snapshot)
+    assert allocation.placements == ()
+    assert allocation.waiting == {
+        1: WaitReason.NO_CAPACITY,
+        2: WaitReason.PRIORITY,
+        3: WaitReason.NEVER_FITS,
+        4: WaitReason.NEVER_FITS,
+        5: WaitReason.PRIORITY,
+    }
