@@ -12,7 +12,7 @@ budget admission) are shared with the multifactor baseline.
 
 Cost: a replay of a whole trace runs a round per arrival or completion, often
 over queues of thousands, so a round does per-job work only up to the blocking
-job; the jobs behind it are marked waiting in bulk (see _wait_behind).
+job; the jobs behind it are marked waiting in bulk (see wait_behind).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class FifoPolicy:
             if isinstance(placed, WaitReason):
                 waiting[job.id] = placed
                 if placed is WaitReason.NO_CAPACITY:
-                    _wait_behind(order[position + 1 :], choices, waiting)
+                    wait_behind(order[position + 1 :], choices, waiting)
                     break
                 continue
             placements.append(placed[0])
@@ -70,7 +70,7 @@ class FifoPolicy:
 _ARRIVAL = attrgetter("submitted_at", "id")
 
 
-def _wait_behind(jobs: list[Job], choices: PoolChoices, waiting: dict[int, WaitReason]) -> None:
+def wait_behind(jobs: list[Job], choices: PoolChoices, waiting: dict[int, WaitReason]) -> None:
     """The queue is blocked: the jobs behind wait for it, unless they never fit at all.
 
     With a long queue this is most of a round, so the usual case (every job

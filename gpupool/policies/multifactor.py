@@ -44,7 +44,7 @@ from typing import ClassVar
 
 from gpupool.accounting import BudgetTracker
 from gpupool.model import Allocation, Job, Pool, Snapshot, WaitReason, fit_gang
-from gpupool.policies.fifo import FreeGpus, PoolChoices, first_fit, free_gpus
+from gpupool.policies.fifo import FreeGpus, PoolChoices, first_fit, free_gpus, wait_behind
 from gpupool.policies.params import PolicyParams
 
 Nodes = tuple[tuple[int, int], ...]
@@ -78,15 +78,9 @@ class MultifactorPolicy:
         return _Factors(self, snapshot).of(job)
 
     def allocate(self, snapshot: Snapshot) -> Allocation:
-        factors = _Factors(self, snapshot)
-        # ids are unique, so the tuples never compare jobs themselves
         pending = snapshot.pending
-        keyed = [
-            (-priority, job.submitted_at, job.id, job)
-            for priority, job in zip(factors.priorities(pending), pending, strict=True)
-        ]
-        keyed.sort()
-        return _Round(self, snapshot).run([entry[3] for entry in keyed])
+        order = _Factors(self, snapshot).order(pending)
+        return _Round(self, snapshot).run([pending[i] for i in order])
 
 
 def multifactor_factors(
@@ -137,10 +131,43 @@ class _Factors:
         weighted["priority"] = sum((age, domain, fairshare, size))
         return weighted
 
-    def priorities(self, jobs: tuple[Job, ...]) -> list[float]:
-        """Each job's priority, exactly ``of(job)["priority"]``, in the order given."""
-        terms = self._terms
-        return [sum(terms(job)) for job in jobs]
+    def order(self, jobs: tuple[Job, ...]) -> list[int]:
+        """Indexes of ``jobs`` by priority (highest first), then submission time, then id."""
+        import numpy as np  # only rounds need it, not the CLI's job commands
+
+        priority = self.priorities(jobs)
+        submitted = np.fromiter((job.submitted_at for job in jobs), float, len(jobs))
+        ids = np.fromiter((job.id for job in jobs), np.int64, len(jobs))
+        return np.lexsort((ids, submitted, -priority)).tolist()
+
+    def priorities(self, jobs: tuple[Job, ...]):
+        """Each job's priority as a numpy array, exactly ``of(job)["priority"]``.
+
+        The same float operations as ``_terms``, in the same order, elementwise
+        (IEEE arithmetic is the same in numpy), so the order never differs
+        from the factor-by-factor sum that ``factors`` shows.
+        """
+        import numpy as np
+
+        p, n = self.policy, len(jobs)
+        now = self.snapshot.now
+        submitted = np.fromiter((job.submitted_at for job in jobs), float, n)
+        waited_h = np.maximum(0.0, now - submitted) / 3600.0
+        max_age = p.max_age_hours
+        age = np.minimum(1.0, waited_h / max_age) if max_age > 0 else np.ones(n)
+        aging = p.params.aging
+        boost = np.minimum(aging.max_boost, aging.per_hour * waited_h)
+        terms = [self._domain_terms(job.domain) for job in jobs]
+        weight = np.fromiter((t[0] for t in terms), float, n)
+        fairshare = np.fromiter((t[1] for t in terms), float, n)
+        boosts = np.fromiter((job.priority for job in jobs), np.int64, n)
+        domain = (weight + boosts + boost) / self.max_weight
+        gpus = np.fromiter((job.gpus for job in jobs), np.int64, n)
+        size = np.minimum(1.0, gpus / self.total_gpus)
+        if p.favor_small:
+            size = 1.0 - size
+        weighted = (p.age_weight * age, p.domain_weight * domain, p.size_weight * size)
+        return weighted[0] + weighted[1] + fairshare + weighted[2]
 
     def _terms(self, job: Job) -> tuple[float, float, float, float]:
         """The weighted age, domain, fair-share and size terms of ``job``."""
@@ -199,23 +226,27 @@ class _Round:
         self.ends: dict[str, list[tuple[float, Nodes]]] = {name: [] for name in self.pools}
         for r in snapshot.running:
             self._hold(r.placement.pool, max(r.expected_end, snapshot.now), r.placement.nodes)
-        self.blocked = False
         # GPU-type list -> smallest gang that found no room: larger ones cannot find any either
         self.no_room_from: dict[tuple[str, ...], int] = {}
 
     def run(self, order: list[Job]) -> Allocation:
         placements, charges, waiting = [], {}, {}
-        for job in order:
-            if self.choices.never_fits(job):
+        never_fits, no_room_from = self.choices.never_fits, self.no_room_from
+        for position, job in enumerate(order):
+            if never_fits(job):
                 waiting[job.id] = WaitReason.NEVER_FITS
                 continue
-            if self.blocked:
-                waiting[job.id] = WaitReason.PRIORITY
-                continue
-            placed = self._place(job)
+            smallest = no_room_from.get(job.gpu_types)
+            if smallest is not None and job.gpus >= smallest:
+                placed = WaitReason.NO_CAPACITY  # a gang this large found no room already
+            else:
+                placed = self._place(job)
             if isinstance(placed, WaitReason):
                 waiting[job.id] = placed
                 if placed is WaitReason.NO_CAPACITY and self.reservation is None:
+                    if not self.policy.backfill:  # strict priority order: the queue is blocked
+                        wait_behind(order[position + 1 :], self.choices, waiting)
+                        break
                     self._hold_for(job)
                 continue
             placement, charge = placed
@@ -225,14 +256,12 @@ class _Round:
         return Allocation(placements=tuple(placements), waiting=waiting, charges=charges)
 
     def _place(self, job: Job):
-        """first_fit, skipping the pool scan when a gang this large already found no room."""
-        no_room_from = self.no_room_from.get(job.gpu_types)
-        if no_room_from is not None and job.gpus >= no_room_from:
-            return WaitReason.NO_CAPACITY
+        """first_fit; remembers the gang size that found no room on these GPU types."""
         check = None if self.reservation is None else self._does_not_delay(job)
         placed = first_fit(job, self.choices.allowed(job), self.free, self.budgets, check)
         if placed is WaitReason.NO_CAPACITY:
-            self.no_room_from[job.gpu_types] = min(job.gpus, no_room_from or job.gpus)
+            smallest = self.no_room_from.get(job.gpu_types, job.gpus)
+            self.no_room_from[job.gpu_types] = min(job.gpus, smallest)
         return placed
 
     def _hold(self, pool_name: str, end: float, nodes: Nodes) -> None:
@@ -253,10 +282,7 @@ class _Round:
         return self.snapshot.now + hours * 3600.0
 
     def _hold_for(self, job: Job) -> None:
-        """The top blocked job: reserve its earliest start, or block the queue without backfill."""
-        if not self.policy.backfill:
-            self.blocked = True
-            return
+        """The top blocked job: reserve its earliest start."""
         best: _Reservation | None = None
         for pool in self.choices.allowed(job):
             start = self._earliest_start(job, pool)
