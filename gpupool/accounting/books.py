@@ -267,6 +267,16 @@ class Books:
     def charged_until(self, job_id: int) -> float | None:
         return self._charged_until.get(job_id)
 
+    def resume_charges(self, charged_until: Mapping[int, float]) -> None:
+        """Say how far jobs are charged when the ledger was given as per-period sums.
+
+        A driver that loads only sums (gpupool.scheduler.accounts.load_books)
+        has no per-job entries to rebuild this from, so it states it for the
+        jobs it may still charge; the guard against double booking then holds.
+        """
+        for job_id, at in charged_until.items():
+            self._charged_until[job_id] = max(at, self._charged_until.get(job_id, at))
+
     def budget_left(self, programme: str, t: float) -> Decimal | None:
         """What ``programme`` may still pay in its period holding ``t`` (None = no limit)."""
         prog = self.programme(programme)
