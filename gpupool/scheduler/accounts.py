@@ -31,11 +31,11 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from gpupool import model
-from gpupool.accounting.books import Books, LedgerEntry
+from gpupool.accounting.books import USAGE_KINDS, Books, LedgerEntry
 from gpupool.accounting.periods import PeriodSpec, label_bounds, period_label
 from gpupool.accounting.programmes import Programme, Voucher
 from gpupool.model import GpupoolError
@@ -164,11 +164,18 @@ def load_books(
     now: dt.datetime | float | None = None,
     rules: object | None = None,
     lock: bool = False,
+    whole_ledger: bool = True,
+    jobs: Iterable[int] = (),
 ) -> Books:
-    """Programmes, vouchers (current balances) and the whole ledger as a Books.
+    """Programmes, vouchers (current balances) and the ledger as a Books.
 
     ``rules``: the active policy document's flat SubsidyRules, if any. ``now``
     is accepted for symmetry with the simulator; balances do not depend on it.
+    ``whole_ledger`` False (rounds, charging): the ledger comes as per-period
+    sums instead of every entry (see _ledger_sums), and how far each job is
+    charged only for jobs holding GPUs and ``jobs``: the balances are the same,
+    the work no longer grows with the platform's history. ``books.entries``
+    then holds those sums, not the ledger; reports load the whole ledger.
     """
     if lock:
         lock_books(session)
@@ -178,14 +185,82 @@ def load_books(
         for r in session.scalars(select(ProgrammeRow).order_by(ProgrammeRow.id))
     ]
     vouchers = [_voucher(r, names) for r in session.scalars(select(VoucherRow))]
-    entries = [
-        _entry(r, names)
-        for r in session.scalars(select(LedgerEntryRow).order_by(LedgerEntryRow.id))
-    ]
+    if whole_ledger:
+        entries = [
+            _entry(r, names)
+            for r in session.scalars(select(LedgerEntryRow).order_by(LedgerEntryRow.id))
+        ]
+    else:
+        entries = _ledger_sums(session, names)
     orgs = [repository.org_model(r) for r in repository.list_orgs(session)]
     books = Books(programmes, vouchers, entries, orgs=orgs, flat=rules)
+    if not whole_ledger:
+        books.resume_charges(_charged_until(session, jobs))
     books.stored_vouchers = {v.id: v for v in books.vouchers}  # what the database holds now
+    books.loaded_entries = len(entries)  # entries past this index were booked in memory
     return books
+
+
+def _ledger_sums(session: Session, names: _Names) -> list[LedgerEntry]:
+    """Usage entries summed per (kind, org, domain, period, programme): one per group.
+
+    Budgets spent, caps used and org spending are sums over exactly these
+    keys (Books._record), so Books folds the sums to the same balances as the
+    entries. Award/expiry/carry-over entries change no balance (the vouchers
+    table holds balances) and are left out. Money sums are exact cents up to
+    float noise, which cents() rounds away.
+    """
+    row = LedgerEntryRow
+    query = (
+        select(
+            row.kind,
+            row.org_id,
+            row.domain,
+            row.period,
+            row.programme_id,
+            func.sum(row.cost),
+            func.sum(row.subsidy),
+            func.sum(row.org_pays),
+            func.sum(row.effective_gpu_hours),
+            func.max(row.created_at),
+        )
+        .where(row.kind.in_(USAGE_KINDS))
+        .group_by(row.kind, row.org_id, row.domain, row.period, row.programme_id)
+        .order_by(row.kind, row.org_id, row.domain, row.period, row.programme_id)
+    )
+    return [
+        LedgerEntry(
+            kind=kind,
+            org=names.orgs[org_id],
+            domain=domain,
+            period=period,
+            programme=names.programmes.get(programme_id),
+            cost=cost,
+            subsidy=subsidy,
+            org_pays=org_pays,
+            effective_gpu_hours=hours,
+            at=clock.to_epoch(last),
+            note="sum",
+        )
+        for kind, org_id, domain, period, programme_id, cost, subsidy, org_pays, hours, last in (
+            session.execute(query)
+        )
+    ]
+
+
+def _charged_until(session: Session, jobs: Iterable[int]) -> dict[int, float]:
+    """Where the last charge of each job holding GPUs (and of ``jobs``) ends."""
+    holding = select(PlacementRow.job_id).where(PlacementRow.ended_at.is_(None))
+    wanted = LedgerEntryRow.job_id.in_(holding)
+    extra = list(jobs)
+    if extra:
+        wanted = wanted | LedgerEntryRow.job_id.in_(extra)
+    query = (
+        select(LedgerEntryRow.job_id, func.max(LedgerEntryRow.created_at))
+        .where(LedgerEntryRow.kind == "charge", wanted)
+        .group_by(LedgerEntryRow.job_id)
+    )
+    return {job_id: clock.to_epoch(last) for job_id, last in session.execute(query)}
 
 
 def write_back(
@@ -284,7 +359,8 @@ def settle_job(
         return []
     placement = placements[-1]
     end = ended_at if isinstance(ended_at, float | int) else clock.to_epoch(ended_at)
-    books = books if books is not None else load_books(session, end, lock=True)
+    if books is None:
+        books = load_books(session, end, lock=True, whole_ledger=False, jobs=[job_row.id])
     job, pool, gpu_type = _usage_of(session, job_row, placement)
     entries = books.meter(job, pool, gpu_type, clock.to_epoch(placement.started_at), end)
     return write_back(session, books, entries)
@@ -365,7 +441,7 @@ def award_voucher(
     expiry = clock.to_epoch(expires_at) if isinstance(expires_at, dt.datetime) else expires_at
     if expiry is not None and expiry <= moment:
         raise GpupoolError("a voucher must expire after it is awarded", location="--expires")
-    books = load_books(session, moment, lock=True)
+    books = load_books(session, moment, lock=True, whole_ledger=False)
     try:
         books.programme(programme)
     except model.NotFound as exc:
@@ -454,7 +530,7 @@ def _programme_name(row: VoucherRow) -> str | None:
 
 def list_programmes(session: Session, now: float | None = None) -> list[dict]:
     moment = clock.now_epoch() if now is None else now
-    books = load_books(session, moment)
+    books = load_books(session, moment, whole_ledger=False)
     rows = session.scalars(select(ProgrammeRow).order_by(ProgrammeRow.id)).all()
     return [programme_view(r, books, moment) for r in rows]
 

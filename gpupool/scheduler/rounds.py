@@ -122,7 +122,7 @@ def run_round(
 ) -> RoundResult:
     moment = as_datetime(now)
     grace = grace or lifecycle.parse_grace(None)
-    books = accounts.load_books(session, moment, rules=pricing)
+    books = accounts.load_books(session, moment, rules=pricing, whole_ledger=False)
     accounts.close_books(session, books, moment, write=False)
     snapshot = take_snapshot(
         session, moment, pricing=pricing, books=books, policy=policy, grace=grace
@@ -218,7 +218,8 @@ def _write(session, planned, result: RoundResult, moment, pricing, grace, real_t
         # job that takes its GPUs must not appear to have started before that.
         moment = max(moment, clock.utcnow())
     result.round_id = round_row.id
-    books = accounts.load_books(session, moment, rules=pricing)  # fresh, under the lock
+    # fresh, under the lock
+    books = accounts.load_books(session, moment, rules=pricing, whole_ledger=False)
     accounts.close_books(session, books, moment)
     result.timed_out = lifecycle.reap_timeouts(session, moment, grace, books)
     result.preempted = [j for j in result.preempted if _preempt(session, j, moment, books)]

@@ -23,14 +23,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gpupool import model
-from gpupool.scheduler import accounts, clock, repository
-from gpupool.scheduler.orm import JobRow, LedgerEntryRow
+from gpupool.scheduler import accounts, clock
+from gpupool.scheduler.orm import (
+    DomainRow,
+    GpuTypeRow,
+    JobRow,
+    LedgerEntryRow,
+    OrgRow,
+    PlacementRow,
+    PoolRow,
+)
 
 USAGE_HALF_LIFE_HOURS = 7 * 24.0
 
@@ -58,34 +66,188 @@ def take_snapshot(
     epoch = clock.to_epoch(moment)
     grace = grace or lifecycle.parse_grace(None)
     if books is None:
-        books = accounts.load_books(session, epoch, rules=pricing)
-    gpu_types = {r.name: repository.gpu_type_model(r) for r in repository.list_gpu_types(session)}
-    pools = [repository.pool_model(r) for r in repository.list_pools(session)]
+        books = accounts.load_books(session, epoch, rules=pricing, whole_ledger=False)
+    platform = _Platform.read(session)
     running = [
         replace(r, expected_end=max(r.expected_end, epoch))  # overdue: may end any moment
-        for r in running_jobs(session, gpu_types)
+        for r in platform.running
         if _deadline(grace, r) > epoch  # past it, the round reaps it first
     ]
-    free = {p.name: list(p.node_sizes()) for p in pools}
+    free = {p.name: list(p.node_sizes()) for p in platform.pools}
     for entry in running:
         for node, gpus in entry.placement.nodes:
             free[entry.placement.pool][node] -= gpus
-    pending = [repository.job_model(r) for r in repository.list_jobs(session, state="pending")]
+    pools, gpu_types = platform.pools, platform.gpu_types
     committed = _with_commitments(books, running, gpu_types, pools)
     return model.Snapshot(
         now=epoch,
         gpu_types=gpu_types,
         pools=tuple(model.PoolState(p, tuple(free[p.name])) for p in pools),
-        domains={r.name: repository.domain_model(r) for r in repository.list_domains(session)},
-        orgs={r.name: repository.org_model(r) for r in repository.list_orgs(session)},
-        pending=tuple(pending),
+        domains=platform.domains,
+        orgs=platform.orgs,
+        pending=tuple(platform.pending),
         running=tuple(running),
         usage=decayed_usage(session, moment, half_life_hours),
         accounts=committed.accounts(epoch),
         subsidy_budget_left=committed.subsidy_left(epoch),
         pricing=committed,
-        guarantee_deficit=_deficits(books, policy, gpu_types, pools, running, epoch),
+        guarantee_deficit=_deficits(session, books, policy, gpu_types, pools, running, epoch),
     )
+
+
+@dataclass
+class _Platform:
+    """The platform's rows as model objects, read with one Core query per table.
+
+    Rounds see thousands of jobs: plain tuples skip the ORM's identity map and
+    per-object bookkeeping, and joins are resolved through small id -> model
+    maps instead of per-row relationship loads.
+    """
+
+    gpu_types: dict[str, model.GpuType]
+    pools: list[model.Pool]
+    domains: dict[str, model.Domain]
+    orgs: dict[str, model.Org]
+    pending: list[model.Job]
+    running: list[model.RunningJob]  # with an open placement; not yet filtered for deadlines
+
+    @classmethod
+    def read(cls, session: Session) -> _Platform:
+        types_by_id = {
+            row[0]: model.GpuType(
+                name=row[1], vendor=row[2], memory_gb=row[3], speed=row[4], domestic=row[5]
+            )
+            for row in session.execute(
+                select(
+                    GpuTypeRow.id,
+                    GpuTypeRow.name,
+                    GpuTypeRow.vendor,
+                    GpuTypeRow.memory_gb,
+                    GpuTypeRow.speed,
+                    GpuTypeRow.domestic,
+                ).order_by(GpuTypeRow.name)
+            )
+        }
+        pools_by_id = {
+            pool_id: model.Pool(
+                name=name,
+                site=site,
+                gpu_type=types_by_id[type_id].name,
+                gpus=gpus,
+                gpus_per_node=per_node,
+                price_per_gpu_hour=float(price),
+            )
+            for pool_id, name, site, type_id, gpus, per_node, price in session.execute(
+                select(
+                    PoolRow.id,
+                    PoolRow.name,
+                    PoolRow.site,
+                    PoolRow.gpu_type_id,
+                    PoolRow.gpus,
+                    PoolRow.gpus_per_node,
+                    PoolRow.price_per_gpu_hour,
+                ).order_by(PoolRow.name)
+            )
+        }
+        domains_by_id = {
+            domain_id: model.Domain(name=name, weight=weight)
+            for domain_id, name, weight in session.execute(
+                select(DomainRow.id, DomainRow.name, DomainRow.weight).order_by(DomainRow.name)
+            )
+        }
+        orgs_by_id = {
+            org_id: model.Org(
+                name=name,
+                domain=domains_by_id[domain_id].name,
+                budget=None if budget is None else float(budget),
+            )
+            for org_id, name, domain_id, budget in session.execute(
+                select(OrgRow.id, OrgRow.name, OrgRow.domain_id, OrgRow.budget).order_by(
+                    OrgRow.name
+                )
+            )
+        }
+        pending, running = _jobs(session, orgs_by_id, pools_by_id, types_by_id)
+        return cls(
+            gpu_types={t.name: t for t in sorted(types_by_id.values(), key=lambda t: t.name)},
+            pools=sorted(pools_by_id.values(), key=lambda p: p.name),
+            domains={d.name: d for d in sorted(domains_by_id.values(), key=lambda d: d.name)},
+            orgs={o.name: o for o in sorted(orgs_by_id.values(), key=lambda o: o.name)},
+            pending=pending,
+            running=running,
+        )
+
+
+def _jobs(session, orgs_by_id, pools_by_id, types_by_id):
+    """Pending jobs, and running jobs with their open placement, both in id order."""
+    placements = {
+        job_id: (pool_id, nodes, started_at)
+        for job_id, pool_id, nodes, started_at in session.execute(
+            select(
+                PlacementRow.job_id,
+                PlacementRow.pool_id,
+                PlacementRow.nodes,
+                PlacementRow.started_at,
+            ).where(PlacementRow.ended_at.is_(None))
+        )
+    }
+    query = (
+        select(
+            JobRow.id,
+            JobRow.state,
+            JobRow.org_id,
+            JobRow.gpus,
+            JobRow.hours,
+            JobRow.submitted_at,
+            JobRow.gpu_types,
+            JobRow.name,
+            JobRow.priority,
+        )
+        .where(JobRow.state.in_(("pending", "running")))
+        .order_by(JobRow.id)
+    )
+    speeds = {pool_id: _speed(pool, types_by_id) for pool_id, pool in pools_by_id.items()}
+    pending, running = [], []
+    for job_id, state, org_id, gpus, hours, submitted, types, name, priority in session.execute(
+        query
+    ):
+        org = orgs_by_id[org_id]
+        job = model.Job(
+            id=job_id,
+            org=org.name,
+            domain=org.domain,
+            gpus=gpus,
+            hours=hours,
+            submitted_at=clock.to_epoch(submitted),
+            gpu_types=tuple(types or ()),
+            name=name,
+            priority=priority,
+        )
+        if state == "pending":
+            pending.append(job)
+            continue
+        placement = placements.get(job_id)
+        if placement is None:
+            continue  # a running job always has an open placement; tolerate old rows
+        pool_id, nodes, started_at = placement
+        started = clock.to_epoch(started_at)
+        running.append(
+            model.RunningJob(
+                job=job,
+                placement=model.Placement(
+                    job_id=job_id,
+                    pool=pools_by_id[pool_id].name,
+                    nodes=tuple((int(node), int(used)) for node, used in nodes),
+                ),
+                started_at=started,
+                expected_end=started + hours / speeds[pool_id] * 3600.0,
+            )
+        )
+    return pending, running
+
+
+def _speed(pool: model.Pool, types_by_id) -> float:
+    return next(t.speed for t in types_by_id.values() if t.name == pool.gpu_type)
 
 
 def _deadline(grace, run: model.RunningJob) -> float:
@@ -113,13 +275,21 @@ def _with_commitments(books, running, gpu_types, pools):
     return fork
 
 
-def _deficits(books, policy, gpu_types, pools, running, epoch: float) -> dict[str, float]:
-    from gpupool.accounting.guarantees import UsageRecord, guarantee_deficit, records_from_entries
+def _deficits(session, books, policy, gpu_types, pools, running, epoch: float) -> dict:
+    from gpupool.accounting.guarantees import (
+        UsageRecord,
+        guarantee_deficit,
+        records_from_entries,
+        window_start,
+    )
 
     shares = accounts.guarantee_shares(getattr(policy, "params", None), gpu_types, pools)
     if not shares:
         return {}
-    records = records_from_entries(books.entries)
+    window = "quarter"
+    records = _ledger_usage(session, window_start(window, epoch), epoch)
+    # usage the round booked in memory only (a dry run's voucher expiry metering)
+    records += records_from_entries(books.entries[getattr(books, "loaded_entries", 0) :])
     pool_type = {p.name: p.gpu_type for p in pools}
     for run in running:  # what running jobs used since they were last charged
         since = max(run.started_at, books.charged_until(run.job.id) or run.started_at)
@@ -128,29 +298,29 @@ def _deficits(books, policy, gpu_types, pools, running, epoch: float) -> dict[st
             hours = (epoch - since) / 3600.0 * run.job.gpus * speed
             records.append(UsageRecord(run.job.domain, since, epoch, hours))
     capacity = sum(p.gpus * gpu_types[p.gpu_type].speed for p in pools)
-    return guarantee_deficit(records, shares, "quarter", epoch, capacity_per_hour=capacity)
+    return guarantee_deficit(records, shares, window, epoch, capacity_per_hour=capacity)
 
 
-def running_jobs(session: Session, gpu_types: dict[str, model.GpuType]) -> list[model.RunningJob]:
-    """Every running job with its open placement and estimated end (epoch seconds)."""
-    result = []
-    placements = {p.job_id: p for p in repository.open_placements(session)}
-    for row in repository.list_jobs(session, state="running"):
-        placement_row = placements.get(row.id)
-        if placement_row is None:
-            continue  # a running job always has an open placement; tolerate old rows
-        job = repository.job_model(row)
-        started = clock.to_epoch(placement_row.started_at)
-        speed = gpu_types[placement_row.pool.gpu_type.name].speed
-        result.append(
-            model.RunningJob(
-                job=job,
-                placement=repository.placement_model(placement_row),
-                started_at=started,
-                expected_end=started + job.hours / speed * 3600.0,
-            )
+def _ledger_usage(session: Session, start: float, end: float) -> list:
+    """Usage the ledger booked in ``[start, end]``, per domain, as instant records.
+
+    The same figure as records_from_entries over the whole ledger (entries are
+    instants at their booking time), summed by the database.
+    """
+    from gpupool.accounting.books import USAGE_KINDS
+    from gpupool.accounting.guarantees import UsageRecord
+
+    query = (
+        select(LedgerEntryRow.domain, func.sum(LedgerEntryRow.effective_gpu_hours))
+        .where(
+            LedgerEntryRow.kind.in_(USAGE_KINDS),
+            LedgerEntryRow.created_at >= clock.from_epoch(start),
+            LedgerEntryRow.created_at <= clock.from_epoch(end),
         )
-    return result
+        .group_by(LedgerEntryRow.domain)
+        .order_by(LedgerEntryRow.domain)
+    )
+    return [UsageRecord(domain, end, end, hours) for domain, hours in session.execute(query)]
 
 
 def decayed_usage(session: Session, moment: dt.datetime, half_life_hours: float) -> dict:
