@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import ClassVar
 
-from gpupool.accounting import BudgetTracker
+from gpupool.accounting import Books, BudgetTracker, job_cost
 from gpupool.model import (
     Allocation,
     Charge,
@@ -47,7 +47,7 @@ class FifoPolicy:
 
     def allocate(self, snapshot: Snapshot) -> Allocation:
         free = free_gpus(snapshot)
-        budgets = BudgetTracker(snapshot)
+        budgets = Admissions(snapshot)
         choices = PoolChoices(snapshot)
         placements, charges, waiting = [], {}, {}
         order = sorted(snapshot.pending, key=_ARRIVAL)
@@ -159,11 +159,42 @@ def never_fits(job: Job, snapshot: Snapshot) -> bool:
     )
 
 
+class Admissions:
+    """BudgetTracker.admit for one round, quick to refuse orgs that already could not pay.
+
+    With flat subsidy rules (not Books), what an org pays for a job never
+    falls as the job's full price rises, and within a round balances, caps
+    and the platform's subsidy budget only shrink. So once an org was refused
+    a job costing ``c`` on a pool, any later job of the same org and domain
+    costing ``c`` or more on that pool is refused too, without a quote: a
+    queue of an out-of-budget org's jobs costs a price each, not a quote each.
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.tracker = BudgetTracker(snapshot)
+        self._gpu_types = snapshot.gpu_types
+        self._monotone = not isinstance(snapshot.pricing, Books)
+        self._cheapest_refused: dict[tuple[str, str, str], float] = {}
+
+    def admit(self, job: Job, pool: Pool) -> Charge | None:
+        if not self._monotone:
+            return self.tracker.admit(job, pool)
+        key = (job.org, job.domain, pool.name)
+        cost = job_cost(job, pool, self._gpu_types[pool.gpu_type])
+        cheapest = self._cheapest_refused.get(key)
+        if cheapest is not None and cost >= cheapest:
+            return None
+        charge = self.tracker.admit(job, pool)
+        if charge is None:
+            self._cheapest_refused[key] = cost if cheapest is None else min(cost, cheapest)
+        return charge
+
+
 def first_fit(
     job: Job,
     pools: Iterable[Pool],
     free: FreeGpus,
-    budgets: BudgetTracker,
+    budgets: BudgetTracker | Admissions,
     acceptable: Callable[[Pool, tuple[tuple[int, int], ...]], bool] | None = None,
 ) -> tuple[Placement, Charge] | WaitReason:
     """Place ``job`` on the first pool that fits (and that ``acceptable`` agrees to).

@@ -42,9 +42,15 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from gpupool.accounting import BudgetTracker
 from gpupool.model import Allocation, Job, Pool, Snapshot, WaitReason, fit_gang
-from gpupool.policies.fifo import FreeGpus, PoolChoices, first_fit, free_gpus, wait_behind
+from gpupool.policies.fifo import (
+    Admissions,
+    FreeGpus,
+    PoolChoices,
+    first_fit,
+    free_gpus,
+    wait_behind,
+)
 from gpupool.policies.params import PolicyParams
 
 Nodes = tuple[tuple[int, int], ...]
@@ -217,7 +223,7 @@ class _Round:
         self.snapshot = snapshot
         self.pools = {state.pool.name: state.pool for state in snapshot.pools}
         self.free: FreeGpus = free_gpus(snapshot)
-        self.budgets = BudgetTracker(snapshot)
+        self.budgets = Admissions(snapshot)
         self.choices = PoolChoices(snapshot)
         self.reservation: _Reservation | None = None
         # GPUs per node of the reserved pool that holders ending by the reserved start release

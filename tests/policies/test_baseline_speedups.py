@@ -28,6 +28,7 @@ from gpupool.model import (
     fit_gang,
 )
 from gpupool.policies.fifo import (
+    Admissions,
     FifoPolicy,
     PoolChoices,
     allowed_pools,
@@ -341,3 +342,30 @@ def test_a_blocked_queue_still_marks_the_jobs_that_never_fit():
         4: WaitReason.NEVER_FITS,
         5: WaitReason.PRIORITY,
     }
+
+
+def test_an_org_refused_a_job_is_refused_dearer_ones_without_a_quote():
+    # budget 100 at 10 per GPU-hour: job 1 (80) is admitted, 2 (30) refused with 20 left;
+    # 3 (also 30) and 4 (40) are refused without asking the tracker; 5 (10) is admitted.
+    snapshot = (
+        SnapshotBuilder()
+        .pool("p", "A100", 32, 8)
+        .org("lab", "general", 100.0)
+        .job(8, 1.0, org="lab", id=1)
+        .job(3, 1.0, org="lab", id=2)
+        .job(3, 1.0, org="lab", id=3)
+        .job(4, 1.0, org="lab", id=4)
+        .job(1, 1.0, org="lab", id=5)
+        .build()
+    )
+    admissions = Admissions(snapshot)
+    asked = []
+    tracker_admit = admissions.tracker.admit
+    admissions.tracker.admit = lambda job, pool: asked.append(job.id) or tracker_admit(job, pool)
+    pool = snapshot.pools[0].pool
+    admitted = [admissions.admit(job, pool) is not None for job in snapshot.pending]
+    assert admitted == [True, False, False, False, True]
+    assert asked == [1, 2, 5]
+    allocation = FifoPolicy().allocate(snapshot)
+    assert allocation.started_ids == {1, 5}
+    assert allocation.waiting == {2: WaitReason.BUDGET, 3: WaitReason.BUDGET, 4: WaitReason.BUDGET}
