@@ -41,6 +41,7 @@ from gpupool.scheduler.orm import (
 )
 
 USAGE_HALF_LIFE_HOURS = 7 * 24.0
+USAGE_HORIZON_HALF_LIVES = 50
 
 
 def as_datetime(now: dt.datetime | float | None) -> dt.datetime:
@@ -324,9 +325,20 @@ def _ledger_usage(session: Session, start: float, end: float) -> list:
 
 
 def decayed_usage(session: Session, moment: dt.datetime, half_life_hours: float) -> dict:
+    """Charged effective GPU-hours per domain, each halved every ``half_life_hours`` of age.
+
+    Entries older than USAGE_HORIZON_HALF_LIVES half-lives are not read: they
+    would add less than 2**-50 of their size, below a float sum's rounding, and
+    the read no longer grows with the platform's whole history.
+    """
+    horizon = moment - dt.timedelta(hours=half_life_hours * USAGE_HORIZON_HALF_LIVES)
     query = select(
         LedgerEntryRow.domain, LedgerEntryRow.effective_gpu_hours, LedgerEntryRow.created_at
-    ).where(LedgerEntryRow.kind == "charge", LedgerEntryRow.created_at <= moment)
+    ).where(
+        LedgerEntryRow.kind == "charge",
+        LedgerEntryRow.created_at <= moment,
+        LedgerEntryRow.created_at > horizon,
+    )
     usage: dict[str, float] = {}
     for domain, hours, created_at in session.execute(query):
         age_hours = (moment - created_at).total_seconds() / 3600.0
