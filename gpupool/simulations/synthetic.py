@@ -179,3 +179,50 @@ def apply_estimate(jobs: Sequence[SimJob], estimate: Estimate, seed: int) -> tup
         replace(sim, job=replace(sim.job, hours=float(value)))
         for sim, value in zip(jobs, hours, strict=True)
     )
+
+
+# ---------------------------------------------------------------------------
+# Offered load: what a scenario asks of its platform, from its parameters
+# ---------------------------------------------------------------------------
+
+
+def mean_runtime(runtime: Runtime, cap: float | None = None) -> float:
+    """E[min(runtime, cap)] in hours, in closed form (the one-minute floor is ignored:
+    it moves the mean by less than a minute's fraction of the jobs that short)."""
+    cap = math.inf if cap is None else cap
+    if isinstance(runtime, Fixed):
+        return min(runtime.hours, cap)
+    if isinstance(runtime, Exponential):
+        return runtime.mean * -math.expm1(-cap / runtime.mean)
+    if isinstance(runtime, Uniform):
+        low, high = runtime.low, runtime.high
+        if cap >= high:
+            return (low + high) / 2
+        if cap <= low:
+            return cap
+        return ((cap * cap - low * low) / 2 + cap * (high - cap)) / (high - low)
+    return _lognormal_capped_mean(runtime, cap)
+
+
+def _lognormal_capped_mean(runtime: LogNormal, cap: float) -> float:
+    mu, sigma = math.log(runtime.median), runtime.sigma
+    mean = math.exp(mu + sigma * sigma / 2)
+    if math.isinf(cap):
+        return mean
+    if sigma == 0:
+        return min(runtime.median, cap)
+    log_cap = math.log(cap)
+    below = _normal_cdf((log_cap - mu - sigma * sigma) / sigma)
+    above = 1 - _normal_cdf((log_cap - mu) / sigma)
+    return mean * below + cap * above
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def offered_gpu_hours_per_hour(stream: Stream) -> float:
+    """Expected reference GPU-hours of work the stream brings per hour of arrivals."""
+    weights = np.asarray(stream.gang_weights, dtype=float)
+    mean_gang = float(np.dot(stream.gang_sizes, weights / weights.sum()))
+    return stream.rate_per_hour * mean_gang * mean_runtime(stream.runtime, stream.max_hours)
