@@ -106,8 +106,8 @@ def _write_run(result, summary, out: Path) -> list[Path]:
         plot_lines(
             {label: summary.utilisation},
             out / "utilisation.png",
-            title="GPU utilisation",
-            ylabel="busy share of GPUs",
+            title="GPU utilisation (busy GPUs / all GPUs)",
+            ylabel="GPUs busy",
             fraction=True,
         )
     )
@@ -115,53 +115,64 @@ def _write_run(result, summary, out: Path) -> list[Path]:
         plot_lines(
             {label: summary.subsidy},
             out / "subsidy.png",
-            title="Subsidy spent",
-            ylabel="cumulative subsidy",
+            title="Subsidy paid by the platform, cumulative",
+            ylabel="subsidy (currency)",
         )
     )
     return paths
 
 
+# Short two-line headers, so the table fits 80 columns; everything else is in metrics.json.
 SUMMARY_COLUMNS = (
     ("jobs", "jobs", "{:,}"),
-    ("finished", "finished", "{:,}"),
-    ("queueing_delay_hours.mean", "mean wait h", "{:.2f}"),
-    ("queueing_delay_hours.p95", "p95 wait h", "{:.2f}"),
-    ("slowdown.mean", "mean slowdown", "{:.2f}"),
-    ("effective_gpu_hours", "eff. GPU-h", "{:,.0f}"),
+    ("finished", "done", "{:,}"),
+    ("queueing_delay_hours.mean", "wait h\nmean", "{:.2f}"),
+    ("queueing_delay_hours.p95", "wait h\np95", "{:.2f}"),
+    ("slowdown.mean", "slow-\ndown", "{:.2f}"),
+    ("effective_gpu_hours", "eff.\nGPU-h", "{:,.0f}"),
     ("subsidy", "subsidy", "{:,.0f}"),
-    ("org_pays", "orgs paid", "{:,.0f}"),
+    ("org_pays", "orgs\npaid", "{:,.0f}"),
 )
 
 
 def _print_summary(metrics: dict) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     from gpupool.simulations.compare import lookup
 
     platform = metrics["platform"]
-    table = Table(title=f"{metrics['scenario']} under {metrics['policy']}", title_justify="left")
-    table.add_column("domain")
+    table = Table(
+        title=f"{metrics['scenario']} under {metrics['policy']}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,  # no vertical rules: two characters a column for the numbers
+        show_edge=False,
+        padding=(0, 0, 0, 1),  # with the box's blank separator: two spaces between columns
+    )
+    table.add_column("domain", no_wrap=True)
     for _, header, _ in SUMMARY_COLUMNS:
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", no_wrap=True)
     groups = [*metrics["domains"].items(), ("platform", platform)]
-    for name, scope in groups:
+    for index, (name, scope) in enumerate(groups):
         cells = []
         for path, _, fmt in SUMMARY_COLUMNS:
             value = lookup(scope, path)
             cells.append("-" if value is None else fmt.format(value))
-        table.add_row(name, *cells)
+        table.add_row(name, *cells, end_section=index == len(groups) - 2)  # rule above platform
     console = Console()
     console.print(table)
     conservation = metrics["conservation"]
     util = platform["utilisation"]
     jain = platform["jain_slowdown"]
     console.print(
-        f"utilisation {util:.1%}  " if util is not None else "",
-        f"idle while jobs wait {platform['idle_while_waiting_gpu_hours']:,.0f} GPU-h  ",
+        f"utilisation {util:.1%} over the whole run  " if util is not None else "",
+        f"idle while jobs wait {platform['idle_while_waiting_gpu_hours']:,.0f} GPU-h",
+        sep="",
+    )
+    console.print(
         f"Jain(1/slowdown) {jain:.3f}  " if jain is not None else "",
-        f"waiting {conservation['waiting']}  running {conservation['running']}  "
+        f"at the end: waiting {conservation['waiting']}  running {conservation['running']}  "
         f"dropped {sum(conservation['dropped'].values())}",
         sep="",
     )
@@ -246,8 +257,8 @@ def _write_comparison(summaries, labels, seeds, scenario_name: str, out: Path) -
             plot_lines(
                 {label: first[label].utilisation for label in labels},
                 out / "utilisation.png",
-                title="GPU utilisation",
-                ylabel="busy share of GPUs",
+                title="GPU utilisation (busy GPUs / all GPUs)",
+                ylabel="GPUs busy",
                 fraction=True,
             ),
         ),
@@ -256,8 +267,8 @@ def _write_comparison(summaries, labels, seeds, scenario_name: str, out: Path) -
             plot_lines(
                 {label: first[label].subsidy for label in labels},
                 out / "subsidy.png",
-                title="Subsidy spent",
-                ylabel="cumulative subsidy",
+                title="Subsidy paid by the platform, cumulative",
+                ylabel="subsidy (currency)",
             ),
         ),
     ]

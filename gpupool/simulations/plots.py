@@ -8,7 +8,8 @@ results back. Each function writes one PNG and returns its path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 Curve = tuple[list[float], list[float]]
@@ -30,31 +31,92 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+MINUTE_HOURS = 1 / 60
+LOG_SPREAD = 100  # log x once the longest wait is over 100x the one-minute floor
+
+
+@dataclass(frozen=True)
+class DelayAxis:
+    """The x axis of a queueing-delay CDF, shared by every panel so domains compare.
+
+    Waits span seconds to days and most jobs of a well-served domain wait 0 h,
+    so a linear axis either hides the short waits or the long ones: past
+    LOG_SPREAD the axis is logarithmic from one minute, and shorter waits
+    (0 included) sit at that left edge. ``waited`` is False when no job of any
+    panel waited at all (the figure then says so instead of drawing a line at 0).
+    """
+
+    log: bool
+    low: float
+    high: float
+    waited: bool
+
+    def clip(self, delays: Sequence[float]) -> list[float]:
+        return [max(delay, self.low) for delay in delays] if self.log else list(delays)
+
+    @property
+    def label(self) -> str:
+        if self.log:
+            return "queueing delay (hours, log scale; < 1 min at the left edge)"
+        return "queueing delay (hours)"
+
+
+def delay_axis(delays: Iterable[float]) -> DelayAxis:
+    """Choose the CDF's x axis from every delay that will be drawn (hours)."""
+    longest = max((delay for delay in delays), default=0.0)
+    if longest <= 0:
+        return DelayAxis(log=False, low=0.0, high=1.0, waited=False)
+    if longest > LOG_SPREAD * MINUTE_HOURS:
+        return DelayAxis(log=True, low=MINUTE_HOURS, high=longest * 1.3, waited=True)
+    return DelayAxis(log=False, low=0.0, high=longest * 1.05, waited=True)
+
+
 def plot_wait_cdf(curves: Mapping[str, Mapping[str, list[float]]], path: Path) -> Path:
-    """Queueing-delay CDF, one panel per domain, one line per scheme.
+    """Queueing-delay CDF, one panel per domain, one line per scheme, one shared x axis.
 
     ``curves``: scheme -> domain -> delay quantiles (evenly spaced from 0 to 1).
+    A domain whose jobs never waited says "no job waited" instead of a line at 0.
     """
     plt = _pyplot()
     domains = sorted({domain for per_domain in curves.values() for domain in per_domain})
+    axis = delay_axis(q for per in curves.values() for quantiles in per.values() for q in quantiles)
     columns = min(3, max(1, len(domains)))
     rows = max(1, -(-len(domains) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
     for ax, domain in zip(axes.flat, domains, strict=False):
-        for scheme, per_domain in curves.items():
-            quantiles = per_domain.get(domain)
-            if quantiles:
-                fractions = [i / (len(quantiles) - 1) for i in range(len(quantiles))]
-                ax.plot(quantiles, fractions, label=scheme, drawstyle="steps-post")
-        ax.set_title(domain)
-        ax.set_xlabel("queueing delay (hours)")
-        ax.set_ylabel("fraction of jobs")
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(domains) :]:
+        _cdf_panel(ax, domain, curves, axis)
+    spare = list(axes.flat)[len(domains) :]
+    for ax in spare:
         ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles and spare:  # one legend in a free slot instead of one per panel
+        spare[0].set_visible(True)
+        spare[0].axis("off")
+        spare[0].legend(handles, labels, loc="center", title="scheme")
+    elif handles:
+        axes.flat[0].legend(fontsize="small", loc="lower right")
+    fig.suptitle("Queueing delay: fraction of each domain's jobs that started within x")
     return _save(fig, path)
+
+
+def _cdf_panel(ax, domain: str, curves, axis: DelayAxis) -> None:
+    waited = False
+    for scheme, per_domain in curves.items():
+        quantiles = per_domain.get(domain)
+        if quantiles:
+            waited = waited or max(quantiles) > 0
+            fractions = [i / (len(quantiles) - 1) for i in range(len(quantiles))]
+            ax.plot(axis.clip(quantiles), fractions, label=scheme, drawstyle="steps-post")
+    if axis.log:
+        ax.set_xscale("log")
+    ax.set_xlim(axis.low, axis.high)
+    if not waited:
+        ax.text(0.5, 0.5, "no job waited", transform=ax.transAxes, ha="center", va="center")
+    ax.set_title(domain)
+    ax.set_xlabel(axis.label, fontsize="small")
+    ax.set_ylabel("fraction of jobs")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
 
 
 def plot_lines(
@@ -68,12 +130,22 @@ def plot_lines(
     ax.set_title(title)
     ax.set_xlabel("simulated time (hours)")
     ax.set_ylabel(ylabel)
-    if fraction:
-        ax.set_ylim(0, 1.02)
+    _value_axis(ax, fraction)
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def _value_axis(ax, fraction: bool) -> None:
+    """Shares as percentages; amounts with thousands separators, never 1e6 offsets."""
+    from matplotlib.ticker import FuncFormatter, PercentFormatter
+
+    if fraction:
+        ax.set_ylim(0, 1.02)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    else:
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
 
 
 def plot_burn_down(curves: Mapping[str, Mapping[str, Curve]], path: Path) -> Path:
