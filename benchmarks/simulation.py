@@ -9,8 +9,10 @@ virtual clusters as 12 orgs in 8 domains, org budgets). ``--no-budgets``
 lifts the org budgets, to time the engine on a queue that always drains.
 
 Output fields: policy, jobs, wall_seconds (engine + policy, not the trace
-load), events_per_second (arrival, completion and round events processed),
-jobs_per_second, mean_wait_hours, utilisation, plus rounds and load_seconds.
+load), cpu_seconds (the same span in this process's CPU time: on a shared,
+busy machine it is the steadier figure), events_per_second (arrival,
+completion and round events processed), jobs_per_second, mean_wait_hours,
+utilisation, plus rounds and load_seconds.
 """
 
 from __future__ import annotations
@@ -44,15 +46,17 @@ def philly_scenario(path: Path, budgets: bool) -> Scenario:
 
 def run_one(kind: str, scenario: Scenario, jobs: int | None, time_limit_s: float) -> dict:
     policy = POLICY_KINDS[kind](params=PolicyParams(time_limit_s=time_limit_s))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = simulate(scenario, policy, options=EngineOptions(max_jobs=jobs), policy_name=kind)
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     platform = summarise(result)["platform"]
     replayed = len(result.records)
     return {
         "policy": kind,
         "jobs": replayed,
         "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
         "events_per_second": round(result.events / wall),
         "jobs_per_second": round(replayed / wall),
         "mean_wait_hours": round(platform["queueing_delay_hours"]["mean"] or 0.0, 4),
