@@ -78,6 +78,8 @@ class Capacity:
         # Smallest gang known not to fit per group. Free GPUs only shrink while packing,
         # so most of a long queue is rejected by one comparison; give() resets it.
         self._fails_from = [math.inf] * len(groups)
+        # (gang size, groups) known to fit in none of the groups; same reasoning, same reset
+        self._hopeless: set[tuple[int, tuple[int, ...]]] = set()
 
     def _group_count(self, g: int) -> list[int]:
         total = [0] * (self.groups[g].gpus_per_node + 1)
@@ -109,6 +111,16 @@ class Capacity:
             self._fails_from[g] = gpus
         return fits
 
+    def fits_none(self, gpus: int, groups: tuple[int, ...]) -> bool:
+        """Whether the gang fits in none of ``groups`` (remembered until GPUs are given back)."""
+        key = (gpus, groups)
+        if key in self._hopeless:
+            return True
+        if any(self.could_fit(gpus, g) for g in groups):
+            return False
+        self._hopeless.add(key)
+        return True
+
     def find(self, gpus: int, g: int) -> tuple[_PoolFree, tuple[tuple[int, int], ...]] | None:
         """The pool and nodes this gang would take in group ``g`` (fit_gang semantics)."""
         if not self.could_fit(gpus, g):
@@ -131,6 +143,7 @@ class Capacity:
     def give(self, member: _PoolFree, g: int, nodes: Sequence[tuple[int, int]]) -> None:
         self._update(member, g, nodes, member.give)
         self._fails_from[g] = math.inf
+        self._hopeless.clear()
 
     def _update(self, member, g, nodes, change) -> None:
         for index, _ in nodes:
@@ -176,10 +189,14 @@ class Packer:
             if could_fit(job.gpus, g) and self._try_group(job, g):
                 self.reasons.pop(job.id, None)
                 return True
-        if job.id not in self.reasons:  # nothing but capacity stopped it: whose fault?
-            fitted = any(self._fitted_initially(job.gpus, g) for g in candidates)
-            self.reasons[job.id] = WaitReason.PRIORITY if fitted else WaitReason.NO_CAPACITY
+        self.no_room(job, candidates)
         return False
+
+    def no_room(self, job: Job, groups: Sequence[int]) -> None:
+        """Record why a job that fits in none of ``groups`` waits (unless a check said already)."""
+        if job.id not in self.reasons:  # nothing but capacity stopped it: whose fault?
+            fitted = any(self._fitted_initially(job.gpus, g) for g in groups)
+            self.reasons[job.id] = WaitReason.PRIORITY if fitted else WaitReason.NO_CAPACITY
 
     def try_start_in(self, job: Job, g: int, member: _PoolFree) -> bool:
         """Start ``job`` on one given pool of group ``g`` (used after preempting there)."""

@@ -150,7 +150,12 @@ class PriorityPolicy:
             preemptor = _Preemptor(snapshot, self.params, packer, prio, allowed)
             preemptor.tries_left = self.max_preemption_tries
         for job in order:
-            started = packer.try_start(job, plan.candidates(job, allowed[job.id]))
+            its_groups = allowed[job.id]
+            if packer.capacity.fits_none(job.gpus, its_groups):  # most of a long queue: no scan
+                packer.no_room(job, its_groups)
+                started = False
+            else:
+                started = packer.try_start(job, plan.candidates(job, its_groups))
             if not started and preemptor is not None:
                 started = preemptor.try_start(job)
             if started:
@@ -378,22 +383,34 @@ class _NodeRows:
                     self.keys.append((g.index, s, 1))
                     caps.append(sum((f // s) * n for f, n in enumerate(count)))
         self.cap = np.array(caps, dtype=float)
-        self.per_node = [g.gpus_per_node for g in groups]
-        self.of_group: list[list[int]] = [[] for _ in groups]
-        for r, (g, _, _) in enumerate(self.keys):
-            self.of_group[g].append(r)
+        # the keys as arrays; a group's rows are consecutive
+        row_group = np.array([g for g, _, _ in self.keys], dtype=np.int64)
+        self.threshold = np.array([s for _, s, _ in self.keys], dtype=np.int64)
+        self.kind = np.array([k for _, _, k in self.keys], dtype=np.int64)
+        self.row_group = row_group
+        self.row_per_node = np.array([g.gpus_per_node for g in groups], dtype=np.int64)[row_group]
+        self.rows_in_group = np.bincount(row_group, minlength=len(groups))
+        self.first_row = np.cumsum(self.rows_in_group) - self.rows_in_group
 
-    def coefficients(self, r: int, gpus: np.ndarray) -> np.ndarray:
-        """Row ``r``'s coefficient for gangs of ``gpus`` GPUs (0 below its threshold)."""
-        g, s, kind = self.keys[r]
-        per_node = self.per_node[g]
-        if kind == 0:
-            coef = gpus.astype(float)
-        elif s == per_node:
-            coef = np.where(gpus <= per_node, 1.0, np.ceil(gpus / per_node))
-        else:
-            coef = np.where(gpus <= per_node, 1.0, (gpus // per_node) * (per_node // s))
-        return np.where(gpus >= s, coef, 0.0)
+    def coefficients(self, rows: np.ndarray, gpus: np.ndarray) -> np.ndarray:
+        """Coefficient of row ``rows[k]`` for a gang of ``gpus[k]`` GPUs (0 below its threshold)."""
+        threshold, kind, per_node = self.threshold[rows], self.kind[rows], self.row_per_node[rows]
+        multi = np.where(
+            threshold == per_node,
+            np.ceil(gpus / per_node),
+            (gpus // per_node) * (per_node // threshold),
+        )
+        slots = np.where(gpus <= per_node, 1.0, multi)
+        coef = np.where(kind == 0, gpus.astype(float), slots)
+        return np.where(gpus >= threshold, coef, 0.0)
+
+    def pairs(self, col_group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (row, column) of the same group, row-major per column: (rows, columns)."""
+        per_column = self.rows_in_group[col_group]
+        columns = np.repeat(np.arange(len(col_group)), per_column)
+        first = np.cumsum(per_column) - per_column  # each column's first pair
+        within = np.arange(len(columns)) - np.repeat(first, per_column)
+        return self.first_row[col_group][columns] + within, columns
 
 
 class _ClassLp:
@@ -488,18 +505,10 @@ class _ClassLp:
         return planned
 
     def _node_rows(self, model, columns: np.ndarray, gpus: np.ndarray) -> None:
-        keys, cols, coefs = [], [], []
-        for g, rows in enumerate(self.nodes.of_group):
-            mine = self.col_group == g
-            for r in rows:
-                coef = self.nodes.coefficients(r, gpus[mine])
-                used = coef > 0
-                keys.append(np.full(int(used.sum()), r, dtype=np.int64))
-                cols.append(columns[mine][used])
-                coefs.append(coef[used])
-        self.rows_nodes = _rows(
-            model, np.concatenate(keys), np.concatenate(cols), np.concatenate(coefs), self.nodes.cap
-        )
+        rows, cols = self.nodes.pairs(self.col_group)
+        coef = self.nodes.coefficients(rows, gpus[cols])
+        used = coef > 0
+        self.rows_nodes = _rows(model, rows[used], columns[cols[used]], coef[used], self.nodes.cap)
 
     def _money_rows(self, model, columns: np.ndarray) -> None:
         """The _Money rows: 1. org share per org; 2. cost per capped org; 3. platform."""
@@ -559,9 +568,10 @@ class _ClassLp:
         # per (group, gang size): the node rows' price of one gang
         sizes = np.unique(gpus)
         node_price = np.zeros((n_groups, len(sizes)))
-        for g, rows in enumerate(self.nodes.of_group):
-            for r in rows:
-                node_price[g] += self.nodes.coefficients(r, sizes) * y_nodes[r]
+        rows = np.repeat(np.arange(len(self.nodes.keys)), len(sizes))
+        gangs = np.tile(sizes, len(self.nodes.keys))
+        priced = (self.nodes.coefficients(rows, gangs) * y_nodes[rows]).reshape(-1, len(sizes))
+        np.add.at(node_price, self.nodes.row_group, priced)  # rows in order, as a loop would
         size_index = np.searchsorted(sizes, gpus)
         # per job: its domain's cap price and its org's budget prices (zero if none)
         domain_price = dict(zip(self.domains, y_domain.tolist(), strict=True))
