@@ -12,12 +12,16 @@
   remembers history but forgives it;
 - accounts, subsidy_budget_left and pricing come from a gpupool.accounting
   Books (gpupool.scheduler.accounts.load_books: programmes, vouchers, the
-  ledger and the active policy's flat subsidy rules), the same object the
-  simulator prices with; policies quote from it through BudgetTracker. Budgets
+  ledger as per-period sums and the active policy's flat subsidy rules), the
+  same object the simulator prices with; policies quote from it through BudgetTracker. Budgets
   are net of what running jobs will be charged when they end (commitments);
 - guarantee_deficit = how far each domain with a guaranteed share in the
   policy's params is behind it this quarter (ledger usage plus running jobs),
   against the platform's effective capacity.
+
+Rounds see thousands of jobs, so the platform is read with one Core select()
+per table (tuples, no ORM identity map) and the ledger is summed by the
+database; tests/test_snapshot.py checks this against the straightforward build.
 """
 
 from __future__ import annotations
