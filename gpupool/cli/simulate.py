@@ -122,17 +122,32 @@ def _write_run(result, summary, out: Path) -> list[Path]:
     return paths
 
 
-# Short two-line headers, so the table fits 80 columns; everything else is in metrics.json.
+# Short two-line headers and compact numbers, so the table fits 80 columns even
+# for a whole trace; everything else (and every exact figure) is in metrics.json.
 SUMMARY_COLUMNS = (
-    ("jobs", "jobs", "{:,}"),
-    ("finished", "done", "{:,}"),
-    ("queueing_delay_hours.mean", "wait h\nmean", "{:.2f}"),
-    ("queueing_delay_hours.p95", "wait h\np95", "{:.2f}"),
-    ("slowdown.mean", "slow-\ndown", "{:.2f}"),
-    ("effective_gpu_hours", "eff.\nGPU-h", "{:,.0f}"),
-    ("subsidy", "subsidy", "{:,.0f}"),
-    ("org_pays", "orgs\npaid", "{:,.0f}"),
+    ("jobs", "jobs", 0),
+    ("finished", "done", 0),
+    ("queueing_delay_hours.mean", "wait h\nmean", 2),
+    ("queueing_delay_hours.p95", "wait h\np95", 2),
+    ("slowdown.mean", "slow-\ndown", 2),
+    ("effective_gpu_hours", "eff.\nGPU-h", 0),
+    ("subsidy", "subsidy", 0),
+    ("org_pays", "orgs\npaid", 0),
 )
+
+
+def compact(value: float, decimals: int) -> str:
+    """At most 7 characters: ``0.25``, ``12.5``, ``1,234``, ``98.8k``, ``1.23M``."""
+    size = abs(value)
+    if size >= 999_500:
+        return f"{value / 1e6:.3g}M"
+    if size >= 99_999.5:
+        return f"{value / 1e3:.0f}k"
+    if size >= 9_999.5:
+        return f"{value / 1e3:.1f}k"
+    if size >= 99.995 or decimals == 0:
+        return f"{value:,.0f}"
+    return f"{value:.{decimals}f}"
 
 
 def _print_summary(metrics: dict) -> None:
@@ -156,9 +171,9 @@ def _print_summary(metrics: dict) -> None:
     groups = [*metrics["domains"].items(), ("platform", platform)]
     for index, (name, scope) in enumerate(groups):
         cells = []
-        for path, _, fmt in SUMMARY_COLUMNS:
+        for path, _, decimals in SUMMARY_COLUMNS:
             value = lookup(scope, path)
-            cells.append("-" if value is None else fmt.format(value))
+            cells.append("-" if value is None else compact(value, decimals))
         table.add_row(name, *cells, end_section=index == len(groups) - 2)  # rule above platform
     console = Console()
     console.print(table)

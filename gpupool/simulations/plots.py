@@ -77,6 +77,11 @@ def plot_wait_cdf(curves: Mapping[str, Mapping[str, list[float]]], path: Path) -
     ``curves``: scheme -> domain -> delay quantiles (evenly spaced from 0 to 1).
     A domain whose jobs never waited says "no job waited" instead of a line at 0.
     """
+    return _save(wait_cdf_figure(curves), path)
+
+
+def wait_cdf_figure(curves: Mapping[str, Mapping[str, list[float]]]):
+    """The figure of :func:`plot_wait_cdf`, unsaved (tests look at its axes)."""
     plt = _pyplot()
     domains = sorted({domain for per_domain in curves.values() for domain in per_domain})
     axis = delay_axis(q for per in curves.values() for quantiles in per.values() for q in quantiles)
@@ -96,7 +101,7 @@ def plot_wait_cdf(curves: Mapping[str, Mapping[str, list[float]]], path: Path) -
     elif handles:
         axes.flat[0].legend(fontsize="small", loc="lower right")
     fig.suptitle("Queueing delay: fraction of each domain's jobs that started within x")
-    return _save(fig, path)
+    return fig
 
 
 def _cdf_panel(ax, domain: str, curves, axis: DelayAxis) -> None:
