@@ -27,19 +27,23 @@ A round, in numbered steps:
    or the reserved gang still fits at the reserved start with it running.
 
 Cost of a round (a whole-trace replay runs tens of thousands of rounds over
-queues of thousands): priorities are computed with per-domain terms taken
-once per round; within a round free GPUs only shrink, so once a gang of g GPUs
+queues of up to thousands): priorities use per-domain terms taken once per
+round, elementwise in numpy for long queues (the same float operations, so the
+same order); within a round free GPUs only shrink, so once a gang of g GPUs
 finds no room on the pools of some GPU-type list, no gang of g or more GPUs on
 that list can fit for the rest of the round, and such jobs wait without a pool
-scan; the reservation's earliest start is one pass over the running jobs of
-each allowed pool in end order, and the GPUs they release by the reserved start
-are kept per node, so checking a backfill candidate costs O(nodes).
+scan; running jobs are sorted by end only when a reservation is needed, its
+earliest start is then one pass per allowed pool, and the GPUs released by
+the reserved start are kept per node, so checking a backfill candidate costs
+O(nodes).
 """
 
 from __future__ import annotations
 
 import math
+from bisect import insort
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import ClassVar
 
 from gpupool.model import Allocation, Job, Pool, Snapshot, WaitReason, fit_gang
@@ -54,6 +58,8 @@ from gpupool.policies.fifo import (
 from gpupool.policies.params import PolicyParams
 
 Nodes = tuple[tuple[int, int], ...]
+_END = itemgetter(0)
+VECTOR_FROM = 64  # queues this long or longer get their priorities computed with numpy
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,15 @@ class _Factors:
         return weighted
 
     def order(self, jobs: tuple[Job, ...]) -> list[int]:
-        """Indexes of ``jobs`` by priority (highest first), then submission time, then id."""
+        """Indexes of ``jobs`` by priority (highest first), then submission time, then id.
+
+        numpy pays off from a few dozen jobs; below that its per-call cost dominates.
+        """
+        if len(jobs) < VECTOR_FROM:
+            priority = [sum(self._terms(job)) for job in jobs]
+            return sorted(
+                range(len(jobs)), key=lambda i: (-priority[i], jobs[i].submitted_at, jobs[i].id)
+            )
         import numpy as np  # only rounds need it, not the CLI's job commands
 
         priority = self.priorities(jobs)
@@ -228,10 +242,10 @@ class _Round:
         self.reservation: _Reservation | None = None
         # GPUs per node of the reserved pool that holders ending by the reserved start release
         self.released_by_start: list[int] = []
-        # pool -> (end time, nodes) of everything holding GPUs, to foresee when they free up
-        self.ends: dict[str, list[tuple[float, Nodes]]] = {name: [] for name in self.pools}
-        for r in snapshot.running:
-            self._hold(r.placement.pool, max(r.expected_end, snapshot.now), r.placement.nodes)
+        # pool -> (end time, nodes) of everything holding GPUs, in end order, to foresee
+        # when they free up; built when a reservation is first needed (see _holders)
+        self._ends: dict[str, list[tuple[float, Nodes]]] | None = None
+        self._started: list[tuple[str, float, Nodes]] = []  # this round's, until then
         # GPU-type list -> smallest gang that found no room: larger ones cannot find any either
         self.no_room_from: dict[tuple[str, ...], int] = {}
 
@@ -270,9 +284,27 @@ class _Round:
             self.no_room_from[job.gpu_types] = min(job.gpus, smallest)
         return placed
 
+    def _holders(self) -> dict[str, list[tuple[float, Nodes]]]:
+        """Running jobs and those started this round, per pool in end order (built once)."""
+        if self._ends is None:
+            now = self.snapshot.now
+            ends: dict[str, list[tuple[float, Nodes]]] = {name: [] for name in self.pools}
+            for r in self.snapshot.running:
+                end = r.expected_end if r.expected_end > now else now  # overdue: ends any time
+                ends.setdefault(r.placement.pool, []).append((end, r.placement.nodes))
+            for pool_name, end, nodes in self._started:
+                ends.setdefault(pool_name, []).append((end, nodes))
+            for held in ends.values():
+                held.sort(key=_END)
+            self._ends = ends
+        return self._ends
+
     def _hold(self, pool_name: str, end: float, nodes: Nodes) -> None:
-        """Record GPUs held until ``end`` (a running job, or one started this round)."""
-        self.ends.setdefault(pool_name, []).append((end, nodes))
+        """Record GPUs held until ``end`` by a job started this round."""
+        if self._ends is None:
+            self._started.append((pool_name, end, nodes))
+            return
+        insort(self._ends.setdefault(pool_name, []), (end, nodes), key=_END)
         reservation = self.reservation
         if (
             reservation is not None
@@ -297,16 +329,17 @@ class _Round:
         self.reservation = best
         if best is not None:
             released = [0] * len(self.free[best.pool.name])
-            for end, nodes in self.ends[best.pool.name]:
-                if end <= best.start:
-                    for index, taken in nodes:
-                        released[index] += taken
+            for end, nodes in self._holders()[best.pool.name]:
+                if end > best.start:
+                    break
+                for index, taken in nodes:
+                    released[index] += taken
             self.released_by_start = released
 
     def _earliest_start(self, job: Job, pool: Pool) -> float | None:
         """The first end time at which the GPUs released so far let the gang fit."""
         free = list(self.free[pool.name])
-        ends = sorted(self.ends[pool.name], key=lambda held: held[0])
+        ends = self._holders().get(pool.name, [])
         i = 0
         while i < len(ends):
             at = ends[i][0]

@@ -36,7 +36,7 @@ from gpupool.policies.fifo import (
     free_gpus,
     never_fits,
 )
-from gpupool.policies.multifactor import MultifactorPolicy, _Factors
+from gpupool.policies.multifactor import VECTOR_FROM, MultifactorPolicy, _Factors
 from gpupool.policies.params import Aging, DomainShare, PolicyParams
 from tests.policies.builders import DEFAULT_NOW, SnapshotBuilder, random_snapshot
 
@@ -248,6 +248,8 @@ def same(got: Allocation, want: Allocation) -> None:
 
 def test_the_instances_exercise_every_path():
     """Without waits of every kind and backfill refusals the comparison would prove little."""
+    queues = [len(snapshot.pending) for _, snapshot in CASES]
+    assert min(queues) < VECTOR_FROM <= max(queues)  # both ways of ordering the queue
     reasons = set()
     started = refused_by_reservation = 0
     for _, snapshot in CASES:
