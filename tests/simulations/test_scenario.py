@@ -450,7 +450,7 @@ def test_sample_examples_need_no_shared_data():
     philly = load_scenario(EXAMPLES / "philly-sample.yaml")
     assert len(philly.jobs) == 300 and philly.dropped == {}
     alibaba = load_scenario(EXAMPLES / "alibaba-sample.yaml")
-    assert sum(pool.gpus for pool in alibaba.pools) == 138  # 30 sample nodes
+    assert sum(pool.gpus for pool in alibaba.pools) == 44  # a contended cut of the 30 nodes
     assert len(alibaba.jobs) + sum(alibaba.dropped.values()) == 300
 
 
@@ -469,7 +469,7 @@ def test_alibaba_example_on_the_real_trace():
     if not (SHARED / "alibaba_openb_v2023").is_dir():
         pytest.skip("needs ../shared/traces")
     scenario = load_scenario(EXAMPLES / "alibaba.yaml", max_jobs=1000)
-    assert sum(pool.gpus for pool in scenario.pools) == 6_212
+    assert sum(pool.gpus for pool in scenario.pools) == 78  # a contended cut of 6,212
     assert {pool.site for pool in scenario.pools} == {"alibaba-openb"}
     assert len(scenario.jobs) == 1000
     assert scenario.dropped == {"cpu only": 1_088, "never scheduled": 861}
