@@ -104,47 +104,64 @@ class PriorityPolicy:
         limits = domain_limits(snapshot, self.params)
         boosts = {"deficit_boost": self.deficit_boost, "guarantee_boost": self.guarantee_boost}
         prio = priorities(snapshot, self.params, limits, **boosts)
-        base = domain_priorities(snapshot, self.params, limits, **boosts)
         allowed = allowed_groups(snapshot.pending, groups)
         order = sorted(
             (job for job in snapshot.pending if allowed[job.id]), key=lambda j: start_order(j, prio)
         )
+        if not order:  # nothing could ever run here: nothing to plan, start or bound
+            never = dict.fromkeys((job.id for job in snapshot.pending), WaitReason.NEVER_FITS)
+            return Allocation(waiting=never, objective=0.0, bound=0.0)
         packer = Packer(snapshot, groups, limits)
         money = _Money.of(snapshot, groups)
+        free = [packer.capacity.free_gpus(g.index) for g in groups]  # before any start
+        bound_counts = _node_counts_for_bound(snapshot, self.params, groups, packer, prio)
 
         # 2. Plan on domain-level values: no single job's priority can move it
+        base = domain_priorities(snapshot, self.params, limits, **boosts)
         domain_prio = {job.id: max(MIN_PRIORITY, base[job.domain]) for job in order}
-        plan_lp = _ClassLp(
-            _promising(
-                job_classes(order, domain_prio, allowed, 0.0, money.orgs),
-                packer,
-                self.plan_depth,
-                money,
-            ),
-            groups,
-            limits,
-            [packer.capacity.node_counts(g.index) for g in groups],
-            self.price_tiebreak,
-            money,
+        plan_classes = _promising(
+            job_classes(order, domain_prio, allowed, 0.0, money.orgs), free, self.plan_depth, money
         )
-        plan = _Plan(plan_lp, plan_lp.solve(), packer)
-
-        # the bound's LP sees the jobs' full priorities and the capacity before any start
-        bound_lp = _ClassLp(
-            _promising(
-                job_classes(order, prio, allowed, self.priority_resolution, money.orgs),
-                packer,
-                self.bound_depth,
-                money,
-            ),
-            groups,
-            limits,
-            _node_counts_for_bound(snapshot, self.params, groups, packer, prio),
-            0.0,
-            money,
-        )
+        plan = _Plan.of(plan_classes, groups, limits, packer, self.price_tiebreak, money)
 
         # 3. Start, in start order
+        preemptor = self._start(snapshot, order, allowed, prio, packer, plan)
+
+        # 4. Report
+        objective = sum(
+            prio[p.job_id] * p.gpus * groups[packer.group_of[p.job_id]].speed
+            for p in packer.placements
+        )
+        if _all_at_best_speed(order, packer, groups, allowed):
+            bound = objective  # each job's best value, all realised: no LP can do better
+        else:  # the bound's LP sees the jobs' full priorities and the capacity before any start
+            classes = job_classes(order, prio, allowed, self.priority_resolution, money.orgs)
+            bound_lp = _ClassLp(
+                _promising(classes, free, self.bound_depth, money),
+                groups,
+                limits,
+                bound_counts,
+                0.0,
+                money,
+            )
+            bound_lp.solve()
+            bound = bound_lp.dual_bound(order, prio, allowed)
+        waiting = {
+            job.id: packer.reasons.get(job.id, WaitReason.NEVER_FITS)
+            for job in snapshot.pending
+            if job.id not in packer.charges
+        }
+        return Allocation(
+            placements=tuple(packer.placements),
+            waiting=waiting,
+            preempt=tuple(preemptor.preempted) if preemptor is not None else (),
+            charges=dict(packer.charges),
+            objective=objective,
+            bound=bound,
+        )
+
+    def _start(self, snapshot, order, allowed, prio, packer: Packer, plan: _Plan):
+        """Step 3: each job in start order, where the plan prefers; the preemptor if enabled."""
         preemptor = None
         if self.params.preemption.enabled:
             preemptor = _Preemptor(snapshot, self.params, packer, prio, allowed)
@@ -160,26 +177,21 @@ class PriorityPolicy:
                 started = preemptor.try_start(job)
             if started:
                 plan.took(job, packer.group_of[job.id])
+        return preemptor
 
-        # 4. Report
-        bound_lp.solve()
-        waiting = {
-            job.id: packer.reasons.get(job.id, WaitReason.NEVER_FITS)
-            for job in snapshot.pending
-            if job.id not in packer.charges
-        }
-        objective = sum(
-            prio[p.job_id] * p.gpus * groups[packer.group_of[p.job_id]].speed
-            for p in packer.placements
-        )
-        return Allocation(
-            placements=tuple(packer.placements),
-            waiting=waiting,
-            preempt=tuple(preemptor.preempted) if preemptor is not None else (),
-            charges=dict(packer.charges),
-            objective=objective,
-            bound=bound_lp.dual_bound(order, prio, allowed),
-        )
+
+def _all_at_best_speed(order, packer: Packer, groups, allowed) -> bool:
+    """Whether every job started, each on the fastest GPU type it allows.
+
+    Then the objective is the sum of every job's best value, which bounds the
+    job-level LP (x_j <= 1) from above: the bound is the objective, exactly.
+    """
+    if len(packer.charges) != len(order):
+        return False
+    return all(
+        groups[packer.group_of[job.id]].speed >= max(groups[g].speed for g in allowed[job.id])
+        for job in order
+    )
 
 
 def _node_counts_for_bound(snapshot, params, groups, packer: Packer, prio) -> list[list[int]]:
@@ -207,7 +219,7 @@ def _node_counts_for_bound(snapshot, params, groups, packer: Packer, prio) -> li
 
 
 def _promising(
-    classes: list[JobClass], packer: Packer, depth: float, money: _Money
+    classes: list[JobClass], free: list[int], depth: float, money: _Money
 ) -> list[JobClass]:
     """Classes among the top demand of ``depth`` x free GPUs of some group they allow.
 
@@ -217,7 +229,7 @@ def _promising(
     price), or a queue of unaffordable work would hide the work that can run.
     Re-indexed 0..n-1.
     """
-    room = {g.index: depth * packer.capacity.free_gpus(g.index) for g in packer.groups}
+    room = {g: depth * f for g, f in enumerate(free)}
     budget = dict(money.budget)
     kept = []
     for c in sorted(classes, key=lambda c: (-c.priority, c.index)):
@@ -253,19 +265,32 @@ class _Plan:
     depends only on the jobs started before.
     """
 
-    def __init__(self, lp: _ClassLp, planned: list[dict[int, float]], packer: Packer) -> None:
+    @staticmethod
+    def of(classes, groups, limits, packer: Packer, tiebreak: float, money: _Money) -> _Plan:
+        """Solve the plan LP, unless no class is held to one GPU type.
+
+        Only one-type classes' planned counts are read (the reservation); with
+        none, the LP could not change where any job goes.
+        """
+        planned: list[dict[int, float]] = [{} for _ in classes]
+        if any(len({groups[g].gpu_type for g in c.groups}) == 1 for c in classes):
+            counts = [packer.capacity.node_counts(g.index) for g in groups]
+            planned = _ClassLp(classes, groups, limits, counts, tiebreak, money).solve()
+        return _Plan(classes, groups, planned, packer)
+
+    def __init__(self, classes, groups, planned: list[dict[int, float]], packer: Packer) -> None:
         self.packer = packer
-        self.class_of = {job.id: c for c in lp.classes for job in c.jobs}
+        self.class_of = {job.id: c for c in classes for job in c.jobs}
         self.left = planned
-        self.single = [len({lp.groups[g].gpu_type for g in c.groups}) == 1 for c in lp.classes]
-        self.reserved = np.zeros(len(lp.groups))  # GPUs planned for one-type classes, left
-        for c in lp.classes:
+        self.single = [len({groups[g].gpu_type for g in c.groups}) == 1 for c in classes]
+        self.reserved = np.zeros(len(groups))  # GPUs planned for one-type classes, left
+        for c in classes:
             if self.single[c.index]:
                 for g, count in planned[c.index].items():
                     self.reserved[g] += count * c.gpus
         # 1. fastest; 2. cheapest per effective GPU-hour; 3. index
         self.preference = {g.index: (-g.speed, g.price_per_effective_gpu_hour, g.index)
-                           for g in lp.groups}  # fmt: skip
+                           for g in groups}  # fmt: skip
 
     def candidates(self, job: Job, allowed: tuple[int, ...]) -> list[int]:
         """Groups with room first, fastest first; then the other groups that fit; then the rest."""
