@@ -148,8 +148,8 @@ def test_multifactor_exact_log_contested():
     # starts at 1.5 -> 2.0. Job 5 then takes pa, first by name.
     result = simulate(scenario(*CONTESTED), multifactor.MultifactorPolicy(params=MED_FIRST))
     assert log(result) == {
-        1: (FINISHED, "ph", 0.0, 1.0),
-        2: (FINISHED, "pa", 0.0, 2.0),
+        1: (FINISHED, "pa", 0.0, 2.0),
+        2: (FINISHED, "ph", 0.0, 1.0),
         3: (FINISHED, "ph", 1.5, 2.0),
         4: (FINISHED, "ph", 1.0, 1.5),
         5: (FINISHED, "pa", 2.0, 3.0),
