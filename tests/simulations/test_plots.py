@@ -33,6 +33,7 @@ def test_wide_spread_gives_a_log_axis_with_a_one_minute_floor():
     assert axis.log and axis.low == pytest.approx(1 / 60) and axis.high == pytest.approx(52.0)
     assert axis.clip([0.0, 0.001, 0.5]) == [pytest.approx(1 / 60), pytest.approx(1 / 60), 0.5]
     assert "log" in axis.label and "1 min" in axis.label
+    assert axis.limits == (pytest.approx(1 / 90), pytest.approx(52.0))
 
 
 def _panels(fig):
@@ -58,7 +59,7 @@ def test_all_zero_domains_say_no_job_waited_on_the_shared_axis():
     assert _texts(panels["research"]) == []  # fifo waited there
     for ax in panels.values():  # one shared log axis from one minute: domains compare
         assert ax.get_xscale() == "log"
-        assert ax.get_xlim() == pytest.approx((1 / 60, 39.0))
+        assert ax.get_xlim() == pytest.approx((1 / 90, 39.0))  # a line at 1 min shows
     # one legend, in the free third slot, naming both schemes
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     assert len(legends) == 1
