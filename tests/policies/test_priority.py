@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
 from gpupool.model import WaitReason
+from gpupool.policies._classes import (
+    allowed_groups,
+    domain_limits,
+    job_classes,
+    pool_groups,
+    priorities,
+    start_order,
+)
 from gpupool.policies.params import DomainShare, PolicyParams, Preemption
 from gpupool.policies.priority import PriorityPolicy
 from tests.policies.builders import SnapshotBuilder, check_invariants, random_snapshot
@@ -239,3 +248,107 @@ def test_raising_a_domain_weight_keeps_its_hand_worked_job_started():
     for weight in (1.0, 2.0, 5.0):
         params = PolicyParams(domain_weights={"science": 1.5, "general": weight})
         assert 2 in PriorityPolicy(params).allocate(base).started_ids
+
+
+# ---------------------------------------------------------------------------
+# Speed shortcuts must not change what the policy decides (benchmarks/README.md)
+# ---------------------------------------------------------------------------
+
+
+def _plain_job_classes(jobs, prio, allowed, resolution, split_orgs):
+    """The straightforward grouping job_classes replaces: a dict of composite keys."""
+    buckets = {}
+    for job in jobs:
+        bucket = math.floor(prio[job.id] / resolution) if resolution > 0 else prio[job.id]
+        org = job.org if job.org in split_orgs else ""
+        buckets.setdefault((job.domain, org, job.gpus, allowed[job.id], float(bucket)), []).append(
+            job
+        )
+    return [
+        (key[0], key[1], key[2], key[3], sum(prio[j.id] for j in members) / len(members),
+         [j.id for j in members])
+        for key, members in sorted(buckets.items())
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("resolution", [0.0, 0.05, 0.25, 1.0])
+def test_job_classes_group_like_a_plain_dictionary_on_random_queues(resolution):
+    for seed in range(30):
+        snapshot = random_snapshot(seed, jobs=40, pools=4)
+        params = PolicyParams()
+        groups = pool_groups(snapshot)
+        limits = domain_limits(snapshot, params)
+        prio = priorities(snapshot, params, limits, deficit_boost=1.0, guarantee_boost=1.0)
+        allowed = allowed_groups(snapshot.pending, groups)
+        jobs = sorted(
+            (j for j in snapshot.pending if allowed[j.id]), key=lambda j: start_order(j, prio)
+        )
+        split = frozenset({"org-0", "org-2"})
+        classes = job_classes(jobs, prio, allowed, resolution, split)
+        assert [c.index for c in classes] == list(range(len(classes)))
+        got = [(c.domain, c.org, c.gpus, c.groups, c.priority, [j.id for j in c.jobs])
+               for c in classes]  # fmt: skip
+        assert got == _plain_job_classes(jobs, prio, allowed, resolution, split), f"seed {seed}"
+
+
+def test_bucket_width_changes_the_bound_only_never_who_starts_or_where():
+    for seed in range(40):
+        snapshot = random_snapshot(seed, jobs=25, pools=4)
+        fine = PriorityPolicy(priority_resolution=0.05).allocate(snapshot)
+        coarse = PriorityPolicy(priority_resolution=1.0).allocate(snapshot)
+        assert coarse.placements == fine.placements, f"seed {seed}"
+        assert coarse.waiting == fine.waiting, f"seed {seed}"
+        assert min(fine.bound, coarse.bound) >= fine.objective - 1e-6, f"seed {seed}"
+
+
+def test_when_every_job_starts_on_its_fastest_type_the_bound_is_the_objective():
+    # Job 1 (4 GPUs, weight 2) and job 2 (8 GPUs, H100 or A100): both fit on H100.
+    # Values 2 x 4 x 2 + 1 x 8 x 2 = 32: nothing can do better, and no LP is needed.
+    snapshot = (
+        SnapshotBuilder()
+        .gpu_type("H100", 2.0)
+        .gpu_type("A100", 1.0)
+        .pool("fast", "H100", 16)
+        .pool("slow", "A100", 8)
+        .domain("top", 2.0)
+        .org("org-t", "top")
+        .job(4, org="org-t", id=1)
+        .job(8, id=2)
+        .build()
+    )
+    allocation = PriorityPolicy().allocate(snapshot)
+    assert {p.pool for p in allocation.placements} == {"fast"}
+    assert allocation.objective == pytest.approx(32.0)
+    assert allocation.bound == allocation.objective
+
+
+def test_nothing_allowed_anywhere_waits_never_fits_with_a_zero_bound():
+    snapshot = SnapshotBuilder().pool("p", "A100", 8).job(16, id=1).job(4, types=["H100"], id=2)
+    allocation = PriorityPolicy().allocate(snapshot.build())
+    assert allocation.waiting == {1: WaitReason.NEVER_FITS, 2: WaitReason.NEVER_FITS}
+    assert (allocation.placements, allocation.objective, allocation.bound) == ((), 0.0, 0.0)
+
+
+def test_a_shape_that_fits_nowhere_is_remembered_until_preemption_frees_gpus():
+    # One 8-GPU node, fully used by a low-priority running job. Pending: a 4-GPU job of
+    # a much heavier domain, then a 4-GPU job of the low domain. The first finds no room
+    # (its shape is remembered as fitting nowhere), preempts, and takes half the node;
+    # the second must see the other half: the memory is dropped when GPUs come back.
+    snapshot = (
+        SnapshotBuilder()
+        .pool("p", "A100", 8)
+        .domain("low", 1.0)
+        .domain("high", 5.0)
+        .org("o-low", "low")
+        .org("o-high", "high")
+        .running(8, "p", org="o-low", id=10)
+        .job(4, org="o-high", id=1)
+        .job(4, org="o-low", id=2)
+        .build()
+    )
+    params = PolicyParams(preemption=Preemption(True, min_gap=1.0))
+    allocation = PriorityPolicy(params).allocate(snapshot)
+    check_invariants(snapshot, allocation)
+    assert allocation.preempt == (10,)
+    assert allocation.started_ids == {1, 2}
+    assert allocation.waiting == {}
