@@ -237,12 +237,29 @@ class Books:
         ``now`` if it is overdue). Snapshots hand this fork to policies.
         """
         twin = self.fork()
+        limited = self._limited_orgs()
+        if limited is not None and not limited:
+            return twin  # nothing a reservation could change is visible to a policy
         for job, pool, gpu_type, started_at, expected_end in runs:
+            if limited is not None and job.org not in limited:
+                continue
             start = max(started_at, self._charged_until.get(job.id, started_at))
             end = max(expected_end, now)
             if end > start:
                 twin.charge(job, pool, gpu_type, start, end)
         return twin
+
+    def _limited_orgs(self) -> frozenset[str] | None:
+        """Orgs whose quotes a reservation can change; None means every org.
+
+        With no programme and no flat subsidy rules, booking usage ahead only
+        moves an org's own spending, which a policy sees only through a finite
+        org budget. Skipping the others keeps a round's cost independent of
+        the many running jobs of unlimited orgs (the whole-trace replays).
+        """
+        if self._programmes or self.flat is not None:
+            return None
+        return frozenset(name for name, org in self._orgs.items() if org.budget is not None)
 
     # -- reading ------------------------------------------------------------
 

@@ -53,7 +53,7 @@ recurring or unbounded periods and vouchers instants in scenario seconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from gpupool.accounting import Books, BudgetTracker, LedgerEntry, SubsidyRules
@@ -534,14 +534,13 @@ class Simulation:
         entries = self.books.meter(run.running.job, pool, gpu_type, run.running.started_at, now)
         self._book(entries, now)
 
-    def _commitments(self) -> list[tuple]:
-        runs = []
+    def _commitments(self) -> Iterator[tuple]:
+        # a generator: Books.committed skips building these when no reservation can matter
         for run in self._running.values():
             pool = self._pools[run.running.placement.pool]
             gpu_type = self.scenario.gpu_types[pool.gpu_type]
             running = run.running
-            runs.append((running.job, pool, gpu_type, running.started_at, running.expected_end))
-        return runs
+            yield (running.job, pool, gpu_type, running.started_at, running.expected_end)
 
     def _meter_running(self, now: float) -> None:
         for run in self._running.values():
