@@ -268,7 +268,7 @@ def _ranks(values: list) -> np.ndarray:
     import numpy as np
 
     rank = {value: i for i, value in enumerate(sorted(set(values)))}
-    return np.fromiter((rank[v] for v in values), dtype=np.int64, count=len(values))
+    return np.fromiter(map(rank.__getitem__, values), dtype=np.int64, count=len(values))
 
 
 def start_order(job: Job, prio: dict[int, float]) -> tuple[float, float, int]:

@@ -120,7 +120,8 @@ class PriorityPolicy:
 
         # 2. Plan on domain-level values: no single job's priority can move it
         base = domain_priorities(snapshot, self.params, limits, **boosts)
-        domain_prio = {job.id: max(MIN_PRIORITY, base[job.domain]) for job in order}
+        floor = {domain: max(MIN_PRIORITY, value) for domain, value in base.items()}
+        domain_prio = {job.id: floor[job.domain] for job in order}
         plan_classes = _promising(
             job_classes(order, domain_prio, allowed, 0.0, money.orgs), free, self.plan_depth, money
         )
