@@ -183,17 +183,21 @@ class _FluidShares:
             level = self._lp(frozen, active, grow=None)[1]
             if level is None:
                 break
-            stuck = [
-                d
-                for d in active
-                if self._lp(frozen, active, grow=d, floor=level)[1]
-                <= level * self.weight[d] - self.base[d] + 1e-6
-            ]
+            stuck = [d for d in active if self._cannot_grow(frozen, active, d, level)]
             for d in stuck or active:  # numerically nothing stuck: everyone is at the top
                 frozen[d] = max(0.0, level * self.weight[d] - self.base[d])
             active = [d for d in active if d not in frozen]
         shares, _ = self._lp(frozen, [], grow="*")
         return shares
+
+    def _cannot_grow(self, frozen, active, domain, level) -> bool:
+        """Whether ``domain`` is held at ``level`` while every active domain keeps it.
+
+        The floor is relaxed by a hair: GLOP may call the exact level infeasible
+        by rounding, and a domain that cannot even be solved for is stuck.
+        """
+        grown = self._lp(frozen, active, grow=domain, floor=level - 1e-7)[1]
+        return grown is None or grown <= level * self.weight[domain] - self.base[domain] + 1e-6
 
     def _lp(self, frozen, active, grow, floor=None):
         """One LP. grow=None: max the lowest active level; a domain: max its effective

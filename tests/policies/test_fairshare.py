@@ -82,3 +82,22 @@ def test_raising_a_domain_weight_never_shrinks_its_share():
         assert got >= previous, f"weight {weight}: {got} < {previous}"
         previous = got
     assert previous == 10  # at weight 6 domain a gets all it asks for (10 of 12)
+
+
+def test_a_growth_lp_that_glop_calls_infeasible_counts_as_stuck(monkeypatch):
+    # GLOP can call the exact fair level infeasible by rounding (seen on the oversubscribed
+    # synthetic example): the domain must count as stuck, not crash the round.
+    from gpupool.policies import fairshare
+
+    real_lp = fairshare._FluidShares._lp
+
+    def flaky_lp(self, frozen, active, grow, floor=None):
+        if grow not in (None, "*"):
+            return {}, None
+        return real_lp(self, frozen, active, grow, floor)
+
+    monkeypatch.setattr(fairshare._FluidShares, "_lp", flaky_lp)
+    snapshot = two_domains(2.0, 1.0).build()
+    allocation = FairSharePolicy().allocate(snapshot)
+    check_invariants(snapshot, allocation)
+    assert started_by(snapshot, allocation, "a") > 0
