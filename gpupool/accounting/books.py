@@ -189,6 +189,8 @@ class Books:
         self._capped: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
         self._org_paid: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
         self._charged_until: dict[int, float] = {}
+        # bumped by every mutation, so a driver may cache what it derives from these books
+        self.version = 0
         for entry in entries:
             self._record(entry)
 
@@ -225,6 +227,7 @@ class Books:
         twin._capped = defaultdict(Decimal, self._capped)
         twin._org_paid = defaultdict(Decimal, self._org_paid)
         twin._charged_until = {}
+        twin.version = 0
         return twin
 
     def committed(self, runs: Iterable[tuple], now: float) -> Books:
@@ -236,7 +239,15 @@ class Books:
         reserved from where it was last charged to its expected end (or to
         ``now`` if it is overdue). Snapshots hand this fork to policies.
         """
-        twin = self.fork()
+        return self.reserve(self.fork(), runs, now)
+
+    def reserve(self, twin: Books, runs: Iterable[tuple], now: float) -> Books:
+        """Book ``runs`` ahead on ``twin`` (a fork of these books), as ``committed`` does.
+
+        Reserving runs one call after another on the same twin gives the same
+        twin as one call with all of them: a driver may extend a cached twin
+        with runs started since, while these books and ``now``'s effect are unchanged.
+        """
         limited = self._limited_orgs()
         if limited is not None and not limited:
             return twin  # nothing a reservation could change is visible to a policy
@@ -291,6 +302,7 @@ class Books:
         has no per-job entries to rebuild this from, so it states it for the
         jobs it may still charge; the guard against double booking then holds.
         """
+        self.version += 1
         for job_id, at in charged_until.items():
             self._charged_until[job_id] = max(at, self._charged_until.get(job_id, at))
 
@@ -396,6 +408,7 @@ class Books:
                 location="start",
             )
         draft = self._plan(job, pool, gpu_type, start, end)
+        self.version += 1
         for key, amount in draft.spent.items():
             self._spent[key] += amount
         for key, amount in draft.capped.items():
@@ -614,6 +627,7 @@ class Books:
             expires_at=default_expiry(prog, at) if expires_at is None else expires_at,
         )
         self._vouchers[voucher.id] = voucher
+        self.version += 1
         self._record(self._voucher_entry("award", voucher, amount, at))
         return voucher
 
@@ -646,6 +660,7 @@ class Books:
 
     def _expire_one(self, voucher: Voucher) -> list[LedgerEntry]:
         ended = voucher.expires_at
+        self.version += 1
         self._vouchers[voucher.id] = replace(voucher, balance=0.0)
         booked = [self._voucher_entry("expiry", voucher, -voucher.balance, ended)]
         prog = self._programmes[voucher.programme]
@@ -688,6 +703,7 @@ class Books:
 
     def _record(self, entry: LedgerEntry) -> None:
         """Append an entry and fold it into the balances it implies."""
+        self.version += 1
         self._entries.append(entry)
         if entry.kind not in USAGE_KINDS:
             return
