@@ -114,10 +114,12 @@ def domain_limits(snapshot: Snapshot, params: PolicyParams) -> DomainLimits:
     speeds = {name: t.speed for name, t in snapshot.gpu_types.items()}
     platform = sum(s.pool.gpus * speeds[s.pool.gpu_type] for s in snapshot.pools)
     running: dict[str, float] = {}
-    pool_type = {s.pool.name: s.pool.gpu_type for s in snapshot.pools}
-    for r in snapshot.running:
-        speed = speeds[pool_type[r.placement.pool]]
-        running[r.job.domain] = running.get(r.job.domain, 0.0) + r.placement.gpus * speed
+    pool_speed = {s.pool.name: speeds[s.pool.gpu_type] for s in snapshot.pools}
+    for r in snapshot.running:  # every round of a simulation: plain loops, no property calls
+        placement = r.placement
+        gpus = sum([taken for _, taken in placement.nodes])
+        domain = r.job.domain
+        running[domain] = running.get(domain, 0.0) + gpus * pool_speed[placement.pool]
     guarantee, cap = {}, {}
     for domain, share in params.shares.items():
         if share.gpus is not None:
@@ -232,6 +234,8 @@ def job_classes(
     if not jobs:
         return []
     n = len(jobs)
+    if n <= SMALL_QUEUE:
+        return _small_job_classes(jobs, prio, allowed, resolution, split_orgs)
     priority = [prio[job.id] for job in jobs]
     values = np.array(priority, dtype=float)
     bucket = np.floor(values / resolution) if resolution > 0 else values
@@ -260,6 +264,38 @@ def job_classes(
             JobClass(index, first.domain, first.gpus, groups[order[lo]], mean,
                      members_all[lo:hi], org)
         )  # fmt: skip
+    return classes
+
+
+SMALL_QUEUE = 8  # up to this many jobs, plain Python beats building numpy arrays
+
+
+def _small_job_classes(jobs, prio, allowed, resolution, split_orgs) -> list[JobClass]:
+    """job_classes for a few jobs, without numpy: the same classes, members and means.
+
+    Ranks keep the order of the values they rank, so a stable sort on the raw
+    key tuple groups and orders exactly as the lexsort on ranks does; the
+    bucket is the same float (floor of the same float division).
+    """
+
+    def key(job: Job) -> tuple:
+        value = prio[job.id]
+        bucket = float(math.floor(value / resolution)) if resolution > 0 else value
+        org = job.org if job.org in split_orgs else ""
+        return (job.domain, org, job.gpus, allowed[job.id], bucket)
+
+    keyed = sorted(((key(job), job) for job in jobs), key=lambda pair: pair[0])
+    classes: list[JobClass] = []
+    lo = 0
+    while lo < len(keyed):
+        hi = lo + 1
+        while hi < len(keyed) and keyed[hi][0] == keyed[lo][0]:
+            hi += 1
+        members = [job for _, job in keyed[lo:hi]]
+        mean = sum([prio[job.id] for job in members]) / (hi - lo)
+        domain, org, gpus, groups, _ = keyed[lo][0]
+        classes.append(JobClass(len(classes), domain, gpus, groups, mean, members, org))
+        lo = hi
     return classes
 
 

@@ -179,7 +179,8 @@ class Packer:
         self.reasons: dict[int, WaitReason] = {}
         # Groups that could hold a gang of a given size before anything started this round:
         # a job that fitted there but is still waiting lost to higher-priority work.
-        self._initial = Capacity(snapshot, groups)
+        self._snapshot = snapshot
+        self._initial: Capacity | None = None  # built on first need: most rounds never ask
         self._fitted_cache: dict[tuple[int, int], bool] = {}
 
     def try_start(self, job: Job, candidates: Sequence[int]) -> bool:
@@ -258,6 +259,8 @@ class Packer:
     def _fitted_initially(self, gpus: int, g: int) -> bool:
         key = (gpus, g)
         if key not in self._fitted_cache:
+            if self._initial is None:  # from the snapshot, so the same whenever it is built
+                self._initial = Capacity(self._snapshot, self.groups)
             self._fitted_cache[key] = self._initial.could_fit(gpus, g)
         return self._fitted_cache[key]
 
