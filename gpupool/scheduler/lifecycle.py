@@ -95,11 +95,13 @@ def finish_job(
     now: dt.datetime | None = None,
 ) -> JobRow:
     """A site reports a running job completed (or failed) at ``at`` (default: now)."""
-    now = now or clock.utcnow()
-    at = at or now
     permissions.require_admin(session, actor, f"report job {job_id} finished", f"job {job_id}")
     lock_for_ending(session)
     job = repository.get_job(session, job_id, lock=True)
+    # Read the clock only once the job is locked: a round that started it while we
+    # waited stamped its start later than a clock read before the wait.
+    now = now or clock.utcnow()
+    at = at or now
     new_state = check_transition(job.state, JobState.FAILED if failed else JobState.COMPLETED)
     if at > now:
         raise GpupoolError(f"{clock.iso(at)} is in the future", location="--at")

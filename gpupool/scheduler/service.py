@@ -372,9 +372,11 @@ def cancel_job(
     session: Session, actor: str, job_id: int, now: dt.datetime | None = None, reason: str = ""
 ) -> JobRow:
     """Cancel a pending, running or preempted job; a running job frees its GPUs now."""
-    now = now or clock.utcnow()
     lifecycle.lock_for_ending(session)  # books before job rows, the order rounds use
     job = permissions.job_for(session, actor, job_id, "cancel", lock=True)
+    # The clock is read under the lock: a round that started this job while we waited
+    # stamped its start after any earlier reading, and an end must not precede a start.
+    now = now or clock.utcnow()
     before = {"state": job.state}
     new_state = check_transition(job.state, JobState.CANCELLED)
     placement = repository.open_placement_of(session, job.id)
