@@ -1,6 +1,6 @@
 """`gpupool schedule [--dry-run] [--json]`: one scheduling round, live.
 
-Runs gpupool.scheduler.rounds.run_round with the active policy version (FIFO
+Runs gpupool.scheduler.rounds.run_active_round with the active policy version (FIFO
 when none was applied) in one transaction, holding the same round lock as
 `gpupool scheduler run` (it waits for a daemon's round in progress, saying so
 on stderr), then prints what started where, what timed out, and why every
@@ -31,23 +31,15 @@ def schedule(
     from gpupool.scheduler import repository
     from gpupool.scheduler.daemon import locked_session, policy_label, run_locked_round
     from gpupool.scheduler.lifecycle import parse_grace
-    from gpupool.scheduler.rounds import active_policy, run_round
+    from gpupool.scheduler.rounds import run_active_round
 
     grace_rule = parse_grace(grace)
     configure_logging()
     session_scope = work(ctx) if dry_run else locked_session(db_url(ctx), wait=True)
     with session_scope as session:
         if dry_run:
-            active = active_policy(session)
+            result, active = run_active_round(session, dry_run=True, grace=grace_rule)
             label = policy_label(active)
-            result = run_round(
-                session,
-                active.policy,
-                dry_run=True,
-                policy_version=active.version,
-                pricing=active.pricing,
-                grace=grace_rule,
-            )
         else:
             report = run_locked_round(session, actor(ctx), grace_rule)
             result, label = report.result, report.policy

@@ -80,19 +80,11 @@ def policy_label(active) -> str:
 def run_locked_round(session, actor: str, grace=None, now=None) -> RoundReport:
     """One live round in ``session`` (which holds the round lock), admins only."""
     from gpupool.scheduler.permissions import require_admin
-    from gpupool.scheduler.rounds import active_policy, run_round
+    from gpupool.scheduler.rounds import run_active_round
 
     began = time.perf_counter()
     require_admin(session, actor, "run scheduling rounds", "scheduler")
-    active = active_policy(session)
-    result = run_round(
-        session,
-        active.policy,
-        now=now,
-        policy_version=active.version,
-        pricing=active.pricing,
-        grace=grace,
-    )
+    result, active = run_active_round(session, now=now, grace=grace)
     return RoundReport(result, policy_label(active), time.perf_counter() - began)
 
 

@@ -111,6 +111,26 @@ def active_policy(session: Session) -> ActivePolicy:
     )
 
 
+def run_active_round(
+    session: Session,
+    now: dt.datetime | float | None = None,
+    dry_run: bool = False,
+    grace: lifecycle.Grace | None = None,
+) -> tuple[RoundResult, ActivePolicy]:
+    """A round under the active policy version, with its subsidy rules and version recorded."""
+    active = active_policy(session)
+    result = run_round(
+        session,
+        active.policy,
+        now=now,
+        dry_run=dry_run,
+        policy_version=active.version,
+        pricing=active.pricing,
+        grace=grace,
+    )
+    return result, active
+
+
 def run_round(
     session: Session,
     policy: object,
