@@ -53,7 +53,7 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _header(title: str, scenario: str, labels: Sequence[str], seeds: Sequence[int]) -> list[str]:
+def _header(scenario: str, labels: Sequence[str], seeds: Sequence[int]) -> list[str]:
     return [
         f"scenario: {scenario}",
         f"schemes: {', '.join(labels)}",
@@ -72,7 +72,7 @@ def write_markdown(
     plots: Sequence[tuple[str, Path]],
 ) -> Path:
     lines = [f"# {title}", ""]
-    lines += [f"- {item}" for item in _header(title, scenario, labels, seeds)]
+    lines += [f"- {item}" for item in _header(scenario, labels, seeds)]
     group = None
     for row in rows:
         if row.group != group:
@@ -109,7 +109,7 @@ def write_html(
         "td:first-child,th:first-child{text-align:left}img{max-width:100%}</style>",
         f"</head><body><h1>{esc(title)}</h1><ul>",
     ]
-    parts += [f"<li>{esc(item)}</li>" for item in _header(title, scenario, labels, seeds)]
+    parts += [f"<li>{esc(item)}</li>" for item in _header(scenario, labels, seeds)]
     parts.append("</ul>")
     group = None
     for row in rows:
