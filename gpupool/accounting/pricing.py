@@ -114,3 +114,44 @@ class BudgetTracker:
 
 def _minus(limit: float | None, amount: float) -> float | None:
     return None if limit is None else limit - amount
+
+
+class EffectiveHourPrices:
+    """What an org pays per effective GPU-hour on a pool, as the round starts.
+
+    One probe quote per (org, domain, pool), cached: a job of one GPU for one
+    reference hour (one effective GPU-hour on any type), priced by a tracker
+    that never admits, so every job of the round sees the same figures
+    whatever was started before it. That is price / speed x (1 - the subsidy
+    share the org can get now): vouchers, programmes and flat rates included,
+    and the list price when the snapshot has no pricing. Pricing a probe
+    instead of each job keeps this at a few quotes per round on queues of
+    thousands (a whole-trace replay runs tens of thousands of rounds).
+    """
+
+    PROBE_ID = -1  # never a real job's id; Books quotes do not record it
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self._tracker: BudgetTracker | None = None  # forks Books only if asked
+        self._cache: dict[tuple[str, str, str], float] = {}
+
+    def org_pays(self, org: str, domain: str, pool: Pool) -> float:
+        key = (org, domain, pool.name)
+        price = self._cache.get(key)
+        if price is None:
+            if self._tracker is None:
+                self._tracker = BudgetTracker(self._snapshot)
+            probe = Job(
+                id=self.PROBE_ID,
+                org=org,
+                domain=domain,
+                gpus=1,
+                hours=1.0,
+                submitted_at=self._snapshot.now,
+                gpu_types=(pool.gpu_type,),
+            )
+            # rounded so that equal prices computed along different float paths
+            # (12 / 0.8 and 15.0) tie, and ties fall to the pool name
+            price = self._cache[key] = round(self._tracker.quote(probe, pool).org_pays, 6)
+        return price

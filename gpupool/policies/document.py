@@ -8,6 +8,7 @@ A document names a policy ``kind`` and its parameters::
     aging: {per_hour: 0.05, max_boost: 2.0}
     preemption: {enabled: true, min_gap: 2.0}
     subsidy: {domain_rates: {medical: 0.5}, org_cap: 20000, period_budget: 500000}
+    placement: {pool_order: cheapest}   # fifo and multifactor only
     seed: 0
     time_limit_s: 2.0
     options: {}            # keyword arguments of the kind's policy class
@@ -24,6 +25,9 @@ Design:
   checked against the class's dataclass fields and their annotated types.
 - A class may declare ``UNUSED_SECTIONS`` (a ClassVar of top-level section
   names it ignores); writing such a section is an error, not a silent no-op.
+  Sections in ``OPT_IN_SECTIONS`` (``placement``) work the other way round: a
+  class that reads one lists it in its ``OPT_IN_SECTIONS`` ClassVar, so kinds
+  that predate the section reject it without being edited.
 """
 
 from __future__ import annotations
@@ -43,7 +47,14 @@ import yaml
 from gpupool.accounting import SubsidyRules
 from gpupool.model import GpupoolError
 from gpupool.policies.base import Policy
-from gpupool.policies.params import Aging, DomainShare, PolicyParams, Preemption
+from gpupool.policies.params import (
+    POOL_ORDERS,
+    Aging,
+    DomainShare,
+    PolicyParams,
+    PoolPlacement,
+    Preemption,
+)
 
 Problem = tuple[str, str]  # (location "file:line field.path", message)
 
@@ -116,10 +127,14 @@ SECTIONS = (
     "aging",
     "preemption",
     "subsidy",
+    "placement",
     "seed",
     "time_limit_s",
     "options",
 )
+
+# Sections only the kinds that list them in their own OPT_IN_SECTIONS accept.
+OPT_IN_SECTIONS = frozenset({"placement"})
 
 
 # ---------------------------------------------------------------------------
@@ -159,6 +174,7 @@ class PolicyDocument:
                 "org_cap": subsidy.org_cap,
                 "period_budget": subsidy.period_budget,
             },
+            "placement": {"pool_order": params.placement.pool_order},
             "seed": params.seed,
             "time_limit_s": params.time_limit_s,
             "options": {key: _plain(value) for key, value in sorted(self.options.items())},
@@ -338,6 +354,7 @@ class _Reader:
             subsidy=self.subsidy(entries),
             seed=self.seed(entries),
             time_limit_s=self.time_limit(entries),
+            placement=self.placement(entries),
         )
         options = self.options(entries, cls)
         description = ""
@@ -371,6 +388,7 @@ class _Reader:
             self.error(node, "kind", f"policy kind {kind!r} is not available: {exc}")
             return None
         unused = getattr(cls, "UNUSED_SECTIONS", frozenset())
+        unused |= OPT_IN_SECTIONS - getattr(cls, "OPT_IN_SECTIONS", frozenset())
         for section in sorted(unused & set(entries)):
             self.error(entries[section][0], section, f"not used by kind {kind}; remove it")
         return cls
@@ -466,6 +484,20 @@ class _Reader:
                     fields[key], f"subsidy.{key}", _non_negative, ">= 0", nullable=True
                 )
         return SubsidyRules(**values)
+
+    def placement(self, entries) -> PoolPlacement:
+        fields = self._section(entries, "placement", ("pool_order",))
+        if "pool_order" not in fields:
+            return PoolPlacement()
+        node = fields["pool_order"]
+        order = self.scalar(node)
+        if not isinstance(order, str):
+            self.error(node, "placement.pool_order", f"must be one of: {', '.join(POOL_ORDERS)}")
+        elif order not in POOL_ORDERS:
+            self.error(node, "placement.pool_order", _unknown(order, POOL_ORDERS, "pool order"))
+        else:
+            return PoolPlacement(pool_order=order)
+        return PoolPlacement()
 
     def _section(self, entries, name: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
         if name not in entries:

@@ -8,7 +8,9 @@ than any pool of a GPU type it allows (it never fits), and a job whose org
 cannot pay its share (like Slurm, jobs held by account limits are skipped).
 
 The small placement helpers here (which pools a job may use, first fit with
-budget admission) are shared with the multifactor baseline.
+budget admission) are shared with the multifactor baseline. A job tries its
+allowed pools by name, or with the document's ``placement: {pool_order:
+cheapest}`` cheapest first for its org after subsidies (see PoolChoices).
 
 Cost: a replay of a whole trace runs a round per arrival or completion, often
 over queues of thousands, so a round does per-job work only up to the blocking
@@ -23,6 +25,7 @@ from operator import attrgetter
 from typing import ClassVar
 
 from gpupool.accounting import Books, BudgetTracker, job_cost
+from gpupool.accounting.pricing import EffectiveHourPrices
 from gpupool.model import (
     Allocation,
     Charge,
@@ -44,11 +47,13 @@ class FifoPolicy:
 
     # Document sections this kind has no use for (the document loader rejects them).
     UNUSED_SECTIONS: ClassVar[frozenset[str]] = frozenset({"domains", "aging", "preemption"})
+    # Opt-in sections it reads: the pool order (see PoolChoices).
+    OPT_IN_SECTIONS: ClassVar[frozenset[str]] = frozenset({"placement"})
 
     def allocate(self, snapshot: Snapshot) -> Allocation:
         free = free_gpus(snapshot)
         budgets = Admissions(snapshot)
-        choices = PoolChoices(snapshot)
+        choices = PoolChoices(snapshot, self.params.placement.pool_order)
         placements, charges, waiting = [], {}, {}
         order = sorted(snapshot.pending, key=_ARRIVAL)
         for position, job in enumerate(order):
@@ -92,7 +97,7 @@ def free_gpus(snapshot: Snapshot) -> FreeGpus:
 
 
 def allowed_pools(job: Job, snapshot: Snapshot) -> list[Pool]:
-    """Pools of a GPU type the job allows, by name: the order every baseline tries them in."""
+    """Pools of a GPU type the job allows, by name: the baselines' default order."""
     return _pools_of(job.gpu_types, snapshot)
 
 
@@ -109,19 +114,40 @@ class PoolChoices:
 
     Queues hold many jobs with the same GPU-type list and gang size, so a long
     queue costs a few dictionary look-ups per job instead of a scan of all pools.
+    With ``pool_order="cheapest"`` the allowed pools come cheapest first for the
+    job's org (EffectiveHourPrices), cached per (GPU types, org, domain).
     """
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, pool_order: str = "name") -> None:
         self._snapshot = snapshot
         self._allowed: dict[tuple[str, ...], list[Pool]] = {}
         self._never: dict[tuple[tuple[str, ...], int], bool] = {}
         self._largest: dict[tuple[str, ...], int] = {}
+        self._prices = EffectiveHourPrices(snapshot) if pool_order == "cheapest" else None
+        self._by_price: dict[tuple[tuple[str, ...], str, str], list[Pool]] = {}
 
     def allowed(self, job: Job) -> list[Pool]:
+        """The pools to try, in this round's order: by name, or cheapest for the org."""
+        if self._prices is not None:
+            return self._cheapest_first(job)
+        return self._by_name(job)
+
+    def _by_name(self, job: Job) -> list[Pool]:
         key = job.gpu_types
         if key not in self._allowed:
             self._allowed[key] = allowed_pools(job, self._snapshot)
         return self._allowed[key]
+
+    def _cheapest_first(self, job: Job) -> list[Pool]:
+        key = (job.gpu_types, job.org, job.domain)
+        pools = self._by_price.get(key)
+        if pools is None:
+            org_pays = self._prices.org_pays
+            # stable sort of the by-name list: equal prices keep name order
+            pools = self._by_price[key] = sorted(
+                self._by_name(job), key=lambda pool: org_pays(job.org, job.domain, pool)
+            )
+        return pools
 
     def largest_gang(self, gpu_types: tuple[str, ...]) -> int:
         """The largest gang that fits an empty pool of one of these types (0: none).
@@ -141,7 +167,7 @@ class PoolChoices:
         if never is None:
             never = self._never[(job.gpu_types, job.gpus)] = all(
                 fit_gang(pool.node_sizes(), job.gpus, pool.gpus_per_node) is None
-                for pool in self.allowed(job)
+                for pool in self._by_name(job)  # the order is no matter: no probe quotes
             )
         return never
 

@@ -15,13 +15,16 @@ priority/multifactor plugin computes it and ``sprio`` shows it:
 A round, in numbered steps:
 
 1. Order pending jobs: 1. priority, highest first; 2. submitted earliest; 3. id.
-2. Start jobs in that order on the first allowed pool (by name) where the
-   gang fits and the org can pay. Jobs that never fit, or whose org cannot
-   pay, wait without holding anything up.
+2. Start jobs in that order on the first allowed pool where the gang fits
+   and the org can pay; pools are tried by name, or with ``placement:
+   {pool_order: cheapest}`` cheapest first for the job's org after subsidies
+   (fifo.PoolChoices). Jobs that never fit, or whose org cannot pay, wait
+   without holding anything up.
 3. The first job that does not fit gets a reservation: the earliest time
    enough GPUs free up in some allowed pool, from running jobs' expected ends
-   (and the ends of jobs started this round). With ``backfill: false`` it
-   blocks every job behind it instead (strict priority order).
+   (and the ends of jobs started this round); on equal times the first pool
+   in the order of step 2. With ``backfill: false`` it blocks every job
+   behind it instead (strict priority order).
 4. Each later job starts only if it fits now and does not delay that
    reservation: it uses another pool, or it ends before the reserved start,
    or the reserved gang still fits at the reserved start with it running.
@@ -84,6 +87,8 @@ class MultifactorPolicy:
 
     # Document sections this kind has no use for (the loader rejects them): it never preempts.
     UNUSED_SECTIONS: ClassVar[frozenset[str]] = frozenset({"preemption"})
+    # Opt-in sections it reads: the pool order (see PoolChoices).
+    OPT_IN_SECTIONS: ClassVar[frozenset[str]] = frozenset({"placement"})
 
     def factors(self, snapshot: Snapshot, job: Job) -> dict[str, float]:
         """The weighted factors of ``job``'s priority and their sum, like one line of sprio."""
@@ -238,7 +243,7 @@ class _Round:
         self.pools = {state.pool.name: state.pool for state in snapshot.pools}
         self.free: FreeGpus = free_gpus(snapshot)
         self.budgets = Admissions(snapshot)
-        self.choices = PoolChoices(snapshot)
+        self.choices = PoolChoices(snapshot, policy.params.placement.pool_order)
         self.reservation: _Reservation | None = None
         # GPUs per node of the reserved pool that holders ending by the reserved start release
         self.released_by_start: list[int] = []
@@ -320,7 +325,7 @@ class _Round:
         return self.snapshot.now + hours * 3600.0
 
     def _hold_for(self, job: Job) -> None:
-        """The top blocked job: reserve its earliest start."""
+        """The top blocked job: reserve its earliest start (ties: the round's pool order)."""
         best: _Reservation | None = None
         for pool in self.choices.allowed(job):
             start = self._earliest_start(job, pool)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gpupool.accounting import SubsidyRules
+from gpupool.model import GpupoolError
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,29 @@ class Preemption:
     min_gap: float = 1.0
 
 
+POOL_ORDERS = ("name", "cheapest")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPlacement:
+    """The order in which the baselines (fifo, multifactor) try a job's allowed pools.
+
+    ``name``: by pool name. ``cheapest``: by what the job's org pays per
+    effective GPU-hour on the pool after the subsidy it can get as the round
+    starts (vouchers and programmes included), ties by name; so a subsidy
+    scheme can steer work, not only decide whether an org can pay.
+    """
+
+    pool_order: str = "name"  # one of POOL_ORDERS
+
+    def __post_init__(self) -> None:
+        if self.pool_order not in POOL_ORDERS:  # else a typo would silently mean "name"
+            raise GpupoolError(
+                f"pool_order must be one of {', '.join(POOL_ORDERS)}, not {self.pool_order!r}",
+                location="placement.pool_order",
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyParams:
     domain_weights: Mapping[str, float] = field(default_factory=dict)  # missing domain: 1.0
@@ -53,6 +77,7 @@ class PolicyParams:
     subsidy: SubsidyRules = SubsidyRules()
     seed: int = 0
     time_limit_s: float = 5.0  # bound on solver time; determinism comes from fixed workers + seed
+    placement: PoolPlacement = PoolPlacement()  # read by fifo and multifactor only
 
     def weight(self, domain: str) -> float:
         return self.domain_weights.get(domain, 1.0)
