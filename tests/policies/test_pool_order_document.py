@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
 
-from gpupool.policies.document import PolicyDocumentError, parse_policy_text
+from gpupool.policies.document import PolicyDocumentError, load_policy_file, parse_policy_text
 from gpupool.policies.fifo import FifoPolicy
 from gpupool.policies.multifactor import MultifactorPolicy
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 
 
 def parse(text: str):
@@ -77,3 +80,8 @@ BAD = [
 @pytest.mark.parametrize(("text", "where", "what"), BAD)
 def test_bad_placement_is_reported_with_file_line_and_field(text, where, what):
     assert problems(text) == [(where, what)]
+
+
+def test_subsidy_comparison_policy_uses_the_cheapest_order():
+    doc = load_policy_file(EXAMPLES / "subsidy-multifactor.yaml")
+    assert doc.params.placement.pool_order == "cheapest"
