@@ -95,24 +95,39 @@ def _check_kind(kind: str) -> None:
         )
 
 
-def period_bounds(t: float, kind: str) -> tuple[float, float]:
-    """``[start, end)`` of the calendar period of ``kind`` holding instant ``t``."""
+# The calendar period last looked up, per kind: replays and rounds ask about the
+# same quarter again and again, and each uncached lookup builds datetimes.
+_last: dict[str, tuple[float, float, str]] = {}
+
+
+def _period(t: float, kind: str) -> tuple[float, float, str]:
+    """``(start, end, label)`` of the calendar period of ``kind`` holding ``t``."""
+    hit = _last.get(kind)
+    if hit is not None and hit[0] <= t < hit[1]:
+        return hit
     _check_kind(kind)
     moment = _utc(t)
     year, month = _first_month(moment.year, moment.month, kind)
     next_year, next_month = _add_months(year, month, _MONTHS_PER[kind])
-    return _epoch(year, month), _epoch(next_year, next_month)
+    if kind == "year":
+        label = f"{year:04d}"
+    elif kind == "quarter":
+        label = f"{year:04d}-Q{(month - 1) // 3 + 1}"
+    else:
+        label = f"{year:04d}-{month:02d}"
+    found = _last[kind] = (_epoch(year, month), _epoch(next_year, next_month), label)
+    return found
+
+
+def period_bounds(t: float, kind: str) -> tuple[float, float]:
+    """``[start, end)`` of the calendar period of ``kind`` holding instant ``t``."""
+    start, end, _ = _period(t, kind)
+    return start, end
 
 
 def period_label(t: float, kind: str) -> str:
     """Label of the calendar period holding ``t``: '2026', '2026-Q4' or '2026-11'."""
-    _check_kind(kind)
-    moment = _utc(t)
-    if kind == "year":
-        return f"{moment.year:04d}"
-    if kind == "quarter":
-        return f"{moment.year:04d}-Q{(moment.month - 1) // 3 + 1}"
-    return f"{moment.year:04d}-{moment.month:02d}"
+    return _period(t, kind)[2]
 
 
 def label_kind(label: str) -> str:
@@ -160,9 +175,9 @@ def split(start: float, end: float, kind: str) -> list[tuple[str, float, float]]
     pieces = []
     cursor = start
     while True:
-        _, boundary = period_bounds(cursor, kind)
+        _, boundary, label = _period(cursor, kind)
         piece_end = min(boundary, end)
-        pieces.append((period_label(cursor, kind), cursor, piece_end))
+        pieces.append((label, cursor, piece_end))
         if piece_end >= end:
             return pieces
         cursor = piece_end

@@ -1,6 +1,8 @@
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpupool.accounting.periods import (
     PeriodSpec,
@@ -12,6 +14,8 @@ from gpupool.accounting.periods import (
     split,
 )
 from gpupool.model import GpupoolError
+
+KINDS = ("month", "quarter", "year")
 
 
 def utc(*args) -> float:
@@ -96,3 +100,36 @@ def test_parse_instant_forms():
         parse_instant("next tuesday", "f.yaml:3 awarded_at")
     assert err.value.location == "f.yaml:3 awarded_at"
     assert "expected a date or time" in err.value.message
+
+
+# Instants from 1970 to 2100, in any order: the lookup remembers the last period
+# per kind, so a hit must never answer for a neighbouring period.
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 4_102_444_800, allow_nan=False), st.sampled_from(KINDS)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_period_lookups_match_the_calendar_in_any_order(lookups):
+    for t, kind in lookups:
+        moment = dt.datetime.fromtimestamp(t, tz=dt.UTC)
+        step = {"month": 1, "quarter": 3, "year": 12}[kind]
+        first = (moment.month - 1) // step * step + 1
+        start = dt.datetime(moment.year, first, 1, tzinfo=dt.UTC)
+        index = moment.year * 12 + first - 1 + step
+        end = dt.datetime(index // 12, index % 12 + 1, 1, tzinfo=dt.UTC)
+        assert period_bounds(t, kind) == (start.timestamp(), end.timestamp())
+        label = {
+            "year": f"{moment.year}",
+            "quarter": f"{moment.year}-Q{(moment.month - 1) // 3 + 1}",
+            "month": f"{moment.year}-{moment.month:02d}",
+        }[kind]
+        assert period_label(t, kind) == label
+
+
+def test_a_boundary_right_after_a_lookup_of_the_period_before():
+    assert period_label(utc(2026, 12, 31, 23, 59), "quarter") == "2026-Q4"
+    assert period_label(utc(2027, 1, 1), "quarter") == "2027-Q1"
+    assert period_label(utc(2027, 1, 1) - 0.001, "quarter") == "2026-Q4"
