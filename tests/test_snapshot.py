@@ -118,7 +118,7 @@ def reference_snapshot(session, moment: dt.datetime) -> dict:
     for run in running:
         for node, gpus in run.placement.nodes:
             free[run.placement.pool][node] -= gpus
-    committed = _with_commitments(books, running, gpu_types, pools)
+    committed = _with_commitments(books, running, gpu_types, pools, epoch)
     records = records_from_entries(books.entries)
     pool_type = {p.name: p.gpu_type for p in pools}
     for run in running:

@@ -33,7 +33,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gpupool.accounting.periods import CALENDAR_KINDS, coarsen, period_label, split
 from gpupool.accounting.programmes import Programme, Voucher, default_expiry
@@ -125,18 +125,6 @@ class Totals:
         )
 
 
-@dataclass
-class _Draft:
-    """Balance changes of a charge being planned, kept apart until it is booked."""
-
-    spent: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
-    capped: dict[tuple[str, str, str], Decimal] = field(
-        default_factory=lambda: defaultdict(Decimal)
-    )
-    voucher_used: dict[int, float] = field(default_factory=lambda: defaultdict(float))
-    entries: list[LedgerEntry] = field(default_factory=list)
-
-
 @dataclass(frozen=True, slots=True)
 class _Piece:
     """A stretch of one job's usage priced on its own."""
@@ -148,6 +136,72 @@ class _Piece:
     end: float
     cost: float  # full price of the whole piece
     gpu_hours: float
+
+
+class _Line(NamedTuple):
+    """A priced share of a piece; becomes a LedgerEntry only when booked (quotes never do)."""
+
+    piece: _Piece
+    share: float
+    cost: Decimal
+    subsidy: Decimal
+    programme: str | None
+    voucher_id: int | None
+    voucher_hours: float
+
+    @property
+    def org_pays(self) -> Decimal:
+        return self.cost - self.subsidy
+
+    def entry(self) -> LedgerEntry:
+        piece = self.piece
+        note = "" if self.voucher_id is None else f"{self.voucher_hours:.6g} voucher hours"
+        return LedgerEntry(
+            kind="charge",
+            job_id=piece.job.id,
+            org=piece.job.org,
+            domain=piece.job.domain,
+            gpu_type=piece.gpu_type.name,
+            period=piece.label,
+            cost=self.cost,
+            subsidy=self.subsidy,
+            effective_gpu_hours=self.share * piece.gpu_hours * piece.gpu_type.speed,
+            programme=self.programme,
+            voucher_id=self.voucher_id,
+            at=piece.end,
+            note=note,
+        )
+
+
+@dataclass
+class _Draft:
+    """Balance changes of a charge being planned, kept apart until it is booked."""
+
+    spent: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    capped: dict[tuple[str, str, str], Decimal] = field(
+        default_factory=lambda: defaultdict(Decimal)
+    )
+    voucher_used: dict[int, float] = field(default_factory=lambda: defaultdict(float))
+    lines: list[_Line] = field(default_factory=list)
+
+
+@dataclass
+class _Watch:
+    """What a committed twin keeps to tell whether a rebuild would give it back.
+
+    ``spent``/``capped``/``balances``: the books' limits as the twin's base
+    holds them. ``spans``: each reserved run's interval, in reservation order;
+    ``voucher_use``: the voucher hours each reservation took. ``contended``:
+    some reservation was held back by a limit an earlier reservation had
+    drawn on, so the reservations' order matters (see ``Books.settle``).
+    """
+
+    spent: dict[tuple[str, str], Decimal]
+    capped: dict[tuple[str, str, str], Decimal]
+    balances: dict[int, float]
+    spans: dict[int, tuple[float, float]] = field(default_factory=dict)
+    voucher_use: dict[int, dict[int, float]] = field(default_factory=dict)
+    contended: bool = False
 
 
 class Books:
@@ -189,6 +243,7 @@ class Books:
         self._capped: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
         self._org_paid: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
         self._charged_until: dict[int, float] = {}
+        self._watch: _Watch | None = None  # set on committed twins only
         # bumped by every mutation, so a driver may cache what it derives from these books
         self.version = 0
         for entry in entries:
@@ -227,8 +282,16 @@ class Books:
         twin._capped = defaultdict(Decimal, self._capped)
         twin._org_paid = defaultdict(Decimal, self._org_paid)
         twin._charged_until = {}
+        twin._watch = None
         twin.version = 0
         return twin
+
+    def _watch_limits(self) -> _Watch:
+        return _Watch(
+            spent=dict(self._spent),
+            capped=dict(self._capped),
+            balances={i: v.balance for i, v in self._vouchers.items()},
+        )
 
     def committed(self, runs: Iterable[tuple], now: float) -> Books:
         """A fork in which running jobs' usage not charged yet is booked ahead.
@@ -239,7 +302,9 @@ class Books:
         reserved from where it was last charged to its expected end (or to
         ``now`` if it is overdue). Snapshots hand this fork to policies.
         """
-        return self.reserve(self.fork(), runs, now)
+        twin = self.fork()
+        twin._watch = self._watch_limits()
+        return self.reserve(twin, runs, now)
 
     def reserve(self, twin: Books, runs: Iterable[tuple], now: float) -> Books:
         """Book ``runs`` ahead on ``twin`` (a fork of these books), as ``committed`` does.
@@ -257,8 +322,54 @@ class Books:
             start = max(started_at, self._charged_until.get(job.id, started_at))
             end = max(expected_end, now)
             if end > start:
-                twin.charge(job, pool, gpu_type, start, end)
+                twin.book_ahead(job, pool, gpu_type, start, end)
+                if twin._watch is not None:
+                    twin._watch.spans[job.id] = (start, end)
         return twin
+
+    def holds_reservation(self, job_id: int, end: float) -> bool:
+        """Whether this committed twin reserved ``job_id`` up to exactly ``end``, order-free.
+
+        If so, and the books it was forked from charge that run over the same
+        interval, ``settle`` turns this twin into what a rebuild would give.
+        """
+        watch = self._watch
+        if watch is None or watch.contended:
+            return False
+        span = watch.spans.get(job_id)
+        return span is not None and span[1] == end
+
+    def settle(self, job_id: int, books: Books) -> None:
+        """Account for ``books`` having charged the reserved run ``job_id`` as reserved.
+
+        With no contended limit, every reservation was priced as it would be
+        on the base books alone, so the run's real charge equals its
+        reservation and the money sums already match a rebuild's (Decimal
+        sums do not depend on order). Voucher balances are floats: they are
+        replayed from the books' in reservation order, as a rebuild would.
+        """
+        watch = self._watch
+        del watch.spans[job_id]
+        touched = set(watch.voucher_use.pop(job_id, {}))
+        for use in watch.voucher_use.values():
+            touched.update(use)
+        for voucher_id in touched:
+            balance = books._vouchers[voucher_id].balance
+            for use in watch.voucher_use.values():
+                if voucher_id in use:
+                    balance = max(0.0, balance - use[voucher_id])
+            self._vouchers[voucher_id] = replace(self._vouchers[voucher_id], balance=balance)
+        rebased = books._watch_limits()
+        watch.spent, watch.capped, watch.balances = rebased.spent, rebased.capped, rebased.balances
+
+    def _note_binding(self, spent_key: tuple, cap_key: tuple) -> None:
+        """A limit held back a reservation: if another reservation drew on it, order matters."""
+        watch = self._watch
+        if watch is not None and (
+            self._spent[spent_key] != watch.spent.get(spent_key, ZERO)
+            or self._capped[cap_key] != watch.capped.get(cap_key, ZERO)
+        ):
+            watch.contended = True
 
     def _limited_orgs(self) -> frozenset[str] | None:
         """Orgs whose quotes a reservation can change; None means every org.
@@ -395,12 +506,21 @@ class Books:
 
     def quote(self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float) -> Charge:
         """What booking this usage would cost now, without booking it."""
-        return _as_charge(self._plan(job, pool, gpu_type, start, end).entries)
+        return _as_charge(self._plan(job, pool, gpu_type, start, end).lines)
 
     def charge(
         self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float
     ) -> list[LedgerEntry]:
         """Book ``job``'s usage of ``pool`` over ``[start, end)``; return the new entries."""
+        entries = [line.entry() for line in self._apply(job, pool, gpu_type, start, end)]
+        self._entries.extend(entries)
+        return entries
+
+    def book_ahead(self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float) -> None:
+        """``charge`` for a scratch fork: the same balances, no ledger entries to keep."""
+        self._apply(job, pool, gpu_type, start, end)
+
+    def _apply(self, job, pool, gpu_type, start: float, end: float) -> list[_Line]:
         done = self._charged_until.get(job.id)
         if done is not None and start < done - 1e-6:
             raise GpupoolError(
@@ -416,11 +536,12 @@ class Books:
         for voucher_id, used in draft.voucher_used.items():
             voucher = self._vouchers[voucher_id]
             self._vouchers[voucher_id] = replace(voucher, balance=max(0.0, voucher.balance - used))
-        for entry in draft.entries:
-            self._entries.append(entry)
-            self._org_paid[(entry.org, entry.period)] += entry.org_pays
+        if self._watch is not None and draft.voucher_used:
+            self._watch.voucher_use[job.id] = dict(draft.voucher_used)
+        for line in draft.lines:
+            self._org_paid[(job.org, line.piece.label)] += line.org_pays
         self._charged_until[job.id] = max(end, done or end)
-        return draft.entries
+        return draft.lines
 
     def meter(
         self, job: Job, pool: Pool, gpu_type: GpuType, started_at: float, now: float
@@ -437,8 +558,8 @@ class Books:
         A programme with when_exhausted='wait' holds back an eligible job on a
         GPU type it subsidises when it could pay nothing towards it now.
         """
-        entries = self._plan(job, pool, gpu_type, start, end).entries
-        funded = {e.programme for e in entries}
+        lines = self._plan(job, pool, gpu_type, start, end).lines
+        funded = {line.programme for line in lines}
         for prog in self._programmes.values():
             if (
                 prog.when_exhausted == "wait"
@@ -447,8 +568,8 @@ class Books:
                 and prog.rate_for(gpu_type.name) > 0
                 and prog.name not in funded
             ):
-                return _as_charge(entries), prog.name
-        return _as_charge(entries), None
+                return _as_charge(lines), prog.name
+        return _as_charge(lines), None
 
     def _plan(self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float) -> _Draft:
         if pool.gpu_type != gpu_type.name:
@@ -507,8 +628,12 @@ class Books:
                 continue
             per_piece = prog.voucher_hours_per_gpu_hour(piece.gpu_type) * piece.gpu_hours
             for voucher in vouchers[prog.name]:
+                if left <= _EPS or not voucher.usable(piece.start):
+                    continue
                 balance = voucher.balance - draft.voucher_used[voucher.id]
-                if left <= _EPS or balance <= _EPS or not voucher.usable(piece.start):
+                if balance <= _EPS or (per_piece > 0 and balance <= left * per_piece + _EPS):
+                    self._note_voucher_binding(voucher)
+                if balance <= _EPS:
                     continue
                 share = left if per_piece <= 0 else min(left, balance / per_piece)
                 funded = self._fund(draft, piece, prog, share, voucher)
@@ -518,6 +643,11 @@ class Books:
             left -= self._fund_flat(draft, piece, left)
         if left > _EPS:
             self._book(draft, piece, left, ZERO, None, None)
+
+    def _note_voucher_binding(self, voucher: Voucher) -> None:
+        watch = self._watch
+        if watch is not None and voucher.balance != watch.balances.get(voucher.id):
+            watch.contended = True
 
     def _fund_flat(self, draft, piece: _Piece, share: float) -> float:
         """The policy document's flat rates pay for what no programme funded."""
@@ -532,6 +662,8 @@ class Books:
             limits.append(cents(self.flat.org_cap) - self._capped[cap_key] - draft.capped[cap_key])
         allowed = max(ZERO, min(limits)) if limits else None
         wanted = rate * share * piece.cost
+        if allowed is not None and wanted + 0.01 >= float(allowed):
+            self._note_binding(key, cap_key)
         if allowed is not None and wanted > float(allowed):
             share *= float(allowed) / wanted
         if share <= _EPS:
@@ -558,6 +690,8 @@ class Books:
         allowed = max(ZERO, min(limits)) if limits else None
         rate = prog.rate_for(piece.gpu_type.name)
         wanted = rate * share * piece.cost
+        if allowed is not None and rate > 0 and wanted + 0.01 >= float(allowed):
+            self._note_binding((prog.name, key), (prog.name, key, piece.job.org))
         if allowed is not None and wanted > float(allowed):
             share *= float(allowed) / wanted
         if share <= _EPS or rate <= 0:
@@ -573,25 +707,18 @@ class Books:
     def _book(self, draft, piece: _Piece, share, subsidy, prog, voucher) -> Decimal:
         cost = cents(share * piece.cost)
         subsidy = min(subsidy, cost)
-        note = ""
+        hours = 0.0
         if voucher is not None:
-            spent = share * prog.voucher_hours_per_gpu_hour(piece.gpu_type) * piece.gpu_hours
-            note = f"{spent:.6g} voucher hours"
-        draft.entries.append(
-            LedgerEntry(
-                kind="charge",
-                job_id=piece.job.id,
-                org=piece.job.org,
-                domain=piece.job.domain,
-                gpu_type=piece.gpu_type.name,
-                period=piece.label,
+            hours = share * prog.voucher_hours_per_gpu_hour(piece.gpu_type) * piece.gpu_hours
+        draft.lines.append(
+            _Line(
+                piece=piece,
+                share=share,
                 cost=cost,
                 subsidy=subsidy,
-                effective_gpu_hours=share * piece.gpu_hours * piece.gpu_type.speed,
                 programme=None if prog is None else prog.name,
                 voucher_id=None if voucher is None else voucher.id,
-                at=piece.end,
-                note=note,
+                voucher_hours=hours,
             )
         )
         return subsidy
@@ -721,13 +848,13 @@ class Books:
             self._charged_until[entry.job_id] = max(done, entry.at)
 
 
-def _as_charge(entries: list[LedgerEntry]) -> Charge:
-    cost = sum((e.cost for e in entries), ZERO)
-    subsidy = sum((e.subsidy for e in entries), ZERO)
+def _as_charge(lines: list[_Line]) -> Charge:
+    cost = sum((line.cost for line in lines), ZERO)
+    subsidy = sum((line.subsidy for line in lines), ZERO)
     by_programme: dict[str, Decimal] = defaultdict(Decimal)
-    for entry in entries:
-        if entry.programme is not None:
-            by_programme[entry.programme] += entry.subsidy
+    for line in lines:
+        if line.programme is not None:
+            by_programme[line.programme] += line.subsidy
     main = max(sorted(by_programme), key=lambda name: by_programme[name], default=None)
     return Charge(
         cost=float(cost), subsidy=float(subsidy), org_pays=float(cost - subsidy), programme=main

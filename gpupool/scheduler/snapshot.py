@@ -83,7 +83,7 @@ def take_snapshot(
         for node, gpus in entry.placement.nodes:
             free[entry.placement.pool][node] -= gpus
     pools, gpu_types = platform.pools, platform.gpu_types
-    committed = _with_commitments(books, running, gpu_types, pools)
+    committed = _with_commitments(books, running, gpu_types, pools, epoch)
     return model.Snapshot(
         now=epoch,
         gpu_types=gpu_types,
@@ -261,23 +261,22 @@ def _deadline(grace, run: model.RunningJob) -> float:
     return clock.to_epoch(grace.deadline(started, run.job.hours, speed))
 
 
-def _with_commitments(books, running, gpu_types, pools):
-    """Books as if every running job ran to its estimate.
+def _with_commitments(books, running, gpu_types, pools, now: float):
+    """Books as if every running job ran to its estimate (Books.committed, as the simulator).
 
     Runs are charged when they end, so without this two jobs of one org could
     each be admitted against the same budget left. Policies see budgets and
-    subsidy left net of what running jobs will still be charged (the live
-    counterpart of the simulator booking a charge at start).
+    subsidy left net of what running jobs will still be charged.
     """
     if not running:
         return books
-    fork = books.fork()
     pool_by_name = {p.name: p for p in pools}
-    for run in running:
-        pool = pool_by_name[run.placement.pool]
-        start = max(run.started_at, books.charged_until(run.job.id) or run.started_at)
-        fork.meter(run.job, pool, gpu_types[pool.gpu_type], start, run.expected_end)
-    return fork
+    runs = (
+        (run.job, pool, gpu_types[pool.gpu_type], run.started_at, run.expected_end)
+        for run in running
+        for pool in (pool_by_name[run.placement.pool],)
+    )
+    return books.committed(runs, now)
 
 
 def _deficits(session, books, policy, gpu_types, pools, running, epoch: float) -> dict:

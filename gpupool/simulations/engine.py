@@ -197,6 +197,7 @@ class _Reservation:
     twin: Books
     version: int
     tokens: list[int] = field(default_factory=list)
+    ends: dict[int, float] = field(default_factory=dict)  # token -> the run's expected end
     at: float = -math.inf  # the round it was last brought up to date for
     valid_until: float = math.inf  # earliest expected end among them: later, one is overdue
 
@@ -517,7 +518,7 @@ class Simulation:
     def _stop(self, run: _Run, now: float) -> float:
         """Release a running job's GPUs; return the reference hours of work it did."""
         job = run.running.job
-        self._charge(run, now)
+        self._charge_reserved(run, now)
         del self._running[job.id]
         for node, taken in run.running.placement.nodes:
             self._free[run.running.placement.pool][node] += taken
@@ -548,6 +549,28 @@ class Simulation:
         entries = self.books.meter(run.running.job, pool, gpu_type, run.running.started_at, now)
         self._book(entries, now)
 
+    def _charge_reserved(self, run: _Run, now: float) -> None:
+        """Charge a run at its end, keeping the cached reservation when it still holds.
+
+        A run that ends exactly where it was reserved to, in a reservation no
+        limit made order-dependent, is charged as reserved: the twin then
+        equals a rebuild once it has settled the run (Books.settle).
+        """
+        cached = self._reserved
+        keep = (
+            cached is not None
+            and cached.version == self.books.version
+            and cached.twin.holds_reservation(run.running.job.id, now)
+        )
+        self._charge(run, now)
+        if not keep:
+            return
+        cached.twin.settle(run.running.job.id, self.books)
+        cached.version = self.books.version
+        cached.tokens.remove(run.token)
+        cached.ends.pop(run.token)
+        cached.valid_until = min(cached.ends.values(), default=math.inf)
+
     def _committed(self, now: float) -> Books:
         """The books with running jobs' usage reserved, as ``Books.committed`` gives them.
 
@@ -576,6 +599,7 @@ class Simulation:
         cached.at = now
         for run in runs:
             cached.tokens.append(run.token)
+            cached.ends[run.token] = run.running.expected_end
             cached.valid_until = min(cached.valid_until, run.running.expected_end)
         return cached.twin
 

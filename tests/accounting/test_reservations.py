@@ -1,0 +1,105 @@
+"""Books.committed reservations, and keeping one when a reserved run ends as reserved.
+
+A committed twin books running jobs ahead, one after another. When no limit
+made that order matter, a run charged on the real books exactly as it was
+reserved leaves the twin equal to a rebuild once ``settle`` has run; when a
+limit did (two reservations competing for one voucher or budget), the twin
+says it cannot be kept (``holds_reservation`` is False).
+"""
+
+from decimal import Decimal as D
+
+from gpupool.accounting.books import Books
+from gpupool.accounting.periods import label_bounds
+from gpupool.accounting.programmes import Programme, Voucher
+from gpupool.model import GpuType, Job, Org, Pool
+
+HOUR = 3600.0
+A100 = GpuType("A100", "nvidia", 80, speed=1.0)
+POOL = Pool("bj-a100", "beijing", "A100", gpus=16, gpus_per_node=8, price_per_gpu_hour=10.0)
+Q4_START, _ = label_bounds("2026-Q4")
+ORGS = [Org("pumc", "medical", budget=5000.0), Org("thu", "education", budget=5000.0)]
+
+
+def run(job_id: int, org: str, hours: float, gpus: int = 1) -> tuple:
+    domain = {"pumc": "medical", "thu": "education"}[org]
+    job = Job(id=job_id, org=org, domain=domain, gpus=gpus, hours=hours, submitted_at=Q4_START)
+    return (job, POOL, A100, Q4_START, Q4_START + hours * HOUR)
+
+
+def balances(books: Books) -> tuple:
+    now = Q4_START
+    vouchers = tuple((v.id, v.balance) for v in books.vouchers)
+    return books.accounts(now), books.subsidy_left(now), vouchers
+
+
+def end_run(programmes, vouchers, runs, index=0) -> tuple[Books, Books, bool]:
+    """Reserve ``runs``, end ``runs[index]`` as reserved; return (settled twin, rebuild, kept)."""
+    books = Books(programmes, vouchers, orgs=ORGS)
+    twin = books.committed(runs, Q4_START)
+    ended = runs[index]
+    kept = twin.holds_reservation(ended[0].id, ended[4])
+    books.charge(*ended)
+    if kept:
+        twin.settle(ended[0].id, books)
+    return twin, books.committed(runs[:index] + runs[index + 1 :], Q4_START), kept
+
+
+def test_a_reservation_no_limit_binds_is_kept_and_matches_a_rebuild():
+    # 50% of 10/GPU-h, budget 1000: the three runs reserve 5 + 20 + 40 = 65, far from it
+    health = Programme("health", rate=0.5, budget=1000.0)
+    runs = [run(1, "pumc", 1.0), run(2, "thu", 2.0, gpus=2), run(3, "pumc", 4.0, gpus=2)]
+    twin, rebuild, kept = end_run([health], [], runs)
+    assert kept
+    assert balances(twin) == balances(rebuild)
+    assert twin.budget_left("health", Q4_START) == D("1000.00") - D("65.00")
+
+
+def test_vouchers_used_by_several_reservations_are_replayed_like_a_rebuild():
+    # One A100 GPU-hour takes 1/3 voucher hour. The middle run ends: a rebuild takes
+    # 10 - b - a - c, the twin held 10 - a - b - c: as floats these differ here.
+    compute = Programme("compute", rate=1.0, uses_vouchers=True, exchange_rates={"A100": 3.0})
+    voucher = Voucher(1, "pumc", "compute", amount=10.0, balance=10.0, awarded_at=0.0)
+    runs = [run(1, "pumc", 0.1), run(2, "pumc", 2.3), run(3, "pumc", 0.1)]
+    twin, rebuild, kept = end_run([compute], [voucher], runs, index=1)
+    assert kept
+    assert balances(twin) == balances(rebuild)
+
+
+def test_reservations_competing_for_a_voucher_cannot_be_kept():
+    # 4 voucher hours, the first run's 3 GPU-hours take 3: the second run gets only 1 of its 2
+    compute = Programme("compute", rate=1.0, uses_vouchers=True)
+    voucher = Voucher(1, "pumc", "compute", amount=4.0, balance=4.0, awarded_at=0.0)
+    runs = [run(1, "pumc", 3.0), run(2, "pumc", 2.0)]
+    _, _, kept = end_run([compute], [voucher], runs)
+    assert not kept
+
+
+def test_reservations_competing_for_a_budget_cannot_be_kept():
+    # budget 30 at 50%: run 1 reserves 20 (4 GPU-h), run 2 wants 20 and gets the last 10
+    health = Programme("health", rate=0.5, budget=30.0)
+    runs = [run(1, "pumc", 4.0), run(2, "thu", 4.0)]
+    _, _, kept = end_run([health], [], runs)
+    assert not kept
+
+
+def test_a_limit_exhausted_before_the_reservations_does_not_make_them_compete():
+    # the budget is spent by an earlier charge: every reservation gets 0 whatever the order
+    health = Programme("health", rate=0.5, budget=10.0)
+    books = Books([health], orgs=ORGS)
+    books.charge(*run(9, "thu", 4.0))  # wants 20, gets the whole 10
+    runs = [run(1, "pumc", 4.0), run(2, "thu", 4.0)]
+    twin = books.committed(runs, Q4_START)
+    assert twin.holds_reservation(1, runs[0][4])
+    books.charge(*runs[0])
+    twin.settle(1, books)
+    assert balances(twin) == balances(books.committed(runs[1:], Q4_START))
+
+
+def test_a_run_ending_before_its_reserved_end_is_not_kept():
+    health = Programme("health", rate=0.5, budget=1000.0)
+    books = Books([health], orgs=ORGS)
+    job, pool, gpu_type, start, end = run(1, "pumc", 2.0)
+    twin = books.committed([(job, pool, gpu_type, start, end)], Q4_START)
+    assert not twin.holds_reservation(1, end - HOUR)
+    assert twin.holds_reservation(1, end)
