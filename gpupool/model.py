@@ -337,7 +337,11 @@ class Allocation:
 
     ``placements``: jobs to start now; ``charges``: the expected charge of each
     started job (keyed by job id); ``waiting``: a reason for every pending job
-    left waiting; ``preempt``: running job ids to stop and requeue first.
+    left waiting; ``preempt``: running job ids to stop and requeue first;
+    ``why``: a short human reason for each placement's pool, keyed by job id
+    (which rule of the policy chose it, e.g. "cheapest for lab after subsidy:
+    4.50 per effective GPU-hour"); the live round stores it on the placement
+    and ``job show`` prints it. Empty from a policy that gives none.
     """
 
     placements: tuple[Placement, ...] = ()
@@ -346,6 +350,7 @@ class Allocation:
     charges: Mapping[int, Charge] = field(default_factory=dict)
     objective: float | None = None
     bound: float | None = None
+    why: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def started_ids(self) -> frozenset[int]:

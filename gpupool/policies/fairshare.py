@@ -94,8 +94,9 @@ class FairSharePolicy:
         def anywhere(job: Job) -> list[int]:
             return sorted(allowed[job.id], key=preference.__getitem__)
 
-        left = self._fill(queues, level, fluid.weight, packer, within_share, shares)
-        self._fill(left, level, fluid.weight, packer, anywhere, None)
+        why: dict[int, str] = {}
+        left = self._fill(queues, level, fluid.weight, packer, within_share, shares, why)
+        self._fill(left, level, fluid.weight, packer, anywhere, None, why)
 
         waiting = {
             job.id: packer.reasons.get(job.id, WaitReason.NEVER_FITS)
@@ -114,11 +115,15 @@ class FairSharePolicy:
             charges=dict(packer.charges),
             objective=objective,
             bound=sum(fluid.given.values()),
+            why=why,
         )
 
     @staticmethod
-    def _fill(queues, level, weight, packer: Packer, candidates, shares):
-        """Lowest level first: that domain starts its next job; returns jobs not started."""
+    def _fill(queues, level, weight, packer: Packer, candidates, shares, why):
+        """Lowest level first: that domain starts its next job; returns jobs not started.
+
+        ``shares`` None is the backfill pass. Each start's reason goes into ``why``.
+        """
         heap = [(level[d] / weight[d], d) for d in sorted(queues) if queues[d]]
         heapq.heapify(heap)
         position = dict.fromkeys(queues, 0)
@@ -131,8 +136,15 @@ class FairSharePolicy:
             if groups and packer.try_start(job, groups):
                 g = packer.group_of[job.id]
                 level[d] += job.gpus * packer.groups[g].speed
+                gpu_type = packer.groups[g].gpu_type
                 if shares is not None:
-                    shares[d][g] = shares[d].get(g, 0.0) - job.gpus
+                    room = shares[d].get(g, 0.0)
+                    why[job.id] = f"within {d}'s fair share of {gpu_type} ({room:.1f} GPUs left)"
+                    shares[d][g] = room - job.gpus
+                else:  # the backfill pass tries groups fastest, then cheapest, first
+                    why[job.id] = (
+                        f"backfill beyond {d}'s fair share: fastest type that took it, {gpu_type}"
+                    )
             else:
                 left.setdefault(d, []).append(job)
             if position[d] < len(queues[d]):

@@ -39,6 +39,10 @@ from gpupool.model import (
 from gpupool.policies.params import PolicyParams
 
 FreeGpus = dict[str, list[int]]  # pool name -> free GPUs per node, booked as the round goes
+Acceptable = Callable[[Pool, tuple[tuple[int, int], ...]], bool]
+
+BY_NAME_WHY = "first pool in name order with room that the org can pay for"
+PASSED_OVER_SHOWN = 3  # cheaper pools named in a reason; more are counted
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class FifoPolicy:
         free = free_gpus(snapshot)
         budgets = Admissions(snapshot)
         choices = PoolChoices(snapshot, self.params.placement.pool_order)
-        placements, charges, waiting = [], {}, {}
+        placements, charges, waiting, why = [], {}, {}, {}
         order = sorted(snapshot.pending, key=_ARRIVAL)
         for position, job in enumerate(order):
             if choices.never_fits(job):
@@ -69,7 +73,8 @@ class FifoPolicy:
                 continue
             placements.append(placed[0])
             charges[job.id] = placed[1]
-        return Allocation(placements=tuple(placements), waiting=waiting, charges=charges)
+            why[job.id] = choices.why(job, placed[0].pool, free)
+        return Allocation(placements=tuple(placements), waiting=waiting, charges=charges, why=why)
 
 
 _ARRIVAL = attrgetter("submitted_at", "id")
@@ -149,6 +154,42 @@ class PoolChoices:
             )
         return pools
 
+    def why(
+        self,
+        job: Job,
+        chosen: str,
+        free: FreeGpus,
+        refused: tuple[Acceptable, str] | None = None,
+    ) -> str:
+        """Why first_fit put ``job`` on pool ``chosen``: the order's rule in a few words.
+
+        Under ``cheapest``: the org's price there, and each strictly cheaper pool
+        it passed over with the cause, worked out again only now that the job
+        is placed (one string per start, none per pool tried). Re-checking is
+        exact: the pools tried before ``chosen`` are not touched by its booking.
+        ``refused`` is first_fit's ``acceptable`` and how to say it refused.
+        """
+        if self._prices is None:
+            return BY_NAME_WHY
+        org_pays = self._prices.org_pays
+        passed = []
+        for pool in self._cheapest_first(job):
+            price = org_pays(job.org, job.domain, pool)
+            if pool.name == chosen:
+                break
+            passed.append((pool, price))
+        text = f"cheapest for {job.org} after subsidy: {price:.2f} per effective GPU-hour"
+        cheaper = [(pool, p) for pool, p in passed if p < price]  # ties are no cheaper
+        if not cheaper:
+            return text
+        causes = [
+            f"{pool.name} at {p:.2f} ({_passed_cause(job, pool, free, refused)})"
+            for pool, p in cheaper[:PASSED_OVER_SHOWN]
+        ]
+        if len(cheaper) > PASSED_OVER_SHOWN:
+            causes.append(f"{len(cheaper) - PASSED_OVER_SHOWN} more")
+        return f"{text}; passed over cheaper {', '.join(causes)}"
+
     def largest_gang(self, gpu_types: tuple[str, ...]) -> int:
         """The largest gang that fits an empty pool of one of these types (0: none).
 
@@ -170,6 +211,18 @@ class PoolChoices:
                 for pool in self._by_name(job)  # the order is no matter: no probe quotes
             )
         return never
+
+
+def _passed_cause(
+    job: Job, pool: Pool, free: FreeGpus, refused: tuple[Acceptable, str] | None
+) -> str:
+    """Why first_fit skipped ``pool``: the same tests in the same order."""
+    nodes = fit_gang(free[pool.name], job.gpus, pool.gpus_per_node)
+    if nodes is None:
+        return "full"
+    if refused is not None and not refused[0](pool, nodes):
+        return refused[1]
+    return f"{job.org} could not pay there"
 
 
 def _largest_gang(pool: Pool) -> int:
@@ -221,7 +274,7 @@ def first_fit(
     pools: Iterable[Pool],
     free: FreeGpus,
     budgets: BudgetTracker | Admissions,
-    acceptable: Callable[[Pool, tuple[tuple[int, int], ...]], bool] | None = None,
+    acceptable: Acceptable | None = None,
 ) -> tuple[Placement, Charge] | WaitReason:
     """Place ``job`` on the first pool that fits (and that ``acceptable`` agrees to).
 

@@ -255,7 +255,7 @@ class _Round:
         self.no_room_from: dict[tuple[str, ...], int] = {}
 
     def run(self, order: list[Job]) -> Allocation:
-        placements, charges, waiting = [], {}, {}
+        placements, charges, waiting, why = [], {}, {}, {}
         never_fits, no_room_from = self.choices.never_fits, self.no_room_from
         for position, job in enumerate(order):
             if never_fits(job):
@@ -277,8 +277,26 @@ class _Round:
             placement, charge = placed
             placements.append(placement)
             charges[job.id] = charge
+            why[job.id] = self._why(job, placement.pool)
             self._hold(placement.pool, self._end(job, placement.pool), placement.nodes)
-        return Allocation(placements=tuple(placements), waiting=waiting, charges=charges)
+        return Allocation(placements=tuple(placements), waiting=waiting, charges=charges, why=why)
+
+    def _why(self, job: Job, pool_name: str) -> str:
+        """Backfilled or in priority order, then the pool order's rule (before _hold)."""
+        reservation = self.reservation
+        refused = None
+        if reservation is None:
+            order = "started in priority order"
+        else:
+            top = reservation.job.id
+            refused = (self._does_not_delay(job), f"would delay job {top}'s reserved start")
+            if pool_name != reservation.pool.name:
+                order = f"backfilled: job {top} is reserved on {reservation.pool.name}"
+            elif self._end(job, pool_name) <= reservation.start:
+                order = f"backfilled: ends before job {top}'s reserved start"
+            else:
+                order = f"backfilled: job {top}'s reserved gang still fits at its start"
+        return f"{order}; {self.choices.why(job, pool_name, self.free, refused)}"
 
     def _place(self, job: Job):
         """first_fit; remembers the gang size that found no room on these GPU types."""

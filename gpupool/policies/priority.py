@@ -128,7 +128,8 @@ class PriorityPolicy:
         plan = _Plan.of(plan_classes, groups, limits, packer, self.price_tiebreak, money)
 
         # 3. Start, in start order
-        preemptor = self._start(snapshot, order, allowed, prio, packer, plan)
+        why: dict[int, str] = {}
+        preemptor = self._start(snapshot, order, allowed, prio, packer, plan, why)
 
         # 4. Report
         objective = sum(
@@ -161,23 +162,31 @@ class PriorityPolicy:
             charges=dict(packer.charges),
             objective=objective,
             bound=bound,
+            why=why,
         )
 
-    def _start(self, snapshot, order, allowed, prio, packer: Packer, plan: _Plan):
-        """Step 3: each job in start order, where the plan prefers; the preemptor if enabled."""
+    def _start(self, snapshot, order, allowed, prio, packer: Packer, plan: _Plan, why):
+        """Step 3: each job in start order, where the plan prefers; the preemptor if enabled.
+
+        Fills ``why`` (job id -> reason for its pool) for each job it starts."""
         preemptor = None
         if self.params.preemption.enabled:
             preemptor = _Preemptor(snapshot, self.params, packer, prio, allowed)
             preemptor.tries_left = self.max_preemption_tries
         for job in order:
             its_groups = allowed[job.id]
+            tried: list[int] = []
             if packer.capacity.fits_none(job.gpus, its_groups):  # most of a long queue: no scan
                 packer.no_room(job, its_groups)
                 started = False
             else:
-                started = packer.try_start(job, plan.candidates(job, its_groups))
-            if not started and preemptor is not None:
-                started = preemptor.try_start(job)
+                tried = plan.candidates(job, its_groups)
+                started = packer.try_start(job, tried)
+            if started:
+                why[job.id] = plan.why(job, packer.group_of[job.id], its_groups, tried)
+            elif preemptor is not None and preemptor.try_start(job):
+                started = True
+                why[job.id] = preemptor.why(job)
             if started:
                 plan.took(job, packer.group_of[job.id])
         return preemptor
@@ -310,6 +319,41 @@ class _Plan:
 
         ordered = sorted(fitting, key=rank)
         return ordered + [g for g in allowed if g not in ordered]
+
+    def why(self, job: Job, g: int, allowed: tuple[int, ...], tried: list[int]) -> str:
+        """Why ``job`` went to group ``g``, told from the groups it prefers but did not take.
+
+        Called right after the start, before ``took``: only ``g`` changed, so for
+        every preferred group (faster, or as fast and cheaper) what ``candidates``
+        saw still holds. A preferred group tried before ``g`` refused it (domain
+        cap or org budget); one that could fit but came after ``g`` had no room
+        beyond the plan's reservation for one-type jobs (the LP's doing); else it
+        was full. Groups of the chosen type (other node sizes) are not told.
+        """
+        capacity, groups = self.packer.capacity, self.packer.groups
+        chosen = groups[g]
+        if len(allowed) == 1:
+            return f"the only GPU type it can use here: {chosen.gpu_type}"
+        before = set(tried[: tried.index(g)])
+        causes: dict[str, str] = {}
+        rank = self.preference[g]
+        for other in allowed:
+            if self.preference[other] >= rank or groups[other].gpu_type == chosen.gpu_type:
+                continue  # not preferred to g (or the same type): nothing to explain
+            if other in before:
+                cause = "refused by its domain cap or org budget"
+            elif capacity.could_fit(job.gpus, other):
+                cause = "kept by the LP plan for jobs that can only run there"
+            else:
+                cause = "full"
+            causes.setdefault(groups[other].gpu_type, cause)
+        if not causes:
+            return f"fastest GPU type it allows: {chosen.gpu_type}"
+        lead = "fastest GPU type that took it"
+        if any(cause.startswith("kept") for cause in causes.values()):
+            lead = "LP-guided placement"
+        passed = ", ".join(f"{name} {cause}" for name, cause in causes.items())
+        return f"{lead}: {chosen.gpu_type} ({passed})"
 
     def took(self, job: Job, g: int) -> None:
         c = self.class_of.get(job.id)
@@ -685,6 +729,7 @@ class _Preemptor:
         for rows in self.victims.values():
             rows.sort(key=lambda row: row[:3])  # lowest priority, most recently started first
         self.preempted: list[int] = []
+        self.last_pool, self.last_count = "", 0  # the latest start's pool and victim count
 
     def try_start(self, job: Job) -> bool:
         if self.tries_left <= 0:
@@ -705,11 +750,18 @@ class _Preemptor:
                 capacity.give(member, g, r.placement.nodes)
             if self.packer.try_start_in(job, g, member):
                 self.preempted.extend(r.job.id for r in victims)
+                self.last_pool, self.last_count = pool, len(victims)
                 self.victims[pool] = [row for row in self.victims[pool] if row[3] not in victims]
                 return True
             for r in victims:  # its cap or budget said no: put the victims back
                 capacity.take(member, g, r.placement.nodes)
         return False
+
+    def why(self, job: Job) -> str:
+        """After a start by preemption: whom it stopped, and where."""
+        victims = self.preempted[-self.last_count :]
+        shown = ", ".join(map(str, victims))
+        return f"no room elsewhere: preempted lower-priority job(s) {shown} on {self.last_pool}"
 
     def _victims_for(self, job: Job, member):
         """Fewest running jobs to stop in this pool so that the gang fits, or None."""
