@@ -160,6 +160,9 @@ class PlacementRow(Base):
     started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
     round_id: Mapped[int | None] = mapped_column(ForeignKey("scheduler_rounds.id"), nullable=True)
+    # why the policy chose this pool (Allocation.why); None for placements made
+    # before migration 0002 or by a policy that gives no reason
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     pool: Mapped[PoolRow] = relationship(lazy="joined")
 
 
