@@ -141,6 +141,7 @@ def show(
                 "nodes": p.nodes,
                 "started_at": clock.iso(p.started_at),
                 "ended_at": clock.iso(p.ended_at),
+                "reason": p.reason,
             }
             for p in repository.placements_of(session, row.id)
         ]
@@ -150,15 +151,33 @@ def show(
     if as_json:
         print_json(view)
         return
+    why = _pool_reason(view)
     for key, value in view.items():
         if key not in ("placements", "accounting"):
-            typer.echo(f"{key:>13}: {'-' if value is None else value}")
-    for placement in view["placements"]:
+            text = "-" if value is None else value
+            if key == "pool" and why:
+                text = f"{value} — {why}"
+            typer.echo(f"{key:>13}: {text}")
+    placements = view["placements"]
+    for index, placement in enumerate(placements):
+        reason = placement["reason"]
+        if why and index == len(placements) - 1:
+            reason = None  # on the pool line already
         typer.echo(
             f"{'ran on':>13}: {placement['pool']} nodes {placement['nodes']} "
             f"from {placement['started_at']} to {placement['ended_at'] or 'now'}"
+            + (f" — {reason}" if reason else "")
         )
     _explain_price(view["accounting"])
+
+
+def _pool_reason(view: dict) -> str | None:
+    """Why the policy chose the job's current pool; None when the job holds none
+    (never ran, or requeued) or the placement predates stored reasons."""
+    acc = view["accounting"]
+    if acc is None or acc["pool"] != view["pool"]:
+        return None
+    return acc["pool_reason"]
 
 
 def _explain_price(acc: dict | None) -> None:

@@ -565,8 +565,10 @@ def guarantee_shares(params: object, gpu_types: Mapping[str, model.GpuType], poo
 def job_accounting(session: Session, job_row: JobRow) -> dict | None:
     """Why this pool and this price: the pool, its GPU type and price, and the ledger's split.
 
-    None for a job that never ran. ``charges`` lists each ledger entry (a run
-    split at period, programme and voucher boundaries); the sums are exact.
+    None for a job that never ran. ``pool_reason`` is why the policy chose the
+    latest placement's pool (None if it was placed before the schema kept
+    reasons). ``charges`` lists each ledger entry (a run split at period,
+    programme and voucher boundaries); the sums are exact.
     """
     placements = repository.placements_of(session, job_row.id)
     if not placements:
@@ -583,6 +585,7 @@ def job_accounting(session: Session, job_row: JobRow) -> dict | None:
             funded[source] = funded.get(source, 0.0) + float(entry.subsidy)
     return {
         "pool": pool.name,
+        "pool_reason": placements[-1].reason,
         "site": pool.site,
         "gpu_type": gpu_type.name,
         "speed": gpu_type.speed,

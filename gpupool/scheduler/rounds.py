@@ -20,7 +20,8 @@ shared with the books, SQLite's database write lock taken by the first insert):
     7. each start re-checked against what committed meanwhile: a job no longer
        pending (cancelled) is skipped, a placement whose GPUs are no longer free
        is skipped and the job waits with "no capacity"; otherwise placement
-       written and job running (check_transition). No ledger entry at start:
+       written, with the policy's reason for its pool, and job running
+       (check_transition). No ledger entry at start:
        runs are charged when they end (gpupool.scheduler.lifecycle.settle);
     8. the wait reason of every job still pending.
 
@@ -76,6 +77,7 @@ class Started:
     pool: str
     nodes: tuple[tuple[int, int], ...]
     charge: model.Charge
+    reason: str | None = None  # why the policy chose the pool (Allocation.why)
 
 
 @dataclass
@@ -160,7 +162,10 @@ def run_round(
         solve_seconds=solve_seconds,
     )
     charges = _charges(snapshot, allocation)
-    planned = [Started(p.job_id, p.pool, p.nodes, charges[p.job_id]) for p in allocation.placements]
+    planned = [
+        Started(p.job_id, p.pool, p.nodes, charges[p.job_id], allocation.why.get(p.job_id))
+        for p in allocation.placements
+    ]
     if dry_run:
         result.started = planned
     else:
@@ -328,6 +333,7 @@ def _start(session, started: Started, row, pool_row, free, round_id, moment) -> 
             nodes=[[node, gpus] for node, gpus in started.nodes],
             started_at=moment,
             round_id=round_id,
+            reason=started.reason,
         )
     )
     # No ledger entry at start: the run is charged on actual use when it ends
