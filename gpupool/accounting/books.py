@@ -550,6 +550,37 @@ class Books:
         start = max(started_at, self._charged_until.get(job.id, started_at))
         return self.charge(job, pool, gpu_type, start, now) if now > start else []
 
+    def org_pays_floor(
+        self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float
+    ) -> float:
+        """A lower bound on what ``job``'s org would pay for this usage, without pricing it.
+
+        Every line of a charge is funded by at most one source, at a rate no
+        higher than the best rate any source the job is eligible for offers on
+        this GPU type, and rounding to cents moves a line's org share by less
+        than a cent. Admission refuses an org out of budget on this bound
+        alone, so a queue of its jobs costs no full quotes (whole-trace replays).
+        """
+        programmes = [p for p in self._programmes.values() if p.eligible(job.org, job.domain)]
+        rates = [p.rate_for(gpu_type.name) for p in programmes]
+        if self.flat is not None:
+            rates.append(self.flat.rate(job.domain, gpu_type.name))
+        cost = job.gpus * (end - start) / 3600.0 * pool.price_per_gpu_hour
+        lines = self._most_lines(job.org, programmes, start, end)
+        return (1.0 - max(rates, default=0.0)) * cost - 0.01 * lines
+
+    def _most_lines(self, org: str, programmes: list[Programme], start: float, end: float) -> int:
+        """More lines than ``_plan`` can write for this usage: pieces x (funders + 2)."""
+        voucher_programmes = {p.name for p in programmes if p.uses_vouchers}
+        vouchers = sum(
+            1 for v in self._vouchers.values() if v.org == org and v.programme in voucher_programmes
+        )
+        # a month is the shortest calendar period: it cuts at most once per 28 days
+        calendar_cuts = 1 + int((end - start) / (28 * 86400.0))
+        cuts = calendar_cuts * (1 + len(programmes)) + 2 * (len(programmes) + vouchers)
+        funders = len(programmes) - len(voucher_programmes) + vouchers
+        return (cuts + 1) * (funders + 2)
+
     def assess(
         self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float
     ) -> tuple[Charge, str | None]:

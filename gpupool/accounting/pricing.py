@@ -77,24 +77,30 @@ class BudgetTracker:
                 subsidy = min(subsidy, max(0.0, limit))
         return Charge(cost=cost, subsidy=subsidy, org_pays=cost - subsidy)
 
-    def _assess(self, job: Job, pool: Pool) -> tuple[Charge, bool]:
-        """The quote and whether the org can take the job now."""
-        account = self._account(job.org)
+    def _assess(self, job: Job, pool: Pool) -> Charge | None:
+        """The quote if the org can take the job now, else None."""
+        budget_left = self._account(job.org).budget_left
         if self._books is not None:
-            charge, held_by = self._books.assess(job, pool, *self._estimated_run(job, pool))
+            run = self._estimated_run(job, pool)
+            if budget_left is not None and (
+                self._books.org_pays_floor(job, pool, *run) > budget_left + 1e-9
+            ):
+                return None  # cannot pay even its least possible share: no quote needed
+            charge, held_by = self._books.assess(job, pool, *run)
             if held_by is not None:
-                return charge, False
+                return None
         else:
             charge = self.quote(job, pool)
-        ok = account.budget_left is None or charge.org_pays <= account.budget_left + 1e-9
-        return charge, ok
+        if budget_left is not None and charge.org_pays > budget_left + 1e-9:
+            return None
+        return charge
 
     def affordable(self, job: Job, pool: Pool) -> bool:
-        return self._assess(job, pool)[1]
+        return self._assess(job, pool) is not None
 
     def admit(self, job: Job, pool: Pool) -> Charge | None:
-        charge, ok = self._assess(job, pool)
-        if not ok:
+        charge = self._assess(job, pool)
+        if charge is None:
             return None
         account = self._account(job.org)
         self._accounts[job.org] = OrgAccount(
@@ -108,7 +114,7 @@ class BudgetTracker:
         if self._platform_left is not None:
             self._platform_left -= charge.subsidy
         if self._books is not None:
-            self._books.charge(job, pool, *self._estimated_run(job, pool))
+            self._books.book_ahead(job, pool, *self._estimated_run(job, pool))
         return charge
 
 

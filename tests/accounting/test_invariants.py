@@ -129,3 +129,34 @@ def test_same_inputs_give_the_same_ledger():
     run_workload(first, random.Random(6), 30)
     run_workload(second, random.Random(6), 30)
     assert first.entries == second.entries
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_org_pays_floor_never_exceeds_a_quote(seed):
+    # admission refuses on the floor without quoting: a floor above a real quote
+    # would refuse a job its org could pay
+    rng = random.Random(seed)
+    books = random_books(rng)
+    run_workload(books, rng, jobs=30)
+    for job_id in range(200):
+        org = rng.choice(ORGS)
+        gpu_type = rng.choice(list(TYPES))
+        start = START + rng.uniform(0, 300 * 24 * HOUR)
+        end = start + rng.choice([0.01, 1.0, 50.0, 2000.0]) * HOUR
+        job = Job(1000 + job_id, org.name, org.domain, rng.randint(1, 16), 1.0, start)
+        args = (job, POOLS[gpu_type], TYPES[gpu_type], start, end)
+        quote = books.quote(*args)
+        floor = books.org_pays_floor(*args)
+        assert floor <= quote.org_pays + 1e-9
+
+
+def test_org_pays_floor_is_close_when_rates_are_below_one():
+    # 50% programme, 4 A100 x 10 h x 7.5 = 300.00: the org pays 150.00. The floor is
+    # 150 less a cent per line _plan could write, counted generously: cuts <= 1 calendar
+    # cut x (1 + 1 programme) + 2 x 1 programme = 4, so 5 pieces x (1 funder + 2) = 15
+    half = Programme("half", rate=0.5)
+    books = Books([half], orgs=ORGS)
+    job = Job(1, "org0", "medical", 4, 10.0, START)
+    args = (job, POOLS["A100"], TYPES["A100"], START, START + 10 * HOUR)
+    assert books.quote(*args).org_pays == 150.0
+    assert books.org_pays_floor(*args) == pytest.approx(150.0 - 0.15)
