@@ -183,6 +183,25 @@ class _Draft:
     )
     voucher_used: dict[int, float] = field(default_factory=lambda: defaultdict(float))
     lines: list[_Line] = field(default_factory=list)
+    # when recorded (reservations): what in the books decided each limit, see _Memo
+    checks: list[tuple] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """A reservation's pricing, kept to be reused when the books would decide it the same.
+
+    ``draft.checks``: ``(store, key, test, a, b)`` for every limit the pricing
+    read, store 'spent', 'capped' or 'voucher'. A limit that held the run back
+    (binding) must read exactly the same again (test 'eq', a = the value); one
+    that did not must still leave room: 'room', float(a - value) > b (a = the
+    limit less what the run itself took, b = what it wanted), or 'left',
+    value - a > b for a voucher balance. Then every decision in ``_plan`` comes
+    out the same, so the draft does too.
+    """
+
+    key: tuple
+    draft: _Draft
 
 
 @dataclass
@@ -293,7 +312,7 @@ class Books:
             balances={i: v.balance for i, v in self._vouchers.items()},
         )
 
-    def committed(self, runs: Iterable[tuple], now: float) -> Books:
+    def committed(self, runs: Iterable[tuple], now: float, memo: dict | None = None) -> Books:
         """A fork in which running jobs' usage not charged yet is booked ahead.
 
         ``runs``: ``(job, pool, gpu_type, started_at, expected_end)``. Usage is
@@ -304,14 +323,18 @@ class Books:
         """
         twin = self.fork()
         twin._watch = self._watch_limits()
-        return self.reserve(twin, runs, now)
+        return self.reserve(twin, runs, now, memo)
 
-    def reserve(self, twin: Books, runs: Iterable[tuple], now: float) -> Books:
+    def reserve(
+        self, twin: Books, runs: Iterable[tuple], now: float, memo: dict | None = None
+    ) -> Books:
         """Book ``runs`` ahead on ``twin`` (a fork of these books), as ``committed`` does.
 
         Reserving runs one call after another on the same twin gives the same
         twin as one call with all of them: a driver may extend a cached twin
         with runs started since, while these books and ``now``'s effect are unchanged.
+        ``memo`` (job id -> _Memo, kept by the caller between calls) lets a run's
+        pricing be reused while every limit it read would decide it the same.
         """
         limited = self._limited_orgs()
         if limited is not None and not limited:
@@ -322,10 +345,42 @@ class Books:
             start = max(started_at, self._charged_until.get(job.id, started_at))
             end = max(expected_end, now)
             if end > start:
-                twin.book_ahead(job, pool, gpu_type, start, end)
+                twin._reserve_one(job, pool, gpu_type, start, end, memo)
                 if twin._watch is not None:
                     twin._watch.spans[job.id] = (start, end)
         return twin
+
+    def _reserve_one(self, job, pool, gpu_type, start: float, end: float, memo) -> None:
+        key = (pool.name, start, end, len(self._vouchers))  # a new voucher could fund it
+        kept = None if memo is None else memo.get(job.id)
+        if kept is not None and kept.key == key and self._still_holds(kept.draft.checks):
+            draft = kept.draft
+        else:
+            draft = self._plan(job, pool, gpu_type, start, end, record=memo is not None)
+            if memo is not None:
+                memo[job.id] = _Memo(key, draft)
+        self._book_draft(job, draft, end)
+
+    def _still_holds(self, checks: list[tuple]) -> bool:
+        for store, key, test, a, b in checks:
+            value = self._limit_value(store, key)
+            if test == "eq":
+                if value != a:
+                    return False
+            elif test == "room":
+                if not float(a - value) > b:
+                    return False
+            elif not value - a > b:
+                return False
+        for store, key, test, _, _ in checks:
+            if test == "eq":  # binding: as when priced, contended if another took from it
+                self._note_binding(store, key)
+        return True
+
+    def _limit_value(self, store: str, key):
+        if store == "voucher":
+            return self._vouchers[key].balance
+        return (self._spent if store == "spent" else self._capped).get(key, ZERO)
 
     def holds_reservation(self, job_id: int, end: float) -> bool:
         """Whether this committed twin reserved ``job_id`` up to exactly ``end``, order-free.
@@ -362,13 +417,16 @@ class Books:
         rebased = books._watch_limits()
         watch.spent, watch.capped, watch.balances = rebased.spent, rebased.capped, rebased.balances
 
-    def _note_binding(self, spent_key: tuple, cap_key: tuple) -> None:
+    def _note_binding(self, store: str, key) -> None:
         """A limit held back a reservation: if another reservation drew on it, order matters."""
         watch = self._watch
-        if watch is not None and (
-            self._spent[spent_key] != watch.spent.get(spent_key, ZERO)
-            or self._capped[cap_key] != watch.capped.get(cap_key, ZERO)
-        ):
+        if watch is None:
+            return
+        if store == "voucher":
+            base = watch.balances.get(key)
+        else:
+            base = (watch.spent if store == "spent" else watch.capped).get(key, ZERO)
+        if self._limit_value(store, key) != base:
             watch.contended = True
 
     def _limited_orgs(self) -> frozenset[str] | None:
@@ -528,6 +586,10 @@ class Books:
                 location="start",
             )
         draft = self._plan(job, pool, gpu_type, start, end)
+        self._book_draft(job, draft, max(end, done or end))
+        return draft.lines
+
+    def _book_draft(self, job: Job, draft: _Draft, charged_until: float) -> None:
         self.version += 1
         for key, amount in draft.spent.items():
             self._spent[key] += amount
@@ -540,8 +602,7 @@ class Books:
             self._watch.voucher_use[job.id] = dict(draft.voucher_used)
         for line in draft.lines:
             self._org_paid[(job.org, line.piece.label)] += line.org_pays
-        self._charged_until[job.id] = max(end, done or end)
-        return draft.lines
+        self._charged_until[job.id] = charged_until
 
     def meter(
         self, job: Job, pool: Pool, gpu_type: GpuType, started_at: float, now: float
@@ -602,14 +663,16 @@ class Books:
                 return _as_charge(lines), prog.name
         return _as_charge(lines), None
 
-    def _plan(self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float) -> _Draft:
+    def _plan(
+        self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float, record=False
+    ) -> _Draft:
         if pool.gpu_type != gpu_type.name:
             raise GpupoolError(
                 f"pool {pool.name} holds {pool.gpu_type}, not {gpu_type.name}", location="gpu_type"
             )
         if not (math.isfinite(start) and math.isfinite(end)) or end < start:
             raise GpupoolError(f"bad usage interval [{start}, {end})", location="end")
-        draft = _Draft()
+        draft = _Draft(checks=[] if record else None)
         programmes = [p for p in self._programmes.values() if p.eligible(job.org, job.domain)]
         vouchers = self._vouchers_of(job.org, programmes)
         for piece_start, piece_end in self._pieces(start, end, programmes, vouchers):
@@ -661,9 +724,10 @@ class Books:
             for voucher in vouchers[prog.name]:
                 if left <= _EPS or not voucher.usable(piece.start):
                     continue
-                balance = voucher.balance - draft.voucher_used[voucher.id]
-                if balance <= _EPS or (per_piece > 0 and balance <= left * per_piece + _EPS):
-                    self._note_voucher_binding(voucher)
+                used = draft.voucher_used[voucher.id]
+                balance = voucher.balance - used
+                need = left * per_piece + _EPS if per_piece > 0 else _EPS
+                self._check(draft, "voucher", voucher.id, balance <= need, used, need)
                 if balance <= _EPS:
                     continue
                 share = left if per_piece <= 0 else min(left, balance / per_piece)
@@ -675,10 +739,29 @@ class Books:
         if left > _EPS:
             self._book(draft, piece, left, ZERO, None, None)
 
-    def _note_voucher_binding(self, voucher: Voucher) -> None:
-        watch = self._watch
-        if watch is not None and voucher.balance != watch.balances.get(voucher.id):
-            watch.contended = True
+    def _check(self, draft: _Draft, store: str, key, binding: bool, a, b) -> None:
+        """Note a limit read while pricing: for contention, and for a memo's checks."""
+        if binding:
+            self._note_binding(store, key)
+        if draft.checks is not None:
+            if binding:
+                draft.checks.append((store, key, "eq", self._limit_value(store, key), None))
+            else:
+                draft.checks.append((store, key, "room" if store != "voucher" else "left", a, b))
+
+    def _allowed(self, draft: _Draft, limits: list[tuple], wanted: float) -> Decimal | None:
+        """What subsidy ``limits`` (store, key, amount) let through now, or None for no limit."""
+        if not limits:
+            return None
+        rooms = []
+        for store, key, amount in limits:
+            pending = (draft.spent if store == "spent" else draft.capped)[key]
+            rooms.append((amount - pending, self._limit_value(store, key)))
+        allowed = max(ZERO, min(left - value for left, value in rooms))
+        binding = wanted + 0.01 >= float(allowed)
+        for (store, key, _), (left, _) in zip(limits, rooms, strict=True):
+            self._check(draft, store, key, binding, left, wanted + 0.01)
+        return allowed
 
     def _fund_flat(self, draft, piece: _Piece, share: float) -> float:
         """The policy document's flat rates pay for what no programme funded."""
@@ -688,13 +771,11 @@ class Books:
         key, cap_key = (FLAT, piece.label), (FLAT, piece.label, piece.job.org)
         limits = []
         if self.flat.period_budget is not None:
-            limits.append(cents(self.flat.period_budget) - self._spent[key] - draft.spent[key])
+            limits.append(("spent", key, cents(self.flat.period_budget)))
         if self.flat.org_cap is not None:
-            limits.append(cents(self.flat.org_cap) - self._capped[cap_key] - draft.capped[cap_key])
-        allowed = max(ZERO, min(limits)) if limits else None
+            limits.append(("capped", cap_key, cents(self.flat.org_cap)))
         wanted = rate * share * piece.cost
-        if allowed is not None and wanted + 0.01 >= float(allowed):
-            self._note_binding(key, cap_key)
+        allowed = self._allowed(draft, limits, wanted)
         if allowed is not None and wanted > float(allowed):
             share *= float(allowed) / wanted
         if share <= _EPS:
@@ -709,23 +790,20 @@ class Books:
 
     def _fund(self, draft, piece: _Piece, prog: Programme, share: float, voucher) -> float:
         """Let ``prog`` pay for up to ``share`` of the piece; return the share it funded."""
+        rate = prog.rate_for(piece.gpu_type.name)
+        if rate <= 0:
+            return 0.0
         key = prog.period.key(piece.start)
         limits = []
         if prog.budget is not None:
-            limits.append(
-                cents(prog.budget) - self._spent[(prog.name, key)] - draft.spent[(prog.name, key)]
-            )
+            limits.append(("spent", (prog.name, key), cents(prog.budget)))
         if prog.org_cap is not None:
-            cap_key = (prog.name, key, piece.job.org)
-            limits.append(cents(prog.org_cap) - self._capped[cap_key] - draft.capped[cap_key])
-        allowed = max(ZERO, min(limits)) if limits else None
-        rate = prog.rate_for(piece.gpu_type.name)
+            limits.append(("capped", (prog.name, key, piece.job.org), cents(prog.org_cap)))
         wanted = rate * share * piece.cost
-        if allowed is not None and rate > 0 and wanted + 0.01 >= float(allowed):
-            self._note_binding((prog.name, key), (prog.name, key, piece.job.org))
+        allowed = self._allowed(draft, limits, wanted)
         if allowed is not None and wanted > float(allowed):
             share *= float(allowed) / wanted
-        if share <= _EPS or rate <= 0:
+        if share <= _EPS:
             return 0.0
         subsidy = cents(rate * share * piece.cost)
         if allowed is not None:

@@ -268,6 +268,7 @@ class Simulation:
         self._finished = 0
         self._preemptive = _may_preempt(policy)
         self._reserved: _Reservation | None = None
+        self._priced: dict = {}  # job id -> its reservation's pricing, reused on rebuilds
 
     # -- driving the clock ------------------------------------------------
 
@@ -563,6 +564,7 @@ class Simulation:
             and cached.twin.holds_reservation(run.running.job.id, now)
         )
         self._charge(run, now)
+        self._priced.pop(run.running.job.id, None)
         if not keep:
             return
         cached.twin.settle(run.running.job.id, self.books)
@@ -579,6 +581,8 @@ class Simulation:
         not change any reservation (no run is overdue, so each is reserved to its
         expected end). Runs started since are reserved on top, in ``_running``'s
         order, which is exactly what a rebuild would do after the earlier ones.
+        A rebuild reuses each run's pricing while the limits it read would
+        decide it the same (``Books.reserve``'s memo), so it mostly adds sums.
         """
         if not self.options.reservation_cache:
             return self.books.committed(self._commitments(), now)
@@ -591,11 +595,11 @@ class Simulation:
             and len(runs) >= len(cached.tokens)
             and all(run.token == token for run, token in zip(runs, cached.tokens, strict=False))
         ):
-            twin = self.books.committed(self._commitments(runs), now)
+            twin = self.books.committed(self._commitments(runs), now, self._priced)
             cached = self._reserved = _Reservation(twin=twin, version=self.books.version)
         else:
             runs = runs[len(cached.tokens) :]
-            self.books.reserve(cached.twin, self._commitments(runs), now)
+            self.books.reserve(cached.twin, self._commitments(runs), now, self._priced)
         cached.at = now
         for run in runs:
             cached.tokens.append(run.token)

@@ -7,12 +7,17 @@ limit did (two reservations competing for one voucher or budget), the twin
 says it cannot be kept (``holds_reservation`` is False).
 """
 
+import random
 from decimal import Decimal as D
+
+import pytest
 
 from gpupool.accounting.books import Books
 from gpupool.accounting.periods import label_bounds
 from gpupool.accounting.programmes import Programme, Voucher
 from gpupool.model import GpuType, Job, Org, Pool
+from tests.accounting.test_invariants import ORGS as RANDOM_ORGS
+from tests.accounting.test_invariants import POOLS, START, TYPES, random_books
 
 HOUR = 3600.0
 A100 = GpuType("A100", "nvidia", 80, speed=1.0)
@@ -103,3 +108,58 @@ def test_a_run_ending_before_its_reserved_end_is_not_kept():
     twin = books.committed([(job, pool, gpu_type, start, end)], Q4_START)
     assert not twin.holds_reservation(1, end - HOUR)
     assert twin.holds_reservation(1, end)
+
+
+def _state(books: Books) -> tuple:
+    return (
+        {k: v for k, v in books._spent.items() if v},
+        {k: v for k, v in books._capped.items() if v},
+        {k: v for k, v in books._org_paid.items() if v},
+        books.vouchers,
+        books._watch.contended,
+    )
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_reserving_with_a_memo_gives_the_books_a_fresh_pricing_gives(seed):
+    # random programmes and vouchers with small budgets, caps and balances, so that
+    # limits bind; runs start and end (charged on the books) in random order, and
+    # after every change the memoised reservation must equal one priced afresh
+    rng = random.Random(seed)
+    books = random_books(rng)
+    memo: dict = {}
+    running: dict[int, tuple] = {}
+    now = START
+    reused = 0
+    for step in range(120):
+        now += rng.uniform(0, 20) * HOUR
+        event = rng.random()
+        if running and event < 0.4:
+            job_id = rng.choice(sorted(running))
+            job, pool, gpu_type, started, expected = running.pop(job_id)
+            books.meter(job, pool, gpu_type, started, max(now, started + 1.0))
+            memo.pop(job_id, None)
+        elif event < 0.5:  # usage no reservation foresaw: leaves every limit less room
+            org = rng.choice(RANDOM_ORGS)
+            job = Job(10_000 + step, org.name, org.domain, rng.randint(1, 16), 1.0, now)
+            books.charge(job, POOLS["H100"], TYPES["H100"], now - 30 * HOUR, now)
+        elif event < 0.55 and any(p.uses_vouchers for p in books.programmes):
+            prog = rng.choice([p for p in books.programmes if p.uses_vouchers])
+            org = rng.choice([o for o in RANDOM_ORGS if prog.eligible(o.name, o.domain)] or [None])
+            if org is not None:  # a new voucher may fund runs priced before it existed
+                books.award(org.name, prog.name, rng.uniform(1, 200), now)
+        else:
+            org = rng.choice(RANDOM_ORGS)
+            kind = rng.choice(list(TYPES))
+            job = Job(step + 1, org.name, org.domain, rng.randint(1, 16), 1.0, now)
+            running[job.id] = (job, POOLS[kind], TYPES[kind], now, now + rng.uniform(1, 300) * HOUR)
+        if books.expiring(now):
+            for job, pool, gpu_type, started, _ in running.values():
+                books.meter(job, pool, gpu_type, started, now)
+            books.expire(now)
+        runs = list(running.values())
+        before = {job_id: m.draft for job_id, m in memo.items()}
+        with_memo = books.committed(runs, now, memo)
+        reused += sum(memo[job_id].draft is draft for job_id, draft in before.items())
+        assert _state(with_memo) == _state(books.committed(runs, now))
+    assert reused > 0

@@ -48,9 +48,9 @@ def _replay(name: str, seed: int, cache: bool, monkeypatch) -> tuple:
     builds = []
     committed = Books.committed
 
-    def counting(self, runs, now):
+    def counting(self, runs, now, memo=None):
         builds.append(now)
-        return committed(self, runs, now)
+        return committed(self, runs, now, memo)
 
     monkeypatch.setattr(Books, "committed", counting)
     document = load_policy_file(EXAMPLES / "policies" / "subsidy-multifactor.yaml")
