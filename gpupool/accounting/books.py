@@ -77,6 +77,8 @@ class LedgerEntry:
     rounded). ``effective_gpu_hours``: usage for charge/correction entries,
     voucher hours (+ awarded or carried, - expired) for the other kinds.
     ``at``: end of the booked usage, or when the award/expiry happened.
+    ``pool``: the pool a charge was for (where the usage happened); None for
+    award/expiry/carry-over entries and for rows stored before the ledger kept it.
     """
 
     kind: str
@@ -93,6 +95,7 @@ class LedgerEntry:
     programme: str | None = None
     voucher_id: int | None = None
     note: str = ""
+    pool: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -130,6 +133,7 @@ class _Piece:
     """A stretch of one job's usage priced on its own."""
 
     job: Job
+    pool: str
     gpu_type: GpuType
     label: str
     start: float
@@ -170,6 +174,7 @@ class _Line(NamedTuple):
             voucher_id=self.voucher_id,
             at=piece.end,
             note=note,
+            pool=piece.pool,
         )
 
 
@@ -679,6 +684,7 @@ class Books:
             hours = (piece_end - piece_start) / 3600.0
             piece = _Piece(
                 job=job,
+                pool=pool.name,
                 gpu_type=gpu_type,
                 label=period_label(piece_start, self.period),
                 start=piece_start,
