@@ -208,6 +208,9 @@ class LedgerEntryRow(Base):
     voucher_id: Mapped[int | None] = mapped_column(ForeignKey("vouchers.id"), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     note: Mapped[str] = mapped_column(Text, default="")
+    # the pool a charge was for (where the usage happened); None for voucher
+    # entries and for charges written before migration 0003
+    pool_id: Mapped[int | None] = mapped_column(ForeignKey("pools.id"), nullable=True)
 
 
 class PolicyVersionRow(Base):
