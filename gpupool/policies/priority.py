@@ -31,8 +31,9 @@ A round, in numbered steps:
    BudgetTracker. With preemption enabled, a job that found no room may stop
    running jobs whose priority is at least ``min_gap`` lower, in the pool
    where that frees the fewest GPUs.
-4. Report: objective = the value started; bound = a dual bound on the LP
-   relaxation of the job-level model (capacity, whole nodes, domain caps, and
+4. Report: objective = the value started; with ``report_bound`` (off by
+   default: the simulator and live rounds never read it), bound = a dual
+   bound on the LP relaxation of the job-level model (capacity, whole nodes, domain caps, and
    budget rows that every admitted set satisfies), with prices from a second
    class LP valued at the jobs' full priorities, so it is a proven upper bound
    on any allocation the policy could return.
@@ -89,6 +90,10 @@ class PriorityPolicy:
       GPUs; the rest of a long queue takes groups by the default preference.
     - ``bound_depth`` (float, 6.0): the same for the bound's LP. Smaller is
       faster but can leave groups unpriced (a much weaker, still valid bound).
+    - ``report_bound`` (bool, false): compute ``Allocation.bound`` (step 4).
+      Off, the bound is None and no bound LP is built: it was about 40% of a
+      round, and only benchmarks read it (the gap figures). Who starts and
+      where never depend on it.
     """
 
     params: PolicyParams = PolicyParams()
@@ -99,6 +104,7 @@ class PriorityPolicy:
     max_preemption_tries: int = 32
     plan_depth: float = 6.0
     bound_depth: float = 6.0
+    report_bound: bool = False
 
     def allocate(self, snapshot: Snapshot) -> Allocation:
         # 1. Score and group
@@ -112,11 +118,13 @@ class PriorityPolicy:
         )
         if not order:  # nothing could ever run here: nothing to plan, start or bound
             never = dict.fromkeys((job.id for job in snapshot.pending), WaitReason.NEVER_FITS)
-            return Allocation(waiting=never, objective=0.0, bound=0.0)
+            return Allocation(waiting=never, objective=0.0, bound=self._bound_or_none(0.0))
         packer = Packer(snapshot, groups, limits)
         money = _Money.of(snapshot, groups)
         free = [packer.capacity.free_gpus(g.index) for g in groups]  # before any start
-        bound_counts = _node_counts_for_bound(snapshot, self.params, groups, packer, prio)
+        bound_counts = None  # the bound's capacity is the one before any start: count it now
+        if self.report_bound:
+            bound_counts = _node_counts_for_bound(snapshot, self.params, groups, packer, prio)
 
         # 2. Plan on domain-level values: no single job's priority can move it
         base = domain_priorities(snapshot, self.params, limits, **boosts)
@@ -136,20 +144,10 @@ class PriorityPolicy:
             prio[p.job_id] * p.gpus * groups[packer.group_of[p.job_id]].speed
             for p in packer.placements
         )
-        if _all_at_best_speed(order, packer, groups, allowed):
-            bound = objective  # each job's best value, all realised: no LP can do better
-        else:  # the bound's LP sees the jobs' full priorities and the capacity before any start
-            classes = job_classes(order, prio, allowed, self.priority_resolution, money.orgs)
-            bound_lp = _ClassLp(
-                _promising(classes, free, self.bound_depth, money),
-                groups,
-                limits,
-                bound_counts,
-                0.0,
-                money,
-            )
-            bound_lp.solve()
-            bound = bound_lp.dual_bound(order, prio, allowed)
+        bound = None
+        if bound_counts is not None:
+            bound = self._bound(order, prio, allowed, packer, groups, limits, money, free,
+                                bound_counts, objective)  # fmt: skip
         waiting = {
             job.id: packer.reasons.get(job.id, WaitReason.NEVER_FITS)
             for job in snapshot.pending
@@ -164,6 +162,20 @@ class PriorityPolicy:
             bound=bound,
             why=why,
         )
+
+    def _bound_or_none(self, value: float) -> float | None:
+        return value if self.report_bound else None
+
+    def _bound(self, order, prio, allowed, packer, groups, limits, money, free, counts, objective):
+        """Step 4's bound; reads the round, changes nothing (decisions are already made)."""
+        if _all_at_best_speed(order, packer, groups, allowed):
+            return objective  # each job's best value, all realised: no LP can do better
+        # the bound's LP sees the jobs' full priorities and the capacity before any start
+        classes = job_classes(order, prio, allowed, self.priority_resolution, money.orgs)
+        promising = _promising(classes, free, self.bound_depth, money)
+        bound_lp = _ClassLp(promising, groups, limits, counts, 0.0, money)
+        bound_lp.solve()
+        return bound_lp.dual_bound(order, prio, allowed)
 
     def _start(self, snapshot, order, allowed, prio, packer: Packer, plan: _Plan, why):
         """Step 3: each job in start order, where the plan prefers; the preemptor if enabled.
