@@ -19,7 +19,7 @@ from gpupool.cli.output import JSON_OPTION, print_json, render, work
 
 app = typer.Typer(no_args_is_help=True)
 
-_BY = {"domain": "domain", "org": "org", "gpu-type": "gpu_type", "site": "site"}
+_BY = {"domain": "domain", "org": "org", "gpu-type": "gpu_type", "site": "site", "pool": "pool"}
 _COLUMNS = [
     ("gpu_hours", "GPU-h"),
     ("effective_gpu_hours", "effective GPU-h"),
@@ -30,13 +30,29 @@ _COLUMNS = [
 ]
 
 
-def _usage_rows(entries, speeds, sites, by: str) -> list[dict]:
+def _grouping(by: str, sites: dict[str, str], last_pools: dict[int, str]):
+    """entry -> the value ``by`` groups it under.
+
+    A charge counts at the pool it names (where the usage happened); one
+    stored before the ledger kept pools (migration 0003) at its job's last pool.
+    """
+
+    def pool_of(entry) -> str | None:
+        return entry.pool or last_pools.get(entry.job_id)
+
+    if by == "pool":
+        return pool_of
+    if by == "site":
+        return lambda entry: sites.get(pool_of(entry))
+    return lambda entry: getattr(entry, by)
+
+
+def _usage_rows(entries, speeds, key_of, by: str) -> list[dict]:
     groups: dict[tuple, dict] = {}
     for entry in entries:
         if entry.kind not in ("charge", "correction"):
             continue
-        key_value = sites.get(entry.job_id, "-") if by == "site" else getattr(entry, by)
-        key = (entry.period, key_value or "-")
+        key = (entry.period, key_of(entry) or "-")
         row = groups.setdefault(
             key,
             {"period": key[0], by: key[1], "gpu_hours": 0.0, "effective_gpu_hours": 0.0}
@@ -85,12 +101,12 @@ def _write_csv(rows: list[dict], path: str) -> None:
 def usage(
     ctx: typer.Context,
     period: str | None = typer.Option(None, "--period", help="2026-Q4 (quarters in the ledger)."),
-    by: str = typer.Option("domain", "--by", help="domain, org, gpu-type or site."),
+    by: str = typer.Option("domain", "--by", help="domain, org, gpu-type, site or pool."),
     as_json: bool = JSON_OPTION,
     csv_path: str | None = typer.Option(None, "--csv", help="Also write the table as CSV."),
     png_path: str | None = typer.Option(None, "--png", help="Also chart usage per period."),
 ) -> None:
-    """GPU usage and money per period, grouped by domain, org, GPU type or site."""
+    """GPU usage and money per period, grouped by domain, org, GPU type, site or pool."""
     from gpupool.model import GpupoolError
     from gpupool.scheduler import accounts, repository
 
@@ -100,10 +116,11 @@ def usage(
     with work(ctx) as session:
         books = accounts.load_books(session)
         speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
-        sites = {j.id: j.pool.site for j in repository.list_jobs(session) if j.pool is not None}
+        sites = {p.name: p.site for p in repository.list_pools(session)}
+        last_pools = {j.id: j.pool.name for j in repository.list_jobs(session) if j.pool}
     entries = [e for e in books.entries if period is None or e.period == period]
     field = _BY[by]
-    rows = _usage_rows(entries, speeds, sites, field)
+    rows = _usage_rows(entries, speeds, _grouping(field, sites, last_pools), field)
     if csv_path:
         _write_csv(rows, csv_path)
     if png_path:

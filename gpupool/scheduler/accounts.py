@@ -45,6 +45,7 @@ from gpupool.scheduler.orm import (
     LedgerEntryRow,
     OrgRow,
     PlacementRow,
+    PoolRow,
     ProgrammeRow,
     VoucherRow,
 )
@@ -108,13 +109,15 @@ def _moment(seconds: float | None) -> dt.datetime | None:
 
 
 class _Names:
-    """Id <-> name maps for orgs and programmes, read once per Books load."""
+    """Id <-> name maps for orgs, programmes and pools, read once per Books load."""
 
     def __init__(self, session: Session) -> None:
         self.orgs = dict(session.execute(select(OrgRow.id, OrgRow.name)).all())
         self.org_ids = {name: i for i, name in self.orgs.items()}
         self.programmes = dict(session.execute(select(ProgrammeRow.id, ProgrammeRow.name)).all())
         self.programme_ids = {name: i for i, name in self.programmes.items()}
+        self.pools = dict(session.execute(select(PoolRow.id, PoolRow.name)).all())
+        self.pool_ids = {name: i for i, name in self.pools.items()}
 
 
 def _voucher(row: VoucherRow, names: _Names) -> Voucher:
@@ -145,6 +148,7 @@ def _entry(row: LedgerEntryRow, names: _Names) -> LedgerEntry:
         programme=names.programmes.get(row.programme_id),
         voucher_id=row.voucher_id,
         note=row.note,
+        pool=names.pools.get(row.pool_id),  # None: a voucher entry, or charged before 0003
     )
 
 
@@ -286,6 +290,7 @@ def write_back(
             voucher_id=entry.voucher_id,
             created_at=clock.from_epoch(entry.at),
             note=entry.note,
+            pool_id=_pool_id(names, entry.pool),
         )
         session.add(row)
         rows.append(row)
@@ -298,6 +303,15 @@ def _org_id(names: _Names, org: str) -> int:
         return names.org_ids[org]
     except KeyError:
         raise model.NotFound(f"no organisation named {org!r}", location="org") from None
+
+
+def _pool_id(names: _Names, pool: str | None) -> int | None:
+    if pool is None:
+        return None
+    try:
+        return names.pool_ids[pool]
+    except KeyError:
+        raise model.NotFound(f"no pool named {pool!r}", location="pool") from None
 
 
 def _save_vouchers(session: Session, books: Books) -> None:
