@@ -304,13 +304,17 @@ def _write_comparison(summaries, labels, seeds, scenario_name: str, out: Path) -
 
 
 def _subsidy_plots(first, labels, seed: int, out: Path) -> list[tuple[str, Path]]:
-    from gpupool.simulations.plots import plot_burn_down, plot_domain_shares
+    from gpupool.simulations.plots import plot_burn_down, plot_shares
 
     shares = {
         label: {
             domain: metrics.get("subsidised_share")
             for domain, metrics in first[label].metrics["domains"].items()
         }
+        for label in labels
+    }
+    type_shares = {
+        label: first[label].metrics["platform"].get("gpu_hours_share_by_gpu_type", {})
         for label in labels
     }
     return [
@@ -322,6 +326,20 @@ def _subsidy_plots(first, labels, seed: int, out: Path) -> list[tuple[str, Path]
         ),
         (
             f"Share of subsidised effective GPU-hours per domain (seed {seed})",
-            plot_domain_shares(shares, out / "subsidised_share.png"),
+            plot_shares(
+                shares,
+                out / "subsidised_share.png",
+                ylabel="share of subsidised effective GPU-h",
+                title="Who the subsidy served",
+            ),
+        ),
+        (
+            f"Share of GPU-hours per GPU type (seed {seed})",
+            plot_shares(
+                type_shares,
+                out / "gpu_types.png",
+                ylabel="share of GPU-hours",
+                title="Where the work ran",
+            ),
         ),
     ]

@@ -161,6 +161,12 @@ PROGRAMME_METRICS = (
     ("subsidised_effective_gpu_hours", "subsidised effective GPU-h"),
 )
 PROGRAMME_GROUP = "programme: "
+GPU_TYPE_METRICS = (
+    ("gpu_hours", "GPU-hours"),
+    ("share", "share of GPU-hours"),
+    ("utilisation", "utilisation"),
+)
+GPU_TYPE_GROUP = "GPU type: "
 PLATFORM_METRICS = (
     ("utilisation", "utilisation"),
     ("idle_while_waiting_share", "idle while jobs wait"),
@@ -189,8 +195,12 @@ def ci_table(summaries: Sequence[RunSummary]) -> list[CiRow]:
     labels = list(dict.fromkeys(s.label for s in summaries))
     domains = sorted({d for s in summaries for d in s.metrics["domains"]})
     programmes = list(dict.fromkeys(p for s in summaries for p in s.metrics.get("programmes", {})))
+    gpu_types = sorted(
+        {t for s in summaries for t in s.metrics["platform"].get("gpu_hours_by_gpu_type", {})}
+    )
     rows = []
     groups = [("platform", GROUP_METRICS + PLATFORM_METRICS)]
+    groups += [(GPU_TYPE_GROUP + name, GPU_TYPE_METRICS) for name in gpu_types]
     groups += [(domain, GROUP_METRICS + DOMAIN_METRICS) for domain in domains]
     groups += [(PROGRAMME_GROUP + name, PROGRAMME_METRICS) for name in programmes]
     for group, metrics in groups:
@@ -215,6 +225,13 @@ def _scope(metrics: dict, group: str) -> dict:
         return metrics["platform"]
     if group.startswith(PROGRAMME_GROUP):
         return metrics.get("programmes", {}).get(group[len(PROGRAMME_GROUP) :], {})
+    if group.startswith(GPU_TYPE_GROUP):
+        name, platform = group[len(GPU_TYPE_GROUP) :], metrics["platform"]
+        return {
+            "gpu_hours": platform.get("gpu_hours_by_gpu_type", {}).get(name),
+            "share": platform.get("gpu_hours_share_by_gpu_type", {}).get(name),
+            "utilisation": platform.get("utilisation_by_gpu_type", {}).get(name),
+        }
     return metrics["domains"].get(group, {})
 
 

@@ -249,6 +249,7 @@ def _capacity_metrics(result: SimulationResult) -> dict:
         gpu_type: (result.busy_gpu_seconds[gpu_type] / HOUR / (gpus * hours) if hours else None)
         for gpu_type, gpus in result.capacity.items()
     }
+    busy_by_type = {t: result.busy_gpu_seconds[t] / HOUR for t in result.capacity}
     idle = result.idle_while_waiting_gpu_seconds / HOUR
     return {
         "gpus": capacity,
@@ -256,6 +257,11 @@ def _capacity_metrics(result: SimulationResult) -> dict:
         "busy_gpu_hours": busy,
         "utilisation": busy / (capacity * hours) if capacity and hours else None,
         "utilisation_by_gpu_type": per_type,
+        "gpu_hours_by_gpu_type": busy_by_type,
+        # where the work went: what vouchers for one accelerator are meant to move
+        "gpu_hours_share_by_gpu_type": {
+            t: (b / busy if busy else None) for t, b in busy_by_type.items()
+        },
         "idle_while_waiting_gpu_hours": idle,
         "idle_while_waiting_share": idle / (capacity * hours) if capacity and hours else None,
         "makespan_hours": (max(finishes) - min(arrivals)) / HOUR if finishes else None,

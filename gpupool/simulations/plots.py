@@ -196,19 +196,21 @@ def plot_burn_down(curves: Mapping[str, Mapping[str, Curve]], path: Path) -> Pat
     return _save(fig, path)
 
 
-def plot_domain_shares(shares: Mapping[str, Mapping[str, float | None]], path: Path) -> Path:
-    """Grouped bars: each domain's share of subsidised effective GPU-hours, per scheme."""
+def plot_shares(
+    shares: Mapping[str, Mapping[str, float | None]], path: Path, *, ylabel: str, title: str
+) -> Path:
+    """Grouped bars: each category's share (domain, GPU type...), one bar per scheme."""
     plt = _pyplot()
-    domains = sorted({domain for per in shares.values() for domain in per})
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(domains) + 2), 3.6))
+    categories = sorted({name for per in shares.values() for name in per})
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(categories) + 2), 3.6))
     width = 0.8 / max(1, len(shares))
-    for index, (scheme, per_domain) in enumerate(shares.items()):
-        xs = [i + (index - (len(shares) - 1) / 2) * width for i in range(len(domains))]
-        ax.bar(xs, [per_domain.get(d) or 0.0 for d in domains], width, label=scheme)
-    ax.set_xticks(range(len(domains)), domains, rotation=30, ha="right")
-    ax.set_ylabel("share of subsidised effective GPU-h")
+    for index, (scheme, per_category) in enumerate(shares.items()):
+        xs = [i + (index - (len(shares) - 1) / 2) * width for i in range(len(categories))]
+        ax.bar(xs, [per_category.get(c) or 0.0 for c in categories], width, label=scheme)
+    ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.02)
-    ax.set_title("Who the subsidy served")
+    ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
     if shares:
         ax.legend(fontsize="small")

@@ -127,7 +127,8 @@ def test_compare_writes_a_self_contained_report(files, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "4 runs: 2 schemes x 2 seeds" in result.stdout
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 5  # + burn-down and subsidised shares
+    # wait CDF, utilisation, subsidy, burn-down, subsidised shares, GPU-type shares
+    assert html.count("data:image/png;base64,") == 6
     assert "<th>fifo</th>" in html and "<th>mf</th>" in html and "medical" in html
     markdown = (out / "report.md").read_text()
     assert "| metric | fifo | mf |" in markdown and "±" in markdown

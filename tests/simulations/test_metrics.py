@@ -67,6 +67,11 @@ def test_work_capacity_and_money(metrics):
     assert med["effective_gpu_hours"] == pytest.approx(2 * 1 + 1 * 1)
     assert platform["utilisation"] == pytest.approx(16 / (8 * 3))
     assert platform["utilisation_by_gpu_type"] == pytest.approx({"a100": 9 / 12, "h100": 7 / 12})
+    # pa (a100): 4 x 2 + 1 x 1 = 9 GPU-h; ph (h100): 4 x 1 + 2 x 0.5 + 4 x 0.5 = 7
+    assert platform["gpu_hours_by_gpu_type"] == pytest.approx({"a100": 9.0, "h100": 7.0})
+    assert platform["gpu_hours_share_by_gpu_type"] == pytest.approx(
+        {"a100": 9 / 16, "h100": 7 / 16}
+    )
     assert platform["idle_while_waiting_gpu_hours"] == pytest.approx(1.0)
     assert platform["idle_while_waiting_share"] == pytest.approx(1 / 24)
     assert platform["cost"] == pytest.approx(8 + 8 + 2 + 4 + 1)

@@ -27,7 +27,12 @@ import pytest
 from gpupool.accounting.programmes import Programme
 from gpupool.model import Domain, GpuType, Job, Org, Pool
 from gpupool.policies.fifo import FifoPolicy
-from gpupool.simulations.compare import PROGRAMME_GROUP, ci_table, summarise_run
+from gpupool.simulations.compare import (
+    GPU_TYPE_GROUP,
+    PROGRAMME_GROUP,
+    ci_table,
+    summarise_run,
+)
 from gpupool.simulations.engine import FINISHED, HOUR, TIMED_OUT, simulate
 from gpupool.simulations.metrics import burn_down, summarise
 from gpupool.simulations.workload import Scenario, SimJob
@@ -123,6 +128,11 @@ def test_comparison_table_has_programme_rows_and_domain_shares(result):
     assert rows[(PROGRAMME_GROUP + "care", "budget left at the end")] == (0.0, 0.0)
     assert rows[("med", "share of subsidised GPU-h")] == (pytest.approx(0.5), 0.0)
     assert rows[("platform", "jobs timed out")] == (1.0, 0.0)
+    # one GPU type: all the work, and its utilisation is the platform's
+    assert rows[(GPU_TYPE_GROUP + "A100", "share of GPU-hours")] == (1.0, 0.0)
+    hours = rows[(GPU_TYPE_GROUP + "A100", "GPU-hours")][0]
+    assert hours == pytest.approx(result.busy_gpu_seconds["A100"] / HOUR) and hours > 0
+    assert rows[(GPU_TYPE_GROUP + "A100", "utilisation")] == rows[("platform", "utilisation")]
 
 
 def test_compare_takes_one_scenario_per_subsidy_scheme(tmp_path):
@@ -154,3 +164,5 @@ def test_compare_takes_one_scenario_per_subsidy_scheme(tmp_path):
     assert "| subsidy spent | – | 50.0 |" in markdown  # medical work far exceeds 100
     assert (out / "burn_down.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "subsidised_share.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "gpu_types.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## GPU type: " in markdown and "| share of GPU-hours |" in markdown
