@@ -106,6 +106,18 @@ def _period(t: float, kind: str) -> tuple[float, float, str]:
     if hit is not None and hit[0] <= t < hit[1]:
         return hit
     _check_kind(kind)
+    found = _calendar(t, kind)
+    # datetime rounds to microseconds: within one of a boundary it can name the
+    # neighbouring period, so settle on the one whose bounds really hold t
+    if t < found[0]:
+        found = _calendar(found[0] - 1.0, kind)
+    elif t >= found[1]:
+        found = _calendar(found[1], kind)
+    _last[kind] = found
+    return found
+
+
+def _calendar(t: float, kind: str) -> tuple[float, float, str]:
     moment = _utc(t)
     year, month = _first_month(moment.year, moment.month, kind)
     next_year, next_month = _add_months(year, month, _MONTHS_PER[kind])
@@ -115,8 +127,7 @@ def _period(t: float, kind: str) -> tuple[float, float, str]:
         label = f"{year:04d}-Q{(month - 1) // 3 + 1}"
     else:
         label = f"{year:04d}-{month:02d}"
-    found = _last[kind] = (_epoch(year, month), _epoch(next_year, next_month), label)
-    return found
+    return _epoch(year, month), _epoch(next_year, next_month), label
 
 
 def period_bounds(t: float, kind: str) -> tuple[float, float]:
