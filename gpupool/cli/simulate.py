@@ -191,6 +191,19 @@ def _print_summary(metrics: dict) -> None:
         f"dropped {sum(conservation['dropped'].values())}",
         sep="",
     )
+    shares = platform.get("gpu_hours_share_by_gpu_type") or {}
+    if len(shares) > 1:
+        console.print(
+            "GPU-hours by type: "
+            + "  ".join(
+                f"{name} {share:.1%}" for name, share in shares.items() if share is not None
+            )
+        )
+    if platform.get("budget_overrun"):
+        console.print(
+            f"orgs paid {platform['budget_overrun']:,.2f} beyond their budgets in "
+            f"{platform['budget_overrun_periods']} org-period(s) (charged at run ends)"
+        )
 
 
 @app.command()

@@ -173,6 +173,7 @@ PLATFORM_METRICS = (
     ("jain_slowdown", "Jain (1/slowdown)"),
     ("jain_share", "Jain (weighted share)"),
     ("makespan_hours", "makespan (h)"),
+    ("budget_overrun", "paid beyond org budgets"),
 )
 
 

@@ -144,6 +144,7 @@ class SimulationResult:
     # the flat rates (FLAT_RATES) restart every accounting period instead
     programme_periods: dict[str, object] = field(default_factory=dict)
     accounting_period: str = "quarter"
+    org_budgets: dict[str, float] = field(default_factory=dict)  # per accounting period
 
 
 class UsageMeter:
@@ -686,6 +687,11 @@ class Simulation:
             programme_budgets=_programme_budgets(self.books),
             programme_periods={p.name: p.period for p in self.books.programmes},
             accounting_period=self.books.period,
+            org_budgets={
+                name: org.budget
+                for name, org in self.scenario.orgs.items()
+                if org.budget is not None
+            },
         )
 
 

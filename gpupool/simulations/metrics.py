@@ -141,6 +141,7 @@ def summarise(result: SimulationResult) -> dict:
     platform["subsidy_budget"] = result.subsidy_budget
     platform["rounds"] = result.rounds
     platform["events"] = result.events
+    platform.update(budget_overrun(result))
     _subsidised_shares(domains, platform["subsidised_effective_gpu_hours"])
     return {
         "scenario": result.scenario,
@@ -150,6 +151,23 @@ def summarise(result: SimulationResult) -> dict:
         "programmes": programme_metrics(result),
         "conservation": conservation(result),
     }
+
+
+def budget_overrun(result: SimulationResult) -> dict:
+    """How far orgs paid beyond their budget per accounting period, summed.
+
+    Admission quotes a job's share against what is left, but usage is charged
+    when runs end, in another order than they were quoted: a run that ends
+    first may spend vouchers a longer one was quoted with (docs/accounting.md).
+    """
+    paid: dict[tuple[str, str], float] = {}
+    for entry in result.ledger:
+        if entry.kind in ("charge", "correction") and entry.org in result.org_budgets:
+            key = (entry.org, entry.period)
+            paid[key] = paid.get(key, 0.0) + float(entry.org_pays)
+    over = {key: amount - result.org_budgets[key[0]] for key, amount in paid.items()}
+    over = {key: amount for key, amount in over.items() if amount > 0.005}
+    return {"budget_overrun": sum(over.values()), "budget_overrun_periods": len(over)}
 
 
 def _subsidised_shares(domains: dict[str, dict], total: float) -> None:

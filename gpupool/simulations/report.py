@@ -27,6 +27,8 @@ DEFINITIONS = (
     "domains' share of effective GPU-hours divided by their share of the weights.",
     "jobs timed out: runs stopped at their estimate on their GPU type + the timeout grace "
     "(10% + 5 min), the live reaper's rule; they are charged up to that instant.",
+    "paid beyond org budgets: what orgs paid over their budget, summed over orgs and "
+    "accounting periods (runs are charged when they end, not in the order they were quoted).",
     "GPU type rows: GPU-hours run on that type (not effective), their share of all "
     "GPU-hours, and the type's utilisation; vouchers favouring one accelerator show here.",
     "subsidised effective GPU-h: effective GPU-hours of usage a subsidy paid part of; "

@@ -87,6 +87,10 @@ def test_run_writes_jobs_metrics_and_plots(files, tmp_path):
         assert float(row["subsidy"]) == pytest.approx(float(row["cost"]) * share, abs=0.011)
     for png in ("wait_cdf.png", "utilisation.png", "subsidy.png"):
         assert (out / png).read_bytes().startswith(PNG_MAGIC)
+    shares = metrics["platform"]["gpu_hours_share_by_gpu_type"]
+    assert sum(shares.values()) == pytest.approx(1.0)
+    line = next(x for x in result.stdout.splitlines() if x.startswith("GPU-hours by type:"))
+    assert f"A100 {shares['A100']:.1%}" in line and f"H100 {shares['H100']:.1%}" in line
 
 
 def test_run_twice_with_one_seed_gives_identical_results(files, tmp_path):

@@ -166,3 +166,28 @@ def test_compare_takes_one_scenario_per_subsidy_scheme(tmp_path):
     assert (out / "subsidised_share.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "gpu_types.png").read_bytes()[:4] == b"\x89PNG"
     assert "## GPU type: " in markdown and "| share of GPU-hours |" in markdown
+
+
+def test_budget_overrun_sums_what_orgs_paid_beyond_each_period_budget():
+    from types import SimpleNamespace
+
+    from gpupool.accounting.books import LedgerEntry
+    from gpupool.simulations.metrics import budget_overrun
+
+    def paid(org, period, amount, kind="charge"):
+        return LedgerEntry(kind=kind, org=org, period=period, at=0.0, cost=amount)
+
+    ledger = (
+        paid("uni", "2026-Q1", 60.0),
+        paid("uni", "2026-Q1", 50.0),  # 110 against 100: 10 over
+        paid("uni", "2026-Q2", 30.0),  # within
+        paid("hospital", "2026-Q1", 80.0),
+        paid("hospital", "2026-Q1", -5.0, kind="correction"),  # 75 against 70: 5 over
+        paid("lab", "2026-Q1", 1e6),  # no budget: never over
+        LedgerEntry(kind="award", org="uni", period="2026-Q1", at=0.0, effective_gpu_hours=9.0),
+    )
+    result = SimpleNamespace(ledger=ledger, org_budgets={"uni": 100.0, "hospital": 70.0})
+    assert budget_overrun(result) == {
+        "budget_overrun": pytest.approx(15.0),
+        "budget_overrun_periods": 2,
+    }
