@@ -268,6 +268,7 @@ class Books:
         self._org_paid: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
         self._charged_until: dict[int, float] = {}
         self._watch: _Watch | None = None  # set on committed twins only
+        self._floor_cache: dict[tuple, tuple[float, int, int, int]] = {}
         # bumped by every mutation, so a driver may cache what it derives from these books
         self.version = 0
         for entry in entries:
@@ -307,6 +308,7 @@ class Books:
         twin._org_paid = defaultdict(Decimal, self._org_paid)
         twin._charged_until = {}
         twin._watch = None
+        twin._floor_cache = self._floor_cache  # programmes and flat rules are shared too
         twin.version = 0
         return twin
 
@@ -627,25 +629,31 @@ class Books:
         than a cent. Admission refuses an org out of budget on this bound
         alone, so a queue of its jobs costs no full quotes (whole-trace replays).
         """
-        programmes = [p for p in self._programmes.values() if p.eligible(job.org, job.domain)]
-        rates = [p.rate_for(gpu_type.name) for p in programmes]
-        if self.flat is not None:
-            rates.append(self.flat.rate(job.domain, gpu_type.name))
+        top_rate, programmes, vouchers, funders = self._floor_terms(job, gpu_type)
         cost = job.gpus * (end - start) / 3600.0 * pool.price_per_gpu_hour
-        lines = self._most_lines(job.org, programmes, start, end)
-        return (1.0 - max(rates, default=0.0)) * cost - 0.01 * lines
-
-    def _most_lines(self, org: str, programmes: list[Programme], start: float, end: float) -> int:
-        """More lines than ``_plan`` can write for this usage: pieces x (funders + 2)."""
-        voucher_programmes = {p.name for p in programmes if p.uses_vouchers}
-        vouchers = sum(
-            1 for v in self._vouchers.values() if v.org == org and v.programme in voucher_programmes
-        )
-        # a month is the shortest calendar period: it cuts at most once per 28 days
+        # more lines than _plan can write: pieces x (funders + 2), where a month, the
+        # shortest calendar period, cuts at most once per 28 days
         calendar_cuts = 1 + int((end - start) / (28 * 86400.0))
-        cuts = calendar_cuts * (1 + len(programmes)) + 2 * (len(programmes) + vouchers)
-        funders = len(programmes) - len(voucher_programmes) + vouchers
-        return (cuts + 1) * (funders + 2)
+        cuts = calendar_cuts * (1 + programmes) + 2 * (programmes + vouchers)
+        return (1.0 - top_rate) * cost - 0.01 * (cuts + 1) * (funders + 2)
+
+    def _floor_terms(self, job: Job, gpu_type: GpuType) -> tuple[float, int, int, int]:
+        """Best rate, eligible programmes, vouchers held and funders, for ``org_pays_floor``."""
+        key = (job.org, job.domain, gpu_type.name, len(self._vouchers))
+        terms = self._floor_cache.get(key)
+        if terms is None:
+            eligible = [p for p in self._programmes.values() if p.eligible(job.org, job.domain)]
+            rates = [p.rate_for(gpu_type.name) for p in eligible]
+            if self.flat is not None:
+                rates.append(self.flat.rate(job.domain, gpu_type.name))
+            by_voucher = {p.name for p in eligible if p.uses_vouchers}
+            vouchers = sum(
+                1 for v in self._vouchers.values() if v.org == job.org and v.programme in by_voucher
+            )
+            funders = len(eligible) - len(by_voucher) + vouchers
+            terms = (max(rates, default=0.0), len(eligible), vouchers, funders)
+            self._floor_cache[key] = terms
+        return terms
 
     def assess(
         self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float

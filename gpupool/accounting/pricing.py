@@ -95,6 +95,20 @@ class BudgetTracker:
             return None
         return charge
 
+    def cannot_pay(self, job: Job, pool: Pool) -> bool:
+        """True when the org surely cannot pay for ``job`` on ``pool``: cheap, before placing it.
+
+        False means only "maybe": ``admit`` decides. With Books this is the floor
+        test alone (no quote); flat rules quote cheaply, so they answer exactly.
+        """
+        budget_left = self._account(job.org).budget_left
+        if budget_left is None:
+            return False
+        if self._books is None:
+            return self._assess(job, pool) is None
+        floor = self._books.org_pays_floor(job, pool, *self._estimated_run(job, pool))
+        return floor > budget_left + 1e-9
+
     def affordable(self, job: Job, pool: Pool) -> bool:
         return self._assess(job, pool) is not None
 

@@ -255,6 +255,13 @@ class Admissions:
         self._monotone = not isinstance(snapshot.pricing, Books)
         self._cheapest_refused: dict[tuple[str, str, str], float] = {}
 
+    def cannot_pay(self, job: Job, pool: Pool) -> bool:
+        if self._monotone:
+            cheapest = self._cheapest_refused.get((job.org, job.domain, pool.name))
+            if cheapest is not None:
+                return job_cost(job, pool, self._gpu_types[pool.gpu_type]) >= cheapest
+        return self.tracker.cannot_pay(job, pool)
+
     def admit(self, job: Job, pool: Pool) -> Charge | None:
         if not self._monotone:
             return self.tracker.admit(job, pool)
@@ -279,13 +286,17 @@ def first_fit(
     """Place ``job`` on the first pool that fits (and that ``acceptable`` agrees to).
 
     Books the nodes in ``free`` and the charge in ``budgets``. Returns the
-    reason to wait when no pool takes it: BUDGET if it fitted somewhere but
-    the org could not pay, PRIORITY if it fitted but ``acceptable`` refused
-    (a higher-priority job holds those GPUs), else NO_CAPACITY.
+    reason to wait when no pool takes it: BUDGET if a pool had GPUs enough
+    but the org could not pay there, PRIORITY if it fitted but ``acceptable``
+    refused (a higher-priority job holds those GPUs), else NO_CAPACITY.
     """
     reason = WaitReason.NO_CAPACITY
     for pool in pools:
         if sum(free[pool.name]) < job.gpus:  # cheap test first: most pools are full
+            continue
+        # an org out of budget: refused before the gang search, which costs more
+        if budgets.cannot_pay(job, pool):
+            reason = WaitReason.BUDGET
             continue
         nodes = fit_gang(free[pool.name], job.gpus, pool.gpus_per_node)
         if nodes is None:

@@ -12,6 +12,7 @@ running jobs with tied end times, budgets, subsidies and aging.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -20,7 +21,9 @@ import pytest
 from gpupool.accounting import BudgetTracker
 from gpupool.model import (
     Allocation,
+    GpuType,
     Job,
+    Org,
     Placement,
     Pool,
     Snapshot,
@@ -371,3 +374,47 @@ def test_an_org_refused_a_job_is_refused_dearer_ones_without_a_quote():
     allocation = FifoPolicy().allocate(snapshot)
     assert allocation.started_ids == {1, 5}
     assert allocation.waiting == {2: WaitReason.BUDGET, 3: WaitReason.BUDGET, 4: WaitReason.BUDGET}
+
+
+@pytest.mark.parametrize("policy", [FifoPolicy(), MultifactorPolicy()], ids=["fifo", "multifactor"])
+def test_an_org_out_of_budget_waits_on_budget_without_a_quote_under_books(policy, monkeypatch):
+    # A 50% programme; lab (budget 100) already paid its 100 this quarter: each of its
+    # 4-GPU, 1-hour jobs (40.00, of which it would pay 20.00) is refused on the floor
+    # of what it would pay alone, before any gang search or quote; uni still starts.
+    from gpupool.accounting import Books
+    from gpupool.accounting.programmes import Programme
+
+    orgs = [Org("lab", "general", 100.0), Org("uni", "education", 1000.0)]
+    books = Books([Programme("half", rate=0.5)], orgs=orgs)
+    a100 = GpuType("A100", "nvidia", 80, 1.0)
+    pool = Pool("p", "site-a", "A100", 32, 8, 10.0)
+    books.charge(Job(99, "lab", "general", 20, 1.0, 0.0), pool, a100, 0.0, 3600.0)
+    builder = SnapshotBuilder().pool("p", "A100", 32, 8).org("lab", "general", 100.0)
+    builder.org("uni", "education", 1000.0)
+    for job_id in (1, 2, 3):
+        builder.job(4, 1.0, org="lab", id=job_id)
+    snapshot = builder.job(4, 1.0, org="uni", id=4).build()
+    snapshot = dataclasses.replace(snapshot, pricing=books, accounts=books.accounts(0.0))
+    quoted = []
+    plan = Books._plan
+
+    def counting(self, job, *args, **kwargs):
+        quoted.append(job.id)
+        return plan(self, job, *args, **kwargs)
+
+    import gpupool.policies.fifo as fifo_module
+
+    searched = []
+    gang = fifo_module.fit_gang
+
+    def searching(free, gpus, per_node):
+        searched.append(gpus)
+        return gang(free, gpus, per_node)
+
+    monkeypatch.setattr(Books, "_plan", counting)
+    monkeypatch.setattr(fifo_module, "fit_gang", searching)
+    allocation = policy.allocate(snapshot)
+    assert allocation.started_ids == {4}
+    assert allocation.waiting == {1: WaitReason.BUDGET, 2: WaitReason.BUDGET, 3: WaitReason.BUDGET}
+    assert not {1, 2, 3} & set(quoted)
+    assert len(searched) == 2  # whether a 4-GPU gang can ever fit (once), and uni's job
