@@ -104,10 +104,10 @@ def test_parse_instant_forms():
 
 
 def _calendar_starts(kind: str) -> list[tuple[float, str]]:
-    """Every period start of ``kind`` from 1970 to 2101 with its label: exact whole seconds."""
+    """Every period start of ``kind`` from 1970 to 2104 with its label: exact whole seconds."""
     step = {"month": 1, "quarter": 3, "year": 12}[kind]
     starts = []
-    for year in range(1970, 2102):
+    for year in range(1970, 2105):
         for month in range(1, 13, step):
             label = {
                 "year": f"{year}",
