@@ -9,7 +9,8 @@ private copy, so later quotes in the same round see what is left.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gpupool.accounting.books import Books
@@ -58,6 +59,7 @@ class BudgetTracker:
         self._rules: SubsidyRules = rules if isinstance(rules, SubsidyRules) else SubsidyRules()
         self._platform_left = snapshot.subsidy_budget_left
         self._accounts: dict[str, OrgAccount] = dict(snapshot.accounts)
+        self._floors: dict[tuple, tuple[float, float, float]] = {}  # refused_everywhere's
 
     def _account(self, org: str) -> OrgAccount:
         return self._accounts.get(org) or OrgAccount(org=org)
@@ -108,6 +110,39 @@ class BudgetTracker:
             return self._assess(job, pool) is None
         floor = self._books.org_pays_floor(job, pool, *self._estimated_run(job, pool))
         return floor > budget_left + 1e-9
+
+    def refused_everywhere(self, job: Job, pools: Sequence[Pool]) -> bool:
+        """``cannot_pay`` on every one of ``pools``, from one floor for all of them.
+
+        The least any pool could charge the org per unit of work, times the
+        job's work, less the rounding slack of its longest run; runs of 28 days
+        or more (more period cuts) are left to ``cannot_pay``, pool by pool.
+        """
+        budget_left = self._account(job.org).budget_left
+        if budget_left is None or not pools:
+            return False
+        if self._books is None:
+            return all(self.cannot_pay(job, pool) for pool in pools)
+        key = (job.org, job.domain, job.gpu_types)
+        terms = self._floors.get(key)
+        if terms is None:
+            terms = self._floors[key] = self._least_floor_terms(job, pools)
+        per_work, slack, slowest = terms
+        if job.hours / slowest >= 28 * 24.0:
+            return False
+        return per_work * job.gpus * job.hours - slack > budget_left + 1e-9
+
+    def _least_floor_terms(self, job: Job, pools: Sequence[Pool]) -> tuple[float, float, float]:
+        """Least org share per unit of work over ``pools``, largest slack, slowest speed."""
+        per_work, slack = math.inf, 0.0
+        for pool in pools:
+            gpu_type = self._gpu_types[pool.gpu_type]
+            top, programmes, vouchers, funders = self._books._floor_terms(job, gpu_type)
+            per_work = min(per_work, (1 - top) * pool.price_per_gpu_hour / gpu_type.speed)
+            lines = ((1 + programmes) + 2 * (programmes + vouchers) + 1) * (funders + 2)
+            slack = max(slack, 0.01 * lines)
+        slowest = min(self._gpu_types[p.gpu_type].speed for p in pools)
+        return per_work, slack, slowest
 
     def affordable(self, job: Job, pool: Pool) -> bool:
         return self._assess(job, pool) is not None

@@ -19,7 +19,8 @@ job; the jobs behind it are marked waiting in bulk (see wait_behind).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import ClassVar
@@ -254,13 +255,54 @@ class Admissions:
         self._gpu_types = snapshot.gpu_types
         self._monotone = not isinstance(snapshot.pricing, Books)
         self._cheapest_refused: dict[tuple[str, str, str], float] = {}
+        self._refusals = 0  # bumped whenever _cheapest_refused changes
+        self._everywhere: dict[tuple, tuple[int, float | None]] = {}
+
+    def refused_everywhere(self, job: Job, pools: Sequence[Pool]) -> bool:
+        """Every one of ``pools`` surely refuses ``job``: one comparison per job.
+
+        A queue of an org that cannot pay is most of a round in a replay with
+        tight budgets; per (org, domain, GPU types) this keeps the least work
+        (GPUs x reference hours) refused on every pool, as cannot_pay would find.
+        """
+        if not self._monotone:
+            return self.tracker.refused_everywhere(job, pools)
+        key = (job.org, job.domain, job.gpu_types)
+        hit = self._everywhere.get(key)
+        if hit is None or hit[0] != self._refusals:
+            hit = self._everywhere[key] = (self._refusals, self._least_refused_work(job, pools))
+        return hit[1] is not None and job.gpus * job.hours >= hit[1]
+
+    def _least_refused_work(self, job: Job, pools: Sequence[Pool]) -> float | None:
+        least = 0.0
+        for pool in pools:
+            cheapest = self._cheapest_refused.get((job.org, job.domain, pool.name))
+            if cheapest is None:
+                return None
+            per_work = pool.price_per_gpu_hour / self._gpu_types[pool.gpu_type].speed
+            # a hair above the exact ratio: above it, cost >= cheapest holds in floats too
+            least = max(least, cheapest / per_work * (1 + 1e-9)) if per_work > 0 else math.inf
+        return least
 
     def cannot_pay(self, job: Job, pool: Pool) -> bool:
-        if self._monotone:
-            cheapest = self._cheapest_refused.get((job.org, job.domain, pool.name))
-            if cheapest is not None:
-                return job_cost(job, pool, self._gpu_types[pool.gpu_type]) >= cheapest
-        return self.tracker.cannot_pay(job, pool)
+        """Refused for sure, cheaply: a dearer job of the org was refused there (flat
+        rules), or the floor of what it would pay is above its budget left (Books)."""
+        if not self._monotone:
+            return self.tracker.cannot_pay(job, pool)
+        key = (job.org, job.domain, pool.name)
+        cost = job_cost(job, pool, self._gpu_types[pool.gpu_type])
+        cheapest = self._cheapest_refused.get(key)
+        if cheapest is not None and cost >= cheapest:
+            return True
+        if not self.tracker.cannot_pay(job, pool):
+            return False
+        self._refuse(key, cost)
+        return True
+
+    def _refuse(self, key: tuple[str, str, str], cost: float) -> None:
+        cheapest = self._cheapest_refused.get(key)
+        self._cheapest_refused[key] = cost if cheapest is None else min(cost, cheapest)
+        self._refusals += 1
 
     def admit(self, job: Job, pool: Pool) -> Charge | None:
         if not self._monotone:
@@ -272,7 +314,7 @@ class Admissions:
             return None
         charge = self.tracker.admit(job, pool)
         if charge is None:
-            self._cheapest_refused[key] = cost if cheapest is None else min(cost, cheapest)
+            self._refuse(key, cost)
         return charge
 
 
@@ -290,6 +332,9 @@ def first_fit(
     but the org could not pay there, PRIORITY if it fitted but ``acceptable``
     refused (a higher-priority job holds those GPUs), else NO_CAPACITY.
     """
+    if budgets.refused_everywhere(job, pools):  # what the loop below would conclude
+        roomy = any(sum(free[pool.name]) >= job.gpus for pool in pools)
+        return WaitReason.BUDGET if roomy else WaitReason.NO_CAPACITY
     reason = WaitReason.NO_CAPACITY
     for pool in pools:
         if sum(free[pool.name]) < job.gpus:  # cheap test first: most pools are full

@@ -24,6 +24,7 @@ from gpupool.model import (
     GpuType,
     Job,
     Org,
+    OrgAccount,
     Placement,
     Pool,
     Snapshot,
@@ -418,3 +419,33 @@ def test_an_org_out_of_budget_waits_on_budget_without_a_quote_under_books(policy
     assert allocation.waiting == {1: WaitReason.BUDGET, 2: WaitReason.BUDGET, 3: WaitReason.BUDGET}
     assert not {1, 2, 3} & set(quoted)
     assert len(searched) == 2  # whether a 4-GPU gang can ever fit (once), and uni's job
+
+
+def test_refused_everywhere_under_books_only_when_every_pool_refuses():
+    # random programmes and vouchers (the accounting invariants' generator), random
+    # budgets left: whenever the one-floor test says no pool can take a job, a full
+    # admission on each pool must refuse it too
+    refused = sum(_refusals_confirmed(random.Random(seed)) for seed in range(10))
+    assert refused > 0  # the floor is not vacuous
+
+
+def _refusals_confirmed(rng: random.Random) -> int:
+    from tests.accounting import test_invariants as generated
+
+    books = generated.random_books(rng)
+    pools = list(generated.POOLS.values())
+    builder = SnapshotBuilder().now(generated.START)
+    for gpu_type in generated.TYPES.values():
+        builder.gpu_type(gpu_type.name, gpu_type.speed)
+    for p in pools:
+        builder.pool(p.name, p.gpu_type, p.gpus, p.gpus_per_node, p.price_per_gpu_hour)
+    accounts = {o.name: OrgAccount(o.name, rng.uniform(0, 400)) for o in generated.ORGS}
+    snapshot = dataclasses.replace(builder.build(), pricing=books, accounts=accounts)
+    refused = 0
+    for job_id in range(120):
+        org = rng.choice(generated.ORGS)
+        job = Job(job_id, org.name, org.domain, rng.randint(1, 8), rng.uniform(0.1, 60), 0.0)
+        if BudgetTracker(snapshot).refused_everywhere(job, pools):
+            refused += 1
+            assert all(BudgetTracker(snapshot).admit(job, pool) is None for pool in pools)
+    return refused
