@@ -11,14 +11,14 @@ import datetime as dt
 import json
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from gpupool.cli.main import app
 from gpupool.model import Allocation, Placement
 from gpupool.scheduler import lifecycle, service
 from gpupool.scheduler.database import unit_of_work
-from gpupool.scheduler.orm import LedgerEntryRow
+from gpupool.scheduler.orm import JobRow, LedgerEntryRow
 from gpupool.scheduler.rounds import run_round
 
 T0 = dt.datetime(2026, 11, 2, 8, tzinfo=dt.UTC)
@@ -95,3 +95,12 @@ def test_charges_stored_without_a_pool_count_at_the_jobs_last_pool(moved):
         session.execute(update(LedgerEntryRow).values(pool_id=None))
     rows = json.loads(_cli(moved, "report", "usage", "--by", "site", "--json"))
     assert rows == [_row("site", "Beijing", 20.0, 24.0, 240.0, 60.0, 180.0)]
+
+
+def test_job_show_counts_gpu_hours_at_each_charges_own_speed(moved):
+    # 4 GPU-h on H100 (8 effective) + 16 on A100 (16 effective) = 20 GPU-h; dividing
+    # all 24 effective hours by the last pool's speed would say 24
+    with unit_of_work(moved) as session:
+        job_id = session.scalars(select(JobRow.id)).one()
+    view = json.loads(_cli(moved, "job", "show", str(job_id), "--json"))
+    assert view["accounting"]["charged_gpu_hours"] == 20.0

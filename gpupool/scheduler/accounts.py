@@ -576,6 +576,17 @@ def guarantee_shares(params: object, gpu_types: Mapping[str, model.GpuType], poo
     return shares
 
 
+def _gpu_hours(session: Session, entries) -> float:
+    """GPU-hours behind charge entries, each at its own GPU type's speed (a requeued
+    job may have run on several types)."""
+    speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
+    return sum(
+        e.effective_gpu_hours / speeds[e.gpu_type]
+        for e in entries
+        if e.kind in ("charge", "correction") and e.gpu_type in speeds
+    )
+
+
 def job_accounting(session: Session, job_row: JobRow) -> dict | None:
     """Why this pool and this price: the pool, its GPU type and price, and the ledger's split.
 
@@ -605,7 +616,7 @@ def job_accounting(session: Session, job_row: JobRow) -> dict | None:
         "speed": gpu_type.speed,
         "estimated_runtime_hours": round(job_row.hours / gpu_type.speed, 4),
         "price_per_gpu_hour": float(pool.price_per_gpu_hour),
-        "charged_gpu_hours": round(sum(e.effective_gpu_hours for e in entries) / gpu_type.speed, 4),
+        "charged_gpu_hours": round(_gpu_hours(session, entries), 4),
         "cost": float(sum((e.cost for e in entries), Decimal(0))),
         "subsidy": float(sum((e.subsidy for e in entries), Decimal(0))),
         "org_pays": float(sum((e.org_pays for e in entries), Decimal(0))),
