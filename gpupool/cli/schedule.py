@@ -54,6 +54,7 @@ def schedule(
                 "cost": round(s.charge.cost, 2),
                 "subsidy": round(s.charge.subsidy, 2),
                 "org_pays": round(s.charge.org_pays, 2),
+                "why": s.reason,
             }
             for s in result.started
         ]
@@ -99,6 +100,7 @@ def schedule(
                 ("nodes", "nodes"),
                 ("cost", "cost"),
                 ("org_pays", "org pays"),
+                ("why", "why this pool"),
             ],
             False,
             title="started",
