@@ -574,10 +574,26 @@ class Books:
         return _as_charge(self._plan(job, pool, gpu_type, start, end).lines)
 
     def charge(
-        self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float
+        self,
+        job: Job,
+        pool: Pool,
+        gpu_type: GpuType,
+        start: float,
+        end: float,
+        ahead: Iterable[tuple] = (),
+        memo: dict | None = None,
     ) -> list[LedgerEntry]:
-        """Book ``job``'s usage of ``pool`` over ``[start, end)``; return the new entries."""
-        entries = [line.entry() for line in self._apply(job, pool, gpu_type, start, end)]
+        """Book ``job``'s usage of ``pool`` over ``[start, end)``; return the new entries.
+
+        ``ahead``: the runs that started before this one and still run, as
+        ``committed`` takes them. They are booked ahead on a scratch copy first,
+        so this charge spends only what they leave: vouchers, budgets and caps go
+        to runs in the order they started, which is the order admission quoted
+        them in (a run that starts later but ends first cannot take what an
+        earlier one was promised). ``memo`` as for ``reserve``.
+        """
+        lines = self._apply(job, pool, gpu_type, start, end, ahead, memo)
+        entries = [line.entry() for line in lines]
         self._entries.extend(entries)
         return entries
 
@@ -585,14 +601,15 @@ class Books:
         """``charge`` for a scratch fork: the same balances, no ledger entries to keep."""
         self._apply(job, pool, gpu_type, start, end)
 
-    def _apply(self, job, pool, gpu_type, start: float, end: float) -> list[_Line]:
+    def _apply(self, job, pool, gpu_type, start, end, ahead=(), memo=None) -> list[_Line]:
         done = self._charged_until.get(job.id)
         if done is not None and start < done - 1e-6:
             raise GpupoolError(
                 f"job {job.id} is already charged up to {done}, cannot charge from {start}",
                 location="start",
             )
-        draft = self._plan(job, pool, gpu_type, start, end)
+        planner = self.committed(ahead, end, memo) if ahead else self
+        draft = planner._plan(job, pool, gpu_type, start, end)
         self._book_draft(job, draft, max(end, done or end))
         return draft.lines
 
@@ -612,11 +629,20 @@ class Books:
         self._charged_until[job.id] = charged_until
 
     def meter(
-        self, job: Job, pool: Pool, gpu_type: GpuType, started_at: float, now: float
+        self,
+        job: Job,
+        pool: Pool,
+        gpu_type: GpuType,
+        started_at: float,
+        now: float,
+        ahead: Iterable[tuple] = (),
+        memo: dict | None = None,
     ) -> list[LedgerEntry]:
         """Book a running (or just ended) job's usage not booked yet, up to ``now``."""
         start = max(started_at, self._charged_until.get(job.id, started_at))
-        return self.charge(job, pool, gpu_type, start, now) if now > start else []
+        if now <= start:
+            return []
+        return self.charge(job, pool, gpu_type, start, now, ahead, memo)
 
     def org_pays_floor(
         self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float

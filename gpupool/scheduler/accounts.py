@@ -376,8 +376,24 @@ def settle_job(
     if books is None:
         books = load_books(session, end, lock=True, whole_ledger=False, jobs=[job_row.id])
     job, pool, gpu_type = _usage_of(session, job_row, placement)
-    entries = books.meter(job, pool, gpu_type, clock.to_epoch(placement.started_at), end)
+    started = clock.to_epoch(placement.started_at)
+    ahead = _started_before(session, job.id, started)
+    entries = books.meter(job, pool, gpu_type, started, end, ahead)
     return write_back(session, books, entries)
+
+
+def _started_before(session: Session, job_id: int, started: float) -> list[tuple]:
+    """Runs still holding GPUs that started before this one (start time, then job id):
+    Books.charge books them ahead, so limits go to runs in the order they started."""
+    ahead = []
+    for placement in repository.open_placements(session):
+        began = clock.to_epoch(placement.started_at)
+        if placement.job_id == job_id or (began, placement.job_id) >= (started, job_id):
+            continue
+        job, pool, gpu_type = _usage_of(session, session.get(JobRow, placement.job_id), placement)
+        expected_end = began + job.hours / gpu_type.speed * 3600.0
+        ahead.append(((began, job.id), (job, pool, gpu_type, began, expected_end)))
+    return [run for _, run in sorted(ahead, key=lambda item: item[0])]
 
 
 def close_books(

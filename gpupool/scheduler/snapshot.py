@@ -271,9 +271,10 @@ def _with_commitments(books, running, gpu_types, pools, now: float):
     if not running:
         return books
     pool_by_name = {p.name: p for p in pools}
+    # in start order, the order charges spend limits in (gpupool.scheduler.accounts)
     runs = (
         (run.job, pool, gpu_types[pool.gpu_type], run.started_at, run.expected_end)
-        for run in running
+        for run in sorted(running, key=lambda r: (r.started_at, r.job.id))
         for pool in (pool_by_name[run.placement.pool],)
     )
     return books.committed(runs, now)

@@ -444,7 +444,9 @@ class Simulation:
             self._preempt(run, now)
             freed = True
         tracker = None
-        for placement in allocation.placements:
+        # start order is the order charges spend limits in (Books.charge's ``ahead``):
+        # within a round, by job id, as the live snapshot orders running jobs
+        for placement in sorted(allocation.placements, key=lambda p: p.job_id):
             charge = allocation.charges.get(placement.job_id)
             if charge is None:  # a policy without pricing: full price, default subsidy
                 tracker = tracker or BudgetTracker(snapshot)
@@ -544,12 +546,29 @@ class Simulation:
 
     # -- accounting (the live scheduler makes the same Books calls) -------------
 
-    def _charge(self, run: _Run, now: float) -> None:
-        """Book a run's usage not booked yet, up to ``now`` (at its end, or before an expiry)."""
+    def _charge(self, run: _Run, now: float, ahead: list[_Run] | None = None) -> None:
+        """Book a run's usage not booked yet, up to ``now`` (at its end, or before an expiry).
+
+        ``ahead``: runs started before it and still running, booked ahead first
+        (Books.charge), as the live scheduler does at a job's end.
+        """
         pool = self._pools[run.running.placement.pool]
         gpu_type = self.scenario.gpu_types[pool.gpu_type]
-        entries = self.books.meter(run.running.job, pool, gpu_type, run.running.started_at, now)
+        running = run.running
+        commitments = list(self._commitments(ahead)) if ahead else ()
+        entries = self.books.meter(
+            running.job, pool, gpu_type, running.started_at, now, commitments, self._priced
+        )
         self._book(entries, now)
+
+    def _started_before(self, run: _Run) -> list[_Run]:
+        """The runs ahead of ``run`` in start order (``_running`` keeps that order)."""
+        ahead = []
+        for other in self._running.values():
+            if other is run:
+                return ahead
+            ahead.append(other)
+        return ahead
 
     def _charge_reserved(self, run: _Run, now: float) -> None:
         """Charge a run at its end, keeping the cached reservation when it still holds.
@@ -564,7 +583,7 @@ class Simulation:
             and cached.version == self.books.version
             and cached.twin.holds_reservation(run.running.job.id, now)
         )
-        self._charge(run, now)
+        self._charge(run, now, self._started_before(run))
         self._priced.pop(run.running.job.id, None)
         if not keep:
             return

@@ -23,9 +23,11 @@ Ledger, worked by hand:
     job 2: 3 H100 GPU-h = 60.00; 6 voucher hours cover it: subsidy 36.00 (balance 4)
     job 3: 8 x 71/60 GPU-h = 94.67; 4 voucher hours (1 per A100 GPU-h) cover
            4 / 9.4667 of it: 40.00 of cost, subsidy 24.00; the rest, 54.67, unfunded
-    job 4: 2 H100 GPU-h = 40.00, care pays 20.00 (cap left 70)
-    job 1: 160.00, care wants 80.00 but the cap leaves 70.00: it funds 7/8 of the
-           run (140.00, subsidy 70.00); 20.00 is paid in full
+    job 4: 2 H100 GPU-h = 40.00. Charges spend limits in start order: job 1,
+           started before it and still running, is booked ahead first (care pays
+           80.00 of its 160.00, cap left 10), so care pays 10.00 of job 4's 40.00
+           and hosp 30.00
+    job 1: 160.00, care pays the 80.00 it was promised (cap left 80: 90 - 10)
     job 5: 160.00, care's cap is used up: paid in full
 
 The live path is driven at the simulation's event instants (arrivals and
@@ -208,10 +210,10 @@ def test_the_simulation_runs_as_worked(sim):
     by_job = totals([_sim_row(e) for e in sim.ledger], 1)
     d = Decimal
     assert by_job == {
-        1: (d("160.00"), d("70.00"), d("90.00")),
+        1: (d("160.00"), d("80.00"), d("80.00")),
         2: (d("60.00"), d("36.00"), d("24.00")),
         3: (d("94.67"), d("24.00"), d("70.67")),
-        4: (d("40.00"), d("20.00"), d("20.00")),
+        4: (d("40.00"), d("10.00"), d("30.00")),
         5: (d("160.00"), d("0.00"), d("160.00")),
     }
 

@@ -163,3 +163,26 @@ def test_reserving_with_a_memo_gives_the_books_a_fresh_pricing_gives(seed):
         reused += sum(memo[job_id].draft is draft for job_id, draft in before.items())
         assert _state(with_memo) == _state(books.committed(runs, now))
     assert reused > 0
+
+
+def test_a_charge_spends_only_what_runs_started_before_it_leave():
+    # 10 voucher hours at rate 1, one per A100 GPU-hour, price 10. A (1 GPU, 8 h) starts
+    # first; B (1 GPU, 4 h) starts an hour later and ends first. With A booked ahead, B
+    # finds 10 - 8 = 2 hours: 20.00 of its 40.00 is subsidised; A then gets all its 8
+    # (80.00), as admission quoted them. Charged in end order alone, B would take 4
+    # and leave A 6 (60.00 of 80.00): the org would pay 20.00 more than quoted.
+    compute = Programme("compute", rate=1.0, uses_vouchers=True)
+    voucher = Voucher(1, "pumc", "compute", amount=10.0, balance=10.0, awarded_at=0.0)
+    a = run(1, "pumc", 8.0)
+    b_job = Job(id=2, org="pumc", domain="medical", gpus=1, hours=4.0, submitted_at=Q4_START)
+    b_start, b_end = Q4_START + HOUR, Q4_START + 5 * HOUR
+    books = Books([compute], [voucher], orgs=ORGS)
+    b_entries = books.charge(b_job, POOL, A100, b_start, b_end, ahead=[a])
+    a_entries = books.charge(*a)
+    assert sum(e.subsidy for e in b_entries) == D("20.00")
+    assert sum(e.subsidy for e in a_entries) == D("80.00")
+    assert books.vouchers[0].balance == 0.0
+
+    in_end_order = Books([compute], [voucher], orgs=ORGS)
+    in_end_order.charge(b_job, POOL, A100, b_start, b_end)
+    assert sum(e.subsidy for e in in_end_order.charge(*a)) == D("60.00")

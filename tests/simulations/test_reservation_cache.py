@@ -9,6 +9,7 @@ every job record and the whole ledger.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def _replay(name: str, seed: int, cache: bool, monkeypatch) -> tuple:
     committed = Books.committed
 
     def counting(self, runs, now, memo=None):
-        builds.append(now)
+        if sys._getframe(1).f_code.co_name == "_committed":  # not a charge's runs ahead
+            builds.append(now)
         return committed(self, runs, now, memo)
 
     monkeypatch.setattr(Books, "committed", counting)
