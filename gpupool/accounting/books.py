@@ -24,6 +24,9 @@ Charging rules (docs/accounting.md has worked figures):
    subsidy are rounded, subsidy is clipped to cost and to the limits left, and
    org_pays = cost - subsidy in exact decimals. So cost == subsidy + org_pays
    holds exactly in every entry and in every total.
+5. Limits are spent in the order runs started: a charge given the runs that
+   started before it and still run (``ahead``) books them ahead first, so it
+   takes only what they leave, as admission quoted it.
 """
 
 from __future__ import annotations
