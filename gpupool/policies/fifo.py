@@ -289,33 +289,36 @@ class Admissions:
         rules), or the floor of what it would pay is above its budget left (Books)."""
         if not self._monotone:
             return self.tracker.cannot_pay(job, pool)
-        key = (job.org, job.domain, pool.name)
-        cost = job_cost(job, pool, self._gpu_types[pool.gpu_type])
-        cheapest = self._cheapest_refused.get(key)
-        if cheapest is not None and cost >= cheapest:
+        key, cost, refused = self._refused_already(job, pool)
+        if refused:
             return True
         if not self.tracker.cannot_pay(job, pool):
             return False
         self._refuse(key, cost)
         return True
 
-    def _refuse(self, key: tuple[str, str, str], cost: float) -> None:
-        cheapest = self._cheapest_refused.get(key)
-        self._cheapest_refused[key] = cost if cheapest is None else min(cost, cheapest)
-        self._refusals += 1
-
     def admit(self, job: Job, pool: Pool) -> Charge | None:
         if not self._monotone:
             return self.tracker.admit(job, pool)
-        key = (job.org, job.domain, pool.name)
-        cost = job_cost(job, pool, self._gpu_types[pool.gpu_type])
-        cheapest = self._cheapest_refused.get(key)
-        if cheapest is not None and cost >= cheapest:
+        key, cost, refused = self._refused_already(job, pool)
+        if refused:
             return None
         charge = self.tracker.admit(job, pool)
         if charge is None:
             self._refuse(key, cost)
         return charge
+
+    def _refused_already(self, job: Job, pool: Pool) -> tuple[tuple[str, str, str], float, bool]:
+        """(key, job's cost on the pool, whether a job no dearer was refused there)."""
+        key = (job.org, job.domain, pool.name)
+        cost = job_cost(job, pool, self._gpu_types[pool.gpu_type])
+        cheapest = self._cheapest_refused.get(key)
+        return key, cost, cheapest is not None and cost >= cheapest
+
+    def _refuse(self, key: tuple[str, str, str], cost: float) -> None:
+        cheapest = self._cheapest_refused.get(key)
+        self._cheapest_refused[key] = cost if cheapest is None else min(cost, cheapest)
+        self._refusals += 1
 
 
 def first_fit(
