@@ -809,41 +809,33 @@ class Books:
     def _fund_flat(self, draft, piece: _Piece, share: float) -> float:
         """The policy document's flat rates pay for what no programme funded."""
         rate = self.flat.rate(piece.job.domain, piece.gpu_type.name)
-        if rate <= 0:
-            return 0.0
-        key, cap_key = (FLAT, piece.label), (FLAT, piece.label, piece.job.org)
-        limits = []
-        if self.flat.period_budget is not None:
-            limits.append(("spent", key, cents(self.flat.period_budget)))
-        if self.flat.org_cap is not None:
-            limits.append(("capped", cap_key, cents(self.flat.org_cap)))
-        wanted = rate * share * piece.cost
-        allowed = self._allowed(draft, limits, wanted)
-        if allowed is not None and wanted > float(allowed):
-            share *= float(allowed) / wanted
-        if share <= _EPS:
-            return 0.0
-        subsidy = cents(rate * share * piece.cost)
-        if allowed is not None:
-            subsidy = min(subsidy, allowed)
-        subsidy = self._book(draft, piece, share, subsidy, None, None)
-        draft.spent[key] += subsidy
-        draft.capped[cap_key] += subsidy
-        return share
+        keys = (FLAT, piece.label), (FLAT, piece.label, piece.job.org)
+        limits = self.flat.period_budget, self.flat.org_cap
+        return self._pay(draft, piece, share, rate, keys, limits, None, None)
 
     def _fund(self, draft, piece: _Piece, prog: Programme, share: float, voucher) -> float:
         """Let ``prog`` pay for up to ``share`` of the piece; return the share it funded."""
-        rate = prog.rate_for(piece.gpu_type.name)
+        key = prog.period.key(piece.start)
+        keys = (prog.name, key), (prog.name, key, piece.job.org)
+        rate, limits = prog.rate_for(piece.gpu_type.name), (prog.budget, prog.org_cap)
+        return self._pay(draft, piece, share, rate, keys, limits, prog, voucher)
+
+    def _pay(self, draft, piece: _Piece, share, rate, keys, limits, prog, voucher) -> float:
+        """Pay ``rate`` on up to ``share`` of the piece within a budget and an org cap.
+
+        ``keys``: where the budget's and the cap's spending are kept; ``limits``:
+        (budget, cap), None for no limit. Returns the share funded.
+        """
         if rate <= 0:
             return 0.0
-        key = prog.period.key(piece.start)
-        limits = []
-        if prog.budget is not None:
-            limits.append(("spent", (prog.name, key), cents(prog.budget)))
-        if prog.org_cap is not None:
-            limits.append(("capped", (prog.name, key, piece.job.org), cents(prog.org_cap)))
+        (spent_key, cap_key), (budget, cap) = keys, limits
+        bounds = []
+        if budget is not None:
+            bounds.append(("spent", spent_key, cents(budget)))
+        if cap is not None:
+            bounds.append(("capped", cap_key, cents(cap)))
         wanted = rate * share * piece.cost
-        allowed = self._allowed(draft, limits, wanted)
+        allowed = self._allowed(draft, bounds, wanted)
         if allowed is not None and wanted > float(allowed):
             share *= float(allowed) / wanted
         if share <= _EPS:
@@ -852,8 +844,8 @@ class Books:
         if allowed is not None:
             subsidy = min(subsidy, allowed)
         subsidy = self._book(draft, piece, share, subsidy, prog, voucher)
-        draft.spent[(prog.name, key)] += subsidy
-        draft.capped[(prog.name, key, piece.job.org)] += subsidy
+        draft.spent[spent_key] += subsidy
+        draft.capped[cap_key] += subsidy
         return share
 
     def _book(self, draft, piece: _Piece, share, subsidy, prog, voucher) -> Decimal:
