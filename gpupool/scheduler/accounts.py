@@ -385,12 +385,18 @@ def settle_job(
 def _started_before(session: Session, job_id: int, started: float) -> list[tuple]:
     """Runs still holding GPUs that started before this one (start time, then job id):
     Books.charge books them ahead, so limits go to runs in the order they started."""
+    query = (
+        select(PlacementRow, JobRow)
+        .join(JobRow, JobRow.id == PlacementRow.job_id)
+        .where(PlacementRow.ended_at.is_(None), PlacementRow.job_id != job_id)
+        .where(PlacementRow.started_at <= clock.from_epoch(started))
+    )
     ahead = []
-    for placement in repository.open_placements(session):
+    for placement, job_row in session.execute(query):
         began = clock.to_epoch(placement.started_at)
-        if placement.job_id == job_id or (began, placement.job_id) >= (started, job_id):
+        if (began, job_row.id) >= (started, job_id):
             continue
-        job, pool, gpu_type = _usage_of(session, session.get(JobRow, placement.job_id), placement)
+        job, pool, gpu_type = _usage_of(session, job_row, placement)
         expected_end = began + job.hours / gpu_type.speed * 3600.0
         ahead.append(((began, job.id), (job, pool, gpu_type, began, expected_end)))
     return [run for _, run in sorted(ahead, key=lambda item: item[0])]
