@@ -658,16 +658,24 @@ class Books:
         than a cent. Admission refuses an org out of budget on this bound
         alone, so a queue of its jobs costs no full quotes (whole-trace replays).
         """
-        top_rate, programmes, vouchers, funders = self._floor_terms(job, gpu_type)
+        top_rate, slack = self.floor_terms(job, gpu_type, end - start)
         cost = job.gpus * (end - start) / 3600.0 * pool.price_per_gpu_hour
-        # more lines than _plan can write: pieces x (funders + 2), where a month, the
-        # shortest calendar period, cuts at most once per 28 days
-        calendar_cuts = 1 + int((end - start) / (28 * 86400.0))
-        cuts = calendar_cuts * (1 + programmes) + 2 * (programmes + vouchers)
-        return (1.0 - top_rate) * cost - 0.01 * (cuts + 1) * (funders + 2)
+        return (1.0 - top_rate) * cost - slack
 
-    def _floor_terms(self, job: Job, gpu_type: GpuType) -> tuple[float, int, int, int]:
-        """Best rate, eligible programmes, vouchers held and funders, for ``org_pays_floor``."""
+    def floor_terms(self, job: Job, gpu_type: GpuType, seconds: float) -> tuple[float, float]:
+        """``org_pays_floor``'s best rate and rounding slack for a run of ``seconds``.
+
+        The slack is a cent per line ``_plan`` could write at most: pieces x
+        (funders + 2), where a month, the shortest calendar period, cuts at most
+        once per 28 days.
+        """
+        top_rate, programmes, vouchers, funders = self._floor_counts(job, gpu_type)
+        calendar_cuts = 1 + int(seconds / (28 * 86400.0))
+        cuts = calendar_cuts * (1 + programmes) + 2 * (programmes + vouchers)
+        return top_rate, 0.01 * (cuts + 1) * (funders + 2)
+
+    def _floor_counts(self, job: Job, gpu_type: GpuType) -> tuple[float, int, int, int]:
+        """Best rate, eligible programmes, vouchers held and funders, for ``floor_terms``."""
         key = (job.org, job.domain, gpu_type.name, len(self._vouchers))
         terms = self._floor_cache.get(key)
         if terms is None:

@@ -115,8 +115,8 @@ class BudgetTracker:
         """``cannot_pay`` on every one of ``pools``, from one floor for all of them.
 
         The least any pool could charge the org per unit of work, times the
-        job's work, less the rounding slack of its longest run; runs of 28 days
-        or more (more period cuts) are left to ``cannot_pay``, pool by pool.
+        job's work, less the rounding slack of a run under 28 days (one calendar
+        cut at most); longer runs are left to ``cannot_pay``, pool by pool.
         """
         budget_left = self._account(job.org).budget_left
         if budget_left is None or not pools:
@@ -137,10 +137,9 @@ class BudgetTracker:
         per_work, slack = math.inf, 0.0
         for pool in pools:
             gpu_type = self._gpu_types[pool.gpu_type]
-            top, programmes, vouchers, funders = self._books._floor_terms(job, gpu_type)
+            top, run_slack = self._books.floor_terms(job, gpu_type, 0.0)  # < 28 days: the same
             per_work = min(per_work, (1 - top) * pool.price_per_gpu_hour / gpu_type.speed)
-            lines = ((1 + programmes) + 2 * (programmes + vouchers) + 1) * (funders + 2)
-            slack = max(slack, 0.01 * lines)
+            slack = max(slack, run_slack)
         slowest = min(self._gpu_types[p.gpu_type].speed for p in pools)
         return per_work, slack, slowest
 
