@@ -111,7 +111,7 @@ def finish_job(
             location="--at",
         )
     before = {"state": job.state}
-    _end(session, job, new_state, at, f"reported {new_state.value} by {actor}")
+    end_job(session, job, new_state, at, f"reported {new_state.value} by {actor}")
     permissions.audit(
         session, actor, "job.finish", f"job {job.id}", before=before, after={"state": job.state}
     )
@@ -140,12 +140,13 @@ def reap_timeouts(
             continue
         new_state = check_transition(job.state, JobState.TIMED_OUT)
         reason = f"ran past its estimate + grace ({grace})"
-        _end(session, job, new_state, deadline, reason, books)
+        end_job(session, job, new_state, deadline, reason, books)
         reaped.append(job.id)
     return reaped
 
 
-def _end(session: Session, job: JobRow, state: JobState, at, reason: str, books=None) -> None:
+def end_job(session: Session, job: JobRow, state: JobState, at, reason: str, books=None) -> None:
+    """Put ``job`` in its final ``state`` at ``at``; a run it held ends and is charged."""
     placement = repository.open_placement_of(session, job.id)
     if placement is not None:
         placement.ended_at = at
@@ -154,7 +155,8 @@ def _end(session: Session, job: JobRow, state: JobState, at, reason: str, books=
     job.wait_reason = None
     job.end_reason = reason
     session.flush()
-    settle(session, job, at, books)
+    if placement is not None:  # a pending job's earlier runs were charged when they ended
+        settle(session, job, at, books)
 
 
 def lock_for_ending(session: Session) -> None:

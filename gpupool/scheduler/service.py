@@ -379,17 +379,9 @@ def cancel_job(
     now = now or clock.utcnow()
     before = {"state": job.state}
     new_state = check_transition(job.state, JobState.CANCELLED)
-    placement = repository.open_placement_of(session, job.id)
-    if placement is not None:
-        placement.ended_at = now
-    job.state = new_state.value
-    job.ended_at = now
-    job.wait_reason = None
-    job.end_reason = reason or f"cancelled by {actor}"
-    audit(session, actor, "job.cancel", f"job {job.id}", before=before, after={"state": job.state})
-    session.flush()
-    if placement is not None:
-        lifecycle.settle(session, job, now)
+    after = {"state": new_state.value}
+    audit(session, actor, "job.cancel", f"job {job.id}", before=before, after=after)
+    lifecycle.end_job(session, job, new_state, now, reason or f"cancelled by {actor}")
     return job
 
 
