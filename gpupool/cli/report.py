@@ -11,6 +11,7 @@ each programme's budget burn-down.
 from __future__ import annotations
 
 import csv
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -121,12 +122,7 @@ def usage(
     entries = [e for e in books.entries if period is None or e.period == period]
     field = _BY[by]
     rows = _usage_rows(entries, speeds, _grouping(field, sites, last_pools), field)
-    if csv_path:
-        _write_csv(rows, csv_path)
-    if png_path:
-        _usage_chart(rows, field, png_path)
-    if as_json:
-        print_json(rows)
+    if _write_out(rows, csv_path, png_path, partial(_usage_chart, rows, field), as_json):
         return
     render(rows, [("period", "period"), (field, by), *_COLUMNS], False, title="usage")
 
@@ -150,12 +146,8 @@ def subsidies(
 
         raise NotFound(f"no programme named {programme!r}", location="--programme")
     rows = _subsidy_rows(books, programme)
-    if csv_path:
-        _write_csv(rows, csv_path)
-    if png_path:
-        _burn_down_chart(books, programme, png_path)
-    if as_json:
-        print_json(rows)
+    chart = partial(_burn_down_chart, books, programme)
+    if _write_out(rows, csv_path, png_path, chart, as_json):
         return
     render(
         rows,
@@ -173,6 +165,17 @@ def subsidies(
         False,
         title="subsidies",
     )
+
+
+def _write_out(rows, csv_path, png_path, chart, as_json: bool) -> bool:
+    """The CSV and chart files asked for, and JSON on stdout; True if JSON went out."""
+    if csv_path:
+        _write_csv(rows, csv_path)
+    if png_path:
+        chart(png_path)
+    if as_json:
+        print_json(rows)
+    return as_json
 
 
 def _subsidy_rows(books, only: str | None) -> list[dict]:
