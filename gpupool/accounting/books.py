@@ -611,7 +611,8 @@ class Books:
                 f"job {job.id} is already charged up to {done}, cannot charge from {start}",
                 location="start",
             )
-        planner = self.committed(ahead, end, memo) if ahead else self
+        # a plain fork: nothing keeps it, so it needs no watch (unlike committed's twin)
+        planner = self.reserve(self.fork(), ahead, end, memo) if ahead else self
         draft = planner._plan(job, pool, gpu_type, start, end)
         self._book_draft(job, draft, max(end, done or end))
         return draft.lines
