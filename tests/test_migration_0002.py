@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from alembic import command
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 
 from gpupool.scheduler.database import current_revision, make_engine
-from gpupool.scheduler.migrate import _config, upgrade
+from gpupool.scheduler.migrate import upgrade
+from tests.migration_helpers import columns, foreign_keys, migrate
 
 # one row per table a placement needs, as 0001 defines them (plain SQL: no ORM,
 # which already has the new column)
@@ -25,44 +26,30 @@ ROWS_AT_0001 = [
 ]
 
 
-def _placement_columns(connection) -> list[str]:
-    return [c["name"] for c in inspect(connection).get_columns("placements")]
-
-
-def _foreign_keys(connection) -> list[tuple]:
-    keys = inspect(connection).get_foreign_keys("placements")
-    return sorted((k["name"], tuple(k["constrained_columns"]), k["referred_table"]) for k in keys)
-
-
-def _migrate(engine, direction, revision: str) -> None:
-    with engine.connect() as connection, connection.begin():
-        direction(_config(connection), revision)
-
-
 def test_upgrade_keeps_old_placements_without_a_reason_and_downgrade_drops_the_column(db_url):
     engine = make_engine(db_url)
     upgrade(engine, "0001")
     with engine.begin() as connection:
         for statement in ROWS_AT_0001:
             connection.execute(text(statement))
-        keys_at_0001 = _foreign_keys(connection)
-        assert "reason" not in _placement_columns(connection)
+        keys_at_0001 = foreign_keys(connection, "placements")
+        assert "reason" not in columns(connection, "placements")
 
     upgrade(engine, "0002")  # later revisions have their own tests
     assert current_revision(engine) == "0002"
     with engine.begin() as connection:
-        assert _placement_columns(connection)[-1] == "reason"
+        assert columns(connection, "placements")[-1] == "reason"
         old = connection.execute(text("SELECT job_id, reason FROM placements")).all()
         assert [tuple(row) for row in old] == [(1, None)]  # placed before: no reason
         connection.execute(text("UPDATE placements SET reason = 'first pool by name'"))
 
-    _migrate(engine, command.downgrade, "0001")
+    migrate(engine, command.downgrade, "0001")
     assert current_revision(engine) == "0001"
     with engine.connect() as connection:
-        assert "reason" not in _placement_columns(connection)
+        assert "reason" not in columns(connection, "placements")
         # SQLite's batch mode rebuilds the table: the row and the named keys survive
         assert connection.execute(text("SELECT id, job_id FROM placements")).all() == [(1, 1)]
-        assert _foreign_keys(connection) == keys_at_0001
+        assert foreign_keys(connection, "placements") == keys_at_0001
 
     upgrade(engine, "0002")  # and up again: the column comes back empty
     with engine.connect() as connection:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from alembic import command
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 
 from gpupool.scheduler.database import current_revision, make_engine
-from gpupool.scheduler.migrate import _config, upgrade
+from gpupool.scheduler.migrate import upgrade
+from tests.migration_helpers import columns, foreign_keys, migrate
 
 # a charge and what it refers to, as 0002 defines the tables (plain SQL: the ORM
 # already has the new column)
@@ -27,47 +28,33 @@ ROWS_AT_0002 = [
 ]
 
 
-def _columns(connection) -> list[str]:
-    return [c["name"] for c in inspect(connection).get_columns("ledger_entries")]
-
-
-def _foreign_keys(connection) -> list[tuple]:
-    keys = inspect(connection).get_foreign_keys("ledger_entries")
-    return sorted((k["name"], tuple(k["constrained_columns"]), k["referred_table"]) for k in keys)
-
-
-def _migrate(engine, direction, revision: str) -> None:
-    with engine.connect() as connection, connection.begin():
-        direction(_config(connection), revision)
-
-
 def test_upgrade_keeps_old_charges_without_a_pool_and_downgrade_drops_the_column(db_url):
     engine = make_engine(db_url)
     upgrade(engine, "0002")
     with engine.begin() as connection:
         for statement in ROWS_AT_0002:
             connection.execute(text(statement))
-        keys_at_0002 = _foreign_keys(connection)
-        assert "pool_id" not in _columns(connection)
+        keys_at_0002 = foreign_keys(connection, "ledger_entries")
+        assert "pool_id" not in columns(connection, "ledger_entries")
 
     upgrade(engine, "0003")
     assert current_revision(engine) == "0003"
     with engine.begin() as connection:
-        assert _columns(connection)[-1] == "pool_id"
+        assert columns(connection, "ledger_entries")[-1] == "pool_id"
         new_key = ("fk_ledger_entries_pool_id_pools", ("pool_id",), "pools")
-        assert _foreign_keys(connection) == sorted([*keys_at_0002, new_key])
+        assert foreign_keys(connection, "ledger_entries") == sorted([*keys_at_0002, new_key])
         old = connection.execute(text("SELECT id, pool_id FROM ledger_entries")).all()
         assert [tuple(row) for row in old] == [(1, None)]  # charged before: no pool
         connection.execute(text("UPDATE ledger_entries SET pool_id = 1"))
 
-    _migrate(engine, command.downgrade, "0002")
+    migrate(engine, command.downgrade, "0002")
     assert current_revision(engine) == "0002"
     with engine.connect() as connection:
-        assert "pool_id" not in _columns(connection)
+        assert "pool_id" not in columns(connection, "ledger_entries")
         # SQLite's batch mode rebuilds the table: the row and the named keys survive
         kept = connection.execute(text("SELECT id, job_id, cost FROM ledger_entries")).all()
         assert [tuple(row) for row in kept] == [(1, 1, 80.0)]
-        assert _foreign_keys(connection) == keys_at_0002
+        assert foreign_keys(connection, "ledger_entries") == keys_at_0002
 
     upgrade(engine, "0003")  # and up again: the column comes back empty
     with engine.connect() as connection:
