@@ -4,7 +4,9 @@
 fresh schema in the ``test`` database, selected through the URL's search_path,
 dropped at teardown), so other engineers' concurrent test runs never see each
 other's rows. ``db_url`` is empty; ``db`` is the same URL upgraded to the newest
-migration. ``session`` is a Session on ``db`` inside one unit of work.
+migration, with one user: ``admin``, an admin (what `gpupool init --admin admin`
+leaves, less its token; there is no state in which everyone is admin).
+``session`` is a Session on ``db`` inside one unit of work.
 
 When PostgreSQL does not answer, its parameters are skipped, unless
 GPUPOOL_REQUIRE_POSTGRES=1 (CI), where they fail loudly.
@@ -67,16 +69,30 @@ def db_url(request, tmp_path):
         _admin_execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+ADMIN = "admin"  # the admin every ``db`` starts with
+
+
 @pytest.fixture
 def db(db_url):
-    """A private database upgraded to the newest migration."""
+    """A private database upgraded to the newest migration, with the admin ``admin``."""
     from gpupool.scheduler.database import make_engine
     from gpupool.scheduler.migrate import upgrade
 
     engine = make_engine(db_url)
     upgrade(engine)
     engine.dispose()
+    add_users(db_url, (ADMIN, "admin"))
     return db_url
+
+
+def add_users(url: str, *users: tuple) -> None:
+    """Register users, each ``(name, role[, org[, site]])``, as the local owner would."""
+    from gpupool.scheduler.database import unit_of_work
+    from gpupool.scheduler.permissions import OWNER, add_user
+
+    with unit_of_work(url) as session:
+        for name, role, *where in users:
+            add_user(session, OWNER, name, role, *where)
 
 
 @pytest.fixture
