@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gpupool import model
@@ -47,8 +47,9 @@ MAX_NODES = 100_000  # per pool: the round keeps a free count per node
 MAX_PRIORITY = 1_000_000_000  # |priority|: policies add it to float weights and int64 arrays
 SPEED = (1e-3, 1e3)  # GPU type speeds: runtime = hours / speed
 MAX_WEIGHT = 1e6  # domain weights
-MAX_MONEY = 1e12  # prices, budgets, caps: NUMERIC(14, 2) holds less than this
-MAX_RUN_COST = MAX_MONEY / 10  # a run's full cost: one ten times over its estimate still fits
+MAX_MONEY = 1e12  # prices, budgets, caps, one ledger entry: NUMERIC(14, 2) holds less
+ENTRY_HOURS = 92 * 24.0  # a charge is split at quarter ends: one entry covers at most this
+OVERRUN = 10.0  # a run's charge must fit even if it ran this many times its estimate
 MAX_VOUCHER_HOURS = 1e12
 MAX_EXCHANGE_RATE = 1e6
 MAX_POLICY_NUMBER = MAX_MONEY  # any number in a policy document (caps, budgets, weights, ...)
@@ -221,42 +222,80 @@ class PoolFacts:
     nodes: int
 
 
+@dataclass(frozen=True)
+class TypeFacts:
+    """A GPU type the round uses: its speed, and its dearest pool (the largest charge)."""
+
+    speed: float
+    price: float
+    pool: str
+
+
+def type_facts(pools: Iterable[PoolFacts]) -> dict[str, TypeFacts]:
+    facts: dict[str, TypeFacts] = {}
+    for pool in pools:
+        known = facts.get(pool.gpu_type)
+        if known is None or pool.price > known.price:
+            facts[pool.gpu_type] = TypeFacts(pool.speed, pool.price, pool.name)
+    return facts
+
+
 def job_problem(
     gpus: object,
     hours: object,
     priority: object,
     submitted_at: object,
     gpu_types: object,
-    pools: Mapping[int, PoolFacts],
+    types: Mapping[str, TypeFacts],
 ) -> str | None:
     """Why a job's own fields cannot be scheduled, or None.
 
-    ``pools``: the pools the round uses; a job must be able to run (to its
-    estimate, to a cost the ledger holds) on every one of them it allows.
+    ``types``: the GPU types the round uses (type_facts); on every one the job
+    allows, it must have a deadline within the calendar and charges that one
+    ledger entry holds.
     """
-    problem = first(
-        _positive("gpus", gpus, MAX_GPUS, integer=True),
-        _positive("hours", hours, MAX_JOB_HOURS),
-        number_problem("priority", priority, -MAX_PRIORITY, MAX_PRIORITY, integer=True),
-        instant_problem("submitted_at", submitted_at),
-        _types_problem(gpu_types),
-    )
-    if problem is not None:
-        return problem
-    allowed = set(gpu_types or ())  # type: ignore[arg-type]
-    for pool in pools.values():
-        if allowed and pool.gpu_type not in allowed:
+    if not _plain(gpus, hours, priority, submitted_at, gpu_types):
+        problem = first(
+            _positive("gpus", gpus, MAX_GPUS, integer=True),
+            _positive("hours", hours, MAX_JOB_HOURS),
+            number_problem("priority", priority, -MAX_PRIORITY, MAX_PRIORITY, integer=True),
+            instant_problem("submitted_at", submitted_at),
+            _types_problem(gpu_types),
+        )
+        if problem is not None:
+            return problem
+    names = gpu_types or types  # none listed: any type
+    for name in names:  # type: ignore[union-attr]
+        facts = types.get(name)
+        if facts is None:
             continue
-        runtime = hours / pool.speed  # type: ignore[operator]
+        runtime = hours / facts.speed  # type: ignore[operator]
         if runtime > MAX_RUNTIME_HOURS:
             return (
-                f"hours={shown(hours)} runs {runtime:g} h on {pool.gpu_type}, "
-                f"beyond {MAX_RUNTIME_HOURS:g}"
+                f"hours={shown(hours)} runs {runtime:g} h on {name}, beyond {MAX_RUNTIME_HOURS:g}"
             )
-        cost = gpus * runtime * pool.price  # type: ignore[operator]
-        if cost > MAX_RUN_COST:
-            return f"a run on {pool.name} would cost {cost:g}, beyond {MAX_RUN_COST:g}"
+        entry = gpus * min(runtime * OVERRUN, ENTRY_HOURS) * facts.price  # type: ignore[operator]
+        if entry >= MAX_MONEY:
+            return f"a charge on {facts.pool} could reach {entry:g}, beyond {MAX_MONEY:g}"
     return None
+
+
+def _plain(gpus, hours, priority, submitted_at, gpu_types) -> bool:
+    """The common case, checked fast (rounds read thousands of jobs); False: look closer."""
+    return (
+        type(gpus) is int
+        and 0 < gpus <= MAX_GPUS
+        and type(hours) is float
+        and 0.0 < hours <= MAX_JOB_HOURS  # False for NaN
+        and type(priority) is int
+        and -MAX_PRIORITY <= priority <= MAX_PRIORITY
+        and type(submitted_at) is dt.datetime
+        and EARLIEST <= submitted_at < LATEST
+        and (
+            gpu_types is None
+            or (type(gpu_types) is list and all(type(t) is str for t in gpu_types))
+        )
+    )
 
 
 def _types_problem(gpu_types: object) -> str | None:
@@ -294,9 +333,10 @@ class Verdict:
     """What a round's read of the platform set aside, and why.
 
     ``jobs``: jobs to fail (their own fields are bad); ``held``: pending jobs
-    left waiting because a row they need is set aside; ``stranded``: running
-    jobs left out of the snapshot for the same reason (their GPUs stay taken);
-    ``platform``: set-aside platform rows, "pool p-x" -> reason.
+    of an organisation set aside, left waiting; ``stranded``: running jobs on a
+    pool set aside, left out of the snapshot, not reaped, not metered (their
+    stored data gives no deadline or charge to trust); ``platform``: set-aside
+    platform rows, "pool p-x" -> reason.
     """
 
     jobs: dict[int, str] = field(default_factory=dict)

@@ -268,6 +268,7 @@ class _Jobs:
             for pool_id, pool in pools_by_id.items()
             if pool is not None
         }
+        self.types = quarantine.type_facts(self.facts.values())
         self.pending: list[model.Job] = []
         self.running: list[model.RunningJob] = []
         self.held_nodes: list[tuple[str, tuple[tuple[int, int], ...]]] = []
@@ -306,7 +307,7 @@ class _Jobs:
         for job_id, state, org_id, gpus, hours, submitted, types, name, priority in session.execute(
             query
         ):
-            problem = quarantine.job_problem(gpus, hours, priority, submitted, types, self.facts)
+            problem = quarantine.job_problem(gpus, hours, priority, submitted, types, self.types)
             if problem is not None:
                 self.verdict.jobs[job_id] = quarantine.job_reason(problem)
                 continue
@@ -341,8 +342,7 @@ class _Jobs:
             self.verdict.jobs[job.id] = quarantine.job_reason(problem)
             return
         taken = tuple((int(node), int(used)) for node, used in nodes)
-        if not org_ok:
-            self.verdict.stranded.add(job.id)
+        if not org_ok:  # left out with its org; reaped and charged as usual
             self.held_nodes.append((facts.name, taken))
             return
         started = clock.to_epoch(started_at)

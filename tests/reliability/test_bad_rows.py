@@ -370,3 +370,64 @@ def test_a_policy_that_no_longer_parses_falls_back_to_fifo(platform):
     assert [s.job_id for s in result.started] == [job]
     (reason,) = result.set_aside.values()
     assert reason.startswith("invalid stored data: ") and "org_cap" in reason
+
+
+def test_a_programme_and_a_voucher_with_absurd_numbers_are_set_aside(platform):
+    from gpupool.accounting.programmes import Programme
+    from gpupool.scheduler import accounts
+    from gpupool.scheduler.orm import ProgrammeRow, VoucherRow
+
+    with unit_of_work(platform) as session:
+        accounts.add_programme(session, "admin", Programme("health", rate=0.5))
+        accounts.add_programme(session, "admin", Programme("compute", uses_vouchers=True))
+        voucher = accounts.award_voucher(
+            session, "admin", "lab", "compute", 5, now=T0 - dt.timedelta(days=1)
+        ).id
+    with unit_of_work(platform) as session:
+        row = session.scalars(select(ProgrammeRow).where(ProgrammeRow.name == "health")).one()
+        row.rules = {**row.rules, "org_cap": 1.0e30}  # was: decimal.InvalidOperation
+    _store(platform, update(VoucherRow).where(VoucherRow.id == voucher).values(amount=-1.0))
+    (job,) = _submit(platform, JobRequest(org="lab", gpus=1, hours=1))
+    result = _round(platform)
+    assert [s.job_id for s in result.started] == [job]
+    assert result.started[0].charge.subsidy == 0.0  # neither funds anything meanwhile
+    assert result.set_aside == {
+        "programme health": "invalid stored data: org_cap=1e+30 beyond 1e+12",
+        f"voucher {voucher}": "invalid stored data: amount=-1 below 0",
+    }
+    with unit_of_work(platform) as session:
+        assert session.get(VoucherRow, voucher).balance == 5.0  # kept as stored
+
+
+@pytest.mark.parametrize(
+    ("gpus", "hours", "priority", "gpu_types", "reason"),
+    [
+        (4, 2.0, 0, ["H100"], None),
+        (4, 87_600.0, -5, None, None),
+        (4, float("nan"), 0, [], "hours=nan is not finite"),
+        (4, float("inf"), 0, [], "hours=inf is not finite"),
+        (4, 0.0, 0, [], "hours=0 is not positive"),
+        (0, 1.0, 0, [], "gpus=0 is not positive"),
+        (True, 1.0, 0, [], "gpus=True is not a number"),
+        (4, 1.0, 2**62, [], "priority=4611686018427387904 beyond 1e+09"),
+        (4, 1.0, 0, {"H100": 1}, "gpu_types=dict is not a list of names"),
+        (4, 1.0, 0, [7], "gpu_types=list is not a list of names"),
+        (100_000, 1.0, 0, ["H100"], None),  # 1e5 GPUs x 5 h (10 x 0.5 h) x 1000.00
+        (1_000_000, 87_600.0, 0, ["A100"], None),  # 1e6 x 92 days x 10.00: 2.2e10
+        (1_000_000, 87_600.0, 0, [], "a charge on p-dear could reach 2.208e+12, beyond 1e+12"),
+    ],
+)
+def test_the_job_gate_names_the_field_and_the_fast_path_agrees(
+    gpus, hours, priority, gpu_types, reason
+):
+    from gpupool.scheduler import quarantine
+
+    types = quarantine.type_facts(
+        [
+            quarantine.PoolFacts("p-a100", "A100", 1.0, 10.0, 2),
+            quarantine.PoolFacts("p-h100", "H100", 2.0, 20.0, 1),
+            quarantine.PoolFacts("p-dear", "H100", 2.0, 1000.0, 1),  # the dearest H100 pool
+            quarantine.PoolFacts("p-cheap", "H100", 2.0, 1.0, 1),
+        ]
+    )
+    assert quarantine.job_problem(gpus, hours, priority, T0, gpu_types, types) == reason
