@@ -232,13 +232,13 @@ def header_columns(cells: Iterable[str], source: str) -> list[str]:
     return columns
 
 
-def check_unique_columns(columns: Iterable[str], where: str) -> None:
+def check_unique_columns(columns: Iterable[str], where: str, what: str = "column") -> None:
     """Refuse a header naming one column twice (a row would silently keep the last value)."""
     first: dict[str, int] = {}
     for number, column in enumerate(columns, start=1):
         if column in first:
             raise FileError(
-                f"column given twice (columns {first[column]} and {number})",
+                f"{what} given twice ({what}s {first[column]} and {number})",
                 location=f"{where} {column}",
             )
         first[column] = number

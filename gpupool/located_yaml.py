@@ -118,7 +118,8 @@ class _Loader(yaml.SafeLoader):
         event = self.peek_event()
         path = self._child_path(parent, index)
         if isinstance(event, yaml.AliasEvent):
-            self._refuse(event.start_mark, path, f"aliases (*{event.anchor}) are not allowed; write the value out")
+            message = f"aliases (*{event.anchor}) are not allowed; write the value out"
+            self._refuse(event.start_mark, path, message)
         if event.anchor is not None:
             self._refuse(
                 event.start_mark,

@@ -16,9 +16,10 @@ A document names a policy ``kind`` and its parameters::
 Design:
 - The text is *composed* by gpupool.located_yaml (the reader every YAML input
   shares: no aliases, merge keys or duplicate keys, bounded depth and size),
-  not loaded, so every value keeps its node and therefore its line. A small reader walks the nodes against the
-  schema and collects every problem as ``(location, message)`` where location
-  is ``file:line field.path``; nothing stops at the first error.
+  not loaded, so every value keeps its node and therefore its line. A small
+  reader walks the nodes against the schema and collects every problem as
+  ``(location, message)`` where location is ``file:line field.path``; nothing
+  stops at the first error.
 - The schema lives in the ``_read_*`` functions, one per section; each returns
   the parsed value or None after recording its problems.
 - ``POLICY_KINDS`` maps kind -> policy class and imports the class only when
