@@ -247,6 +247,17 @@ def test_errors_quoting_user_input_stay_one_visible_line(platform, monkeypatch):
             assert raw not in result.stderr
 
 
+def test_scheduler_log_lines_are_one_visible_line(capsys):
+    import logging
+
+    from gpupool.cli.daemon import configure_logging
+
+    configure_logging()
+    logging.getLogger("gpupool.scheduler.daemon").error("round failed: %s", "x\x1b[2J\u202e\ny")
+    err = capsys.readouterr().err
+    assert err.endswith("ERROR round failed: x\\x1b[2J\\u202e\\ny\n")
+
+
 def test_usage_chart_draws_names_that_look_like_mathtext(cli, hostile, tmp_path):
     with unit_of_work(hostile) as session:
         session.execute(update(DomainRow).where(DomainRow.name == "[/]").values(name="$\\frac$"))
