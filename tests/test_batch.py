@@ -96,10 +96,7 @@ def test_yaml_errors_carry_lines(tmp_path):
 def test_unreadable_or_unknown_files(tmp_path):
     with pytest.raises(GpupoolError) as info:
         read_batch(tmp_path / "missing.csv")
-    assert (
-        str(info.value) == f"{tmp_path / 'missing.csv'}: cannot read: "
-        "No such file or directory"
-    )
+    assert str(info.value) == f"{tmp_path / 'missing.csv'}: cannot read: No such file or directory"
     with pytest.raises(GpupoolError, match="batch files must end in .csv, .yaml or .yml"):
         read_batch(_write(tmp_path, "jobs.txt", "org,gpus,hours\n"))
     with pytest.raises(GpupoolError) as info:
