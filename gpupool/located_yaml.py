@@ -117,15 +117,13 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         event = self.peek_event()
         path = self._child_path(parent, index)
+        name = (event.anchor or "")[:_KEY_SHOWN]
         if isinstance(event, yaml.AliasEvent):
-            message = f"aliases (*{event.anchor}) are not allowed; write the value out"
+            message = f"aliases (*{name}) are not allowed; write the value out"
             self._refuse(event.start_mark, path, message)
         if event.anchor is not None:
-            self._refuse(
-                event.start_mark,
-                path,
-                f"anchors (&{event.anchor}) are not allowed; write the value out where it is used",
-            )
+            message = f"anchors (&{name}) are not allowed; write the value out where it is used"
+            self._refuse(event.start_mark, path, message)
         if len(self._paths) > MAX_DEPTH:
             self._refuse(event.start_mark, path, f"nested deeper than {MAX_DEPTH} levels")
         self._paths.append(path)
