@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, db_url, print_json, render, work
+from gpupool.cli.output import JSON_OPTION, actor, db_url, echo, print_json, render, work
 
 
 def register(app: typer.Typer) -> None:
@@ -88,16 +88,16 @@ def schedule(
         )
         return
     label = "dry run" if dry_run else f"round {result.round_id}"
-    typer.echo(
+    echo(
         f"{label} with {policy}: {len(started)} started, {len(waiting)} waiting"
         + (f", {len(result.timed_out)} timed out" if result.timed_out else "")
         + (f", {len(result.preempted)} preempted" if result.preempted else "")
         + (f", {len(result.quarantined)} quarantined" if result.quarantined else "")
     )
     for job_id, reason in sorted(result.quarantined.items()):
-        typer.echo(f"job {job_id} {'would be ' if dry_run else ''}failed: {reason}")
+        echo(f"job {job_id} {'would be ' if dry_run else ''}failed: {reason}")
     for target, reason in sorted(result.set_aside.items()):
-        typer.echo(f"{target} set aside: {reason}")
+        echo(f"{target} set aside: {reason}")
     if started:
         render(
             started,
