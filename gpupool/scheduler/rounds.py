@@ -1,20 +1,27 @@
 """One live scheduling round, in the caller's single transaction, in two phases.
 
 Read phase (takes no lock that blocks submissions, cancels or finishes):
+    0. read the platform, every row through the sanity gate
+       (gpupool.scheduler.quarantine): jobs with bad stored data are to be
+       failed, bad platform rows (and an invalid active policy) set aside;
     1. load the books (programmes, vouchers, ledger); vouchers due by now
        expire in memory (running jobs metered first);
     2. snapshot the platform (gpupool.scheduler.snapshot): running jobs past
        their estimate + grace are left out, as step 5 reaps them;
     3. ask the policy: ``policy.allocate(snapshot)`` — the same code the
-       simulator runs — and time it (``solve_seconds``);
+       simulator runs — and time it (``solve_seconds``); if it (or step 4, or
+       pricing the starts) raises, find and set aside the pending jobs it fails
+       on (_Isolation), or let the round fail, rolled back;
     4. re-validate the allocation defensively (known pending jobs, allowed GPU
        types, whole gangs, node capacity after preemptions, a reason for every
        job left waiting) and raise PolicyViolation rather than write a bad one.
 
 Write phase (short, under the write lock: PostgreSQL advisory transaction lock
 shared with the books, SQLite's database write lock taken by the first insert):
-    5. a scheduler_rounds row; the books reloaded and closed for real; overdue
-       jobs reaped (timed_out, charged to their deadline);
+    5. a scheduler_rounds row; the books reloaded; the jobs of step 0 and 3
+       failed, with their reason and a ``job.quarantine`` audit row (running
+       ones charged up to now if their data allows); the books closed for
+       real; overdue jobs reaped (timed_out, charged to their deadline);
     6. preemptions of jobs still running (placement closed, usage charged, job
        requeued);
     7. each start re-checked against what committed meanwhile: a job no longer
@@ -23,7 +30,8 @@ shared with the books, SQLite's database write lock taken by the first insert):
        written, with the policy's reason for its pool, and job running
        (check_transition). No ledger entry at start:
        runs are charged when they end (gpupool.scheduler.lifecycle.settle);
-    8. the wait reason of every job still pending.
+    8. the wait reason of every job still pending; set-aside platform rows
+       audited (``platform.set_aside``) once per reason.
 
 The re-check makes double-booking impossible whatever the callers do; the
 round lock (gpupool.scheduler.locking) additionally keeps two schedulers from

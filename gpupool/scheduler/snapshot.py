@@ -19,6 +19,11 @@
   policy's params is behind it this quarter (ledger usage plus running jobs),
   against the platform's effective capacity.
 
+Every row passes the sanity gate (gpupool.scheduler.quarantine) as it is
+read: jobs whose own fields fail are left out for the round to fail; GPU
+types, pools, domains and orgs that fail are left out with what depends on
+them (pending jobs of such an org wait; running jobs there keep their GPUs).
+
 Rounds see thousands of jobs, so the platform is read with one Core select()
 per table (tuples, no ORM identity map) and the ledger is summed by the
 database; tests/test_snapshot.py checks this against the straightforward build.
