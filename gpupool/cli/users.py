@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, print_json, render, work
+from gpupool.cli.output import JSON_OPTION, actor, echo, print_json, render, work
 
 app = typer.Typer(no_args_is_help=True)
 token_app = typer.Typer(no_args_is_help=True)
@@ -31,7 +31,7 @@ def add(
         row = add_user(session, actor(ctx), name, role.strip(), org, site)
         where = f" for {row.org.name}" if row.org is not None else ""
         where += f" at {row.site}" if row.site else ""
-    typer.echo(f"added {row.role} {row.name}{where}")
+    echo(f"added {row.role} {row.name}{where}")
 
 
 @app.command("list")
@@ -109,7 +109,7 @@ def token_revoke(
     with work(ctx) as session:
         view = tokens.revoke_token(session, actor(ctx), token_id)
     done = "revoked" if view["revoked_now"] else f"was already revoked at {view['revoked_at']}"
-    typer.echo(f"token {view['id']} of {view['user']} {done}")
+    echo(f"token {view['id']} of {view['user']} {done}")
 
 
 # --- audit log ---------------------------------------------------------------
