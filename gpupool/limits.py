@@ -61,7 +61,9 @@ class Limit:
         if self.holds(number):
             return number
         shown = number if shown is None else shown
-        raise GpupoolError(f"must be {self.span()} ({self.label}), got {shown!r}", location=location)
+        raise GpupoolError(
+            f"must be {self.span()} ({self.label}), got {shown!r}", location=location
+        )
 
     def span(self) -> str:
         low, high = _figure(self.low), _figure(self.high)
@@ -161,7 +163,6 @@ VOUCHER_HOURS = Limit(
     0,
     1_000_000_000,
     "a year of 100,000 GPUs is 876 million GPU-hours",
-    low_open=True,
 )
 WEIGHT = Limit(
     "weight",
@@ -451,6 +452,4 @@ def check_unique(name: str, existing, what: str, location: str) -> None:
     for other in existing:
         if fold(other) == key:
             same = "" if other == name else f" (as {other!r}: names differ only in case or form)"
-            raise GpupoolError(
-                f"a {what} named {name!r} already exists{same}", location=location
-            )
+            raise GpupoolError(f"a {what} named {name!r} already exists{same}", location=location)
