@@ -73,7 +73,7 @@ class Limit:
 
 
 def _figure(value: float) -> str:
-    if value == int(value) and abs(value) < 1e15:
+    if isinstance(value, int) or (value == int(value) and abs(value) < 1e15):
         return f"{int(value):,}"
     return f"{value:g}"
 
@@ -452,4 +452,6 @@ def check_unique(name: str, existing, what: str, location: str) -> None:
     for other in existing:
         if fold(other) == key:
             same = "" if other == name else f" (as {other!r}: names differ only in case or form)"
-            raise GpupoolError(f"a {what} named {name!r} already exists{same}", location=location)
+            article = "an" if what[:1] in "aeiou" else "a"
+            message = f"{article} {what} named {name!r} already exists{same}"
+            raise GpupoolError(message, location=location)
