@@ -405,3 +405,29 @@ def test_reliability_docs_list_every_limit_with_its_value():
         assert limit.span() in row[0], (limit.label, limit.span())
     for limit in limits.TEXT_LIMITS:
         assert re.search(rf"\| {limit.label} \|[^|]*{limit.length} characters", section), limit
+
+
+def test_nothing_an_entry_point_accepts_is_set_aside_by_a_round():
+    """The round's sanity gate (scheduler/quarantine.py) must be at least as wide as
+    every domain limit, or a value accepted on the way in would be failed later."""
+    from gpupool.scheduler import quarantine as gate
+
+    assert gate.EARLIEST <= limits.EARLIEST and gate.LATEST >= limits.LATEST
+    assert limits.JOB_HOURS.high <= gate.MAX_JOB_HOURS
+    # a job's estimated runtime on the slowest type
+    slowest = limits.JOB_HOURS.high / limits.SPEED.low
+    assert slowest <= gate.MAX_RUNTIME_HOURS
+    assert max(limits.GPUS_PER_JOB.high, limits.POOL_GPUS.high) <= gate.MAX_GPUS
+    assert limits.GPUS_PER_NODE.high <= gate.MAX_GPUS
+    assert limits.POOL_NODES.high <= gate.MAX_NODES
+    assert max(-limits.PRIORITY.low, limits.PRIORITY.high) <= gate.MAX_PRIORITY
+    assert gate.SPEED[0] <= limits.SPEED.low and gate.SPEED[1] >= limits.SPEED.high
+    assert limits.WEIGHT.high <= gate.MAX_WEIGHT
+    assert max(limits.MONEY.high, limits.PRICE.high) <= gate.MAX_MONEY
+    # one ledger entry: a quarter of a full pool at the highest price
+    assert gate.ENTRY_HOURS * limits.POOL_GPUS.high * limits.PRICE.high < gate.MAX_MONEY
+    assert limits.VOUCHER_HOURS.high <= gate.MAX_VOUCHER_HOURS
+    assert limits.EXCHANGE_RATE.high <= gate.MAX_EXCHANGE_RATE
+    assert max(limits.POLICY_NUMBER.high, limits.MONEY.high) <= gate.MAX_POLICY_NUMBER
+    assert limits.SEED.high <= gate.MAX_SEED
+    assert limits.SOLVER_SECONDS.high <= gate.MAX_TIME_LIMIT_S
