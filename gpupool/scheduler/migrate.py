@@ -28,8 +28,47 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply every migration up to ``revision`` in one transaction; idempotent."""
     from alembic import command
 
-    with connect_or_fail(engine) as connection, connection.begin():
-        command.upgrade(_config(connection), revision)
+    run(engine, command.upgrade, revision)
+
+
+def run(engine: Engine, direction, revision: str) -> None:
+    """``direction`` (alembic.command.upgrade or downgrade) to ``revision``, in one transaction.
+
+    On SQLite, foreign keys are off while the scripts run: batch mode rebuilds a
+    table by copying it and dropping the original, and dropping a table that
+    others refer to (jobs) would otherwise fail. Every reference is checked
+    before the transaction commits, so a migration cannot leave a dangling one.
+    """
+    sqlite = engine.dialect.name == "sqlite"
+    with connect_or_fail(engine) as connection:
+        if sqlite:
+            _pragma(connection, "foreign_keys=OFF")
+        try:
+            with connection.begin():
+                direction(_config(connection), revision)
+                if sqlite:
+                    _check_foreign_keys(connection)
+        finally:
+            if sqlite:
+                _pragma(connection, "foreign_keys=ON")
+
+
+def _pragma(connection, setting: str) -> None:
+    """A PRAGMA outside any transaction (SQLite ignores foreign_keys inside one)."""
+    connection.exec_driver_sql(f"PRAGMA {setting}")
+    connection.commit()
+
+
+def _check_foreign_keys(connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        from gpupool.model import GpupoolError
+
+        raise GpupoolError(
+            f"the migration would leave {len(broken)} broken reference(s), "
+            f"first in table {broken[0][0]}: nothing was changed",
+            location="--db",
+        )
 
 
 def upgrade_sql(dialect: str, revision: str = "head") -> str:
@@ -54,13 +93,24 @@ def script_head() -> str:
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
-def reset(engine: Engine) -> None:
-    """Drop every gpupool table, then recreate the schema: `init --force` only."""
-    from sqlalchemy import text
+def reset(engine: Engine) -> dict[str, int]:
+    """Drop every gpupool table, then recreate the schema: `init --force` only.
+
+    Returns how many rows each table held, for the audit row `init` writes
+    into the new log (the old log is among what is dropped).
+    """
+    from sqlalchemy import func, inspect, select, text
 
     from gpupool.scheduler.orm import Base
 
     with connect_or_fail(engine) as connection, connection.begin():
+        present = set(inspect(connection).get_table_names())
+        counts = {
+            name: connection.scalar(select(func.count()).select_from(table))
+            for name, table in sorted(Base.metadata.tables.items())
+            if name in present
+        }
         Base.metadata.drop_all(connection)
         connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
     upgrade(engine)
+    return counts
