@@ -1,9 +1,11 @@
 """Bearer-token authentication for every API route (not /healthz, /readyz).
 
 ``Authorization: Bearer <token>``; the token is checked by
-gpupool.scheduler.tokens.authenticate (slow hash, constant-time compare,
+gpupool.scheduler.tokens.authenticate_token (slow hash, constant-time compare,
 expiry and revocation read on every request). The result is a Principal
-whose ``name`` is the actor every service call is made as.
+whose ``name`` is the actor every service call is made as. A token with the
+``read`` scope only may call GET routes and the POSTs that write nothing
+(marked ``reads_only``: policy validate and whatif); anything else is a 403.
 
 Failures:
 - no ``Authorization: Bearer`` header: 401 ``WWW-Authenticate: Bearer``. Not
@@ -33,8 +35,7 @@ from gpupool.server.settings import Settings
 
 log = logging.getLogger("gpupool.server.auth")
 REALM = 'Bearer realm="gpupool"'
-UNAUTHENTICATED_ACTOR = "(unauthenticated)"
-INVALID = "the bearer token is not valid (unknown, expired or revoked)"
+UNAUTHENTICATED_ACTOR = "anonymous"  # as gpupool.scheduler.tokens audits it
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Principal:
 
     name: str
     role: str
+    scopes: tuple[str, ...] = ()
 
 
 class Authenticator:
@@ -63,16 +65,31 @@ class Authenticator:
         self._refuse_if_limited(address, prefix)
         try:
             with unit_of_work(self.engine) as session:
-                user = tokens.authenticate(session, raw_token)
-                return Principal(user.name, user.role)
+                try:
+                    row = tokens.authenticate_token(session, raw_token)
+                except AuthenticationFailed as exc:
+                    self._count_failure(exc, prefix, address)
+                    raise  # the unit of work writes its audit entry as a 'denied' row
+                return Principal(row.user.name, row.user.role, tuple(row.scopes or ()))
         except AuthenticationFailed as exc:
-            self.by_address.fail(address)
-            if prefix is not None:
-                self.by_prefix.fail(prefix)
-            self._audit_failure(prefix, address, exc.message)
             raise HTTPException(
-                401, INVALID, headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'}
+                401, str(exc), headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'}
             ) from None
+
+    def _count_failure(self, exc, prefix: str | None, address: str) -> None:
+        """Count the failure and make its audit entry name the prefix and the address."""
+        self.by_address.fail(address)
+        if prefix is not None:
+            self.by_prefix.fail(prefix)
+        reason = getattr(exc, "reason", "") or exc.message
+        details = {"token_prefix": prefix, "client": address, "reason": reason}
+        log.warning("authentication failed", extra=details)
+        exc.audit_entry = {
+            "actor": UNAUTHENTICATED_ACTOR,
+            "action": "auth.failed",
+            "target": f"token {prefix}" if prefix is not None else "token (malformed)",
+            "after": details,
+        }
 
     def _refuse_if_limited(self, address: str, prefix: str | None) -> None:
         wait = self.by_address.retry_after(address)
@@ -89,26 +106,6 @@ class Authenticator:
                 f"retry in {math.ceil(wait)} s",
                 headers={"Retry-After": str(math.ceil(wait))},
             )
-
-    def _audit_failure(self, prefix: str | None, address: str, reason: str) -> None:
-        from gpupool.scheduler.database import unit_of_work
-        from gpupool.scheduler.permissions import audit
-
-        target = f"token {prefix}" if prefix is not None else "token (malformed)"
-        details = {"token_prefix": prefix, "client": address, "reason": reason}
-        log.warning("authentication failed", extra=details)
-        try:
-            with unit_of_work(self.engine) as session:
-                audit(
-                    session,
-                    UNAUTHENTICATED_ACTOR,
-                    "auth.failed",
-                    target,
-                    after=details,
-                    outcome="denied",
-                )
-        except Exception as exc:  # the 401 must not turn into a 500 if the audit cannot be written
-            log.error("cannot audit a failed authentication: %s", str(exc).splitlines()[0])
 
 
 def bearer_token(request: Request) -> str:
@@ -131,7 +128,41 @@ def client_address(request: Request) -> str:
 
 def authenticated(request: Request) -> Principal:
     """FastAPI dependency: the request's Principal, or 401/429."""
+    from gpupool.scheduler.tokens import scope_allows
+
     authenticator: Authenticator = request.app.state.authenticator
     principal = authenticator.authenticate(bearer_token(request), client_address(request))
     request.state.user = principal.name  # for the access log line
+    if not scope_allows(principal.scopes, write=_writes(request)):
+        refuse(
+            authenticator.engine,
+            principal.name,
+            f"{request.method} {request.url.path}",
+            f"this token of {principal.name} may only read",
+        )
     return principal
+
+
+def refuse(engine: Engine, actor: str, action: str, message: str, target: str = "") -> None:
+    """Raise a 403 for ``actor``, with its audit row (outcome denied) written first."""
+    from gpupool.scheduler.permissions import Denied, record_denial
+
+    refusal = Denied(message, actor, action, target)
+    record_denial(engine, refusal.audit_entry)
+    raise refusal
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def reads_only(endpoint):
+    """Marks a POST route that writes nothing (a read-only token may call it)."""
+    endpoint.reads_only = True
+    return endpoint
+
+
+def _writes(request: Request) -> bool:
+    if request.method in SAFE_METHODS:
+        return False
+    route = request.scope.get("route")
+    return not getattr(getattr(route, "endpoint", None), "reads_only", False)

@@ -11,11 +11,13 @@ Status codes, from the error's class (gpupool.model) first, then its content:
 =====  =======================================================================
  401   no bearer token, or one that is unknown, expired or revoked
  403   PermissionDenied: the user's role may not do this
- 404   NotFound, an unknown route, and another organisation's job (see auth docs)
+ 404   NotFound (an object the URL or a query names), an unknown route, and
+       another organisation's job (indistinguishable from a missing one)
  409   IllegalTransition (a job state change), a name that already exists, a
        submit key used with other content, a concurrent write that collided
  413   a request body over the size limit
- 422   any other GpupoolError (bad input), request bodies of the wrong shape
+ 422   any other GpupoolError (bad input, including a POST body naming an org,
+       GPU type or programme that does not exist), bodies of the wrong shape
  429   too many failed authentications from this address or token prefix
  503   the database is unreachable or its schema is not at this gpupool's head
 =====  =======================================================================
@@ -163,7 +165,11 @@ def gpupool_error(exc: GpupoolError) -> JSONResponse:
     return problem(status, str(exc), exc.location, headers=headers)
 
 
-async def handle_gpupool_error(_request: Request, exc: GpupoolError) -> JSONResponse:
+async def handle_gpupool_error(request: Request, exc: GpupoolError) -> JSONResponse:
+    if isinstance(exc, NotFound) and request.method == "POST" and not request.path_params:
+        # The body names a missing object (an org, a GPU type): the target, a
+        # collection, exists; the content is what is wrong.
+        return problem(422, str(exc), exc.location)
     return gpupool_error(exc)
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from gpupool.server import problems
+from gpupool.server.auth import refuse
 from gpupool.server.deps import User
 from gpupool.server.schemas import Health, Readiness
 
@@ -60,17 +61,9 @@ def _not_ready(reason: str, revision: str | None) -> JSONResponse:
 )
 def metrics(request: Request, user: User) -> Response:
     """Prometheus text format (needs an admin's or auditor's token)."""
-    from gpupool.scheduler.permissions import Denied, record_denial
-
     allowed = request.app.state.settings.metrics_roles
     if user.role not in allowed:
-        refusal = Denied(
-            f"{user.name} may not read metrics: {', '.join(allowed)} only",
-            user.name,
-            "read metrics",
-            "metrics",
-        )
-        record_denial(request.app.state.engine, refusal.audit_entry)
-        raise refusal
+        message = f"{user.name} may not read metrics: {', '.join(allowed)} only"
+        refuse(request.app.state.engine, user.name, "read metrics", message, "metrics")
     body, content_type = request.app.state.metrics.exposition()
     return Response(body, media_type=content_type)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from gpupool.server import problems
+from gpupool.server.auth import reads_only
 from gpupool.server.deps import UnitOfWork, User
 from gpupool.server.schemas import (
     PolicyApply,
@@ -34,6 +35,7 @@ def _document(body: PolicyText):
 
 
 @router.post("/policy/validate", response_model=PolicyValid)
+@reads_only
 def validate_policy(body: PolicyText, user: User) -> dict:
     """Check a document without storing it; every problem in ``errors``."""
     document = _document(body)
@@ -121,6 +123,7 @@ def rollback_policy(body: PolicyRollback, user: User, work: UnitOfWork) -> dict:
 
 
 @router.post("/policy/whatif", response_model=dict[str, Any])
+@reads_only
 def whatif(body: PolicyWhatIf, user: User, work: UnitOfWork) -> dict:
     """Replay the recorded jobs under the document and the active policy; writes nothing."""
     from gpupool.scheduler import clock
