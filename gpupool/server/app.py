@@ -120,8 +120,18 @@ def _handle_errors(app: FastAPI) -> None:
 
 
 def _add_routes(app: FastAPI) -> None:
-    from gpupool.server.routes import accounting, health, jobs, platform, policy, schedule, users
+    from gpupool.server.routes import (
+        accounting,
+        audit,
+        health,
+        jobs,
+        platform,
+        policy,
+        schedule,
+        tokens,
+        users,
+    )
 
     app.include_router(health.router)
-    for module in (jobs, platform, users, policy, schedule, accounting):
+    for module in (jobs, platform, users, tokens, policy, schedule, accounting, audit):
         app.include_router(module.router, prefix=API_PREFIX)

@@ -6,7 +6,6 @@ from pathlib import PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
-from sqlalchemy.exc import IntegrityError
 
 from gpupool.model import GpupoolError
 from gpupool.server import problems
@@ -49,9 +48,8 @@ def submit_job(
         priority=body.priority,
         submit_key=_one_key(body.key, idempotency_key),
     )
-    job_id, created = _retrying_key_race(
-        request.submit_key, lambda: _in(work, lambda s: submit(s, user.name, request))
-    )
+    with work() as session:
+        job_id, created = submit(session, user.name, request)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/api/v1/jobs/{job_id}"
     return {"id": job_id, "created": created}
@@ -61,22 +59,6 @@ def _one_key(in_body: str | None, in_header: str | None) -> str | None:
     if in_body and in_header and in_body != in_header:
         raise GpupoolError("differs from the key in the body", location="Idempotency-Key")
     return in_body or in_header
-
-
-def _retrying_key_race(key: str | None, attempt):
-    """Two requests with one new key at once: the loser's insert breaks the key's
-    uniqueness; run once more, and it finds the winner's job (or a conflict)."""
-    try:
-        return attempt()
-    except IntegrityError:
-        if not key:
-            raise
-        return attempt()
-
-
-def _in(work, action):
-    with work() as session:
-        return action(session)
 
 
 @router.post(
