@@ -48,6 +48,21 @@ class PermissionDenied(GpupoolError):
     """The acting user may not do this."""
 
 
+class AuthenticationFailed(GpupoolError):
+    """A presented credential was not accepted.
+
+    One message for every reason (unknown, malformed, expired, revoked, wrong
+    secret), so a caller learns nothing about which tokens exist or why a guess
+    failed; the reason goes to the server's own log and audit, never back.
+    """
+
+    MESSAGE = "invalid or expired token"
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(self.MESSAGE, location="token")
+        self.reason = reason  # for logs and audit only: never shown to the caller
+
+
 # ---------------------------------------------------------------------------
 # Job states: the one place where legal transitions are defined.
 # ---------------------------------------------------------------------------

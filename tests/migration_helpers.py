@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import inspect
 
-from gpupool.scheduler.migrate import _config
+from gpupool.scheduler.migrate import run
 
 
 def columns(connection, table: str) -> list[str]:
@@ -18,5 +18,4 @@ def foreign_keys(connection, table: str) -> list[tuple]:
 
 def migrate(engine, direction, revision: str) -> None:
     """``direction``: alembic.command.upgrade or downgrade, to ``revision``."""
-    with engine.connect() as connection, connection.begin():
-        direction(_config(connection), revision)
+    run(engine, direction, revision)

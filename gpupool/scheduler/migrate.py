@@ -28,8 +28,47 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply every migration up to ``revision`` in one transaction; idempotent."""
     from alembic import command
 
-    with connect_or_fail(engine) as connection, connection.begin():
-        command.upgrade(_config(connection), revision)
+    run(engine, command.upgrade, revision)
+
+
+def run(engine: Engine, direction, revision: str) -> None:
+    """``direction`` (alembic.command.upgrade or downgrade) to ``revision``, in one transaction.
+
+    On SQLite, foreign keys are off while the scripts run: batch mode rebuilds a
+    table by copying it and dropping the original, and dropping a table that
+    others refer to (jobs) would otherwise fail. Every reference is checked
+    before the transaction commits, so a migration cannot leave a dangling one.
+    """
+    sqlite = engine.dialect.name == "sqlite"
+    with connect_or_fail(engine) as connection:
+        if sqlite:
+            _pragma(connection, "foreign_keys=OFF")
+        try:
+            with connection.begin():
+                direction(_config(connection), revision)
+                if sqlite:
+                    _check_foreign_keys(connection)
+        finally:
+            if sqlite:
+                _pragma(connection, "foreign_keys=ON")
+
+
+def _pragma(connection, setting: str) -> None:
+    """A PRAGMA outside any transaction (SQLite ignores foreign_keys inside one)."""
+    connection.exec_driver_sql(f"PRAGMA {setting}")
+    connection.commit()
+
+
+def _check_foreign_keys(connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        from gpupool.model import GpupoolError
+
+        raise GpupoolError(
+            f"the migration would leave {len(broken)} broken reference(s), "
+            f"first in table {broken[0][0]}: nothing was changed",
+            location="--db",
+        )
 
 
 def script_head() -> str:

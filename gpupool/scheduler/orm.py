@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -110,13 +111,38 @@ class UserRow(Base):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    role: Mapped[str] = mapped_column(String(16), default="submitter")  # 'admin' | 'submitter'
+    # 'admin' | 'submitter' | 'agent' | 'auditor' (gpupool.scheduler.permissions)
+    role: Mapped[str] = mapped_column(String(16), default="submitter")
     org_id: Mapped[int | None] = mapped_column(ForeignKey("orgs.id"), nullable=True)
+    site: Mapped[str | None] = mapped_column(String(64), nullable=True)  # an agent's site
     org: Mapped[OrgRow | None] = relationship(lazy="joined")
+
+
+class ApiTokenRow(Base):
+    """An API token (gpupool.scheduler.tokens): never the secret, only its slow hash.
+
+    ``token_id`` is the public part of ``gpt_<token_id>_<secret>``: safe to log,
+    to show in `token list` and to rate-limit on.
+    """
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(256))  # scrypt$n=..,r=..,p=..$salt$hash
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: all the role allows
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    user: Mapped[UserRow] = relationship(lazy="joined")
 
 
 class JobRow(Base):
     __tablename__ = "jobs"
+    # an idempotency key is an organisation's own: another org may use the same one
+    __table_args__ = (UniqueConstraint("org_id", "submit_key", name="uq_jobs_org_id_submit_key"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(256), default="")
     org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"), index=True)
@@ -132,9 +158,10 @@ class JobRow(Base):
     wait_reason: Mapped[str | None] = mapped_column(String(128), nullable=True)
     end_reason: Mapped[str | None] = mapped_column(String(256), nullable=True)
     submitted_by: Mapped[str] = mapped_column(String(128), default="")
-    # Client-chosen (or generated) idempotency key: a retried submission with
-    # the same key finds the existing job instead of writing a second one.
-    submit_key: Mapped[str] = mapped_column(String(128), unique=True)
+    # Client-chosen (or generated) idempotency key, unique per organisation: a
+    # retried submission with the same key finds the existing job instead of
+    # writing a second one.
+    submit_key: Mapped[str] = mapped_column(String(128))
     org: Mapped[OrgRow] = relationship(lazy="joined")
     pool: Mapped[PoolRow | None] = relationship(lazy="joined")
 

@@ -28,15 +28,21 @@ from gpupool.model import GpupoolError
 from gpupool.scheduler import clock, repository
 from gpupool.scheduler.orm import AuditLogRow, JobRow, UserRow
 
-ADMIN, SUBMITTER = "admin", "submitter"
-ROLES = (ADMIN, SUBMITTER)
+ADMIN, SUBMITTER, AGENT, AUDITOR = "admin", "submitter", "agent", "auditor"
+ROLES = (ADMIN, SUBMITTER, AGENT, AUDITOR)
+# The local CLI's actor when no --as is given: whoever holds the database URL
+# owns the platform and acts as an admin. No user can be named like this
+# (names starting with "@" are refused) and no token can be made for it.
+OWNER = "@owner"
 
 
 class Denied(model.PermissionDenied):
     """A refused action; ``audit_entry`` is what the audit log records about it."""
 
-    def __init__(self, message: str, actor: str, action: str, target: str) -> None:
-        super().__init__(message, location="--as")
+    def __init__(
+        self, message: str, actor: str, action: str, target: str, location: str = "--as"
+    ) -> None:
+        super().__init__(message, location=location)
         self.audit_entry = {"actor": actor, "action": action, "target": target}
 
 
@@ -81,7 +87,7 @@ def _bootstrapping(session: Session) -> bool:
 
 def role_of(session: Session, actor: str) -> str | None:
     """The actor's role; admin while no users exist; None for an unknown actor."""
-    if _bootstrapping(session):
+    if actor == OWNER or _bootstrapping(session):
         return ADMIN
     user = repository.find_user(session, actor)
     return None if user is None else user.role
@@ -154,7 +160,7 @@ def add_user(session: Session, actor: str, name: str, role: str, org: str | None
     if repository.find_user(session, name) is not None:
         raise GpupoolError(f"a user named {name!r} already exists", location="name")
     org_row = _org_for(session, role, org)
-    if bootstrapping and name != actor:
+    if bootstrapping and name != actor and actor != OWNER:
         _insert_user(session, actor, actor, ADMIN, None)  # whoever bootstraps stays admin
     return _insert_user(session, actor, name, role, org_row)
 
@@ -184,3 +190,23 @@ def list_users(session: Session, actor: str) -> list[dict]:
     require_admin(session, actor, "list users")
     rows = session.scalars(select(UserRow).order_by(UserRow.name)).all()
     return [user_view(r) for r in rows]
+
+
+def sees_all_tokens(session: Session, actor: str, action: str) -> bool:
+    """True for admins and auditors (every user's tokens), False for another
+    registered user (its own); refuses an unknown actor."""
+    role = role_of(session, actor)
+    if role is None:
+        raise _unknown(actor, action, "")
+    return role in (ADMIN, AUDITOR)
+
+
+def require_self_or_admin(
+    session: Session, actor: str, owner: str, action: str, target: str
+) -> None:
+    """Admins act on anyone's belongings; a registered user on its own only."""
+    role = role_of(session, actor)
+    if role is None:
+        raise _unknown(actor, action, target)
+    if role != ADMIN and actor != owner:
+        raise Denied(f"{actor} may not {action} of another user", actor, action, target)

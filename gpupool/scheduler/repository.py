@@ -69,8 +69,10 @@ def get_job(session: Session, job_id: int, location: str = "job id", lock: bool 
     return row
 
 
-def find_job_by_submit_key(session: Session, key: str) -> JobRow | None:
-    return session.scalars(select(JobRow).where(JobRow.submit_key == key)).one_or_none()
+def find_job_by_submit_key(session: Session, org_id: int, key: str) -> JobRow | None:
+    """The organisation's job with this idempotency key (keys are per organisation)."""
+    query = select(JobRow).where(JobRow.org_id == org_id, JobRow.submit_key == key)
+    return session.scalars(query).one_or_none()
 
 
 def list_gpu_types(session: Session) -> Sequence[GpuTypeRow]:

@@ -326,28 +326,63 @@ def submit_job(
 
 
 def _write_job(session, actor, request: JobRequest, job_fields: dict, now) -> tuple[int, bool]:
+    """Insert the job unless the organisation already has one with this key.
+
+    Keys are per organisation, so another org's key neither collides nor
+    shows its job. Two concurrent submissions with one key give one job: the
+    insert skips a key that is taken (ON CONFLICT DO NOTHING waits for the
+    other transaction on PostgreSQL; SQLite serialises writers), and the loser
+    then finds and returns the winner's job.
+    """
     key = (request.submit_key or "").strip() or None
     if key is not None:
-        existing = repository.find_job_by_submit_key(session, key)
+        existing = _same_job(session, request, job_fields, key)
         if existing is not None:
-            same = all(getattr(existing, k) == v for k, v in job_fields.items())
-            if not same:
-                raise GpupoolError(
-                    f"submit key {key!r} was already used by job {existing.id} "
-                    "with different content",
-                    location=request.location("submit_key"),
-                )
-            return existing.id, False
-    row = JobRow(
+            return existing, False
+    values = dict(
         **job_fields,
         state=JobState.PENDING.value,
         submitted_at=now,
         submitted_by=actor,
         submit_key=key or uuid.uuid4().hex,
     )
-    session.add(row)
-    session.flush()
-    return row.id, True
+    job_id = _insert_unless_key_taken(session, values)
+    if job_id is None:
+        existing = _same_job(session, request, job_fields, key)
+        if existing is None:  # cannot happen: the key was taken by a committed job
+            raise GpupoolError(
+                f"submit key {key!r} is taken", location=request.location("submit_key")
+            )
+        return existing, False
+    return job_id, True
+
+
+def _same_job(session, request: JobRequest, job_fields: dict, key: str) -> int | None:
+    """The id of the org's job with ``key`` if it asks for the same; refuses a different one."""
+    existing = repository.find_job_by_submit_key(session, job_fields["org_id"], key)
+    if existing is None:
+        return None
+    if not all(getattr(existing, k) == v for k, v in job_fields.items()):
+        raise GpupoolError(
+            f"submit key {key!r} was already used by job {existing.id} with different content",
+            location=request.location("submit_key"),
+        )
+    return existing.id
+
+
+def _insert_unless_key_taken(session: Session, values: dict) -> int | None:
+    """INSERT ... ON CONFLICT (org_id, submit_key) DO NOTHING; the new id, or None."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = (
+        insert(JobRow)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["org_id", "submit_key"])
+        .returning(JobRow.id)
+    )
+    return session.execute(statement).scalar()
 
 
 class BatchError(GpupoolError):
