@@ -26,7 +26,6 @@ from gpupool.server.metrics import Metrics
 from gpupool.server.middleware import RequestContext
 from gpupool.server.settings import Settings
 
-API_PREFIX = "/api/v1"
 SETTINGS_ENV = "GPUPOOL_SERVER_SETTINGS"
 log = logging.getLogger("gpupool.server")
 
@@ -134,4 +133,4 @@ def _add_routes(app: FastAPI) -> None:
 
     app.include_router(health.router)
     for module in (jobs, platform, users, tokens, policy, schedule, accounting, audit):
-        app.include_router(module.router, prefix=API_PREFIX)
+        app.include_router(module.router)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from gpupool.model import GpupoolError
 from gpupool.server import problems
 from gpupool.server.deps import UnitOfWork, User
+from gpupool.server.routes import API_PREFIX
 from gpupool.server.schemas import (
     ProgrammesAdd,
     ProgrammeView,
@@ -18,7 +19,9 @@ from gpupool.server.schemas import (
     VoucherView,
 )
 
-router = APIRouter(tags=["accounting"], responses=problems.responses(*problems.COMMON))
+router = APIRouter(
+    prefix=API_PREFIX, tags=["accounting"], responses=problems.responses(*problems.COMMON)
+)
 
 
 @router.get("/programmes", response_model=list[ProgrammeView])

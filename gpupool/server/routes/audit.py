@@ -8,9 +8,12 @@ from fastapi import APIRouter, Query
 
 from gpupool.server import problems
 from gpupool.server.deps import UnitOfWork, User
+from gpupool.server.routes import API_PREFIX
 from gpupool.server.schemas import _View
 
-router = APIRouter(tags=["audit"], responses=problems.responses(*problems.COMMON))
+router = APIRouter(
+    prefix=API_PREFIX, tags=["audit"], responses=problems.responses(*problems.COMMON)
+)
 
 
 class AuditEntry(_View):

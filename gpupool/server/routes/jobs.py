@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from gpupool.model import GpupoolError
 from gpupool.server import problems
 from gpupool.server.deps import UnitOfWork, User, other_orgs_hidden
+from gpupool.server.routes import API_PREFIX
 from gpupool.server.schemas import (
     Grace,
     JobBatch,
@@ -21,7 +22,7 @@ from gpupool.server.schemas import (
     SubmitResult,
 )
 
-router = APIRouter(tags=["jobs"], responses=problems.responses(*problems.COMMON))
+router = APIRouter(prefix=API_PREFIX, tags=["jobs"], responses=problems.responses(*problems.COMMON))
 JobId = Annotated[int, Path(gt=0, le=2_147_483_647, description="The job's id.")]
 _CREATED_OR_SAME = {200: {"model": SubmitResult, "description": "The key's job, already there"}}
 

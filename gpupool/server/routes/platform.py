@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from gpupool.server import problems
 from gpupool.server.deps import UnitOfWork, User
+from gpupool.server.routes import API_PREFIX
 from gpupool.server.schemas import (
     DomainAdd,
     DomainView,
@@ -19,7 +20,9 @@ from gpupool.server.schemas import (
     PoolView,
 )
 
-router = APIRouter(tags=["platform"], responses=problems.responses(*problems.COMMON))
+router = APIRouter(
+    prefix=API_PREFIX, tags=["platform"], responses=problems.responses(*problems.COMMON)
+)
 
 
 @router.get("/gpu-types", response_model=list[GpuTypeView])

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Query
 from gpupool.server import problems
 from gpupool.server.auth import reads_only
 from gpupool.server.deps import UnitOfWork, User
+from gpupool.server.routes import API_PREFIX
 from gpupool.server.schemas import (
     PolicyApply,
     PolicyDiffView,
@@ -24,7 +25,9 @@ from gpupool.server.schemas import (
     PolicyWhatIf,
 )
 
-router = APIRouter(tags=["policy"], responses=problems.responses(*problems.COMMON))
+router = APIRouter(
+    prefix=API_PREFIX, tags=["policy"], responses=problems.responses(*problems.COMMON)
+)
 Version = Annotated[str, Path(max_length=32, description="A policy version: 3 or v3.")]
 
 

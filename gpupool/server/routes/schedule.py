@@ -6,9 +6,12 @@ from fastapi import APIRouter, Request
 
 from gpupool.server import problems
 from gpupool.server.deps import User
+from gpupool.server.routes import API_PREFIX
 from gpupool.server.schemas import ScheduleRequest, ScheduleView
 
-router = APIRouter(tags=["scheduling"], responses=problems.responses(*problems.COMMON))
+router = APIRouter(
+    prefix=API_PREFIX, tags=["scheduling"], responses=problems.responses(*problems.COMMON)
+)
 
 
 @router.post("/schedule", response_model=ScheduleView)

@@ -11,9 +11,12 @@ from fastapi import APIRouter, Path, Query
 
 from gpupool.server import problems
 from gpupool.server.deps import UnitOfWork, User
+from gpupool.server.routes import API_PREFIX
 from gpupool.server.schemas import Name, Text, _Request, _View
 
-router = APIRouter(tags=["tokens"], responses=problems.responses(*problems.COMMON))
+router = APIRouter(
+    prefix=API_PREFIX, tags=["tokens"], responses=problems.responses(*problems.COMMON)
+)
 
 
 class TokenCreate(_Request):

@@ -6,9 +6,12 @@ from fastapi import APIRouter
 
 from gpupool.server import problems
 from gpupool.server.deps import UnitOfWork, User
+from gpupool.server.routes import API_PREFIX
 from gpupool.server.schemas import UserAdd, UserView
 
-router = APIRouter(tags=["users"], responses=problems.responses(*problems.COMMON))
+router = APIRouter(
+    prefix=API_PREFIX, tags=["users"], responses=problems.responses(*problems.COMMON)
+)
 
 
 @router.get("/users", response_model=list[UserView])
