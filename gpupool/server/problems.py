@@ -9,6 +9,7 @@ or a policy document. ``request_id`` repeats the X-Request-ID header.
 Status codes, from the error's class (gpupool.model) first, then its content:
 
 =====  =======================================================================
+ 400   a body that cannot be decoded at all (not UTF-8)
  401   no bearer token, or one that is unknown, expired or revoked
  403   PermissionDenied: the user's role may not do this
  404   NotFound (an object the URL or a query names), an unknown route, and
@@ -236,4 +237,4 @@ def responses(*statuses: int) -> dict:
     }
 
 
-COMMON = (401, 403, 404, 409, 413, 422, 429, 503)
+COMMON = (400, 401, 403, 404, 409, 413, 422, 429, 503)
