@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, render, work
+from gpupool.cli.output import JSON_OPTION, actor, echo, render, work
 
 programme_app = typer.Typer(no_args_is_help=True)
 voucher_app = typer.Typer(no_args_is_help=True)
@@ -131,7 +131,7 @@ def programme_add(
     with work(ctx) as session:
         for programme in programmes:
             accounts.add_programme(session, actor(ctx), programme)
-    typer.echo(f"added programme {', '.join(p.name for p in programmes)}")
+    echo(f"added programme {', '.join(p.name for p in programmes)}")
 
 
 def _compose(path: str):
@@ -200,7 +200,7 @@ def voucher_award(
             session, actor(ctx), org, programme, amount, now=awarded, expires_at=expiry
         )
         view = accounts.voucher_view(row)
-    typer.echo(
+    echo(
         f"awarded voucher {view['id']}: {view['amount']:g} hours of {view['programme']} "
         f"to {view['org']}, expires {view['expires_at'] or 'never'}"
     )

@@ -71,6 +71,21 @@ def _check_foreign_keys(connection) -> None:
         )
 
 
+def upgrade_sql(dialect: str, revision: str = "head") -> str:
+    """The migrations up to ``revision`` as one SQL script for ``dialect`` (Alembic's
+    offline mode): what `upgrade` would run on an empty database, schema-unqualified,
+    so it can be replayed into any schema. The test suite migrates once this way."""
+    import io
+
+    from alembic import command
+
+    config = _config()
+    config.attributes["dialect"] = dialect
+    config.output_buffer = io.StringIO()
+    command.upgrade(config, revision, sql=True)
+    return config.output_buffer.getvalue()
+
+
 def script_head() -> str:
     """The newest revision among the packaged scripts."""
     from alembic.script import ScriptDirectory
