@@ -18,7 +18,10 @@ client's cost). Traffic goes to 127.0.0.1 only and each phase stops after
 ``--seconds`` or ``--max-requests``.
 
 Output fields: phase, clients, workers, requests, seconds, requests_per_second,
-p50_ms, p99_ms, errors (non-2xx responses and transport failures).
+p50_ms, p99_ms, errors (non-2xx responses and transport failures), and where
+the CPU went: server_cpu_ms_per_request (the serve process and its workers,
+from /proc), client_cpu_ms_per_request (this process), load_average (the
+1-minute load when the phase ended: the machine is shared).
 """
 
 from __future__ import annotations
@@ -49,11 +52,22 @@ def main() -> None:
     url = f"{PG_URL}?options=-csearch_path%3D{schema}"
     try:
         tokens = _platform(url)
-        with _server(url, args.workers, args.log_level) as base:
+        server = _server(url, args.workers, args.log_level, args.server_log)
+        with server as base:
             for clients in args.clients:
                 for phase in args.phases:
+                    server_cpu, client_cpu = _tree_cpu(server.pid), time.process_time()
                     result = asyncio.run(_phase(base, tokens, phase, clients, args))
-                    print(json.dumps({**result, "workers": args.workers}), flush=True)
+                    used = {
+                        "server_cpu_ms_per_request": _per_request(
+                            _tree_cpu(server.pid) - server_cpu, result["requests"]
+                        ),
+                        "client_cpu_ms_per_request": _per_request(
+                            time.process_time() - client_cpu, result["requests"]
+                        ),
+                        "load_average": round(os.getloadavg()[0], 1),
+                    }
+                    print(json.dumps({**result, "workers": args.workers, **used}), flush=True)
     finally:
         _admin(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
@@ -66,6 +80,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--max-requests", type=int, default=50_000, help="per phase")
     parser.add_argument("--workers", type=int, default=1, help="gpupool serve --workers")
     parser.add_argument("--log-level", default="info", help="the server's (info logs each request)")
+    parser.add_argument("--server-log", help="keep the server's log (JSON lines) in this file")
     return parser.parse_args()
 
 
@@ -110,7 +125,8 @@ def _platform(url: str) -> dict[str, str]:
 class _server:
     """`gpupool serve --port 0` for the with-block; yields its base URL."""
 
-    def __init__(self, url: str, workers: int, log_level: str) -> None:
+    def __init__(self, url: str, workers: int, log_level: str, keep: str | None = None) -> None:
+        self.keep = keep
         self.command = [
             sys.executable,
             "-m",
@@ -126,8 +142,15 @@ class _server:
             log_level,
         ]
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
     def __enter__(self) -> str:
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="gpupool-bench-", suffix=".log")
+        if self.keep:
+            self.log = open(self.keep, "w+")  # noqa: SIM115 (closed in __exit__)
+        else:
+            self.log = tempfile.NamedTemporaryFile("w+", prefix="gpupool-bench-", suffix=".log")
         self.process = subprocess.Popen(
             self.command, stdout=subprocess.DEVNULL, stderr=self.log, text=True
         )
@@ -149,6 +172,32 @@ class _server:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its descendants (the workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents, cpu = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(cpu.get(p, 0.0) for p in tree)
+
+
+def _per_request(seconds: float, requests: int) -> float | None:
+    return round(seconds * 1000 / requests, 2) if requests else None
 
 
 def _wait_healthy(base: str) -> None:
