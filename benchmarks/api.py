@@ -201,7 +201,7 @@ def _per_request(seconds: float, requests: int) -> float | None:
 
 
 def _wait_healthy(base: str) -> None:
-    for _ in range(100):
+    for _ in range(600):  # --workers N: the parent listens before the workers start
         try:
             if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
                 return
