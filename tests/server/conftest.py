@@ -129,7 +129,7 @@ def populate(db: str) -> dict[str, str]:
     engine.dispose()
     raw = {}
     with unit_of_work(db) as session:
-        permissions.add_user(session, "root", "root", "admin")
+        permissions.add_user(session, permissions.OWNER, "root", "admin")
         build_small_platform(session, "root")
         for name, (role, org) in USERS.items():
             if name != "root":
