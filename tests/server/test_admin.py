@@ -253,3 +253,17 @@ def test_whatif_replays_for_readers_only(live):
     assert replay.status_code == 200, replay.text
     assert "medical" in replay.json()["domains"]
     assert refused.status_code == 403
+
+
+def test_uploads_follow_the_rules_files_follow(live):
+    big_policy = POLICY + "#" * (256 * 1024)
+    bomb = "programmes:\n  - &a {name: x, rate: 1}\n  - *a\n"
+    with live.client("root") as root:
+        too_big = root.post("/api/v1/policy/validate", json={"content": big_policy})
+        aliases = root.post(
+            "/api/v1/programmes", json={"content": bomb, "filename": "../../etc/progs.yaml"}
+        )
+    assert too_big.status_code == 422
+    assert "a policy document may have at most 262,144 bytes" in too_big.json()["detail"]
+    assert aliases.status_code == 422
+    assert aliases.json()["field"].startswith("progs.yaml:2")  # the name, never the path
