@@ -37,6 +37,11 @@ def schedule(
 
     grace_rule = parse_grace(grace)
     configure_logging()
+    if not dry_run:  # refuse before waiting for the round lock, not after
+        from gpupool.scheduler.permissions import authorize
+
+        with work(ctx) as session:
+            authorize(session, actor(ctx), "schedule.run")
     session_scope = work(ctx) if dry_run else locked_session(db_url(ctx), wait=True)
     with session_scope as session:
         if dry_run:
