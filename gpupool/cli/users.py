@@ -109,7 +109,7 @@ def token_revoke(
     with work(ctx) as session:
         view = tokens.revoke_token(session, actor(ctx), token_id)
     done = "revoked" if view["revoked_now"] else f"was already revoked at {view['revoked_at']}"
-    typer.echo(f"token {view['id']} of {view['user']} {done}")
+    echo(f"token {view['id']} of {view['user']} {done}")
 
 
 # --- audit log ---------------------------------------------------------------
