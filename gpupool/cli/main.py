@@ -102,6 +102,7 @@ def _register() -> None:
         policy,
         report,
         schedule,
+        serve,
         simulate,
         users,
         vouchers,
@@ -120,6 +121,7 @@ def _register() -> None:
     app.add_typer(vouchers.voucher_app, name="voucher", help="Compute vouchers: award, list.")
     admin.register(app)
     schedule.register(app)
+    serve.register(app)
 
 
 _register()

@@ -1,0 +1,194 @@
+"""Bearer-token authentication for every API route (not /healthz, /readyz).
+
+``Authorization: Bearer <token>``; the token is checked by
+gpupool.scheduler.tokens.authenticate_token (slow hash, constant-time compare,
+expiry and revocation read on every request). The result is a Principal
+whose ``name`` is the actor every service call is made as. A token with the
+``read`` scope only may call GET routes and the POSTs that write nothing
+(marked ``reads_only``: policy validate and whatif); anything else is a 403.
+
+Failures:
+- no ``Authorization: Bearer`` header: 401 ``WWW-Authenticate: Bearer``. Not
+  counted nor audited: there was nothing to guess with.
+- a token that does not authenticate: 401 with ``error="invalid_token"``, one
+  failure counted against the client address and the token's prefix (its
+  public id), and an ``auth.failed`` audit row (outcome ``denied``) naming the
+  prefix, the address and the reason. The secret is never logged or stored.
+  The response does not say why (unknown, expired or revoked): the audit does.
+- an address or prefix with too many recent failures: 429 with Retry-After,
+  before the token is even checked (neither counted again nor audited, so a
+  flood cannot fill the audit log faster than the limit lets it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import weakref
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException
+
+from gpupool.server.ratelimit import FailureLimiter
+from gpupool.server.settings import Settings
+
+log = logging.getLogger("gpupool.server.auth")
+REALM = 'Bearer realm="gpupool"'
+UNAUTHENTICATED_ACTOR = "anonymous"  # as gpupool.scheduler.tokens audits it
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated user: ``name`` is the actor of every service call."""
+
+    name: str
+    role: str
+    scopes: tuple[str, ...] = ()
+
+
+class Authenticator:
+    """Checks tokens against the database and limits failed attempts (one per process)."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        window, keys = settings.failure_window_seconds, settings.limiter_max_keys
+        self.by_address = FailureLimiter(settings.failures_per_address, window, keys)
+        self.by_prefix = FailureLimiter(settings.failures_per_prefix, window, keys)
+        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._locks_guard = threading.Lock()
+
+    def authenticate(self, raw_token: str, address: str) -> Principal:
+        from gpupool.model import AuthenticationFailed
+        from gpupool.scheduler import tokens
+        from gpupool.scheduler.database import unit_of_work
+
+        prefix = tokens.token_prefix(raw_token)
+        self._refuse_if_limited(address, prefix)
+        try:
+            with self._one_at_a_time(prefix), unit_of_work(self.engine) as session:
+                try:
+                    row = tokens.authenticate_token(session, raw_token)
+                except AuthenticationFailed as exc:
+                    self._count_failure(exc, prefix, address)
+                    raise  # the unit of work writes its audit entry as a 'denied' row
+                return Principal(row.user.name, row.user.role, tuple(row.scopes or ()))
+        except AuthenticationFailed as exc:
+            raise HTTPException(
+                401, str(exc), headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'}
+            ) from None
+
+    def _one_at_a_time(self, prefix: str | None):
+        """Requests bearing one token authenticate one after another.
+
+        Verifying a secret the token cache does not hold costs a scrypt (16 MiB,
+        ~0.1-0.2 s of a core); when many requests with one token arrive together
+        (a busy client at start-up, or as its cache entry ages out) they would
+        all run it at once, and parallel scrypts thrash memory (8 together took
+        over 7 s on the 2-core machine). In turn, the first pays and the rest
+        find the token verified. Tokens without an id are not grouped.
+        """
+        if prefix is None:
+            return contextlib.nullcontext()
+        with self._locks_guard:
+            lock = self._locks.get(prefix)
+            if lock is None:
+                lock = threading.Lock()
+                self._locks[prefix] = lock  # weakly held: gone once no request uses it
+        return lock
+
+    def _count_failure(self, exc, prefix: str | None, address: str) -> None:
+        """Count the failure and make its audit entry name the prefix and the address."""
+        self.by_address.fail(address)
+        if prefix is not None:
+            self.by_prefix.fail(prefix)
+        reason = getattr(exc, "reason", "") or exc.message
+        details = {"token_prefix": prefix, "client": address, "reason": reason}
+        log.warning("authentication failed", extra=details)
+        exc.audit_entry = {
+            "actor": UNAUTHENTICATED_ACTOR,
+            "action": "auth.failed",
+            "target": f"token {prefix}" if prefix is not None else "token (malformed)",
+            "after": details,
+        }
+
+    def _refuse_if_limited(self, address: str, prefix: str | None) -> None:
+        wait = self.by_address.retry_after(address)
+        if prefix is not None:
+            wait = max(wait, self.by_prefix.retry_after(prefix))
+        if wait > 0:
+            log.warning(
+                "authentication refused: too many failures",
+                extra={"client": address, "token_prefix": prefix},
+            )
+            raise HTTPException(
+                429,
+                "too many failed authentications from this address or with this token; "
+                f"retry in {math.ceil(wait)} s",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(
+            401,
+            "authentication required: send `Authorization: Bearer <token>` "
+            "(an admin creates tokens with `gpupool token create USER`)",
+            headers={"WWW-Authenticate": REALM},
+        )
+    return token
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def authenticated(request: Request) -> Principal:
+    """FastAPI dependency: the request's Principal, or 401/429."""
+    from gpupool.scheduler.tokens import scope_allows
+
+    authenticator: Authenticator = request.app.state.authenticator
+    principal = authenticator.authenticate(bearer_token(request), client_address(request))
+    request.state.user = principal.name  # for the access log line
+    if not scope_allows(principal.scopes, write=_writes(request)):
+        refuse(
+            authenticator.engine,
+            principal.name,
+            f"{request.method} {request.url.path}",
+            f"this token of {principal.name} may only read",
+        )
+    return principal
+
+
+def refuse(engine: Engine, actor: str, action: str, message: str, target: str = "") -> None:
+    """Raise a 403 for ``actor``, with its audit row (outcome denied) written first."""
+    from gpupool.scheduler.permissions import Denied, record_denial
+
+    refusal = Denied(message, actor, action, target)
+    record_denial(engine, refusal.audit_entry)
+    raise refusal
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def reads_only(endpoint):
+    """Marks a POST route that writes nothing (a read-only token may call it)."""
+    endpoint.reads_only = True
+    return endpoint
+
+
+def _writes(request: Request) -> bool:
+    if request.method in SAFE_METHODS:
+        return False
+    route = request.scope.get("route")
+    return not getattr(getattr(route, "endpoint", None), "reads_only", False)
