@@ -12,7 +12,8 @@ submitter for lab, hana submitter for hosp, audrey auditor, a token each):
 - a round two hours ago starts a job of each org on the 16 A100; a round an
   hour ago leaves a 16-GPU job waiting in each domain (no A100 free), and one
   job is submitted after it (not yet considered by a round);
-- a hosp job named like a script tag, to check that names are escaped.
+- a hosp job named like a script tag, to check that names are escaped;
+- otto, an agent (no organisation), with a token: refused the money pages.
 """
 
 from __future__ import annotations
@@ -122,11 +123,24 @@ def build_history(db: str, now: dt.datetime) -> History:
     )
 
 
+AGENT = "otto"
+
+
+def add_agent(db: str) -> str:
+    from gpupool.scheduler import permissions, tokens
+    from gpupool.scheduler.database import unit_of_work
+
+    with unit_of_work(db) as session:
+        permissions.add_user(session, "root", AGENT, "agent")
+        return tokens.create_token(session, "root", AGENT)[1]
+
+
 def start_dashboard_server(backend: str, folder):
     """(server, history, clean-up): a populated database with history, served."""
     db, drop = private_database(backend, folder)
     try:
         tokens = populate(db)
+        tokens[AGENT] = add_agent(db)
         history = build_history(db, dt.datetime.now(dt.UTC))
         server = launch(db)
     except BaseException:
