@@ -111,7 +111,7 @@ def _platform(url: str) -> dict[str, str]:
     engine.dispose()
     raw = {}
     with unit_of_work(url) as session:
-        permissions.add_user(session, "root", "root", "admin")
+        permissions.add_user(session, permissions.OWNER, "root", "admin")
         service.add_gpu_type(session, "root", "A100", "NVIDIA", 80, 1.0)
         service.add_pool(session, "root", "p-a100", "Beijing", "A100", 64, 8, 10.0)
         service.add_domain(session, "root", "general", 1.0)
@@ -201,7 +201,7 @@ def _per_request(seconds: float, requests: int) -> float | None:
 
 
 def _wait_healthy(base: str) -> None:
-    for _ in range(100):
+    for _ in range(600):  # --workers N: the parent listens before the workers start
         try:
             if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
                 return

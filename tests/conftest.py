@@ -4,7 +4,9 @@
 fresh schema in the ``test`` database, selected through the URL's search_path,
 dropped at teardown), so other engineers' concurrent test runs never see each
 other's rows. ``db_url`` is empty; ``db`` is the same URL at the newest
-migration. ``session`` is a Session on ``db`` inside one unit of work.
+migration, with one user: ``admin``, an admin (what `gpupool init --admin admin`
+leaves, less its token; there is no state in which everyone is admin).
+``session`` is a Session on ``db`` inside one unit of work.
 
 Migrating costs far more than copying, so the test run migrates once per
 database kind: SQLite migrates a template file that each ``db`` copies;
@@ -78,6 +80,9 @@ def db_url_factory(request, tmp_path):
         _admin_execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+ADMIN = "admin"  # the admin every ``db`` starts with
+
+
 @pytest.fixture
 def db_url(db_url_factory):
     """A URL of an empty, private database."""
@@ -118,12 +123,24 @@ def migrate_by_script(url: str, script: str) -> None:
 
 @pytest.fixture
 def db(db_url, request):
-    """A private database at the newest migration (copied, not migrated: see above)."""
+    """A private database at the newest migration (copied, not migrated: see above),
+    with the admin ``admin``."""
     if db_url.startswith("sqlite:///"):
         shutil.copyfile(request.getfixturevalue("sqlite_template"), db_url[len("sqlite:///") :])
     else:
         migrate_by_script(db_url, request.getfixturevalue("postgres_migration_sql"))
+    add_users(db_url, (ADMIN, "admin"))
     return db_url
+
+
+def add_users(url: str, *users: tuple) -> None:
+    """Register users, each ``(name, role[, org[, site]])``, as the local owner would."""
+    from gpupool.scheduler.database import unit_of_work
+    from gpupool.scheduler.permissions import OWNER, add_user
+
+    with unit_of_work(url) as session:
+        for name, role, *where in users:
+            add_user(session, OWNER, name, role, *where)
 
 
 @pytest.fixture

@@ -1,8 +1,12 @@
-"""Admin CLI end to end: init (--demo), gpu-type/pool/domain/org add|list, db upgrade|current."""
+"""Admin CLI end to end: init (--demo), gpu-type/pool/domain/org add|list, db upgrade|current.
+
+The CLI runs as the platform owner (no --as): whoever holds the database URL.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -16,7 +20,7 @@ def cli(db_url):
     runner = CliRunner()
 
     def invoke(*args: str):
-        return runner.invoke(app, ["--db", db_url, "--as", "root", *args])
+        return runner.invoke(app, ["--db", db_url, *args])
 
     return invoke
 
@@ -27,8 +31,15 @@ def _json(cli, *args):
     return json.loads(result.stdout)
 
 
+def _first_admin(output: str, done: str) -> None:
+    """init's output: what it did, then the first admin and its token (shown once)."""
+    assert re.fullmatch(
+        rf"{done}\nfirst admin: root\ntoken: gpt_[a-z0-9]{{8}}_[A-Za-z0-9_-]{{43}}\n", output
+    )
+
+
 def test_demo_platform_is_realistic(cli):
-    assert cli("init", "--demo").stdout == "demo platform created\n"
+    _first_admin(cli("init", "--demo", "--admin", "root").stdout, "demo platform created")
     types = _json(cli, "gpu-type", "list")
     pools = _json(cli, "pool", "list")
     domains = _json(cli, "domain", "list")
@@ -64,7 +75,7 @@ def test_demo_refuses_to_overwrite_without_force(cli):
 
 
 def test_describe_a_platform_by_hand(cli):
-    assert cli("init").stdout == "database ready\n"
+    _first_admin(cli("init", "--admin", "root").stdout, "database ready")
     steps = [
         (
             "gpu-type",

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpupool.cli.main import app
+from tests.conftest import add_users
 
 JOB_KEYS = {
     "id",
@@ -42,7 +43,7 @@ def cli(platform):
     runner = CliRunner()
 
     def invoke(*args: str):
-        return runner.invoke(app, ["--db", platform, "--as", "bob", *args])
+        return runner.invoke(app, ["--db", platform, "--as", "admin", *args])
 
     return invoke
 
@@ -85,7 +86,7 @@ def test_submit_prints_the_id_and_list_shows_the_job(cli):
         "state": "pending",
         "pool": None,
         "wait_reason": None,
-        "submitted_by": "bob",
+        "submitted_by": "admin",
     }
     only_hosp = json.loads(cli("job", "list", "--org", "hosp", "--json").stdout)
     assert [j["id"] for j in only_hosp] == [ids[1]]
@@ -221,6 +222,7 @@ def _entry_point() -> str:
 
 
 def test_real_entry_point_submits_and_fails_cleanly(platform):
+    add_users(platform, ("dora", "submitter", "lab"))  # GPUPOOL_USER acts as dora, a submitter
     env = {**os.environ, "GPUPOOL_DATABASE_URL": platform, "GPUPOOL_USER": "dora"}
     ok = subprocess.run(
         [_entry_point(), "job", "submit", "--org", "lab", "--gpus", "2", "--hours", "1"],

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from gpupool.cli.main import app
 from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import AuditLogRow, SchedulerRoundRow
+from tests.conftest import add_users
 
 FIFO = "# baseline\nkind: fifo\n"
 MEDICAL_FIRST = """\
@@ -31,6 +32,7 @@ options: {age_weight: 0, fairshare_weight: 0}
 
 @pytest.fixture
 def cli(platform):
+    add_users(platform, ("alice", "admin"), ("bob", "admin"))  # two admins: history says who
     runner = CliRunner()
 
     def invoke(*args: str, user: str = "alice"):

@@ -33,7 +33,7 @@ def cli(platform):
     runner = CliRunner()
 
     def invoke(*args: str):
-        result = runner.invoke(app, ["--db", platform, "--as", "bob", *args])
+        result = runner.invoke(app, ["--db", platform, "--as", "admin", *args])
         assert result.exit_code == 0, result.stderr
         return result.stdout
 

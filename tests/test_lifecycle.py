@@ -22,9 +22,17 @@ from gpupool.scheduler.lifecycle import Grace, parse_grace
 from gpupool.scheduler.orm import LedgerEntryRow
 from gpupool.scheduler.rounds import run_round
 from gpupool.scheduler.service import JobRequest
+from tests.conftest import add_users
 
 T0 = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC)
 MINUTE = dt.timedelta(minutes=1)
+
+
+@pytest.fixture
+def platform(platform):
+    """The small platform, and ``site``: the agent reporting for Beijing (p-a100)."""
+    add_users(platform, ("site", "agent", None, "Beijing"))
+    return platform
 
 
 def _start(db, **request) -> int:
@@ -123,7 +131,7 @@ def test_bad_reports_name_the_field_and_change_nothing(platform):
         pending, _ = service.submit_job(session, "admin", JobRequest(org="lab", gpus=16, hours=1))
     refused = pytest.raises(IllegalTransition, match="a pending job cannot become failed")
     with refused, unit_of_work(platform) as session:
-        lifecycle.finish_job(session, "site", pending, failed=True)
+        lifecycle.finish_job(session, "admin", pending, failed=True)
     assert _state(platform, job)[0] == "running" and _ledger(platform, job) == []
 
 
@@ -167,5 +175,10 @@ def test_cli_finish_and_its_errors(platform):
     done = cli("job", "finish", str(job), "--failed", "--at", "2026-11-02T08:30:00Z")
     assert (done.exit_code, done.stdout.strip()) == (0, f"job {job} failed")
     assert _ledger(platform, job) == [("charge", 5.0, 0.0, 5.0, 0.5)]
-    reaped = cli("job", "reap")
+    refused = cli("job", "reap")  # an agent reports; reaping is an admin's
+    assert (refused.exit_code, refused.stderr.strip()) == (
+        2,
+        "error: --as: site may not reap overdue jobs: admins only",
+    )
+    reaped = runner.invoke(app, ["--db", platform, "job", "reap"])  # the owner
     assert (reaped.exit_code, reaped.stdout.strip()) == (0, "0 job(s) timed out")

@@ -19,6 +19,7 @@ from gpupool.scheduler import policies_store as store
 from gpupool.scheduler import repository
 from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import AuditLogRow, PolicyVersionRow, UserRow
+from tests.conftest import add_users
 
 T0 = dt.datetime(2026, 10, 5, 8, 0, tzinfo=dt.UTC)
 
@@ -35,6 +36,13 @@ subsidy:
 """
 
 
+@pytest.fixture
+def db(db):
+    """``db`` with three more admins, so the history shows who applied what."""
+    add_users(db, ("alice", "admin"), ("bob", "admin"), ("carol", "admin"))
+    return db
+
+
 def _apply(db, text, actor="alice", comment="", at=T0):
     with unit_of_work(db) as session:
         return store.apply_policy_text(session, actor, text, "p.yaml", comment, at).version
@@ -42,7 +50,8 @@ def _apply(db, text, actor="alice", comment="", at=T0):
 
 def _audit(db):
     with unit_of_work(db) as session:
-        rows = session.scalars(select(AuditLogRow).order_by(AuditLogRow.id)).all()
+        query = select(AuditLogRow).where(AuditLogRow.action != "user.add").order_by(AuditLogRow.id)
+        rows = session.scalars(query).all()
         return [(r.actor, r.action, r.target, r.before, r.after, r.outcome) for r in rows]
 
 
@@ -132,7 +141,6 @@ def test_an_invalid_document_writes_nothing(db):
 
 def test_a_submitter_may_not_apply_or_roll_back(platform):
     with unit_of_work(platform) as session:
-        session.add(UserRow(name="alice", role="admin"))
         session.add(
             UserRow(name="sam", role="submitter", org_id=repository.get_org(session, "lab").id)
         )
@@ -204,6 +212,7 @@ def test_rounds_use_the_active_version_and_its_subsidy_rules(platform):
 
 
 def test_concurrent_applies_get_distinct_versions(db):
+    add_users(db, *((f"admin{i}", "admin") for i in range(4)))
     errors = []
 
     def apply_one(name):

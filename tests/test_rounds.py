@@ -27,7 +27,7 @@ T0 = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC)
 def _submit(db, *requests):
     with unit_of_work(db) as session:
         results = service.submit_jobs(
-            session, "bob", list(requests), now=T0 - dt.timedelta(hours=1)
+            session, "admin", list(requests), now=T0 - dt.timedelta(hours=1)
         )
     return [job_id for job_id, _ in results]
 
@@ -112,7 +112,7 @@ def _report_finished(session, *jobs_and_hours):
     """Sites report each job completed ``hours`` after T0 (reported at T0 + the last)."""
     now = T0 + dt.timedelta(hours=max(hours for _, hours in jobs_and_hours))
     for job_id, hours in jobs_and_hours:
-        lifecycle.finish_job(session, "site", job_id, at=T0 + dt.timedelta(hours=hours), now=now)
+        lifecycle.finish_job(session, "admin", job_id, at=T0 + dt.timedelta(hours=hours), now=now)
 
 
 def test_overdue_jobs_time_out_and_reported_ones_free_their_gpus(platform):
@@ -217,7 +217,7 @@ def test_cancelling_a_running_job_closes_its_placement(platform):
     j1, *_ = _four_jobs(platform)
     with unit_of_work(platform) as session:
         run_round(session, FifoPolicy(), T0)
-        service.cancel_job(session, "bob", j1, now=T0 + dt.timedelta(minutes=5))
+        service.cancel_job(session, "admin", j1, now=T0 + dt.timedelta(minutes=5))
     with unit_of_work(platform) as session:
         placement = repository.placements_of(session, j1)[0]
         assert placement.ended_at == T0 + dt.timedelta(minutes=5)

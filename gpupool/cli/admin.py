@@ -26,35 +26,110 @@ def register(app: typer.Typer) -> None:
 
 def init(
     ctx: typer.Context,
-    demo: bool = typer.Option(False, "--demo", help="Create the demo platform."),
-    force: bool = typer.Option(False, "--force", help="Erase an existing database first."),
+    demo: bool = typer.Option(False, "--demo", help="Create the demo platform and its users."),
+    force: bool = typer.Option(
+        False, "--force", help="Erase an existing database first (admins; audited)."
+    ),
     jobs: bool = typer.Option(True, "--jobs/--no-jobs", help="Submit demo jobs with --demo."),
+    admin: str | None = typer.Option(
+        None, "--admin", help="The first admin's name (default: your OS user name)."
+    ),
 ) -> None:
-    """Create (or with --force recreate) the database schema; --demo fills it."""
-    from gpupool.model import GpupoolError
-    from gpupool.scheduler import repository
-    from gpupool.scheduler.database import forget_checks, make_engine
-    from gpupool.scheduler.demo import create_demo_platform
-    from gpupool.scheduler.migrate import reset, upgrade
+    """Create (or with --force recreate) the database; add the first admin and print its token.
 
+    The first admin's API token is printed once, only when the platform has no
+    users yet. --force drops every table, the audit log included; the new log
+    starts with a `platform.reset` row saying who erased what.
+    """
+    from gpupool.scheduler.database import forget_checks, make_engine
+    from gpupool.scheduler.migrate import reset, upgrade
+    from gpupool.scheduler.permissions import OWNER
+
+    who = actor(ctx)
     engine = make_engine(db_url(ctx))
     try:
         if force:
-            reset(engine)
+            _require_reset(engine, who)
+            erased = reset(engine)
             forget_checks()
         else:
             upgrade(engine)
     finally:
         engine.dispose()
-    if demo:
-        with work(ctx) as session:
-            if repository.list_gpu_types(session) or repository.list_orgs(session):
-                raise GpupoolError(
-                    "the database already describes a platform; add --force to replace it",
-                    location="--demo",
-                )
-            create_demo_platform(session, actor(ctx), with_jobs=jobs)
+    with work(ctx) as session:
+        if force:
+            from gpupool.scheduler.permissions import audit
+
+            audit(session, who, "platform.reset", "platform", before={"rows": erased})
+        first = _first_admin(session, admin)
+        if demo:  # after --force, `who` (checked above) is gone with the old users table
+            _demo(session, OWNER if force or first else who, jobs)
     typer.echo("demo platform created" if demo else "database ready")
+    if first is not None:
+        name, token = first
+        typer.echo(f"first admin: {name}")
+        typer.echo(f"token: {token}")
+        typer.echo(
+            f"that token is shown once: store it now (GPUPOOL_TOKEN); "
+            f"`gpupool token create {name}` makes another",
+            err=True,
+        )
+
+
+def _require_reset(engine, who: str) -> None:
+    """Erasing the platform is an admin's act; a refusal is audited in the old log."""
+    from gpupool.scheduler.database import unit_of_work
+    from gpupool.scheduler.permissions import OWNER, authorize
+
+    if who == OWNER:
+        return  # the database's holder: it could drop the tables itself anyway
+    with unit_of_work(engine) as session:
+        authorize(session, who, "platform.reset", "platform")
+
+
+def _first_admin(session, name: str | None) -> tuple[str, str] | None:
+    """The first admin and its token, when the platform has no users; else None."""
+    from sqlalchemy import func, select
+
+    from gpupool.model import GpupoolError
+    from gpupool.scheduler import tokens
+    from gpupool.scheduler.orm import UserRow
+    from gpupool.scheduler.permissions import ADMIN, OWNER, add_user
+
+    if session.scalar(select(func.count()).select_from(UserRow)):
+        if name is not None:
+            raise GpupoolError(
+                "the platform already has users: add another admin with "
+                f"`gpupool user add {name.strip()} --role admin`",
+                location="--admin",
+            )
+        return None
+    row = add_user(session, OWNER, _os_user() if name is None else name, ADMIN)
+    _, raw = tokens.create_token(session, OWNER, row.name, tokens.parse_duration("90d"))
+    return row.name, raw
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "admin"
+
+
+def _demo(session, who: str, jobs: bool) -> None:
+    from gpupool.model import GpupoolError
+    from gpupool.scheduler import repository
+    from gpupool.scheduler.demo import create_demo_platform, create_demo_users
+
+    if repository.list_gpu_types(session) or repository.list_orgs(session):
+        raise GpupoolError(
+            "the database already describes a platform; add --force to replace it",
+            location="--demo",
+        )
+    create_demo_platform(session, who, with_jobs=jobs)
+    create_demo_users(session, who)
 
 
 # --- GPU types ---------------------------------------------------------------
@@ -81,9 +156,11 @@ def gpu_type_add(
 def gpu_type_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List GPU types."""
     from gpupool.scheduler import repository
+    from gpupool.scheduler.permissions import authorize
     from gpupool.scheduler.service import gpu_type_view
 
     with work(ctx) as session:
+        authorize(session, actor(ctx), "platform.read")
         rows = [gpu_type_view(r) for r in repository.list_gpu_types(session)]
     columns = [
         ("name", "name"),
@@ -119,9 +196,11 @@ def pool_add(
 @pool_app.command("list")
 def pool_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List pools with their free GPUs now."""
+    from gpupool.scheduler.permissions import authorize
     from gpupool.scheduler.service import pool_views
 
     with work(ctx) as session:
+        authorize(session, actor(ctx), "platform.read")
         rows = pool_views(session)
     columns = [
         ("name", "pool"),
@@ -156,9 +235,11 @@ def domain_add(
 def domain_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List domains and their priority weights."""
     from gpupool.scheduler import repository
+    from gpupool.scheduler.permissions import authorize
     from gpupool.scheduler.service import domain_view
 
     with work(ctx) as session:
+        authorize(session, actor(ctx), "platform.read")
         rows = [domain_view(r) for r in repository.list_domains(session)]
     render(rows, [("name", "domain"), ("weight", "weight")], as_json, title="domains")
 
@@ -189,10 +270,13 @@ def org_list(
 ) -> None:
     """List organisations."""
     from gpupool.scheduler import repository
+    from gpupool.scheduler.permissions import authorize
     from gpupool.scheduler.service import org_view
 
     with work(ctx) as session:
-        rows = [org_view(r) for r in repository.list_orgs(session, domain)]
+        grant = authorize(session, actor(ctx), "org.list")  # a submitter: its own only
+        orgs = repository.list_orgs(session, domain)
+        rows = [org_view(r) for r in orgs if grant.sees_org(r.name)]
     render(
         rows,
         [("name", "org"), ("domain", "domain"), ("budget", "budget")],

@@ -82,7 +82,11 @@ def _global_options(
         help="Database URL (default: sqlite file gpupool.db in the current directory).",
     ),
     user: str | None = typer.Option(
-        None, "--as", envvar="GPUPOOL_USER", help="Act as this user (default: the OS user)."
+        None,
+        "--as",
+        envvar="GPUPOOL_USER",
+        help="Act as this registered user, with its role (default: the platform owner, "
+        "an admin: whoever holds the database URL).",
     ),
 ) -> None:
     ctx.obj = {"db": db, "user": user}
@@ -108,6 +112,8 @@ def _register() -> None:
     app.add_typer(db_cmd.app, name="db", help="Database schema: upgrade, current revision.")
     app.add_typer(policy.app, name="policy", help="Policy documents: validate, apply, history.")
     app.add_typer(users.app, name="user", help="Users and roles: add, list (admins).")
+    app.add_typer(users.token_app, name="token", help="API tokens: create, list, revoke.")
+    app.add_typer(users.audit_app, name="audit", help="The audit log: list (admins, auditors).")
     app.add_typer(daemon.app, name="scheduler", help="The scheduling daemon: run.")
     app.add_typer(simulate.app, name="simulate", help="Replay scenarios: run, compare schemes.")
     app.add_typer(vouchers.programme_app, name="programme", help="Subsidy programmes: add, list.")

@@ -13,7 +13,6 @@ already escapes control characters.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -26,15 +25,15 @@ from gpupool.safe_text import rich_text, terminal
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
+OWNER = "@owner"  # gpupool.scheduler.permissions.OWNER (not imported: keeps --help fast)
+
+
 def actor(ctx: typer.Context) -> str:
-    """The acting user: --as / GPUPOOL_USER, else the OS user."""
-    user = (ctx.obj or {}).get("user")
-    if user:
-        return user
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return os.environ.get("USER") or "unknown"
+    """The acting user: --as NAME / GPUPOOL_USER (a registered user, whose role
+    applies), else the platform owner: whoever holds the database URL is its
+    admin. The OS user name grants nothing."""
+    user = ((ctx.obj or {}).get("user") or "").strip()
+    return user or OWNER
 
 
 def db_url(ctx: typer.Context) -> str | None:

@@ -21,6 +21,13 @@ import typer
 from gpupool.cli.output import JSON_OPTION, actor, echo, print_json, render, work
 from gpupool.model import GpupoolError
 
+
+def authorize(session, who: str, operation: str) -> None:
+    from gpupool.scheduler.permissions import authorize as check
+
+    check(session, who, operation)
+
+
 app = typer.Typer(no_args_is_help=True, help="Policy documents: check, apply, history.")
 
 
@@ -76,6 +83,7 @@ def show(
     from gpupool.scheduler import policies_store
 
     with work(ctx) as session:
+        authorize(session, actor(ctx), "policy.read")
         number = None if version is None else policies_store.parse_version(version)
         row = policies_store.get_version(session, number)
         view = policies_store.version_view(row)
@@ -97,6 +105,7 @@ def history(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     from gpupool.scheduler import policies_store
 
     with work(ctx) as session:
+        authorize(session, actor(ctx), "policy.read")
         rows = [policies_store.version_view(r) for r in policies_store.list_versions(session)]
     if not rows and not as_json:
         typer.echo("no policy has been applied; rounds use the FIFO default")
@@ -126,6 +135,7 @@ def diff(
     from gpupool.scheduler import policies_store
 
     with work(ctx) as session:
+        authorize(session, actor(ctx), "policy.read")
         old = policies_store.parse_version(v1, location="V1")
         new = policies_store.parse_version(v2, location="V2")
         result = policies_store.diff_versions(session, old, new)
@@ -192,6 +202,7 @@ def whatif(
     if out is not None and out.exists() and not out.is_dir():
         raise GpupoolError("exists and is not a directory", location=f"--out {out}")
     with work(ctx) as session:
+        authorize(session, actor(ctx), "policy.whatif")  # replays every org's jobs
         scenario = from_db.scenario_from_db(session, start, end)
         active = active_policy(session)
         pools = len(scenario.pools)

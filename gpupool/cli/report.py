@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, print_json, render, work
+from gpupool.cli.output import JSON_OPTION, actor, print_json, render, work
 from gpupool.safe_text import plot_text
 
 app = typer.Typer(no_args_is_help=True)
@@ -112,16 +112,20 @@ def usage(
     """GPU usage and money per period, grouped by domain, org, GPU type, site or pool."""
     from gpupool.model import GpupoolError
     from gpupool.scheduler import accounts, repository
+    from gpupool.scheduler.permissions import authorize
 
     if by not in _BY:
         raise GpupoolError(f"must be one of {', '.join(_BY)}, got {by!r}", location="--by")
     _check_period(period)
     with work(ctx) as session:
+        grant = authorize(session, actor(ctx), "report.read")  # a submitter: its own org's
         books = accounts.load_books(session)
         speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
         sites = {p.name: p.site for p in repository.list_pools(session)}
         last_pools = {j.id: j.pool.name for j in repository.list_jobs(session) if j.pool}
-    entries = [e for e in books.entries if period is None or e.period == period]
+    entries = [
+        e for e in books.entries if (period is None or e.period == period) and grant.sees_org(e.org)
+    ]
     field = _BY[by]
     rows = _usage_rows(entries, speeds, _grouping(field, sites, last_pools), field)
     if _write_out(rows, csv_path, png_path, partial(_usage_chart, rows, field), as_json):
@@ -139,15 +143,26 @@ def subsidies(
 ) -> None:
     """Subsidy paid per programme, period and org, against each programme's budget."""
     from gpupool.scheduler import accounts
+    from gpupool.scheduler.permissions import Denied, authorize
 
     with work(ctx) as session:
+        grant = authorize(session, actor(ctx), "report.read")  # a submitter: its own org's
+        if png_path and not grant.everything:
+            raise Denied(
+                f"{grant.actor} may not chart budget burn-down: it shows every organisation's "
+                "subsidy (admins and auditors only)",
+                grant.actor,
+                "chart budget burn-down",
+                "report subsidies",
+                location="--png",
+            )
         books = accounts.load_books(session)
     names = [p.name for p in books.programmes]
     if programme is not None and programme not in names:
         from gpupool.model import NotFound
 
         raise NotFound(f"no programme named {programme!r}", location="--programme")
-    rows = _subsidy_rows(books, programme)
+    rows = [row for row in _subsidy_rows(books, programme) if grant.sees_org(row["org"])]
     chart = partial(_burn_down_chart, books, programme)
     if _write_out(rows, csv_path, png_path, chart, as_json):
         return

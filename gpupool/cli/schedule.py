@@ -38,6 +38,9 @@ def schedule(
     session_scope = work(ctx) if dry_run else locked_session(db_url(ctx), wait=True)
     with session_scope as session:
         if dry_run:
+            from gpupool.scheduler.permissions import authorize
+
+            authorize(session, actor(ctx), "schedule.dry_run")  # shows every org's jobs
             result, active = run_active_round(session, dry_run=True, grace=grace_rule)
             label = policy_label(active)
         else:

@@ -1,39 +1,163 @@
-"""`gpupool user add|list`: who may do what (gpupool.scheduler.permissions).
+"""`gpupool user add|list`, `gpupool token create|list|revoke`, `gpupool audit list`.
 
-While no user exists everyone acts as an admin; the first `user add` also
-records the acting user as an admin, so nobody locks themselves out.
+Who may do what is gpupool.scheduler.permissions' table (docs/security.md);
+tokens are gpupool.scheduler.tokens'. A new token is printed once and never
+again: only its hash is stored.
 """
 
 from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, echo, render, work
+from gpupool.cli.output import JSON_OPTION, actor, echo, print_json, render, work
 
 app = typer.Typer(no_args_is_help=True)
+token_app = typer.Typer(no_args_is_help=True)
+audit_app = typer.Typer(no_args_is_help=True)
 
 
 @app.command()
 def add(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The user's name (as given with --as / GPUPOOL_USER)."),
-    role: str = typer.Option(..., "--role", help="admin or submitter."),
+    role: str = typer.Option(..., "--role", help="admin, submitter, agent or auditor."),
     org: str | None = typer.Option(None, "--org", help="The organisation a submitter acts for."),
+    site: str | None = typer.Option(None, "--site", help="The site an agent acts for."),
 ) -> None:
     """Add a user (admins only)."""
     from gpupool.scheduler.permissions import add_user
 
     with work(ctx) as session:
-        row = add_user(session, actor(ctx), name, role.strip(), org)
+        row = add_user(session, actor(ctx), name, role.strip(), org, site)
         where = f" for {row.org.name}" if row.org is not None else ""
+        where += f" at {row.site}" if row.site else ""
     echo(f"added {row.role} {row.name}{where}")
 
 
 @app.command("list")
 def list_users(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
-    """List users and their roles (admins only)."""
+    """List users and their roles (admins and auditors)."""
     from gpupool.scheduler.permissions import list_users as users
 
     with work(ctx) as session:
         rows = users(session, actor(ctx))
-    render(rows, [("name", "name"), ("role", "role"), ("org", "org")], as_json, title="users")
+    columns = [("name", "name"), ("role", "role"), ("org", "org"), ("site", "site")]
+    render(rows, columns, as_json, title="users")
+
+
+# --- tokens ------------------------------------------------------------------
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    user: str = typer.Argument(..., metavar="USER", help="The user the token acts as."),
+    expires: str = typer.Option("90d", "--expires", help="Lifetime: 90d, 12h, 30m, 2w, or never."),
+    scope: list[str] = typer.Option(
+        [], "--scope", help="read or write (repeat; default: all the user's role allows)."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Create an API token for USER (admins only); it is printed this once."""
+    from gpupool.scheduler import tokens
+
+    lifetime = tokens.parse_duration(expires)
+    with work(ctx) as session:
+        row, raw = tokens.create_token(session, actor(ctx), user, lifetime, scope)
+        view = tokens.token_view(row)
+    if as_json:
+        print_json({**view, "token": raw})
+        return
+    typer.echo(raw)
+    until = f"expires {view['expires_at']}" if view["expires_at"] else "never expires"
+    typer.echo(
+        f"token {view['id']} for {view['user']}, {until}; shown once: store it now (GPUPOOL_TOKEN)",
+        err=True,
+    )
+
+
+@token_app.command("list")
+def token_list(
+    ctx: typer.Context,
+    user: str | None = typer.Option(None, "--user", help="Only this user's tokens."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List tokens, never their secrets (everyone's for admins and auditors, else your own)."""
+    from gpupool.scheduler import tokens
+
+    with work(ctx) as session:
+        rows = tokens.list_tokens(session, actor(ctx), user)
+    columns = [
+        ("id", "id"),
+        ("user", "user"),
+        ("state", "state"),
+        ("scopes", "scopes"),
+        ("created_at", "created"),
+        ("expires_at", "expires"),
+        ("last_used_at", "last used"),
+    ]
+    render(rows, columns, as_json, title="API tokens")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    ctx: typer.Context, token_id: str = typer.Argument(..., metavar="ID", help="The token's id.")
+) -> None:
+    """Revoke a token now (admins: any; anyone: their own)."""
+    from gpupool.scheduler import tokens
+
+    with work(ctx) as session:
+        view = tokens.revoke_token(session, actor(ctx), token_id)
+    done = "revoked" if view["revoked_now"] else f"was already revoked at {view['revoked_at']}"
+    typer.echo(f"token {view['id']} of {view['user']} {done}")
+
+
+# --- audit log ---------------------------------------------------------------
+
+
+@audit_app.command("list")
+def audit_list(
+    ctx: typer.Context,
+    who: str | None = typer.Option(None, "--actor", help="Only this actor's actions."),
+    since: str | None = typer.Option(
+        None, "--since", help="Only from then on: 7d, 12h, 30m, 2w or a UTC date/time."
+    ),
+    outcome: str | None = typer.Option(None, "--outcome", help="ok or denied."),
+    action: str | None = typer.Option(
+        None, "--action", help="Only actions starting so: job, job.cancel, authenticate..."
+    ),
+    limit: str = typer.Option("200", "--limit", help="At most this many, the newest."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Read the audit log, oldest first (admins and auditors)."""
+    from gpupool.scheduler.permissions import list_audit
+    from gpupool.scheduler.service import positive_int
+
+    count = positive_int(limit, "--limit")
+    start = None if since is None else _since(since)
+    with work(ctx) as session:
+        rows = list_audit(session, actor(ctx), who, start, outcome, action, count)
+    columns = [
+        ("id", "id"),
+        ("at", "at"),
+        ("actor", "actor"),
+        ("action", "action"),
+        ("target", "target"),
+        ("outcome", "outcome"),
+    ]
+    render(rows, columns, as_json, title="audit log")
+
+
+def _since(text: str):
+    """A duration back from now (7d) or an instant (2026-11-02, 2026-11-02T10:00Z)."""
+    from gpupool.accounting.periods import parse_instant
+    from gpupool.model import GpupoolError
+    from gpupool.scheduler import clock, tokens
+
+    try:
+        back = tokens.parse_duration(text, "--since")
+    except GpupoolError:
+        return clock.from_epoch(parse_instant(text, "--since"))
+    if back is None:
+        raise GpupoolError("must be a duration or a date, not never", location="--since")
+    return clock.utcnow() - back

@@ -158,7 +158,7 @@ def programme_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     from gpupool.scheduler import accounts
 
     with work(ctx) as session:
-        rows = accounts.list_programmes(session)
+        rows = accounts.list_programmes(session, actor(ctx))
     render(
         rows,
         [
@@ -216,7 +216,7 @@ def voucher_list(
     from gpupool.scheduler import accounts
 
     with work(ctx) as session:
-        rows = accounts.list_vouchers(session, org)
+        rows = accounts.list_vouchers(session, actor(ctx), org)
     render(
         rows,
         [

@@ -564,16 +564,33 @@ def _programme_name(row: VoucherRow) -> str | None:
     return None if programme is None else programme.name
 
 
-def list_programmes(session: Session, now: float | None = None) -> list[dict]:
+def list_programmes(session: Session, actor: str, now: float | None = None) -> list[dict]:
+    """Every programme with its spending (admins, auditors); for a submitter the
+    programmes open to its organisation, without the platform-wide spending
+    figures (they add up every organisation's subsidy)."""
+    from gpupool.scheduler import permissions
+
+    grant = permissions.authorize(session, actor, "programme.list")
     moment = clock.now_epoch() if now is None else now
-    books = load_books(session, moment, whole_ledger=False)
     rows = session.scalars(select(ProgrammeRow).order_by(ProgrammeRow.id)).all()
+    if not grant.everything:
+        org = session.get(OrgRow, grant.org_id)
+        rows = [r for r in rows if programme_from_row(r).eligible(org.name, org.domain.name)]
+        return [programme_view(r) | {"subsidy_paid": None, "budget_left_now": None} for r in rows]
+    books = load_books(session, moment, whole_ledger=False)
     return [programme_view(r, books, moment) for r in rows]
 
 
-def list_vouchers(session: Session, org: str | None = None) -> list[dict]:
+def list_vouchers(session: Session, actor: str, org: str | None = None) -> list[dict]:
+    """Vouchers: every organisation's (admins, auditors), a submitter's own org's."""
+    from gpupool.scheduler import permissions
+
+    grant = permissions.authorize(session, actor, "voucher.list")
+    permissions.require_org(grant, org, "list vouchers", location="--org")
     query = select(VoucherRow).order_by(VoucherRow.id)
-    if org is not None:
+    if not grant.everything:
+        query = query.where(VoucherRow.org_id == grant.org_id)
+    elif org is not None:
         query = query.where(VoucherRow.org_id == repository.get_org(session, org).id)
     return [voucher_view(r) for r in session.scalars(query)]
 

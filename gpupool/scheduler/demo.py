@@ -3,7 +3,8 @@
 Five sites of a national public compute network, five GPU types (the
 reference A100-80G at speed 1.0, with relative speeds as rough training
 throughput), seven application domains with priority weights, and a dozen
-organisations with quarterly budgets (yuan). Prices are per GPU-hour.
+organisations with quarterly budgets (yuan). Prices are per GPU-hour. Users:
+three submitters, an auditor and an agent for the Beijing site.
 """
 
 from __future__ import annotations
@@ -70,6 +71,29 @@ JOBS = [
     ("ruijin-imaging", 4, 2.0, ["A100-80G"], "mri-reconstruction"),
     ("unitree-lab", 8, 4.0, ["H20", "A100-80G"], "locomotion-rl"),
 ]
+
+
+# name, role, organisation (submitters), site (agents)
+USERS = [
+    ("alice", "submitter", "pumc-hospital", None),
+    ("bob", "submitter", "tsinghua-ai", None),
+    ("carol", "submitter", "cma-forecast", None),
+    ("audrey", "auditor", None, None),
+    ("bj-agent", "agent", None, "Beijing"),
+]
+
+
+def create_demo_users(session: Session, actor: str) -> list[str]:
+    """One user of each role but admin (`init` adds the admin); a name already
+    taken (by that admin) is skipped. Returns the names added."""
+    from gpupool.scheduler import permissions, repository
+
+    added = []
+    for name, role, org, site in USERS:
+        if repository.find_user(session, name) is None:
+            permissions.add_user(session, actor, name, role, org, site)
+            added.append(name)
+    return added
 
 
 def create_demo_platform(session: Session, actor: str, with_jobs: bool = True) -> None:

@@ -95,9 +95,10 @@ def finish_job(
     now: dt.datetime | None = None,
 ) -> JobRow:
     """A site reports a running job completed (or failed) at ``at`` (default: now)."""
-    permissions.require_admin(session, actor, f"report job {job_id} finished", f"job {job_id}")
+    grant = permissions.authorize_job(session, actor, job_id, "finish")  # admins, the site's agent
     lock_for_ending(session)
     job = repository.get_job(session, job_id, lock=True)
+    permissions.require_job(grant, job, "finish")
     # Read the clock only once the job is locked: a round that started it while we
     # waited stamped its start later than a clock read before the wait.
     now = now or clock.utcnow()

@@ -93,13 +93,24 @@ def script_head() -> str:
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
-def reset(engine: Engine) -> None:
-    """Drop every gpupool table, then recreate the schema: `init --force` only."""
-    from sqlalchemy import text
+def reset(engine: Engine) -> dict[str, int]:
+    """Drop every gpupool table, then recreate the schema: `init --force` only.
+
+    Returns how many rows each table held, for the audit row `init` writes
+    into the new log (the old log is among what is dropped).
+    """
+    from sqlalchemy import func, inspect, select, text
 
     from gpupool.scheduler.orm import Base
 
     with connect_or_fail(engine) as connection, connection.begin():
+        present = set(inspect(connection).get_table_names())
+        counts = {
+            name: connection.scalar(select(func.count()).select_from(table))
+            for name, table in sorted(Base.metadata.tables.items())
+            if name in present
+        }
         Base.metadata.drop_all(connection)
         connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
     upgrade(engine)
+    return counts

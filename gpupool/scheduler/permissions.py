@@ -1,32 +1,49 @@
-"""Who may do what: a minimal role model, enforced in the service layer.
+"""Who may do what: roles, one table of operations, audited refusals.
 
 Roles (``users`` table):
-- ``admin``: manages GPU types, pools, domains, organisations, users and
-  policies; runs scheduling rounds; reports jobs finished; sees every job.
-- ``submitter``: acts for exactly one organisation: submits jobs for it, and
-  sees and cancels only its jobs.
+- ``admin``: everything: the platform description, users, tokens, policies,
+  programmes and vouchers, live rounds, every organisation's jobs and money.
+- ``submitter``: acts for exactly one organisation: submits (without a
+  priority boost), sees and cancels its jobs; reads its own reports, vouchers
+  and the programmes open to it; reads the policy in force.
+- ``agent``: acts for one site: sees the jobs placed on that site's pools and
+  reports them finished (completed or failed).
+- ``auditor``: reads everything an admin can read, writes nothing.
 
-Bootstrap: while the ``users`` table is empty every actor is an admin (a fresh
-single-user install just works). The first ``gpupool user add`` records the
-acting user as an admin before adding anyone else, so nobody locks themselves
-out. From then on, an actor without a ``users`` row may do nothing.
+``OPERATIONS`` is the single table of which role may do each operation and
+over what scope (every organisation, its own organisation, its own site, its
+own belongings); docs/security.md prints it. Every read and write calls
+:func:`authorize` (or one of the helpers built on it) with an operation's
+name, so the CLI and the HTTP API enforce the same rules.
 
-Audit: admin actions write an ``audit_log`` row (who, what, when, before,
-after) in the command's own transaction. A refusal raises ``Denied``, whose
+Identity: an actor is a user name from the ``users`` table (the HTTP API's
+authenticated user, or the local CLI's ``--as NAME``). The local CLI without
+``--as`` acts as ``OWNER``: whoever holds the database URL owns the platform
+and is an admin without a users row. There is no other way to be an admin:
+an empty users table grants nothing, and the OS user name grants nothing.
+
+Audit: writes record an ``audit_log`` row (who, what, when, before, after) in
+the command's own transaction. A refusal raises ``Denied``, whose
 ``audit_entry`` the unit of work (gpupool.scheduler.database) writes with
 outcome ``denied`` in a separate transaction *after* rolling the command back,
-so the refusal is the only trace it leaves.
+so the refusal is the only trace it leaves. The audit log is append-only: no
+code path updates or deletes it, and database triggers (migration 0004)
+refuse UPDATE and DELETE.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, func, select
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gpupool import model
 from gpupool.model import GpupoolError
 from gpupool.scheduler import clock, repository
-from gpupool.scheduler.orm import AuditLogRow, JobRow, UserRow
+from gpupool.scheduler.orm import AuditLogRow, JobRow, OrgRow, PoolRow, UserRow
 
 ADMIN, SUBMITTER, AGENT, AUDITOR = "admin", "submitter", "agent", "auditor"
 ROLES = (ADMIN, SUBMITTER, AGENT, AUDITOR)
@@ -34,6 +51,125 @@ ROLES = (ADMIN, SUBMITTER, AGENT, AUDITOR)
 # owns the platform and acts as an admin. No user can be named like this
 # (names starting with "@" are refused) and no token can be made for it.
 OWNER = "@owner"
+
+# scopes a role is granted an operation over
+ALL, OWN_ORG, OWN_SITE, OWN = "every organisation", "own organisation", "own site", "own"
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str  # stable id: 'job.list'
+    action: str  # for messages: "alice may not <action>"
+    grants: dict[str, str]  # role -> scope
+    write: bool = False
+    commands: str = ""  # the CLI commands it covers (docs/security.md)
+
+
+def _admin(name: str, action: str, commands: str) -> Operation:
+    return Operation(name, action, {ADMIN: ALL}, write=True, commands=commands)
+
+
+_READERS = {ADMIN: ALL, AUDITOR: ALL}
+_EVERYONE = {ADMIN: ALL, AUDITOR: ALL, SUBMITTER: ALL, AGENT: ALL}
+
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in [
+        Operation(
+            "platform.read",
+            "see the platform",
+            _EVERYONE,
+            commands="gpu-type list, pool list, domain list",
+        ),
+        _admin(
+            "platform.add", "change the platform", "gpu-type add, pool add, domain add, org add"
+        ),
+        Operation(
+            "org.list", "list organisations", {**_READERS, SUBMITTER: OWN_ORG}, False, "org list"
+        ),
+        Operation(
+            "job.submit",
+            "submit jobs",
+            {ADMIN: ALL, SUBMITTER: OWN_ORG},
+            write=True,
+            commands="job submit, job submit-batch (a priority boost: admins only)",
+        ),
+        Operation(
+            "job.list",
+            "list jobs",
+            {**_READERS, SUBMITTER: OWN_ORG, AGENT: OWN_SITE},
+            commands="job list",
+        ),
+        Operation(
+            "job.show",
+            "see jobs",
+            {**_READERS, SUBMITTER: OWN_ORG, AGENT: OWN_SITE},
+            commands="job show",
+        ),
+        Operation(
+            "job.cancel", "cancel jobs", {ADMIN: ALL, SUBMITTER: OWN_ORG}, True, "job cancel"
+        ),
+        Operation(
+            "job.finish", "report jobs finished", {ADMIN: ALL, AGENT: OWN_SITE}, True, "job finish"
+        ),
+        _admin("job.reap", "reap overdue jobs", "job reap"),
+        _admin("schedule.run", "run scheduling rounds", "schedule, scheduler run"),
+        Operation(
+            "schedule.dry_run", "see a dry-run round", _READERS, commands="schedule --dry-run"
+        ),
+        Operation(
+            "report.read",
+            "read accounting reports",
+            {**_READERS, SUBMITTER: OWN_ORG},
+            commands="report usage, report subsidies",
+        ),
+        Operation(
+            "programme.list",
+            "list subsidy programmes",
+            {**_READERS, SUBMITTER: OWN_ORG},
+            commands="programme list (a submitter: the programmes open to it, without spending)",
+        ),
+        _admin("programme.add", "add subsidy programmes", "programme add"),
+        Operation(
+            "voucher.list",
+            "list vouchers",
+            {**_READERS, SUBMITTER: OWN_ORG},
+            commands="voucher list",
+        ),
+        _admin("voucher.award", "award vouchers", "voucher award"),
+        Operation(
+            "policy.read",
+            "read policies",
+            {**_READERS, SUBMITTER: ALL},
+            commands="policy show, policy history, policy diff",
+        ),
+        Operation(
+            "policy.whatif",
+            "replay jobs under a proposed policy",
+            _READERS,
+            commands="policy whatif",
+        ),
+        _admin("policy.change", "apply policies", "policy apply, policy rollback"),
+        Operation("user.list", "list users", _READERS, commands="user list"),
+        _admin("user.add", "add users", "user add"),
+        _admin("token.create", "create API tokens", "token create"),
+        Operation(
+            "token.list",
+            "list API tokens",
+            {**_READERS, SUBMITTER: OWN, AGENT: OWN},
+            commands="token list",
+        ),
+        Operation(
+            "token.revoke",
+            "revoke API tokens",
+            {ADMIN: ALL, AUDITOR: OWN, SUBMITTER: OWN, AGENT: OWN},
+            write=True,
+            commands="token revoke",
+        ),
+        Operation("audit.list", "read the audit log", _READERS, commands="audit list"),
+        _admin("platform.reset", "erase the platform", "init --force"),
+    ]
+}
 
 
 class Denied(model.PermissionDenied):
@@ -44,6 +180,39 @@ class Denied(model.PermissionDenied):
     ) -> None:
         super().__init__(message, location=location)
         self.audit_entry = {"actor": actor, "action": action, "target": target}
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What :func:`authorize` allowed: the actor, its role, and over what."""
+
+    actor: str
+    role: str
+    scope: str
+    org_id: int | None = None
+    org_name: str | None = None
+    site: str | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.scope == ALL
+
+    def sees_org(self, org_name: str | None) -> bool:
+        return self.everything or (self.scope == OWN_ORG and org_name == self.org_name)
+
+    def sees_job(self, job: JobRow) -> bool:
+        if self.everything:
+            return True
+        if self.scope == OWN_ORG:
+            return job.org_id == self.org_id
+        if self.scope == OWN_SITE:
+            return job.pool is not None and job.pool.site == self.site
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Audit
+# ---------------------------------------------------------------------------
 
 
 def audit(
@@ -81,13 +250,14 @@ def record_denial(engine: Engine, entry: dict) -> None:
         pass
 
 
-def _bootstrapping(session: Session) -> bool:
-    return not session.scalar(select(func.count()).select_from(UserRow))
+# ---------------------------------------------------------------------------
+# The checks
+# ---------------------------------------------------------------------------
 
 
 def role_of(session: Session, actor: str) -> str | None:
-    """The actor's role; admin while no users exist; None for an unknown actor."""
-    if actor == OWNER or _bootstrapping(session):
+    """The actor's role: admin for the local owner; None for an unknown actor."""
+    if actor == OWNER:
         return ADMIN
     user = repository.find_user(session, actor)
     return None if user is None else user.role
@@ -103,78 +273,185 @@ def _unknown(actor: str, action: str, target: str) -> Denied:
     )
 
 
-def require_admin(session: Session, actor: str, action: str, target: str = "") -> None:
-    role = role_of(session, actor)
-    if role is None:
-        raise _unknown(actor, action, target)
-    if role != ADMIN:
-        raise Denied(f"{actor} may not {action}: admins only", actor, action, target)
+def _who(grants: dict[str, str]) -> str:
+    names = [f"{role}s" for role in ROLES if role in grants]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def org_scope(session: Session, actor: str, action: str = "see jobs") -> int | None:
-    """None for an admin (every org); a submitter's org id; refuses anyone else."""
-    if role_of(session, actor) == ADMIN:
-        return None
+def authorize(
+    session: Session, actor: str, operation: str, target: str = "", action: str | None = None
+) -> Grant:
+    """The actor's Grant for ``operation`` (a key of OPERATIONS), or Denied (audited).
+
+    ``action`` overrides the operation's wording in messages and audit rows.
+    """
+    op = OPERATIONS[operation]
+    action = action or op.action
+    if actor == OWNER:
+        return Grant(actor, ADMIN, ALL)
     user = repository.find_user(session, actor)
     if user is None:
-        raise _unknown(actor, action, "")
-    if user.org_id is None:
-        raise Denied(f"{actor} acts for no organisation", actor, action, "")
-    return user.org_id
+        raise _unknown(actor, action, target)
+    scope = op.grants.get(user.role)
+    if scope is None:
+        raise Denied(f"{actor} may not {action}: {_who(op.grants)} only", actor, action, target)
+    if scope == OWN_ORG and user.org_id is None:
+        raise Denied(f"{actor} acts for no organisation", actor, action, target)
+    if scope == OWN_SITE and not user.site:
+        raise Denied(f"{actor} acts for no site", actor, action, target)
+    org_name = user.org.name if user.org is not None else None
+    return Grant(actor, user.role, scope, user.org_id, org_name, user.site)
 
 
-def require_org(session: Session, actor: str, org_id: int, action: str, target: str) -> None:
-    """Admins act for any org; a submitter only for their own."""
-    scope = org_scope(session, actor, action)
-    if scope is not None and scope != org_id:
+def require_admin(session: Session, actor: str, action: str, target: str = "") -> None:
+    """The gate of every admin-only write; ``action`` words the refusal."""
+    authorize(session, actor, "platform.add", target, action=action)
+
+
+def require_org(
+    grant: Grant, org_name: str | None, action: str, target: str = "", location: str = "--as"
+) -> None:
+    """Refuse a submitter asking about another organisation (by name: whether it
+    exists is not revealed)."""
+    if org_name is not None and not grant.sees_org(org_name.strip()):
         raise Denied(
-            f"{actor} may not {action}: it belongs to another organisation", actor, action, target
+            f"{grant.actor} may not {action} of another organisation",
+            grant.actor,
+            action,
+            f"org {org_name}",
+            location,
         )
 
 
+def org_scope(session: Session, actor: str, action: str = "submit jobs") -> int | None:
+    """None for an admin (every org); a submitter's org id; refuses anyone else."""
+    grant = authorize(session, actor, "job.submit", action=action)
+    return None if grant.everything else grant.org_id
+
+
+_JOB_OPERATIONS = {"see": "job.show", "cancel": "job.cancel", "finish": "job.finish"}
+
+
 def job_for(session: Session, actor: str, job_id: int, action: str = "see", lock: bool = False):
-    """The job, if the actor may act on it (a submitter: its own org's jobs only)."""
+    """The job, if the actor may ``action`` it (see, cancel, finish): a submitter
+    its own organisation's jobs, an agent the jobs placed at its site."""
+    grant = authorize_job(session, actor, job_id, action)
     job = repository.get_job(session, job_id, lock=lock)
-    require_org(session, actor, job.org_id, f"{action} job {job_id}", f"job {job_id}")
+    require_job(grant, job, action)
     return job
+
+
+def authorize_job(session: Session, actor: str, job_id: int, action: str) -> Grant:
+    """The Grant to ``action`` (see, cancel, finish) jobs; which job is :func:`require_job`'s."""
+    words = f"{action} job {job_id}"
+    return authorize(session, actor, _JOB_OPERATIONS[action], f"job {job_id}", action=words)
+
+
+def require_job(grant: Grant, job: JobRow, action: str) -> None:
+    if grant.sees_job(job):
+        return
+    words = f"{action} job {job.id}"
+    where = "another organisation" if grant.scope == OWN_ORG else f"a site other than {grant.site}"
+    raise Denied(
+        f"{grant.actor} may not {words}: it belongs to {where}", grant.actor, words, f"job {job.id}"
+    )
 
 
 def visible_jobs(
     session: Session, actor: str, state: list[str] | None = None, org: str | None = None
 ) -> list[JobRow]:
-    scope = org_scope(session, actor)
+    grant = authorize(session, actor, "job.list")
+    require_org(grant, org, "list jobs", location="--org")
+    if grant.scope == OWN_ORG:
+        org = grant.org_name
     rows = repository.list_jobs(session, state or None, org)
-    return [r for r in rows if scope is None or r.org_id == scope]
+    return [r for r in rows if grant.sees_job(r)]
 
 
-def add_user(session: Session, actor: str, name: str, role: str, org: str | None = None) -> UserRow:
+def check_priority(grant: Grant, priority: object, location: str) -> None:
+    """A per-job priority boost is an admin's decision."""
+    try:
+        boost = int(str(priority).strip() or 0)
+    except ValueError:
+        return  # not a number: the request's validation names it
+    if boost != 0 and grant.role != ADMIN:
+        raise Denied(
+            f"{grant.actor} may not set a priority boost: admins only (leave it out or 0)",
+            grant.actor,
+            "set a priority boost",
+            f"priority {boost}",
+            location,
+        )
+
+
+def sees_all_tokens(session: Session, actor: str, action: str = "list API tokens") -> bool:
+    """True for admins and auditors (every user's tokens), False for another
+    registered user (its own); refuses an unknown actor."""
+    return authorize(session, actor, "token.list", action=action).everything
+
+
+def require_self_or_admin(
+    session: Session, actor: str, owner: str, action: str, target: str
+) -> None:
+    """Admins act on anyone's tokens; any other registered user on its own only."""
+    grant = authorize(session, actor, "token.revoke", target, action=action)
+    if not grant.everything and actor != owner:
+        raise Denied(f"{actor} may not {action} of another user", actor, action, target)
+
+
+# ---------------------------------------------------------------------------
+# Users
+# ---------------------------------------------------------------------------
+
+
+def add_user(
+    session: Session,
+    actor: str,
+    name: str,
+    role: str,
+    org: str | None = None,
+    site: str | None = None,
+) -> UserRow:
     name = (name or "").strip()
     if not name:
         raise GpupoolError("must not be empty", location="name")
+    if name.startswith("@"):
+        raise GpupoolError("must not start with '@' (reserved)", location="name")
     if role not in ROLES:
         raise GpupoolError(f"must be one of {', '.join(ROLES)}, got {role!r}", location="--role")
-    bootstrapping = _bootstrapping(session)
     require_admin(session, actor, "add users", f"user {name}")
-    if bootstrapping and name == actor and role != ADMIN:
-        raise GpupoolError(f"the first user must be an admin, and {name} is you", location="--role")
     if repository.find_user(session, name) is not None:
         raise GpupoolError(f"a user named {name!r} already exists", location="name")
     org_row = _org_for(session, role, org)
-    if bootstrapping and name != actor and actor != OWNER:
-        _insert_user(session, actor, actor, ADMIN, None)  # whoever bootstraps stays admin
-    return _insert_user(session, actor, name, role, org_row)
+    return _insert_user(session, actor, name, role, org_row, _site_for(session, role, site))
 
 
-def _org_for(session: Session, role: str, org: str | None):
+def _org_for(session: Session, role: str, org: str | None) -> OrgRow | None:
     if role == SUBMITTER and not org:
         raise GpupoolError("a submitter acts for one organisation: give --org", location="--org")
-    if role == ADMIN and org:
-        raise GpupoolError("admins act for every organisation: leave out --org", location="--org")
+    if role != SUBMITTER and org:
+        raise GpupoolError(
+            f"only submitters act for an organisation, not {role}s", location="--org"
+        )
     return repository.get_org(session, org.strip(), location="--org") if org else None
 
 
-def _insert_user(session: Session, actor: str, name: str, role: str, org_row) -> UserRow:
-    row = UserRow(name=name, role=role, org_id=None if org_row is None else org_row.id)
+def _site_for(session: Session, role: str, site: str | None) -> str | None:
+    site = (site or "").strip() or None
+    if role == AGENT and site is None:
+        raise GpupoolError("an agent acts for one site: give --site", location="--site")
+    if role != AGENT and site is not None:
+        raise GpupoolError(f"only agents act for a site, not {role}s", location="--site")
+    if site is not None:
+        sites = sorted(set(session.scalars(select(PoolRow.site))))
+        if site not in sites:
+            known = ", ".join(sites) or "none yet: add its pools first"
+            raise GpupoolError(f"no pool at site {site!r} (sites: {known})", location="--site")
+    return site
+
+
+def _insert_user(session: Session, actor: str, name: str, role: str, org_row, site=None):
+    row = UserRow(name=name, role=role, org_id=None if org_row is None else org_row.id, site=site)
     session.add(row)
     session.flush()
     audit(session, actor, "user.add", f"user {name}", after=user_view(row, org_row))
@@ -183,30 +460,74 @@ def _insert_user(session: Session, actor: str, name: str, role: str, org_row) ->
 
 def user_view(row: UserRow, org_row=None) -> dict:
     org_row = org_row if org_row is not None else row.org
-    return {"name": row.name, "role": row.role, "org": None if org_row is None else org_row.name}
+    return {
+        "name": row.name,
+        "role": row.role,
+        "org": None if org_row is None else org_row.name,
+        "site": row.site,
+    }
 
 
 def list_users(session: Session, actor: str) -> list[dict]:
-    require_admin(session, actor, "list users")
+    authorize(session, actor, "user.list")
     rows = session.scalars(select(UserRow).order_by(UserRow.name)).all()
     return [user_view(r) for r in rows]
 
 
-def sees_all_tokens(session: Session, actor: str, action: str) -> bool:
-    """True for admins and auditors (every user's tokens), False for another
-    registered user (its own); refuses an unknown actor."""
-    role = role_of(session, actor)
-    if role is None:
-        raise _unknown(actor, action, "")
-    return role in (ADMIN, AUDITOR)
+# ---------------------------------------------------------------------------
+# The audit log, read
+# ---------------------------------------------------------------------------
+
+OUTCOMES = ("ok", "denied")
 
 
-def require_self_or_admin(
-    session: Session, actor: str, owner: str, action: str, target: str
-) -> None:
-    """Admins act on anyone's belongings; a registered user on its own only."""
-    role = role_of(session, actor)
-    if role is None:
-        raise _unknown(actor, action, target)
-    if role != ADMIN and actor != owner:
-        raise Denied(f"{actor} may not {action} of another user", actor, action, target)
+def list_audit(
+    session: Session,
+    actor: str,
+    who: str | None = None,
+    since: dt.datetime | None = None,
+    outcome: str | None = None,
+    action: str | None = None,
+    limit: int = 200,
+) -> list[dict]:
+    """The newest ``limit`` audit rows matching every filter given, oldest first
+    (admins and auditors). ``action`` matches a prefix: ``job`` finds job.cancel
+    and job.finish."""
+    authorize(session, actor, "audit.list")
+    if outcome is not None and outcome not in OUTCOMES:
+        raise GpupoolError(
+            f"must be one of {', '.join(OUTCOMES)}, got {outcome!r}", location="--outcome"
+        )
+    query = select(AuditLogRow).order_by(AuditLogRow.id.desc()).limit(limit)
+    if who is not None:
+        query = query.where(AuditLogRow.actor == who)
+    if since is not None:
+        query = query.where(AuditLogRow.at >= since)
+    if outcome is not None:
+        query = query.where(AuditLogRow.outcome == outcome)
+    if action is not None:
+        query = query.where(AuditLogRow.action.startswith(action, autoescape=True))
+    return [audit_view(r) for r in reversed(session.scalars(query).all())]
+
+
+def audit_view(row: AuditLogRow) -> dict:
+    return {
+        "id": row.id,
+        "at": clock.iso(row.at),
+        "actor": row.actor,
+        "action": row.action,
+        "target": row.target,
+        "outcome": row.outcome,
+        "before": row.before,
+        "after": row.after,
+    }
+
+
+def operations_table(operations: Sequence[Operation] | None = None) -> str:
+    """The Markdown table docs/security.md shows: operation x role."""
+    rows = ["| operation | commands | " + " | ".join(ROLES) + " |"]
+    rows.append("|" + " --- |" * (len(ROLES) + 2))
+    for op in operations or OPERATIONS.values():
+        cells = [op.grants.get(role, "-") for role in ROLES]
+        rows.append(f"| `{op.name}` | {op.commands} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)

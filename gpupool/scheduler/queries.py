@@ -63,10 +63,12 @@ def schedule(engine: Engine, actor: str, dry_run: bool, grace=None) -> dict:
     from gpupool.scheduler.daemon import policy_label, run_locked_round
     from gpupool.scheduler.database import unit_of_work
     from gpupool.scheduler.locking import round_lock
+    from gpupool.scheduler.permissions import authorize
     from gpupool.scheduler.rounds import run_active_round
 
     if dry_run:
         with unit_of_work(engine) as session:
+            authorize(session, actor, "schedule.dry_run")  # shows every org's jobs
             result, active = run_active_round(session, dry_run=True, grace=grace)
             return round_view(session, result, policy_label(active))
     with round_lock(engine, wait=True), unit_of_work(engine) as session:
@@ -117,18 +119,25 @@ def round_view(session: Session, result, policy: str) -> dict:
 # --- reports -----------------------------------------------------------------
 
 
-def usage_report(session: Session, period: str | None = None, by: str = "domain") -> list[dict]:
-    """`report usage --json`: GPU-hours and money per period and group, from the ledger."""
+def usage_report(
+    session: Session, actor: str, period: str | None = None, by: str = "domain"
+) -> list[dict]:
+    """`report usage --json`: GPU-hours and money per period and group, from the ledger
+    (a submitter: its own organisation's entries only)."""
     from gpupool.scheduler import accounts, repository
+    from gpupool.scheduler.permissions import authorize
 
     if by not in USAGE_GROUPS:
         raise GpupoolError(f"must be one of {', '.join(USAGE_GROUPS)}, got {by!r}", location="--by")
     _check_period(period)
+    grant = authorize(session, actor, "report.read")
     books = accounts.load_books(session)
     speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
     sites = {p.name: p.site for p in repository.list_pools(session)}
     last_pools = {j.id: j.pool.name for j in repository.list_jobs(session) if j.pool}
-    entries = [e for e in books.entries if period is None or e.period == period]
+    entries = [
+        e for e in books.entries if (period is None or e.period == period) and grant.sees_org(e.org)
+    ]
     field = USAGE_GROUPS[by]
     return _usage_rows(entries, speeds, _grouping(field, sites, last_pools), field)
 
@@ -186,10 +195,13 @@ def _usage_rows(entries, speeds, key_of, by: str) -> list[dict]:
     return rows
 
 
-def subsidy_report(session: Session, programme: str | None = None) -> list[dict]:
-    """`report subsidies --json`: subsidy per programme, period and org, with budgets."""
+def subsidy_report(session: Session, actor: str, programme: str | None = None) -> list[dict]:
+    """`report subsidies --json`: subsidy per programme, period and org, with budgets
+    (a submitter: its own organisation's rows only)."""
     from gpupool.scheduler import accounts
+    from gpupool.scheduler.permissions import authorize
 
+    grant = authorize(session, actor, "report.read")
     books = accounts.load_books(session)
     if programme is not None and programme not in {p.name for p in books.programmes}:
         raise NotFound(f"no programme named {programme!r}", location="--programme")
@@ -198,6 +210,8 @@ def subsidy_report(session: Session, programme: str | None = None) -> list[dict]
     rows = []
     for (name, period, org), total in sorted(totals.items(), key=lambda kv: str(kv[0])):
         if name is None or (programme is not None and name != programme):
+            continue
+        if not grant.sees_org(org):
             continue
         used = sum(
             _voucher_hours(e.note)

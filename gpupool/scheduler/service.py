@@ -6,9 +6,9 @@ failure anywhere rolls back everything the command did. Bad input raises
 GpupoolError with a ``location`` naming the field (prefixed by ``file:line``
 for batch rows). Job state changes go through gpupool.model.check_transition.
 
-Admin operations write an audit_log row. Permissions (roles, the bootstrap
-rule, audited refusals) live in gpupool.scheduler.permissions; ``require_admin``
-here is the gate every admin operation calls.
+Admin operations write an audit_log row. Permissions (roles, the table of
+operations, audited refusals) live in gpupool.scheduler.permissions;
+``require_admin`` here is the gate every admin operation calls.
 
 The ``*_view`` functions give each object as the plain dict that ``--json``
 prints; their keys are the model's field names and are a stable interface.
@@ -304,15 +304,14 @@ def submit_jobs(
 
 
 def _require_own_orgs(session: Session, actor: str, requests: Sequence[JobRequest]) -> None:
-    """A submitter submits only for its own organisation (admins for any)."""
-    scope = permissions.org_scope(session, actor, "submit jobs")
-    if scope is None:
-        return
+    """A submitter submits only for its own organisation (admins for any), and
+    only admins set a priority boost."""
+    grant = permissions.authorize(session, actor, "job.submit")
     for request in requests:
-        org = session.get(OrgRow, scope)
-        if (request.org or "").strip() != org.name:
+        permissions.check_priority(grant, request.priority, request.location("priority"))
+        if not grant.sees_org((request.org or "").strip()):
             raise permissions.Denied(
-                f"{actor} submits for {org.name} only, not {request.org!r}",
+                f"{actor} submits for {grant.org_name} only, not {request.org!r}",
                 actor,
                 "submit jobs",
                 f"org {request.org}",

@@ -169,12 +169,14 @@ class UserAdd(_Request):
     name: Name
     role: Text
     org: Name | None = None
+    site: Text | None = Field(None, description="The site an agent acts for.")
 
 
 class UserView(_View):
     name: str
     role: str
     org: str | None
+    site: str | None = None
 
 
 # --- policy ------------------------------------------------------------------

@@ -45,11 +45,11 @@ def test_a_round_killed_mid_transaction_changes_nothing(platform, tmp_path):
     three_hours_ago = clock.utcnow() - dt.timedelta(hours=3)
     with unit_of_work(platform) as session:
         (overdue, _), = service.submit_jobs(
-            session, "root", [JobRequest(org="lab", gpus=8, hours=1, gpu_types=["H100"])],
+            session, "admin", [JobRequest(org="lab", gpus=8, hours=1, gpu_types=["H100"])],
             now=three_hours_ago,
         )  # fmt: skip
         run_round(session, FifoPolicy(), three_hours_ago)  # runs 30 min: long overdue now
-        service.submit_jobs(session, "root", [JobRequest(org="hosp", gpus=4, hours=2)] * 3)
+        service.submit_jobs(session, "admin", [JobRequest(org="hosp", gpus=4, hours=2)] * 3)
     before = _picture(platform)
     assert before[0] == (1, 1, 0) and before[1] == 1
 
@@ -57,7 +57,7 @@ def test_a_round_killed_mid_transaction_changes_nothing(platform, tmp_path):
     env = dict(
         os.environ,
         GPUPOOL_DATABASE_URL=platform,
-        GPUPOOL_USER="root",
+        GPUPOOL_USER="admin",
         GPUPOOL_TEST_PAUSE_IN_ROUND=str(pause_file),
         GPUPOOL_TEST_PAUSE_SECONDS="60",
     )

@@ -23,7 +23,7 @@ from gpupool.scheduler.service import JobRequest
 
 
 def _gpupool(db, *args, pause_file=None, stderr=subprocess.PIPE):
-    env = dict(os.environ, GPUPOOL_USER="root", GPUPOOL_DATABASE_URL=db)
+    env = dict(os.environ, GPUPOOL_USER="admin", GPUPOOL_DATABASE_URL=db)
     env.pop("GPUPOOL_TEST_PAUSE_IN_ROUND", None)
     if pause_file is not None:
         env.update(GPUPOOL_TEST_PAUSE_IN_ROUND=str(pause_file), GPUPOOL_TEST_PAUSE_SECONDS="60")
@@ -42,7 +42,7 @@ def _wait_for(ready, process, timeout=60.0):
 def _submit(db, count):
     with unit_of_work(db) as session:
         requests = [JobRequest(org="lab", gpus=4, hours=10) for _ in range(count)]
-        service.submit_jobs(session, "root", requests)
+        service.submit_jobs(session, "admin", requests)
 
 
 def _states(db):

@@ -1,7 +1,9 @@
 """The role model, enforced in the service layer, with an audit trail of every refusal.
 
-Platform: build_small_platform (hosp in medical, lab in general), written while
-the users table is empty, i.e. by the bootstrap admin.
+Platform: build_small_platform (hosp in medical, lab in general), written by
+``admin``, the admin every test database starts with. There is no bootstrap
+rule: an empty users table makes nobody an admin; the local owner
+(permissions.OWNER, the CLI without --as) is the only admin without a row.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from typer.testing import CliRunner
 from gpupool.cli.main import app
 from gpupool.model import GpupoolError, PermissionDenied
 from gpupool.scheduler import permissions, service
-from gpupool.scheduler.database import unit_of_work
+from gpupool.scheduler.database import make_engine, unit_of_work
+from gpupool.scheduler.migrate import upgrade
 from gpupool.scheduler.orm import AuditLogRow, DomainRow, JobRow, UserRow
 from gpupool.scheduler.service import JobRequest
+
+OWNER = permissions.OWNER
 
 
 def _audit(db, since: int = 0):
@@ -36,47 +41,107 @@ def _count(db, row_type) -> int:
 
 @pytest.fixture
 def users(platform):
-    """root bootstraps by adding alice (submitter for hosp); bob submits for lab."""
+    """admin adds alice (submitter for hosp) and bob (submitter for lab)."""
     with unit_of_work(platform) as session:
-        permissions.add_user(session, "root", "alice", "submitter", "hosp")
-        permissions.add_user(session, "root", "bob", "submitter", "lab")
+        permissions.add_user(session, "admin", "alice", "submitter", "hosp")
+        permissions.add_user(session, "admin", "bob", "submitter", "lab")
     return platform
 
 
-def test_the_first_user_add_records_the_bootstrapping_actor_as_admin(users):
+def test_users_are_added_by_an_admin_and_audited(users):
     with unit_of_work(users) as session:
         roles = {u.name: (u.role, u.org and u.org.name) for u in session.scalars(select(UserRow))}
-        assert permissions.role_of(session, "root") == "admin"
+        assert permissions.role_of(session, "admin") == "admin"
         assert permissions.role_of(session, "stranger") is None
+        assert permissions.role_of(session, OWNER) == "admin"
     assert roles == {
-        "root": ("admin", None),
+        "admin": ("admin", None),
         "alice": ("submitter", "hosp"),
         "bob": ("submitter", "lab"),
     }
     added = [a for a in _audit(users) if a[1] == "user.add"]
     assert added == [
-        ("root", "user.add", "user root", "ok"),
-        ("root", "user.add", "user alice", "ok"),
-        ("root", "user.add", "user bob", "ok"),
+        (OWNER, "user.add", "user admin", "ok"),  # the db fixture, as `init` does
+        ("admin", "user.add", "user alice", "ok"),
+        ("admin", "user.add", "user bob", "ok"),
+    ]
+
+
+def test_an_empty_users_table_makes_nobody_an_admin(db_url):
+    """The old bootstrap rule (everyone is admin while no user exists) is gone."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    engine.dispose()
+    for attempt in (
+        lambda s: service.add_domain(s, "root", "medical", 3.0),
+        lambda s: permissions.add_user(s, "root", "root", "admin"),
+        lambda s: permissions.list_users(s, "root"),
+    ):
+        with pytest.raises(PermissionDenied) as info, unit_of_work(db_url) as session:
+            attempt(session)
+        assert str(info.value).startswith("--as: root is not a gpupool user and may not ")
+    assert _count(db_url, UserRow) == 0 and _count(db_url, DomainRow) == 0
+    assert [(a[0], a[3]) for a in _audit(db_url)] == [("root", "denied")] * 3
+    with unit_of_work(db_url) as session:  # the local owner may, and adds the first admin
+        permissions.add_user(session, OWNER, "root", "admin")
+    with unit_of_work(db_url) as session:
+        service.add_domain(session, "root", "medical", 3.0)
+    assert _count(db_url, DomainRow) == 1
+
+
+def test_the_os_user_grants_nothing_and_the_owner_is_the_local_default(db_url, monkeypatch):
+    runner = CliRunner()
+    monkeypatch.setenv("USER", "carol")
+    monkeypatch.setenv("LOGNAME", "carol")
+    monkeypatch.delenv("GPUPOOL_USER", raising=False)
+    as_owner = runner.invoke(app, ["--db", db_url, "domain", "add", "medical"])
+    assert as_owner.exit_code == 0, as_owner.stderr
+    as_carol = runner.invoke(app, ["--db", db_url, "--as", "carol", "domain", "add", "weather"])
+    assert (as_carol.exit_code, as_carol.stderr.split(":")[:2]) == (2, ["error", " --as"])
+    monkeypatch.setenv("GPUPOOL_USER", "carol")  # the same as --as carol
+    assert runner.invoke(app, ["--db", db_url, "domain", "add", "weather"]).exit_code == 2
+    assert [(a[0], a[1], a[3]) for a in _audit(db_url)] == [
+        (OWNER, "domain.add", "ok"),
+        ("carol", "add domains", "denied"),
+        ("carol", "add domains", "denied"),
     ]
 
 
 @pytest.mark.parametrize(
-    ("name", "role", "org", "message"),
+    ("name", "role", "org", "site", "message"),
     [
-        ("root", "submitter", "hosp", "--role: the first user must be an admin, and root is you"),
-        ("x", "owner", None, "--role: must be one of admin, submitter, got 'owner'"),
-        ("x", "submitter", None, "--org: a submitter acts for one organisation: give --org"),
-        ("x", "admin", "lab", "--org: admins act for every organisation: leave out --org"),
-        ("x", "submitter", "nope", "--org: no organisation named 'nope'"),
-        (" ", "admin", None, "name: must not be empty"),
+        ("x", "owner", None, None,
+         "--role: must be one of admin, submitter, agent, auditor, got 'owner'"),
+        ("x", "submitter", None, None, "--org: a submitter acts for one organisation: give --org"),
+        ("x", "admin", "lab", None, "--org: only submitters act for an organisation, not admins"),
+        ("x", "auditor", "lab", None,
+         "--org: only submitters act for an organisation, not auditors"),
+        ("x", "submitter", "nope", None, "--org: no organisation named 'nope'"),
+        ("x", "agent", None, None, "--site: an agent acts for one site: give --site"),
+        ("x", "agent", None, "Mars",
+         "--site: no pool at site 'Mars' (sites: Beijing, Shanghai)"),
+        ("x", "submitter", "lab", "Beijing", "--site: only agents act for a site, not submitters"),
+        (" ", "admin", None, None, "name: must not be empty"),
+        ("@owner", "admin", None, None, "name: must not start with '@' (reserved)"),
+        ("admin", "admin", None, None, "name: a user named 'admin' already exists"),
     ],
-)
-def test_bad_user_additions_write_nothing(platform, name, role, org, message):
+)  # fmt: skip
+def test_bad_user_additions_write_nothing(platform, name, role, org, site, message):
     with pytest.raises(GpupoolError) as info, unit_of_work(platform) as session:
-        permissions.add_user(session, "root", name, role, org)
+        permissions.add_user(session, "admin", name, role, org, site)
     assert str(info.value) == message
-    assert _count(platform, UserRow) == 0
+    assert _count(platform, UserRow) == 1  # the admin alone
+
+
+def test_agents_and_auditors_are_added_with_their_site(platform):
+    with unit_of_work(platform) as session:
+        agent = permissions.add_user(session, "admin", "bj", "agent", site=" Beijing ")
+        auditor = permissions.add_user(session, "admin", "eve", "auditor")
+        assert (agent.role, agent.site, agent.org_id) == ("agent", "Beijing", None)
+        assert (auditor.role, auditor.site, auditor.org_id) == ("auditor", None, None)
+        listed = permissions.list_users(session, "eve")  # auditors read every user
+    assert [u["name"] for u in listed] == ["admin", "bj", "eve"]
+    assert listed[1] == {"name": "bj", "role": "agent", "org": None, "site": "Beijing"}
 
 
 def test_a_submitter_may_not_change_the_platform_and_the_refusal_is_audited(users):
@@ -102,7 +167,7 @@ def test_submitters_submit_see_and_cancel_only_their_own_organisations_jobs(user
         mine, _ = service.submit_job(session, "alice", JobRequest(org="hosp", gpus=1, hours=1))
         theirs, _ = service.submit_job(session, "bob", JobRequest(org="lab", gpus=1, hours=1))
         assert [j.id for j in permissions.visible_jobs(session, "alice")] == [mine]
-        assert [j.id for j in permissions.visible_jobs(session, "root")] == [mine, theirs]
+        assert [j.id for j in permissions.visible_jobs(session, "admin")] == [mine, theirs]
     before = _last_audit_id(users)
     refusals = [
         (lambda s: service.submit_job(s, "alice", JobRequest(org="lab", gpus=1, hours=1)),
@@ -127,11 +192,11 @@ def test_submitters_submit_see_and_cancel_only_their_own_organisations_jobs(user
 def test_admin_actions_record_before_and_after(users):
     with unit_of_work(users) as session:
         job, _ = service.submit_job(session, "bob", JobRequest(org="lab", gpus=1, hours=1))
-        service.cancel_job(session, "root", job)
+        service.cancel_job(session, "admin", job)
     with unit_of_work(users) as session:
         row = session.scalars(select(AuditLogRow).order_by(AuditLogRow.id.desc())).first()
         assert (row.actor, row.action, row.before, row.after, row.outcome) == (
-            "root",
+            "admin",
             "job.cancel",
             {"state": "pending"},
             {"state": "cancelled"},
@@ -152,9 +217,9 @@ def test_cli_refusals_are_one_line_and_user_list_is_admin_only(users):
         "error: --as: bob may not add domains: admins only\n",
     )
     assert cli("bob", "user", "list").exit_code == 2
-    listed = cli("root", "user", "list", "--json")
+    listed = cli("admin", "user", "list", "--json")
     assert listed.exit_code == 0 and '"name": "alice"' in listed.stdout
-    added = cli("root", "user", "add", "carol", "--role", "admin")
+    added = cli("admin", "user", "add", "carol", "--role", "admin")
     assert (added.exit_code, added.stdout) == (0, "added admin carol\n")
     shown = cli("bob", "job", "list", "--json")
     assert (shown.exit_code, shown.stdout.strip()) == (0, "[]")

@@ -50,7 +50,7 @@ def _submitter(url: str, index: int, results) -> None:
         )
         for _attempt in range(2 if rng.random() < 0.1 else 1):  # a retried submission
             with unit_of_work(engine) as session:
-                job_id, created = service.submit_job(session, "root", request)
+                job_id, created = service.submit_job(session, "admin", request)
                 # Read in the same transaction which of my jobs a site could report
                 # finished, rather than in a transaction of its own that mostly finds none.
                 running = session.scalars(
@@ -63,11 +63,11 @@ def _submitter(url: str, index: int, results) -> None:
         try:
             if roll < 0.15:
                 with unit_of_work(engine) as session:
-                    service.cancel_job(session, "root", rng.choice(mine))
+                    service.cancel_job(session, "admin", rng.choice(mine))
                 ops["cancelled"] += 1
             elif roll < 0.6 and running is not None:
                 with unit_of_work(engine) as session:  # refused if it ended meanwhile
-                    lifecycle.finish_job(session, "root", running, failed=roll < 0.2)
+                    lifecycle.finish_job(session, "admin", running, failed=roll < 0.2)
                 ops["finished"] += 1
         except GpupoolError:  # e.g. cancelling a job that already ended: refused, fine
             ops["refused"] += 1
@@ -80,7 +80,7 @@ def _daemon(url: str, index: int, stop, results) -> None:
 
     # 50 ms between attempts: two daemons still contend for every round, but the one
     # that finds the lock held does not reconnect a hundred times per round.
-    summary = run_daemon(url, "root", interval=0.05, stop=stop)
+    summary = run_daemon(url, "admin", interval=0.05, stop=stop)
     results.put(("daemon", index, summary.rounds, summary.skipped, summary.failed))
 
 

@@ -89,9 +89,18 @@ def launch(db: str, *extra: str) -> Server:
         process.kill()
         raise RuntimeError("gpupool serve did not start:\n" + "".join(lines[-20:]))
     server = Server(url=f"http://127.0.0.1:{port[0]}", db=db, process=process, log=lines)
-    response = httpx.get(f"{server.url}/healthz", timeout=10)
-    assert response.status_code == 200, response.text
+    # with --workers the parent listens before its workers have started: wait for them
+    if not wait_for(lambda: _healthy(server.url), STARTUP_SECONDS):
+        server.stop()
+        raise RuntimeError("gpupool serve never answered /healthz:\n" + "".join(lines[-20:]))
     return server
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def private_database(backend: str, folder) -> tuple[str, callable]:
@@ -120,7 +129,7 @@ def populate(db: str) -> dict[str, str]:
     engine.dispose()
     raw = {}
     with unit_of_work(db) as session:
-        permissions.add_user(session, "root", "root", "admin")
+        permissions.add_user(session, permissions.OWNER, "root", "admin")
         build_small_platform(session, "root")
         for name, (role, org) in USERS.items():
             if name != "root":

@@ -115,3 +115,15 @@ def test_a_batch_is_all_or_nothing_with_each_bad_row_at_file_line(live):
     assert good.status_code == 201 and good.json()[0]["created"] is True
     assert wrong_kind.status_code == 422 and wrong_kind.json()["field"] == "jobs.txt"
     assert len(_all_jobs(live)) == before + 1
+
+
+def test_a_priority_boost_from_a_submitter_is_refused_naming_the_field(live):
+    before = len(_all_jobs(live))
+    with live.client("bob") as bob:
+        refused = bob.post("/api/v1/jobs", json={**JOB, "priority": 5})
+    assert refused.status_code == 403
+    assert refused.json()["field"] == "--priority"
+    assert len(_all_jobs(live)) == before
+    with live.client("root") as root:
+        boosted = root.post("/api/v1/jobs", json={**JOB, "priority": 5})
+    assert boosted.status_code == 201

@@ -160,3 +160,21 @@ def test_unknown_routes_are_problems_too(live):
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["detail"] == "no such endpoint"
+
+
+def test_several_workers_share_one_histogram(tmp_path, start_server):
+    from tests.server.conftest import populate
+
+    db = f"sqlite:///{tmp_path / 'workers.db'}"
+    tokens = populate(db)
+    server = start_server(db, "--workers", "2")
+    headers = {"Authorization": f"Bearer {tokens['root']}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+        for _ in range(12):  # new connections: the kernel spreads them over the workers
+            with httpx.Client(base_url=server.url, headers=headers, timeout=30) as one:
+                assert one.get("/api/v1/pools").status_code == 200
+        text = client.get("/metrics").text
+    count = _sample(
+        text, "gpupool_http_request_duration_seconds_count", method="GET", route="/api/v1/pools"
+    )
+    assert count == 12  # whichever worker answered the scrape, it reports all of them

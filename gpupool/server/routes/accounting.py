@@ -30,7 +30,7 @@ def list_programmes(user: User, work: UnitOfWork) -> list[dict]:
     from gpupool.scheduler import accounts
 
     with work() as session:
-        return accounts.list_programmes(session)
+        return accounts.list_programmes(session, user.name)
 
 
 @router.post("/programmes", status_code=201, response_model=list[ProgrammeView])
@@ -83,7 +83,7 @@ def list_vouchers(
     from gpupool.scheduler import accounts
 
     with work() as session:
-        return accounts.list_vouchers(session, org)
+        return accounts.list_vouchers(session, user.name, org)
 
 
 @router.post("/vouchers", status_code=201, response_model=VoucherView)
@@ -120,7 +120,7 @@ def usage_report(
     from gpupool.scheduler.queries import usage_report as report
 
     with work() as session:
-        return report(session, period, by)
+        return report(session, user.name, period, by)
 
 
 @router.get("/reports/subsidies", response_model=list[SubsidyRow])
@@ -133,4 +133,4 @@ def subsidy_report(
     from gpupool.scheduler.queries import subsidy_report as report
 
     with work() as session:
-        return report(session, programme)
+        return report(session, user.name, programme)

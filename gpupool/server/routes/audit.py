@@ -32,14 +32,34 @@ def list_audit(
     user: User,
     work: UnitOfWork,
     actor: Annotated[str | None, Query(max_length=128)] = None,
-    since: Annotated[str | None, Query(max_length=64, description="ISO date/time (UTC)")] = None,
+    since: Annotated[
+        str | None, Query(max_length=64, description="7d, 12h, 30m, 2w or a UTC date/time")
+    ] = None,
     outcome: Annotated[str | None, Query(max_length=16, description="ok or denied")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    action: Annotated[
+        str | None, Query(max_length=64, description="a prefix: job, job.cancel, auth")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
 ) -> list[dict]:
-    """The newest ``limit`` audit entries matching the filters, oldest first."""
-    from gpupool.scheduler.audit_log import list_entries
-    from gpupool.scheduler.lifecycle import parse_time
+    """The newest ``limit`` audit entries matching every filter, oldest first
+    (admins and auditors)."""
+    from gpupool.scheduler.permissions import list_audit
 
-    start = None if since is None else parse_time(since, "--since")
+    start = None if since is None else _since(since)
     with work() as session:
-        return list_entries(session, user.name, actor, start, outcome, limit)
+        return list_audit(session, user.name, actor, start, outcome, action, limit)
+
+
+def _since(text: str):
+    """A duration back from now (7d) or an instant, as `audit list --since` takes it."""
+    from gpupool.accounting.periods import parse_instant
+    from gpupool.model import GpupoolError
+    from gpupool.scheduler import clock, tokens
+
+    try:
+        back = tokens.parse_duration(text, "--since")
+    except GpupoolError:
+        return clock.from_epoch(parse_instant(text, "--since"))
+    if back is None:
+        raise GpupoolError("must be a duration or a date, not never", location="--since")
+    return clock.utcnow() - back

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from gpupool.scheduler.permissions import authorize
 from gpupool.server import problems
 from gpupool.server.deps import UnitOfWork, User
 from gpupool.server.routes import API_PREFIX
@@ -31,6 +32,7 @@ def list_gpu_types(user: User, work: UnitOfWork) -> list[dict]:
     from gpupool.scheduler.service import gpu_type_view
 
     with work() as session:
+        authorize(session, user.name, "platform.read")
         return [gpu_type_view(r) for r in repository.list_gpu_types(session)]
 
 
@@ -52,6 +54,7 @@ def list_pools(user: User, work: UnitOfWork) -> list[dict]:
     from gpupool.scheduler.service import pool_views
 
     with work() as session:
+        authorize(session, user.name, "platform.read")
         return pool_views(session)
 
 
@@ -80,6 +83,7 @@ def list_domains(user: User, work: UnitOfWork) -> list[dict]:
     from gpupool.scheduler.service import domain_view
 
     with work() as session:
+        authorize(session, user.name, "platform.read")
         return [domain_view(r) for r in repository.list_domains(session)]
 
 
@@ -102,7 +106,10 @@ def list_orgs(
     from gpupool.scheduler.service import org_view
 
     with work() as session:
-        return [org_view(r) for r in repository.list_orgs(session, domain)]
+        grant = authorize(session, user.name, "org.list")  # a submitter: its own only
+        return [
+            org_view(r) for r in repository.list_orgs(session, domain) if grant.sees_org(r.name)
+        ]
 
 
 @router.post("/orgs", status_code=201, response_model=OrgView)

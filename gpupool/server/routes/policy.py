@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
+from gpupool.scheduler.permissions import authorize
 from gpupool.server import problems
 from gpupool.server.auth import reads_only
 from gpupool.server.deps import UnitOfWork, User
@@ -65,20 +66,21 @@ def _replacing(view: dict, previous) -> dict:
 @router.get("/policy", response_model=PolicyVersionText)
 def show_active_policy(user: User, work: UnitOfWork) -> dict:
     """The active version with its text (404 while the FIFO default is in use)."""
-    return _show(work, None)
+    return _show(work, user.name, None)
 
 
 @router.get("/policy/versions/{version}", response_model=PolicyVersionText)
 def show_policy(version: Version, user: User, work: UnitOfWork) -> dict:
     from gpupool.scheduler import policies_store
 
-    return _show(work, policies_store.parse_version(version))
+    return _show(work, user.name, policies_store.parse_version(version))
 
 
-def _show(work, number: int | None) -> dict:
+def _show(work, user: str, number: int | None) -> dict:
     from gpupool.scheduler import policies_store
 
     with work() as session:
+        authorize(session, user, "policy.read")
         row = policies_store.get_version(session, number)
         return {**policies_store.version_view(row), "document": row.document}
 
@@ -89,6 +91,7 @@ def policy_history(user: User, work: UnitOfWork) -> list[dict]:
     from gpupool.scheduler import policies_store
 
     with work() as session:
+        authorize(session, user.name, "policy.read")
         return [policies_store.version_view(r) for r in policies_store.list_versions(session)]
 
 
@@ -104,6 +107,7 @@ def diff_policies(
     first = policies_store.parse_version(old, location="V1")
     second = policies_store.parse_version(new, location="V2")
     with work() as session:
+        authorize(session, user.name, "policy.read")
         result = policies_store.diff_versions(session, first, second)
     return {
         "old": result.old,
@@ -134,4 +138,5 @@ def whatif(body: PolicyWhatIf, user: User, work: UnitOfWork) -> dict:
 
     document = _document(body)
     with work() as session:
+        authorize(session, user.name, "policy.whatif")  # replays every org's jobs
         return replay(session, document, body.filename, body.since, body.until, clock.utcnow())

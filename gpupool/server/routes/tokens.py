@@ -21,7 +21,7 @@ router = APIRouter(
 
 class TokenCreate(_Request):
     user: Name
-    expires: Text | None = None  # 90d, 12h, 30m, 2w or never; default: never
+    expires: Text = "90d"  # 90d, 12h, 30m, 2w or never, as `token create --expires`
     scopes: list[Text] = []
 
 
@@ -50,7 +50,7 @@ def create_token(body: TokenCreate, user: User, work: UnitOfWork) -> dict:
     """A new token for a user (admins); ``token`` is shown this once."""
     from gpupool.scheduler import tokens
 
-    expires = None if body.expires is None else tokens.parse_duration(body.expires)
+    expires = tokens.parse_duration(body.expires)
     with work() as session:
         row, raw = tokens.create_token(session, user.name, body.user, expires, body.scopes)
         return {**tokens.token_view(row), "token": raw}

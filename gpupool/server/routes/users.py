@@ -27,5 +27,7 @@ def add_user(body: UserAdd, user: User, work: UnitOfWork) -> dict:
     from gpupool.scheduler import permissions
 
     with work() as session:
-        row = permissions.add_user(session, user.name, body.name, body.role.strip(), body.org)
+        row = permissions.add_user(
+            session, user.name, body.name, body.role.strip(), body.org, body.site
+        )
         return permissions.user_view(row)
