@@ -135,21 +135,10 @@ def programme_add(
 
 
 def _compose(path: str):
-    import yaml
+    from gpupool import located_yaml
+    from gpupool.files import PROGRAMMES
 
-    from gpupool.model import GpupoolError
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return yaml.compose(handle)
-    except OSError as exc:
-        raise GpupoolError(f"cannot read: {exc.strerror}", location=path) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        raise GpupoolError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}", location=where
-        ) from None
+    return located_yaml.load(path, PROGRAMMES)
 
 
 @programme_app.command("list")
