@@ -13,7 +13,8 @@ submitter for lab, hana submitter for hosp, audrey auditor, a token each):
   hour ago leaves a 16-GPU job waiting in each domain (no A100 free), and one
   job is submitted after it (not yet considered by a round);
 - a hosp job named like a script tag, to check that names are escaped;
-- otto, an agent (no organisation), with a token: refused the money pages.
+- otto, the agent of site Beijing (pool p-a100), with a token: sees the jobs
+  placed there, and is refused the money pages.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def add_agent(db: str) -> str:
     from gpupool.scheduler.database import unit_of_work
 
     with unit_of_work(db) as session:
-        permissions.add_user(session, "root", AGENT, "agent")
+        permissions.add_user(session, "root", AGENT, "agent", site="Beijing")
         return tokens.create_token(session, "root", AGENT)[1]
 
 

@@ -207,6 +207,20 @@ def test_a_submitter_sees_its_own_organisations_jobs_only(board):
     assert f"job {history.finished_hosp[0]}" in {r.target for r in denied}
 
 
+def test_an_agent_sees_the_jobs_placed_at_its_site(board):
+    server, history = board
+    with _as(server, AGENT) as client:  # the agent of Beijing, where p-a100 is
+        queue = client.get("/ui/queue").text
+        on_h100 = client.get(f"/ui/jobs/{history.hostile}")  # ran on p-h100 in Shanghai
+    shown = {int(j) for j in re.findall(r'data-job="(\d+)"', queue)}
+    at_beijing = {*history.running, *history.finished_lab, *history.finished_hosp} - {
+        history.finished_hosp[1],  # mri: H100
+        history.hostile,  # H100
+    }
+    assert shown == at_beijing
+    assert on_h100.status_code == 403
+
+
 def test_a_jobs_page_explains_its_pool_price_and_subsidy(board):
     server, history = board
     with _as(server, "hana") as client:

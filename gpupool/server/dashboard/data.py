@@ -1,10 +1,21 @@
 """What each dashboard page shows, read through the service layer as the logged-in user.
 
 Every function takes a session and the actor (the user the token belongs to)
-and returns plain data for a template; none writes anything. Jobs come from
-the functions the API calls (``permissions.visible_jobs``,
-``queries.job_detail``), so a submitter sees its organisation's jobs only;
-the platform-wide reads ask ``access.grant`` first (see its table).
+and returns plain data for a template; none writes anything. Each reads
+through the service functions the API calls for the same data, or asks
+``permissions.authorize`` for the same operation the API route checks, so
+every role sees on a page exactly what it gets from the API:
+
+| page | operation | admin, auditor | submitter | agent |
+|---|---|---|---|---|
+| pools | ``platform.read`` | all | all | all |
+| queue, job | ``job.list``, ``job.show`` | all | its org's jobs | jobs at its site |
+| usage | ``report.read`` | all | its org's charges | refused |
+| programmes | ``programme.list`` | all, spending | open to its org, own subsidy | refused |
+| policy | ``policy.read`` | all | all | refused |
+
+A refusal raises ``permissions.Denied``, which the unit of work records as a
+``denied`` audit row.
 """
 
 from __future__ import annotations
@@ -16,8 +27,8 @@ from collections.abc import Iterable
 from sqlalchemy.orm import Session
 
 from gpupool.model import GpupoolError, JobState
+from gpupool.scheduler.permissions import Grant, authorize
 from gpupool.server.dashboard import charts
-from gpupool.server.dashboard.access import Viewer, grant
 
 WAITING = (JobState.PENDING.value, JobState.PREEMPTED.value)
 ENDED = ("completed", "failed", "cancelled", "timed_out")
@@ -35,7 +46,7 @@ def overview(session: Session, actor: str) -> dict:
     """Pools with their free GPUs now, per site and GPU type."""
     from gpupool.scheduler.service import pool_views
 
-    grant(session, actor, "platform.read")
+    authorize(session, actor, "platform.read")
     pools = pool_views(session)
     sites = sorted({p["site"] for p in pools})
     types = sorted({p["gpu_type"] for p in pools})
@@ -148,7 +159,7 @@ def usage(session: Session, actor: str, by: str = "domain") -> dict:
 
     if by not in USAGE_BY:
         raise GpupoolError(f"must be one of {', '.join(USAGE_BY)}, got {by!r}", location="by")
-    viewer = grant(session, actor, "report.read")
+    viewer = authorize(session, actor, "report.read")
     books = accounts.load_books(session)
     speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
     entries = [e for e in books.entries if e.kind in USAGE_KINDS and viewer.sees_org(e.org)]
@@ -242,30 +253,23 @@ def _months(start: dt.date, end: dt.date):
 
 
 def programmes(session: Session, actor: str, now: float) -> dict:
-    """Each programme's rules and its budget burn-down in the budget period now
-    (or the last one it paid in). A submitter sees the programmes open to its
-    organisation and, instead of the platform-wide spending, its own subsidy."""
-    from sqlalchemy import select
-
+    """Each programme the API lists to the actor (``accounts.list_programmes``),
+    with its budget burn-down in the budget period now (or the last one it paid
+    in). A submitter sees, instead of the platform-wide spending, its own subsidy."""
     from gpupool.scheduler import accounts
-    from gpupool.scheduler.orm import ProgrammeRow
 
-    viewer = grant(session, actor, "programme.list")
+    views = accounts.list_programmes(session, actor, now)
+    viewer = authorize(session, actor, "programme.list")
     books = accounts.load_books(session)
-    result = []
-    for row in session.scalars(select(ProgrammeRow).order_by(ProgrammeRow.id)):
-        programme = accounts.programme_from_row(row)
-        if not viewer.everything and not programme.eligible(viewer.org, viewer.domain):
-            continue
-        if viewer.everything:
-            view = accounts.programme_view(row, books, now)
-        else:
-            view = accounts.programme_view(row)
-        result.append({"view": view, **_burn_down(programme, books.entries, viewer, now)})
+    by_name = {p.name: p for p in books.programmes}
+    result = [
+        {"view": view, **_burn_down(by_name[view["name"]], books.entries, viewer, now)}
+        for view in views
+    ]
     return {"programmes": result, "viewer": viewer}
 
 
-def _burn_down(programme, entries, viewer: Viewer, now: float) -> dict:
+def _burn_down(programme, entries, viewer: Grant, now: float) -> dict:
     paid = sorted(
         (
             e
@@ -298,7 +302,7 @@ def _burn_down(programme, entries, viewer: Viewer, now: float) -> dict:
             lines.append(charts.Line("even spending", [(start, budget), (end, 0.0)], dashed=True))
         label = f"{programme.name}: budget left"
     else:
-        name = "subsidy paid" if viewer.everything else f"subsidy to {viewer.org}"
+        name = "subsidy paid" if viewer.everything else f"subsidy to {viewer.org_name}"
         lines = [charts.Line(name, [(start, 0.0), *steps])]
         label = f"{programme.name}: {name}"
     chart = charts.step_lines(label, lines, "money", start, end, now)
@@ -328,7 +332,7 @@ def policy_history(session: Session, actor: str) -> dict:
     """Every version, newest first, each with what changed from the one before."""
     from gpupool.scheduler import policies_store
 
-    grant(session, actor, "policy.read")
+    authorize(session, actor, "policy.read")
     rows = policies_store.list_versions(session)[-POLICY_VERSIONS - 1 :]
     versions = []
     for previous, row in zip([None, *rows[:-1]], rows, strict=True):
