@@ -318,7 +318,7 @@ def _burn_down(programme, entries, viewer: Grant, now: float) -> dict:
 def _period_words(spec, key: str, start: float, end: float) -> str:
     if spec.kind != "fixed":
         return key
-    return f"{_day(start)} to {_day(end)}"
+    return f"{_day(start)} to {_day(end - 1)}"  # the period ends before ``end``
 
 
 def _day(t: float) -> str:
