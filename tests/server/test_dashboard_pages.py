@@ -93,6 +93,30 @@ def test_logging_in_sets_a_cookie_scripts_and_other_sites_cannot_use(board):
     assert page.status_code == 200 and "root" in page.text
 
 
+def test_the_cookie_is_secure_behind_an_https_proxy(board):
+    server, _ = board
+    # the server trusts X-Forwarded-Proto from 127.0.0.1, as from a TLS proxy on the host
+    with _client(server) as client:
+        csrf = _login_form(client)  # over plain http, so httpx sends the cookie back
+        response = client.post(
+            "/ui/login",
+            data={"token": server.tokens["root"], "csrf": csrf},
+            headers={"X-Forwarded-Proto": "https"},
+        )
+    cookies = [v for k, v in response.headers.multi_items() if k == "set-cookie"]
+    (session,) = [c for c in cookies if c.startswith("gpupool_session=")]
+    assert response.status_code == 303 and "secure" in session.lower().split("; ")
+
+
+def test_a_form_stuffed_with_fields_is_refused_not_an_error(board):
+    server, _ = board
+    with _client(server) as client:
+        csrf = _login_form(client)
+        fields = {f"f{i}": "x" for i in range(50)} | {"csrf": csrf, "token": "t"}
+        response = client.post("/ui/login", data=fields)
+    assert response.status_code == 403
+
+
 def test_every_page_carries_the_security_headers(board):
     server, _ = board
     with _as(server, "root") as client:

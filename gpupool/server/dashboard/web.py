@@ -195,7 +195,10 @@ def _logged_in(request: Request) -> Principal | Response:
 
 async def _form(request: Request) -> dict[str, str]:
     body = (await request.body()).decode("utf-8", errors="replace")
-    fields = parse_qs(body, keep_blank_values=True, max_num_fields=10)
+    try:
+        fields = parse_qs(body, keep_blank_values=True, max_num_fields=10)
+    except ValueError:  # more fields than any of our forms has: nothing of ours
+        return {}
     return {name: values[0] for name, values in fields.items()}
 
 
