@@ -112,6 +112,8 @@ def round_view(session: Session, result, policy: str) -> dict:
         "preempted": result.preempted,
         "timed_out": result.timed_out,
         "skipped": {str(k): v for k, v in sorted(result.skipped.items())},
+        "quarantined": {str(k): v for k, v in sorted(result.quarantined.items())},
+        "set_aside": dict(sorted(result.set_aside.items())),
         "solve_seconds": round(result.solve_seconds, 4),
     }
 

@@ -262,6 +262,12 @@ class ScheduleView(_View):
     preempted: list[int]
     timed_out: list[int]
     skipped: dict[str, str]
+    quarantined: dict[str, str] = Field(
+        default_factory=dict, description="Jobs failed for bad stored data, and why."
+    )
+    set_aside: dict[str, str] = Field(
+        default_factory=dict, description="Stored rows the round left out, and why."
+    )
     solve_seconds: float
 
 

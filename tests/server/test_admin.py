@@ -225,3 +225,45 @@ def test_auditors_read_the_audit_log_and_tokens(live):
     assert {"root", "bob"} <= {t["user"] for t in tokens.json()}
     assert all("token" not in t and "secret_hash" not in t for t in tokens.json())
     assert refused.status_code == 403
+
+
+def test_an_admin_creates_a_token_that_works_once_shown(live):
+    with live.client("root") as root:
+        created = root.post("/api/v1/tokens", json={"user": "hana", "scopes": ["read"]})
+        listed = root.get("/api/v1/tokens", params={"user": "hana"}).json()
+        never = root.post("/api/v1/tokens", json={"user": "hana", "expires": "soon"})
+    assert created.status_code == 201
+    body = created.json()
+    assert body["token"].startswith(f"gpt_{body['id']}_")
+    assert body["scopes"] == ["read"] and body["expires_at"] is not None
+    assert body["id"] in [t["id"] for t in listed]
+    assert all("token" not in t for t in listed)
+    assert never.status_code == 422 and never.json()["field"] == "--expires"
+    with live.client(Authorization=f"Bearer {body['token']}") as hana:
+        assert hana.get("/api/v1/jobs").status_code == 200
+
+
+def test_whatif_replays_for_readers_only(live):
+    with live.client("audrey") as auditor:
+        replay = auditor.post(
+            "/api/v1/policy/whatif", json={"content": POLICY, "filename": "p.yaml", "since": "2d"}
+        )
+    with live.client("bob") as bob:
+        refused = bob.post("/api/v1/policy/whatif", json={"content": POLICY, "since": "2d"})
+    assert replay.status_code == 200, replay.text
+    assert "medical" in replay.json()["domains"]
+    assert refused.status_code == 403
+
+
+def test_uploads_follow_the_rules_files_follow(live):
+    big_policy = POLICY + "#" * (256 * 1024)
+    bomb = "programmes:\n  - &a {name: x, rate: 1}\n  - *a\n"
+    with live.client("root") as root:
+        too_big = root.post("/api/v1/policy/validate", json={"content": big_policy})
+        aliases = root.post(
+            "/api/v1/programmes", json={"content": bomb, "filename": "../../etc/progs.yaml"}
+        )
+    assert too_big.status_code == 422
+    assert "a policy document may have at most 262,144 bytes" in too_big.json()["detail"]
+    assert aliases.status_code == 422
+    assert aliases.json()["field"].startswith("progs.yaml:2")  # the name, never the path

@@ -18,6 +18,7 @@ from gpupool.server.schemas import (
     VoucherAward,
     VoucherView,
 )
+from gpupool.server.uploads import upload_name, uploaded_text
 
 router = APIRouter(
     prefix=API_PREFIX, tags=["accounting"], responses=problems.responses(*problems.COMMON)
@@ -54,23 +55,15 @@ def _declared(body: ProgrammesAdd):
         if not body.programmes:
             raise GpupoolError("no programmes given", location="programmes")
         return parse_programmes({"programmes": body.programmes}, "body")
-    programmes = parse_programmes(_compose(body.content, body.filename), body.filename)
+    from gpupool import located_yaml
+    from gpupool.files import PROGRAMMES
+
+    name = upload_name(body.filename, "programmes.yaml")
+    text = uploaded_text(body.content, PROGRAMMES, name)
+    programmes = parse_programmes(located_yaml.compose(text, name, PROGRAMMES), name)
     if not programmes:
-        raise GpupoolError("no programmes in the file", location=body.filename)
+        raise GpupoolError("no programmes in the file", location=name)
     return programmes
-
-
-def _compose(text: str, name: str):
-    import yaml
-
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{name}:{mark.line + 1}" if mark else name
-        raise GpupoolError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}", location=where
-        ) from None
 
 
 @router.get("/vouchers", response_model=list[VoucherView])

@@ -21,6 +21,7 @@ from gpupool.server.schemas import (
     Reaped,
     SubmitResult,
 )
+from gpupool.server.uploads import upload_name, uploaded_text
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"], responses=problems.responses(*problems.COMMON))
 JobId = Annotated[int, Path(gt=0, le=2_147_483_647, description="The job's id.")]
@@ -82,14 +83,15 @@ def submit_batch(body: JobBatch, response: Response, user: User, work: UnitOfWor
 
 def _parse_batch(filename: str, content: str):
     """The upload parsed as `job submit-batch` parses a file of that name."""
+    from gpupool.files import BATCH_CSV, BATCH_YAML
     from gpupool.scheduler.batch import parse_csv, parse_yaml
 
-    name = PurePosixPath(filename.replace("\\", "/")).name or "jobs.csv"
+    name = upload_name(filename, "jobs.csv")
     suffix = PurePosixPath(name).suffix.lower()
     if suffix == ".csv":
-        requests, malformed = parse_csv(content, name)
+        requests, malformed = parse_csv(uploaded_text(content, BATCH_CSV, name), name)
     elif suffix in (".yaml", ".yml"):
-        requests, malformed = parse_yaml(content, name)
+        requests, malformed = parse_yaml(uploaded_text(content, BATCH_YAML, name), name)
     else:
         raise GpupoolError("batch files must end in .csv, .yaml or .yml", location=name)
     if not requests and not malformed:

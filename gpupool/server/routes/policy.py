@@ -25,6 +25,7 @@ from gpupool.server.schemas import (
     PolicyVersionView,
     PolicyWhatIf,
 )
+from gpupool.server.uploads import upload_name, uploaded_text
 
 router = APIRouter(
     prefix=API_PREFIX, tags=["policy"], responses=problems.responses(*problems.COMMON)
@@ -33,9 +34,11 @@ Version = Annotated[str, Path(max_length=32, description="A policy version: 3 or
 
 
 def _document(body: PolicyText):
+    from gpupool.files import POLICY
     from gpupool.policies.document import parse_policy_text
 
-    return parse_policy_text(body.content, body.filename)
+    name = upload_name(body.filename, "policy.yaml")
+    return parse_policy_text(uploaded_text(body.content, POLICY, name), name)
 
 
 @router.post("/policy/validate", response_model=PolicyValid)
@@ -139,4 +142,5 @@ def whatif(body: PolicyWhatIf, user: User, work: UnitOfWork) -> dict:
     document = _document(body)
     with work() as session:
         authorize(session, user.name, "policy.whatif")  # replays every org's jobs
-        return replay(session, document, body.filename, body.since, body.until, clock.utcnow())
+        label = upload_name(body.filename, "policy.yaml")
+        return replay(session, document, label, body.since, body.until, clock.utcnow())
