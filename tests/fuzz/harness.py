@@ -13,12 +13,14 @@ The properties every call must keep (``violations``):
 - exit code 0 or 2, no other, not killed, not past the time bound;
 - no ``Traceback`` in stdout or stderr, no exception escaping the command;
 - on exit 2, stderr in one of the documented shapes: one non-empty line
-  ``error: ...``; a batch file's ``error: FILE:LINE ...`` per bad row then
-  ``error: N bad row(s) in FILE; nothing submitted``; a policy document's
-  ``FILE:LINE field: message`` per problem;
+  ``error: ...`` (after the log lines `scheduler run` and `schedule` write);
+  a batch file's ``error: FILE:LINE ...`` per bad row then ``error: N bad
+  row(s) in FILE; nothing submitted``; a policy document's ``FILE:LINE
+  field: message`` per problem;
 - memory: peak resident growth within the bound, no MemoryError;
-- no terminal control characters (ESC, C0 other than tab/newline, C1, bidi
-  overrides and isolates) in what it printed: user text must be escaped;
+- no terminal control characters (ESC, C0 other than tab/newline, DEL, C1,
+  bidi overrides and isolates) in what it printed: user text must be escaped
+  (``--json`` output must instead parse as JSON, whose escaping is its own);
 - on exit 2 the database is unchanged (a refused permission may add its
   ``denied`` audit row, which is the documented trace of a refusal);
 - a value that no sane limit admits (``Step.refuse``) is refused with exit 2.
@@ -54,6 +56,8 @@ DOCUMENT = "document"
 _CONTROL = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"  # C0 (not \t \n), DEL, C1, bidi
 )
+# the daemon's and `schedule`'s documented log lines (one per round, on stderr)
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING) ")
 _BATCH_SUMMARY = re.compile(r"^error: (\d+) bad row\(s\) in .*; nothing submitted$")
 
 
@@ -86,6 +90,7 @@ class Outcome:
     stdout: str = ""
     stderr: str = ""
     exception: str | None = None  # formatted traceback of an exception the CLI let escape
+    error: str | None = None  # that exception in one line: its type and first message line
     wall_s: float = 0.0
     rss_growth_mb: float = 0.0
     timed_out: bool = False
@@ -99,14 +104,17 @@ class Outcome:
 
 
 def run_steps(url: str, steps: list[Step], cwd: str, timeout_s: float = TIMEOUT_S) -> list[Outcome]:
-    """Every step in one forked child, in order (the health check's several reads)."""
+    """Every step in one forked child, in order (the health check's several reads).
+
+    The child may run ``timeout_s`` per step; ``violations`` judges each step's own time.
+    """
     handle, payload = tempfile.mkstemp(prefix="fuzz-outcome-", suffix=".json", dir=cwd)
     os.close(handle)
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         _child(url, steps, cwd, payload)
-    status, timed_out = _wait(pid, timeout_s)
+    status, timed_out = _wait(pid, timeout_s * len(steps))
     wall = time.monotonic() - started
     try:
         with open(payload, encoding="utf-8") as handle:
@@ -188,21 +196,30 @@ def _invoke(url: str, step: Step, baseline_kb: int) -> dict:
     started = time.monotonic()
     result = CliRunner().invoke(app, argv, catch_exceptions=True)
     wall = time.monotonic() - started
-    exception = None
+    exception = error = None
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         exception = "".join(traceback.format_exception(result.exception))
+        error = _one_line(result.exception)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "exit_code": result.exit_code,
         "stdout": _bounded(result.stdout),
         "stderr": _bounded(result.stderr),
         "exception": exception,
+        "error": error,
         "wall_s": round(wall, 3),
         "rss_growth_mb": round(max(0, peak_kb - baseline_kb) / 1024, 1),
     }
 
 
-def _bounded(text: str, limit: int = 200_000) -> str:
+def _one_line(exc: BaseException) -> str:
+    kind = type(exc)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    lines = str(exc).strip().splitlines()
+    return f"{name}: {lines[0]}" if lines else name
+
+
+def _bounded(text: str, limit: int = 2_000_000) -> str:
     """Enough of an output to judge (a listing of 100,000-character names is long)."""
     if len(text) <= limit:
         return text
@@ -237,22 +254,28 @@ def violations(outcome: Outcome) -> list[str]:
     step = outcome.step
     if outcome.timed_out:
         return [f"time: still running after {TIMEOUT_S:g} s (killed)"]
+    if outcome.wall_s > TIMEOUT_S:
+        return [f"time: took {outcome.wall_s:.0f} s (bound {TIMEOUT_S:g} s)"]
     if outcome.signal is not None:
         return [f"crash: the call died of signal {signal.Signals(outcome.signal).name}"]
     found = []
     if outcome.exception is not None:
-        last = outcome.exception.strip().splitlines()[-1]
-        kind = "memory" if "MemoryError" in last else "traceback"
-        found.append(f"{kind}: exception escaped the command: {last[:300]}")
+        error = outcome.error or outcome.exception.strip().splitlines()[-1]
+        kind = "memory" if error.startswith("MemoryError") else "traceback"
+        found.append(f"{kind}: exception escaped the command: {error[:300]}")
     elif "Traceback (most recent call last)" in outcome.stdout + outcome.stderr:
         found.append("traceback: a traceback was printed")
     if outcome.exit_code not in (0, 2):
         found.append(f"exit: exit code {outcome.exit_code}")
     if outcome.rss_growth_mb > MEMORY_MB:
         found.append(f"memory: grew {outcome.rss_growth_mb:.0f} MB (bound {MEMORY_MB} MB)")
-    control = _CONTROL.search(outcome.stdout + outcome.stderr)
+    as_json = "--json" in step.argv and outcome.exit_code == 0
+    printed = outcome.stderr if as_json else outcome.stdout + outcome.stderr
+    control = _CONTROL.search(printed)
     if control is not None:
         found.append(f"escaping: printed the raw control character {control.group()!r}")
+    if as_json and not _is_json(outcome.stdout):
+        found.append(f"output: --json printed no JSON: {outcome.stdout[:200]!r}")
     if outcome.exit_code == 2 and outcome.exception is None:
         shape = stderr_shape_problem(outcome.stderr, step)
         if shape:
@@ -262,9 +285,19 @@ def violations(outcome: Outcome) -> list[str]:
     return found
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 def stderr_shape_problem(stderr: str, step: Step) -> str | None:
     """None when stderr is one of the shapes allowed for this command's refusals."""
     lines = stderr.rstrip("\n").split("\n") if stderr.strip() else []
+    if step.argv[:2] == ("scheduler", "run") or step.argv[:1] == ("schedule",):
+        lines = [line for line in lines if not _LOG_LINE.match(line)]
     if not lines:
         return "exit 2 with nothing on stderr"
     if len(lines) == 1 and _is_error_line(lines[0]):

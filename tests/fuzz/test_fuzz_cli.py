@@ -10,7 +10,7 @@ escaped output, the database unchanged on refusal, values no limit admits
 refused. After any call that changed the platform, a live round and the
 listings of what changed must still work (``health_steps``).
 
-Budget: GPUPOOL_FUZZ_EXAMPLES examples per command and database (default 3,
+Budget: GPUPOOL_FUZZ_EXAMPLES examples per command and database (default 2,
 deterministic: CI replays the same examples every run). scripts/fuzz-soak.sh
 runs the same tests with many random examples and GPUPOOL_FUZZ_SURVEY=FILE,
 which records every violated property in FILE instead of stopping at the
@@ -32,7 +32,7 @@ from tests.fuzz.drivers import DRIVERS, Case, health_steps
 from tests.fuzz.harness import run_step, run_steps, violations
 from tests.fuzz.platform import changes
 
-EXAMPLES = int(os.environ.get("GPUPOOL_FUZZ_EXAMPLES", "3"))
+EXAMPLES = int(os.environ.get("GPUPOOL_FUZZ_EXAMPLES", "2"))
 SURVEY = os.environ.get("GPUPOOL_FUZZ_SURVEY")  # a JSON-lines file; set: record, never fail
 RANDOM = os.environ.get("GPUPOOL_FUZZ_RANDOM") == "1"  # soak: new examples every run
 SHRINK = os.environ.get("GPUPOOL_FUZZ_SHRINK") == "1"  # slow when a failure is a time-out

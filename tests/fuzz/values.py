@@ -10,7 +10,9 @@ no traceback, bounded, and the platform still working afterwards).
 
 Each strategy mixes plausible values (so commands also succeed and store
 things) with hostile ones, drawn mostly from the curated lists below (the
-reproductions in issue 15 and their neighbours) and sometimes generated.
+reproductions in issue 15 and their neighbours) and sometimes generated. The
+hostile branches come first: Hypothesis starts from the simplest example, so
+even a budget of two examples tries a hostile value first.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def hostile_text(plain: list[str] | None = None, *, name: bool = True) -> st.Sea
     )
     options = [st.sampled_from(nasty), composed, generated]
     if plain:
-        options.insert(0, st.sampled_from(plain))
+        options.append(st.sampled_from(plain))
     return st.one_of(options).map(lambda text: _with_refusal(text, name))
 
 
@@ -188,7 +190,7 @@ def hostile_number(plain: list[str]) -> st.SearchStrategy[Value]:
         st.integers(min_value=-(2**70), max_value=2**70).map(str),
         st.floats(allow_nan=True, allow_infinity=True).map(repr),
     )
-    return st.one_of(st.sampled_from(plain), st.sampled_from(pools), generated).map(
+    return st.one_of(st.sampled_from(pools), generated, st.sampled_from(plain)).map(
         lambda text: Value(text, _number_refusal(text))
     )
 
@@ -288,15 +290,15 @@ def _date_refusal(text: str) -> str | None:
 
 
 def hostile_instant(plain: list[str]) -> st.SearchStrategy[Value]:
-    return st.sampled_from(plain + INSTANTS).map(lambda t: Value(t, _date_refusal(t)))
+    return st.sampled_from(INSTANTS + plain).map(lambda t: Value(t, _date_refusal(t)))
 
 
 def hostile_period(plain: list[str]) -> st.SearchStrategy[Value]:
-    return st.sampled_from(plain + PERIODS).map(lambda t: Value(t, _date_refusal(t)))
+    return st.sampled_from(PERIODS + plain).map(lambda t: Value(t, _date_refusal(t)))
 
 
 def hostile_duration(plain: list[str]) -> st.SearchStrategy[Value]:
-    return st.sampled_from(plain + DURATIONS).map(lambda t: Value(t, _date_refusal(t)))
+    return st.sampled_from(DURATIONS + plain).map(lambda t: Value(t, _date_refusal(t)))
 
 
 def hostile_grace() -> st.SearchStrategy[Value]:
@@ -314,4 +316,4 @@ def _number_refusal_in(text: str) -> str | None:
 def choice(plain: list[str], extra: list[str] | None = None) -> st.SearchStrategy[Value]:
     """A word from a closed set (a role, a state, --by), or a hostile word."""
     nasty = ["", " ", "ADMIN", "admin ", "[/]", "\x1b[31m", "a" * 300, "ａｄｍｉｎ", *(extra or [])]
-    return st.one_of(st.sampled_from(plain), st.sampled_from(nasty)).map(Value)
+    return st.one_of(st.sampled_from(nasty), st.sampled_from(plain)).map(Value)
