@@ -3,8 +3,13 @@
 ``db_url`` is parametrised over SQLite (a file in tmp_path) and PostgreSQL (a
 fresh schema in the ``test`` database, selected through the URL's search_path,
 dropped at teardown), so other engineers' concurrent test runs never see each
-other's rows. ``db_url`` is empty; ``db`` is the same URL upgraded to the newest
+other's rows. ``db_url`` is empty; ``db`` is the same URL at the newest
 migration. ``session`` is a Session on ``db`` inside one unit of work.
+
+Migrating costs far more than copying, so the test run migrates once per
+database kind: SQLite migrates a template file that each ``db`` copies;
+PostgreSQL replays the migrations' offline SQL script into each fresh schema
+(tests/test_migrations.py checks that this gives the schema ``upgrade`` gives).
 
 When PostgreSQL does not answer, its parameters are skipped, unless
 GPUPOOL_REQUIRE_POSTGRES=1 (CI), where they fail loudly.
@@ -13,6 +18,7 @@ GPUPOOL_REQUIRE_POSTGRES=1 (CI), where they fail loudly.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 
 import pytest
@@ -49,33 +55,74 @@ def _admin_execute(sql: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    """A URL of an empty, private database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gpupool-test.db'}"
-        return
-    problem = _pg_problem()
-    if problem is not None:
-        if os.environ.get("GPUPOOL_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL required but unreachable: {problem}")
-        pytest.skip(f"PostgreSQL unreachable: {problem}")
-    schema = f"gpupool_t_{uuid.uuid4().hex[:12]}"
-    _admin_execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
+def db_url_factory(request, tmp_path):
+    """Makes URLs of empty, private databases of the parametrised kind (dropped at teardown)."""
+    if request.param == "postgres":
+        problem = _pg_problem()
+        if problem is not None:
+            if os.environ.get("GPUPOOL_REQUIRE_POSTGRES") == "1":
+                pytest.fail(f"PostgreSQL required but unreachable: {problem}")
+            pytest.skip(f"PostgreSQL unreachable: {problem}")
+    schemas: list[str] = []
+
+    def make() -> str:
+        name = uuid.uuid4().hex[:12]
+        if request.param == "sqlite":
+            return f"sqlite:///{tmp_path / f'gpupool-test-{name}.db'}"
+        schemas.append(f"gpupool_t_{name}")
+        _admin_execute(f"CREATE SCHEMA {schemas[-1]}")
+        return f"{PG_ADMIN_URL}?options=-csearch_path%3D{schemas[-1]}"
+
+    yield make
+    for schema in schemas:
         _admin_execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 @pytest.fixture
-def db(db_url):
-    """A private database upgraded to the newest migration."""
+def db_url(db_url_factory):
+    """A URL of an empty, private database."""
+    return db_url_factory()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    """A SQLite file migrated to the newest revision, copied by every ``db``."""
     from gpupool.scheduler.database import make_engine
     from gpupool.scheduler.migrate import upgrade
 
-    engine = make_engine(db_url)
+    path = tmp_path_factory.mktemp("template") / "migrated.db"
+    engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)
     engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_migration_sql():
+    """The migrations as one PostgreSQL script (schema-unqualified)."""
+    from gpupool.scheduler.migrate import upgrade_sql
+
+    return upgrade_sql("postgresql")
+
+
+def migrate_by_script(url: str, script: str) -> None:
+    """Run the offline migration script in the schema ``url``'s search_path names."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as connection:
+        connection.exec_driver_sql(script)
+        connection.commit()
+    engine.dispose()
+
+
+@pytest.fixture
+def db(db_url, request):
+    """A private database at the newest migration (copied, not migrated: see above)."""
+    if db_url.startswith("sqlite:///"):
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), db_url[len("sqlite:///") :])
+    else:
+        migrate_by_script(db_url, request.getfixturevalue("postgres_migration_sql"))
     return db_url
 
 

@@ -55,3 +55,46 @@ def test_database_with_foreign_tables_is_refused(db_url):
         ensure_schema(engine)
     assert info.value.location == "--db"
     engine.dispose()
+
+
+def _schema_facts(url: str) -> dict:
+    """Everything the inspector reports about every table, plus PostgreSQL triggers."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        inspector = inspect(connection)
+        facts = {
+            table: {
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                    for c in inspector.get_columns(table)
+                ],
+                "pk": inspector.get_pk_constraint(table),
+                "fks": sorted(map(repr, inspector.get_foreign_keys(table))),
+                "indexes": sorted(map(repr, inspector.get_indexes(table))),
+                "unique": sorted(map(repr, inspector.get_unique_constraints(table))),
+                "checks": sorted(map(repr, inspector.get_check_constraints(table))),
+            }
+            for table in inspector.get_table_names()
+        }
+        if connection.dialect.name == "postgresql":
+            facts["triggers"] = sorted(
+                connection.exec_driver_sql(
+                    "SELECT tgname, tgrelid::regclass::text FROM pg_trigger "
+                    "WHERE NOT tgisinternal AND tgrelid::regclass::text NOT LIKE '%%.%%'"
+                ).all()
+            )
+        revision = current_revision(engine)
+    engine.dispose()
+    # Serial defaults name their schema's sequence; the schema names differ by design.
+    return {"revision": revision, "facts": repr(facts).replace(url.split("%3D")[-1], "S")}
+
+
+def test_the_test_fixture_database_equals_an_upgraded_one(db, db_url_factory):
+    """The suite copies or replays migrations instead of running them per test
+    (tests/conftest.py); the result must be exactly what `upgrade` makes."""
+    fresh = db_url_factory()
+    engine = make_engine(fresh)
+    upgrade(engine)
+    engine.dispose()
+    assert _schema_facts(db)["revision"] == HEAD
+    assert _schema_facts(db) == _schema_facts(fresh)

@@ -1,8 +1,9 @@
 """Programme and voucher declarations, as admins and scenario files write them.
 
-Accepted input: composed YAML (``yaml.compose``; errors then name the file and
-line), plain dicts/lists (errors name the field), or entries that already know
-their place (anything with ``location`` and ``where(key)``, such as the
+Accepted input: YAML composed by gpupool.located_yaml (errors then name the
+file and line; keys given twice, aliases and merge keys are refused there),
+plain dicts/lists (errors name the field), or entries that already know their
+place (anything with ``location`` and ``where(key)``, such as the
 scenario loader's raw entries). A section is a list of entries or a mapping
 from name to entry; a whole document with top-level ``programmes:`` and
 ``vouchers:`` keys is accepted too::
@@ -344,7 +345,8 @@ def _located(name: str | None, item: Any, where: str) -> _Entry:
 def _entries_from_node(node: Any, section: str, source: str) -> list[_Entry]:
     import yaml
 
-    constructor = yaml.constructor.SafeConstructor()
+    from gpupool.located_yaml import to_python, where
+
     if isinstance(node, yaml.MappingNode):
         children = {k.value: v for k, v in node.value}
         if section in children:
@@ -360,15 +362,14 @@ def _entries_from_node(node: Any, section: str, source: str) -> list[_Entry]:
         raise GpupoolError(f"expected a list of {section}", location=f"{source}:{line} {section}")
     entries = []
     for name, item, path in items:
-        where = f"{source}:{item.start_mark.line + 1} {path}"
         if not isinstance(item, yaml.MappingNode):
-            raise GpupoolError("expected a mapping of fields", location=where)
-        entry = _Entry({k.value: constructor.construct_object(v, deep=True) for k, v in item.value})
+            raise GpupoolError("expected a mapping of fields", location=where(source, item, path))
+        entry = _Entry({k.value: to_python(v) for k, v in item.value})
         if name is not None:
             entry.setdefault("name", name)
-        entry.location = where
+        entry.location = where(source, item, path)
         entry.key_locations = {
-            k.value: f"{source}:{k.start_mark.line + 1} {path}.{k.value}" for k, v in item.value
+            k.value: where(source, k, f"{path}.{k.value}") for k, _ in item.value
         }
         entries.append(entry)
     return entries

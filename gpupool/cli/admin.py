@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, db_url, render, work
+from gpupool.cli.output import JSON_OPTION, actor, db_url, echo, render, work
 
 gpu_type_app = typer.Typer(no_args_is_help=True)
 pool_app = typer.Typer(no_args_is_help=True)
@@ -74,7 +74,7 @@ def gpu_type_add(
 
     with work(ctx) as session:
         add_gpu_type(session, actor(ctx), name, vendor, memory, speed, domestic)
-    typer.echo(f"added GPU type {name}")
+    echo(f"added GPU type {name}")
 
 
 @gpu_type_app.command("list")
@@ -113,7 +113,7 @@ def pool_add(
 
     with work(ctx) as session:
         add_pool(session, actor(ctx), name, site, gpu_type, gpus, gpus_per_node, price)
-    typer.echo(f"added pool {name}")
+    echo(f"added pool {name}")
 
 
 @pool_app.command("list")
@@ -149,7 +149,7 @@ def domain_add(
 
     with work(ctx) as session:
         add_domain(session, actor(ctx), name, weight)
-    typer.echo(f"added domain {name}")
+    echo(f"added domain {name}")
 
 
 @domain_app.command("list")
@@ -178,7 +178,7 @@ def org_add(
 
     with work(ctx) as session:
         add_org(session, actor(ctx), name, domain, budget)
-    typer.echo(f"added organisation {name}")
+    echo(f"added organisation {name}")
 
 
 @org_app.command("list")

@@ -25,15 +25,23 @@ def configure_logging() -> None:
     import logging
     import sys
 
+    from gpupool.safe_text import terminal
+
     class _CurrentStderr(logging.StreamHandler):
         def emit(self, record):
             self.stream = sys.stderr
             super().emit(record)
 
+    class _VisibleText(logging.Formatter):
+        """Log lines quote stored names and error messages: one visible line each."""
+
+        def formatMessage(self, record):
+            return terminal(super().formatMessage(record))
+
     logger = logging.getLogger("gpupool.scheduler")
     if not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
         handler = _CurrentStderr()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(_VisibleText("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 

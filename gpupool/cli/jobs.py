@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, print_json, render, work
+from gpupool.cli.output import JSON_OPTION, actor, echo, print_json, render, work
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -85,8 +85,8 @@ def submit_batch(
             results = submit_jobs(session, actor(ctx), requests, prior_errors=malformed)
     except BatchError as exc:
         for error in exc.errors:
-            typer.echo(f"error: {error}", err=True)
-        typer.echo(f"error: {len(exc.errors)} bad row(s) in {file}; nothing submitted", err=True)
+            echo(f"error: {error}", err=True)
+        echo(f"error: {len(exc.errors)} bad row(s) in {file}; nothing submitted", err=True)
         raise typer.Exit(2) from None
     ids = [job_id for job_id, _ in results]
     if as_json:
@@ -157,13 +157,13 @@ def show(
             text = "-" if value is None else value
             if key == "pool" and why:
                 text = f"{value} — {why}"
-            typer.echo(f"{key:>13}: {text}")
+            echo(f"{key:>13}: {text}")
     placements = view["placements"]
     for index, placement in enumerate(placements):
         reason = placement["reason"]
         if why and index == len(placements) - 1:
             reason = None  # on the pool line already
-        typer.echo(
+        echo(
             f"{'ran on':>13}: {placement['pool']} nodes {placement['nodes']} "
             f"from {placement['started_at']} to {placement['ended_at'] or 'now'}"
             + (f" — {reason}" if reason else "")
@@ -184,7 +184,7 @@ def _explain_price(acc: dict | None) -> None:
     """Why this pool, why this price: the figures behind the job's ledger entries."""
     if acc is None:
         return
-    typer.echo(
+    echo(
         f"{'price':>13}: {acc['pool']} ({acc['site']}) {acc['gpu_type']} speed {acc['speed']:g}, "
         f"{acc['price_per_gpu_hour']:.2f} per GPU-hour, estimate "
         f"{acc['estimated_runtime_hours']:g} h on this type"
@@ -194,7 +194,7 @@ def _explain_price(acc: dict | None) -> None:
         f"subsidy {acc['subsidy']:.2f}, org pays {acc['org_pays']:.2f}"
     )
     for source, amount in acc["subsidy_by_source"].items():
-        typer.echo(f"{'subsidy':>13}: {amount:.2f} from {source}")
+        echo(f"{'subsidy':>13}: {amount:.2f} from {source}")
 
 
 @app.command()

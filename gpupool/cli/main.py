@@ -1,7 +1,9 @@
 """Entry point: `gpupool`. Sub-command groups live in sibling modules.
 
 Errors: any GpupoolError escaping a command is printed as one line on stderr
-(``error: <location>: <message>``) with exit code 2, never as a traceback.
+(``error: <location>: <message>``) with exit code 2, never as a traceback. The
+message often quotes user input, so it is printed visibly escaped
+(gpupool.safe_text.terminal): no raw escape sequence or line break reaches stderr.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from gpupool.model import GpupoolError
+from gpupool.safe_text import terminal
 
 
 class _FriendlyErrors(TyperGroup):
@@ -17,16 +20,26 @@ class _FriendlyErrors(TyperGroup):
         try:
             return super().invoke(ctx)
         except GpupoolError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            for line in _error_lines(exc):
+                typer.echo(f"error: {terminal(line)}", err=True)
             raise typer.Exit(2) from None
         except (OSError, UnicodeError) as exc:
-            typer.echo(f"error: {_io_problem(exc)}", err=True)
+            typer.echo(f"error: {terminal(_io_problem(exc))}", err=True)
             raise typer.Exit(2) from None
         except Exception as exc:
             if not _is_database_error(exc):
                 raise
-            typer.echo(f"error: database: {_database_problem(exc)}", err=True)
+            typer.echo(f"error: database: {terminal(_database_problem(exc))}", err=True)
             raise typer.Exit(2) from None
+
+
+def _error_lines(exc: GpupoolError) -> list[str]:
+    """One line per problem (a policy document lists all of its own), each escaped on
+    its own, so a line break inside user text never starts a line."""
+    problems = getattr(exc, "problems", None)
+    if problems:
+        return [f"{where}: {what}" for where, what in problems]
+    return [str(exc)]
 
 
 def _io_problem(exc: OSError | UnicodeError) -> str:

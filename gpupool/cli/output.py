@@ -4,6 +4,11 @@ Every listing renders the same list of dicts (built by the service's
 ``*_view`` functions) either as a rich table or, with ``--json``, as a JSON
 list whose keys are the model's field names. rich and the scheduler package
 are imported only when a command runs, so `gpupool --help` stays fast.
+
+Stored and user-supplied text is shown through gpupool.safe_text: table cells
+and titles as rich ``Text`` (markup never parsed, control characters escaped),
+plain lines through :func:`echo`. JSON is printed exact: ``json.dumps``
+already escapes control characters.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 
 import typer
+
+from gpupool.safe_text import rich_text, terminal
 
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
@@ -41,6 +48,12 @@ def work(ctx: typer.Context):
 
     with unit_of_work(db_url(ctx)) as session:
         yield session
+
+
+def echo(text: object = "", *, err: bool = False, keep_newlines: bool = False) -> None:
+    """``typer.echo`` for a line that holds user-supplied text: shown visibly escaped
+    (``keep_newlines`` for multi-line text such as a policy document)."""
+    typer.echo(terminal(text, keep_newlines=keep_newlines), err=err)
 
 
 def print_json(data: object) -> None:
@@ -74,12 +87,12 @@ def render(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=None if title is None else rich_text(title), title_justify="left")
     columns = list(columns)
     for _, header in columns:
-        table.add_column(header)
+        table.add_column(rich_text(header))
     for row in rows:
-        table.add_row(*(_cell(row.get(key)) for key, _ in columns))
+        table.add_row(*(rich_text(_cell(row.get(key))) for key, _ in columns))
     Console(width=max(100, _terminal_width())).print(table)
 
 

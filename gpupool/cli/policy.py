@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, print_json, render, work
+from gpupool.cli.output import JSON_OPTION, actor, echo, print_json, render, work
 from gpupool.model import GpupoolError
 
 app = typer.Typer(no_args_is_help=True, help="Policy documents: check, apply, history.")
@@ -32,7 +32,7 @@ def load_document_or_exit(path: Path):
         return load_policy_file(path)
     except PolicyDocumentError as exc:
         for where, what in exc.problems:
-            typer.echo(f"{where}: {what}", err=True)
+            echo(f"{where}: {what}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -43,7 +43,7 @@ def validate(
     """Check a policy document; report every error as `file:line field: message`."""
     document = load_document_or_exit(file)
     domains = len(document.to_dict()["domains"])
-    typer.echo(f"ok: {document.kind} policy, {domains} domains")
+    echo(f"ok: {document.kind} policy, {domains} domains")
 
 
 VERSION_ARG = typer.Argument(..., help="A policy version: 3 or v3.", show_default=False)
@@ -84,11 +84,11 @@ def show(
         print_json({**view, "document": document})
         return
     state = " (active)" if view["active"] else ""
-    typer.echo(f"version:    {view['version']}{state}")
+    echo(f"version:    {view['version']}{state}")
     for key in ("kind", "applied_by", "applied_at", "comment"):
-        typer.echo(f"{key + ':':<11} {view[key] or '-'}")
-    typer.echo("")
-    typer.echo(document.rstrip("\n"))
+        echo(f"{key + ':':<11} {view[key] or '-'}")
+    echo("")
+    echo(document.rstrip("\n"), keep_newlines=True)
 
 
 @app.command()
@@ -143,9 +143,9 @@ def diff(
         typer.echo(f"v{old} and v{new} are the same policy")
         return
     for line in result.changes or ("no change in kind, domains or subsidies",):
-        typer.echo(f"* {line}")
-    typer.echo("")
-    typer.echo(result.unified.rstrip("\n"))
+        echo(f"* {line}")
+    echo("")
+    echo(result.unified.rstrip("\n"), keep_newlines=True)
 
 
 @app.command()
@@ -208,12 +208,12 @@ def whatif(
         print_json(comparison)
         return
     dropped = sum(scenario.dropped.values())
-    typer.echo(
+    echo(
         f"{len(scenario.jobs)} jobs submitted {clock.iso(start)} .. {clock.iso(end)} replayed on "
         f"today's {pools} pools"
         + (f" ({dropped} cancelled before starting, left out)" if dropped else "")
     )
-    typer.echo(f"current: {current.label}    proposed: {proposed.label}")
+    echo(f"current: {current.label}    proposed: {proposed.label}")
     _render_whatif(comparison)
 
 
@@ -232,6 +232,8 @@ def _render_whatif(comparison: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from gpupool.safe_text import rich_text
+
     table = Table(title_justify="left")
     for header in ("domain", "policy", *(h for _, h, _ in _WHATIF_COLUMNS)):
         table.add_column(header, justify="left" if header in ("domain", "policy") else "right")
@@ -243,7 +245,10 @@ def _render_whatif(comparison: dict) -> None:
             ]
             label = "change" if side == "delta" else side
             table.add_row(
-                domain if side == "current" else "", label, *cells, end_section=side == "delta"
+                rich_text(domain if side == "current" else ""),
+                label,
+                *cells,
+                end_section=side == "delta",
             )
     Console(width=120).print(table)
 

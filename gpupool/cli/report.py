@@ -5,7 +5,8 @@ and sum it with ``Books.totals`` (so the figures are exactly the ledger's):
 GPU-hours (effective GPU-hours / the type's speed), effective GPU-hours, cost,
 subsidy, what orgs paid, and jobs. ``--csv`` writes the table, ``--png`` a
 chart (matplotlib Agg, imported only then): usage by domain per period, or
-each programme's budget burn-down.
+each programme's budget burn-down. Names in tables and charts are shown through
+gpupool.safe_text; ``--json`` and ``--csv`` hold them exactly as stored.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import typer
 
 from gpupool.cli.output import JSON_OPTION, print_json, render, work
+from gpupool.safe_text import plot_text
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -234,7 +236,7 @@ def _usage_chart(rows: list[dict], field: str, path: str) -> None:
             sum(r["effective_gpu_hours"] for r in rows if r["period"] == p and r[field] == group)
             for p in periods
         ]
-        axes.bar(periods, heights, bottom=bottom, label=str(group))
+        axes.bar(periods, heights, bottom=bottom, label=plot_text(group))
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     axes.set_ylabel("effective GPU-hours")
     axes.set_title(f"usage by {field} per period")
@@ -260,7 +262,7 @@ def _burn_down_chart(books, only: str | None, path: str) -> None:
             spent += float(entry.subsidy)
             times.append(entry.at / 86400.0)
             left.append((prog.budget - spent) if prog.budget is not None else spent)
-        axes.step(times, left, where="post", label=prog.name)
+        axes.step(times, left, where="post", label=plot_text(prog.name))
     axes.set_xlabel("days since 1970-01-01 (UTC)")
     axes.set_ylabel("budget left (or subsidy paid if unlimited)")
     axes.set_title("subsidy budget burn-down")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, db_url, print_json, render, work
+from gpupool.cli.output import JSON_OPTION, actor, db_url, echo, print_json, render, work
 
 
 def register(app: typer.Typer) -> None:
@@ -84,7 +84,7 @@ def schedule(
         )
         return
     label = "dry run" if dry_run else f"round {result.round_id}"
-    typer.echo(
+    echo(
         f"{label} with {policy}: {len(started)} started, {len(waiting)} waiting"
         + (f", {len(result.timed_out)} timed out" if result.timed_out else "")
         + (f", {len(result.preempted)} preempted" if result.preempted else "")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 
+from gpupool.cli.output import echo
 from gpupool.model import GpupoolError
 
 app = typer.Typer(no_args_is_help=True)
@@ -89,7 +90,7 @@ def run(
         result, summary = execute(request, progress=_Bar(bar, task), inputs=inputs)
     paths = _write_run(result, summary, out)
     _print_summary(summary.metrics)
-    typer.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")
+    echo(f"wrote {', '.join(p.name for p in paths)} to {out}")
 
 
 def _write_run(result, summary, out: Path) -> list[Path]:
@@ -155,11 +156,12 @@ def _print_summary(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from gpupool.safe_text import rich_text
     from gpupool.simulations.compare import lookup
 
     platform = metrics["platform"]
     table = Table(
-        title=f"{metrics['scenario']} under {metrics['policy']}",
+        title=rich_text(f"{metrics['scenario']} under {metrics['policy']}"),
         title_justify="left",
         box=box.SIMPLE_HEAD,  # no vertical rules: two characters a column for the numbers
         show_edge=False,
@@ -174,7 +176,8 @@ def _print_summary(metrics: dict) -> None:
         for path, _, decimals in SUMMARY_COLUMNS:
             value = lookup(scope, path)
             cells.append("-" if value is None else compact(value, decimals))
-        table.add_row(name, *cells, end_section=index == len(groups) - 2)  # rule above platform
+        above_platform = index == len(groups) - 2  # a rule above the platform row
+        table.add_row(rich_text(name), *cells, end_section=above_platform)
     console = Console()
     console.print(table)
     conservation = metrics["conservation"]
@@ -194,9 +197,11 @@ def _print_summary(metrics: dict) -> None:
     shares = platform.get("gpu_hours_share_by_gpu_type") or {}
     if len(shares) > 1:
         console.print(
-            "GPU-hours by type: "
-            + "  ".join(
-                f"{name} {share:.1%}" for name, share in shares.items() if share is not None
+            rich_text(
+                "GPU-hours by type: "
+                + "  ".join(
+                    f"{name} {share:.1%}" for name, share in shares.items() if share is not None
+                )
             )
         )
     if platform.get("budget_overrun"):
@@ -255,7 +260,7 @@ def compare(
         )
     names = ", ".join(dict.fromkeys(s.name for s in scenario_objs))
     report = _write_comparison(summaries, labels, seed_list, names, out)
-    typer.echo(f"wrote {report} ({len(requests)} runs: {len(labels)} schemes x {count} seeds)")
+    echo(f"wrote {report} ({len(requests)} runs: {len(labels)} schemes x {count} seeds)")
 
 
 def _scheme_labels(scenarios: list[Path], policies: list[Path], label_files) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, render, work
+from gpupool.cli.output import JSON_OPTION, actor, echo, render, work
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -26,7 +26,7 @@ def add(
     with work(ctx) as session:
         row = add_user(session, actor(ctx), name, role.strip(), org)
         where = f" for {row.org.name}" if row.org is not None else ""
-    typer.echo(f"added {row.role} {row.name}{where}")
+    echo(f"added {row.role} {row.name}{where}")
 
 
 @app.command("list")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, render, work
+from gpupool.cli.output import JSON_OPTION, actor, echo, render, work
 
 programme_app = typer.Typer(no_args_is_help=True)
 voucher_app = typer.Typer(no_args_is_help=True)
@@ -131,25 +131,14 @@ def programme_add(
     with work(ctx) as session:
         for programme in programmes:
             accounts.add_programme(session, actor(ctx), programme)
-    typer.echo(f"added programme {', '.join(p.name for p in programmes)}")
+    echo(f"added programme {', '.join(p.name for p in programmes)}")
 
 
 def _compose(path: str):
-    import yaml
+    from gpupool import located_yaml
+    from gpupool.files import PROGRAMMES
 
-    from gpupool.model import GpupoolError
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return yaml.compose(handle)
-    except OSError as exc:
-        raise GpupoolError(f"cannot read: {exc.strerror}", location=path) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        raise GpupoolError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}", location=where
-        ) from None
+    return located_yaml.load(path, PROGRAMMES)
 
 
 @programme_app.command("list")
@@ -200,7 +189,7 @@ def voucher_award(
             session, actor(ctx), org, programme, amount, now=awarded, expires_at=expiry
         )
         view = accounts.voucher_view(row)
-    typer.echo(
+    echo(
         f"awarded voucher {view['id']}: {view['amount']:g} hours of {view['programme']} "
         f"to {view['org']}, expires {view['expires_at'] or 'never'}"
     )

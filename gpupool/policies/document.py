@@ -14,10 +14,12 @@ A document names a policy ``kind`` and its parameters::
     options: {}            # keyword arguments of the kind's policy class
 
 Design:
-- The text is *composed* (yaml.compose), not loaded, so every value keeps its
-  node and therefore its line. A small reader walks the nodes against the
-  schema and collects every problem as ``(location, message)`` where location
-  is ``file:line field.path``; nothing stops at the first error.
+- The text is *composed* by gpupool.located_yaml (the reader every YAML input
+  shares: no aliases, merge keys or duplicate keys, bounded depth and size),
+  not loaded, so every value keeps its node and therefore its line. A small
+  reader walks the nodes against the schema and collects every problem as
+  ``(location, message)`` where location is ``file:line field.path``; nothing
+  stops at the first error.
 - The schema lives in the ``_read_*`` functions, one per section; each returns
   the parsed value or None after recording its problems.
 - ``POLICY_KINDS`` maps kind -> policy class and imports the class only when
@@ -44,7 +46,9 @@ from typing import Any
 
 import yaml
 
+from gpupool import located_yaml
 from gpupool.accounting import SubsidyRules
+from gpupool.files import POLICY, FileError, read_text
 from gpupool.model import GpupoolError
 from gpupool.policies.base import Policy
 from gpupool.policies.params import (
@@ -204,12 +208,10 @@ def _plain(value: Any) -> Any:
 
 
 def load_policy_file(path: str | Path) -> PolicyDocument:
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise PolicyDocumentError([(str(path), f"cannot read: {reason}")]) from None
+        text = read_text(path, POLICY)
+    except FileError as exc:
+        raise PolicyDocumentError([(exc.location or str(path), exc.message)]) from None
     return parse_policy_text(text, source=str(path))
 
 
@@ -217,12 +219,9 @@ def parse_policy_text(text: str, source: str = "<text>") -> PolicyDocument:
     """Parse and check a whole document; raise PolicyDocumentError listing every problem."""
     reader = _Reader(source)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyDocumentError([(f"{source}:{line}", f"invalid YAML: {problem}")]) from None
+        root = located_yaml.compose(text, source, POLICY)
+    except FileError as exc:
+        raise PolicyDocumentError([(exc.location or source, exc.message)]) from None
     if root is None:
         raise PolicyDocumentError([(f"{source}:1", "empty document; expected a 'kind:' mapping")])
     document = reader.document(root, text)
@@ -253,15 +252,15 @@ class _Reader:
     # -- reporting --------------------------------------------------------
 
     def error(self, node: yaml.Node, path: str, message: str) -> None:
-        where = f"{self.source}:{node.start_mark.line + 1}"
-        self.problems.append((f"{where} {path}" if path else where, message))
+        self.problems.append((located_yaml.where(self.source, node, path), message))
 
     # -- node helpers -----------------------------------------------------
 
     def mapping(
         self, node: yaml.Node, path: str, allowed: tuple[str, ...] | None = None
     ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
-        """Key -> (key node, value node); records non-mapping, duplicate and unknown keys."""
+        """Key -> (key node, value node); records non-mapping and unknown keys (the
+        composer already refused duplicate ones)."""
         if not isinstance(node, yaml.MappingNode):
             self.error(node, path, "must be a mapping")
             return None
@@ -271,8 +270,6 @@ class _Reader:
             key_path = _join(path, str(key))
             if not isinstance(key, str):
                 self.error(key_node, key_path, "keys must be strings")
-            elif key in entries:
-                self.error(key_node, key_path, "duplicate key")
             elif allowed is not None and key not in allowed:
                 self.error(key_node, key_path, _unknown(key, allowed))
             else:

@@ -8,15 +8,17 @@ keys, or a mapping with such a list under ``jobs``; ``gpu_types`` may be a list.
 Parsing only checks the file's shape; the values are checked by
 gpupool.scheduler.service.submit_jobs, which reports every bad row at once
 (each error located as ``FILE:LINE field``) and writes nothing unless all rows
-are good. YAML line numbers come from the composed node tree (yaml marks).
+are good. Files are read through gpupool.files (regular files only, a size
+limit, UTF-8 with or without BOM, a column named twice refused) and YAML is
+composed by gpupool.located_yaml, whose nodes give the line numbers.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 
+from gpupool.files import BATCH_CSV, BATCH_YAML, check_unique_columns, csv_records, read_text
 from gpupool.model import GpupoolError
 from gpupool.scheduler.service import BatchError, JobRequest
 
@@ -40,16 +42,11 @@ def load_batch(path: str | Path) -> tuple[list[JobRequest], list[GpupoolError]]:
     Callers validate the requests too and report both kinds together.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise GpupoolError(f"cannot read batch file: {reason}", location=str(path)) from None
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        requests = parse_csv(text, path.name)
+        requests = parse_csv(read_text(path, BATCH_CSV), path.name)
     elif suffix in (".yaml", ".yml"):
-        requests = parse_yaml(text, path.name)
+        requests = parse_yaml(read_text(path, BATCH_YAML), path.name)
     else:
         raise GpupoolError("batch files must end in .csv, .yaml or .yml", location=str(path))
     if not requests[0] and not requests[1]:
@@ -79,8 +76,9 @@ def _request(fields: dict, where: str) -> JobRequest:
     )
 
 
-def _check_columns(columns: list[str], where: str) -> list[str]:
+def _check_columns(columns: list[str], where: str, what: str = "column") -> list[str]:
     normal = [_ALIASES.get(c, c) for c in columns]
+    check_unique_columns(normal, where.removesuffix(" header"), what)  # gpu_type + gpu_types
     unknown = [c for c in normal if c not in REQUIRED + OPTIONAL]
     if unknown:
         raise GpupoolError(
@@ -94,59 +92,45 @@ def _check_columns(columns: list[str], where: str) -> list[str]:
 
 
 def parse_csv(text: str, name: str) -> tuple[list[JobRequest], list[GpupoolError]]:
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = next(reader, None)
-        if header is None:
-            return [], []
-        columns = _check_columns([h.strip().lower() for h in header], f"{name}:1 header")
-        requests, errors = [], []
-        for row in reader:
-            where = f"{name}:{reader.line_num}"
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(columns):
-                errors.append(
-                    GpupoolError(
-                        f"has {len(row)} fields, the header has {len(columns)}", location=where
-                    )
-                )
-                continue
-            fields = {c: v.strip() for c, v in zip(columns, row, strict=True)}
-            requests.append(_request(fields, where))
-    except csv.Error as exc:
-        raise GpupoolError(f"malformed CSV: {exc}", location=f"{name}:{reader.line_num}") from None
+    records = csv_records(io.StringIO(text), name)
+    header = next(records, None)
+    if header is None:
+        return [], []
+    columns = _check_columns([h.strip().lower() for h in header[1]], f"{name}:1 header")
+    requests, errors = [], []
+    for line, row in records:
+        where = f"{name}:{line}"
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(columns):
+            message = f"has {len(row)} fields, the header has {len(columns)}"
+            errors.append(GpupoolError(message, location=where))
+            continue
+        fields = {c: v.strip() for c, v in zip(columns, row, strict=True)}
+        requests.append(_request(fields, where))
     return requests, errors
 
 
 def parse_yaml(text: str, name: str) -> tuple[list[JobRequest], list[GpupoolError]]:
     import yaml
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "cannot parse"
-        raise GpupoolError(f"malformed YAML: {problem}", location=f"{name}{line}") from None
+    from gpupool import located_yaml
+
+    root = located_yaml.compose(text, name, BATCH_YAML)
     if root is None:
         return [], []
     items = _job_nodes(root, name)
-    constructor = yaml.SafeLoader("")
     requests, errors = [], []
     for node in items:
         where = f"{name}:{node.start_mark.line + 1}"
         if not isinstance(node, yaml.MappingNode):
             errors.append(GpupoolError("each job must be a mapping of fields", location=where))
             continue
+        fields = located_yaml.to_python(node)
         try:
-            fields = constructor.construct_mapping(node, deep=True)
-            _check_columns([str(k) for k in fields], where)
+            _check_columns([str(k) for k in fields], where, "field")
         except GpupoolError as exc:
             errors.append(exc)
-            continue
-        except yaml.YAMLError as exc:
-            errors.append(GpupoolError(f"malformed YAML: {exc}", location=where))
             continue
         requests.append(_request({_ALIASES.get(k, k): v for k, v in fields.items()}, where))
     return requests, errors

@@ -32,6 +32,21 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(_config(connection), revision)
 
 
+def upgrade_sql(dialect: str, revision: str = "head") -> str:
+    """The migrations up to ``revision`` as one SQL script for ``dialect`` (Alembic's
+    offline mode): what `upgrade` would run on an empty database, schema-unqualified,
+    so it can be replayed into any schema. The test suite migrates once this way."""
+    import io
+
+    from alembic import command
+
+    config = _config()
+    config.attributes["dialect"] = dialect
+    config.output_buffer = io.StringIO()
+    command.upgrade(config, revision, sql=True)
+    return config.output_buffer.getvalue()
+
+
 def script_head() -> str:
     """The newest revision among the packaged scripts."""
     from alembic.script import ScriptDirectory

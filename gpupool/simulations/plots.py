@@ -4,6 +4,11 @@ Plots take the small curve summaries of gpupool.simulations.metrics
 (utilisation in time bins, cumulative subsidy, queueing-delay quantiles), so a
 comparison can plot runs made in other processes without shipping whole
 results back. Each function writes one PNG and returns its path.
+
+Scheme, domain, GPU type and programme names come from users' files: they reach
+matplotlib only through gpupool.safe_text.plot_text (no mathtext, no control
+characters), so a name like ``$\\frac$`` is drawn as written instead of failing
+the whole report.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from gpupool.safe_text import plot_text
 
 Curve = tuple[list[float], list[float]]
 
@@ -120,7 +127,7 @@ def _cdf_panel(ax, domain: str, curves, axis: DelayAxis) -> None:
             ax.plot(
                 axis.clip(quantiles),
                 fractions,
-                label=scheme,
+                label=plot_text(scheme),
                 drawstyle="steps-post",
                 clip_on=False,
                 zorder=3,
@@ -131,7 +138,7 @@ def _cdf_panel(ax, domain: str, curves, axis: DelayAxis) -> None:
     ax.set_xlim(*axis.limits)
     if not waited:
         ax.text(0.5, 0.5, "no job waited", transform=ax.transAxes, ha="center", va="center")
-    ax.set_title(domain)
+    ax.set_title(plot_text(domain))
     ax.set_xlabel(axis.label, fontsize="small")
     ax.set_ylabel("fraction of jobs")
     ax.set_ylim(0, 1.02)
@@ -145,7 +152,8 @@ def plot_lines(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     for label, (hours, values) in curves.items():
-        ax.plot(hours, values, label=label, drawstyle="steps-post" if not fraction else "default")
+        style = "steps-post" if not fraction else "default"
+        ax.plot(hours, values, label=plot_text(label), drawstyle=style)
     ax.set_title(title)
     ax.set_xlabel("simulated time (hours)")
     ax.set_ylabel(ylabel)
@@ -182,8 +190,8 @@ def plot_burn_down(curves: Mapping[str, Mapping[str, Curve]], path: Path) -> Pat
         for scheme, per_programme in curves.items():
             if programme in per_programme:
                 hours, left = per_programme[programme]
-                ax.plot(hours, left, label=scheme, drawstyle="steps-post")
-        ax.set_title(f"{programme}: budget left")
+                ax.plot(hours, left, label=plot_text(scheme), drawstyle="steps-post")
+        ax.set_title(f"{plot_text(programme)}: budget left")
         ax.set_xlabel("simulated time (hours)")
         ax.set_ylabel("budget left in its period")
         ax.set_ylim(bottom=0)
@@ -206,8 +214,10 @@ def plot_shares(
     width = 0.8 / max(1, len(shares))
     for index, (scheme, per_category) in enumerate(shares.items()):
         xs = [i + (index - (len(shares) - 1) / 2) * width for i in range(len(categories))]
-        ax.bar(xs, [per_category.get(c) or 0.0 for c in categories], width, label=scheme)
-    ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+        heights = [per_category.get(c) or 0.0 for c in categories]
+        ax.bar(xs, heights, width, label=plot_text(scheme))
+    labels = [plot_text(c) for c in categories]
+    ax.set_xticks(range(len(categories)), labels, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.02)
     ax.set_title(title)

@@ -4,15 +4,19 @@ self-contained HTML file (PNGs embedded as base64) to send around.
 Both are rendered from the same pieces: a header naming the scenario, the
 schemes and the seeds, the per-domain confidence table, the plots, and the
 metric definitions (so a reader never has to guess what "slowdown" means).
+
+Scenario, scheme, domain, GPU type and programme names come from users' files,
+so every piece of text goes through gpupool.safe_text (``markdown_text``,
+``html_text``): it shows as written, never as markup, a link or a script.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 from collections.abc import Sequence
 from pathlib import Path
 
+from gpupool.safe_text import html_text, markdown_text
 from gpupool.simulations.compare import CiRow
 
 DEFINITIONS = (
@@ -75,17 +79,18 @@ def write_markdown(
     rows: Sequence[CiRow],
     plots: Sequence[tuple[str, Path]],
 ) -> Path:
-    lines = [f"# {title}", ""]
-    lines += [f"- {item}" for item in _header(scenario, labels, seeds)]
+    md = markdown_text
+    lines = [f"# {md(title)}", ""]
+    lines += [f"- {md(item)}" for item in _header(scenario, labels, seeds)]
     group = None
     for row in rows:
         if row.group != group:
             group = row.group
-            lines += ["", f"## {group}", ""]
-            lines += ["| metric | " + " | ".join(labels) + " |"]
+            lines += ["", f"## {md(group)}", ""]
+            lines += ["| metric | " + " | ".join(md(label) for label in labels) + " |"]
             lines += ["|---|" + "---|" * len(labels)]
         cells = " | ".join(format_cell(row.cells[label]) for label in labels)
-        lines.append(f"| {row.metric} | {cells} |")
+        lines.append(f"| {row.metric} | {cells} |")  # our own labels and numbers
     lines += ["", "## Plots", ""]
     lines += [f"### {caption}\n\n![{caption}]({png.name})\n" for caption, png in plots]
     lines += ["## Definitions", ""] + [f"- {text}" for text in DEFINITIONS]
@@ -103,7 +108,7 @@ def write_html(
     rows: Sequence[CiRow],
     plots: Sequence[tuple[str, Path]],
 ) -> Path:
-    esc = html.escape
+    esc = html_text
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{esc(title)}</title>",

@@ -1,6 +1,7 @@
 """Scenario files: a YAML platform plus a workload, parsed into a Scenario.
 
-The YAML is composed (``yaml.compose``), not loaded, so every value keeps its
+The YAML is composed by gpupool.located_yaml (no aliases, merge keys or
+duplicate keys, bounded depth and size), not loaded, so every value keeps its
 line: each problem raises :class:`ScenarioError` at ``file:line field.path``
 (``synthetic.yaml:14 pools.bj-a100.gpus``). Unknown keys are errors too, so a
 typo never silently falls back to a default. See docs/scenarios.md for the
@@ -33,6 +34,8 @@ from typing import NoReturn
 
 import yaml
 
+from gpupool import located_yaml
+from gpupool.files import SCENARIO, FileError
 from gpupool.model import Domain, GpuType, Org, Pool
 from gpupool.simulations.traces import (
     ScenarioError,
@@ -65,7 +68,7 @@ class _Node:
         return self.node.start_mark.line + 1
 
     def where(self) -> str:
-        return f"{self.file}:{self.line} {self.path}".rstrip()
+        return located_yaml.where(self.file, self.node, self.path)
 
     def fail(self, message: str) -> NoReturn:
         raise ScenarioError(message, location=self.where())
@@ -79,15 +82,8 @@ class _Node:
     def mapping(self) -> dict[str, _Node]:
         if not isinstance(self.node, yaml.MappingNode):
             self.fail(f"expected a mapping, got {self._kind()}")
-        children: dict[str, _Node] = {}
-        for key_node, value_node in self.node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                self._child(key_node, "?").fail("a key must be a plain name")
-            key = key_node.value
-            if key in children:
-                self._child(key_node, key).fail("duplicate key")
-            children[key] = self._child(value_node, key)
-        return children
+        # the composer refused keys given twice and keys that are lists or mappings
+        return {key.value: self._child(value, key.value) for key, value in self.node.value}
 
     def fields(
         self, required: Iterable[str] = (), optional: Iterable[str] = ()
@@ -183,24 +179,12 @@ class _Node:
 
 def _compose(path: Path, label: str) -> tuple[_Node, yaml.SafeLoader]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario: {exc.strerror}", location=label) from None
-    except UnicodeDecodeError:
-        raise ScenarioError("cannot read scenario: not UTF-8 text", location=label) from None
-    try:
-        loader = yaml.SafeLoader(text)
-        root = loader.get_single_node()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ScenarioError(f"invalid YAML: {problem}", location=f"{label}{line}") from None
-    except yaml.YAMLError as exc:  # e.g. a control character: a ReaderError, unmarked
-        line = text[: getattr(exc, "position", 0)].count("\n") + 1
-        raise ScenarioError(f"invalid YAML: {exc}", location=f"{label}:{line}") from None
+        root = located_yaml.load(path, SCENARIO, label)
+    except FileError as exc:
+        raise ScenarioError(exc.message, location=exc.location) from None
     if root is None:
         raise ScenarioError("empty scenario file", location=f"{label}:1")
+    loader = yaml.SafeLoader("")  # constructs values of the composed, already checked nodes
     return _Node(root, "", label, loader), loader
 
 
@@ -570,7 +554,7 @@ def resolve_path(text: str, base_dir: Path) -> Path:
 def _input_file(node: _Node, base_dir: Path) -> Path:
     path = resolve_path(node.text(), base_dir)
     if not path.is_file():
-        node.fail(f"no such file: {path}")
+        node.fail(f"{'not a regular file' if path.exists() else 'no such file'}: {path}")
     return path
 
 

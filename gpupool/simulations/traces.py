@@ -1,13 +1,16 @@
 """Loaders for real GPU-cluster traces: Microsoft Philly (2017) and Alibaba openb (2023).
 
-Each loader reads one CSV with the ``csv`` module (no pandas: the full Philly
-file loads in a fraction of a second), turns every usable row into a
+Each loader reads one CSV with the ``csv`` module through gpupool.files (a
+regular file only, located CSV errors, no pandas: the full Philly file loads
+in a fraction of a second), turns every usable row into a
 :class:`SimJob` and counts every row it did not use by reason, so a replay
 states exactly what it left out. Decisions about real-world mess:
 
 - Rows are sorted by arrival, ties broken by the row's line in the file (a
   stable id); jobs get ids 1..N in that order.
-- Arrival times are shifted so that the earliest kept arrival is t = 0.
+- Arrival times are shifted so that the earliest kept arrival is t = 0. A
+  Philly timestamp without a time zone is read as UTC; one with a zone
+  (``2017-10-03 05:26:04+08:00``) is converted to UTC.
 - ``hours`` and ``actual_hours`` are both the observed runtime, on the
   reference GPU (speed 1.0); the scenario loader replaces ``hours`` by the
   configured estimate.
@@ -28,19 +31,22 @@ states exactly what it left out. Decisions about real-world mess:
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+from gpupool.files import TRACE, FileError, csv_records, header_columns, read_lines
 from gpupool.model import GpupoolError, Job, Org, Pool
 from gpupool.simulations.workload import SimJob
 
 ALIBABA_SNAPSHOT_END_S = 12_902_960
-_EPOCH = datetime(1970, 1, 1)  # naive: trace times are wall-clock, compared without DST jumps
+# Trace times are compared without DST jumps: a time without a zone is taken
+# as UTC, and one with a zone is converted to UTC (the same instant).
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 _fromiso = datetime.fromisoformat
 PHILLY_COLUMNS = ("timestamp", "duration", "num_gpus", "cluster")
 ALIBABA_POD_COLUMNS = (
@@ -88,32 +94,32 @@ class _CsvFile:
 
     def __iter__(self) -> Iterator[tuple[int, list[str]]]:
         try:
-            handle = self.path.open(newline="", encoding="utf-8")
-        except OSError as exc:
-            raise ScenarioError(
-                f"cannot read trace file: {exc.strerror}", location=str(self.path)
-            ) from None
-        with handle:
-            reader = csv.reader(handle)
-            self.columns = self._check_header(next(reader, None))
-            width = len(self.columns)
-            for cells in reader:
-                if len(cells) != width:
-                    if not cells or (len(cells) == 1 and not cells[0].strip()):
-                        continue  # blank line
-                    raise ScenarioError(
-                        f"expected {width} fields, found {len(cells)}",
-                        location=f"{self.path}:{reader.line_num}",
-                    )
-                yield reader.line_num, cells
+            yield from self._records()
+        except FileError as exc:  # refused by the reading rules (gpupool.files)
+            raise ScenarioError(exc.message, location=exc.location) from None
 
-    def _check_header(self, header: list[str] | None) -> dict[str, int]:
+    def _records(self) -> Iterator[tuple[int, list[str]]]:
+        source = str(self.path)
+        records = csv_records(read_lines(self.path, TRACE), source)
+        header = next(records, (1, None))[1]
+        self.columns = self._check_header(header, source)
+        width = len(self.columns)
+        for line, cells in records:
+            if len(cells) != width:
+                if not cells or (len(cells) == 1 and not cells[0].strip()):
+                    continue  # blank line
+                raise ScenarioError(
+                    f"expected {width} fields, found {len(cells)}", location=f"{source}:{line}"
+                )
+            yield line, cells
+
+    def _check_header(self, header: list[str] | None, source: str) -> dict[str, int]:
         if not header or not any(cell.strip() for cell in header):
             raise ScenarioError(
                 f"empty file, expected a header with {', '.join(self.required)}",
                 location=f"{self.path}:1",
             )
-        columns = {cell.strip(): index for index, cell in enumerate(header)}
+        columns = {name: index for index, name in enumerate(header_columns(header, source))}
         missing = [column for column in self.required if column not in columns]
         if missing:
             raise ScenarioError(
@@ -257,7 +263,7 @@ def load_philly(
             submitted = (_fromiso(cells[at]) - _EPOCH).total_seconds()
             seconds = float(cells[sec])
             gpus = int(cells[num])
-        except ValueError:
+        except (ValueError, TypeError):  # TypeError: a time with a zone
             submitted = seconds = gpus = None
         org = targets.get(cells[vcs], fallback)
         if (
@@ -293,7 +299,7 @@ def _checked_philly_row(
         if not row[column].strip():
             return f"missing {column}"
     try:
-        submitted = (_fromiso(row["timestamp"].strip()) - _EPOCH).total_seconds()
+        submitted = _seconds_since_epoch(row["timestamp"].strip())
     except ValueError:
         raise ScenarioError(
             f"not a timestamp (YYYY-MM-DD HH:MM:SS): {row['timestamp']!r}",
@@ -304,6 +310,11 @@ def _checked_philly_row(
     org = targets.get(row["cluster"].strip(), fallback)
     reason = _philly_drop_reason(seconds, gpus, org, min_duration_s)
     return reason or (submitted, seconds, gpus, org)
+
+
+def _seconds_since_epoch(text: str) -> float:
+    stamp = _fromiso(text)
+    return (stamp - (_EPOCH if stamp.tzinfo is None else _EPOCH_UTC)).total_seconds()
 
 
 def _philly_drop_reason(

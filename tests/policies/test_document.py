@@ -202,7 +202,7 @@ def test_fifo_defaults():
         ),
         (
             "kind: fifo\nseed: 1\nseed: 2\n",
-            [("p.yaml:3 seed", "duplicate key")],
+            [("p.yaml:3 seed", "duplicate key (first at line 2, again at line 3)")],
         ),
         # sections a kind does not use
         (

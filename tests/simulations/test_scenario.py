@@ -261,7 +261,7 @@ ERRORS = [
         "  medical:\norgs:",
         11,
         "domains.medical",
-        "duplicate key",
+        "duplicate key (first at line 10, again at line 11)",
     ),
     (
         "org in an unknown domain",
