@@ -482,3 +482,34 @@ TRACE_CSV = (
     "2017-10-02 03:10:30,4619.0,2,9238.0,6214e9\n"
     "2017-10-02 04:00:00,600.0,8,4800.0,6214e9\n"
 )
+ALIBABA_SCENARIO_YAML = """\
+name: tiny-alibaba
+seed: 1
+gpu_types:
+  T4: {vendor: nvidia, memory_gb: 16, speed: 1.0, price_per_gpu_hour: 3.0}
+  G2: {vendor: undisclosed, speed: 1.0, price_per_gpu_hour: 12.0}
+pools:
+  T4: {site: alibaba, gpu_type: T4, gpus: 4, gpus_per_node: 2}
+  G2: {site: alibaba, gpu_type: G2, gpus: 16, gpus_per_node: 8}
+domains:
+  best-effort: {weight: 0.5}
+  latency-sensitive: {weight: 2.0}
+orgs:
+  batch: {domain: best-effort, budget: null}
+  online: {domain: latency-sensitive, budget: null}
+workload:
+  kind: alibaba
+  pods: pods.csv
+  site: alibaba
+  estimate: exact
+  qos_map: {LS: online, BE: batch}
+  default_org: batch
+"""
+ALIBABA_PODS_CSV = (
+    "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,"
+    "deletion_time,scheduled_time\n"
+    "pod-0,4000,16384,1,1000,,BE,Running,12557717,12558568,12557728\n"
+    "pod-1,4000,8192,1,1000,T4,LS,Failed,12558136,12559516,12558147\n"
+    "pod-2,8000,8192,8,1000,G2,BE,Running,12561850,12562960,12561878\n"
+    "pod-3,4000,8192,2,1000,,LS,Pending,12563853,12563866,\n"
+)

@@ -132,10 +132,11 @@ def job_id(known: Known, *, states: tuple[str, ...] = ("running", "pending", "en
 
 
 def actors() -> st.SearchStrategy[str]:
-    """Mostly the admin; sometimes the submitter, a stranger or a hostile name."""
-    hostile = st.sampled_from(["mallory", "", " ", "[/]", "\x1b[31madmin", "ADMIN", "admin\u200b"])
+    """Mostly the admin (a refused permission ends a call early); sometimes the submitter,
+    a stranger or a hostile name."""
+    hostile = ["mallory", "", " ", "[/]", "\x1b[31madmin", "ADMIN", "admin\u200b"]
     return st.one_of(
-        st.just(ADMIN), st.just(ADMIN), st.just(ADMIN), st.just(ADMIN), st.just(SUBMITTER), hostile
+        st.sampled_from([ADMIN] * 8 + [SUBMITTER]), st.sampled_from([ADMIN] * 3 + hostile)
     )
 
 
@@ -658,6 +659,8 @@ TRACE_CELLS = st.one_of(
             "2017-10-02 02:49:54 UTC",
             "9999-12-31 23:59:59",
             "0001-01-01 00:00:00",
+            "99999999999999",
+            "12557717.5",
             "1e308",
             "-5",
             "nan",
@@ -669,19 +672,31 @@ TRACE_CELLS = st.one_of(
 )
 
 
-def scenario_doc() -> st.SearchStrategy[docs.Doc]:
-    trace = docs.File("trace.csv", docs.TRACE_CSV.encode())
-    synthetic = docs.yaml_document(docs.SCENARIO_YAML, "scenario.yaml")
-    trace_yaml = docs.yaml_document(docs.TRACE_SCENARIO_YAML, "scenario.yaml", (trace,))
-    trace_csv = docs.csv_document(docs.TRACE_CSV, "trace.csv", TRACE_CELLS).map(
+def _trace_edit(csv: str, name: str, scenario: str) -> st.SearchStrategy[docs.Doc]:
+    """A hostile edit of a trace file, given to the scenario that reads it."""
+    return docs.csv_document(csv, name, TRACE_CELLS).map(
         lambda d: docs.Doc(
             "scenario.yaml",
-            (*d.files, docs.File("scenario.yaml", docs.TRACE_SCENARIO_YAML.encode())),
+            (*d.files, docs.File("scenario.yaml", scenario.encode())),
             d.refuse if d.edit in SPECIAL_EDITS else None,  # a trace may drop bad rows
-            "trace.csv: " + d.edit,
+            f"{name}: {d.edit}",
         )
     )
-    return st.one_of(synthetic, trace_yaml, trace_csv)
+
+
+def scenario_doc() -> st.SearchStrategy[docs.Doc]:
+    trace = docs.File("trace.csv", docs.TRACE_CSV.encode())
+    pods = docs.File("pods.csv", docs.ALIBABA_PODS_CSV.encode())
+    synthetic = docs.yaml_document(docs.SCENARIO_YAML, "scenario.yaml")
+    trace_yaml = docs.yaml_document(docs.TRACE_SCENARIO_YAML, "scenario.yaml", (trace,))
+    alibaba_yaml = docs.yaml_document(docs.ALIBABA_SCENARIO_YAML, "scenario.yaml", (pods,))
+    return st.one_of(
+        synthetic,
+        trace_yaml,
+        _trace_edit(docs.TRACE_CSV, "trace.csv", docs.TRACE_SCENARIO_YAML),
+        alibaba_yaml,
+        _trace_edit(docs.ALIBABA_PODS_CSV, "pods.csv", docs.ALIBABA_SCENARIO_YAML),
+    )
 
 
 SPECIAL_EDITS = frozenset(docs.SPECIAL)
