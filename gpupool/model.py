@@ -93,6 +93,20 @@ def check_transition(current: JobState | str, new: JobState | str) -> JobState:
     return new
 
 
+# The scheduler alone may fail a job whose stored data it cannot handle
+# (gpupool.scheduler.quarantine): a pending one too, which no site can report.
+_QUARANTINABLE = frozenset({JobState.PENDING, JobState.RUNNING})
+
+
+def check_quarantine(current: JobState | str) -> JobState:
+    """FAILED if the scheduler may fail a ``current`` job it cannot handle, else raise."""
+    if JobState(current) not in _QUARANTINABLE:
+        raise IllegalTransition(
+            f"a {JobState(current).value} job cannot be quarantined", location="state"
+        )
+    return JobState.FAILED
+
+
 # ---------------------------------------------------------------------------
 # Platform description
 # ---------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Runs gpupool.scheduler.rounds.run_active_round with the active policy version (F
 when none was applied) in one transaction, holding the same round lock as
 `gpupool scheduler run` (it waits for a daemon's round in progress, saying so
 on stderr), then prints what started where, what timed out, and why every
-other pending job waits. --dry-run computes the same round and writes nothing.
+other pending job waits, and names the jobs and rows the round set aside for
+bad stored data (gpupool.scheduler.quarantine). --dry-run computes the same
+round and writes nothing.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ def schedule(
                 "preempted": result.preempted,
                 "timed_out": result.timed_out,
                 "skipped": {str(k): v for k, v in sorted(result.skipped.items())},
+                "quarantined": {str(k): v for k, v in sorted(result.quarantined.items())},
+                "set_aside": dict(sorted(result.set_aside.items())),
                 "solve_seconds": round(result.solve_seconds, 4),
             }
         )
@@ -88,7 +92,12 @@ def schedule(
         f"{label} with {policy}: {len(started)} started, {len(waiting)} waiting"
         + (f", {len(result.timed_out)} timed out" if result.timed_out else "")
         + (f", {len(result.preempted)} preempted" if result.preempted else "")
+        + (f", {len(result.quarantined)} quarantined" if result.quarantined else "")
     )
+    for job_id, reason in sorted(result.quarantined.items()):
+        echo(f"job {job_id} {'would be ' if dry_run else ''}failed: {reason}")
+    for target, reason in sorted(result.set_aside.items()):
+        echo(f"{target} set aside: {reason}")
     if started:
         render(
             started,

@@ -39,7 +39,7 @@ from gpupool.accounting.books import USAGE_KINDS, Books, LedgerEntry
 from gpupool.accounting.periods import PeriodSpec, label_bounds, period_label
 from gpupool.accounting.programmes import Programme, Voucher
 from gpupool.model import GpupoolError
-from gpupool.scheduler import clock, repository
+from gpupool.scheduler import clock, quarantine, repository
 from gpupool.scheduler.orm import (
     JobRow,
     LedgerEntryRow,
@@ -180,15 +180,15 @@ def load_books(
     charged only for jobs holding GPUs and ``jobs``: the balances are the same,
     the work no longer grows with the platform's history. ``books.entries``
     then holds those sums, not the ledger; reports load the whole ledger.
+    Rows that fail the sanity gate (gpupool.scheduler.quarantine) are left out
+    and named in ``books.set_aside``.
     """
     if lock:
         lock_books(session)
     names = _Names(session)
-    programmes = [
-        programme_from_row(r)
-        for r in session.scalars(select(ProgrammeRow).order_by(ProgrammeRow.id))
-    ]
-    vouchers = [_voucher(r, names) for r in session.scalars(select(VoucherRow))]
+    set_aside: dict[str, str] = {}
+    programmes = _programmes(session, set_aside)
+    vouchers = _vouchers(session, names, set_aside)
     if whole_ledger:
         entries = [
             _entry(r, names)
@@ -196,13 +196,60 @@ def load_books(
         ]
     else:
         entries = _ledger_sums(session, names)
-    orgs = [repository.org_model(r) for r in repository.list_orgs(session)]
+    orgs = [_org(r, set_aside) for r in repository.list_orgs(session)]
     books = Books(programmes, vouchers, entries, orgs=orgs, flat=rules)
+    books.set_aside = set_aside  # rows left out, "programme x" -> reason (quarantine)
     if not whole_ledger:
         books.resume_charges(_charged_until(session, jobs))
     books.stored_vouchers = {v.id: v for v in books.vouchers}  # what the database holds now
     books.loaded_entries = len(entries)  # entries past this index were booked in memory
     return books
+
+
+def _programmes(session: Session, set_aside: dict[str, str]) -> list[Programme]:
+    """Every programme in funding order; one whose stored rules fail the sanity gate
+    (gpupool.scheduler.quarantine) stays in name only, funding nobody, so the
+    ledger entries it funded still fold into its balances."""
+
+    programmes = []
+    for row in session.scalars(select(ProgrammeRow).order_by(ProgrammeRow.id)):
+        problem = quarantine.programme_problem(row)
+        if problem is None:
+            programmes.append(programme_from_row(row))
+            continue
+        set_aside[f"programme {row.name}"] = quarantine.invalid(problem)
+        programmes.append(Programme(name=row.name, orgs=frozenset({FUNDS_NOBODY})))
+    return programmes
+
+
+FUNDS_NOBODY = "\x00"  # no org has this name: a programme set aside is eligible to none
+
+
+def _vouchers(session: Session, names: _Names, set_aside: dict[str, str]) -> list[Voucher]:
+    """Vouchers the accounting can use: not of a programme set aside, and sane themselves."""
+
+    vouchers = []
+    for row in session.scalars(select(VoucherRow).order_by(VoucherRow.id)):
+        programme = names.programmes.get(row.programme_id)
+        if programme is None or f"programme {programme}" in set_aside:
+            continue  # unusable until its programme is fixed; its balance is kept as stored
+        problem = quarantine.voucher_problem(row)
+        if problem is not None:
+            set_aside[f"voucher {row.id}"] = quarantine.invalid(problem)
+            continue
+        vouchers.append(_voucher(row, names))
+    return vouchers
+
+
+def _org(row: OrgRow, set_aside: dict[str, str]) -> model.Org:
+    """The org as the books see it; a budget that fails the sanity gate is not applied
+    (rounds leave such an org's jobs waiting: gpupool.scheduler.snapshot)."""
+
+    problem = quarantine.org_problem(row.budget)
+    if problem is None:
+        return repository.org_model(row)
+    set_aside[f"organisation {row.name}"] = quarantine.invalid(problem)
+    return model.Org(name=row.name, domain=row.domain.name, budget=None)
 
 
 def _ledger_sums(session: Session, names: _Names) -> list[LedgerEntry]:
@@ -382,6 +429,40 @@ def settle_job(
     return write_back(session, books, entries)
 
 
+def charge_problem(
+    session: Session, job_row: JobRow, ended_at: dt.datetime, books: Books
+) -> str | None:
+    """Why charging a job that holds GPUs up to ``ended_at`` would fail, or None.
+
+    Tried on a scratch copy of ``books`` (nothing written or booked): a round
+    quarantining a job with bad stored data charges it only if this passes.
+    """
+
+    placement = repository.open_placement_of(session, job_row.id)
+    if placement is None:
+        return None
+    try:
+        job, pool, gpu_type = _usage_of(session, job_row, placement)
+        started = clock.to_epoch(placement.started_at)
+        end = clock.to_epoch(ended_at)
+        trial = books.fork()
+        done = books.charged_until(job.id)
+        if done is not None:
+            trial.resume_charges({job.id: done})
+        ahead = _started_before(session, job.id, started)
+        entries = trial.meter(job, pool, gpu_type, started, end, ahead)
+    except (GpupoolError, ArithmeticError, ValueError, TypeError, KeyError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    for entry in entries:
+        for name in ("cost", "subsidy", "org_pays"):
+            problem = quarantine.number_problem(
+                name, float(getattr(entry, name)), -quarantine.MAX_MONEY, quarantine.MAX_MONEY
+            )
+            if problem is not None:
+                return problem
+    return None
+
+
 def _started_before(session: Session, job_id: int, started: float) -> list[tuple]:
     """Runs still holding GPUs that started before this one (start time, then job id):
     Books.charge books them ahead, so limits go to runs in the order they started."""
@@ -403,17 +484,25 @@ def _started_before(session: Session, job_id: int, started: float) -> list[tuple
 
 
 def close_books(
-    session: Session, books: Books, now: dt.datetime | float, write: bool = True
+    session: Session,
+    books: Books,
+    now: dt.datetime | float,
+    write: bool = True,
+    skip: Iterable[int] = (),
 ) -> list[LedgerEntry]:
     """Expire vouchers due by ``now``, metering running jobs up to ``now`` first.
 
-    With ``write`` False (a dry run) the books change in memory only.
+    With ``write`` False (a dry run) the books change in memory only. ``skip``:
+    running jobs not to meter (a round's set-aside ones: gpupool.scheduler.quarantine).
     """
     moment = now if isinstance(now, float | int) else clock.to_epoch(now)
     if not books.expiring(moment):
         return []
     entries: list[LedgerEntry] = []
+    skipped = set(skip)
     for placement in repository.open_placements(session):
+        if placement.job_id in skipped:
+            continue
         job_row = session.get(JobRow, placement.job_id)
         job, pool, gpu_type = _usage_of(session, job_row, placement)
         entries += books.meter(job, pool, gpu_type, clock.to_epoch(placement.started_at), moment)
@@ -594,7 +683,9 @@ def guarantee_shares(params: object, gpu_types: Mapping[str, model.GpuType], poo
         if share.fraction is not None:
             shares[domain] = share.fraction
         elif share.gpus and capacity > 0:
-            shares[domain] = sum(n * gpu_types[t].speed for t, n in share.gpus.items()) / capacity
+            # a type set aside (gpupool.scheduler.quarantine) guarantees nothing meanwhile
+            gpus = sum(n * gpu_types[t].speed for t, n in share.gpus.items() if t in gpu_types)
+            shares[domain] = gpus / capacity
     return shares
 
 

@@ -14,9 +14,14 @@
 SIGTERM and SIGINT (Ctrl-C) only set a flag: the round in progress finishes
 and commits, then the daemon exits cleanly. A SIGKILL mid-round loses nothing
 but that round: its transaction never commits, and the lock dies with the
-process. A round that fails (database unreachable for a moment, a policy
-violation) is logged and retried at the next interval; a refused permission
-stops the daemon, since retrying cannot help.
+process. A round that fails, for any reason (database unreachable for a
+moment, a policy violation, a bug), is rolled back, logged and retried: after
+``interval`` the first time, then backing off (doubling, at least
+MIN_RETRY_SECONDS, at most MAX_BACKOFF_SECONDS) while failures repeat, so a
+failure that lasts never makes a hot loop; the first round that succeeds
+restores the interval. Only a refused permission stops the daemon, since
+retrying cannot help. Rows the round cannot handle do not fail it at all
+(gpupool.scheduler.quarantine).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from gpupool.scheduler.locking import round_lock
 
 log = logging.getLogger("gpupool.scheduler")
 
+MIN_RETRY_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 300.0
 WAITING = "another scheduler holds the round lock: waiting for it"
 SKIPPED = "another scheduler holds the round lock: round skipped"
 
@@ -68,13 +75,18 @@ class RoundReport:
         return (
             f"round {r.round_id} with {self.policy}: {len(r.started)} started, "
             f"{len(r.waiting)} waiting, {len(r.timed_out)} timed out, "
-            f"{len(r.preempted)} preempted, {len(r.skipped)} skipped by the re-check; "
-            f"solve {r.solve_seconds:.3f} s, round {self.seconds:.3f} s"
+            f"{len(r.preempted)} preempted, {len(r.skipped)} skipped by the re-check"
+            + (f", {len(r.quarantined)} quarantined" if r.quarantined else "")
+            + (f", {len(r.set_aside)} row(s) set aside" if r.set_aside else "")
+            + f"; solve {r.solve_seconds:.3f} s, round {self.seconds:.3f} s"
         )
 
 
 def policy_label(active) -> str:
-    return f"policy v{active.version} ({active.kind})" if active.version else "FIFO (default)"
+    if active.version:
+        return f"policy v{active.version} ({active.kind})"
+    aside = ", ".join(sorted(getattr(active, "set_aside", {})))
+    return f"FIFO (default; {aside} set aside)" if aside else "FIFO (default)"
 
 
 def run_locked_round(session, actor: str, grace=None, now=None) -> RoundReport:
@@ -84,7 +96,7 @@ def run_locked_round(session, actor: str, grace=None, now=None) -> RoundReport:
 
     began = time.perf_counter()
     require_admin(session, actor, "run scheduling rounds", "scheduler")
-    result, active = run_active_round(session, now=now, grace=grace)
+    result, active = run_active_round(session, now=now, grace=grace, actor=actor)
     return RoundReport(result, policy_label(active), time.perf_counter() - began)
 
 
@@ -149,14 +161,14 @@ def run_daemon(
         "" if max_rounds is None else f", at most {max_rounds} round(s)",
         grace,
     )
-    attempts = 0
+    attempts = failures = 0
     with _stop_on_signals(stop, summary):
         while not stop.is_set() and (max_rounds is None or attempts < max_rounds):
             attempts += 1
-            _attempt(url, actor, grace, wait, summary)
+            failures = 0 if _attempt(url, actor, grace, wait, summary) else failures + 1
             if max_rounds is not None and attempts >= max_rounds:
                 break
-            stop.wait(interval)
+            stop.wait(next_wait(interval, failures))
     log.info(
         "scheduler stopped%s: %d round(s) run, %d skipped, %d failed, %d job(s) started",
         f" by {summary.stopped_by}" if summary.stopped_by else "",
@@ -168,20 +180,33 @@ def run_daemon(
     return summary
 
 
-def _attempt(url, actor, grace, wait, summary: DaemonSummary) -> None:
+def next_wait(interval: float, failures: int) -> float:
+    """Seconds until the next round after ``failures`` failed rounds in a row."""
+    if failures == 0:
+        return interval
+    backoff = max(interval, MIN_RETRY_SECONDS) * 2.0 ** min(failures - 1, 30)
+    return min(backoff, max(interval, MAX_BACKOFF_SECONDS))
+
+
+def _attempt(url, actor, grace, wait, summary: DaemonSummary) -> bool:
+    """One round, or its failure logged; False if it failed."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         report = one_round(url, actor, grace, wait)
     except PermissionDenied:
         raise
-    except (GpupoolError, SQLAlchemyError) as exc:
+    except Exception as exc:  # a daemon outlives any one round; Ctrl-C still stops it
         summary.failed += 1
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.error("round failed, retrying at the next interval: %s", reason)
-        return
+        expected = isinstance(exc, GpupoolError | SQLAlchemyError)
+        if not expected:
+            reason = f"{type(exc).__name__}: {reason}"
+        log.error("round failed, retrying: %s", reason, exc_info=not expected)
+        return False
     if report is None:
         summary.skipped += 1
     else:
         summary.rounds += 1
         summary.started += len(report.result.started)
+    return True

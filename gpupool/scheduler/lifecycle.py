@@ -119,19 +119,27 @@ def finish_job(
 
 
 def reap_timeouts(
-    session: Session, now: dt.datetime, grace: Grace | None = None, books=None
+    session: Session, now: dt.datetime, grace: Grace | None = None, books=None, skip=()
 ) -> list[int]:
     """Mark timed_out every running job past its deadline; returns their ids.
 
-    ``books``: the round's Books, already loaded under the books lock.
+    ``books``: the round's Books, already loaded under the books lock. ``skip``:
+    jobs a round set aside (gpupool.scheduler.quarantine): their stored data
+    gives no deadline to trust.
     """
     grace = grace or parse_grace(None)
     speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
+    skipped = set(skip)
     reaped = []
     for placement in repository.open_placements(session):
+        if placement.job_id in skipped:
+            continue
         speed = speeds[placement.pool.gpu_type.name]
         job = session.get(JobRow, placement.job_id)
-        deadline = grace.deadline(placement.started_at, job.hours, speed)
+        try:
+            deadline = grace.deadline(placement.started_at, job.hours, speed)
+        except (OverflowError, ValueError, ZeroDivisionError):
+            continue  # no deadline within the calendar (bad stored data, or a huge grace)
         if deadline > now:
             continue
         lock_for_ending(session)

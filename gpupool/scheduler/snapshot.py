@@ -19,6 +19,11 @@
   policy's params is behind it this quarter (ledger usage plus running jobs),
   against the platform's effective capacity.
 
+Every row passes the sanity gate (gpupool.scheduler.quarantine) as it is
+read: jobs whose own fields fail are left out for the round to fail; GPU
+types, pools, domains and orgs that fail are left out with what depends on
+them (pending jobs of such an org wait; running jobs there keep their GPUs).
+
 Rounds see thousands of jobs, so the platform is read with one Core select()
 per table (tuples, no ORM identity map) and the ledger is summed by the
 database; tests/test_snapshot.py checks this against the straightforward build.
@@ -27,13 +32,14 @@ database; tests/test_snapshot.py checks this against the straightforward build.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, replace
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gpupool import model
-from gpupool.scheduler import accounts, clock
+from gpupool.scheduler import accounts, clock, quarantine
 from gpupool.scheduler.orm import (
     DomainRow,
     GpuTypeRow,
@@ -62,26 +68,30 @@ def take_snapshot(
     books: object | None = None,
     policy: object | None = None,
     grace: object | None = None,
+    platform: _Platform | None = None,
 ) -> model.Snapshot:
     """``pricing``: the policy's flat SubsidyRules; ``books``: already loaded for this round;
-    ``grace``: the lifecycle.Grace the round reaps overdue jobs with (default: configured)."""
+    ``grace``: the lifecycle.Grace the round reaps overdue jobs with (default: configured);
+    ``platform``: the round's read_platform (read here if not given)."""
     from gpupool.scheduler import lifecycle
 
     moment = as_datetime(now)
     epoch = clock.to_epoch(moment)
     grace = grace or lifecycle.parse_grace(None)
+    if platform is None:
+        platform = _Platform.read(session)
     if books is None:
         books = accounts.load_books(session, epoch, rules=pricing, whole_ledger=False)
-    platform = _Platform.read(session)
     running = [
         replace(r, expected_end=max(r.expected_end, epoch))  # overdue: may end any moment
         for r in platform.running
         if _deadline(grace, r) > epoch  # past it, the round reaps it first
     ]
     free = {p.name: list(p.node_sizes()) for p in platform.pools}
-    for entry in running:
-        for node, gpus in entry.placement.nodes:
-            free[entry.placement.pool][node] -= gpus
+    taken = [(entry.placement.pool, entry.placement.nodes) for entry in running]
+    for pool, nodes in taken + platform.held_nodes:
+        for node, gpus in nodes:
+            free[pool][node] -= gpus
     pools, gpu_types = platform.pools, platform.gpu_types
     committed = _with_commitments(books, running, gpu_types, pools, epoch)
     return model.Snapshot(
@@ -106,7 +116,9 @@ class _Platform:
 
     Rounds see thousands of jobs: plain tuples skip the ORM's identity map and
     per-object bookkeeping, and joins are resolved through small id -> model
-    maps instead of per-row relationship loads.
+    maps instead of per-row relationship loads. Every row passes the sanity
+    gate (gpupool.scheduler.quarantine) on the way: what fails is left out and
+    named in ``verdict``.
     """
 
     gpu_types: dict[str, model.GpuType]
@@ -115,140 +127,238 @@ class _Platform:
     orgs: dict[str, model.Org]
     pending: list[model.Job]
     running: list[model.RunningJob]  # with an open placement; not yet filtered for deadlines
+    verdict: quarantine.Verdict
+    held_nodes: list[tuple[str, tuple[tuple[int, int], ...]]]  # stranded runs on pools we use
 
     @classmethod
     def read(cls, session: Session) -> _Platform:
-        types_by_id = {
-            row[0]: model.GpuType(
-                name=row[1], vendor=row[2], memory_gb=row[3], speed=row[4], domestic=row[5]
-            )
-            for row in session.execute(
-                select(
-                    GpuTypeRow.id,
-                    GpuTypeRow.name,
-                    GpuTypeRow.vendor,
-                    GpuTypeRow.memory_gb,
-                    GpuTypeRow.speed,
-                    GpuTypeRow.domestic,
-                ).order_by(GpuTypeRow.name)
-            )
-        }
-        pools_by_id = {
-            pool_id: model.Pool(
-                name=name,
-                site=site,
-                gpu_type=types_by_id[type_id].name,
-                gpus=gpus,
-                gpus_per_node=per_node,
-                price_per_gpu_hour=float(price),
-            )
-            for pool_id, name, site, type_id, gpus, per_node, price in session.execute(
-                select(
-                    PoolRow.id,
-                    PoolRow.name,
-                    PoolRow.site,
-                    PoolRow.gpu_type_id,
-                    PoolRow.gpus,
-                    PoolRow.gpus_per_node,
-                    PoolRow.price_per_gpu_hour,
-                ).order_by(PoolRow.name)
-            )
-        }
+        verdict = quarantine.Verdict()
+        types_by_id = _gpu_types(session, verdict)
+        pools_by_id = _pools(session, types_by_id, verdict)
         domains_by_id = {
             domain_id: model.Domain(name=name, weight=weight)
             for domain_id, name, weight in session.execute(
                 select(DomainRow.id, DomainRow.name, DomainRow.weight).order_by(DomainRow.name)
             )
         }
-        orgs_by_id = {
-            org_id: model.Org(
-                name=name,
-                domain=domains_by_id[domain_id].name,
-                budget=None if budget is None else float(budget),
+        orgs_by_id = _orgs(session, domains_by_id, verdict)
+        jobs = _Jobs(verdict, orgs_by_id, pools_by_id, types_by_id)
+        jobs.read(session)
+        return cls(
+            gpu_types={
+                t.name: t
+                for t in sorted(types_by_id.values(), key=lambda t: t.name)
+                if f"GPU type {t.name}" not in verdict.platform
+            },
+            pools=sorted((p for p in pools_by_id.values() if p is not None), key=lambda p: p.name),
+            domains={
+                d.name: d
+                for d in sorted(domains_by_id.values(), key=lambda d: d.name)
+                if f"domain {d.name}" not in verdict.platform
+            },
+            orgs={o.name: o for o in sorted(jobs.good_orgs(), key=lambda o: o.name)},
+            pending=jobs.pending,
+            running=jobs.running,
+            verdict=verdict,
+            held_nodes=jobs.held_nodes,
+        )
+
+
+def read_platform(session: Session) -> _Platform:
+    """The platform's rows, checked (a round reads it once, before its books)."""
+    return _Platform.read(session)
+
+
+def _gpu_types(session: Session, verdict) -> dict[int, model.GpuType]:
+    """Every GPU type; one whose speed fails the gate is set aside (its pools with it)."""
+    types = {}
+    for type_id, name, vendor, memory, speed, domestic in session.execute(
+        select(
+            GpuTypeRow.id,
+            GpuTypeRow.name,
+            GpuTypeRow.vendor,
+            GpuTypeRow.memory_gb,
+            GpuTypeRow.speed,
+            GpuTypeRow.domestic,
+        ).order_by(GpuTypeRow.name)
+    ):
+        problem = quarantine.gpu_type_problem(speed)
+        if problem is not None:
+            verdict.set_aside(f"GPU type {name}", problem)
+        types[type_id] = model.GpuType(
+            name=name, vendor=vendor, memory_gb=memory, speed=speed, domestic=domestic
+        )
+    return types
+
+
+def _pools(session: Session, types_by_id, verdict) -> dict[int, model.Pool | None]:
+    """Pool id -> Pool; None for a pool set aside (its own row, or its GPU type, is bad)."""
+    pools: dict[int, model.Pool | None] = {}
+    for pool_id, name, site, type_id, gpus, per_node, price in session.execute(
+        select(
+            PoolRow.id,
+            PoolRow.name,
+            PoolRow.site,
+            PoolRow.gpu_type_id,
+            PoolRow.gpus,
+            PoolRow.gpus_per_node,
+            PoolRow.price_per_gpu_hour,
+        ).order_by(PoolRow.name)
+    ):
+        gpu_type = types_by_id[type_id]
+        problem = quarantine.pool_problem(gpus, per_node, price)
+        if problem is None and f"GPU type {gpu_type.name}" in verdict.platform:
+            problem = f"its GPU type {gpu_type.name} is set aside"
+        if problem is not None:
+            verdict.set_aside(f"pool {name}", problem)
+            pools[pool_id] = None
+            continue
+        pools[pool_id] = model.Pool(
+            name=name,
+            site=site,
+            gpu_type=gpu_type.name,
+            gpus=gpus,
+            gpus_per_node=per_node,
+            price_per_gpu_hour=float(price),
+        )
+    return pools
+
+
+def _orgs(session: Session, domains_by_id, verdict) -> dict[int, model.Org | None]:
+    """Org id -> Org; None for an org set aside (its budget or its domain's weight is bad)."""
+    bad_domains = {}
+    for domain in domains_by_id.values():
+        problem = quarantine.domain_problem(domain.weight)
+        if problem is not None:
+            bad_domains[domain.name] = problem
+            verdict.set_aside(f"domain {domain.name}", problem)
+    orgs: dict[int, model.Org | None] = {}
+    for org_id, name, domain_id, budget in session.execute(
+        select(OrgRow.id, OrgRow.name, OrgRow.domain_id, OrgRow.budget).order_by(OrgRow.name)
+    ):
+        domain = domains_by_id[domain_id].name
+        problem = quarantine.org_problem(budget)
+        if problem is None and domain in bad_domains:
+            problem = f"its domain {domain} is set aside"
+        if problem is not None:
+            verdict.set_aside(f"organisation {name}", problem)
+            orgs[org_id] = None
+            continue
+        orgs[org_id] = model.Org(
+            name=name, domain=domain, budget=None if budget is None else float(budget)
+        )
+    return orgs
+
+
+class _Jobs:
+    """Pending jobs, and running jobs with their open placement, both in id order.
+
+    A job whose own fields fail the gate goes to ``verdict.jobs`` (the round
+    fails it); one whose org or pool is set aside is held (pending) or
+    stranded (running: left out, its GPUs still counted as taken).
+    """
+
+    def __init__(self, verdict, orgs_by_id, pools_by_id, types_by_id) -> None:
+        self.verdict = verdict
+        self.orgs_by_id = orgs_by_id
+        self.pools_by_id = pools_by_id
+        self.facts = {
+            pool_id: quarantine.PoolFacts(
+                pool.name,
+                pool.gpu_type,
+                _speed(pool, types_by_id),
+                pool.price_per_gpu_hour,
+                pool.nodes,
             )
-            for org_id, name, domain_id, budget in session.execute(
-                select(OrgRow.id, OrgRow.name, OrgRow.domain_id, OrgRow.budget).order_by(
-                    OrgRow.name
-                )
+            for pool_id, pool in pools_by_id.items()
+            if pool is not None
+        }
+        self.types = quarantine.type_facts(self.facts.values())
+        self.pending: list[model.Job] = []
+        self.running: list[model.RunningJob] = []
+        self.held_nodes: list[tuple[str, tuple[tuple[int, int], ...]]] = []
+
+    def good_orgs(self) -> list[model.Org]:
+        return [o for o in self.orgs_by_id.values() if o is not None]
+
+    def read(self, session: Session) -> None:
+        placements = {
+            job_id: (pool_id, nodes, started_at)
+            for job_id, pool_id, nodes, started_at in session.execute(
+                select(
+                    PlacementRow.job_id,
+                    PlacementRow.pool_id,
+                    PlacementRow.nodes,
+                    PlacementRow.started_at,
+                ).where(PlacementRow.ended_at.is_(None))
             )
         }
-        pending, running = _jobs(session, orgs_by_id, pools_by_id, types_by_id)
-        return cls(
-            gpu_types={t.name: t for t in sorted(types_by_id.values(), key=lambda t: t.name)},
-            pools=sorted(pools_by_id.values(), key=lambda p: p.name),
-            domains={d.name: d for d in sorted(domains_by_id.values(), key=lambda d: d.name)},
-            orgs={o.name: o for o in sorted(orgs_by_id.values(), key=lambda o: o.name)},
-            pending=pending,
-            running=running,
-        )
-
-
-def _jobs(session, orgs_by_id, pools_by_id, types_by_id):
-    """Pending jobs, and running jobs with their open placement, both in id order."""
-    placements = {
-        job_id: (pool_id, nodes, started_at)
-        for job_id, pool_id, nodes, started_at in session.execute(
+        org_names = dict(session.execute(select(OrgRow.id, OrgRow.name)).all())
+        query = (
             select(
-                PlacementRow.job_id,
-                PlacementRow.pool_id,
-                PlacementRow.nodes,
-                PlacementRow.started_at,
-            ).where(PlacementRow.ended_at.is_(None))
+                JobRow.id,
+                JobRow.state,
+                JobRow.org_id,
+                JobRow.gpus,
+                JobRow.hours,
+                JobRow.submitted_at,
+                JobRow.gpu_types,
+                JobRow.name,
+                JobRow.priority,
+            )
+            .where(JobRow.state.in_(("pending", "running")))
+            .order_by(JobRow.id)
         )
-    }
-    query = (
-        select(
-            JobRow.id,
-            JobRow.state,
-            JobRow.org_id,
-            JobRow.gpus,
-            JobRow.hours,
-            JobRow.submitted_at,
-            JobRow.gpu_types,
-            JobRow.name,
-            JobRow.priority,
-        )
-        .where(JobRow.state.in_(("pending", "running")))
-        .order_by(JobRow.id)
-    )
-    speeds = {pool_id: _speed(pool, types_by_id) for pool_id, pool in pools_by_id.items()}
-    pending, running = [], []
-    for job_id, state, org_id, gpus, hours, submitted, types, name, priority in session.execute(
-        query
-    ):
-        org = orgs_by_id[org_id]
-        job = model.Job(
-            id=job_id,
-            org=org.name,
-            domain=org.domain,
-            gpus=gpus,
-            hours=hours,
-            submitted_at=clock.to_epoch(submitted),
-            gpu_types=tuple(types or ()),
-            name=name,
-            priority=priority,
-        )
-        if state == "pending":
-            pending.append(job)
-            continue
-        placement = placements.get(job_id)
-        if placement is None:
-            continue  # a running job always has an open placement; tolerate old rows
+        for job_id, state, org_id, gpus, hours, submitted, types, name, priority in session.execute(
+            query
+        ):
+            problem = quarantine.job_problem(gpus, hours, priority, submitted, types, self.types)
+            if problem is not None:
+                self.verdict.jobs[job_id] = quarantine.job_reason(problem)
+                continue
+            org = self.orgs_by_id[org_id]
+            job = model.Job(
+                id=job_id,
+                org=org.name if org is not None else org_names[org_id],
+                domain=org.domain if org is not None else "",
+                gpus=gpus,
+                hours=hours,
+                submitted_at=clock.to_epoch(submitted),
+                gpu_types=tuple(types or ()),
+                name=name,
+                priority=priority,
+            )
+            if state == "pending":
+                if org is None:
+                    self.verdict.held[job_id] = quarantine.held_reason(f"organisation {job.org}")
+                else:
+                    self.pending.append(job)
+            elif job_id in placements:  # a running job always has one; tolerate old rows
+                self._running(job, org is not None, placements[job_id])
+
+    def _running(self, job: model.Job, org_ok: bool, placement) -> None:
         pool_id, nodes, started_at = placement
+        facts = self.facts.get(pool_id)
+        if facts is None:  # its pool is set aside: its GPUs are not ours to count
+            self.verdict.stranded.add(job.id)
+            return
+        problem = quarantine.placement_problem(nodes, started_at, facts)
+        if problem is not None:
+            self.verdict.jobs[job.id] = quarantine.job_reason(problem)
+            return
+        taken = tuple((int(node), int(used)) for node, used in nodes)
+        if not org_ok:  # left out with its org; reaped and charged as usual
+            self.held_nodes.append((facts.name, taken))
+            return
         started = clock.to_epoch(started_at)
-        running.append(
+        self.running.append(
             model.RunningJob(
                 job=job,
-                placement=model.Placement(
-                    job_id=job_id,
-                    pool=pools_by_id[pool_id].name,
-                    nodes=tuple((int(node), int(used)) for node, used in nodes),
-                ),
+                placement=model.Placement(job_id=job.id, pool=facts.name, nodes=taken),
                 started_at=started,
-                expected_end=started + hours / speeds[pool_id] * 3600.0,
+                expected_end=started + job.hours / facts.speed * 3600.0,
             )
         )
-    return pending, running
 
 
 def _speed(pool: model.Pool, types_by_id) -> float:
@@ -258,7 +368,10 @@ def _speed(pool: model.Pool, types_by_id) -> float:
 def _deadline(grace, run: model.RunningJob) -> float:
     started = clock.from_epoch(run.started_at)
     speed = run.job.hours * 3600.0 / (run.expected_end - run.started_at)
-    return clock.to_epoch(grace.deadline(started, run.job.hours, speed))
+    try:
+        return clock.to_epoch(grace.deadline(started, run.job.hours, speed))
+    except OverflowError:  # a grace beyond the calendar: never overdue
+        return math.inf
 
 
 def _with_commitments(books, running, gpu_types, pools, now: float):
