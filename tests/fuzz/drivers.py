@@ -242,7 +242,7 @@ def _add_step(command: str, opts: list[Opt]) -> st.SearchStrategy[Step]:
 
 
 def _refusal(option: str | None, value: v.Value) -> str | None:
-    return f"{option or 'NAME'} {value.refuse}" if value.refuse else None
+    return f"{option or 'argument'} {value.refuse}" if value.refuse else None
 
 
 # ---------------------------------------------------------------------------
