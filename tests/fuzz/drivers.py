@@ -214,7 +214,7 @@ def job_submit_opts(*, hostile_name: bool = False) -> list[Opt]:
         num("--priority", "0", "1", "-1", required=False),
         free_text("--key", "k1", "batch-7"),
         switch("--json"),
-    ]  # fmt: skip
+    ]
 
 
 def _store_first(setup: st.SearchStrategy[Step], main: st.SearchStrategy[Step]):
