@@ -23,7 +23,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from gpupool import model
+from gpupool import limits, model
 from gpupool.model import GpupoolError
 from gpupool.scheduler import clock, repository
 from gpupool.scheduler.orm import AuditLogRow, JobRow, UserRow
@@ -142,17 +142,14 @@ def visible_jobs(
 
 
 def add_user(session: Session, actor: str, name: str, role: str, org: str | None = None) -> UserRow:
-    name = (name or "").strip()
-    if not name:
-        raise GpupoolError("must not be empty", location="name")
+    name = limits.check_text(name or "", "name", limits.NAME)
     if role not in ROLES:
         raise GpupoolError(f"must be one of {', '.join(ROLES)}, got {role!r}", location="--role")
     bootstrapping = _bootstrapping(session)
     require_admin(session, actor, "add users", f"user {name}")
     if bootstrapping and name == actor and role != ADMIN:
         raise GpupoolError(f"the first user must be an admin, and {name} is you", location="--role")
-    if repository.find_user(session, name) is not None:
-        raise GpupoolError(f"a user named {name!r} already exists", location="name")
+    limits.check_unique(name, session.scalars(select(UserRow.name)), "user", "name")
     org_row = _org_for(session, role, org)
     if bootstrapping and name != actor:
         _insert_user(session, actor, actor, ADMIN, None)  # whoever bootstraps stays admin
