@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
+from gpupool import limits as lim
 from tests.fuzz import documents as docs
 from tests.fuzz import values as v
 from tests.fuzz.harness import BATCH, DOCUMENT, ONE_LINE, Step
@@ -70,8 +71,10 @@ def _plain(*texts: str) -> st.SearchStrategy:
     return st.sampled_from(texts).map(v.Value)
 
 
-def num(flag, *plain, required=True, multiple=False) -> Opt:
-    return Opt(flag, _plain(*plain), v.hostile_number(list(plain)), required, multiple)
+def num(flag, *plain, required=True, multiple=False, limit=None) -> Opt:
+    """A number; ``limit``: the gpupool.limits bound declared for it."""
+    hostile = v.hostile_number(list(plain), limit)
+    return Opt(flag, _plain(*plain), hostile, required, multiple)
 
 
 def name(flag, *plain, required=True, multiple=False) -> Opt:
@@ -122,7 +125,7 @@ def job_id(known: Known, *, states: tuple[str, ...] = ("running", "pending", "en
     ids = [str(i) for state in states for i in getattr(known, state)] or ["1"]
     plain = st.sampled_from(ids).map(v.Value)
     hostile = st.one_of(
-        v.hostile_number(ids + [str(known.next_job + 50)]),
+        v.hostile_number(ids + [str(known.next_job + 50)], lim.ID),
         st.sampled_from(["v1", "#1", "1 2", "-1", "0", "1.0", "٣"]).map(
             lambda t: v.Value(t, "non-ASCII digits in an id" if t == "٣" else None)
         ),
@@ -207,11 +210,11 @@ _HOSTILE_JOB_NAME = name("--name").always_hostile()
 def job_submit_opts(*, hostile_name: bool = False) -> list[Opt]:
     return [
         ref("--org", *ORGS),
-        num("--gpus", "1", "2", "8"),
-        num("--hours", "0.5", "1", "12"),
+        num("--gpus", "1", "2", "8", limit=lim.GPUS_PER_JOB),
+        num("--hours", "0.5", "1", "12", limit=lim.JOB_HOURS),
         ref("--gpu-type", *TYPES, required=False, multiple=True),
         _HOSTILE_JOB_NAME if hostile_name else name("--name", "train", "eval", required=False),
-        num("--priority", "0", "1", "-1", required=False),
+        num("--priority", "0", "1", "-1", required=False, limit=lim.PRIORITY),
         free_text("--key", "k1", "batch-7"),
         switch("--json"),
     ]
@@ -254,8 +257,8 @@ def gpu_type_add_opts() -> list[Opt]:
     return [
         name(None, "X200", "npu-9"),
         ref("--vendor", "NVIDIA", "Huawei"),
-        num("--memory", "80", "64"),
-        num("--speed", "1.0", "0.8", "2", required=False),
+        num("--memory", "80", "64", limit=lim.MEMORY_GB),
+        num("--speed", "1.0", "0.8", "2", required=False, limit=lim.SPEED),
         switch("--domestic"),
     ]
 
@@ -265,21 +268,24 @@ def pool_add_opts() -> list[Opt]:
         name(None, "fz-pool", "hz-a100"),
         ref("--site", "Hangzhou", "Beijing"),
         ref("--gpu-type", *TYPES),
-        num("--gpus", "16", "8", "64"),
-        num("--gpus-per-node", "8", "4", required=False),
-        num("--price", "12.0", "5", "0"),
+        num("--gpus", "16", "8", "64", limit=lim.POOL_GPUS),
+        num("--gpus-per-node", "8", "4", required=False, limit=lim.GPUS_PER_NODE),
+        num("--price", "12.0", "5", "0", limit=lim.PRICE),
     ]
 
 
 def domain_add_opts() -> list[Opt]:
-    return [name(None, "weather2", "science"), num("--weight", "1.0", "2.5", required=False)]
+    return [
+        name(None, "weather2", "science"),
+        num("--weight", "1.0", "2.5", required=False, limit=lim.WEIGHT),
+    ]
 
 
 def org_add_opts() -> list[Opt]:
     return [
         name(None, "fz-org", "new-lab"),
         ref("--domain", *DOMAINS),
-        num("--budget", "1000", "50000.5", required=False),
+        num("--budget", "1000", "50000.5", required=False, limit=lim.MONEY),
     ]
 
 
@@ -534,14 +540,14 @@ def programme_add_opts() -> list[Opt]:
     return [
         name(None, "fz-programme", "edu-2026"),
         period("--period", "2026-Q4", "quarterly", "2026"),
-        num("--budget", "1000", "250000", required=False),
+        num("--budget", "1000", "250000", required=False, limit=lim.MONEY),
         num("--rate", "0.5", "1", required=False),
         ref("--domain", *DOMAINS, required=False, multiple=True),
         ref("--org", *ORGS, required=False, multiple=True),
         pairs("--gpu-type-rate", "0.8"),
         pairs("--exchange", "1.5"),
         switch("--vouchers"),
-        num("--org-cap", "100", required=False),
+        num("--org-cap", "100", required=False, limit=lim.MONEY),
         word("--end", "expire", "carry-over:0.5", required=False),
         word("--when-exhausted", "wait", "full-price", required=False),
     ]
@@ -580,7 +586,7 @@ def voucher_award_opts() -> list[Opt]:
     return [
         ref(None, *ORGS),
         ref("--programme", VOUCHER_PROGRAMME),
-        num("--amount", "5", "0.5"),
+        num("--amount", "5", "0.5", limit=lim.VOUCHER_HOURS),
         instant("--expires", "2027-06-30", "2027-01-01T00:00:00Z"),
         instant("--at", "2026-12-01T00:00:00Z"),
     ]
@@ -638,9 +644,11 @@ def scheduler_run(known: Known):
     max_rounds = Opt(
         "--max-rounds",
         _plain("1"),
-        st.sampled_from(MAX_ROUNDS).map(lambda t: v.Value(t, v._number_refusal(t))),
+        st.sampled_from(MAX_ROUNDS).map(
+            lambda t: v.Value(t, v._number_refusal(t) or v._limit_refusal(t, lim.ROUNDS))
+        ),
     )
-    interval = num("--interval", "0", "0.01")
+    interval = num("--interval", "0", "0.01", limit=lim.INTERVAL_SECONDS)
     on_interval = [interval, fixed("--max-rounds", "1"), grace(), switch("--wait")]
     on_rounds = [max_rounds, fixed("--interval", "0"), grace(), switch("--wait")]
 
@@ -736,9 +744,9 @@ def simulate_run(known: Known):
     return _simulation(
         "simulate run",
         [
-            num("--seed", "0", "7", required=False),
-            num("--until", "2", "0.5", required=False),
-            num("--jobs", "5", "1", required=False),
+            num("--seed", "0", "7", required=False, limit=lim.SEED),
+            num("--until", "2", "0.5", required=False, limit=lim.SIM_HOURS),
+            num("--jobs", "5", "1", required=False, limit=lim.MAX_JOBS),
         ],
     )
 
@@ -747,10 +755,10 @@ def simulate_compare(known: Known):
     return _simulation(
         "simulate compare",
         [
-            num("--seeds", "1", "2"),
-            num("--until", "2", "0.5", required=False),
-            num("--jobs", "5", required=False),
-            num("--workers", "1", required=False),
+            num("--seeds", "1", "2", limit=lim.SEEDS),
+            num("--until", "2", "0.5", required=False, limit=lim.SIM_HOURS),
+            num("--jobs", "5", required=False, limit=lim.MAX_JOBS),
+            num("--workers", "1", required=False, limit=lim.WORKERS),
         ],
     )
 

@@ -3,7 +3,9 @@
 A ``Value`` is the text given on the command line and, when no sane limit could
 admit it, why (``refuse``): a number with non-ASCII digits or an underscore, a
 non-finite or astronomically large number, a name with control, bidi or
-zero-width characters or thousands of characters long. Values that a platform
+zero-width characters or thousands of characters long; and, for an option whose
+bound gpupool.limits declares, any value that bound does not admit (the limits
+are declared once and must hold at every entry). Values that a platform
 may accept or refuse (a 300-character name, 10^9 GPUs, the year 9999) carry no
 ``refuse``: for those only the general properties apply (exit 0 or 2, one line,
 no traceback, bounded, and the platform still working afterwards).
@@ -183,15 +185,35 @@ def _number_refusal(text: str) -> str | None:
     return None
 
 
-def hostile_number(plain: list[str]) -> st.SearchStrategy[Value]:
-    """A number field: ``plain`` good values, or a hostile number."""
+def _limit_refusal(text: str, limit) -> str | None:
+    """Why an option bounded by ``limit`` (a gpupool.limits.Limit) must refuse ``text``:
+    it is not a plain ASCII number, not whole where a whole one goes, or outside."""
+    from gpupool import limits
+
+    if not text.strip():
+        return None  # an empty option may mean "none" (no budget, no cap)
+    number = limits.to_number(text)
+    if number is None:
+        return f"{text[:60]!r}, not a plain number ({limit.label})"
+    if limit.integer and number != int(number):
+        return f"{text!r}, not a whole number ({limit.label})"
+    if not limit.holds(number):
+        return f"{text!r}, outside the declared limit on {limit.label}"
+    return None
+
+
+def hostile_number(plain: list[str], limit=None) -> st.SearchStrategy[Value]:
+    """A number field: ``plain`` good values, or a hostile number. With ``limit`` (the
+    gpupool.limits.Limit declared for the field), a value it does not admit must be refused."""
     pools = NOT_ASCII_NUMBERS + SPECIAL_FLOATS + HUGE_NUMBERS + SMALL + LARGE + SHAPES
     generated = st.one_of(
         st.integers(min_value=-(2**70), max_value=2**70).map(str),
         st.floats(allow_nan=True, allow_infinity=True).map(repr),
     )
     return st.one_of(st.sampled_from(pools), generated, st.sampled_from(plain)).map(
-        lambda text: Value(text, _number_refusal(text))
+        lambda text: Value(
+            text, _number_refusal(text) or (_limit_refusal(text, limit) if limit else None)
+        )
     )
 
 
