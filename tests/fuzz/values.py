@@ -94,7 +94,10 @@ HUGE = ["n" * 5_000, "[" * 20_000, "x" * 100_000]
 
 
 def _text_refusal(text: str) -> str | None:
-    """Why a name or other single-line field must refuse ``text`` (None: may accept)."""
+    """Why a name or other single-line field must refuse ``text`` (None: may accept).
+
+    Whitespace around a name (a trailing CR or tab) may be stripped instead."""
+    text = text.strip()
     if len(text) > 1_000:
         return f"a {len(text):,}-character name"
     for char in text:
