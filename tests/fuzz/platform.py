@@ -25,7 +25,9 @@ from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "admin"
-SUBMITTER = "alice"  # a submitter for pumc-hospital
+SUBMITTER = "alice"  # a submitter for pumc-hospital (registered by `init --demo`)
+AUDITOR = "audrey"  # `init --demo`'s auditor
+AGENT = "bj-agent"  # `init --demo`'s agent for the Beijing site
 VOUCHER_PROGRAMME = "compute-vouchers"
 
 Fingerprint = dict[str, tuple[str, ...]]
@@ -49,6 +51,7 @@ def build_demo(url: str) -> None:
     # the first admin is ADMIN; the demo registers SUBMITTER (pumc-hospital), an auditor
     # and an agent
     cli("init", "--demo", "--admin", ADMIN)
+    cli("token", "create", SUBMITTER, "--scope", "read")  # a token to list and revoke
     cli(
         "programme", "add", VOUCHER_PROGRAMME, "--period", "quarterly", "--budget", "5000",
         "--rate", "0.5", "--exchange", "Ascend-910B=1.5", "--org-cap", "800",
