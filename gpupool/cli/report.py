@@ -90,6 +90,31 @@ def _check_period(period: str | None) -> None:
             raise GpupoolError(exc.message, location="--period") from None
 
 
+# what --png may be: the chart's format follows the suffix (matplotlib's savefig)
+_IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def _check_outputs(csv_path: str | None, png_path: str | None) -> None:
+    """Refuse an output path that could not be written, before anything is read or written."""
+    from gpupool.model import GpupoolError
+
+    for option, path in (("--csv", csv_path), ("--png", png_path)):
+        if path is None:
+            continue
+        target = Path(path)
+        problem = None
+        if not path.strip():
+            problem = "must name a file"
+        elif option == "--png" and target.suffix.lower() not in _IMAGE_SUFFIXES:
+            problem = f"must end in {', '.join(_IMAGE_SUFFIXES)} (the chart's format), got {path!r}"
+        elif target.is_dir():
+            problem = f"{path!r} is a directory"
+        elif not target.parent.is_dir():
+            problem = f"no directory {str(target.parent)!r} to write {target.name!r} in"
+        if problem:
+            raise GpupoolError(problem, location=option)
+
+
 def _write_csv(rows: list[dict], path: str) -> None:
     if not rows:
         Path(path).write_text("")
@@ -117,6 +142,7 @@ def usage(
     if by not in _BY:
         raise GpupoolError(f"must be one of {', '.join(_BY)}, got {by!r}", location="--by")
     _check_period(period)
+    _check_outputs(csv_path, png_path)
     with work(ctx) as session:
         grant = authorize(session, actor(ctx), "report.read")  # a submitter: its own org's
         books = accounts.load_books(session)
@@ -145,6 +171,7 @@ def subsidies(
     from gpupool.scheduler import accounts
     from gpupool.scheduler.permissions import Denied, authorize
 
+    _check_outputs(csv_path, png_path)
     with work(ctx) as session:
         grant = authorize(session, actor(ctx), "report.read")  # a submitter: its own org's
         if png_path and not grant.everything:
