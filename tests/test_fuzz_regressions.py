@@ -45,6 +45,7 @@ def test_report_refuses_a_chart_suffix_it_cannot_draw_and_writes_nothing(
         ("--csv", "{tmp}/no/such/dir/t.csv", "no directory"),
         ("--png", "{tmp}/no/such/dir/t.png", "no directory"),
         ("--csv", " ", "must name a file"),
+        ("--csv", "{tmp}/\x1b[31m.csv", "control or format characters"),
     ],
 )
 def test_report_refuses_an_output_path_it_cannot_write(db, tmp_path, option, path, problem):

@@ -96,6 +96,8 @@ _IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 
 def _check_outputs(csv_path: str | None, png_path: str | None) -> None:
     """Refuse an output path that could not be written, before anything is read or written."""
+    import unicodedata
+
     from gpupool.model import GpupoolError
 
     for option, path in (("--csv", csv_path), ("--png", png_path)):
@@ -105,6 +107,8 @@ def _check_outputs(csv_path: str | None, png_path: str | None) -> None:
         problem = None
         if not path.strip():
             problem = "must name a file"
+        elif any(unicodedata.category(char) in ("Cc", "Cf") for char in path):
+            problem = "must not hold control or format characters"
         elif option == "--png" and target.suffix.lower() not in _IMAGE_SUFFIXES:
             problem = f"must end in {', '.join(_IMAGE_SUFFIXES)} (the chart's format), got {path!r}"
         elif target.is_dir():

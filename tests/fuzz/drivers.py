@@ -315,7 +315,7 @@ def job_submit_batch(known: Known):
         v.hostile_number(["1", "2"]),
         v.hostile_text(["pumc-hospital", "a"]),
     )
-    refusing = frozenset({"gpus", "hours", "priority", "name"})
+    refusing = frozenset({"gpus", "hours", "priority", "name", "key"})
     csv = docs.csv_document(docs.BATCH_CSV, "jobs.csv", cells, refusing)
     yml = docs.yaml_document(docs.BATCH_YAML, "jobs.yaml")
 
@@ -605,8 +605,13 @@ def voucher_list(known: Known):
 
 
 def _out_path(flag_: str, plain: str) -> Opt:
-    hostile = st.sampled_from([plain, "no/such/dir/out", ".", "[/].out", "\x1b[31m.out", ""])
-    return Opt(flag_, _plain(plain), hostile.map(v.Value), required=False)
+    """A report's output file; every hostile one is unwritable or not the option's format."""
+    unwritable = ["no/such/dir/out", ".", "[/].out", "\x1b[31m.out", ""]
+    hostile = st.one_of(
+        st.just(v.Value(plain)),
+        st.sampled_from(unwritable).map(lambda t: v.Value(t, "an unwritable output path")),
+    )
+    return Opt(flag_, _plain(plain), hostile, required=False)
 
 
 def report_usage(known: Known):
