@@ -66,14 +66,14 @@ class Step:
     """One CLI call: ``gpupool --db URL --as ACTOR *argv``."""
 
     argv: tuple[str, ...]
-    actor: str = "admin"
+    actor: str | None = "admin"  # None: the platform owner (no --as), always an admin
     db: str | None = None  # None: the platform under test
     shape: str = ONE_LINE  # what stderr may look like on exit 2
     refuse: str | None = None  # why this call must be refused (a value no limit admits)
     document: str | None = None  # the document path a DOCUMENT-shaped error names
 
     def describe(self) -> str:
-        who = "" if self.actor == "admin" else f"--as {self.actor!r} "
+        who = "" if self.actor is None else f"--as {_shell_word(self.actor)} "
         db = "" if self.db is None else f"--db {self.db!r} "
         return db + who + " ".join(_shell_word(a) for a in self.argv)
 
@@ -192,7 +192,8 @@ def _invoke(url: str, step: Step, baseline_kb: int) -> dict:
 
     from gpupool.cli.main import app
 
-    argv = ["--db", step.db if step.db is not None else url, "--as", step.actor, *step.argv]
+    who = [] if step.actor is None else ["--as", step.actor]
+    argv = ["--db", step.db if step.db is not None else url, *who, *step.argv]
     started = time.monotonic()
     result = CliRunner().invoke(app, argv, catch_exceptions=True)
     wall = time.monotonic() - started
