@@ -110,3 +110,37 @@ def test_simulate_run_error_during_the_run_is_one_line(tmp_path):
          f"--out={tmp_path / 'out'}", str(scenario)],
     )  # fmt: skip
     _one_error_line(result, "error: ")
+
+
+# --- serve: hostile listening options ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--port", "70000"),
+        ("--port", "٣"),
+        ("--port", "-1"),
+        ("--host", "[/]"),
+        ("--host", "256.1.1.1"),
+        ("--host", "127.0.0.1:8080"),
+        ("--workers", "0"),
+        ("--max-body", "1"),
+        ("--log-level", "[/]"),
+        ("--forwarded-allow-ips", "\x1b[31m*"),
+    ],
+)
+def test_serve_refuses_a_bad_listening_option_before_binding(tmp_path, monkeypatch, option, value):
+    import uvicorn
+
+    def bind(*args, **kwargs):
+        raise AssertionError(f"uvicorn.run reached with {kwargs.get('host')}:{kwargs.get('port')}")
+
+    monkeypatch.setattr(uvicorn, "run", bind)
+    plain = {"--host": "127.0.0.1", "--port": "0", "--workers": "1"}
+    argv = [f"{flag}={text}" for flag, text in plain.items() if flag != option]
+    result = CliRunner().invoke(
+        app, ["--db", f"sqlite:///{tmp_path / 'x.db'}", "serve", *argv, f"{option}={value}"]
+    )
+    _one_error_line(result, f"error: {option}: ")
+    assert not (tmp_path / "x.db").exists()  # refused before the database was touched
