@@ -1,8 +1,8 @@
-"""The defects the fuzz suite (tests/fuzz) found after issue 15's fixes, each as it was seen.
+"""Defects the fuzz suite (tests/fuzz) found after issue 15's fixes, each as it was seen.
 
-docs/fuzz-findings (the `fuzz` helper's log), state 4: an unknown chart suffix was a
-matplotlib traceback; a NUL in a batch row's key was stored on SQLite; an error raised
-once `simulate run` had started came after a blank line on stderr.
+An unknown chart suffix (`report usage --png=[/].out`) was a matplotlib traceback; a NUL
+in a batch row's key was stored on SQLite; an error raised once `simulate run` had
+started came after a blank line on stderr; `serve --port=70000` listened anyway.
 """
 
 from __future__ import annotations
