@@ -99,6 +99,7 @@ def _register() -> None:
         daemon,
         db_cmd,
         jobs,
+        login,
         policy,
         report,
         schedule,
@@ -120,6 +121,7 @@ def _register() -> None:
     app.add_typer(report.app, name="report", help="Accounting reports: usage, subsidies.")
     app.add_typer(vouchers.voucher_app, name="voucher", help="Compute vouchers: award, list.")
     admin.register(app)
+    login.register(app)
     schedule.register(app)
     serve.register(app)
 

@@ -14,11 +14,21 @@ scheduler and the simulator are imported inside the commands so that
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, echo, print_json, render, work
+from gpupool.cli.output import (
+    JSON_OPTION,
+    actor,
+    echo,
+    local_database,
+    platform,
+    print_json,
+    render,
+    work,
+)
 from gpupool.model import GpupoolError
 
 
@@ -33,14 +43,30 @@ app = typer.Typer(no_args_is_help=True, help="Policy documents: check, apply, hi
 
 def load_document_or_exit(path: Path):
     """The parsed PolicyDocument, or every problem on stderr (one per line) and exit 2."""
-    from gpupool.policies.document import PolicyDocumentError, load_policy_file
+    from gpupool.policies.document import load_policy_file
+
+    with document_problems_or_exit():
+        return load_policy_file(path)
+
+
+@contextmanager
+def document_problems_or_exit():
+    """A policy document's problems (found here or by the server) one per line, exit 2."""
+    from gpupool.policies.document import PolicyDocumentError
 
     try:
-        return load_policy_file(path)
+        yield
     except PolicyDocumentError as exc:
         for where, what in exc.problems:
             echo(f"{where}: {what}", err=True)
         raise typer.Exit(2) from None
+
+
+def _document_text(path: Path) -> str:
+    """The file's text, read as load_policy_file reads it (checked by it just before)."""
+    from gpupool.files import POLICY, read_text
+
+    return read_text(path, POLICY)
 
 
 @app.command()
@@ -63,14 +89,11 @@ def apply(
     comment: str = typer.Option("", "--comment", help="Why this change (kept in history)."),
 ) -> None:
     """Validate FILE, store it as a new version and make it the active policy (admins)."""
-    document = load_document_or_exit(file)  # before the database is touched at all
-    from gpupool.scheduler import policies_store, repository
-
-    with work(ctx) as session:
-        previous = repository.active_policy_row(session)
-        row = policies_store.apply_policy(session, actor(ctx), document, comment)
-    replaced = f"v{previous.version}" if previous is not None else "the FIFO default"
-    typer.echo(f"applied policy v{row.version} ({row.kind}); it replaces {replaced}")
+    load_document_or_exit(file)  # every problem, before the platform is asked at all
+    with document_problems_or_exit():
+        view = platform(ctx).apply_policy(_document_text(file), str(file), comment)
+    replaced = f"v{view['replaces']}" if view["replaces"] is not None else "the FIFO default"
+    typer.echo(f"applied policy v{view['version']} ({view['kind']}); it replaces {replaced}")
 
 
 @app.command()
@@ -80,16 +103,10 @@ def show(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show a stored policy version: who applied it, when, why, and its text."""
-    from gpupool.scheduler import policies_store
-
-    with work(ctx) as session:
-        authorize(session, actor(ctx), "policy.read")
-        number = None if version is None else policies_store.parse_version(version)
-        row = policies_store.get_version(session, number)
-        view = policies_store.version_view(row)
-        document = row.document
+    view = platform(ctx).show_policy(version)
+    document = view["document"]
     if as_json:
-        print_json({**view, "document": document})
+        print_json(view)
         return
     state = " (active)" if view["active"] else ""
     echo(f"version:    {view['version']}{state}")
@@ -102,11 +119,7 @@ def show(
 @app.command()
 def history(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List every policy version, oldest first; the active one is marked."""
-    from gpupool.scheduler import policies_store
-
-    with work(ctx) as session:
-        authorize(session, actor(ctx), "policy.read")
-        rows = [policies_store.version_view(r) for r in policies_store.list_versions(session)]
+    rows = platform(ctx).policy_history()
     if not rows and not as_json:
         typer.echo("no policy has been applied; rounds use the FIFO default")
         return
@@ -132,30 +145,17 @@ def diff(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """What changed between two versions: a summary, then a unified diff."""
-    from gpupool.scheduler import policies_store
-
-    with work(ctx) as session:
-        authorize(session, actor(ctx), "policy.read")
-        old = policies_store.parse_version(v1, location="V1")
-        new = policies_store.parse_version(v2, location="V2")
-        result = policies_store.diff_versions(session, old, new)
+    result = platform(ctx).diff_policies(v1, v2)
     if as_json:
-        print_json(
-            {
-                "old": result.old,
-                "new": result.new,
-                "changes": list(result.changes),
-                "diff": result.unified,
-            }
-        )
+        print_json(result)
         return
-    if not result.unified:
-        typer.echo(f"v{old} and v{new} are the same policy")
+    if not result["diff"]:
+        typer.echo(f"v{result['old']} and v{result['new']} are the same policy")
         return
-    for line in result.changes or ("no change in kind, domains or subsidies",):
+    for line in result["changes"] or ("no change in kind, domains or subsidies",):
         echo(f"* {line}")
     echo("")
-    echo(result.unified.rstrip("\n"), keep_newlines=True)
+    echo(result["diff"].rstrip("\n"), keep_newlines=True)
 
 
 @app.command()
@@ -165,15 +165,13 @@ def rollback(
     comment: str = typer.Option("", "--comment", help="Why (kept in history)."),
 ) -> None:
     """Make VERSION's document active again, as a new version (history is kept)."""
-    from gpupool.scheduler import policies_store, repository
-
-    with work(ctx) as session:
-        number = policies_store.parse_version(version)
-        previous = repository.active_policy_row(session)
-        row = policies_store.rollback_policy(session, actor(ctx), number, comment)
-    replaced = f"v{previous.version}" if previous is not None else "the FIFO default"
+    view = platform(ctx).rollback_policy(version, comment)
+    replaced = f"v{view['replaces']}" if view["replaces"] is not None else "the FIFO default"
+    raw = version.strip()  # valid: the platform parsed it
+    number = int(raw[1:] if raw[:1] in ("v", "V") else raw)
     typer.echo(
-        f"applied policy v{row.version} ({row.kind}), a copy of v{number}; it replaces {replaced}"
+        f"applied policy v{view['version']} ({view['kind']}), a copy of v{number}; "
+        f"it replaces {replaced}"
     )
 
 
@@ -192,6 +190,7 @@ def whatif(
 
     Nothing is written to the database.
     """
+    local_database(ctx, "policy whatif")  # the replay reads the recorded jobs directly
     document = load_document_or_exit(file)
     from gpupool.scheduler import clock
     from gpupool.scheduler.rounds import active_policy
