@@ -8,12 +8,12 @@ prints. There are two platforms, chosen once per command by :func:`connect`:
   GPUPOOL_DATABASE_URL, else the default SQLite file), as the platform owner or
   the ``--as`` user, each call one unit of work over the service layer;
 - gpupool.cli.remote.HttpPlatform: a `gpupool serve` (GPUPOOL_URL and
-  GPUPOOL_TOKEN, else what `gpupool login` saved), over httpx; the token says
+  GPUPOOL_TOKEN, else what `gpupool login` saved), over HTTP; the token says
   who acts. Problem details come back as the same GpupoolErrors, so a command
   prints the same ``error: <location>: <message>`` line and exits 2.
 
 So a command has one code path for both. Neither platform is imported until a
-command runs (sqlalchemy for the local one, httpx for the remote one).
+command runs (SQLAlchemy for the local one, http.client for the remote one).
 
 Which one: an explicit database (``--db`` or GPUPOOL_DATABASE_URL) means the
 local database; else GPUPOOL_URL (with GPUPOOL_TOKEN); else the saved login;

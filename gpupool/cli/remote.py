@@ -8,7 +8,10 @@ error's ``location: message`` line and ``field`` its location, so the CLI
 prints the same ``error:`` line and exits 2. A batch or policy document's
 ``errors`` come back one each, as a BatchError or PolicyDocumentError.
 
-Only httpx is imported here (when a command runs): no SQLAlchemy, no schema.
+The HTTP client is the standard library's http.client, one connection per
+command: a command makes one request, and httpx (with its TLS context built
+from certifi's bundle) would cost a `job submit` more than the whole request
+(benchmarks/README.md, "CLI start-up"). No SQLAlchemy, no schema check either.
 """
 
 from __future__ import annotations
@@ -43,22 +46,49 @@ class HttpPlatform:
     # --- the wire ------------------------------------------------------------
 
     def _call(self, method: str, path: str, *, json=None, params=None, errors=None):
-        import httpx
+        status, body = self._send(method, API + path + _query(params), json)
+        if status >= 400:
+            raise _error(status, body, errors)
+        return body
 
+    def _send(self, method: str, target: str, payload) -> tuple[int, object]:
+        """One request on a fresh connection: (status, decoded JSON body or None)."""
+        import http.client
+        import json
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        if parts.scheme == "https":
+            import ssl
+
+            connection = http.client.HTTPSConnection(
+                parts.hostname, parts.port, timeout=TIMEOUT_SECONDS,
+                context=ssl.create_default_context(),
+            )  # fmt: skip
+        else:
+            connection = http.client.HTTPConnection(
+                parts.hostname, parts.port, timeout=TIMEOUT_SECONDS
+            )
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        data = None
+        if payload is not None:
+            data = json.dumps(payload).encode("utf-8")
+            headers["Content-Type"] = "application/json"
         try:
-            with httpx.Client(base_url=self.url, timeout=TIMEOUT_SECONDS) as client:
-                response = client.request(
-                    method, API + path, json=json, params=_plain(params), headers=headers
-                )
-        except httpx.HTTPError as exc:
+            connection.request(method, parts.path.rstrip("/") + target, data, headers)
+            response = connection.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
             raise GpupoolError(
                 f"cannot reach the server {self.url}: {exc.__class__.__name__}: {exc}",
                 location="GPUPOOL_URL",
             ) from None
-        if response.status_code >= 400:
-            raise _error(response, errors)
-        return response.json()
+        finally:
+            connection.close()
+        try:
+            return response.status, json.loads(raw.decode("utf-8")) if raw else None
+        except ValueError:
+            return response.status, None
 
     # --- jobs ----------------------------------------------------------------
 
@@ -220,22 +250,18 @@ class HttpPlatform:
         return self._call("GET", "/reports/subsidies", params={"programme": programme})
 
 
-def _plain(params: dict | None) -> dict | None:
-    """Query parameters without the ones not given."""
-    if params is None:
-        return None
-    return {k: v for k, v in params.items() if v is not None and v != []}
+def _query(params: dict | None) -> str:
+    """``?a=1&state=x&state=y`` from the parameters given (None and [] left out)."""
+    from urllib.parse import urlencode
+
+    given = {k: v for k, v in (params or {}).items() if v is not None and v != []}
+    return "?" + urlencode(given, doseq=True) if given else ""
 
 
-def _error(response, errors: str | None) -> GpupoolError:
+def _error(status: int, body, errors: str | None) -> GpupoolError:
     """The GpupoolError a problem-details response stands for."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
     if not isinstance(body, dict):
         body = {}
-    status = response.status_code
     detail = str(body.get("detail") or f"the server answered {status}")
     items = body.get("errors") or []
     if errors == "batch" and items and status == 422:
