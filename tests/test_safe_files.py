@@ -126,7 +126,7 @@ def test_cli_policy_validate_and_simulate_run_refuse_deep_nesting(tmp_path):
 def test_cli_submit_batch_and_programme_file_refuse_deep_nesting(platform, tmp_path):
     deep = _write(tmp_path / "deep.yaml", "jobs: " + NESTED)
     where = "jobs" + "[0]" * 31
-    result = _cli("--db", platform, "--as", "bob", "job", "submit-batch", str(deep))
+    result = _cli("--db", platform, "--as", "admin", "job", "submit-batch", str(deep))
     _one_error(result, f"error: deep.yaml:1 {where}: {DEEP}")
     assert _rows(platform, JobRow) == 0
     programmes = _write(tmp_path / "p.yaml", "programmes: " + NESTED)
@@ -183,12 +183,12 @@ def test_yaml_that_only_tags_aliases_or_bad_scalars_could_make_is_located(text, 
 
 def test_duplicate_yaml_keys_and_csv_columns_in_batch_files(platform, tmp_path):
     yaml_file = _write(tmp_path / "dup.yaml", "- org: lab\n  gpus: 1\n  hours: 1\n  gpus: 8\n")
-    result = _cli("--db", platform, "--as", "bob", "job", "submit-batch", str(yaml_file))
+    result = _cli("--db", platform, "--as", "admin", "job", "submit-batch", str(yaml_file))
     _one_error(
         result, "error: dup.yaml:4 [0].gpus: duplicate key (first at line 2, again at line 4)"
     )
     csv_file = _write(tmp_path / "dup.csv", "org,gpus,hours,gpus\nlab,1,1,8\n")
-    result = _cli("--db", platform, "--as", "bob", "job", "submit-batch", str(csv_file))
+    result = _cli("--db", platform, "--as", "admin", "job", "submit-batch", str(csv_file))
     _one_error(result, "error: dup.csv:1 gpus: column given twice (columns 2 and 4)")
     assert _rows(platform, JobRow) == 0
 
@@ -313,7 +313,7 @@ def test_a_directory_is_refused(tmp_path):
 
 def test_a_utf8_bom_is_accepted_in_csv_and_yaml(platform, tmp_path):
     path = _write(tmp_path / "bom.csv", "\ufefforg,gpus,hours\nlab,1,1\n")
-    result = _cli("--db", platform, "--as", "bob", "job", "submit-batch", str(path), "--json")
+    result = _cli("--db", platform, "--as", "admin", "job", "submit-batch", str(path), "--json")
     assert result.exit_code == 0, result.stderr
     assert [row["created"] for row in json.loads(result.stdout)] == [True]
     policy = _write(tmp_path / "p.yaml", "\ufeffkind: fifo\n")

@@ -92,7 +92,7 @@ def token_revoke(
     """Revoke a token now (admins: any; anyone: their own)."""
     view = platform(ctx).revoke_token(token_id)
     done = "revoked" if view["revoked_now"] else f"was already revoked at {view['revoked_at']}"
-    typer.echo(f"token {view['id']} of {view['user']} {done}")
+    echo(f"token {view['id']} of {view['user']} {done}")
 
 
 # --- audit log ---------------------------------------------------------------

@@ -53,7 +53,7 @@ ROLES = (ADMIN, SUBMITTER, AGENT, AUDITOR)
 OWNER = "@owner"
 
 # scopes a role is granted an operation over
-ALL, OWN_ORG, OWN_SITE, OWN = "every organisation", "own organisation", "own site", "own"
+ALL, OWN_ORG, OWN_SITE, OWN = "all", "own org", "own site", "own"
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def downgrade() -> None:
 
 
 def _create_audit_triggers() -> None:
-    if op.get_bind().dialect.name == "postgresql":
+    if op.get_context().dialect.name == "postgresql":
         op.execute(_PG_FUNCTION)
         for name, when in _PG_TRIGGERS.items():
             op.execute(
@@ -111,7 +111,7 @@ def _create_audit_triggers() -> None:
 
 
 def _drop_audit_triggers() -> None:
-    if op.get_bind().dialect.name == "postgresql":
+    if op.get_context().dialect.name == "postgresql":
         for name in _PG_TRIGGERS:
             op.execute(f"DROP TRIGGER IF EXISTS {name} ON audit_log")
         op.execute("DROP FUNCTION IF EXISTS gpupool_audit_log_append_only()")
