@@ -156,6 +156,17 @@ class Pool:
         full, rest = divmod(self.gpus, self.gpus_per_node)
         return (self.gpus_per_node,) * full + ((rest,) if rest else ())
 
+    def largest_gang(self) -> int:
+        """The largest gang fit_gang can place on this pool when it is empty: whole
+        nodes' worth, or the one partial node when there is no whole node. Computed
+        without node_sizes(): checks that ask this must not cost a pass per node."""
+        whole_nodes = self.gpus // self.gpus_per_node
+        return whole_nodes * self.gpus_per_node if whole_nodes else self.gpus
+
+    def fits_empty(self, gpus: int) -> bool:
+        """Whether fit_gang places a gang of ``gpus`` on this pool when it is empty."""
+        return 1 <= gpus <= self.largest_gang()
+
 
 @dataclass(frozen=True, slots=True)
 class Domain:

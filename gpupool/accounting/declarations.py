@@ -35,7 +35,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from gpupool.accounting.periods import PeriodSpec, label_bounds, parse_instant
+from gpupool import limits
+from gpupool.accounting.periods import PeriodSpec, is_label, label_bounds, parse_instant
 from gpupool.accounting.programmes import Programme, Voucher, default_expiry
 from gpupool.model import GpupoolError
 
@@ -116,16 +117,18 @@ def parse_vouchers(
 def _programme(entry: _Entry) -> Programme:
     _check_fields(entry, _PROGRAMME_FIELDS, required=("name",))
     fields = dict(
-        name=_text(entry, "name"),
+        name=_name(entry, "name"),
         period=_period(entry),
-        budget=_number(entry, "budget", None),
+        budget=_number(entry, "budget", None, limits.MONEY),
         domains=frozenset(_names(entry, "domains")),
         orgs=frozenset(_names(entry, "orgs")),
         rate=_share(entry, "rate", 1.0),
         gpu_type_rates=_numbers(entry, "gpu_type_rates", _is_share, "a share in [0, 1]"),
-        exchange_rates=_numbers(entry, "exchange_rates", _is_positive, "a number > 0"),
+        exchange_rates=_numbers(
+            entry, "exchange_rates", _is_positive, "a number > 0", limits.EXCHANGE_RATE
+        ),
         uses_vouchers=_flag(entry, "vouchers", False),
-        org_cap=_number(entry, "org_cap", None),
+        org_cap=_number(entry, "org_cap", None, limits.MONEY),
         carry_over=_end_of_period(entry),
         when_exhausted=_text(entry, "when_exhausted", "full_price"),
         spending_order=_text(entry, "spending_order", "earliest_expiry"),
@@ -140,7 +143,7 @@ def _programme(entry: _Entry) -> Programme:
 
 def _voucher(entry: _Entry, index: int, known: Mapping[str, Programme]) -> Voucher:
     _check_fields(entry, _VOUCHER_FIELDS, required=("org", "programme", "amount", "awarded_at"))
-    programme = _text(entry, "programme")
+    programme = limits.normalise(_text(entry, "programme"))
     if known and programme not in known:
         raise GpupoolError(f"no programme named {programme!r}", location=entry.where("programme"))
     if known and not known[programme].uses_vouchers:
@@ -151,16 +154,17 @@ def _voucher(entry: _Entry, index: int, known: Mapping[str, Programme]) -> Vouch
     expires_at = _instant(entry, "expires_at") if entry.get("expires_at") is not None else None
     if expires_at is None and programme in known:
         expires_at = default_expiry(known[programme], awarded_at)
-    amount = _number(entry, "amount", None)
+    amount = _number(entry, "amount", None, limits.VOUCHER_HOURS)
     voucher_id = entry.get("id", index)
     if isinstance(voucher_id, bool) or not isinstance(voucher_id, int) or voucher_id < 1:
         raise GpupoolError("a voucher id is a whole number >= 1", location=entry.where("id"))
+    limits.ID.check(voucher_id, entry.where("id"))
     fields = dict(
         id=voucher_id,
-        org=_text(entry, "org"),
+        org=limits.normalise(_text(entry, "org")),
         programme=programme,
         amount=amount,
-        balance=_number(entry, "balance", amount),
+        balance=_number(entry, "balance", amount, limits.VOUCHER_HOURS),
         awarded_at=awarded_at,
         expires_at=expires_at,
     )
@@ -181,7 +185,9 @@ def _period(entry: _Entry) -> PeriodSpec:
     if isinstance(value, str | int) and not isinstance(value, bool):
         try:
             start, end = label_bounds(str(value))
-        except GpupoolError:
+        except GpupoolError as exc:
+            if is_label(str(value)):  # well formed, but its year is outside the supported dates
+                raise GpupoolError(exc.message, location=where) from None
             raise GpupoolError(
                 f"period is a label like 2026-Q4, monthly|quarterly|yearly, or {{start, end}}; "
                 f"got {value!r}",
@@ -252,13 +258,18 @@ def _is_positive(value: Any) -> bool:
     return _is_number(value) and value > 0
 
 
-def _number(entry: _Entry, key: str, default: float | None) -> float | None:
+def _name(entry: _Entry, key: str) -> str:
+    """A name being declared: printable one-line text, NFKC-normalised (gpupool.limits)."""
+    return limits.check_text(_text(entry, key), entry.where(key), limits.NAME)
+
+
+def _number(entry: _Entry, key: str, default: float | None, limit: limits.Limit) -> float | None:
     value = entry.get(key, default)
     if value is None:
         return default
     if not (_is_number(value) and value >= 0):
         raise GpupoolError(f"expected a number >= 0, got {value!r}", location=entry.where(key))
-    return float(value)
+    return float(limit.check(value, entry.where(key)))
 
 
 def _share(entry: _Entry, key: str, default: float) -> float:
@@ -271,7 +282,11 @@ def _share(entry: _Entry, key: str, default: float) -> float:
 
 
 def _numbers(
-    entry: _Entry, key: str, valid: Callable[[Any], bool], expected: str
+    entry: _Entry,
+    key: str,
+    valid: Callable[[Any], bool],
+    expected: str,
+    limit: limits.Limit | None = None,
 ) -> dict[str, float]:
     value = entry.get(key) or {}
     if not isinstance(value, Mapping):
@@ -281,7 +296,12 @@ def _numbers(
             raise GpupoolError(
                 f"{name}: expected {expected}, got {number!r}", location=entry.where(key)
             )
-    return {str(name): float(number) for name, number in value.items()}
+        if limit is not None and not limit.holds(number):
+            raise GpupoolError(
+                f"{name}: must be {limit.span()} ({limit.label}), got {number!r}",
+                location=entry.where(key),
+            )
+    return {limits.normalise(str(name)): float(number) for name, number in value.items()}
 
 
 def _names(entry: _Entry, key: str) -> list[str]:
@@ -290,7 +310,7 @@ def _names(entry: _Entry, key: str) -> list[str]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise GpupoolError("expected a list of names", location=entry.where(key))
-    return value
+    return [limits.normalise(v) for v in value]
 
 
 def _flag(entry: _Entry, key: str, default: bool) -> bool:

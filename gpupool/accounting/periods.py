@@ -15,11 +15,12 @@ import math
 import re
 from dataclasses import dataclass
 
+from gpupool import limits
 from gpupool.model import GpupoolError
 
 CALENDAR_KINDS = ("month", "quarter", "year")
 _MONTHS_PER = {"month": 1, "quarter": 3, "year": 12}
-_LABEL = re.compile(r"^(\d{4})(?:-Q([1-4])|-(\d{2}))?$")
+_LABEL = re.compile(r"^(\d{4})(?:-Q([1-4])|-(\d{2}))?$", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +142,18 @@ def period_label(t: float, kind: str) -> str:
     return _period(t, kind)[2]
 
 
+def is_label(text: str) -> bool:
+    """Whether ``text`` is written like a period label (its year may still be unsupported)."""
+    return isinstance(text, str) and _LABEL.match(text) is not None
+
+
 def label_kind(label: str) -> str:
-    match = _LABEL.match(label)
+    match = _LABEL.match(label) if isinstance(label, str) else None
     if not match:
         raise GpupoolError(
             f"bad period label {label!r} (like 2026, 2026-Q4 or 2026-11)", location="period"
         )
+    limits.check_year(int(match.group(1)), "period", label)
     if match.group(2):
         return "quarter"
     return "month" if match.group(3) else "year"
@@ -195,18 +202,19 @@ def split(start: float, end: float, kind: str) -> list[tuple[str, float, float]]
 
 
 def parse_instant(value: object, location: str) -> float:
-    """An instant from YAML: epoch seconds, a date, a datetime, or ISO-8601 text (UTC)."""
+    """An instant from YAML: epoch seconds, a date, a datetime, or ISO-8601 text (UTC),
+    inside the supported window (gpupool.limits: 1970 to before 2200)."""
     if isinstance(value, bool):
         raise GpupoolError(f"expected a date or time, got {value!r}", location=location)
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise GpupoolError("time must be finite", location=location)
-        return float(value)
+        return limits.check_instant(value, location)
     if isinstance(value, dt.datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        return moment.timestamp()
+        return limits.check_moment(value, location).timestamp()
     if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC).timestamp()
+        moment = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+        return limits.check_moment(moment, location, value.isoformat()).timestamp()
     if isinstance(value, str):
         try:
             return parse_instant(dt.datetime.fromisoformat(value.strip()), location)

@@ -59,12 +59,13 @@ def run(
     ),
 ) -> None:
     """Run scheduling rounds continuously until SIGTERM / Ctrl-C."""
+    from gpupool import limits
     from gpupool.scheduler.daemon import run_daemon
     from gpupool.scheduler.lifecycle import parse_grace
     from gpupool.scheduler.service import non_negative_float, positive_int
 
-    seconds = non_negative_float(interval, "--interval")
-    rounds = None if max_rounds is None else positive_int(max_rounds, "--max-rounds")
+    seconds = non_negative_float(interval, "--interval", limits.INTERVAL_SECONDS)
+    rounds = None if max_rounds is None else positive_int(max_rounds, "--max-rounds", limits.ROUNDS)
     configure_logging()
     summary = run_daemon(
         local_database(ctx, "scheduler run"),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 
+from gpupool import limits
 from gpupool.cli.output import echo
 from gpupool.model import GpupoolError
 
@@ -22,17 +23,21 @@ app = typer.Typer(no_args_is_help=True)
 PROGRESS_PERIOD_S = 0.25  # redraw the bar at most four times a second
 
 
-def _number(text: str | None, option: str, *, integer: bool, minimum: float) -> float | None:
+def _number(
+    text: str | None, option: str, *, integer: bool, minimum: float, limit: limits.Limit
+) -> float | None:
+    """``text`` as a number (ASCII decimal, gpupool.limits) >= ``minimum`` within ``limit``."""
     if text is None:
         return None
-    try:
-        value = int(text) if integer else float(text)
-    except ValueError:
+    value = limits.to_number(text)
+    if value is not None and integer and not isinstance(value, int):
+        value = None
+    if value is None:
         kind = "an integer" if integer else "a number"
-        raise GpupoolError(f"must be {kind}, not {text!r}", location=option) from None
-    if not value >= minimum or value != value or value == float("inf"):
+        raise GpupoolError(f"must be {kind}, not {text!r}", location=option)
+    if value < minimum:
         raise GpupoolError(f"must be at least {minimum:g}, not {text}", location=option)
-    return value
+    return limit.check(value, option, text)
 
 
 def _out_dir(path: Path) -> Path:
@@ -77,9 +82,9 @@ def run(
         scenario=str(scenario),
         policy=str(policy),
         label=policy.stem,
-        seed=_number(seed, "--seed", integer=True, minimum=0),
-        until_hours=_number(until, "--until", integer=False, minimum=0),
-        max_jobs=_number(jobs, "--jobs", integer=True, minimum=1),
+        seed=_number(seed, "--seed", integer=True, minimum=0, limit=limits.SEED),
+        until_hours=_number(until, "--until", integer=False, minimum=0, limit=limits.SIM_HOURS),
+        max_jobs=_number(jobs, "--jobs", integer=True, minimum=1, limit=limits.MAX_JOBS),
     )
     out = _out_dir(out)
     inputs = load_inputs(request)  # bad files fail here, before the progress bar draws
@@ -234,10 +239,10 @@ def compare(
     from gpupool.simulations.compare import RunRequest, run_grid, scheme_labels
     from gpupool.simulations.scenario import load_scenario
 
-    count = int(_number(seeds, "--seeds", integer=True, minimum=1))
-    until_hours = _number(until, "--until", integer=False, minimum=0)
-    max_jobs = _number(jobs, "--jobs", integer=True, minimum=1)
-    processes = _number(workers, "--workers", integer=True, minimum=1)
+    count = int(_number(seeds, "--seeds", integer=True, minimum=1, limit=limits.SEEDS))
+    until_hours = _number(until, "--until", integer=False, minimum=0, limit=limits.SIM_HOURS)
+    max_jobs = _number(jobs, "--jobs", integer=True, minimum=1, limit=limits.MAX_JOBS)
+    processes = _number(workers, "--workers", integer=True, minimum=1, limit=limits.WORKERS)
     out = _out_dir(out)
     schemes = [(s, p) for s in scenario for p in policy]
     labels = _scheme_labels(scenario, policy, scheme_labels)

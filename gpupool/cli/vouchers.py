@@ -12,6 +12,7 @@ from __future__ import annotations
 import typer
 
 from gpupool.cli.output import JSON_OPTION, echo, platform, render
+from gpupool.limits import to_number
 
 programme_app = typer.Typer(no_args_is_help=True)
 voucher_app = typer.Typer(no_args_is_help=True)
@@ -42,13 +43,12 @@ class _OptionEntry(dict):
 
 
 def _number(text: str | None, option: str) -> float | str | None:
-    """Numbers stay numbers; anything else is handed on for the parser to reject."""
+    """Numbers (ASCII decimal text, gpupool.limits) stay numbers; anything else is
+    handed on for the parser to reject."""
     if text is None:
         return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
+    number = to_number(text)
+    return text if number is None else float(number)
 
 
 def _pairs(items: list[str], option: str) -> dict[str, float | str]:

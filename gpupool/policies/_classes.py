@@ -68,9 +68,7 @@ def pool_groups(snapshot: Snapshot) -> tuple[PoolGroup, ...]:
 
 def gang_fits_pool(gpus: int, pool: Pool) -> bool:
     """Whether an empty ``pool`` could ever hold the gang (fit_gang's shape rules)."""
-    if gpus <= pool.gpus_per_node:
-        return gpus <= max(pool.node_sizes())
-    return math.ceil(gpus / pool.gpus_per_node) <= pool.gpus // pool.gpus_per_node
+    return pool.fits_empty(gpus)
 
 
 def allowed_groups(jobs: Sequence[Job], groups: Sequence[PoolGroup]) -> dict[int, tuple[int, ...]]:

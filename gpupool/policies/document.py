@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 
-from gpupool import located_yaml
+from gpupool import limits, located_yaml
 from gpupool.accounting import SubsidyRules
 from gpupool.files import POLICY, FileError, read_text
 from gpupool.model import GpupoolError
@@ -289,25 +289,34 @@ class _Reader:
         rule: str = "",
         *,
         nullable: bool = False,
+        limit: limits.Limit = limits.POLICY_NUMBER,
     ) -> float | None:
         value = self.scalar(node)
         if value is None and nullable:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             self.error(node, path, "must be a number" + (" or null" if nullable else ""))
             return None
-        if not check(float(value)):
+        if not check(value):
             self.error(node, path, f"must be {rule}")
+            return None
+        if not limit.holds(value):  # before float(): a 400-digit integer overflows it
+            self.error(node, path, f"must be {limit.span()} ({limit.label})")
             return None
         return float(value)
 
-    def integer(self, node: yaml.Node, path: str, minimum: int = 0) -> int | None:
+    def integer(
+        self, node: yaml.Node, path: str, minimum: int = 0, limit: limits.Limit = limits.ID
+    ) -> int | None:
         value = self.scalar(node)
         if isinstance(value, bool) or not isinstance(value, int):
             self.error(node, path, "must be an integer")
             return None
         if value < minimum:
             self.error(node, path, f"must be >= {minimum}")
+            return None
+        if not limit.holds(value):
+            self.error(node, path, f"must be {limit.span()} ({limit.label})")
             return None
         return value
 
@@ -324,6 +333,17 @@ class _Reader:
             self.error(node, path, "must be a string")
             return None
         return value
+
+    def text(self, node: yaml.Node, path: str) -> str | None:
+        """A string that is printable one-line prose of bounded length (gpupool.limits)."""
+        value = self.string(node, path)
+        if value is None:
+            return None
+        try:
+            return limits.check_text(value, path, limits.COMMENT, allow_empty=True)
+        except GpupoolError as exc:
+            self.error(node, path, exc.message)
+            return None
 
     def rates(self, node: yaml.Node, path: str) -> dict[str, float]:
         entries = self.mapping(node, path) or {}
@@ -356,7 +376,7 @@ class _Reader:
         options = self.options(entries, cls)
         description = ""
         if "description" in entries:
-            description = self.string(entries["description"][1], "description") or ""
+            description = self.text(entries["description"][1], "description") or ""
         if cls is None or kind is None:
             return None
         return PolicyDocument(kind, params, options, text, self.source, description)
@@ -403,7 +423,9 @@ class _Reader:
             if fields is None:
                 continue
             if "weight" in fields:
-                weight = self.number(fields["weight"][1], f"{path}.weight", _positive, "> 0")
+                weight = self.number(
+                    fields["weight"][1], f"{path}.weight", _positive, "> 0", limit=limits.WEIGHT
+                )
                 if weight is not None:
                     weights[name] = weight
             share = self.share(fields, path)
@@ -444,7 +466,9 @@ class _Reader:
         for gpu_type, (_, count_node) in (
             self.mapping(guarantee["gpus"][1], f"{gpath}.gpus") or {}
         ).items():
-            count = self.integer(count_node, f"{gpath}.gpus.{gpu_type}")
+            count = self.integer(
+                count_node, f"{gpath}.gpus.{gpu_type}", limit=limits.GUARANTEE_GPUS
+            )
             if count is not None:
                 gpus[gpu_type] = count
         return DomainShare(gpus=gpus, borrow_limit=borrow)
@@ -478,7 +502,12 @@ class _Reader:
         for key in ("org_cap", "period_budget"):
             if key in fields:
                 values[key] = self.number(
-                    fields[key], f"subsidy.{key}", _non_negative, ">= 0", nullable=True
+                    fields[key],
+                    f"subsidy.{key}",
+                    _non_negative,
+                    ">= 0",
+                    nullable=True,
+                    limit=limits.MONEY,
                 )
         return SubsidyRules(**values)
 
@@ -505,13 +534,19 @@ class _Reader:
     def seed(self, entries) -> int:
         if "seed" not in entries:
             return _DEFAULTS.seed
-        value = self.integer(entries["seed"][1], "seed")
+        value = self.integer(entries["seed"][1], "seed", limit=limits.SEED)
         return _DEFAULTS.seed if value is None else value
 
     def time_limit(self, entries) -> float:
         if "time_limit_s" not in entries:
             return _DEFAULTS.time_limit_s
-        value = self.number(entries["time_limit_s"][1], "time_limit_s", _positive, "> 0")
+        value = self.number(
+            entries["time_limit_s"][1],
+            "time_limit_s",
+            _positive,
+            "> 0",
+            limit=limits.SOLVER_SECONDS,
+        )
         return _DEFAULTS.time_limit_s if value is None else value
 
     # -- kind options -----------------------------------------------------
@@ -554,7 +589,11 @@ class _Reader:
         value = _to_python(node, self)
         converted = _convert(value, annotation)
         if converted is _MISSING:
-            self.error(node, path, f"must be {_describe(annotation)}")
+            bound = limits.POLICY_NUMBER
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            out = number and not bound.holds(value)
+            beyond = f", {bound.span()} ({bound.label})" if out else ""
+            self.error(node, path, f"must be {_describe(annotation)}{beyond}")
         return converted
 
 
@@ -615,10 +654,11 @@ def _convert(value: Any, annotation: Any) -> Any:
     if annotation is bool:
         return value if isinstance(value, bool) else _MISSING
     if annotation is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _MISSING
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return value if ok and limits.POLICY_NUMBER.holds(value) else _MISSING
     if annotation is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return float(value) if ok else _MISSING
+        return float(value) if ok and limits.POLICY_NUMBER.holds(value) else _MISSING
     if isinstance(annotation, type):
         return value if isinstance(value, annotation) else _MISSING
     return value

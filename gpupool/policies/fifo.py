@@ -207,8 +207,8 @@ class PoolChoices:
     def never_fits(self, job: Job) -> bool:
         never = self._never.get((job.gpu_types, job.gpus))
         if never is None:
-            never = self._never[(job.gpu_types, job.gpus)] = all(
-                fit_gang(pool.node_sizes(), job.gpus, pool.gpus_per_node) is None
+            never = self._never[(job.gpu_types, job.gpus)] = not any(
+                pool.fits_empty(job.gpus)
                 for pool in self._by_name(job)  # the order is no matter: no probe quotes
             )
         return never
@@ -227,16 +227,12 @@ def _passed_cause(
 
 
 def _largest_gang(pool: Pool) -> int:
-    whole_nodes, rest = divmod(pool.gpus, pool.gpus_per_node)
-    return whole_nodes * pool.gpus_per_node if whole_nodes else rest
+    return pool.largest_gang()
 
 
 def never_fits(job: Job, snapshot: Snapshot) -> bool:
     """True if the gang would not fit even in an empty pool of an allowed type."""
-    return all(
-        fit_gang(pool.node_sizes(), job.gpus, pool.gpus_per_node) is None
-        for pool in allowed_pools(job, snapshot)
-    )
+    return not any(pool.fits_empty(job.gpus) for pool in allowed_pools(job, snapshot))
 
 
 class Admissions:

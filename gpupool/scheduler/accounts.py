@@ -34,7 +34,7 @@ from decimal import Decimal
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from gpupool import model
+from gpupool import limits, model
 from gpupool.accounting.books import USAGE_KINDS, Books, LedgerEntry
 from gpupool.accounting.periods import PeriodSpec, label_bounds, period_label
 from gpupool.accounting.programmes import Programme, Voucher
@@ -521,8 +521,8 @@ def add_programme(session: Session, actor: str, programme: Programme) -> Program
     from gpupool.scheduler import service
 
     service.require_admin(session, actor, "add subsidy programmes")
-    if session.scalar(select(ProgrammeRow.id).where(ProgrammeRow.name == programme.name)):
-        raise GpupoolError(f"a programme named {programme.name!r} already exists", location="name")
+    names = session.scalars(select(ProgrammeRow.name))
+    limits.check_unique(programme.name, names, "programme", "name")
     known_domains = {r.name for r in repository.list_domains(session)}
     for domain in sorted(programme.domains - known_domains):
         raise model.NotFound(f"no domain named {domain!r}", location="--domain")
@@ -560,8 +560,11 @@ def award_voucher(
     from gpupool.scheduler import service
 
     service.require_admin(session, actor, "award vouchers")
-    hours = service.positive_float(amount, "--amount", "a positive number of voucher hours")
-    repository.get_org(session, org, location="ORG")
+    hours = service.positive_float(
+        amount, "--amount", "a positive number of voucher hours", limits.VOUCHER_HOURS
+    )
+    org = repository.get_org(session, org, location="ORG").name
+    programme = limits.normalise(programme or "")
     moment = clock.to_epoch(now) if isinstance(now, dt.datetime) else now or clock.now_epoch()
     expiry = clock.to_epoch(expires_at) if isinstance(expires_at, dt.datetime) else expires_at
     if expiry is not None and expiry <= moment:

@@ -25,13 +25,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from gpupool import limits
 from gpupool.model import GpupoolError, JobState, TimeoutGrace, check_transition
 from gpupool.scheduler import clock, permissions, repository
 from gpupool.scheduler.orm import JobRow
 
 GRACE_ENV = "GPUPOOL_TIMEOUT_GRACE"
 DEFAULT_GRACE = "10%+5m"
-_GRACE_PART = re.compile(r"^(\d+(?:\.\d+)?)(%|m|min|h)$")
+_GRACE_PART = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(%|m|min|h)$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ def parse_grace(text: str | None, location: str = "--grace") -> Grace:
             fraction += number / 100
         else:
             minutes += number * (60 if unit == "h" else 1)
+    limits.GRACE_PERCENT.check(fraction * 100, location, text)
+    limits.GRACE_MINUTES.check(minutes, location, text)
     return Grace(fraction, minutes)
 
 
@@ -83,7 +86,8 @@ def parse_time(text: str, location: str = "--at") -> dt.datetime:
         raise GpupoolError(
             f"must be an ISO 8601 time like 2026-11-02T10:00:00Z, got {text!r}", location=location
         ) from None
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    moment = limits.check_moment(moment, location, text)
+    return moment.astimezone(dt.UTC)
 
 
 def finish_job(

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from gpupool import model
+from gpupool import limits, model
 from gpupool.model import GpupoolError
 from gpupool.scheduler import clock, repository
 from gpupool.scheduler.orm import AuditLogRow, JobRow, OrgRow, PoolRow, UserRow
@@ -412,16 +412,13 @@ def add_user(
     org: str | None = None,
     site: str | None = None,
 ) -> UserRow:
-    name = (name or "").strip()
-    if not name:
-        raise GpupoolError("must not be empty", location="name")
+    name = limits.check_text(name or "", "name", limits.NAME)
     if name.startswith("@"):
         raise GpupoolError("must not start with '@' (reserved)", location="name")
     if role not in ROLES:
         raise GpupoolError(f"must be one of {', '.join(ROLES)}, got {role!r}", location="--role")
     require_admin(session, actor, "add users", f"user {name}")
-    if repository.find_user(session, name) is not None:
-        raise GpupoolError(f"a user named {name!r} already exists", location="name")
+    limits.check_unique(name, session.scalars(select(UserRow.name)), "user", "name")
     org_row = _org_for(session, role, org)
     return _insert_user(session, actor, name, role, org_row, _site_for(session, role, site))
 

@@ -30,6 +30,7 @@ import yaml
 from sqlalchemy import false, select, text, update
 from sqlalchemy.orm import Session
 
+from gpupool import limits
 from gpupool.model import GpupoolError, NotFound
 from gpupool.scheduler import clock, repository, service
 from gpupool.scheduler.orm import PolicyVersionRow
@@ -51,6 +52,7 @@ def apply_policy(
 ) -> PolicyVersionRow:
     """Store a parsed PolicyDocument as a new version and make it active."""
     service.require_admin(session, actor, "apply policies", "policy")
+    comment = _comment(comment)
     return _activate(session, actor, document.kind, document.text, comment, now, "policy.apply")
 
 
@@ -72,6 +74,7 @@ def rollback_policy(
 ) -> PolicyVersionRow:
     """Make ``version``'s document active again, as a new version copying its text."""
     service.require_admin(session, actor, "roll back policies", f"policy v{version}")
+    comment = _comment(comment)
     old = get_version(session, version)
     active = repository.active_policy_row(session)
     if active is not None and active.version == old.version:
@@ -79,6 +82,11 @@ def rollback_policy(
     document = parse_stored(old)  # a version the current code can no longer read stays dead
     note = f"rollback to v{old.version}" + (f": {comment}" if comment else "")
     return _activate(session, actor, document.kind, old.document, note, now, "policy.rollback")
+
+
+def _comment(comment: str | None) -> str:
+    """Printable one-line text of bounded length (gpupool.limits), possibly empty."""
+    return limits.check_text(comment or "", "--comment", limits.COMMENT, allow_empty=True)
 
 
 def _activate(session, actor, kind, document_text, comment, now, action) -> PolicyVersionRow:
@@ -139,11 +147,12 @@ def parse_version(value: str | int, location: str = "VERSION") -> int:
     """``3`` or ``v3`` -> 3; anything else is a one-line error."""
     raw = str(value).strip()
     digits = raw[1:] if raw[:1] in ("v", "V") else raw
-    if not digits.isdigit() or int(digits) <= 0:
+    number = limits.to_number(digits) if digits.isascii() and digits.isdigit() else None
+    if number is None or number <= 0:
         raise GpupoolError(
             f"not a policy version: {raw!r} (expected e.g. 3 or v3)", location=location
         )
-    return int(digits)
+    return int(limits.ID.check(number, location, raw))
 
 
 def get_version(session: Session, version: int | None, location: str = "VERSION"):

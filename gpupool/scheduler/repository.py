@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gpupool import model
+from gpupool import limits, model
 from gpupool.scheduler import clock
 from gpupool.scheduler.orm import (
     DomainRow,
@@ -28,6 +28,9 @@ from gpupool.scheduler.orm import (
 
 
 def _by_name(session: Session, row_type, name: str, what: str, location: str):
+    """Names are stored NFKC-normalised (gpupool.limits); a lookup normalises what it is
+    given the same way and then matches exactly (case included)."""
+    name = limits.normalise(name) if isinstance(name, str) else name
     row = session.scalars(select(row_type).where(row_type.name == name)).one_or_none()
     if row is None:
         raise model.NotFound(f"no {what} named {name!r}", location=location)

@@ -17,7 +17,6 @@ prints; their keys are the model's field names and are a stable interface.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gpupool import model
+from gpupool import limits, model
 from gpupool.model import GpupoolError, JobState, check_transition
 from gpupool.scheduler import clock, lifecycle, permissions, repository
 from gpupool.scheduler.orm import (
@@ -61,50 +60,51 @@ audit = permissions.audit
 # ---------------------------------------------------------------------------
 
 
-def _name(value: str, location: str) -> str:
-    value = (value or "").strip()
-    if not value:
-        raise GpupoolError("must not be empty", location=location)
-    return value
+def _name(value: str, location: str, limit: limits.TextLimit = limits.NAME) -> str:
+    """Printable single-line text, NFKC-normalised (gpupool.limits.check_text)."""
+    return limits.check_text(value or "", location, limit)
 
 
-def positive_int(value: object, location: str) -> int:
-    if isinstance(value, bool):
+def positive_int(value: object, location: str, limit: limits.Limit = limits.ID) -> int:
+    """A whole number > 0 written in ASCII digits, within ``limit`` (gpupool.limits)."""
+    number = limits.to_number(value)
+    if number is None or number <= 0 or number != int(number):
         raise GpupoolError(f"must be a positive whole number, got {value!r}", location=location)
-    try:
-        number = float(str(value).strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise GpupoolError(
-            f"must be a positive whole number, got {value!r}", location=location
-        ) from None
-    if not math.isfinite(number) or number != int(number) or number <= 0:
-        raise GpupoolError(f"must be a positive whole number, got {value!r}", location=location)
-    return int(number)
+    return int(limit.check(int(number), location, value))
 
 
-def positive_float(value: object, location: str, what: str = "a positive number") -> float:
-    try:
-        number = float(value.strip()) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, AttributeError):
-        raise GpupoolError(f"must be {what}, got {value!r}", location=location) from None
-    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+def positive_float(
+    value: object,
+    location: str,
+    what: str = "a positive number",
+    limit: limits.Limit | None = None,
+) -> float:
+    """A number > 0 within ``limit`` (None: any finite number)."""
+    number = limits.to_number(value)
+    if number is None or number <= 0:
         raise GpupoolError(f"must be {what}, got {value!r}", location=location)
-    return number
+    return float(number if limit is None else limit.check(number, location, value))
 
 
-def non_negative_float(value: object, location: str) -> float:
-    try:
-        number = float(value.strip()) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, AttributeError):
-        raise GpupoolError(f"must be a number, got {value!r}", location=location) from None
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+def non_negative_float(value: object, location: str, limit: limits.Limit | None = None) -> float:
+    """A number >= 0 within ``limit`` (None: any finite number)."""
+    number = limits.to_number(value)
+    if number is None:
+        raise GpupoolError(f"must be a number, got {value!r}", location=location)
+    if number < 0:
         raise GpupoolError(f"must be zero or more, got {value!r}", location=location)
-    return number
+    return float(number if limit is None else limit.check(number, location, value))
+
+
+def whole_number(value: object, location: str, limit: limits.Limit) -> int:
+    """A whole number (of any sign) in ASCII digits, within ``limit``."""
+    return int(limits.read(value, limit, location))
 
 
 def _unique(session: Session, row_type, name: str, what: str, location: str) -> None:
-    if session.scalars(select(row_type.id).where(row_type.name == name)).first() is not None:
-        raise GpupoolError(f"a {what} named {name!r} already exists", location=location)
+    """Names are unique once NFKC-normalised and case-folded: ``PUMC-Hospital`` cannot
+    join ``pumc-hospital``. The names are few (platform objects), so they are compared here."""
+    limits.check_unique(name, session.scalars(select(row_type.name)), what, location)
 
 
 # ---------------------------------------------------------------------------
@@ -127,8 +127,8 @@ def add_gpu_type(
     row = GpuTypeRow(
         name=name,
         vendor=_name(vendor, "--vendor"),
-        memory_gb=positive_int(memory_gb, "--memory"),
-        speed=positive_float(speed, "--speed"),
+        memory_gb=positive_int(memory_gb, "--memory", limits.MEMORY_GB),
+        speed=positive_float(speed, "--speed", limit=limits.SPEED),
         domestic=bool(domestic),
     )
     session.add(row)
@@ -151,13 +151,18 @@ def add_pool(
     name = _name(name, "name")
     _unique(session, PoolRow, name, "pool", "name")
     type_row = repository.get_gpu_type(session, gpu_type, location="--gpu-type")
+    gpus = positive_int(gpus, "--gpus", limits.POOL_GPUS)
+    per_node = positive_int(gpus_per_node, "--gpus-per-node", limits.GPUS_PER_NODE)
+    limits.POOL_NODES.check(-(-gpus // per_node), "--gpus", f"{gpus} GPUs at {per_node} per node")
     row = PoolRow(
         name=name,
         site=_name(site, "--site"),
         gpu_type_id=type_row.id,
-        gpus=positive_int(gpus, "--gpus"),
-        gpus_per_node=positive_int(gpus_per_node, "--gpus-per-node"),
-        price_per_gpu_hour=clock.cents(non_negative_float(price_per_gpu_hour, "--price")),
+        gpus=gpus,
+        gpus_per_node=per_node,
+        price_per_gpu_hour=clock.cents(
+            non_negative_float(price_per_gpu_hour, "--price", limits.PRICE)
+        ),
     )
     session.add(row)
     session.flush()
@@ -169,7 +174,7 @@ def add_domain(session: Session, actor: str, name: str, weight: float = 1.0) -> 
     require_admin(session, actor, "add domains")
     name = _name(name, "name")
     _unique(session, DomainRow, name, "domain", "name")
-    row = DomainRow(name=name, weight=positive_float(weight, "--weight"))
+    row = DomainRow(name=name, weight=positive_float(weight, "--weight", limit=limits.WEIGHT))
     session.add(row)
     session.flush()
     audit(session, actor, "domain.add", name, after=domain_view(row))
@@ -184,7 +189,7 @@ def add_org(
     _unique(session, OrgRow, name, "organisation", "name")
     domain_row = repository.get_domain(session, domain, location="--domain")
     if budget is not None:
-        budget = clock.cents(non_negative_float(budget, "--budget"))
+        budget = clock.cents(non_negative_float(budget, "--budget", limits.MONEY))
     row = OrgRow(name=name, domain_id=domain_row.id, budget=budget)
     session.add(row)
     session.flush()
@@ -224,25 +229,27 @@ class JobRequest:
             "gpu_types": "--gpu-type",
             "submit_key": "--key",
             "priority": "--priority",
+            "name": "--name",
         }.get(field_name, field_name)
 
 
 def max_gang(pool: model.Pool) -> int:
     """The largest gang gpupool.model.fit_gang can ever place on an empty ``pool``."""
-    whole_nodes = (pool.gpus // pool.gpus_per_node) * pool.gpus_per_node
-    return max(max(pool.node_sizes()), whole_nodes)
+    return pool.largest_gang()
 
 
 def _validate(session: Session, request: JobRequest) -> dict:
     org = repository.get_org(
         session, _name(request.org, request.location("org")), location=request.location("org")
     )
-    gpus = positive_int(request.gpus, request.location("gpus"))
-    hours = positive_float(request.hours, request.location("hours"), "a positive number of hours")
+    gpus = positive_int(request.gpus, request.location("gpus"), limits.GPUS_PER_JOB)
+    hours = positive_float(
+        request.hours, request.location("hours"), "a positive number of hours", limits.JOB_HOURS
+    )
     types = []
     for type_name in request.gpu_types:
-        type_name = type_name.strip()
-        repository.get_gpu_type(session, type_name, location=request.location("gpu_types"))
+        where = request.location("gpu_types")
+        type_name = repository.get_gpu_type(session, _name(type_name, where), location=where).name
         if type_name not in types:
             types.append(type_name)
     allowed = [p for p in repository.list_pools(session) if not types or p.gpu_type.name in types]
@@ -253,19 +260,18 @@ def _validate(session: Session, request: JobRequest) -> dict:
             f"asks for {gpus} GPUs but the largest gang any pool {scope}can hold is {largest}",
             location=request.location("gpus"),
         )
-    try:
-        priority = int(str(request.priority).strip() or 0)
-    except ValueError:
-        raise GpupoolError(
-            f"must be a whole number, got {request.priority!r}",
-            location=request.location("priority"),
-        ) from None
+    priority = request.priority
+    if isinstance(priority, str) and not priority.strip():
+        priority = 0
+    priority = whole_number(priority, request.location("priority"), limits.PRIORITY)
+    where = request.location("name")
+    name = limits.check_text(request.name or "", where, limits.JOB_NAME, allow_empty=True)
     return dict(
         org_id=org.id,
         gpus=gpus,
         hours=hours,
         gpu_types=types,
-        name=(request.name or "").strip(),
+        name=name,
         priority=priority,
     )
 
@@ -309,7 +315,7 @@ def _require_own_orgs(session: Session, actor: str, requests: Sequence[JobReques
     grant = permissions.authorize(session, actor, "job.submit")
     for request in requests:
         permissions.check_priority(grant, request.priority, request.location("priority"))
-        if not grant.sees_org((request.org or "").strip()):
+        if not grant.sees_org(limits.normalise(request.org or "")):
             raise permissions.Denied(
                 f"{actor} submits for {grant.org_name} only, not {request.org!r}",
                 actor,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gpupool import limits
 from gpupool.model import GpupoolError, JobState
 from gpupool.scheduler import clock, repository
 from gpupool.scheduler.orm import JobRow, PlacementRow
@@ -41,7 +42,7 @@ HOUR = 3600.0
 MIN_ACTUAL_HOURS = 1.0 / HOUR  # a job that ended at once still occupies one second
 CANCELLED_UNSTARTED = "cancelled before starting"
 _ENDED = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT})
-_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
+_SPAN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([mhdw])\s*$", re.ASCII)
 _UNIT_HOURS = {"m": 1 / 60, "h": 1.0, "d": 24.0, "w": 168.0}
 
 
@@ -60,7 +61,7 @@ def _iso(value: str, location: str, expected: str) -> dt.datetime:
         moment = dt.datetime.fromisoformat(value.strip())
     except (ValueError, AttributeError):
         raise GpupoolError(f"expected {expected}, got {value!r}", location=location) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return limits.check_moment(moment, location, value)
 
 
 def parse_since(value: str, now: dt.datetime, location: str = "--since") -> dt.datetime:
@@ -70,6 +71,11 @@ def parse_since(value: str, now: dt.datetime, location: str = "--since") -> dt.d
         hours = float(match.group(1)) * _UNIT_HOURS[match.group(2)]
         if hours <= 0:
             raise GpupoolError(f"must be a positive span, got {value!r}", location=location)
+        if hours > (now - limits.EARLIEST).total_seconds() / HOUR:  # before timedelta overflows
+            raise GpupoolError(
+                f"reaches back before 1970-01-01, the earliest supported date, got {value!r}",
+                location=location,
+            )
         return now - dt.timedelta(hours=hours)
     moment = _iso(value, location, "a span like 30d, 12h, 2w, 90m or an ISO date")
     if moment >= now:

@@ -34,9 +34,9 @@ from typing import NoReturn
 
 import yaml
 
-from gpupool import located_yaml
+from gpupool import limits, located_yaml
 from gpupool.files import SCENARIO, FileError
-from gpupool.model import Domain, GpuType, Org, Pool
+from gpupool.model import Domain, GpupoolError, GpuType, Org, Pool
 from gpupool.simulations.traces import (
     ScenarioError,
     TraceLoad,
@@ -49,6 +49,7 @@ from gpupool.simulations.workload import Scenario, SimJob
 __all__ = ["RawEntry", "ScenarioError", "load_scenario", "resolve_path"]
 
 PACKAGE_PREFIX = "package:"
+_FLOAT_CEILING = 1e300  # numbers without a domain limit must still convert to a float
 
 
 # ---------------------------------------------------------------------------
@@ -136,7 +137,16 @@ class _Node:
             self.fail(f"expected a name, got {self._kind()}")
         return self.node.value  # the raw text: a VC hash like 103959 stays a string
 
-    def number(self, *, minimum: float | None = None, positive: bool = False) -> float:
+    def number(
+        self,
+        *,
+        minimum: float | None = None,
+        positive: bool = False,
+        limit: limits.Limit | None = None,
+        upper_only: bool = False,
+    ) -> float:
+        """A number; within ``limit`` (gpupool.limits) when given, or only under its
+        ceiling with ``upper_only`` (where ``minimum`` already says what the floor is)."""
         value = self.value()
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             self.fail(f"expected a number, got {self.node.value!r}")
@@ -144,7 +154,16 @@ class _Node:
             self.fail(f"must be > 0, got {value}")
         if minimum is not None and value < minimum:
             self.fail(f"must be >= {minimum}, got {value}")
+        if limit is not None:
+            self.within(value, limit, upper_only=upper_only)
+        elif not -_FLOAT_CEILING <= value <= _FLOAT_CEILING:  # .inf, or too big for a float
+            self.fail(f"must be a finite number, got {self.node.value!r}")
         return float(value)
+
+    def within(self, value: float, limit: limits.Limit, *, upper_only: bool = False) -> None:
+        if value <= limit.high if upper_only else limit.holds(value):
+            return
+        self.fail(f"must be {limit.span()} ({limit.label}), got {self.node.value}")
 
     def share(self) -> float:
         value = self.number(minimum=0)
@@ -152,13 +171,29 @@ class _Node:
             self.fail(f"must be between 0 and 1, got {value}")
         return value
 
-    def integer(self, *, minimum: int | None = None) -> int:
+    def integer(
+        self,
+        *,
+        minimum: int | None = None,
+        limit: limits.Limit | None = None,
+        upper_only: bool = False,
+    ) -> int:
         value = self.value()
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(f"expected a whole number, got {self.node.value!r}")
         if minimum is not None and value < minimum:
             self.fail(f"must be >= {minimum}, got {value}")
+        self.within(value, limit or limits.ID, upper_only=upper_only or limit is None)
         return value
+
+    def name(self) -> str:
+        """A name being declared or referred to: printable one-line text, NFKC-normalised."""
+        try:
+            return limits.check_text(self.text(), self.where())
+        except ScenarioError:
+            raise
+        except GpupoolError as exc:
+            self.fail(exc.message)
 
     def boolean(self) -> bool:
         value = self.value()
@@ -240,21 +275,41 @@ class _Platform:
     orgs: dict[str, Org]
 
 
+def _declared(section: _Node) -> list[tuple[str, _Node]]:
+    """The section's entries under their checked names (gpupool.limits: printable, one
+    line, NFKC); two names that differ only in case or form are refused."""
+    entries: list[tuple[str, _Node]] = []
+    for key, node in section.mapping().items():
+        name = section.key(key).name()
+        try:
+            limits.check_unique(name, (n for n, _ in entries), "key", node.where())
+        except GpupoolError as exc:
+            section.key(key).fail(exc.message)
+        entries.append((name, node))
+    return entries
+
+
 def _gpu_types(section: _Node) -> tuple[dict[str, GpuType], dict[str, float]]:
     types, prices = {}, {}
-    for name, node in section.mapping().items():
+    for name, node in _declared(section):
         spec = node.fields(
             optional=("vendor", "memory_gb", "speed", "domestic", "price_per_gpu_hour")
         )
         types[name] = GpuType(
             name=name,
-            vendor=spec["vendor"].text() if "vendor" in spec else "",
-            memory_gb=spec["memory_gb"].integer(minimum=0) if "memory_gb" in spec else 0,
-            speed=spec["speed"].number(positive=True) if "speed" in spec else 1.0,
+            vendor=spec["vendor"].name() if "vendor" in spec else "",
+            memory_gb=(
+                spec["memory_gb"].integer(minimum=0, limit=limits.MEMORY_GB, upper_only=True)
+                if "memory_gb" in spec
+                else 0
+            ),
+            speed=spec["speed"].number(positive=True, limit=limits.SPEED)
+            if "speed" in spec
+            else 1.0,
             domestic=spec["domestic"].boolean() if "domestic" in spec else False,
         )
         if "price_per_gpu_hour" in spec:
-            prices[name] = spec["price_per_gpu_hour"].number(minimum=0)
+            prices[name] = spec["price_per_gpu_hour"].number(minimum=0, limit=limits.PRICE)
     if not types:
         section.fail("declare at least one GPU type")
     return types, prices
@@ -262,25 +317,29 @@ def _gpu_types(section: _Node) -> tuple[dict[str, GpuType], dict[str, float]]:
 
 def _pools(section: _Node, types: Mapping[str, GpuType], prices: Mapping[str, float]) -> list:
     pools = []
-    for name, node in section.mapping().items():
+    for name, node in _declared(section):
         spec = node.fields(
             required=("site", "gpu_type", "gpus", "gpus_per_node"),
             optional=("price_per_gpu_hour",),
         )
         gpu_type = _known(spec["gpu_type"], types, "GPU type")
         if "price_per_gpu_hour" in spec:
-            price = spec["price_per_gpu_hour"].number(minimum=0)
+            price = spec["price_per_gpu_hour"].number(minimum=0, limit=limits.PRICE)
         elif gpu_type in prices:
             price = prices[gpu_type]
         else:
             node.fail(f"no price: set price_per_gpu_hour here or on GPU type {gpu_type}")
+        gpus = spec["gpus"].integer(minimum=1, limit=limits.POOL_GPUS)
+        per_node = spec["gpus_per_node"].integer(minimum=1, limit=limits.GPUS_PER_NODE)
+        if not limits.POOL_NODES.holds(-(-gpus // per_node)):
+            spec["gpus"].within(-(-gpus // per_node), limits.POOL_NODES)
         pools.append(
             Pool(
                 name=name,
-                site=spec["site"].text(),
+                site=spec["site"].name(),
                 gpu_type=gpu_type,
-                gpus=spec["gpus"].integer(minimum=1),
-                gpus_per_node=spec["gpus_per_node"].integer(minimum=1),
+                gpus=gpus,
+                gpus_per_node=per_node,
                 price_per_gpu_hour=price,
             )
         )
@@ -288,7 +347,7 @@ def _pools(section: _Node, types: Mapping[str, GpuType], prices: Mapping[str, fl
 
 
 def _known(node: _Node, names: Mapping[str, object], what: str) -> str:
-    name = node.text()
+    name = node.name()
     if name not in names:
         node.fail(f"unknown {what} {name!r} (known: {', '.join(sorted(names)) or 'none'})")
     return name
@@ -296,9 +355,11 @@ def _known(node: _Node, names: Mapping[str, object], what: str) -> str:
 
 def _domains(section: _Node) -> dict[str, Domain]:
     domains = {}
-    for name, node in section.mapping().items():
+    for name, node in _declared(section):
         spec = {} if node.is_null() else node.fields(optional=("weight", "description"))
-        weight = spec["weight"].number(positive=True) if "weight" in spec else 1.0
+        weight = (
+            spec["weight"].number(positive=True, limit=limits.WEIGHT) if "weight" in spec else 1.0
+        )
         domains[name] = Domain(name=name, weight=weight)
     if not domains:
         section.fail("declare at least one domain")
@@ -307,13 +368,17 @@ def _domains(section: _Node) -> dict[str, Domain]:
 
 def _orgs(section: _Node, domains: Mapping[str, Domain]) -> dict[str, Org]:
     orgs = {}
-    for name, node in section.mapping().items():
+    for name, node in _declared(section):
         spec = node.fields(required=("domain",), optional=("budget", "description"))
         budget = spec.get("budget")
         orgs[name] = Org(
             name=name,
             domain=_known(spec["domain"], domains, "domain"),
-            budget=None if budget is None or budget.is_null() else budget.number(minimum=0),
+            budget=(
+                None
+                if budget is None or budget.is_null()
+                else budget.number(minimum=0, limit=limits.MONEY)
+            ),
         )
     if not orgs:
         section.fail("declare at least one org")
@@ -342,15 +407,23 @@ class _Context:
 def _synthetic(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) -> _Loaded:
     from gpupool.simulations.synthetic import generate
 
-    horizon = spec["hours"].number(positive=True)
+    horizon = spec["hours"].number(positive=True, limit=limits.SIM_HOURS)
     section = spec["domains"]
     streams = []
-    for domain, node in section.mapping().items():
+    for key, node in section.mapping().items():
+        domain = section.key(key).name()
         if domain not in platform.domains:
-            section.key(domain).fail(f"unknown domain {domain!r}")
+            section.key(key).fail(f"unknown domain {domain!r}")
         streams.append(_stream(domain, node, platform))
     if not streams:
         spec["domains"].fail("declare at least one domain stream")
+    expected = sum(stream.rate_per_hour for stream in streams) * horizon
+    if not limits.SYNTHETIC_JOBS.holds(expected):  # drawn before anything else is checked
+        bound = limits.SYNTHETIC_JOBS
+        spec["hours"].fail(
+            f"streams' rate_per_hour x hours must be {bound.span()} ({bound.label}), "
+            f"got {expected:,.0f}"
+        )
     dropped: Counter[str] = Counter()
     jobs = _keep_placeable(generate(streams, horizon, ctx.seed), platform.pools, dropped)
     return _Loaded(jobs=jobs, dropped=dict(dropped), adjusted={})
@@ -374,12 +447,16 @@ def _stream(domain: str, node: _Node, platform: _Platform):
     return Stream(
         domain=domain,
         orgs=orgs,
-        rate_per_hour=spec["rate_per_hour"].number(positive=True),
+        rate_per_hour=spec["rate_per_hour"].number(positive=True, limit=limits.RATE_PER_HOUR),
         gang_sizes=sizes,
         gang_weights=weights,
         runtime=_runtime(spec["runtime_hours"]),
         gpu_types=_gpu_type_list(spec.get("gpu_types"), platform),
-        max_hours=spec["max_hours"].number(positive=True) if "max_hours" in spec else None,
+        max_hours=(
+            spec["max_hours"].number(positive=True, limit=limits.JOB_HOURS)
+            if "max_hours" in spec
+            else None
+        ),
     )
 
 
@@ -397,13 +474,17 @@ def _org_of(node: _Node, domain: str, platform: _Platform) -> str:
 def _gang_sizes(node: _Node) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """``gpus: 8`` (always 8) or ``gpus: {1: 0.7, 8: 0.3}`` (size: relative weight)."""
     if isinstance(node.node, yaml.ScalarNode):
-        return (node.integer(minimum=1),), (1.0,)
+        return (node.integer(minimum=1, limit=limits.GPUS_PER_JOB),), (1.0,)
     sizes, weights = [], []
     for size_text, weight in node.mapping().items():
-        if not size_text.isdigit() or int(size_text) < 1:
+        size = limits.to_number(size_text)
+        if not isinstance(size, int) or size < 1 or not size_text.strip().isdigit():
             weight.fail(f"a gang size must be a whole number >= 1, got {size_text!r}")
-        sizes.append(int(size_text))
-        weights.append(weight.number(positive=True))
+        if not limits.GPUS_PER_JOB.holds(size):
+            bound = limits.GPUS_PER_JOB
+            node.key(size_text).fail(f"must be {bound.span()} ({bound.label}), got {size_text}")
+        sizes.append(size)
+        weights.append(weight.number(positive=True, limit=limits.WEIGHT))
     if not sizes:
         node.fail("give at least one gang size")
     return tuple(sizes), tuple(weights)
@@ -414,22 +495,29 @@ def _runtime(node: _Node):
     ``{exponential: {mean}}``, ``{uniform: {low, high}}``, ``{fixed: hours}``."""
     from gpupool.simulations import synthetic as syn
 
+    hours = limits.JOB_HOURS
     if isinstance(node.node, yaml.ScalarNode):
-        return syn.Fixed(node.number(positive=True))
+        return syn.Fixed(node.number(positive=True, limit=hours))
     kinds = ("exponential", "fixed", "lognormal", "uniform")
     spec = node.fields(optional=kinds)
     if len(spec) != 1:
         node.fail(f"give exactly one of: {', '.join(kinds)}")
     ((kind, body),) = spec.items()
     if kind == "fixed":
-        return syn.Fixed(body.number(positive=True))
+        return syn.Fixed(body.number(positive=True, limit=hours))
     if kind == "exponential":
-        return syn.Exponential(body.fields(required=("mean",))["mean"].number(positive=True))
+        return syn.Exponential(
+            body.fields(required=("mean",))["mean"].number(positive=True, limit=hours)
+        )
     if kind == "lognormal":
         args = body.fields(required=("median", "sigma"))
-        return syn.LogNormal(args["median"].number(positive=True), args["sigma"].number(minimum=0))
+        return syn.LogNormal(
+            args["median"].number(positive=True, limit=hours),
+            args["sigma"].number(minimum=0, limit=limits.SIGMA),
+        )
     args = body.fields(required=("low", "high"))
-    low, high = args["low"].number(minimum=0), args["high"].number(minimum=0)
+    low = args["low"].number(minimum=0, limit=hours, upper_only=True)
+    high = args["high"].number(minimum=0, limit=hours, upper_only=True)
     if high <= low:
         args["high"].fail(f"must be > low ({low}), got {high}")
     return syn.Uniform(low, high)
@@ -453,7 +541,9 @@ def _philly(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) -> _L
         orgs=platform.orgs,
         gpu_types=_gpu_type_list(spec.get("gpu_types"), platform),
         pools=platform.pools,
-        min_duration_s=spec["min_duration_s"].number(minimum=0) if "min_duration_s" in spec else 0,
+        min_duration_s=(
+            spec["min_duration_s"].number(minimum=0) if "min_duration_s" in spec else 0
+        ),
     )
     return _from_trace(load)
 
@@ -481,7 +571,7 @@ def _alibaba(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) -> _
 
 def _node_pools(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) -> tuple:
     nodes = spec["nodes"]
-    site = spec["site"].text() if "site" in spec else "alibaba"
+    site = spec["site"].name() if "site" in spec else "alibaba"
     pools = load_alibaba_nodes(_input_file(nodes, ctx.base_dir), site=site, prices={})
     for model in sorted({pool.gpu_type for pool in pools}):
         if model not in platform.gpu_types:
@@ -535,8 +625,9 @@ def _estimate(node: _Node | None):
     if len(spec) != 1:
         node.fail("give exactly one of: factor, noisy")
     if "factor" in spec:
-        return syn.Factor(spec["factor"].number(positive=True))
-    return syn.Noisy(spec["noisy"].fields(required=("sigma",))["sigma"].number(minimum=0))
+        return syn.Factor(spec["factor"].number(positive=True, limit=limits.SCALE))
+    sigma = spec["noisy"].fields(required=("sigma",))["sigma"]
+    return syn.Noisy(sigma.number(minimum=0, limit=limits.SIGMA))
 
 
 # ---------------------------------------------------------------------------
@@ -585,7 +676,7 @@ def load_scenario(
     path = Path(path)
     root, _ = _compose(path, str(path))
     top = root.fields(required=("gpu_types", "domains", "orgs", "workload"), optional=_TOP_KEYS)
-    file_seed = top["seed"].integer(minimum=0) if "seed" in top else 0
+    file_seed = top["seed"].integer(minimum=0, limit=limits.SEED) if "seed" in top else 0
     seed = file_seed if seed is None else seed
     platform = _platform(top)
     workload = top["workload"]
@@ -606,10 +697,12 @@ def load_scenario(
     if max_jobs is not None:
         jobs = jobs[:max_jobs]
     if "arrival_scale" in spec:
-        jobs = _scaled_arrivals(jobs, spec["arrival_scale"].number(positive=True))
+        jobs = _scaled_arrivals(
+            jobs, spec["arrival_scale"].number(positive=True, limit=limits.SCALE)
+        )
     jobs = _renumbered(apply_estimate(jobs, estimate, seed))
     return Scenario(
-        name=top["name"].text() if "name" in top else path.stem,
+        name=top["name"].name() if "name" in top else path.stem,
         gpu_types=platform.gpu_types,
         pools=pools,
         domains=platform.domains,

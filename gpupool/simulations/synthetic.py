@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gpupool.limits import MAX_JOB_HOURS
 from gpupool.model import Job
 from gpupool.simulations.workload import SimJob
 
@@ -112,9 +113,10 @@ def _draw(
     arrivals = np.sort(rng.uniform(0.0, horizon_hours * 3600.0, count))
     weights = np.asarray(stream.gang_weights, dtype=float)
     sizes = rng.choice(np.asarray(stream.gang_sizes), size=count, p=weights / weights.sum())
-    hours = np.maximum(stream.runtime.sample(rng, count), MIN_RUNTIME_HOURS)
-    if stream.max_hours is not None:
-        hours = np.minimum(hours, stream.max_hours)
+    # No job asks for more than the platform's limit (gpupool.limits): a heavy tail
+    # (sigma 10) would otherwise end jobs past the dates the simulator can represent.
+    cap = MAX_JOB_HOURS if stream.max_hours is None else min(stream.max_hours, MAX_JOB_HOURS)
+    hours = np.clip(stream.runtime.sample(rng, count), MIN_RUNTIME_HOURS, cap)
     org_index = rng.integers(0, len(stream.orgs), count)
     jobs = []
     for at, gpus, runtime, org in zip(arrivals, sizes, hours, org_index, strict=True):
@@ -174,7 +176,7 @@ def apply_estimate(jobs: Sequence[SimJob], estimate: Estimate, seed: int) -> tup
         return tuple(jobs)
     rng = np.random.default_rng([seed, 0xE57])  # a stream apart from the generators'
     actual = np.fromiter((sim.actual_hours for sim in jobs), dtype=float, count=len(jobs))
-    hours = estimate.estimates(actual, rng)
+    hours = np.minimum(estimate.estimates(actual, rng), MAX_JOB_HOURS)  # as users may ask
     return tuple(
         replace(sim, job=replace(sim.job, hours=float(value)))
         for sim, value in zip(jobs, hours, strict=True)

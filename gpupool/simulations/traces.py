@@ -31,18 +31,22 @@ states exactly what it left out. Decisions about real-world mess:
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gpupool import limits
 from gpupool.files import TRACE, FileError, csv_records, header_columns, read_lines
 from gpupool.model import GpupoolError, Job, Org, Pool
 from gpupool.simulations.workload import SimJob
 
 ALIBABA_SNAPSHOT_END_S = 12_902_960
+TRACE_SPAN_S = limits.LATEST_EPOCH - limits.EARLIEST_EPOCH  # the supported dates' span
+MAX_JOB_SECONDS = limits.MAX_JOB_HOURS * 3600
+TOO_LONG = f"longer than {limits.MAX_JOB_HOURS:,.0f} hours"  # the job-hours limit
+TOO_LARGE = "larger than any pool"
 # Trace times are compared without DST jumps: a time without a zone is taken
 # as UTC, and one with a zone is converted to UTC (the same instant).
 _EPOCH = datetime(1970, 1, 1)
@@ -136,12 +140,21 @@ def _rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, 
 
 
 def _number(text: str, path: Path, line: int, column: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
+    """A finite number in ASCII decimal notation (gpupool.limits.to_number)."""
+    value = limits.to_number(text)
+    if value is None:
         raise ScenarioError(f"not a number: {text!r}", location=f"{path}:{line} {column}")
+    return float(value)
+
+
+def _trace_seconds(text: str, path: Path, line: int, column: str) -> float:
+    """A time in seconds from the trace's start, inside the supported dates' span."""
+    value = _number(text, path, line, column)
+    if not 0 <= value <= TRACE_SPAN_S:
+        raise ScenarioError(
+            f"must be between 0 and {TRACE_SPAN_S:,.0f} seconds (1970 to 2200), got {text!r}",
+            location=f"{path}:{line} {column}",
+        )
     return value
 
 
@@ -187,7 +200,7 @@ def finish_jobs(
         largest = _largest_pools(pools)
         kept = [item for item in arrivals if item[3] <= largest(item[5])]
         if len(kept) != len(arrivals):
-            dropped["larger than any pool"] += len(arrivals) - len(kept)
+            dropped[TOO_LARGE] += len(arrivals) - len(kept)
         arrivals = kept
     origin = arrivals[0][0] if arrivals else 0.0
     return tuple(
@@ -259,6 +272,7 @@ def load_philly(
             at, sec, num, vcs = (table.columns[name] for name in PHILLY_COLUMNS)
         # Fast path for clean rows (82k rows in well under a second); anything
         # unusual goes through the checked path, which drops or raises.
+        numbers = cells[sec] + cells[num]
         try:
             submitted = (_fromiso(cells[at]) - _EPOCH).total_seconds()
             seconds = float(cells[sec])
@@ -268,9 +282,12 @@ def load_philly(
         org = targets.get(cells[vcs], fallback)
         if (
             submitted is None
-            or not min_duration_s <= seconds < math.inf
+            or not numbers.isascii()  # int() and float() read other scripts' digits
+            or "_" in numbers  # ... and 1_000
+            or not 0 <= submitted < TRACE_SPAN_S
+            or not min_duration_s <= seconds <= MAX_JOB_SECONDS
             or seconds <= 0
-            or gpus <= 0
+            or not 0 < gpus <= limits.MAX_POOL_GPUS
             or org is None
         ):
             values = (cells[at], cells[sec], cells[num], cells[vcs])
@@ -305,6 +322,9 @@ def _checked_philly_row(
             f"not a timestamp (YYYY-MM-DD HH:MM:SS): {row['timestamp']!r}",
             location=f"{path}:{line} timestamp",
         ) from None
+    if not 0 <= submitted < TRACE_SPAN_S:
+        refused = limits.outside_window(f"{path}:{line} timestamp", row["timestamp"])
+        raise ScenarioError(refused.message, location=refused.location)
     seconds = _number(row["duration"], path, line, "duration")
     gpus = _count(row["num_gpus"], path, line, "num_gpus")
     org = targets.get(row["cluster"].strip(), fallback)
@@ -322,8 +342,12 @@ def _philly_drop_reason(
 ) -> str | None:
     if gpus == 0:
         return "no gpus"
+    if gpus > limits.MAX_POOL_GPUS:
+        return TOO_LARGE
     if seconds <= 0:
         return "zero duration"
+    if seconds > MAX_JOB_SECONDS:
+        return TOO_LONG
     if seconds < min_duration_s:
         return "shorter than min_duration_s"
     if org is None:
@@ -393,15 +417,19 @@ class _PodContext:
                 self.dropped[f"missing {column}"] += 1
                 return None
         gpus = _count(row["num_gpu"], path, line, "num_gpu")
-        created = _number(row["creation_time"], path, line, "creation_time")
-        deleted = _number(row["deletion_time"], path, line, "deletion_time")
+        created = _trace_seconds(row["creation_time"], path, line, "creation_time")
+        deleted = _trace_seconds(row["deletion_time"], path, line, "deletion_time")
         if gpus == 0:
             return self._drop("cpu only")
+        if gpus > limits.MAX_POOL_GPUS:
+            return self._drop(TOO_LARGE)
         if not row["scheduled_time"].strip():
             return self._drop("never scheduled")
-        started = _number(row["scheduled_time"], path, line, "scheduled_time")
+        started = _trace_seconds(row["scheduled_time"], path, line, "scheduled_time")
         if deleted <= started:
             return self._drop("zero duration")
+        if deleted - started > MAX_JOB_SECONDS:
+            return self._drop(TOO_LONG)
         org = self.targets.get(row["qos"].strip(), self.fallback)
         if org is None:
             return self._drop("unmapped qos")
@@ -454,12 +482,16 @@ def load_alibaba_nodes(
             continue
         if not model:
             raise ScenarioError("a GPU node needs a model", location=f"{path}:{line} model")
+        limits.GPUS_PER_NODE.check(gpus, f"{path}:{line} gpu", row["gpu"])
         shapes[(model, gpus)] += 1
     sizes_per_model = Counter(model for model, _ in shapes)
     pools = []
     for (model, per_node), nodes in sorted(shapes.items()):
         name = model if sizes_per_model[model] == 1 else f"{model}-{per_node}gpu"
         price = (prices or {}).get(model, 0.0)
+        shown = f"{nodes} nodes of {per_node} GPUs ({model})"
+        limits.POOL_NODES.check(nodes, str(path), shown)
+        limits.POOL_GPUS.check(nodes * per_node, str(path), shown)
         pools.append(
             Pool(
                 name=name,

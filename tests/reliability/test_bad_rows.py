@@ -231,8 +231,10 @@ def test_an_active_policy_with_an_absurd_cap_falls_back_to_fifo(platform):
         result, active = run_active_round(session, now=T0, actor="admin")
     assert [s.job_id for s in result.started] == [job]
     assert (active.version, active.kind) == (None, "fifo")
+    # the document no longer parses (gpupool.limits bounds money in policy documents)
     assert result.set_aside == {
-        "policy v1": "invalid stored data: subsidy.org_cap=1e+30 beyond 1e+12"
+        "policy v1": "invalid stored data: PolicyDocumentError: policy v1:2 subsidy.org_cap: "
+        "must be between 0 and 100,000,000,000 (money per period)"
     }
     assert daemon.policy_label(active) == "FIFO (default; policy v1 set aside)"
     assert result.started[0].charge.subsidy == 0.0  # its subsidy rules are set aside with it
