@@ -9,7 +9,8 @@ line a script would run, each time a fresh process, ``--runs`` times per mode:
 - ``job list`` in both modes, for a command that goes through Typer.
 
 Prints one JSON line per case: {"command", "mode", "runs", "p50_ms", "p95_ms",
-"min_ms"}, and first the bare interpreter's start (``python -c pass``).
+"min_ms", "cpu_p50_ms" (user + system time of the process), "load_1min"}, and first
+the bare interpreter's start (``python -c pass``).
 
     .venv/bin/python benchmarks/cli_startup.py --runs 20
     PYTHONPATH=/path/to/other/checkout .venv/bin/python benchmarks/cli_startup.py --no-remote
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,32 +49,43 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-def _timed(command: list[str], env: dict[str, str], runs: int) -> list[float]:
-    """Wall times in ms of ``runs`` fresh processes, after one untimed warm-up (the
-    first run after an install compiles bytecode and fills the page cache)."""
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(command: list[str], env: dict[str, str], runs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU (user + system) times in ms of ``runs`` fresh processes, after one
+    untimed warm-up (the first run after an install compiles bytecode and fills the
+    page cache). On a busy machine wall time includes waiting for a core; CPU time
+    is close to what wall time would be on an idle one."""
     subprocess.run(command, capture_output=True, env=env, timeout=600)
-    times = []
+    walls, cpus = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        cpu, start = _cpu_seconds(), time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-        times.append((time.perf_counter() - start) * 1000)
+        walls.append((time.perf_counter() - start) * 1000)
+        cpus.append((_cpu_seconds() - cpu) * 1000)
         if done.returncode != 0:
             raise SystemExit(f"{command[3:]} failed: {done.stderr}")
-    return times
+    return walls, cpus
 
 
-def _line(command: str, mode: str, times: list[float]) -> None:
-    ordered = sorted(times)
+def _line(command: str, mode: str, timed: tuple[list[float], list[float]]) -> None:
+    walls, cpus = timed
+    ordered = sorted(walls)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     print(
         json.dumps(
             {
                 "command": command,
                 "mode": mode,
-                "runs": len(times),
-                "p50_ms": round(statistics.median(times), 1),
+                "runs": len(walls),
+                "p50_ms": round(statistics.median(walls), 1),
                 "p95_ms": round(p95, 1),
                 "min_ms": round(ordered[0], 1),
+                "cpu_p50_ms": round(statistics.median(cpus), 1),
+                "load_1min": round(os.getloadavg()[0], 2),
             }
         ),
         flush=True,
