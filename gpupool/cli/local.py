@@ -95,14 +95,15 @@ class LocalPlatform:
             return {"timed_out": lifecycle.reap_timeouts(session, clock.utcnow(), rule)}
 
     def schedule(self, dry_run: bool, grace: str | None) -> View:
+        from gpupool.scheduler.daemon import WAITING, log
         from gpupool.scheduler.database import make_engine
         from gpupool.scheduler.lifecycle import parse_grace
         from gpupool.scheduler.queries import schedule
 
         rule = parse_grace(grace)
         engine = make_engine(self.db_url)
-        try:
-            return schedule(engine, self.actor, dry_run, rule)
+        try:  # a daemon's round in progress: say that we wait for it (stderr)
+            return schedule(engine, self.actor, dry_run, rule, on_wait=lambda: log.info(WAITING))
         finally:
             engine.dispose()
 

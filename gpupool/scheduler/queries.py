@@ -53,12 +53,12 @@ def job_detail(session: Session, actor: str, job_id: int) -> dict:
 # --- scheduling rounds -------------------------------------------------------
 
 
-def schedule(engine: Engine, actor: str, dry_run: bool, grace=None) -> dict:
+def schedule(engine: Engine, actor: str, dry_run: bool, grace=None, on_wait=None) -> dict:
     """`schedule [--dry-run] --json`: one round with the active policy.
 
     A live round holds the round lock (waiting for a daemon's round in
-    progress) and is admins only; a dry run computes the same decision and
-    writes nothing.
+    progress, calling ``on_wait()`` once if it has to) and is admins only; a dry
+    run computes the same decision and writes nothing.
     """
     from gpupool.scheduler.daemon import policy_label, run_locked_round
     from gpupool.scheduler.database import unit_of_work
@@ -73,7 +73,7 @@ def schedule(engine: Engine, actor: str, dry_run: bool, grace=None) -> dict:
             return round_view(session, result, policy_label(active))
     with unit_of_work(engine) as session:  # refuse before waiting for the round lock
         authorize(session, actor, "schedule.run")
-    with round_lock(engine, wait=True), unit_of_work(engine) as session:
+    with round_lock(engine, wait=True, on_wait=on_wait), unit_of_work(engine) as session:
         report = run_locked_round(session, actor, grace)
         return round_view(session, report.result, report.policy)
 
