@@ -246,6 +246,21 @@ def test_policy_validate_apply_history_show_diff_rollback(twin, tmp_path):
     assert twin.run("policy", "rollback", "v1", "--comment", "back").stdout == (
         "applied policy v3 (fifo), a copy of v1; it replaces v2\n"
     )
+    window = ("--since", "2026-01-01", "--until", "2026-01-02")  # fixed: the same replay
+    compared = twin.json("policy", "whatif", str(medical), *window)
+    assert (compared["current"], compared["proposed"]) == (
+        "v3 (fifo)",
+        "medical.yaml (multifactor)",
+    )
+    assert (compared["since"], compared["until"]) == (
+        "2026-01-01T00:00:00Z",
+        "2026-01-02T00:00:00Z",
+    )
+    assert twin.run("policy", "whatif", str(medical), *window).stdout.startswith(
+        "0 jobs submitted 2026-01-01T00:00:00Z .. 2026-01-02T00:00:00Z replayed on today's "
+    )
+    out = twin.remote("policy", "whatif", str(medical), "--out", str(tmp_path / "out"))
+    assert (out.exit_code, out.stderr.split(":")[:2]) == (2, ["error", " --out"])
 
 
 def test_policy_errors(twin, tmp_path):

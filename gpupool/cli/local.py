@@ -269,6 +269,27 @@ class LocalPlatform:
             row = policies_store.rollback_policy(session, self.actor, number, comment)
             return _replacing(policies_store.version_view(row), previous)
 
+    def whatif(self, text: str, filename: str, since: str, until: str | None, out) -> View:
+        from gpupool.policies.document import parse_policy_text
+        from gpupool.scheduler import clock
+        from gpupool.scheduler.permissions import authorize
+        from gpupool.scheduler.queries import whatif_results
+        from gpupool.simulations import from_db
+
+        document = parse_policy_text(text, filename)
+        now = clock.utcnow()
+        from_db.parse_since(since, from_db.parse_until(until, now))  # bad dates: no database
+        with self._work() as session:
+            authorize(session, self.actor, "policy.whatif")  # replays every org's jobs
+            comparison, results = whatif_results(session, document, filename, since, until, now)
+        if out is not None:
+            from pathlib import Path
+
+            from gpupool.cli.policy import write_whatif
+
+            write_whatif(Path(out), comparison, results)
+        return comparison
+
     # --- accounting ----------------------------------------------------------
 
     def list_programmes(self) -> list[View]:

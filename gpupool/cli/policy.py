@@ -21,22 +21,12 @@ import typer
 
 from gpupool.cli.output import (
     JSON_OPTION,
-    actor,
     echo,
-    local_database,
     platform,
     print_json,
     render,
-    work,
 )
 from gpupool.model import GpupoolError
-
-
-def authorize(session, who: str, operation: str) -> None:
-    from gpupool.scheduler.permissions import authorize as check
-
-    check(session, who, operation)
-
 
 app = typer.Typer(no_args_is_help=True, help="Policy documents: check, apply, history.")
 
@@ -190,40 +180,22 @@ def whatif(
 
     Nothing is written to the database.
     """
-    local_database(ctx, "policy whatif")  # the replay reads the recorded jobs directly
-    document = load_document_or_exit(file)
-    from gpupool.scheduler import clock
-    from gpupool.scheduler.rounds import active_policy
-    from gpupool.simulations import from_db
-
-    end = from_db.parse_until(until, clock.utcnow())
-    start = from_db.parse_since(since, end)
+    load_document_or_exit(file)  # every problem, before the platform is asked at all
     if out is not None and out.exists() and not out.is_dir():
         raise GpupoolError("exists and is not a directory", location=f"--out {out}")
-    with work(ctx) as session:
-        authorize(session, actor(ctx), "policy.whatif")  # replays every org's jobs
-        scenario = from_db.scenario_from_db(session, start, end)
-        active = active_policy(session)
-        pools = len(scenario.pools)
-    label = f"v{active.version} ({active.kind})" if active.version else "FIFO (default)"
-    current = from_db.Contender(label, active.policy, active.pricing)
-    proposed = from_db.Contender(
-        f"{file.name} ({document.kind})", document.build(), document.params.subsidy
+    comparison = platform(ctx).whatif(
+        _document_text(file), file.name, since, until, None if out is None else str(out)
     )
-    hours = (end - start).total_seconds() / 3600.0
-    comparison, results = from_db.whatif(scenario, hours, current, proposed)
-    if out is not None:
-        _write_whatif(out, comparison, results)
     if as_json:
         print_json(comparison)
         return
-    dropped = sum(scenario.dropped.values())
+    dropped = sum(comparison["dropped"].values())
     echo(
-        f"{len(scenario.jobs)} jobs submitted {clock.iso(start)} .. {clock.iso(end)} replayed on "
-        f"today's {pools} pools"
+        f"{comparison['jobs']} jobs submitted {comparison['since']} .. {comparison['until']} "
+        f"replayed on today's {comparison['pools']} pools"
         + (f" ({dropped} cancelled before starting, left out)" if dropped else "")
     )
-    echo(f"current: {current.label}    proposed: {proposed.label}")
+    echo(f"current: {comparison['current']}    proposed: {comparison['proposed']}")
     _render_whatif(comparison)
 
 
@@ -271,7 +243,7 @@ def _number(value: float | None, digits: int, signed: bool) -> str:
     return f"{value:{'+' if signed else ''},.{digits}f}"
 
 
-def _write_whatif(out: Path, comparison: dict, results: dict) -> None:
+def write_whatif(out: Path, comparison: dict, results: dict) -> None:
     from gpupool.simulations.metrics import write_jobs_csv, write_metrics_json
 
     out.mkdir(parents=True, exist_ok=True)

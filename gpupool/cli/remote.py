@@ -223,6 +223,16 @@ class HttpPlatform:
     def rollback_policy(self, version: str, comment: str) -> View:
         return self._call("POST", "/policy/rollback", json={"version": version, "comment": comment})
 
+    def whatif(self, text: str, filename: str, since: str, until: str | None, out) -> View:
+        if out is not None:
+            raise GpupoolError(
+                "the per-job files need the database itself; leave --out out with a server "
+                "(--json prints the comparison)",
+                location="--out",
+            )
+        body = {"content": text, "filename": filename, "since": since, "until": until}
+        return self._call("POST", "/policy/whatif", json=body, errors="policy")
+
     # --- accounting ----------------------------------------------------------
 
     def list_programmes(self) -> list[View]:

@@ -253,7 +253,16 @@ def whatif(
     session: Session, document, label: str, since: str, until: str | None, now: dt.datetime
 ) -> dict:
     """`policy whatif --json`: the recorded jobs replayed under ``document`` and
-    under the active policy, compared per domain. Writes nothing."""
+    under the active policy, compared per domain, with the window replayed
+    (``since``, ``until``) and the number of pools. Writes nothing."""
+    return whatif_results(session, document, label, since, until, now)[0]
+
+
+def whatif_results(
+    session: Session, document, label: str, since: str, until: str | None, now: dt.datetime
+) -> tuple[dict, dict]:
+    """:func:`whatif`'s comparison and the two SimulationResults (for per-job files)."""
+    from gpupool.scheduler import clock
     from gpupool.scheduler.rounds import active_policy
     from gpupool.simulations import from_db
 
@@ -267,5 +276,6 @@ def whatif(
         f"{label} ({document.kind})", document.build(), document.params.subsidy
     )
     hours = (end - start).total_seconds() / 3600.0
-    comparison, _results = from_db.whatif(scenario, hours, current, proposed)
-    return comparison
+    comparison, results = from_db.whatif(scenario, hours, current, proposed)
+    window = {"since": clock.iso(start), "until": clock.iso(end), "pools": len(scenario.pools)}
+    return {**comparison, **window}, results
