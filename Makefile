@@ -19,6 +19,7 @@ demo: install
 
 test: install
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check gpupool tests benchmarks
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

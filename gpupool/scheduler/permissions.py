@@ -434,7 +434,7 @@ def _org_for(session: Session, role: str, org: str | None) -> OrgRow | None:
 
 
 def _site_for(session: Session, role: str, site: str | None) -> str | None:
-    site = (site or "").strip() or None
+    site = limits.normalise(site or "") or None
     if role == AGENT and site is None:
         raise GpupoolError("an agent acts for one site: give --site", location="--site")
     if role != AGENT and site is not None:

@@ -5,6 +5,7 @@ factory uvicorn imports in each worker (`gpupool serve` passes the settings
 through GPUPOOL_SERVER_SETTINGS). Everything under ``/api/v1`` needs a bearer
 token; ``/healthz`` and ``/readyz`` do not; ``/metrics`` needs an admin's or an
 auditor's token (it shows every domain's queue and every programme's spend).
+The web dashboard's pages are under ``/ui`` (gpupool.server.dashboard).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def _handle_errors(app: FastAPI) -> None:
 
 
 def _add_routes(app: FastAPI) -> None:
+    from gpupool.server.dashboard import web as dashboard
     from gpupool.server.routes import (
         accounting,
         audit,
@@ -134,3 +136,4 @@ def _add_routes(app: FastAPI) -> None:
     app.include_router(health.router)
     for module in (jobs, platform, users, tokens, policy, schedule, accounting, audit):
         app.include_router(module.router)
+    app.include_router(dashboard.router)  # /ui: HTML pages, not in the OpenAPI document

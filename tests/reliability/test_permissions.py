@@ -123,7 +123,6 @@ def test_the_os_user_grants_nothing_and_the_owner_is_the_local_default(db_url, m
         ("x", "submitter", "lab", "Beijing", "--site: only agents act for a site, not submitters"),
         (" ", "admin", None, None, "name: must not be empty"),
         ("@owner", "admin", None, None, "name: must not start with '@' (reserved)"),
-        ("admin", "admin", None, None, "name: a user named 'admin' already exists"),
     ],
 )  # fmt: skip
 def test_bad_user_additions_write_nothing(platform, name, role, org, site, message):
