@@ -264,6 +264,9 @@ def test_cli_import_loads_no_heavy_modules():
 
 
 def test_job_submit_path_loads_no_heavy_modules(platform):
+    """The Typer app's path (CliRunner) loads no solver or plotting library, and the
+    console script's (gpupool.cli.main.main: the fast path) not even Typer, pydantic,
+    rich or an HTTP client (the remote path: tests/test_cli_client.py)."""
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
@@ -276,3 +279,23 @@ def test_job_submit_path_loads_no_heavy_modules(platform):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+    script = (
+        "import sys\n"
+        "from gpupool.cli.main import main\n"
+        f"sys.argv = ['gpupool', '--db', {platform!r}, 'job', 'submit', '--org', 'lab',"
+        " '--gpus', '1', '--hours', '1', '--json']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = ('ortools', 'simpy', 'matplotlib', 'numpy', 'alembic', 'typer', 'click',"
+        " 'pydantic', 'rich', 'httpx')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPOOL_")}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["created"] is True
+    assert out.stderr.strip() == "[]"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import db_url
+from gpupool.cli.output import local_database
 
 
 def register(app: typer.Typer) -> None:
@@ -42,7 +42,7 @@ def serve(
     from gpupool.server.logs import log_config
     from gpupool.server.settings import Settings
 
-    settings = Settings(database_url=db_url(ctx), max_body_bytes=max_body)
+    settings = Settings(database_url=local_database(ctx, "serve"), max_body_bytes=max_body)
     _prepare_schema(settings.database_url)
     os.environ[SETTINGS_ENV] = settings_env(settings)
     metrics_dir = None
