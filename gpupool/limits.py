@@ -452,6 +452,6 @@ def check_unique(name: str, existing, what: str, location: str) -> None:
     for other in existing:
         if fold(other) == key:
             same = "" if other == name else f" (as {other!r}: names differ only in case or form)"
-            article = "an" if what[:1] in "aeiou" else "a"
+            article = "an" if what[:1] in "aeio" else "a"  # a user, an organisation
             message = f"{article} {what} named {name!r} already exists{same}"
             raise GpupoolError(message, location=location)

@@ -264,6 +264,9 @@ def test_cli_import_loads_no_heavy_modules():
 
 
 def test_job_submit_path_loads_no_heavy_modules(platform):
+    """The Typer app's path (CliRunner) loads no solver or plotting library, and the
+    console script's (gpupool.cli.main.main: the fast path) not even Typer, pydantic,
+    rich or an HTTP client (the remote path: tests/test_cli_client.py)."""
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
@@ -276,3 +279,88 @@ def test_job_submit_path_loads_no_heavy_modules(platform):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+    script = (
+        "import sys\n"
+        "from gpupool.cli.main import main\n"
+        f"sys.argv = ['gpupool', '--db', {platform!r}, 'job', 'submit', '--org', 'lab',"
+        " '--gpus', '1', '--hours', '1', '--json']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = ('ortools', 'simpy', 'matplotlib', 'numpy', 'alembic', 'typer', 'click',"
+        " 'pydantic', 'rich', 'httpx')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPOOL_")}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["created"] is True
+    assert out.stderr.strip() == "[]"
+
+
+# `gpupool job submit` through the console script takes gpupool/cli/fast.py's parser;
+# through the Typer app, Typer's. Both must answer every command line alike.
+FAST_PATH_LINES = [
+    ["--org", "lab", "--gpus", "2", "--hours", "1", "--name", "a"],
+    ["--org", "lab", "--gpus", "2", "--hours", "1", "--key", "k1", "--json"],
+    ["--org", "lab", "--gpus", "2", "--hours", "1", "--key", "k1", "--json"],  # a retry
+    ["--org", "nowhere", "--gpus", "2", "--hours", "1"],
+    ["--org", "lab", "--gpus", "٣", "--hours", "1"],
+    ["--org", "lab", "--gpus", "2", "--hours", "1", "--priority", "5"],
+    ["--org", "lab", "--gpus", "2"],  # missing --hours: Typer's usage error either way
+    ["--org", "lab", "--gpus", "2", "--hours", "1", "--gpu-type", "H100", "--gpu-type", "A100"],
+]
+
+
+def test_the_fast_submit_path_answers_as_the_typer_app_does(platform, request):
+    from gpupool.scheduler.database import unit_of_work
+    from tests.conftest import build_small_platform
+
+    answers = []
+    for via_console_script in (True, False):
+        url = platform if via_console_script else request.getfixturevalue("db_url_factory")()
+        if not via_console_script:  # a second platform built the same way
+            _same_start(url, request)
+            with unit_of_work(url) as session:
+                build_small_platform(session)
+        add_users(url, ("dora", "submitter", "lab"))
+        run = _run_console_script if via_console_script else _run_typer_app
+        answers.append(
+            [run(url, ["--as", "dora", "job", "submit", *line]) for line in FAST_PATH_LINES]
+        )
+    assert answers[0] == answers[1]
+    assert [code for code, _, _ in answers[0]] == [0, 0, 0, 2, 2, 2, 2, 0]
+
+
+def _same_start(url: str, request) -> None:
+    """``url`` migrated and with the admin ``admin``, as the ``db`` fixture makes one."""
+    import shutil
+
+    from tests.conftest import ADMIN, migrate_by_script
+
+    if url.startswith("sqlite:///"):
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), url[len("sqlite:///") :])
+    else:
+        migrate_by_script(url, request.getfixturevalue("postgres_migration_sql"))
+    add_users(url, (ADMIN, "admin"))
+
+
+def _run_console_script(url: str, args: list[str]) -> tuple[int, str, str]:
+    done = subprocess.run(
+        [_entry_point(), "--db", url, *args], capture_output=True, text=True, timeout=60
+    )
+    return done.returncode, done.stdout, _first_line(done.stderr)
+
+
+def _run_typer_app(url: str, args: list[str]) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["--db", url, *args])
+    return result.exit_code, result.stdout, _first_line(result.stderr)
+
+
+def _first_line(stderr: str) -> str:
+    """Typer's usage box differs in width between a terminal and a runner: compare its gist."""
+    lines = [line.strip(" │╭╮╰╯─") for line in stderr.splitlines()]
+    return next((line for line in lines if "error" in line.lower()), "")

@@ -74,7 +74,7 @@ def _schema_facts(url: str) -> dict:
                 "unique": sorted(map(repr, inspector.get_unique_constraints(table))),
                 "checks": sorted(map(repr, inspector.get_check_constraints(table))),
             }
-            for table in sorted(inspector.get_table_names())
+            for table in sorted(inspector.get_table_names())  # catalog order moves with writes
         }
         if connection.dialect.name == "postgresql":
             facts["triggers"] = sorted(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, db_url, echo, render, work
+from gpupool.cli.output import JSON_OPTION, actor, echo, local_database, platform, render, work
 
 gpu_type_app = typer.Typer(no_args_is_help=True)
 pool_app = typer.Typer(no_args_is_help=True)
@@ -45,8 +45,9 @@ def init(
     from gpupool.scheduler.migrate import reset, upgrade
     from gpupool.scheduler.permissions import OWNER
 
+    url = local_database(ctx, "init")
     who = actor(ctx)
-    engine = make_engine(db_url(ctx))
+    engine = make_engine(url)
     try:
         if force:
             _require_reset(engine, who)
@@ -145,23 +146,14 @@ def gpu_type_add(
     domestic: bool = typer.Option(False, "--domestic", help="A domestic accelerator."),
 ) -> None:
     """Add a GPU type."""
-    from gpupool.scheduler.service import add_gpu_type
-
-    with work(ctx) as session:
-        add_gpu_type(session, actor(ctx), name, vendor, memory, speed, domestic)
+    platform(ctx).add_gpu_type(name, vendor, memory, speed, domestic)
     echo(f"added GPU type {name}")
 
 
 @gpu_type_app.command("list")
 def gpu_type_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List GPU types."""
-    from gpupool.scheduler import repository
-    from gpupool.scheduler.permissions import authorize
-    from gpupool.scheduler.service import gpu_type_view
-
-    with work(ctx) as session:
-        authorize(session, actor(ctx), "platform.read")
-        rows = [gpu_type_view(r) for r in repository.list_gpu_types(session)]
+    rows = platform(ctx).list_gpu_types()
     columns = [
         ("name", "name"),
         ("vendor", "vendor"),
@@ -186,22 +178,14 @@ def pool_add(
     price: str = typer.Option(..., "--price", help="Price per GPU-hour."),
 ) -> None:
     """Add a pool of identical GPUs at a site."""
-    from gpupool.scheduler.service import add_pool
-
-    with work(ctx) as session:
-        add_pool(session, actor(ctx), name, site, gpu_type, gpus, gpus_per_node, price)
+    platform(ctx).add_pool(name, site, gpu_type, gpus, gpus_per_node, price)
     echo(f"added pool {name}")
 
 
 @pool_app.command("list")
 def pool_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List pools with their free GPUs now."""
-    from gpupool.scheduler.permissions import authorize
-    from gpupool.scheduler.service import pool_views
-
-    with work(ctx) as session:
-        authorize(session, actor(ctx), "platform.read")
-        rows = pool_views(session)
+    rows = platform(ctx).list_pools()
     columns = [
         ("name", "pool"),
         ("site", "site"),
@@ -224,23 +208,14 @@ def domain_add(
     weight: str = typer.Option("1.0", "--weight", help="Priority weight (general = 1.0)."),
 ) -> None:
     """Add an application domain."""
-    from gpupool.scheduler.service import add_domain
-
-    with work(ctx) as session:
-        add_domain(session, actor(ctx), name, weight)
+    platform(ctx).add_domain(name, weight)
     echo(f"added domain {name}")
 
 
 @domain_app.command("list")
 def domain_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List domains and their priority weights."""
-    from gpupool.scheduler import repository
-    from gpupool.scheduler.permissions import authorize
-    from gpupool.scheduler.service import domain_view
-
-    with work(ctx) as session:
-        authorize(session, actor(ctx), "platform.read")
-        rows = [domain_view(r) for r in repository.list_domains(session)]
+    rows = platform(ctx).list_domains()
     render(rows, [("name", "domain"), ("weight", "weight")], as_json, title="domains")
 
 
@@ -255,10 +230,7 @@ def org_add(
     budget: str | None = typer.Option(None, "--budget", help="Spend cap per period (yuan)."),
 ) -> None:
     """Add an organisation in a domain."""
-    from gpupool.scheduler.service import add_org
-
-    with work(ctx) as session:
-        add_org(session, actor(ctx), name, domain, budget)
+    platform(ctx).add_org(name, domain, budget)
     echo(f"added organisation {name}")
 
 
@@ -269,14 +241,7 @@ def org_list(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List organisations."""
-    from gpupool.scheduler import repository
-    from gpupool.scheduler.permissions import authorize
-    from gpupool.scheduler.service import org_view
-
-    with work(ctx) as session:
-        grant = authorize(session, actor(ctx), "org.list")  # a submitter: its own only
-        orgs = repository.list_orgs(session, domain)
-        rows = [org_view(r) for r in orgs if grant.sees_org(r.name)]
+    rows = platform(ctx).list_orgs(domain)
     render(
         rows,
         [("name", "org"), ("domain", "domain"), ("budget", "budget")],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import actor, db_url
+from gpupool.cli.output import actor, local_database
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -67,6 +67,13 @@ def run(
     seconds = non_negative_float(interval, "--interval", limits.INTERVAL_SECONDS)
     rounds = None if max_rounds is None else positive_int(max_rounds, "--max-rounds", limits.ROUNDS)
     configure_logging()
-    summary = run_daemon(db_url(ctx), actor(ctx), seconds, rounds, parse_grace(grace), wait=wait)
+    summary = run_daemon(
+        local_database(ctx, "scheduler run"),
+        actor(ctx),
+        seconds,
+        rounds,
+        parse_grace(grace),
+        wait=wait,
+    )
     if summary.failed and not summary.rounds:
         raise typer.Exit(1)

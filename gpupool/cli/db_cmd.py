@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import db_url
+from gpupool.cli.output import local_database
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -15,7 +15,7 @@ def upgrade(ctx: typer.Context) -> None:
     from gpupool.scheduler.database import current_revision, make_engine
     from gpupool.scheduler.migrate import upgrade as run_upgrade
 
-    engine = make_engine(db_url(ctx))
+    engine = make_engine(local_database(ctx, "db upgrade"))
     try:
         before = current_revision(engine)
         run_upgrade(engine)
@@ -34,7 +34,7 @@ def current(ctx: typer.Context) -> None:
     from gpupool.scheduler.database import current_revision, make_engine
     from gpupool.scheduler.migrations import HEAD
 
-    engine = make_engine(db_url(ctx))
+    engine = make_engine(local_database(ctx, "db current"))
     try:
         revision = current_revision(engine)
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, echo, print_json, render, work
+from gpupool.cli.output import JSON_OPTION, echo, platform, print_json, render
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -50,23 +50,11 @@ def submit(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Submit one job; prints its id."""
-    from gpupool.scheduler.service import JobRequest, submit_job
-
-    request = JobRequest(
-        org=org,
-        gpus=gpus,
-        hours=hours,
-        gpu_types=gpu_type,
-        name=name,
-        priority=priority,
-        submit_key=key,
-    )
-    with work(ctx) as session:
-        job_id, created = submit_job(session, actor(ctx), request)
+    result = platform(ctx).submit_job(org, gpus, hours, gpu_type, name, priority, key)
     if as_json:
-        print_json({"id": job_id, "created": created})
+        print_json(result)
     else:
-        typer.echo(job_id)
+        typer.echo(result["id"])
 
 
 @app.command("submit-batch")
@@ -76,23 +64,20 @@ def submit_batch(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Submit every job in a CSV or YAML file in one transaction."""
-    from gpupool.scheduler.batch import load_batch
-    from gpupool.scheduler.service import BatchError, submit_jobs
+    from gpupool.scheduler.service import BatchError
 
     try:
-        requests, malformed = load_batch(file)
-        with work(ctx) as session:
-            results = submit_jobs(session, actor(ctx), requests, prior_errors=malformed)
+        results = platform(ctx).submit_batch(file)
     except BatchError as exc:
         for error in exc.errors:
             echo(f"error: {error}", err=True)
         echo(f"error: {len(exc.errors)} bad row(s) in {file}; nothing submitted", err=True)
         raise typer.Exit(2) from None
-    ids = [job_id for job_id, _ in results]
+    ids = [result["id"] for result in results]
     if as_json:
-        print_json([{"id": job_id, "created": created} for job_id, created in results])
+        print_json(results)
     else:
-        new = sum(created for _, created in results)
+        new = sum(result["created"] for result in results)
         typer.echo(f"submitted {new} new job(s) of {len(ids)}: {' '.join(map(str, ids))}")
 
 
@@ -105,8 +90,6 @@ def list_jobs(
 ) -> None:
     """List jobs (oldest first) with the reason each pending job waits."""
     from gpupool.model import GpupoolError, JobState
-    from gpupool.scheduler.permissions import visible_jobs
-    from gpupool.scheduler.service import job_view
 
     known = [s.value for s in JobState]
     for value in state:
@@ -114,8 +97,7 @@ def list_jobs(
             raise GpupoolError(
                 f"unknown state {value!r}; one of {', '.join(known)}", location="--state"
             )
-    with work(ctx) as session:
-        rows = [job_view(r) for r in visible_jobs(session, actor(ctx), state or None, org)]
+    rows = platform(ctx).list_jobs(state, org)
     if not as_json:
         for row in rows:
             if row["state"] == "pending" and row["wait_reason"] is None:
@@ -128,26 +110,7 @@ def show(
     ctx: typer.Context, job_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JSON_OPTION
 ) -> None:
     """Everything about one job, with where it ran."""
-    from gpupool.scheduler import clock, repository
-    from gpupool.scheduler.permissions import job_for
-    from gpupool.scheduler.service import job_view
-
-    with work(ctx) as session:
-        row = job_for(session, actor(ctx), _job_id(job_id))
-        view = job_view(row)
-        view["placements"] = [
-            {
-                "pool": p.pool.name,
-                "nodes": p.nodes,
-                "started_at": clock.iso(p.started_at),
-                "ended_at": clock.iso(p.ended_at),
-                "reason": p.reason,
-            }
-            for p in repository.placements_of(session, row.id)
-        ]
-        from gpupool.scheduler.accounts import job_accounting
-
-        view["accounting"] = job_accounting(session, row)
+    view = platform(ctx).show_job(_job_id(job_id))
     if as_json:
         print_json(view)
         return
@@ -200,11 +163,8 @@ def _explain_price(acc: dict | None) -> None:
 @app.command()
 def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="ID")) -> None:
     """Cancel a pending or running job (a running one frees its GPUs now)."""
-    from gpupool.scheduler.service import cancel_job
-
-    with work(ctx) as session:
-        job = cancel_job(session, actor(ctx), _job_id(job_id))
-    typer.echo(f"cancelled job {job.id}")
+    job = platform(ctx).cancel_job(_job_id(job_id))
+    typer.echo(f"cancelled job {job['id']}")
 
 
 @app.command()
@@ -217,13 +177,8 @@ def finish(
     ),
 ) -> None:
     """A site reports a running job completed (or failed): frees its GPUs, charges its use."""
-    from gpupool.scheduler.lifecycle import finish_job, parse_time
-
-    ended = None if at is None else parse_time(at)
-    with work(ctx) as session:
-        job = finish_job(session, actor(ctx), _job_id(job_id), failed=failed, at=ended)
-        view = (job.id, job.state)
-    typer.echo(f"job {view[0]} {view[1]}")
+    job = platform(ctx).finish_job(_job_id(job_id), failed, at)
+    typer.echo(f"job {job['id']} {job['state']}")
 
 
 @app.command()
@@ -234,14 +189,7 @@ def reap(
     ),
 ) -> None:
     """Mark timed_out every running job past its estimate + grace (rounds do this too)."""
-    from gpupool.scheduler import clock, lifecycle
-    from gpupool.scheduler.permissions import require_admin
-
-    rule = lifecycle.parse_grace(grace)
-    with work(ctx) as session:
-        require_admin(session, actor(ctx), "reap overdue jobs", "scheduler")
-        lifecycle.lock_for_ending(session)
-        reaped = lifecycle.reap_timeouts(session, clock.utcnow(), rule)
+    reaped = platform(ctx).reap(grace)["timed_out"]
     typer.echo(
         f"{len(reaped)} job(s) timed out" + (f": {' '.join(map(str, reaped))}" if reaped else "")
     )

@@ -4,101 +4,74 @@ Errors: any GpupoolError escaping a command is printed as one line on stderr
 (``error: <location>: <message>``) with exit code 2, never as a traceback. The
 message often quotes user input, so it is printed visibly escaped
 (gpupool.safe_text.terminal): no raw escape sequence or line break reaches stderr.
+See gpupool.cli.errors.
+
+Start-up: importing this module imports no Typer; ``app`` (the Typer app) is
+built on first use. :func:`main` first offers the command line to
+gpupool.cli.fast, which runs a plain `job submit` without Typer (whose
+per-parameter validators cost more than the submission), and otherwise runs
+the app.
 """
 
-from __future__ import annotations
+import sys
 
-import typer
-from typer.core import TyperGroup
-
-from gpupool.model import GpupoolError
-from gpupool.safe_text import terminal
-
-
-class _FriendlyErrors(TyperGroup):
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except GpupoolError as exc:
-            for line in _error_lines(exc):
-                typer.echo(f"error: {terminal(line)}", err=True)
-            raise typer.Exit(2) from None
-        except (OSError, UnicodeError) as exc:
-            typer.echo(f"error: {terminal(_io_problem(exc))}", err=True)
-            raise typer.Exit(2) from None
-        except Exception as exc:
-            if not _is_database_error(exc):
-                raise
-            typer.echo(f"error: database: {terminal(_database_problem(exc))}", err=True)
-            raise typer.Exit(2) from None
+OPTIONS_HELP = {
+    "db": "Database URL (default: sqlite file gpupool.db in the current directory). "
+    "Given, it is used even when a server is configured.",
+    "as": "Act as this registered user, with its role (default: the platform owner, "
+    "an admin: whoever holds the database URL). Not with a server: the token says who.",
+}
 
 
-def _error_lines(exc: GpupoolError) -> list[str]:
-    """One line per problem (a policy document lists all of its own), each escaped on
-    its own, so a line break inside user text never starts a line."""
-    problems = getattr(exc, "problems", None)
-    if problems:
-        return [f"{where}: {what}" for where, what in problems]
-    return [str(exc)]
+def _build_app():
+    import typer
+    from typer.core import TyperGroup
+
+    from gpupool.cli.errors import error_lines
+
+    class _FriendlyErrors(TyperGroup):
+        def invoke(self, ctx):
+            try:
+                return super().invoke(ctx)
+            except Exception as exc:
+                lines = error_lines(exc)
+                if lines is None:
+                    raise
+                for line in lines:
+                    typer.echo(line, err=True)
+                raise typer.Exit(2) from None
+
+    app = typer.Typer(
+        cls=_FriendlyErrors,
+        no_args_is_help=True,
+        help="gpupool: shared GPU allocation for public compute platforms.",
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def _global_options(
+        ctx: typer.Context,
+        db: str | None = typer.Option(
+            None, "--db", envvar="GPUPOOL_DATABASE_URL", help=OPTIONS_HELP["db"]
+        ),
+        user: str | None = typer.Option(
+            None, "--as", envvar="GPUPOOL_USER", help=OPTIONS_HELP["as"]
+        ),
+    ) -> None:
+        ctx.obj = {"db": db, "user": user}
+
+    _register(app)
+    return app
 
 
-def _io_problem(exc: OSError | UnicodeError) -> str:
-    """An unreadable input, a directory given as a file, a file that is not UTF-8."""
-    if isinstance(exc, UnicodeError):
-        return f"input is not UTF-8 text ({exc.__class__.__name__})"
-    where = exc.filename if exc.filename is not None else "input"
-    return f"{where}: {exc.strerror or exc}"
-
-
-def _is_database_error(exc: Exception) -> bool:
-    """A SQLAlchemy error escaping a command (checked by module: sqlalchemy stays unimported
-    until a command needs it)."""
-    return type(exc).__module__.startswith("sqlalchemy.")
-
-
-def _database_problem(exc: Exception) -> str:
-    """One line from a driver error (the transaction was rolled back: nothing written)."""
-    original = getattr(exc, "orig", None)
-    text = str(original if original is not None else exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return f"{first} (nothing was written)"
-
-
-app = typer.Typer(
-    cls=_FriendlyErrors,
-    no_args_is_help=True,
-    help="gpupool: shared GPU allocation for public compute platforms.",
-    pretty_exceptions_enable=False,
-)
-
-
-@app.callback()
-def _global_options(
-    ctx: typer.Context,
-    db: str | None = typer.Option(
-        None,
-        "--db",
-        envvar="GPUPOOL_DATABASE_URL",
-        help="Database URL (default: sqlite file gpupool.db in the current directory).",
-    ),
-    user: str | None = typer.Option(
-        None,
-        "--as",
-        envvar="GPUPOOL_USER",
-        help="Act as this registered user, with its role (default: the platform owner, "
-        "an admin: whoever holds the database URL).",
-    ),
-) -> None:
-    ctx.obj = {"db": db, "user": user}
-
-
-def _register() -> None:
+def _register(app) -> None:
     # Each module defines `app` (a Typer group) or `register(app)` for top-level commands.
     from gpupool.cli import (
         admin,
         daemon,
         db_cmd,
         jobs,
+        login,
         policy,
         report,
         schedule,
@@ -120,15 +93,31 @@ def _register() -> None:
     app.add_typer(report.app, name="report", help="Accounting reports: usage, subsidies.")
     app.add_typer(vouchers.voucher_app, name="voucher", help="Compute vouchers: award, list.")
     admin.register(app)
+    login.register(app)
     schedule.register(app)
     serve.register(app)
 
 
-_register()
+_app = None
+
+
+def __getattr__(name: str):
+    """``gpupool.cli.main.app``: the Typer app, built once on first use."""
+    global _app
+    if name != "app":
+        raise AttributeError(name)
+    if _app is None:
+        _app = _build_app()
+    return _app
 
 
 def main() -> None:
-    app()
+    from gpupool.cli import fast
+
+    code = fast.run(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
+    __getattr__("app")()
 
 
 if __name__ == "__main__":

@@ -40,6 +40,23 @@ def db_url(ctx: typer.Context) -> str | None:
     return (ctx.obj or {}).get("db")
 
 
+def platform(ctx: typer.Context):
+    """The local database or a server, whichever this command talks to
+    (gpupool.cli.platform.connect); made once per command."""
+    from gpupool.cli.platform import connect
+
+    obj = ctx.find_root().obj if ctx.obj is None else ctx.obj
+    if "platform" not in obj:
+        obj["platform"] = connect(obj)
+    return obj["platform"]
+
+
+def local_database(ctx: typer.Context, command: str) -> str | None:
+    """The database URL for a command that runs only where the database is (init,
+    db upgrade, serve, scheduler run): with a server configured it refuses."""
+    return platform(ctx).database_url(command)
+
+
 @contextmanager
 def work(ctx: typer.Context):
     """One transaction for the whole command (see gpupool.scheduler.database)."""

@@ -14,33 +14,49 @@ scheduler and the simulator are imported inside the commands so that
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, echo, print_json, render, work
+from gpupool.cli.output import (
+    JSON_OPTION,
+    echo,
+    platform,
+    print_json,
+    render,
+)
 from gpupool.model import GpupoolError
-
-
-def authorize(session, who: str, operation: str) -> None:
-    from gpupool.scheduler.permissions import authorize as check
-
-    check(session, who, operation)
-
 
 app = typer.Typer(no_args_is_help=True, help="Policy documents: check, apply, history.")
 
 
 def load_document_or_exit(path: Path):
     """The parsed PolicyDocument, or every problem on stderr (one per line) and exit 2."""
-    from gpupool.policies.document import PolicyDocumentError, load_policy_file
+    from gpupool.policies.document import load_policy_file
+
+    with document_problems_or_exit():
+        return load_policy_file(path)
+
+
+@contextmanager
+def document_problems_or_exit():
+    """A policy document's problems (found here or by the server) one per line, exit 2."""
+    from gpupool.policies.document import PolicyDocumentError
 
     try:
-        return load_policy_file(path)
+        yield
     except PolicyDocumentError as exc:
         for where, what in exc.problems:
             echo(f"{where}: {what}", err=True)
         raise typer.Exit(2) from None
+
+
+def _document_text(path: Path) -> str:
+    """The file's text, read as load_policy_file reads it (checked by it just before)."""
+    from gpupool.files import POLICY, read_text
+
+    return read_text(path, POLICY)
 
 
 @app.command()
@@ -63,14 +79,11 @@ def apply(
     comment: str = typer.Option("", "--comment", help="Why this change (kept in history)."),
 ) -> None:
     """Validate FILE, store it as a new version and make it the active policy (admins)."""
-    document = load_document_or_exit(file)  # before the database is touched at all
-    from gpupool.scheduler import policies_store, repository
-
-    with work(ctx) as session:
-        previous = repository.active_policy_row(session)
-        row = policies_store.apply_policy(session, actor(ctx), document, comment)
-    replaced = f"v{previous.version}" if previous is not None else "the FIFO default"
-    typer.echo(f"applied policy v{row.version} ({row.kind}); it replaces {replaced}")
+    load_document_or_exit(file)  # every problem, before the platform is asked at all
+    with document_problems_or_exit():
+        view = platform(ctx).apply_policy(_document_text(file), str(file), comment)
+    replaced = f"v{view['replaces']}" if view["replaces"] is not None else "the FIFO default"
+    typer.echo(f"applied policy v{view['version']} ({view['kind']}); it replaces {replaced}")
 
 
 @app.command()
@@ -80,16 +93,10 @@ def show(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show a stored policy version: who applied it, when, why, and its text."""
-    from gpupool.scheduler import policies_store
-
-    with work(ctx) as session:
-        authorize(session, actor(ctx), "policy.read")
-        number = None if version is None else policies_store.parse_version(version)
-        row = policies_store.get_version(session, number)
-        view = policies_store.version_view(row)
-        document = row.document
+    view = platform(ctx).show_policy(version)
+    document = view["document"]
     if as_json:
-        print_json({**view, "document": document})
+        print_json(view)
         return
     state = " (active)" if view["active"] else ""
     echo(f"version:    {view['version']}{state}")
@@ -102,11 +109,7 @@ def show(
 @app.command()
 def history(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List every policy version, oldest first; the active one is marked."""
-    from gpupool.scheduler import policies_store
-
-    with work(ctx) as session:
-        authorize(session, actor(ctx), "policy.read")
-        rows = [policies_store.version_view(r) for r in policies_store.list_versions(session)]
+    rows = platform(ctx).policy_history()
     if not rows and not as_json:
         typer.echo("no policy has been applied; rounds use the FIFO default")
         return
@@ -132,30 +135,17 @@ def diff(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """What changed between two versions: a summary, then a unified diff."""
-    from gpupool.scheduler import policies_store
-
-    with work(ctx) as session:
-        authorize(session, actor(ctx), "policy.read")
-        old = policies_store.parse_version(v1, location="V1")
-        new = policies_store.parse_version(v2, location="V2")
-        result = policies_store.diff_versions(session, old, new)
+    result = platform(ctx).diff_policies(v1, v2)
     if as_json:
-        print_json(
-            {
-                "old": result.old,
-                "new": result.new,
-                "changes": list(result.changes),
-                "diff": result.unified,
-            }
-        )
+        print_json(result)
         return
-    if not result.unified:
-        typer.echo(f"v{old} and v{new} are the same policy")
+    if not result["diff"]:
+        typer.echo(f"v{result['old']} and v{result['new']} are the same policy")
         return
-    for line in result.changes or ("no change in kind, domains or subsidies",):
+    for line in result["changes"] or ("no change in kind, domains or subsidies",):
         echo(f"* {line}")
     echo("")
-    echo(result.unified.rstrip("\n"), keep_newlines=True)
+    echo(result["diff"].rstrip("\n"), keep_newlines=True)
 
 
 @app.command()
@@ -165,15 +155,13 @@ def rollback(
     comment: str = typer.Option("", "--comment", help="Why (kept in history)."),
 ) -> None:
     """Make VERSION's document active again, as a new version (history is kept)."""
-    from gpupool.scheduler import policies_store, repository
-
-    with work(ctx) as session:
-        number = policies_store.parse_version(version)
-        previous = repository.active_policy_row(session)
-        row = policies_store.rollback_policy(session, actor(ctx), number, comment)
-    replaced = f"v{previous.version}" if previous is not None else "the FIFO default"
+    view = platform(ctx).rollback_policy(version, comment)
+    replaced = f"v{view['replaces']}" if view["replaces"] is not None else "the FIFO default"
+    raw = version.strip()  # valid: the platform parsed it
+    number = int(raw[1:] if raw[:1] in ("v", "V") else raw)
     typer.echo(
-        f"applied policy v{row.version} ({row.kind}), a copy of v{number}; it replaces {replaced}"
+        f"applied policy v{view['version']} ({view['kind']}), a copy of v{number}; "
+        f"it replaces {replaced}"
     )
 
 
@@ -192,39 +180,22 @@ def whatif(
 
     Nothing is written to the database.
     """
-    document = load_document_or_exit(file)
-    from gpupool.scheduler import clock
-    from gpupool.scheduler.rounds import active_policy
-    from gpupool.simulations import from_db
-
-    end = from_db.parse_until(until, clock.utcnow())
-    start = from_db.parse_since(since, end)
+    load_document_or_exit(file)  # every problem, before the platform is asked at all
     if out is not None and out.exists() and not out.is_dir():
         raise GpupoolError("exists and is not a directory", location=f"--out {out}")
-    with work(ctx) as session:
-        authorize(session, actor(ctx), "policy.whatif")  # replays every org's jobs
-        scenario = from_db.scenario_from_db(session, start, end)
-        active = active_policy(session)
-        pools = len(scenario.pools)
-    label = f"v{active.version} ({active.kind})" if active.version else "FIFO (default)"
-    current = from_db.Contender(label, active.policy, active.pricing)
-    proposed = from_db.Contender(
-        f"{file.name} ({document.kind})", document.build(), document.params.subsidy
+    comparison = platform(ctx).whatif(
+        _document_text(file), file.name, since, until, None if out is None else str(out)
     )
-    hours = (end - start).total_seconds() / 3600.0
-    comparison, results = from_db.whatif(scenario, hours, current, proposed)
-    if out is not None:
-        _write_whatif(out, comparison, results)
     if as_json:
         print_json(comparison)
         return
-    dropped = sum(scenario.dropped.values())
+    dropped = sum(comparison["dropped"].values())
     echo(
-        f"{len(scenario.jobs)} jobs submitted {clock.iso(start)} .. {clock.iso(end)} replayed on "
-        f"today's {pools} pools"
+        f"{comparison['jobs']} jobs submitted {comparison['since']} .. {comparison['until']} "
+        f"replayed on today's {comparison['pools']} pools"
         + (f" ({dropped} cancelled before starting, left out)" if dropped else "")
     )
-    echo(f"current: {current.label}    proposed: {proposed.label}")
+    echo(f"current: {comparison['current']}    proposed: {comparison['proposed']}")
     _render_whatif(comparison)
 
 
@@ -272,7 +243,7 @@ def _number(value: float | None, digits: int, signed: bool) -> str:
     return f"{value:{'+' if signed else ''},.{digits}f}"
 
 
-def _write_whatif(out: Path, comparison: dict, results: dict) -> None:
+def write_whatif(out: Path, comparison: dict, results: dict) -> None:
     from gpupool.simulations.metrics import write_jobs_csv, write_metrics_json
 
     out.mkdir(parents=True, exist_ok=True)

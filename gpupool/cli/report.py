@@ -1,11 +1,13 @@
 """Accounting reports, like Slurm's sreport/sacct: `gpupool report usage|subsidies`.
 
-Both read the append-only ledger through gpupool.scheduler.accounts.load_books
-and sum it with ``Books.totals`` (so the figures are exactly the ledger's):
+Both ask the platform (gpupool.cli.platform: the database, or a server) for the
+rows gpupool.scheduler.queries sums from the append-only ledger with
+``Books.totals`` (so the figures are exactly the ledger's):
 GPU-hours (effective GPU-hours / the type's speed), effective GPU-hours, cost,
 subsidy, what orgs paid, and jobs. ``--csv`` writes the table, ``--png`` a
 chart (matplotlib Agg, imported only then): usage by domain per period, or
-each programme's budget burn-down. Names in tables and charts are shown through
+each programme's budget burn-down (read from the database itself: not served
+by the API yet, so refused with a server). Names in tables and charts are shown through
 gpupool.safe_text; ``--json`` and ``--csv`` hold them exactly as stored.
 """
 
@@ -17,12 +19,19 @@ from pathlib import Path
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, print_json, render, work
+from gpupool.cli.output import (
+    JSON_OPTION,
+    actor,
+    local_database,
+    platform,
+    print_json,
+    render,
+    work,
+)
 from gpupool.safe_text import plot_text
 
 app = typer.Typer(no_args_is_help=True)
 
-_BY = {"domain": "domain", "org": "org", "gpu-type": "gpu_type", "site": "site", "pool": "pool"}
 _COLUMNS = [
     ("gpu_hours", "GPU-h"),
     ("effective_gpu_hours", "effective GPU-h"),
@@ -31,63 +40,7 @@ _COLUMNS = [
     ("org_pays", "org paid"),
     ("jobs", "jobs"),
 ]
-
-
-def _grouping(by: str, sites: dict[str, str], last_pools: dict[int, str]):
-    """entry -> the value ``by`` groups it under.
-
-    A charge counts at the pool it names (where the usage happened); one
-    stored before the ledger kept pools (migration 0003) at its job's last pool.
-    """
-
-    def pool_of(entry) -> str | None:
-        return entry.pool or last_pools.get(entry.job_id)
-
-    if by == "pool":
-        return pool_of
-    if by == "site":
-        return lambda entry: sites.get(pool_of(entry))
-    return lambda entry: getattr(entry, by)
-
-
-def _usage_rows(entries, speeds, key_of, by: str) -> list[dict]:
-    groups: dict[tuple, dict] = {}
-    for entry in entries:
-        if entry.kind not in ("charge", "correction"):
-            continue
-        key = (entry.period, key_of(entry) or "-")
-        row = groups.setdefault(
-            key,
-            {"period": key[0], by: key[1], "gpu_hours": 0.0, "effective_gpu_hours": 0.0}
-            | {"cost": 0.0, "subsidy": 0.0, "org_pays": 0.0, "_jobs": set()},
-        )
-        row["gpu_hours"] += entry.effective_gpu_hours / speeds.get(entry.gpu_type, 1.0)
-        row["effective_gpu_hours"] += entry.effective_gpu_hours
-        row["cost"] += float(entry.cost)
-        row["subsidy"] += float(entry.subsidy)
-        row["org_pays"] += float(entry.org_pays)
-        row["_jobs"].add(entry.job_id)
-    rows = []
-    for key in sorted(groups):
-        row = groups[key]
-        row["jobs"] = len(row.pop("_jobs") - {None})
-        for name in ("gpu_hours", "effective_gpu_hours"):
-            row[name] = round(row[name], 4)
-        for name in ("cost", "subsidy", "org_pays"):
-            row[name] = round(row[name], 2)
-        rows.append(row)
-    return rows
-
-
-def _check_period(period: str | None) -> None:
-    if period is not None:
-        from gpupool.accounting.periods import label_kind
-        from gpupool.model import GpupoolError
-
-        try:
-            label_kind(period)
-        except GpupoolError as exc:
-            raise GpupoolError(exc.message, location="--period") from None
+_FIELD = {"gpu-type": "gpu_type"}  # --by's name -> the rows' key
 
 
 # what --png may be: the chart's format follows the suffix (matplotlib's savefig)
@@ -139,25 +92,9 @@ def usage(
     png_path: str | None = typer.Option(None, "--png", help="Also chart usage per period."),
 ) -> None:
     """GPU usage and money per period, grouped by domain, org, GPU type, site or pool."""
-    from gpupool.model import GpupoolError
-    from gpupool.scheduler import accounts, repository
-    from gpupool.scheduler.permissions import authorize
-
-    if by not in _BY:
-        raise GpupoolError(f"must be one of {', '.join(_BY)}, got {by!r}", location="--by")
-    _check_period(period)
-    _check_outputs(csv_path, png_path)
-    with work(ctx) as session:
-        grant = authorize(session, actor(ctx), "report.read")  # a submitter: its own org's
-        books = accounts.load_books(session)
-        speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
-        sites = {p.name: p.site for p in repository.list_pools(session)}
-        last_pools = {j.id: j.pool.name for j in repository.list_jobs(session) if j.pool}
-    entries = [
-        e for e in books.entries if (period is None or e.period == period) and grant.sees_org(e.org)
-    ]
-    field = _BY[by]
-    rows = _usage_rows(entries, speeds, _grouping(field, sites, last_pools), field)
+    _check_outputs(csv_path, png_path)  # before anything is read or written
+    rows = platform(ctx).usage_report(period, by)
+    field = _FIELD.get(by, by)
     if _write_out(rows, csv_path, png_path, partial(_usage_chart, rows, field), as_json):
         return
     render(rows, [("period", "period"), (field, by), *_COLUMNS], False, title="usage")
@@ -172,28 +109,9 @@ def subsidies(
     png_path: str | None = typer.Option(None, "--png", help="Also chart budget burn-down."),
 ) -> None:
     """Subsidy paid per programme, period and org, against each programme's budget."""
-    from gpupool.scheduler import accounts
-    from gpupool.scheduler.permissions import Denied, authorize
-
-    _check_outputs(csv_path, png_path)
-    with work(ctx) as session:
-        grant = authorize(session, actor(ctx), "report.read")  # a submitter: its own org's
-        if png_path and not grant.everything:
-            raise Denied(
-                f"{grant.actor} may not chart budget burn-down: it shows every organisation's "
-                "subsidy (admins and auditors only)",
-                grant.actor,
-                "chart budget burn-down",
-                "report subsidies",
-                location="--png",
-            )
-        books = accounts.load_books(session)
-    names = [p.name for p in books.programmes]
-    if programme is not None and programme not in names:
-        from gpupool.model import NotFound
-
-        raise NotFound(f"no programme named {programme!r}", location="--programme")
-    rows = [row for row in _subsidy_rows(books, programme) if grant.sees_org(row["org"])]
+    _check_outputs(csv_path, png_path)  # before anything is read or written
+    books = _ledger_for_chart(ctx) if png_path else None  # refused before anything is written
+    rows = platform(ctx).subsidy_report(programme)
     chart = partial(_burn_down_chart, books, programme)
     if _write_out(rows, csv_path, png_path, chart, as_json):
         return
@@ -224,42 +142,6 @@ def _write_out(rows, csv_path, png_path, chart, as_json: bool) -> bool:
     if as_json:
         print_json(rows)
     return as_json
-
-
-def _subsidy_rows(books, only: str | None) -> list[dict]:
-    budgets = {p.name: p.budget for p in books.programmes}
-    totals = books.totals(by=("programme", "period", "org"))
-    rows = []
-    for (name, period, org), total in sorted(totals.items(), key=lambda kv: str(kv[0])):
-        if name is None or (only is not None and name != only):
-            continue
-        used = sum(
-            _voucher_hours(e.note)
-            for e in books.entries
-            if e.kind == "charge" and e.programme == name and e.period == period and e.org == org
-        )
-        rows.append(
-            {
-                "programme": name,
-                "period": period,
-                "org": org,
-                "budget": budgets.get(name),
-                "subsidy": float(total.subsidy),
-                "cost": float(total.cost),
-                "org_pays": float(total.org_pays),
-                "effective_gpu_hours": round(total.effective_gpu_hours, 4),
-                "voucher_hours": round(used, 4),
-            }
-        )
-    return rows
-
-
-def _voucher_hours(note: str) -> float:
-    head = note.split(" voucher hours")[0] if "voucher hours" in note else ""
-    try:
-        return float(head)
-    except ValueError:
-        return 0.0
 
 
 def _pyplot():
@@ -316,3 +198,24 @@ def _burn_down_chart(books, only: str | None, path: str) -> None:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def _ledger_for_chart(ctx: typer.Context):
+    """The whole ledger: a burn-down shows every organisation's subsidy, so it is for
+    admins and auditors only, and read from the database itself (not served yet)."""
+    from gpupool.scheduler import accounts
+    from gpupool.scheduler.permissions import Denied, authorize
+
+    local_database(ctx, "--png")
+    with work(ctx) as session:
+        grant = authorize(session, actor(ctx), "report.read")
+        if not grant.everything:
+            raise Denied(
+                f"{grant.actor} may not chart budget burn-down: it shows every organisation's "
+                "subsidy (admins and auditors only)",
+                grant.actor,
+                "chart budget burn-down",
+                "report subsidies",
+                location="--png",
+            )
+        return accounts.load_books(session)

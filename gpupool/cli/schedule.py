@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, db_url, echo, print_json, render, work
+from gpupool.cli.output import JSON_OPTION, echo, platform, print_json, render
 
 
 def register(app: typer.Typer) -> None:
@@ -30,81 +30,25 @@ def schedule(
 ) -> None:
     """Run one scheduling round with the active policy (waits for a running daemon's round)."""
     from gpupool.cli.daemon import configure_logging
-    from gpupool.scheduler import repository
-    from gpupool.scheduler.daemon import locked_session, policy_label, run_locked_round
-    from gpupool.scheduler.lifecycle import parse_grace
-    from gpupool.scheduler.rounds import run_active_round
 
-    grace_rule = parse_grace(grace)
     configure_logging()
-    if not dry_run:  # refuse before waiting for the round lock, not after
-        from gpupool.scheduler.permissions import authorize
-
-        with work(ctx) as session:
-            authorize(session, actor(ctx), "schedule.run")
-    session_scope = work(ctx) if dry_run else locked_session(db_url(ctx), wait=True)
-    with session_scope as session:
-        if dry_run:
-            from gpupool.scheduler.permissions import authorize
-
-            authorize(session, actor(ctx), "schedule.dry_run")  # shows every org's jobs
-            result, active = run_active_round(session, dry_run=True, grace=grace_rule)
-            label = policy_label(active)
-        else:
-            report = run_locked_round(session, actor(ctx), grace_rule)
-            result, label = report.result, report.policy
-        jobs = {j.id: j for j in repository.list_jobs(session)}
-        started = [
-            {
-                "job": s.job_id,
-                "org": jobs[s.job_id].org.name,
-                "gpus": jobs[s.job_id].gpus,
-                "pool": s.pool,
-                "nodes": [list(n) for n in s.nodes],
-                "cost": round(s.charge.cost, 2),
-                "subsidy": round(s.charge.subsidy, 2),
-                "org_pays": round(s.charge.org_pays, 2),
-                "why": s.reason,
-            }
-            for s in result.started
-        ]
-        waiting = [
-            {
-                "job": job_id,
-                "org": jobs[job_id].org.name,
-                "gpus": jobs[job_id].gpus,
-                "reason": str(reason),
-            }
-            for job_id, reason in sorted(result.waiting.items())
-        ]
-    policy = label
+    view = platform(ctx).schedule(dry_run, grace)
+    started, waiting, policy = view["started"], view["waiting"], view["policy"]
     if as_json:
-        print_json(
-            {
-                "round": result.round_id,
-                "dry_run": dry_run,
-                "policy": policy,
-                "started": started,
-                "waiting": waiting,
-                "preempted": result.preempted,
-                "timed_out": result.timed_out,
-                "skipped": {str(k): v for k, v in sorted(result.skipped.items())},
-                "quarantined": {str(k): v for k, v in sorted(result.quarantined.items())},
-                "set_aside": dict(sorted(result.set_aside.items())),
-                "solve_seconds": round(result.solve_seconds, 4),
-            }
-        )
+        print_json(view)
         return
-    label = "dry run" if dry_run else f"round {result.round_id}"
+    quarantined, set_aside = view.get("quarantined", {}), view.get("set_aside", {})
+    timed_out, preempted = view["timed_out"], view["preempted"]
+    label = "dry run" if dry_run else f"round {view['round']}"
     echo(
         f"{label} with {policy}: {len(started)} started, {len(waiting)} waiting"
-        + (f", {len(result.timed_out)} timed out" if result.timed_out else "")
-        + (f", {len(result.preempted)} preempted" if result.preempted else "")
-        + (f", {len(result.quarantined)} quarantined" if result.quarantined else "")
+        + (f", {len(timed_out)} timed out" if timed_out else "")
+        + (f", {len(preempted)} preempted" if preempted else "")
+        + (f", {len(quarantined)} quarantined" if quarantined else "")
     )
-    for job_id, reason in sorted(result.quarantined.items()):
+    for job_id, reason in sorted(quarantined.items(), key=lambda item: int(item[0])):
         echo(f"job {job_id} {'would be ' if dry_run else ''}failed: {reason}")
-    for target, reason in sorted(result.set_aside.items()):
+    for target, reason in sorted(set_aside.items()):
         echo(f"{target} set aside: {reason}")
     if started:
         render(

@@ -13,7 +13,7 @@ import re
 
 import typer
 
-from gpupool.cli.output import db_url
+from gpupool.cli.output import local_database
 from gpupool.limits import COMMENT, Limit, check_text, read
 from gpupool.model import GpupoolError
 
@@ -61,7 +61,7 @@ def serve(
     host, port, workers, max_body = _listen_options(host, port, workers, max_body)
     log_level = _log_level(log_level)
     check_text(forwarded_allow_ips, "--forwarded-allow-ips", COMMENT)
-    settings = Settings(database_url=db_url(ctx), max_body_bytes=max_body)
+    settings = Settings(database_url=local_database(ctx, "serve"), max_body_bytes=max_body)
     _prepare_schema(settings.database_url)
     os.environ[SETTINGS_ENV] = settings_env(settings)
     metrics_dir = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, echo, print_json, render, work
+from gpupool.cli.output import JSON_OPTION, echo, platform, print_json, render
 
 app = typer.Typer(no_args_is_help=True)
 token_app = typer.Typer(no_args_is_help=True)
@@ -25,22 +25,16 @@ def add(
     site: str | None = typer.Option(None, "--site", help="The site an agent acts for."),
 ) -> None:
     """Add a user (admins only)."""
-    from gpupool.scheduler.permissions import add_user
-
-    with work(ctx) as session:
-        row = add_user(session, actor(ctx), name, role.strip(), org, site)
-        where = f" for {row.org.name}" if row.org is not None else ""
-        where += f" at {row.site}" if row.site else ""
-    echo(f"added {row.role} {row.name}{where}")
+    user = platform(ctx).add_user(name, role.strip(), org, site)
+    where = f" for {user['org']}" if user["org"] is not None else ""
+    where += f" at {user['site']}" if user.get("site") else ""
+    echo(f"added {user['role']} {user['name']}{where}")
 
 
 @app.command("list")
 def list_users(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List users and their roles (admins and auditors)."""
-    from gpupool.scheduler.permissions import list_users as users
-
-    with work(ctx) as session:
-        rows = users(session, actor(ctx))
+    rows = platform(ctx).list_users()
     columns = [("name", "name"), ("role", "role"), ("org", "org"), ("site", "site")]
     render(rows, columns, as_json, title="users")
 
@@ -59,16 +53,11 @@ def token_create(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create an API token for USER (admins only); it is printed this once."""
-    from gpupool.scheduler import tokens
-
-    lifetime = tokens.parse_duration(expires)
-    with work(ctx) as session:
-        row, raw = tokens.create_token(session, actor(ctx), user, lifetime, scope)
-        view = tokens.token_view(row)
+    view = platform(ctx).create_token(user, expires, scope)
     if as_json:
-        print_json({**view, "token": raw})
+        print_json(view)
         return
-    typer.echo(raw)
+    typer.echo(view["token"])
     until = f"expires {view['expires_at']}" if view["expires_at"] else "never expires"
     typer.echo(
         f"token {view['id']} for {view['user']}, {until}; shown once: store it now (GPUPOOL_TOKEN)",
@@ -83,10 +72,7 @@ def token_list(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List tokens, never their secrets (everyone's for admins and auditors, else your own)."""
-    from gpupool.scheduler import tokens
-
-    with work(ctx) as session:
-        rows = tokens.list_tokens(session, actor(ctx), user)
+    rows = platform(ctx).list_tokens(user)
     columns = [
         ("id", "id"),
         ("user", "user"),
@@ -104,10 +90,7 @@ def token_revoke(
     ctx: typer.Context, token_id: str = typer.Argument(..., metavar="ID", help="The token's id.")
 ) -> None:
     """Revoke a token now (admins: any; anyone: their own)."""
-    from gpupool.scheduler import tokens
-
-    with work(ctx) as session:
-        view = tokens.revoke_token(session, actor(ctx), token_id)
+    view = platform(ctx).revoke_token(token_id)
     done = "revoked" if view["revoked_now"] else f"was already revoked at {view['revoked_at']}"
     echo(f"token {view['id']} of {view['user']} {done}")
 
@@ -130,13 +113,10 @@ def audit_list(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Read the audit log, oldest first (admins and auditors)."""
-    from gpupool.scheduler.permissions import list_audit
     from gpupool.scheduler.service import positive_int
 
     count = positive_int(limit, "--limit")
-    start = None if since is None else _since(since)
-    with work(ctx) as session:
-        rows = list_audit(session, actor(ctx), who, start, outcome, action, count)
+    rows = platform(ctx).list_audit(who, since, outcome, action, count)
     columns = [
         ("id", "id"),
         ("at", "at"),
@@ -146,18 +126,3 @@ def audit_list(
         ("outcome", "outcome"),
     ]
     render(rows, columns, as_json, title="audit log")
-
-
-def _since(text: str):
-    """A duration back from now (7d) or an instant (2026-11-02, 2026-11-02T10:00Z)."""
-    from gpupool.accounting.periods import parse_instant
-    from gpupool.model import GpupoolError
-    from gpupool.scheduler import clock, tokens
-
-    try:
-        back = tokens.parse_duration(text, "--since")
-    except GpupoolError:
-        return clock.from_epoch(parse_instant(text, "--since"))
-    if back is None:
-        raise GpupoolError("must be a duration or a date, not never", location="--since")
-    return clock.utcnow() - back

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, actor, echo, render, work
+from gpupool.cli.output import JSON_OPTION, echo, platform, render
 from gpupool.limits import to_number
 
 programme_app = typer.Typer(no_args_is_help=True)
@@ -105,8 +105,8 @@ def programme_add(
     """Create a subsidy programme from options, or every programme in --file."""
     from gpupool.accounting.declarations import parse_programmes
     from gpupool.model import GpupoolError
-    from gpupool.scheduler import accounts
 
+    declarations = None
     if (name is None) == (file is None):
         raise GpupoolError("give a programme NAME or --file, not both", location="NAME")
     if file is not None:
@@ -127,10 +127,9 @@ def programme_add(
             end_of_period=None if end is None else _end_of_period(end),
             when_exhausted=None if when_exhausted is None else when_exhausted.replace("-", "_"),
         )
-        programmes = parse_programmes([entry], "programme")
-    with work(ctx) as session:
-        for programme in programmes:
-            accounts.add_programme(session, actor(ctx), programme)
+        programmes = parse_programmes([entry], "programme")  # errors name the options
+        declarations = [dict(entry)]
+    platform(ctx).add_programmes(declarations, file)
     echo(f"added programme {', '.join(p.name for p in programmes)}")
 
 
@@ -144,10 +143,7 @@ def _compose(path: str):
 @programme_app.command("list")
 def programme_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """Programmes with their rules, subsidy paid so far and budget left now."""
-    from gpupool.scheduler import accounts
-
-    with work(ctx) as session:
-        rows = accounts.list_programmes(session, actor(ctx))
+    rows = platform(ctx).list_programmes()
     render(
         rows,
         [
@@ -179,16 +175,7 @@ def voucher_award(
     at: str | None = typer.Option(None, "--at", help="Award time (UTC); default: now."),
 ) -> None:
     """Give an organisation voucher hours from a programme."""
-    from gpupool.accounting.periods import parse_instant
-    from gpupool.scheduler import accounts
-
-    awarded = None if at is None else parse_instant(at, "--at")
-    expiry = None if expires is None else parse_instant(expires, "--expires")
-    with work(ctx) as session:
-        row = accounts.award_voucher(
-            session, actor(ctx), org, programme, amount, now=awarded, expires_at=expiry
-        )
-        view = accounts.voucher_view(row)
+    view = platform(ctx).award_voucher(org, programme, amount, expires, at)
     echo(
         f"awarded voucher {view['id']}: {view['amount']:g} hours of {view['programme']} "
         f"to {view['org']}, expires {view['expires_at'] or 'never'}"
@@ -202,10 +189,7 @@ def voucher_list(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Vouchers with their balances (voucher hours)."""
-    from gpupool.scheduler import accounts
-
-    with work(ctx) as session:
-        rows = accounts.list_vouchers(session, actor(ctx), org)
+    rows = platform(ctx).list_vouchers(org)
     render(
         rows,
         [

@@ -53,12 +53,12 @@ def job_detail(session: Session, actor: str, job_id: int) -> dict:
 # --- scheduling rounds -------------------------------------------------------
 
 
-def schedule(engine: Engine, actor: str, dry_run: bool, grace=None) -> dict:
+def schedule(engine: Engine, actor: str, dry_run: bool, grace=None, on_wait=None) -> dict:
     """`schedule [--dry-run] --json`: one round with the active policy.
 
     A live round holds the round lock (waiting for a daemon's round in
-    progress) and is admins only; a dry run computes the same decision and
-    writes nothing.
+    progress, calling ``on_wait()`` once if it has to) and is admins only; a dry
+    run computes the same decision and writes nothing.
     """
     from gpupool.scheduler.daemon import policy_label, run_locked_round
     from gpupool.scheduler.database import unit_of_work
@@ -73,7 +73,7 @@ def schedule(engine: Engine, actor: str, dry_run: bool, grace=None) -> dict:
             return round_view(session, result, policy_label(active))
     with unit_of_work(engine) as session:  # refuse before waiting for the round lock
         authorize(session, actor, "schedule.run")
-    with round_lock(engine, wait=True), unit_of_work(engine) as session:
+    with round_lock(engine, wait=True, on_wait=on_wait), unit_of_work(engine) as session:
         report = run_locked_round(session, actor, grace)
         return round_view(session, report.result, report.policy)
 
@@ -253,7 +253,16 @@ def whatif(
     session: Session, document, label: str, since: str, until: str | None, now: dt.datetime
 ) -> dict:
     """`policy whatif --json`: the recorded jobs replayed under ``document`` and
-    under the active policy, compared per domain. Writes nothing."""
+    under the active policy, compared per domain, with the window replayed
+    (``since``, ``until``) and the number of pools. Writes nothing."""
+    return whatif_results(session, document, label, since, until, now)[0]
+
+
+def whatif_results(
+    session: Session, document, label: str, since: str, until: str | None, now: dt.datetime
+) -> tuple[dict, dict]:
+    """:func:`whatif`'s comparison and the two SimulationResults (for per-job files)."""
+    from gpupool.scheduler import clock
     from gpupool.scheduler.rounds import active_policy
     from gpupool.simulations import from_db
 
@@ -267,5 +276,6 @@ def whatif(
         f"{label} ({document.kind})", document.build(), document.params.subsidy
     )
     hours = (end - start).total_seconds() / 3600.0
-    comparison, _results = from_db.whatif(scenario, hours, current, proposed)
-    return comparison
+    comparison, results = from_db.whatif(scenario, hours, current, proposed)
+    window = {"since": clock.iso(start), "until": clock.iso(end), "pools": len(scenario.pools)}
+    return {**comparison, **window}, results

@@ -1,0 +1,301 @@
+"""HttpPlatform: the CLI's operations against a `gpupool serve` (gpupool.cli.platform).
+
+Each call is one request to ``/api/v1`` with the bearer token, and returns the
+response body, which is what the same command's ``--json`` prints locally.
+An error response (RFC 9457 problem details, gpupool.server.problems) becomes
+the GpupoolError the local call would have raised: its ``detail`` is the
+error's ``location: message`` line and ``field`` its location, so the CLI
+prints the same ``error:`` line and exits 2. A batch or policy document's
+``errors`` come back one each, as a BatchError or PolicyDocumentError.
+
+The HTTP client is the standard library's http.client, one connection per
+command: a command makes one request, and httpx (with its TLS context built
+from certifi's bundle) would cost a `job submit` more than the whole request
+(benchmarks/README.md, "CLI start-up"). No SQLAlchemy, no schema check either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gpupool.cli.platform import View
+from gpupool.model import (
+    GpupoolError,
+    IllegalTransition,
+    NotFound,
+    PermissionDenied,
+)
+
+API = "/api/v1"
+TIMEOUT_SECONDS = 60.0  # a live round waits for a daemon's round in progress
+_CLASSES = {401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: IllegalTransition}
+
+
+class HttpPlatform:
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+
+    def database_url(self, command: str) -> str | None:
+        raise GpupoolError(
+            "runs only where the database is, not through a server; unset GPUPOOL_URL "
+            "(or run `gpupool logout`) on the server's host and give --db",
+            location=command,
+        )
+
+    # --- the wire ------------------------------------------------------------
+
+    def _call(self, method: str, path: str, *, json=None, params=None, errors=None):
+        status, body = self._send(method, API + path + _query(params), json)
+        if status >= 400:
+            raise _error(status, body, errors)
+        return body
+
+    def _send(self, method: str, target: str, payload) -> tuple[int, object]:
+        """One request on a fresh connection: (status, decoded JSON body or None)."""
+        import http.client
+        import json
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        if parts.scheme == "https":
+            import ssl
+
+            connection = http.client.HTTPSConnection(
+                parts.hostname, parts.port, timeout=TIMEOUT_SECONDS,
+                context=ssl.create_default_context(),
+            )  # fmt: skip
+        else:
+            connection = http.client.HTTPConnection(
+                parts.hostname, parts.port, timeout=TIMEOUT_SECONDS
+            )
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        data = None
+        if payload is not None:
+            data = json.dumps(payload).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        try:
+            connection.request(method, parts.path.rstrip("/") + target, data, headers)
+            response = connection.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise GpupoolError(
+                f"cannot reach the server {self.url}: {exc.__class__.__name__}: {exc}",
+                location="GPUPOOL_URL",
+            ) from None
+        finally:
+            connection.close()
+        try:
+            return response.status, json.loads(raw.decode("utf-8")) if raw else None
+        except ValueError:
+            return response.status, None
+
+    # --- jobs ----------------------------------------------------------------
+
+    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key) -> View:
+        body = {
+            "org": org,
+            "gpus": gpus,
+            "hours": hours,
+            "gpu_types": list(gpu_types),
+            "name": name,
+            "priority": priority,
+            "key": key,
+        }
+        return self._call("POST", "/jobs", json=body)
+
+    def submit_batch(self, path: str) -> list[View]:
+        from gpupool.files import BATCH_CSV, BATCH_YAML, read_text
+
+        kind = BATCH_CSV if Path(path).suffix.lower() == ".csv" else BATCH_YAML
+        body = {"filename": Path(path).name, "content": read_text(path, kind)}
+        return self._call("POST", "/jobs/batch", json=body, errors="batch")
+
+    def list_jobs(self, states: list[str], org: str | None) -> list[View]:
+        return self._call("GET", "/jobs", params={"state": list(states), "org": org})
+
+    def show_job(self, job_id: int) -> View:
+        return self._call("GET", f"/jobs/{job_id}")
+
+    def cancel_job(self, job_id: int) -> View:
+        return self._call("POST", f"/jobs/{job_id}/cancel")
+
+    def finish_job(self, job_id: int, failed: bool, at: str | None) -> View:
+        return self._call("POST", f"/jobs/{job_id}/finish", json={"failed": failed, "at": at})
+
+    def reap(self, grace: str | None) -> View:
+        return self._call("POST", "/jobs/reap", json={"grace": grace})
+
+    def schedule(self, dry_run: bool, grace: str | None) -> View:
+        return self._call("POST", "/schedule", json={"dry_run": dry_run, "grace": grace})
+
+    # --- the platform's description -----------------------------------------
+
+    def list_gpu_types(self) -> list[View]:
+        return self._call("GET", "/gpu-types")
+
+    def add_gpu_type(self, name, vendor, memory, speed, domestic) -> View:
+        body = {
+            "name": name,
+            "vendor": vendor,
+            "memory_gb": memory,
+            "speed": speed,
+            "domestic": domestic,
+        }
+        return self._call("POST", "/gpu-types", json=body)
+
+    def list_pools(self) -> list[View]:
+        return self._call("GET", "/pools")
+
+    def add_pool(self, name, site, gpu_type, gpus, gpus_per_node, price) -> View:
+        body = {
+            "name": name,
+            "site": site,
+            "gpu_type": gpu_type,
+            "gpus": gpus,
+            "gpus_per_node": gpus_per_node,
+            "price_per_gpu_hour": price,
+        }
+        return self._call("POST", "/pools", json=body)
+
+    def list_domains(self) -> list[View]:
+        return self._call("GET", "/domains")
+
+    def add_domain(self, name, weight) -> View:
+        return self._call("POST", "/domains", json={"name": name, "weight": weight})
+
+    def list_orgs(self, domain: str | None) -> list[View]:
+        return self._call("GET", "/orgs", params={"domain": domain})
+
+    def add_org(self, name, domain, budget) -> View:
+        return self._call("POST", "/orgs", json={"name": name, "domain": domain, "budget": budget})
+
+    # --- users, tokens, audit ------------------------------------------------
+
+    def list_users(self) -> list[View]:
+        return self._call("GET", "/users")
+
+    def add_user(self, name, role, org, site) -> View:
+        body = {"name": name, "role": role, "org": org, "site": site}
+        return self._call("POST", "/users", json=body)
+
+    def create_token(self, user, expires, scopes) -> View:
+        body = {"user": user, "expires": expires, "scopes": list(scopes)}
+        return self._call("POST", "/tokens", json=body)
+
+    def list_tokens(self, user: str | None) -> list[View]:
+        return self._call("GET", "/tokens", params={"user": user})
+
+    def revoke_token(self, token_id: str) -> View:
+        from urllib.parse import quote
+
+        return self._call("DELETE", f"/tokens/{quote(token_id, safe='')}")
+
+    def list_audit(self, actor, since, outcome, action, limit: int) -> list[View]:
+        params = {
+            "actor": actor,
+            "since": since,
+            "outcome": outcome,
+            "action": action,
+            "limit": limit,
+        }
+        return self._call("GET", "/audit", params=params)
+
+    # --- policies ------------------------------------------------------------
+
+    def apply_policy(self, text: str, filename: str, comment: str) -> View:
+        body = {"content": text, "filename": filename, "comment": comment}
+        return self._call("POST", "/policy/apply", json=body, errors="policy")
+
+    def show_policy(self, version: str | None) -> View:
+        if version is None:
+            return self._call("GET", "/policy")
+        from urllib.parse import quote
+
+        return self._call("GET", f"/policy/versions/{quote(version, safe='')}")
+
+    def policy_history(self) -> list[View]:
+        return self._call("GET", "/policy/history")
+
+    def diff_policies(self, old: str, new: str) -> View:
+        return self._call("GET", "/policy/diff", params={"old": old, "new": new})
+
+    def rollback_policy(self, version: str, comment: str) -> View:
+        return self._call("POST", "/policy/rollback", json={"version": version, "comment": comment})
+
+    def whatif(self, text: str, filename: str, since: str, until: str | None, out) -> View:
+        if out is not None:
+            raise GpupoolError(
+                "the per-job files need the database itself; leave --out out with a server "
+                "(--json prints the comparison)",
+                location="--out",
+            )
+        body = {"content": text, "filename": filename, "since": since, "until": until}
+        return self._call("POST", "/policy/whatif", json=body, errors="policy")
+
+    # --- accounting ----------------------------------------------------------
+
+    def list_programmes(self) -> list[View]:
+        return self._call("GET", "/programmes")
+
+    def add_programmes(self, declarations: list[dict] | None, path: str | None) -> list[View]:
+        if path is None:
+            return self._call("POST", "/programmes", json={"programmes": declarations})
+        from gpupool.files import PROGRAMMES, read_text
+
+        body = {"content": read_text(path, PROGRAMMES), "filename": Path(path).name}
+        return self._call("POST", "/programmes", json=body)
+
+    def list_vouchers(self, org: str | None) -> list[View]:
+        return self._call("GET", "/vouchers", params={"org": org})
+
+    def award_voucher(self, org, programme, amount, expires, at) -> View:
+        body = {"org": org, "programme": programme, "amount": amount, "expires": expires, "at": at}
+        return self._call("POST", "/vouchers", json=body)
+
+    def usage_report(self, period: str | None, by: str) -> list[View]:
+        return self._call("GET", "/reports/usage", params={"period": period, "by": by})
+
+    def subsidy_report(self, programme: str | None) -> list[View]:
+        return self._call("GET", "/reports/subsidies", params={"programme": programme})
+
+
+def _query(params: dict | None) -> str:
+    """``?a=1&state=x&state=y`` from the parameters given (None and [] left out)."""
+    from urllib.parse import urlencode
+
+    given = {k: v for k, v in (params or {}).items() if v is not None and v != []}
+    return "?" + urlencode(given, doseq=True) if given else ""
+
+
+def _error(status: int, body, errors: str | None) -> GpupoolError:
+    """The GpupoolError a problem-details response stands for."""
+    if not isinstance(body, dict):
+        body = {}
+    detail = str(body.get("detail") or f"the server answered {status}")
+    items = body.get("errors") or []
+    if errors == "batch" and items and status == 422:
+        from gpupool.scheduler.service import BatchError
+
+        return BatchError([_one(item.get("field"), str(item.get("detail"))) for item in items])
+    if errors == "policy" and items and status == 422:
+        from gpupool.policies.document import PolicyDocumentError
+
+        return PolicyDocumentError([_pair(item) for item in items])
+    return _one(body.get("field"), detail, _CLASSES.get(status, GpupoolError))
+
+
+def _one(field: str | None, detail: str, kind=GpupoolError) -> GpupoolError:
+    """``detail`` is ``field: message`` (as str(GpupoolError) is); split it back."""
+    prefix = f"{field}: " if field else None
+    if prefix and detail.startswith(prefix):
+        return kind(detail[len(prefix) :], location=field)
+    return kind(detail)
+
+
+def _pair(item: dict) -> tuple[str, str]:
+    field, detail = item.get("field"), str(item.get("detail"))
+    prefix = f"{field}: " if field else ""
+    if prefix and detail.startswith(prefix):
+        return field, detail[len(prefix) :]
+    return "policy", detail
