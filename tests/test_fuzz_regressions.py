@@ -144,3 +144,26 @@ def test_serve_refuses_a_bad_listening_option_before_binding(tmp_path, monkeypat
     )
     _one_error_line(result, f"error: {option}: ")
     assert not (tmp_path / "x.db").exists()  # refused before the database was touched
+
+
+# --- login: a URL or token the HTTP client cannot use ------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "token", "start"),
+    [
+        ("http://[/]", "gpt_x", "error: URL: not a usable URL"),
+        ("http://[::1", "gpt_x", "error: URL: not a usable URL"),
+        ("http://127.0.0.1:99999", "gpt_x", "error: URL: not a usable URL"),
+        ("http://:1", "gpt_x", "error: URL: names no host"),
+        ("http://127.0.0.1:1", "gpt_a\x1b\nb", "error: --token: must be printable ASCII"),
+        ("http://127.0.0.1:1", "gpt_a b", "error: --token: must be printable ASCII"),
+    ],
+)
+def test_login_refuses_an_unusable_url_or_token_in_one_line(
+    tmp_path, monkeypatch, url, token, start
+):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, ["login", url, "--token", token])
+    _one_error_line(result, start)
+    assert not (tmp_path / "gpupool").exists()  # nothing saved
