@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from gpupool import limits as lim
 from tests.fuzz import documents as docs
 from tests.fuzz import values as v
-from tests.fuzz.harness import BATCH, DOCUMENT, ONE_LINE, Step
+from tests.fuzz.harness import BATCH, CONFIG_HOME, DOCUMENT, ONE_LINE, Step
 from tests.fuzz.platform import ADMIN, AGENT, AUDITOR, SUBMITTER, VOUCHER_PROGRAMME
 
 
@@ -847,6 +847,49 @@ def serve(known: Known):
     return case()
 
 
+# `login` checks its token against a server: no server runs in the suite, so every call is
+# refused. The URL is always loopback (port 1, where nothing listens) or malformed.
+LOGIN_URLS = ["", "ftp://127.0.0.1:1", "http://[/]", "http://127.0.0.1:99999",
+              "http://127.0.0.1:-1", "http://127.0.0.1:٣", "http://127.0.0.1:1/\x1b[31m",
+              "https://127.0.0.1:1", "http://127.0.0.1:1/" + "a" * 100_000, "http://:1",
+              "http://127.0.0.1:1?x=[/]", "[/]", "\u202ehttp://127.0.0.1:1",
+              "http://[::1"]  # fmt: skip
+CREDENTIALS = f"{CONFIG_HOME}/gpupool/credentials"
+
+
+def login(known: Known):
+    opts = [
+        Opt(None, _plain("http://127.0.0.1:1"), st.sampled_from(LOGIN_URLS).map(v.Value)),
+        Opt("--token", _plain("gpt_abcdefgh_secret"), v.hostile_text(["gpt_x"], name=False)),
+    ]
+
+    @st.composite
+    def case(draw):
+        step = draw(invocation("login", opts))
+        return Case((Step(step.argv, step.actor, refuse="login without a server"),))
+
+    return case()
+
+
+def logout(known: Known):
+    """After nothing, a saved login, or a hostile file (or directory) where it is kept."""
+    saved = [
+        (),
+        (docs.File(CREDENTIALS, b'{"url": "http://127.0.0.1:1", "token": "gpt_x"}'),),
+        (docs.File(CREDENTIALS, b"\x00\xff[/]\x1b[31m"),),
+        (docs.File(CREDENTIALS, b'{"url": "[/]\\u001b[31m"}'),),
+        (docs.File(CREDENTIALS, kind="dir"),),
+        (docs.File(CREDENTIALS, kind="fifo"),),
+    ]
+
+    @st.composite
+    def case(draw):
+        step = draw(invocation("logout", []))
+        return Case((step,), draw(st.sampled_from(saved)))
+
+    return case()
+
+
 # ---------------------------------------------------------------------------
 # Every command
 # ---------------------------------------------------------------------------
@@ -893,6 +936,8 @@ DRIVERS: dict[str, Callable[[Known], st.SearchStrategy[Case]]] = {
     "token revoke": token_revoke,
     "audit list": audit_list,
     "serve": serve,
+    "login": login,
+    "logout": logout,
     "org list": _lister(
         "org list", "org add", org_add_opts, [ref("--domain", *DOMAINS, required=False)]
     ),

@@ -47,6 +47,7 @@ MEMORY_MB = int(os.environ.get("GPUPOOL_FUZZ_MEMORY_MB", "512"))
 # MemoryError there instead of swapping the machine.
 ADDRESS_SPACE_HEADROOM_MB = MEMORY_MB * 2
 
+CONFIG_HOME = "xdg-config"  # the child's XDG_CONFIG_HOME, under the case's directory
 ONE_LINE = "one-line"
 BATCH = "batch"
 DOCUMENT = "document"
@@ -168,6 +169,11 @@ def _child(url: str, steps: list[Step], cwd: str, payload_path: str) -> None:
     try:
         os.setsid()  # a stray SIGINT to the test run's group is not ours
         os.chdir(cwd)
+        # `login` and `logout` write and remove a saved login: only the case's own, never
+        # the user's; and no server configured outside the test reaches a call
+        os.environ["XDG_CONFIG_HOME"] = os.path.join(cwd, CONFIG_HOME)
+        for name in ("GPUPOOL_URL", "GPUPOOL_TOKEN", "GPUPOOL_DATABASE_URL", "GPUPOOL_USER"):
+            os.environ.pop(name, None)
         baseline_kb = _rss_kb()
         limit = _address_space_kb() * 1024 + ADDRESS_SPACE_HEADROOM_MB * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
