@@ -43,6 +43,35 @@ _COLUMNS = [
 _FIELD = {"gpu-type": "gpu_type"}  # --by's name -> the rows' key
 
 
+# what --png may be: the chart's format follows the suffix (matplotlib's savefig)
+_IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def _check_outputs(csv_path: str | None, png_path: str | None) -> None:
+    """Refuse an output path that could not be written, before anything is read or written."""
+    import unicodedata
+
+    from gpupool.model import GpupoolError
+
+    for option, path in (("--csv", csv_path), ("--png", png_path)):
+        if path is None:
+            continue
+        target = Path(path)
+        problem = None
+        if not path.strip():
+            problem = "must name a file"
+        elif any(unicodedata.category(char) in ("Cc", "Cf") for char in path):
+            problem = "must not hold control or format characters"
+        elif option == "--png" and target.suffix.lower() not in _IMAGE_SUFFIXES:
+            problem = f"must end in {', '.join(_IMAGE_SUFFIXES)} (the chart's format), got {path!r}"
+        elif target.is_dir():
+            problem = f"{path!r} is a directory"
+        elif not target.parent.is_dir():
+            problem = f"no directory {str(target.parent)!r} to write {target.name!r} in"
+        if problem:
+            raise GpupoolError(problem, location=option)
+
+
 def _write_csv(rows: list[dict], path: str) -> None:
     if not rows:
         Path(path).write_text("")
@@ -63,6 +92,7 @@ def usage(
     png_path: str | None = typer.Option(None, "--png", help="Also chart usage per period."),
 ) -> None:
     """GPU usage and money per period, grouped by domain, org, GPU type, site or pool."""
+    _check_outputs(csv_path, png_path)  # before anything is read or written
     rows = platform(ctx).usage_report(period, by)
     field = _FIELD.get(by, by)
     if _write_out(rows, csv_path, png_path, partial(_usage_chart, rows, field), as_json):
@@ -79,6 +109,7 @@ def subsidies(
     png_path: str | None = typer.Option(None, "--png", help="Also chart budget burn-down."),
 ) -> None:
     """Subsidy paid per programme, period and org, against each programme's budget."""
+    _check_outputs(csv_path, png_path)  # before anything is read or written
     books = _ledger_for_chart(ctx) if png_path else None  # refused before anything is written
     rows = platform(ctx).subsidy_report(programme)
     chart = partial(_burn_down_chart, books, programme)

@@ -90,7 +90,12 @@ def run(
     inputs = load_inputs(request)  # bad files fail here, before the progress bar draws
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TextColumn("jobs done"), console=console, transient=True) as bar:
+    # drawn only on a terminal: elsewhere rich's stop leaves a blank line on stderr, which
+    # would come before an error raised during the run (errors are one line)
+    quiet = not console.is_terminal
+    with Progress(
+        *columns, TextColumn("jobs done"), console=console, transient=True, disable=quiet
+    ) as bar:
         task = bar.add_task("loading", total=None)
         result, summary = execute(request, progress=_Bar(bar, task), inputs=inputs)
     paths = _write_run(result, summary, out)
@@ -233,6 +238,7 @@ def compare(
     A scheme is a policy document, or, with several scenario files (e.g. the
     same trace under different subsidy programmes), a scenario x policy pair.
     """
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from gpupool.policies.document import load_policy_file
@@ -258,7 +264,10 @@ def compare(
         for (scen, path), label in zip(schemes, labels, strict=True)
     ]
     columns = (TextColumn("runs"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, transient=True) as bar:
+    console = Console()
+    with Progress(
+        *columns, console=console, transient=True, disable=not console.is_terminal
+    ) as bar:
         task = bar.add_task("runs", total=len(requests))
         summaries = run_grid(
             requests, workers=processes and int(processes), on_done=lambda _: bar.advance(task)

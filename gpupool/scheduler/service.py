@@ -233,6 +233,10 @@ class JobRequest:
         }.get(field_name, field_name)
 
 
+# an idempotency key: printable one-line text that fits jobs.submit_key
+SUBMIT_KEY = limits.TextLimit("submit key", 128, "fits the jobs.submit_key column")
+
+
 def max_gang(pool: model.Pool) -> int:
     """The largest gang gpupool.model.fit_gang can ever place on an empty ``pool``."""
     return pool.largest_gang()
@@ -266,6 +270,9 @@ def _validate(session: Session, request: JobRequest) -> dict:
     priority = whole_number(priority, request.location("priority"), limits.PRIORITY)
     where = request.location("name")
     name = limits.check_text(request.name or "", where, limits.JOB_NAME, allow_empty=True)
+    if request.submit_key is not None:  # checked, not rewritten: keys match as given
+        where = request.location("submit_key")
+        limits.check_text(request.submit_key, where, SUBMIT_KEY, allow_empty=True)
     return dict(
         org_id=org.id,
         gpus=gpus,

@@ -52,6 +52,9 @@ def _known(built):
         app, ["--db", built.url, "--as", fuzz.ADMIN, "job", "list", "--json"]
     )
     jobs = json.loads(result.stdout)
+    listed = CliRunner().invoke(
+        app, ["--db", built.url, "--as", fuzz.ADMIN, "token", "list", "--json"]
+    )
 
     def ids(*states):
         return tuple(job["id"] for job in jobs if job["state"] in states)
@@ -61,4 +64,5 @@ def _known(built):
         pending=ids("pending"),
         ended=ids("completed", "failed", "cancelled", "timed_out"),
         next_job=max(job["id"] for job in jobs) + 1,
+        tokens=tuple(token["id"] for token in json.loads(listed.stdout)),
     )

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from gpupool import limits as lim
 from tests.fuzz import documents as docs
 from tests.fuzz import values as v
-from tests.fuzz.harness import BATCH, DOCUMENT, ONE_LINE, Step
-from tests.fuzz.platform import ADMIN, SUBMITTER, VOUCHER_PROGRAMME
+from tests.fuzz.harness import BATCH, CONFIG_HOME, DOCUMENT, ONE_LINE, Step
+from tests.fuzz.platform import ADMIN, AGENT, AUDITOR, SUBMITTER, VOUCHER_PROGRAMME
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class Known:
     pending: tuple[int, ...]
     ended: tuple[int, ...]
     next_job: int
+    tokens: tuple[str, ...] = ()  # ids of the demo's API tokens
 
 
 # ---------------------------------------------------------------------------
@@ -137,9 +138,10 @@ def job_id(known: Known, *, states: tuple[str, ...] = ("running", "pending", "en
 def actors() -> st.SearchStrategy[str]:
     """Mostly the admin (a refused permission ends a call early); sometimes the submitter,
     a stranger or a hostile name."""
-    hostile = ["mallory", "", " ", "[/]", "\x1b[31madmin", "ADMIN", "admin\u200b"]
+    hostile = ["mallory", "", " ", "[/]", "\x1b[31madmin", "ADMIN", "admin\u200b", "@owner"]
     return st.one_of(
-        st.sampled_from([ADMIN] * 8 + [SUBMITTER]), st.sampled_from([ADMIN] * 3 + hostile)
+        st.sampled_from([ADMIN] * 8 + [SUBMITTER, AUDITOR, AGENT]),
+        st.sampled_from([ADMIN] * 3 + hostile),
     )
 
 
@@ -313,7 +315,7 @@ def job_submit_batch(known: Known):
         v.hostile_number(["1", "2"]),
         v.hostile_text(["pumc-hospital", "a"]),
     )
-    refusing = frozenset({"gpus", "hours", "priority", "name"})
+    refusing = frozenset({"gpus", "hours", "priority", "name", "key"})
     csv = docs.csv_document(docs.BATCH_CSV, "jobs.csv", cells, refusing)
     yml = docs.yaml_document(docs.BATCH_YAML, "jobs.yaml")
 
@@ -603,8 +605,13 @@ def voucher_list(known: Known):
 
 
 def _out_path(flag_: str, plain: str) -> Opt:
-    hostile = st.sampled_from([plain, "no/such/dir/out", ".", "[/].out", "\x1b[31m.out", ""])
-    return Opt(flag_, _plain(plain), hostile.map(v.Value), required=False)
+    """A report's output file; every hostile one is unwritable or not the option's format."""
+    unwritable = ["no/such/dir/out", ".", "[/].out", "\x1b[31m.out", ""]
+    hostile = st.one_of(
+        st.just(v.Value(plain)),
+        st.sampled_from(unwritable).map(lambda t: v.Value(t, "an unwritable output path")),
+    )
+    return Opt(flag_, _plain(plain), hostile, required=False)
 
 
 def report_usage(known: Known):
@@ -764,6 +771,126 @@ def simulate_compare(known: Known):
 
 
 # ---------------------------------------------------------------------------
+# Tokens, the audit log, the server
+# ---------------------------------------------------------------------------
+
+USERS = (SUBMITTER, ADMIN, AUDITOR)
+
+
+def token_create_opts() -> list[Opt]:
+    return [
+        ref(None, *USERS),
+        Opt("--expires", _plain("90d", "12h", "never"), v.hostile_duration(["90d"]), False),
+        word("--scope", "read", "write", required=False),
+        switch("--json"),
+    ]
+
+
+def token_create(known: Known):
+    return single(invocation("token create", token_create_opts()))
+
+
+def token_list(known: Known):
+    setup = invocation("token create", token_create_opts(), actor=ADMIN, focus=False)
+    main = invocation("token list", [ref("--user", *USERS, required=False), switch("--json")])
+    return _store_first(setup, main)
+
+
+def token_revoke(known: Known):
+    """The demo's tokens by id, gpt_<id> and hostile ids; revoking one's own or another's."""
+    ids = [*known.tokens, *(f"gpt_{t}" for t in known.tokens)] or ["k3x9q2mz"]
+    hostile = st.one_of(
+        v.hostile_text(ids, name=False),
+        st.sampled_from(["gpt_", "gpt__", "gpt_[/]_x", "k3x9q2m", "0" * 8, "%", "*"]).map(v.Value),
+    )
+    return single(invocation("token revoke", [Opt(None, _plain(*ids), hostile)]))
+
+
+def audit_list(known: Known):
+    opts = [
+        ref("--actor", ADMIN, SUBMITTER, "@owner", "anonymous", required=False),
+        duration("--since", "7d", "2026-01-01"),
+        word("--outcome", "ok", "denied", required=False),
+        ref("--action", "job", "policy.apply", "authenticate", required=False),
+        num("--limit", "200", "5", required=False, limit=lim.ID),
+        switch("--json"),
+    ]
+    return single(invocation("audit list", opts, actor=None))
+
+
+# `serve` would listen and never return: every call has exactly one value the command
+# must refuse before it binds, the rest plain (127.0.0.1, any free port, one worker).
+# Were one accepted, the server would listen on 127.0.0.1 only, and the time bound ends it.
+SERVE_REFUSED = {
+    "--host": ["", " ", "[/]", "\x1b[31mlocal", "x" * 100_000, "127.0.0.1:8080",
+               "http://127.0.0.1", "-x", "256.256.256.256", "127.0.0.1\n", "::1%[/]",
+               "ｌｏｃａｌｈｏｓｔ", "local_host", "\u202elocal"],
+    "--port": ["-1", "65536", "70000", str(2**64), "٣", "１", "1_000", "0x50", "nan", "inf",
+               "", "80 81", "1" + "0" * 400],
+    "--workers": ["0", "65", "-1", "٣", "1.5", str(2**64), "inf", "", "1e309"],
+    "--max-body": ["1", "1023", "-1", "1e309", "٣", "", str(2**64)],
+    "--log-level": ["", "[/]", "verbose", "\x1b[31minfo", "info\ndebug"],
+    "--forwarded-allow-ips": ["\x1b[31m*", "x" * 100_000, "127.0.0.1\n*"],
+}  # fmt: skip
+SERVE_PLAIN = {"--host": "127.0.0.1", "--port": "0", "--workers": "1"}
+
+
+def serve(known: Known):
+    @st.composite
+    def case(draw):
+        flag = draw(st.sampled_from(sorted(SERVE_REFUSED)))
+        value = draw(st.sampled_from(SERVE_REFUSED[flag]))
+        argv = ["serve", *(f"{f}={t}" for f, t in SERVE_PLAIN.items() if f != flag)]
+        argv.append(f"{flag}={value}")
+        return Case((Step(tuple(argv), ADMIN, refuse=f"{flag} {value[:40]!r}: not servable"),))
+
+    return case()
+
+
+# `login` checks its token against a server: no server runs in the suite, so every call is
+# refused. The URL is always loopback (port 1, where nothing listens) or malformed.
+LOGIN_URLS = ["", "ftp://127.0.0.1:1", "http://[/]", "http://127.0.0.1:99999",
+              "http://127.0.0.1:-1", "http://127.0.0.1:٣", "http://127.0.0.1:1/\x1b[31m",
+              "https://127.0.0.1:1", "http://127.0.0.1:1/" + "a" * 100_000, "http://:1",
+              "http://127.0.0.1:1?x=[/]", "[/]", "\u202ehttp://127.0.0.1:1",
+              "http://[::1"]  # fmt: skip
+CREDENTIALS = f"{CONFIG_HOME}/gpupool/credentials"
+
+
+def login(known: Known):
+    opts = [
+        Opt(None, _plain("http://127.0.0.1:1"), st.sampled_from(LOGIN_URLS).map(v.Value)),
+        Opt("--token", _plain("gpt_abcdefgh_secret"), v.hostile_text(["gpt_x"], name=False)),
+    ]
+
+    @st.composite
+    def case(draw):
+        step = draw(invocation("login", opts))
+        return Case((Step(step.argv, step.actor, refuse="login without a server"),))
+
+    return case()
+
+
+def logout(known: Known):
+    """After nothing, a saved login, or a hostile file (or directory) where it is kept."""
+    saved = [
+        (),
+        (docs.File(CREDENTIALS, b'{"url": "http://127.0.0.1:1", "token": "gpt_x"}'),),
+        (docs.File(CREDENTIALS, b"\x00\xff[/]\x1b[31m"),),
+        (docs.File(CREDENTIALS, b'{"url": "[/]\\u001b[31m"}'),),
+        (docs.File(CREDENTIALS, kind="dir"),),
+        (docs.File(CREDENTIALS, kind="fifo"),),
+    ]
+
+    @st.composite
+    def case(draw):
+        step = draw(invocation("logout", []))
+        return Case((step,), draw(st.sampled_from(saved)))
+
+    return case()
+
+
+# ---------------------------------------------------------------------------
 # Every command
 # ---------------------------------------------------------------------------
 
@@ -804,6 +931,13 @@ DRIVERS: dict[str, Callable[[Known], st.SearchStrategy[Case]]] = {
     "domain add": _adder("domain add", domain_add_opts),
     "domain list": _lister("domain list", "domain add", domain_add_opts),
     "org add": _adder("org add", org_add_opts),
+    "token create": token_create,
+    "token list": token_list,
+    "token revoke": token_revoke,
+    "audit list": audit_list,
+    "serve": serve,
+    "login": login,
+    "logout": logout,
     "org list": _lister(
         "org list", "org add", org_add_opts, [ref("--domain", *DOMAINS, required=False)]
     ),
@@ -824,6 +958,8 @@ HEALTH_BY_TABLE = {
     "ledger_entries": ("report usage", "report subsidies"),
     "policy_versions": ("policy history",),
     "users": ("user list",),
+    "tokens": ("token list",),
+    "audit_log": ("audit list",),
 }
 
 
@@ -831,4 +967,5 @@ def health_steps(changed_tables: set[str]) -> list[Step]:
     commands = ["schedule"]
     for table in sorted(changed_tables):
         commands += [c for c in HEALTH_BY_TABLE.get(table, ()) if c not in commands]
-    return [Step(tuple(command.split()), ADMIN) for command in commands]
+    # as the owner: `init --force` may have replaced the admin the platform had
+    return [Step(tuple(command.split()), None) for command in commands]

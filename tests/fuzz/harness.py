@@ -47,6 +47,7 @@ MEMORY_MB = int(os.environ.get("GPUPOOL_FUZZ_MEMORY_MB", "512"))
 # MemoryError there instead of swapping the machine.
 ADDRESS_SPACE_HEADROOM_MB = MEMORY_MB * 2
 
+CONFIG_HOME = "xdg-config"  # the child's XDG_CONFIG_HOME, under the case's directory
 ONE_LINE = "one-line"
 BATCH = "batch"
 DOCUMENT = "document"
@@ -66,14 +67,14 @@ class Step:
     """One CLI call: ``gpupool --db URL --as ACTOR *argv``."""
 
     argv: tuple[str, ...]
-    actor: str = "admin"
+    actor: str | None = "admin"  # None: the platform owner (no --as), always an admin
     db: str | None = None  # None: the platform under test
     shape: str = ONE_LINE  # what stderr may look like on exit 2
     refuse: str | None = None  # why this call must be refused (a value no limit admits)
     document: str | None = None  # the document path a DOCUMENT-shaped error names
 
     def describe(self) -> str:
-        who = "" if self.actor == "admin" else f"--as {self.actor!r} "
+        who = "" if self.actor is None else f"--as {_shell_word(self.actor)} "
         db = "" if self.db is None else f"--db {self.db!r} "
         return db + who + " ".join(_shell_word(a) for a in self.argv)
 
@@ -168,6 +169,11 @@ def _child(url: str, steps: list[Step], cwd: str, payload_path: str) -> None:
     try:
         os.setsid()  # a stray SIGINT to the test run's group is not ours
         os.chdir(cwd)
+        # `login` and `logout` write and remove a saved login: only the case's own, never
+        # the user's; and no server configured outside the test reaches a call
+        os.environ["XDG_CONFIG_HOME"] = os.path.join(cwd, CONFIG_HOME)
+        for name in ("GPUPOOL_URL", "GPUPOOL_TOKEN", "GPUPOOL_DATABASE_URL", "GPUPOOL_USER"):
+            os.environ.pop(name, None)
         baseline_kb = _rss_kb()
         limit = _address_space_kb() * 1024 + ADDRESS_SPACE_HEADROOM_MB * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -192,7 +198,8 @@ def _invoke(url: str, step: Step, baseline_kb: int) -> dict:
 
     from gpupool.cli.main import app
 
-    argv = ["--db", step.db if step.db is not None else url, "--as", step.actor, *step.argv]
+    who = [] if step.actor is None else ["--as", step.actor]
+    argv = ["--db", step.db if step.db is not None else url, *who, *step.argv]
     started = time.monotonic()
     result = CliRunner().invoke(app, argv, catch_exceptions=True)
     wall = time.monotonic() - started

@@ -4,7 +4,10 @@ Built once per database per test session (``gpupool init --demo`` plus users, a
 voucher programme, a voucher, two policy versions, a round and a finished job,
 so every command has something to act on), then snapshotted: a copy of the
 SQLite file, or a second PostgreSQL schema holding a copy of every table. After
-a call that changed anything the platform is put back, so every example starts
+a call that changed anything the platform is put back (the SQLite file copied
+back; the PostgreSQL schema dropped, migrated afresh and refilled from the copy:
+audit_log is append-only, its triggers refuse DELETE and TRUNCATE, and the
+restore must not get round them), so every example starts
 from the same rows and Hypothesis can replay and shrink it.
 
 The fingerprint is every table's rows, as text, sorted: two databases with the
@@ -22,7 +25,9 @@ from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "admin"
-SUBMITTER = "alice"  # a submitter for pumc-hospital
+SUBMITTER = "alice"  # a submitter for pumc-hospital (registered by `init --demo`)
+AUDITOR = "audrey"  # `init --demo`'s auditor
+AGENT = "bj-agent"  # `init --demo`'s agent for the Beijing site
 VOUCHER_PROGRAMME = "compute-vouchers"
 
 Fingerprint = dict[str, tuple[str, ...]]
@@ -43,8 +48,10 @@ def build_demo(url: str) -> None:
         return result.stdout
 
     policies = ROOT / "examples" / "policies"
-    cli("init", "--demo")
-    cli("user", "add", SUBMITTER, "--role", "submitter", "--org", "pumc-hospital")
+    # the first admin is ADMIN; the demo registers SUBMITTER (pumc-hospital), an auditor
+    # and an agent
+    cli("init", "--demo", "--admin", ADMIN)
+    cli("token", "create", SUBMITTER, "--scope", "read")  # a token to list and revoke
     cli(
         "programme", "add", VOUCHER_PROGRAMME, "--period", "quarterly", "--budget", "5000",
         "--rate", "0.5", "--exchange", "Ascend-910B=1.5", "--org-cap", "800",
@@ -179,12 +186,11 @@ def postgres_platform(admin_url: str, schema: str) -> Platform:
     admin.dispose()
     tables = _tables_in_order(url)
 
+    script = _migration_script()
+
     def restore() -> None:
-        try:
-            _copy_back(url, base, tables)
-        except Exception:  # e.g. `init --force` died half-way: rebuild the schema, copy again
-            _recreate(admin_url, url, schema)
-            _copy_back(url, base, tables)
+        _recreate(admin_url, url, schema, script)
+        _copy_back(url, base, tables)
 
     return Platform(url=url, kind="postgres", baseline=fingerprint(url), _restore=restore)
 
@@ -201,14 +207,15 @@ def _tables_in_order(url: str) -> list[str]:
 
 
 def _copy_back(url: str, base: str, tables: list[str]) -> None:
+    """Fill the freshly migrated schema from the snapshot (INSERT only: nothing deleted)."""
     engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.begin() as connection:
-            listed = ", ".join(f'"{t}"' for t in tables)
-            connection.execute(text(f"TRUNCATE {listed} RESTART IDENTITY CASCADE"))
             for table in tables:
+                if table in _WRITTEN_BY_MIGRATIONS:
+                    connection.execute(text(f'DELETE FROM "{table}"'))
                 connection.execute(text(f'INSERT INTO "{table}" SELECT * FROM {base}."{table}"'))
-            # TRUNCATE restarted the ids: move each sequence past the copied rows
+            # move each sequence past the copied rows
             for (sequence,) in connection.execute(_SEQUENCES).all():
                 table = sequence.removesuffix("_id_seq")
                 connection.execute(
@@ -220,25 +227,33 @@ def _copy_back(url: str, base: str, tables: list[str]) -> None:
         engine.dispose()
 
 
+_WRITTEN_BY_MIGRATIONS = {"alembic_version"}
 _SEQUENCES = text(
     "SELECT sequence_name FROM information_schema.sequences "
     "WHERE sequence_schema = current_schema() AND sequence_name LIKE '%\\_id\\_seq'"
 )
 
 
-def _recreate(admin_url: str, url: str, schema: str) -> None:
-    from gpupool.scheduler.database import forget_checks, make_engine
-    from gpupool.scheduler.migrate import upgrade
+def _migration_script() -> str:
+    from gpupool.scheduler.migrate import upgrade_sql
 
+    return upgrade_sql("postgresql")
+
+
+def _recreate(admin_url: str, url: str, schema: str, script: str) -> None:
+    """An empty schema at the newest migration (the offline script: quicker than alembic)."""
     admin = create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         connection.execute(text(f"CREATE SCHEMA {schema}"))
     admin.dispose()
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    forget_checks()
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(script)
+            connection.commit()
+    finally:
+        engine.dispose()
 
 
 def drop_schemas(admin_url: str, schema: str) -> None:
