@@ -167,3 +167,24 @@ def test_login_refuses_an_unusable_url_or_token_in_one_line(
     result = CliRunner().invoke(app, ["login", url, "--token", token])
     _one_error_line(result, start)
     assert not (tmp_path / "gpupool").exists()  # nothing saved
+
+
+@pytest.mark.parametrize(
+    ("url", "token", "message"),
+    [
+        ("http://[::1", "gpt_x", "error: GPUPOOL_URL: not a usable URL"),
+        ("http://127.0.0.1:99999", "gpt_x", "error: GPUPOOL_URL: not a usable URL"),
+        ("ftp://127.0.0.1", "gpt_x", "error: GPUPOOL_URL: must start with http:// or https://"),
+        ("http://127.0.0.1:1", "gpt\x1b[31m", "error: GPUPOOL_TOKEN: must be printable ASCII"),
+    ],
+)
+def test_a_malformed_server_setting_is_one_line(url, token, message, monkeypatch, tmp_path):
+    # Found after the fuzz suite: GPUPOOL_URL='http://[::1' made every command a traceback.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("GPUPOOL_DATABASE_URL", raising=False)
+    result = CliRunner().invoke(
+        app, ["job", "list"], env={"GPUPOOL_URL": url, "GPUPOOL_TOKEN": token}
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith(message)
+    assert len(result.stderr.splitlines()) == 1

@@ -26,39 +26,21 @@ def login(
 ) -> None:
     """Check a token against a `gpupool serve` and save both for later commands."""
     from gpupool.cli.platform import save_credentials
-    from gpupool.cli.remote import HttpPlatform
+    from gpupool.cli.remote import HttpPlatform, check_url
     from gpupool.model import GpupoolError
 
     url = url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise GpupoolError(f"expected an http:// or https:// URL, got {url!r}", location="URL")
-    _check_url(url)
+    check_url(url, "URL")
     if token is None:
         token = typer.prompt("token", hide_input=True)
     token = token.strip()
     if not token:
         raise GpupoolError("must not be empty", location="--token")
-    if not all("!" <= char <= "~" for char in token):  # it goes into an HTTP header as is
-        raise GpupoolError("must be printable ASCII without spaces (gpt_...)", location="--token")
-    HttpPlatform(url, token).list_tokens(None)  # any role may list its own: proves the token
+    HttpPlatform(url, token, "URL").list_tokens(None)  # any role may list its own: proves the token
     path = save_credentials(url, token)
     echo(f"logged in to {url}; token saved in {path}")
-
-
-def _check_url(url: str) -> None:
-    """A URL that names a host and a valid port, or a one-line error (not urllib's ValueError)."""
-    from urllib.parse import urlsplit
-
-    from gpupool.model import GpupoolError
-
-    shown = url if len(url) <= 200 else url[:200] + "..."
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises on a port out of range or not a number)
-    except ValueError as exc:
-        raise GpupoolError(f"not a usable URL ({exc}): {shown!r}", location="URL") from None
-    if not parts.hostname:
-        raise GpupoolError(f"names no host: {shown!r}", location="URL")
 
 
 def logout() -> None:

@@ -32,7 +32,13 @@ _CLASSES = {401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: Il
 
 
 class HttpPlatform:
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, where: str = "GPUPOOL_URL") -> None:
+        check_url(url, where)
+        if not all("!" <= char <= "~" for char in token):  # it goes into an HTTP header as is
+            raise GpupoolError(
+                "must be printable ASCII without spaces (gpt_...)",
+                location="--token" if where == "URL" else "GPUPOOL_TOKEN",
+            )
         self.url = url.rstrip("/")
         self.token = token
 
@@ -299,3 +305,19 @@ def _pair(item: dict) -> tuple[str, str]:
     if prefix and detail.startswith(prefix):
         return field, detail[len(prefix) :]
     return "policy", detail
+
+
+def check_url(url: str, where: str) -> None:
+    """A URL that names a host and a valid port, or a one-line error (not urllib's ValueError)."""
+    from urllib.parse import urlsplit
+
+    shown = url if len(url) <= 200 else url[:200] + "..."
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port out of range or not a number)
+    except ValueError as exc:
+        raise GpupoolError(f"not a usable URL ({exc}): {shown!r}", location=where) from None
+    if parts.scheme not in ("http", "https"):
+        raise GpupoolError(f"must start with http:// or https://: {shown!r}", location=where)
+    if not parts.hostname:
+        raise GpupoolError(f"names no host: {shown!r}", location=where)
