@@ -210,9 +210,9 @@ class LocalPlatform:
             return tokens.revoke_token(session, self.actor, token_id)
 
     def list_audit(self, actor, since, outcome, action, limit: int) -> list[View]:
-        from gpupool.scheduler.permissions import list_audit
+        from gpupool.scheduler.permissions import audit_since, list_audit
 
-        start = None if since is None else _since(since)
+        start = None if since is None else audit_since(since)
         with self._work() as session:
             return list_audit(session, self.actor, actor, start, outcome, action, limit)
 
@@ -346,18 +346,3 @@ class LocalPlatform:
 
 def _replacing(view: dict, previous) -> dict:
     return {**view, "replaces": None if previous is None else previous.version}
-
-
-def _since(text: str):
-    """A duration back from now (7d) or an instant (2026-11-02, 2026-11-02T10:00Z)."""
-    from gpupool.accounting.periods import parse_instant
-    from gpupool.model import GpupoolError
-    from gpupool.scheduler import clock, tokens
-
-    try:
-        back = tokens.parse_duration(text, "--since")
-    except GpupoolError:
-        return clock.from_epoch(parse_instant(text, "--since"))
-    if back is None:
-        raise GpupoolError("must be a duration or a date, not never", location="--since")
-    return clock.utcnow() - back

@@ -528,3 +528,18 @@ def operations_table(operations: Sequence[Operation] | None = None) -> str:
         cells = [op.grants.get(role, "-") for role in ROLES]
         rows.append(f"| `{op.name}` | {op.commands} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def audit_since(text: str):
+    """`audit list --since`: a duration back from now (7d) or an instant (2026-11-02,
+    2026-11-02T10:00Z), for every front end."""
+    from gpupool.accounting.periods import parse_instant
+    from gpupool.scheduler import tokens
+
+    try:
+        back = tokens.parse_duration(text, "--since")
+    except GpupoolError:
+        return clock.from_epoch(parse_instant(text, "--since"))
+    if back is None:
+        raise GpupoolError("must be a duration or a date, not never", location="--since")
+    return clock.utcnow() - back

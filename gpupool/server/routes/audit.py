@@ -43,23 +43,8 @@ def list_audit(
 ) -> list[dict]:
     """The newest ``limit`` audit entries matching every filter, oldest first
     (admins and auditors)."""
-    from gpupool.scheduler.permissions import list_audit
+    from gpupool.scheduler.permissions import audit_since, list_audit
 
-    start = None if since is None else _since(since)
+    start = None if since is None else audit_since(since)
     with work() as session:
         return list_audit(session, user.name, actor, start, outcome, action, limit)
-
-
-def _since(text: str):
-    """A duration back from now (7d) or an instant, as `audit list --since` takes it."""
-    from gpupool.accounting.periods import parse_instant
-    from gpupool.model import GpupoolError
-    from gpupool.scheduler import clock, tokens
-
-    try:
-        back = tokens.parse_duration(text, "--since")
-    except GpupoolError:
-        return clock.from_epoch(parse_instant(text, "--since"))
-    if back is None:
-        raise GpupoolError("must be a duration or a date, not never", location="--since")
-    return clock.utcnow() - back
