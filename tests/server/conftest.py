@@ -18,6 +18,7 @@ revision) and stops them at teardown.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -173,11 +174,19 @@ def audit_rows(db: str, action: str | None = None, actor: str | None = None) -> 
 )
 def live(request, tmp_path_factory):
     """One running server per backend for the whole session (see the module docstring)."""
-    db, drop = private_database(request.param, tmp_path_factory.mktemp("serve"))
+    with populated_server(request.param, tmp_path_factory.mktemp("serve")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def populated_server(kind: str, folder):
+    """A server on a private, populated database of ``kind``, its ``tokens`` by user;
+    stopped and the database dropped on leaving."""
+    db, drop = private_database(kind, folder)
     try:
-        server_tokens = populate(db)
+        tokens = populate(db)
         server = launch(db)
-        server.tokens = server_tokens
+        server.tokens = tokens
         try:
             yield server
         finally:

@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.server.conftest import launch, populate, private_database
+from tests.server.conftest import populated_server
 
 EXAMPLES = 6
 CHECKS = [
@@ -42,17 +42,8 @@ pytestmark = pytest.mark.api_fuzz
 )
 def fuzzed(request, tmp_path_factory):
     """A server of its own: the fuzzer adds pools, users and policies at random."""
-    db, drop = private_database(request.param, tmp_path_factory.mktemp("fuzz"))
-    try:
-        tokens = populate(db)
-        server = launch(db)
-        server.tokens = tokens
-        try:
-            yield server
-        finally:
-            server.stop()
-    finally:
-        drop()
+    with populated_server(request.param, tmp_path_factory.mktemp("fuzz")) as server:
+        yield server
 
 
 def test_every_operation_answers_as_its_document_says(fuzzed):
