@@ -49,13 +49,12 @@ import numpy as np
 
 from gpupool.accounting import SubsidyRules
 from gpupool.model import Allocation, Job, Snapshot, WaitReason, fit_gang
+from gpupool.policies._borrowing import DomainLimits, domain_limits
 from gpupool.policies._classes import (
     MIN_PRIORITY,
-    DomainLimits,
     JobClass,
     PoolGroup,
     allowed_groups,
-    domain_limits,
     domain_priorities,
     job_classes,
     pool_groups,
@@ -124,7 +123,9 @@ class PriorityPolicy:
         free = [packer.capacity.free_gpus(g.index) for g in groups]  # before any start
         bound_counts = None  # the bound's capacity is the one before any start: count it now
         if self.report_bound:
-            bound_counts = _node_counts_for_bound(snapshot, self.params, groups, packer, prio)
+            bound_counts = _node_counts_for_bound(
+                snapshot, self.params, groups, packer, prio, limits
+            )
 
         # 2. Plan on domain-level values: no single job's priority can move it
         base = domain_priorities(snapshot, self.params, limits, **boosts)
@@ -137,7 +138,7 @@ class PriorityPolicy:
 
         # 3. Start, in start order
         why: dict[int, str] = {}
-        preemptor = self._start(snapshot, order, allowed, prio, packer, plan, why)
+        preemptor = self._start(snapshot, order, allowed, prio, packer, plan, why, limits)
 
         # 4. Report
         objective = sum(
@@ -177,13 +178,13 @@ class PriorityPolicy:
         bound_lp.solve()
         return bound_lp.dual_bound(order, prio, allowed)
 
-    def _start(self, snapshot, order, allowed, prio, packer: Packer, plan: _Plan, why):
+    def _start(self, snapshot, order, allowed, prio, packer: Packer, plan: _Plan, why, limits):
         """Step 3: each job in start order, where the plan prefers; the preemptor if enabled.
 
         Fills ``why`` (job id -> reason for its pool) for each job it starts."""
         preemptor = None
         if self.params.preemption.enabled:
-            preemptor = _Preemptor(snapshot, self.params, packer, prio, allowed)
+            preemptor = _Preemptor(snapshot, self.params, packer, prio, allowed, limits)
             preemptor.tries_left = self.max_preemption_tries
         for job in order:
             its_groups = allowed[job.id]
@@ -218,18 +219,25 @@ def _all_at_best_speed(order, packer: Packer, groups, allowed) -> bool:
     )
 
 
-def _node_counts_for_bound(snapshot, params, groups, packer: Packer, prio) -> list[list[int]]:
+def _node_counts_for_bound(
+    snapshot, params, groups, packer: Packer, prio, limits
+) -> list[list[int]]:
     """Per group, nodes by free GPUs, counting GPUs that preemption could free as free.
 
     Preemption hands GPUs back but not domain cap headroom (step 3), so caps
-    get nothing extra.
+    get nothing extra. With guarantees, a job reclaiming one may stop any
+    borrower: every running job counts.
     """
     if not params.preemption.enabled or not prio:
         return [packer.capacity.node_counts(g.index) for g in groups]
     highest = max(prio.values())
+    reclaim = any(g > 0 for g in limits.guarantee.values())
     free = {s.pool.name: list(s.free_per_node) for s in snapshot.pools}
     for r in snapshot.running:
-        if running_priority(snapshot, params, r.job) <= highest - params.preemption.min_gap:
+        if (
+            reclaim
+            or running_priority(snapshot, params, r.job) <= highest - params.preemption.min_gap
+        ):
             for index, taken in r.placement.nodes:
                 free[r.placement.pool][index] += taken
     counts = []
@@ -727,12 +735,19 @@ class _Preemptor:
     (those that found victims to stop) try, highest priority first.
     """
 
-    def __init__(self, snapshot: Snapshot, params: PolicyParams, packer: Packer, prio, allowed):
+    def __init__(
+        self, snapshot: Snapshot, params: PolicyParams, packer: Packer, prio, allowed, limits
+    ):
         self.packer = packer
         self.prio = prio
         self.allowed = allowed
         self.gap = params.preemption.min_gap
         self.tries_left = 0
+        self.guarantee: dict[str, float] = limits.guarantee
+        self.speed = {
+            s.pool.name: snapshot.gpu_types[s.pool.gpu_type].speed for s in snapshot.pools
+        }
+        self.left_running = dict(limits.running)  # effective GPUs, less this round's victims
         self.victims: dict[str, list] = {}
         for r in snapshot.running:
             self.victims.setdefault(r.placement.pool, []).append(
@@ -762,6 +777,8 @@ class _Preemptor:
                 capacity.give(member, g, r.placement.nodes)
             if self.packer.try_start_in(job, g, member):
                 self.preempted.extend(r.job.id for r in victims)
+                for r in victims:
+                    self.left_running[r.job.domain] -= self._effective(r)
                 self.last_pool, self.last_count = pool, len(victims)
                 self.victims[pool] = [row for row in self.victims[pool] if row[3] not in victims]
                 return True
@@ -776,12 +793,22 @@ class _Preemptor:
         return f"no room elsewhere: preempted lower-priority job(s) {shown} on {self.last_pool}"
 
     def _victims_for(self, job: Job, member):
-        """Fewest running jobs to stop in this pool so that the gang fits, or None."""
+        """Fewest running jobs to stop in this pool so that the gang fits, or None.
+
+        Victims: lowest priority first, those ``min_gap`` below the job; and,
+        when the job reclaims its domain's guarantee, borrowers of any priority.
+        """
         free = list(member.free)
         chosen, freed = [], 0
+        reclaim = self._reclaims(job, member)
+        left = dict(self.left_running) if reclaim else {}
         for rp, _, _, r in self.victims.get(member.pool.name, ()):
             if rp > self.prio[job.id] - self.gap:
-                break
+                if not reclaim:
+                    break
+                if r.job.domain == job.domain or not self._borrows(r, left):
+                    continue
+                left[r.job.domain] -= self._effective(r)
             for index, taken in r.placement.nodes:
                 free[index] += taken
             chosen.append(r)
@@ -789,3 +816,19 @@ class _Preemptor:
             if fit_gang(free, job.gpus, member.pool.gpus_per_node) is not None:
                 return freed, chosen
         return None
+
+    def _effective(self, r) -> float:
+        return r.placement.gpus * self.speed[r.placement.pool]
+
+    def _reclaims(self, job: Job, member) -> bool:
+        """Whether ``job`` starting here stays within its domain's guarantee (Kueue's reclaim)."""
+        guarantee = self.guarantee.get(job.domain)
+        if guarantee is None:
+            return False
+        used = self.packer.borrowing.used.get(job.domain, 0.0)
+        return used + job.gpus * self.speed[member.pool.name] <= guarantee + 1e-9
+
+    def _borrows(self, r, left: dict[str, float]) -> bool:
+        """Whether running job ``r`` runs wholly beyond its domain's guarantee (a borrower)."""
+        after = left.get(r.job.domain, 0.0) - self._effective(r)
+        return after >= self.guarantee.get(r.job.domain, 0.0) - 1e-9

@@ -8,9 +8,9 @@ import math
 import pytest
 
 from gpupool.model import WaitReason
+from gpupool.policies._borrowing import domain_limits
 from gpupool.policies._classes import (
     allowed_groups,
-    domain_limits,
     job_classes,
     pool_groups,
     priorities,
@@ -142,16 +142,20 @@ def test_bound_holds_org_budgets():
 
 
 def test_borrowing_limit_caps_a_domain_and_says_quota():
-    # 16 GPUs of speed 1; no guarantee, may borrow 25% of the platform = 4 GPUs.
+    # 16 GPUs of speed 1; med's idle guarantee is 12, the 4 others belong to nobody.
+    # edu has no guarantee and may borrow 25% of the platform = 4 of med's GPUs: 8 in all.
     snapshot = SnapshotBuilder().pool("p", "A100", 16).org("o", "edu")
-    for _ in range(4):
+    for _ in range(6):
         snapshot.job(2, org="o")
     snapshot = snapshot.build()
-    params = PolicyParams(shares={"edu": DomainShare(fraction=0.0, borrow_limit=0.25)})
-    allocation = PriorityPolicy(params).allocate(snapshot)
+    shares = {
+        "edu": DomainShare(fraction=0.0, borrow_limit=0.25),
+        "med": DomainShare(fraction=0.75),
+    }
+    allocation = PriorityPolicy(PolicyParams(shares=shares)).allocate(snapshot)
     check_invariants(snapshot, allocation)
-    assert allocation.started_ids == {1, 2}
-    assert allocation.waiting == {3: WaitReason.QUOTA, 4: WaitReason.QUOTA}
+    assert allocation.started_ids == {1, 2, 3, 4}
+    assert allocation.waiting == {5: WaitReason.QUOTA, 6: WaitReason.QUOTA}
 
 
 def test_budget_admits_only_what_the_org_can_pay():
