@@ -44,11 +44,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from gpupool.accounting import SubsidyRules
-from gpupool.model import Allocation, Job, Snapshot, WaitReason, fit_gang
+from gpupool.model import Allocation, GpuType, Job, Snapshot, WaitReason, fit_gang
 from gpupool.policies._borrowing import DomainLimits, domain_limits
 from gpupool.policies._classes import (
     MIN_PRIORITY,
@@ -271,7 +272,8 @@ def _promising(
         count = len(c.jobs)
         if c.org:
             hours = np.array([sum(j.hours for j in c.jobs) / count])
-            pay = float(money.cost_and_pay(c.domain, c.gpus, hours, np.array(c.groups))[1].min())
+            pay = money.cost_and_pay(c.org, c.domain, c.gpus, hours, np.array(c.groups))[1]
+            pay = float(pay.min())
             if pay > 0:
                 count = min(count, budget[c.org] / pay)
                 budget[c.org] -= count * pay
@@ -387,16 +389,29 @@ class _Plan:
                 self.reserved[g] -= used * c.gpus
 
 
+class PriceFloor(Protocol):
+    """What the LPs need of ``Snapshot.pricing``: the best subsidy rate a job could get.
+
+    Both pricing types have it (SubsidyRules: its flat rate, no slack; Books:
+    the best rate of any programme or flat rule the job is eligible for, and
+    the rounding slack of its lines), so the same snapshot gives the same rows
+    live and in simulation, and nothing here asks which type it holds.
+    """
+
+    def floor_terms(self, job: Job, gpu_type: GpuType, seconds: float) -> tuple[float, float]: ...
+
+
 @dataclass(frozen=True)
 class _Money:
     """What budget rows the LPs may add, from the round's prices and accounts.
 
     Every admitted set satisfies, per org with a budget B left (subsidy ≤ cost x
-    rate, and subsidies ≤ the org's cap C left and the platform's budget P left):
-    1. sum cost x (1 - rate) ≤ B;  2. sum cost ≤ B + C;  3. over all budgeted
-    orgs, sum cost ≤ sum B + P. Costs use the cheapest pool of a group, so the
-    rows only relax the real prices. With Books pricing (programmes, vouchers)
-    no rows are added: vouchers can make a job free for its org.
+    the best rate it could get, less rounding slack; subsidies ≤ the org's cap
+    C left and the platform's budget P left):
+    1. sum (cost x (1 - best rate) - slack) ≤ B;  2. sum cost ≤ B + C;  3. over
+    all budgeted orgs, sum cost ≤ sum B + P. Costs use the cheapest pool of a
+    group, so the rows only relax the real prices. Rates come through
+    PriceFloor, whatever the pricing type.
     """
 
     orgs: frozenset[str]
@@ -405,22 +420,19 @@ class _Money:
     platform: float
     price: np.ndarray  # cheapest price per GPU-hour per group
     speed: np.ndarray
-    rules: SubsidyRules
-    gpu_type: tuple[str, ...]
+    pricing: PriceFloor
+    gpu_types: tuple[GpuType, ...]
     unpaid_memo: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @staticmethod
     def of(snapshot: Snapshot, groups: tuple[PoolGroup, ...]) -> _Money:
-        pricing = snapshot.pricing
-        rules = SubsidyRules() if pricing is None else pricing
         budget, cap = {}, {}
-        if isinstance(rules, SubsidyRules):
-            for org, account in snapshot.accounts.items():
-                if account.budget_left is None:
-                    continue
-                budget[org] = max(0.0, account.budget_left)
-                if account.subsidy_cap_left is not None:
-                    cap[org] = max(0.0, account.subsidy_cap_left)
+        for org, account in snapshot.accounts.items():
+            if account.budget_left is None:
+                continue
+            budget[org] = max(0.0, account.budget_left)
+            if account.subsidy_cap_left is not None:
+                cap[org] = max(0.0, account.subsidy_cap_left)
         left = snapshot.subsidy_budget_left
         return _Money(
             orgs=frozenset(budget),
@@ -429,22 +441,31 @@ class _Money:
             platform=math.inf if left is None else max(0.0, left),
             price=np.array([min(p.price_per_gpu_hour for p in g.pools) for g in groups]),
             speed=np.array([g.speed for g in groups]),
-            rules=rules if isinstance(rules, SubsidyRules) else SubsidyRules(),
-            gpu_type=tuple(g.gpu_type for g in groups),
+            pricing=SubsidyRules() if snapshot.pricing is None else snapshot.pricing,
+            gpu_types=tuple(snapshot.gpu_types[g.gpu_type] for g in groups),
         )
 
-    def cost_and_pay(self, domain: str, gpus: int, hours: np.ndarray, groups: np.ndarray):
+    def cost_and_pay(self, org: str, domain: str, gpus: int, hours: np.ndarray, groups):
         """Lowest cost and lowest org share, shape (len(hours), len(groups))."""
         per_hour = gpus * self.price[groups] / self.speed[groups]
         cost = hours[:, None] * per_hour[None, :]
-        return cost, cost * self.unpaid(domain, groups)[None, :]
+        seconds = float(hours.max()) * 3600.0 / float(self.speed[groups].min())
+        unpaid, slack = self.unpaid(org, domain, groups, seconds)
+        return cost, np.maximum(0.0, cost * unpaid[None, :] - slack[None, :])
 
-    def unpaid(self, domain: str, groups: np.ndarray) -> np.ndarray:
-        """Share of the price an org of ``domain`` pays at least, per group."""
-        key = (domain, tuple(groups.tolist()))
+    def unpaid(self, org: str, domain: str, groups: np.ndarray, seconds: float):
+        """Per group: share of the price an org of ``domain`` pays at least, and the slack.
+
+        The slack is the one of a run of ``seconds``, so it covers shorter runs too.
+        """
+        key = (org, domain, tuple(groups.tolist()), seconds)
         if key not in self.unpaid_memo:
-            rates = [self.rules.rate(domain, self.gpu_type[g]) for g in key[1]]
-            self.unpaid_memo[key] = 1.0 - np.array(rates)
+            probe = Job(id=-1, org=org, domain=domain, gpus=1, hours=1.0, submitted_at=0.0)
+            terms = [self.pricing.floor_terms(probe, self.gpu_types[g], seconds) for g in key[2]]
+            self.unpaid_memo[key] = (
+                1.0 - np.array([rate for rate, _ in terms]),
+                np.array([slack for _, slack in terms]),
+            )
         return self.unpaid_memo[key]
 
 
@@ -549,7 +570,7 @@ class _ClassLp:
             if c.org:
                 hours = np.array([sum(j.hours for j in c.jobs) / len(c.jobs)])
                 col_cost, col_pay = self.money.cost_and_pay(
-                    c.domain, c.gpus, hours, np.array(c.groups, dtype=np.int64)
+                    c.org, c.domain, c.gpus, hours, np.array(c.groups, dtype=np.int64)
                 )
                 cost[start:end], pay[start:end] = col_cost[0], col_pay[0]
             start = end
@@ -676,11 +697,16 @@ class _ClassLp:
         y_spend += np.where(budgeted, y_platform, 0.0)
         value_per_gpu = np.array([prio[j.id] for j in jobs])
         hours = np.array([j.hours for j in jobs])
-        domains = sorted({j.domain for j in jobs})
-        where = {d: i for i, d in enumerate(domains)}
-        dom_index = np.array([where[j.domain] for j in jobs], dtype=np.int64)
+        # per (org, domain) of a budgeted org: least unpaid share and slack per group
+        payers = sorted({(j.org, j.domain) for j in jobs if j.org in money.orgs})
+        where = {key: i for i, key in enumerate(payers)}
+        payer = np.array([where.get((j.org, j.domain), -1) for j in jobs], dtype=np.int64)
         all_groups = np.arange(n_groups)
-        unpaid = np.array([money.unpaid(d, all_groups) for d in domains])  # domains x groups
+        longest = max((j.hours for j in jobs), default=0.0) * 3600.0 / float(money.speed.min())
+        unpaid = np.zeros((len(payers) + 1, n_groups))  # the last row: unbudgeted, priced 0
+        slack = np.zeros((len(payers) + 1, n_groups))
+        for i, (org, domain) in enumerate(payers):
+            unpaid[i], slack[i] = money.unpaid(org, domain, all_groups, longest)
         per_gpu_hour = money.price / money.speed
         by_allowed: dict[tuple[int, ...], list[int]] = {}
         for k, job in enumerate(jobs):
@@ -693,7 +719,7 @@ class _ClassLp:
             reduced = (value_per_gpu[k, None] - y_dom[k, None]) * unit
             reduced -= node_price[g][:, size_index[k]].T
             spend = (hours[k] * gpus[k])[:, None] * per_gpu_hour[None, g]
-            share = spend * unpaid[dom_index[k]][:, g]
+            share = np.maximum(0.0, spend * unpaid[payer[k]][:, g] - slack[payer[k]][:, g])
             reduced -= y_spend[k, None] * spend + y_share[k, None] * share
             best += float(np.maximum(reduced.max(axis=1), 0.0).sum())
         return best
