@@ -11,6 +11,7 @@ import dataclasses
 
 import pytest
 
+from benchmarks.priority_bound import priority_bound
 from gpupool.accounting import Books, SubsidyRules
 from gpupool.policies.priority import PriorityPolicy
 from tests.policies.builders import SnapshotBuilder
@@ -51,9 +52,14 @@ def test_a_binding_org_budget_is_planned_for_with_either_pricing(kind):
 
 
 def test_both_pricing_types_give_the_same_plan_and_bound():
-    flat = PriorityPolicy(report_bound=True).allocate(snapshot_priced_by("flat rules"))
-    books = PriorityPolicy(report_bound=True).allocate(snapshot_priced_by("books"))
+    policy = PriorityPolicy()
+    bounds, allocations = [], []
+    for kind in ("flat rules", "books"):
+        snapshot = snapshot_priced_by(kind)
+        allocations.append(policy.allocate(snapshot))
+        bounds.append(priority_bound(policy, snapshot, allocations[-1]))
+    flat, books = allocations
     assert books.placements == flat.placements
     assert books.waiting == flat.waiting
     assert books.objective == flat.objective
-    assert books.bound == pytest.approx(flat.bound, abs=1e-6)
+    assert bounds[1] == pytest.approx(bounds[0], abs=1e-6)

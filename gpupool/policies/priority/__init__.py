@@ -1,11 +1,12 @@
-"""``priority``: jobs start in priority order; an LP decides where they go and bounds the value.
+"""``priority``: jobs start in priority order; an LP decides where they go.
 
 Value of starting job j on GPU type t: priority(j) x gpus(j) x speed(t), i.e.
 priority-weighted effective GPUs put to work (effective GPU-hours per hour).
 
 The rule that decides WHO starts is simple and promised to users: jobs are
 tried in start order (priority, then submitted, then id) and a job starts if
-it fits, within its domain's cap and its org's budget, in what the jobs before
+it fits, within guarantees and borrow limits (gpupool.policies._borrowing)
+and its org's budget, in what the jobs before
 it left (free GPUs, or GPUs of running jobs it may preempt). So a job never
 waits while a lower-priority job takes the GPUs it could have used, and raising
 a job's priority never stops it starting (docs/policies-design.md has the
@@ -19,29 +20,25 @@ A round, in numbered steps:
    type x node size), job classes (domain, org when it has a budget, gang
    size, allowed groups, priority bucket).
 2. Plan: one GLOP LP over class x group counts, with GPU capacity and whole
-   free nodes per group (multi-node gangs need them), each domain's cap
-   (guarantee + borrowing limit) in effective GPUs, and each budgeted org's
-   budget. Its classes are valued at their *domain's* priority only (weight
-   and guarantee boosts; no Job.priority, no aging), so one job's raise cannot
-   change the plan. A tiny price term breaks ties towards cheaper GPUs.
+   free nodes per group (multi-node gangs need them), each domain's borrowing
+   room in effective GPUs, and each budgeted org's budget. Its classes are
+   valued at their *domain's* priority only (weight and guarantee boosts; no
+   Job.priority, no aging), so one job's raise cannot change the plan. A tiny
+   price term breaks ties towards cheaper GPUs.
 3. Start, one pass in start order: each job tries the groups its class was
    planned on (fastest first, while the plan has room for it), then groups
    with spare planned capacity, then the rest; on real nodes (best fit,
-   fit_gang semantics), checked against domain caps and the round's
-   BudgetTracker. With preemption enabled, a job that found no room may stop
-   running jobs whose priority is at least ``min_gap`` lower, in the pool
+   fit_gang semantics), checked against guarantees and borrow limits and the
+   round's BudgetTracker. With preemption enabled, a job that found no room
+   may stop running jobs whose priority is at least ``min_gap`` lower, or, to
+   get back to its domain's guarantee, borrowers of any priority, in the pool
    where that frees the fewest GPUs.
-4. Report: objective = the value started; with ``report_bound`` (off by
-   default: the simulator and live rounds never read it), bound = a dual
-   bound on the LP relaxation of the job-level model (capacity, whole nodes, domain caps, and
-   budget rows that every admitted set satisfies), with prices from a second
-   class LP valued at the jobs' full priorities, so it is a proven upper bound
-   on any allocation the policy could return.
+4. Report: objective = the value started. (A proven upper bound on it, which
+   only benchmarks read, is benchmarks/priority_bound.py.)
 
 Modules: policy (PriorityPolicy, the steps), plan (step 2's plan and promising
 classes), class_lp (the LP, in OR-Tools sample form), money (budget rows, read
-through one pricing protocol), preemptor (step 3's preemption and reclaim),
-bound (step 4).
+through one pricing protocol), preemptor (step 3's preemption and reclaim).
 """
 
 from gpupool.policies.priority.policy import PriorityPolicy

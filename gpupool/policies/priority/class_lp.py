@@ -6,8 +6,8 @@ Variables: x[col], jobs of the class planned on the group (fractional).
 Constraints, one group each: class sizes; node shapes (GPUs and gang slots
 per threshold, NodeRows); each domain's borrowing room; budgets (Money).
 Objective: priority x GPUs x speed, a hair less on dearer GPUs.
-Solve: GLOP; the planned counts, and each row group's duals for the bound
-(gpupool.policies.priority.bound).
+Solve: GLOP; the planned counts, and each row group's duals (read by
+benchmarks/priority_bound.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 policy.py: the round's steps; plan.py: the plan LP's counts as each job's
 order of groups; class_lp.py: the class x group LP; money.py: budgets for its
-rows; preemptor.py: preemption and reclaim; bound.py: the optional bound.
+rows; preemptor.py: preemption and reclaim. The bound benchmarks report is
+benchmarks/priority_bound.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from gpupool.policies._classes import (
 )
 from gpupool.policies._packing import Packer
 from gpupool.policies.params import PolicyParams
-from gpupool.policies.priority.bound import node_counts_for_bound, round_bound
 from gpupool.policies.priority.money import Money
 from gpupool.policies.priority.plan import Plan, promising
 from gpupool.policies.priority.preemptor import Preemptor
@@ -33,11 +33,6 @@ class PriorityPolicy:
     """Start jobs in priority order, placed by an LP plan (see the module docstring).
 
     Options (all optional, in a policy document's ``options:``):
-    - ``priority_resolution`` (float, 0.25): width of the priority buckets that
-      make the bound LP's job classes; larger is faster. The bound prices every
-      job at its own priority whatever the buckets, so coarse buckets cost
-      little (benchmark: 0.25 bounds as tightly as 0.05, at two thirds of the
-      time). Who starts and where does not depend on it.
     - ``deficit_boost`` (float, 1.0): priority added to the domain furthest
       behind its guarantee (others in proportion to their deficit).
     - ``guarantee_boost`` (float, 1.0): priority added to domains running less
@@ -49,23 +44,17 @@ class PriorityPolicy:
     - ``plan_depth`` (float, 6.0): the LPs see, per pool group, the
       highest-priority classes asking for up to this many times its free
       GPUs; the rest of a long queue takes groups by the default preference.
-    - ``bound_depth`` (float, 6.0): the same for the bound's LP. Smaller is
-      faster but can leave groups unpriced (a much weaker, still valid bound).
-    - ``report_bound`` (bool, false): compute ``Allocation.bound`` (step 4).
-      Off, the bound is None and no bound LP is built: it was about 40% of a
-      round, and only benchmarks read it (the gap figures). Who starts and
-      where never depend on it.
+
+    ``Allocation.bound`` is None: the proven upper bound lives with the
+    benchmarks that read it (benchmarks/priority_bound.py).
     """
 
     params: PolicyParams = PolicyParams()
-    priority_resolution: float = 0.25
     deficit_boost: float = 1.0
     guarantee_boost: float = 1.0
     price_tiebreak: float = 1e-4
     max_preemption_tries: int = 32
     plan_depth: float = 6.0
-    bound_depth: float = 6.0
-    report_bound: bool = False
 
     def allocate(self, snapshot: Snapshot) -> Allocation:
         # 1. Score and group
@@ -77,17 +66,12 @@ class PriorityPolicy:
         order = sorted(
             (job for job in snapshot.pending if allowed[job.id]), key=lambda j: start_order(j, prio)
         )
-        if not order:  # nothing could ever run here: nothing to plan, start or bound
+        if not order:  # nothing could ever run here: nothing to plan or start
             never = dict.fromkeys((job.id for job in snapshot.pending), WaitReason.NEVER_FITS)
-            return Allocation(waiting=never, objective=0.0, bound=self._bound_or_none(0.0))
+            return Allocation(waiting=never, objective=0.0)
         packer = Packer(snapshot, groups, limits)
         money = Money.of(snapshot, groups)
         free = [packer.capacity.free_gpus(g.index) for g in groups]  # before any start
-        bound_counts = None  # the bound's capacity is the one before any start: count it now
-        if self.report_bound:
-            bound_counts = node_counts_for_bound(
-                snapshot, self.params, groups, packer, prio, limits
-            )
 
         # 2. Plan on domain-level values: no single job's priority can move it
         base = domain_priorities(snapshot, self.params, limits, **boosts)
@@ -107,10 +91,6 @@ class PriorityPolicy:
             prio[p.job_id] * p.gpus * groups[packer.group_of[p.job_id]].speed
             for p in packer.placements
         )
-        bound = None
-        if bound_counts is not None:
-            bound = round_bound(self, order, prio, allowed, packer, groups, limits, money, free,
-                                bound_counts, objective)  # fmt: skip
         waiting = {
             job.id: packer.reasons.get(job.id, WaitReason.NEVER_FITS)
             for job in snapshot.pending
@@ -122,12 +102,8 @@ class PriorityPolicy:
             preempt=tuple(preemptor.preempted) if preemptor is not None else (),
             charges=dict(packer.charges),
             objective=objective,
-            bound=bound,
             why=why,
         )
-
-    def _bound_or_none(self, value: float) -> float | None:
-        return value if self.report_bound else None
 
     def _start(self, snapshot, order, allowed, prio, packer: Packer, plan: Plan, why, limits):
         """Step 3: each job in start order, where the plan prefers; the preemptor if enabled.

@@ -1,47 +1,86 @@
-"""Step 4, only with ``report_bound``: a proven upper bound on the value a round could start.
+"""The ``priority`` policy's proven upper bound on the value a round could start.
+
+Only benchmarks (and the tests that check the LP's quality) ask for it: a
+live round or a simulation never reads it, and it was about 40% of a round,
+so it lives here, computed after the fact from the snapshot, the policy and
+the allocation it returned (benchmarks/allocation.py prints the gap).
 
 Weak LP duality on the job-level LP relaxation (x_jg in [0, 1]) of every
 constraint the policy keeps: with non-negative row prices y, y.b + sum over
 jobs of max(0, its best value - y.A_j) bounds it. The prices are the duals of
-a second class LP valued at the jobs' full priorities, on the capacity before
-any start (counting GPUs preemption could free). Reads the round, changes
-nothing: every decision is made before.
+a second class LP valued at the jobs' full priorities (buckets of
+``resolution``; the bound prices every job at its own priority whatever the
+buckets, and 0.25 bounds as tightly as 0.05 at two thirds of the time), on the
+capacity before any start, counting GPUs that preemption could free. Classes
+far down a long queue are left out as the plan does (``depth`` x free GPUs per
+group; smaller is faster but can leave groups unpriced: a weaker, still valid
+bound). The bound does not include the priority-order rule.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from gpupool.model import Job
-from gpupool.policies._classes import job_classes, running_priority
+from gpupool.model import Allocation, Job, Snapshot
+from gpupool.policies._borrowing import domain_limits
+from gpupool.policies._classes import (
+    allowed_groups,
+    job_classes,
+    pool_groups,
+    priorities,
+    running_priority,
+    start_order,
+)
 from gpupool.policies._packing import Packer
+from gpupool.policies.priority import PriorityPolicy
 from gpupool.policies.priority.class_lp import ClassLp
+from gpupool.policies.priority.money import Money
 from gpupool.policies.priority.plan import promising
 
 
-def round_bound(policy, order, prio, allowed, packer, groups, limits, money, free, counts,
-                objective) -> float:  # fmt: skip
-    """The bound of one round; ``counts`` from ``node_counts_for_bound`` before any start."""
-    if _all_at_best_speed(order, packer, groups, allowed):
-        return objective  # each job's best value, all realised: no LP can do better
-    # the bound's LP sees the jobs' full priorities and the capacity before any start
-    classes = job_classes(order, prio, allowed, policy.priority_resolution, money.orgs)
-    kept = promising(classes, free, policy.bound_depth, money)
-    lp = ClassLp(kept, groups, limits, counts, 0.0, money)
+def priority_bound(
+    policy: PriorityPolicy,
+    snapshot: Snapshot,
+    allocation: Allocation,
+    *,
+    resolution: float = 0.25,
+    depth: float = 6.0,
+) -> float:
+    """An upper bound on ``allocation.objective`` for any allocation ``policy`` could return."""
+    groups = pool_groups(snapshot)
+    limits = domain_limits(snapshot, policy.params)
+    boosts = {"deficit_boost": policy.deficit_boost, "guarantee_boost": policy.guarantee_boost}
+    prio = priorities(snapshot, policy.params, limits, **boosts)
+    allowed = allowed_groups(snapshot.pending, groups)
+    order = sorted(
+        (job for job in snapshot.pending if allowed[job.id]), key=lambda j: start_order(j, prio)
+    )
+    if not order:
+        return 0.0
+    group_of_pool = {p.name: g.index for g in groups for p in g.pools}
+    started = {p.job_id: group_of_pool[p.pool] for p in allocation.placements}
+    if _all_at_best_speed(order, started, groups, allowed):
+        return allocation.objective  # each job's best value, all realised: nothing does better
+    packer = Packer(snapshot, groups, limits)  # nothing started: the capacity before the round
+    money = Money.of(snapshot, groups)
+    free = [packer.capacity.free_gpus(g.index) for g in groups]
+    counts = node_counts_for_bound(snapshot, policy.params, groups, packer, prio, limits)
+    classes = job_classes(order, prio, allowed, resolution, money.orgs)
+    lp = ClassLp(promising(classes, free, depth, money), groups, limits, counts, 0.0, money)
     lp.solve()
     return dual_bound(lp, order, prio, allowed)
 
 
-def _all_at_best_speed(order, packer: Packer, groups, allowed) -> bool:
+def _all_at_best_speed(order, started: dict[int, int], groups, allowed) -> bool:
     """Whether every job started, each on the fastest GPU type it allows.
 
     Then the objective is the sum of every job's best value, which bounds the
     job-level LP (x_j <= 1) from above: the bound is the objective, exactly.
     """
-    if len(packer.charges) != len(order):
+    if len(started) != len(order):
         return False
     return all(
-        groups[packer.group_of[job.id]].speed >= max(groups[g].speed for g in allowed[job.id])
+        groups[started[job.id]].speed >= max(groups[g].speed for g in allowed[job.id])
         for job in order
     )
 
