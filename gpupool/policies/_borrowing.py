@@ -81,6 +81,10 @@ class Borrowing:
         self.slack = limits.unguaranteed + sum(self._lend(d) for d in domains)
         self.slack -= sum(self._excess(d, self.used.get(d, 0.0)) for d in domains)
         self.lending_binds = any(r > 0 for r in limits.reserved.values())
+        # no domain limited and nothing reserved: no rule can bind (most replays)
+        self.free_for_all = self.lending_binds is False and all(
+            b == math.inf for b in limits.borrow.values()
+        )
 
     def _overflow(self, domain: str, used: float) -> float:
         limit = self.limits.borrow.get(domain, math.inf)
@@ -109,6 +113,8 @@ class Borrowing:
 
     def allows(self, domain: str, effective: float) -> bool:
         """Whether ``domain`` may start ``effective`` more GPUs: no rule broken or made worse."""
+        if self.free_for_all:
+            return True
         overflow, slack, _ = self._after(domain, effective)
         unguaranteed = self.limits.unguaranteed
         if overflow > unguaranteed + _EPS and overflow > self.overflow + _EPS:
@@ -117,10 +123,11 @@ class Borrowing:
         return not (self.lending_binds and slack < -_EPS and slack < self.slack - _EPS)
 
     def take(self, domain: str, effective: float) -> None:
-        self.overflow, self.slack, left = self._after(domain, effective)
+        if not self.free_for_all:  # else the totals are never read
+            self.overflow, self.slack, left = self._after(domain, effective)
+            if domain in self.reserved:
+                self.reserved[domain] = left
         self.used[domain] = self.used.get(domain, 0.0) + effective
-        if domain in self.reserved:
-            self.reserved[domain] = left
 
     def limit_headroom(self, domain: str) -> float:
         """Rule 1's room for ``domain``: its guarantee and limit plus U not overflowed by others."""

@@ -107,8 +107,8 @@ class ClassLp:
         # one LP column per (class, allowed group)
         self.col_class = np.array([c.index for c in classes for _ in c.groups], dtype=np.int64)
         self.col_group = np.array([g for c in classes for g in c.groups], dtype=np.int64)
-        # per row group: (keys, row duals), after a solve; None before, or without a solution
-        self.duals: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self._solved = None  # (solver, rows per group) once solved with a solution
+        self._duals = None
 
     def solve(self) -> list[dict[int, float]]:
         """Planned (fractional) job counts per class and group."""
@@ -132,9 +132,7 @@ class ClassLp:
 
         model = mb.Model()
         # Variables: jobs of the column's class planned on its group, 0..its class size
-        x = model.new_num_var_series(
-            "x", pd.RangeIndex(n), 0.0, pd.Series(class_size[self.col_class])
-        ).tolist()
+        x = [model.new_num_var(0.0, size, None) for size in class_size[self.col_class].tolist()]
 
         rows: dict[str, tuple[np.ndarray, list]] = {}
         # Constraints
@@ -183,14 +181,27 @@ class ClassLp:
         status = solver.solve(model)
         if status not in (mb.SolveStatus.OPTIMAL, mb.SolveStatus.FEASIBLE):
             return planned
-        values = np.array([solver.value(var) for var in x])
-        self.duals = {
-            name: (keys, np.abs(np.array([solver.dual_value(r) for r in rs], dtype=float)))
-            for name, (keys, rs) in rows.items()
-        }
+        values = solver.values(pd.Series(x)).to_numpy()
+        self._solved = (solver, rows)
         for col in np.nonzero(values > 1e-6)[0]:
             planned[self.col_class[col]][int(self.col_group[col])] = float(values[col])
         return planned
+
+    @property
+    def duals(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+        """Per row group: (keys, |dual| of each row); None before a solve with a solution.
+
+        Only benchmarks/priority_bound.py reads them, so they are read on demand.
+        """
+        if self._solved is None:
+            return None
+        if self._duals is None:
+            solver, rows = self._solved
+            self._duals = {
+                name: (keys, np.abs(np.array([solver.dual_value(r) for r in rs], dtype=float)))
+                for name, (keys, rs) in rows.items()
+            }
+        return self._duals
 
     def _column_index(self, names: list[str], of_class) -> np.ndarray:
         """Index of each column's class attribute in ``names``; -1 where absent."""
