@@ -65,7 +65,10 @@ def gavel_rows(trace: Path, jobs: int) -> list[list[str]]:
         kept = [
             (row[at], line, row)
             for line, row in enumerate(reader)
-            if row[at] >= FROM and float(row[sec]) >= MIN_SECONDS and int(row[num]) in GANGS
+            if len(row) == len(header)
+            and row[at] >= FROM
+            and float(row[sec]) >= MIN_SECONDS
+            and int(row[num]) in GANGS
         ]
     kept.sort(key=lambda item: item[:2])
     return [header] + [row for _, _, row in kept[:jobs]]
