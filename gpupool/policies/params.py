@@ -39,10 +39,18 @@ class Aging:
 
 @dataclass(frozen=True, slots=True)
 class Preemption:
-    """Pending jobs may preempt running ones whose priority is ``min_gap`` or more lower."""
+    """Pending jobs may preempt running ones whose priority is ``min_gap`` or more lower.
+
+    Hysteresis, so that preemption cannot thrash: a job that has run less than
+    ``min_run_minutes`` since it (re)started, or that was already preempted
+    ``max_per_job`` times, is never a victim; and a victim's priority is always
+    strictly below the job's, whatever ``min_gap`` says.
+    """
 
     enabled: bool = False
     min_gap: float = 1.0
+    min_run_minutes: float = 60.0
+    max_per_job: int = 1
 
 
 POOL_ORDERS = ("name", "cheapest")

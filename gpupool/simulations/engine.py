@@ -496,7 +496,9 @@ class Simulation:
         charge = charge or Charge(cost=0.0, subsidy=0.0, org_pays=0.0)
         run = _Run(
             record=self._records[job.id],
-            running=RunningJob(job, placement, started_at=now, expected_end=now + expected),
+            running=RunningJob(
+                job, placement, now, now + expected, preemptions=self._records[job.id].preemptions
+            ),
             charge=charge,
             speed=speed,
             token=self._tokens,

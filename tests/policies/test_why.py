@@ -260,7 +260,9 @@ def test_priority_names_the_jobs_it_preempted():
         .job(8, org="o-u", id=1)
         .build()
     )
-    policy = PriorityPolicy(PolicyParams(preemption=Preemption(True, min_gap=1.0)))
+    policy = PriorityPolicy(
+        PolicyParams(preemption=Preemption(True, min_gap=1.0, min_run_minutes=0))
+    )
     allocation = policy.allocate(snapshot)
     assert allocation.preempt == (50,)
     assert allocation.why == {1: "no room elsewhere: preempted lower-priority job(s) 50 on p"}
@@ -283,7 +285,7 @@ KINDS = {
     "priority": PriorityPolicy,
     "fair-share": FairSharePolicy,
     "priority+preemption": lambda: PriorityPolicy(
-        PolicyParams(preemption=Preemption(True, min_gap=0.5))
+        PolicyParams(preemption=Preemption(True, min_gap=0.5, min_run_minutes=0))
     ),
 }
 
