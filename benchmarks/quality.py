@@ -18,7 +18,9 @@ Output fields: policy, jobs (replayed), mean_jct_hours and p95_jct_hours
 the span in which work exists: gpupool.simulations.metrics), preemptions
 (total), preemptions_per_job, lost_gpu_hours (work done and then lost: the
 engine keeps a preempted job's progress, so 0 until restarts are charged),
-wall_seconds (engine + policy), makespan_hours, trace.
+wall_seconds (engine + policy), makespan_hours, trace. ``priority`` runs
+with preemption on and ``--min-gap`` (0: every domain weighs 1 here, so a
+larger gap would never let it preempt).
 """
 
 from __future__ import annotations
@@ -88,14 +90,16 @@ def gavel_scenario(traces: Path, jobs: int, workdir: Path) -> tuple[Scenario, st
     return load_scenario(scenario_file), str(trace)
 
 
-def params_for(kind: str) -> PolicyParams:
-    # priority is the preempting policy: the replay measures its preemption rule
-    preemption = Preemption(enabled=kind == "priority")
+def params_for(kind: str, min_gap: float) -> PolicyParams:
+    # priority is the preempting policy: the replay measures its preemption rule.
+    # Every domain weighs 1 here, so only min_gap 0 lets it preempt at all (the
+    # setting that thrashed before hysteresis); its other options keep defaults.
+    preemption = Preemption(enabled=kind == "priority", min_gap=min_gap)
     return PolicyParams(time_limit_s=1.0, preemption=preemption)
 
 
-def run_one(kind: str, scenario: Scenario) -> dict:
-    policy = POLICY_KINDS[kind](params=params_for(kind))
+def run_one(kind: str, scenario: Scenario, min_gap: float = 0.0) -> dict:
+    policy = POLICY_KINDS[kind](params=params_for(kind, min_gap))
     started = time.perf_counter()
     result = simulate(scenario, policy, policy_name=kind)
     wall = time.perf_counter() - started
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traces", type=Path, default=None, help="the traces folder")
     parser.add_argument("--jobs", type=int, default=2000, help="jobs cut from the trace")
     parser.add_argument("--policy", action="append", choices=sorted(POLICY_KINDS))
+    parser.add_argument("--min-gap", type=float, default=0.0, help="priority's preemption gap")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as workdir:
         try:
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     for kind in args.policy or POLICIES:
-        figures = run_one(kind, scenario)
+        figures = run_one(kind, scenario, args.min_gap)
         figures["trace"] = "sample" if source == "sample" else "philly"
         print(json.dumps(figures), flush=True)
     return 0
