@@ -53,20 +53,24 @@ class Preemption:
     max_per_job: int = 1
 
 
-POOL_ORDERS = ("name", "cheapest")
+POOL_ORDERS = ("value", "name", "cheapest")
 
 
 @dataclass(frozen=True, slots=True)
 class PoolPlacement:
     """The order in which the baselines (fifo, multifactor) try a job's allowed pools.
 
+    ``value`` (the default): most effective GPU-hours per unit of price for the
+    job's org first, i.e. least paid per effective GPU-hour (price / speed,
+    after the subsidy it can get as the round starts), ties by name; pools the
+    org gets free (no prices, or wholly subsidised) fastest first.
     ``name``: by pool name. ``cheapest``: by what the job's org pays per
-    effective GPU-hour on the pool after the subsidy it can get as the round
-    starts (vouchers and programmes included), ties by name; so a subsidy
-    scheme can steer work, not only decide whether an org can pay.
+    effective GPU-hour on the pool after subsidies (vouchers and programmes
+    included), ties by name; so a subsidy scheme can steer work, not only
+    decide whether an org can pay.
     """
 
-    pool_order: str = "name"  # one of POOL_ORDERS
+    pool_order: str = "value"  # one of POOL_ORDERS
 
     def __post_init__(self) -> None:
         if self.pool_order not in POOL_ORDERS:  # else a typo would silently mean "name"

@@ -191,7 +191,7 @@ def test_multifactor_says_when_a_job_was_backfilled(case, builder, order, job, r
 def test_multifactor_in_priority_order_before_anything_is_blocked():
     # two free nodes: job 10 (8 GPUs) starts first, job 11 after it, neither backfilled
     snapshot = SnapshotBuilder().pool("p", "A100", 16).job(8, id=10).job(2, id=11).build()
-    allocation = MultifactorPolicy().allocate(snapshot)
+    allocation = POLICIES["multifactor"]("name").allocate(snapshot)
     assert allocation.why == {10: IN_ORDER + BY_NAME_WHY, 11: IN_ORDER + BY_NAME_WHY}
 
 
