@@ -16,7 +16,7 @@ CASES = [
     ("same price: the faster type", [("a-slow", 0.5, 10.0), ("z-fast", 2.0, 10.0)], "z-fast"),
     ("gavel: one price", [("k80", 0.283, 1), ("p100", 0.833, 1), ("v100", 1.0, 1)], "v100"),
     ("faster, dearer per effective hour", [("a-slow", 1.0, 10.0), ("z-fast", 2.0, 30.0)], "a-slow"),
-    ("faster, cheaper per effective hour", [("a-slow", 1.0, 10.0), ("z-fast", 2.0, 19.0)], "z-fast"),
+    ("faster, cheaper per eff. hour", [("a-slow", 1.0, 10.0), ("z-fast", 2.0, 19.0)], "z-fast"),
     ("same per effective hour: by name", [("a-slow", 1.0, 10.0), ("z-fast", 2.0, 20.0)], "a-slow"),
     ("no prices: by speed", [("a-slow", 1.0, 0.0), ("z-fast", 2.0, 0.0)], "z-fast"),
     ("free beats any price", [("a-slow", 1.0, 0.0), ("z-fast", 2.0, 1.0)], "a-slow"),
