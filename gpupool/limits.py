@@ -34,7 +34,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from gpupool.model import GpupoolError
+from gpupool.model import Conflict, GpupoolError
 
 # ---------------------------------------------------------------------------
 # Numeric limits
@@ -454,4 +454,4 @@ def check_unique(name: str, existing, what: str, location: str) -> None:
             same = "" if other == name else f" (as {other!r}: names differ only in case or form)"
             article = "an" if what[:1] in "aeio" else "a"  # a user, an organisation
             message = f"{article} {what} named {name!r} already exists{same}"
-            raise GpupoolError(message, location=location)
+            raise Conflict(message, location=location)

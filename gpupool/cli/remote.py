@@ -20,15 +20,15 @@ from pathlib import Path
 
 from gpupool.cli.platform import View
 from gpupool.model import (
+    Conflict,
     GpupoolError,
-    IllegalTransition,
     NotFound,
     PermissionDenied,
 )
 
 API = "/api/v1"
 TIMEOUT_SECONDS = 60.0  # a live round waits for a daemon's round in progress
-_CLASSES = {401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: IllegalTransition}
+_CLASSES = {401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: Conflict}
 
 
 class HttpPlatform:
@@ -54,7 +54,7 @@ class HttpPlatform:
     def _call(self, method: str, path: str, *, json=None, params=None, errors=None):
         status, body = self._send(method, API + path + _query(params), json)
         if status >= 400:
-            raise _error(status, body, errors)
+            raise _error(status, body, errors, method, path)
         return body
 
     def _send(self, method: str, target: str, payload) -> tuple[int, object]:
@@ -274,7 +274,7 @@ def _query(params: dict | None) -> str:
     return "?" + urlencode(given, doseq=True) if given else ""
 
 
-def _error(status: int, body, errors: str | None) -> GpupoolError:
+def _error(status: int, body, errors: str | None, method: str = "", path: str = ""):
     """The GpupoolError a problem-details response stands for."""
     if not isinstance(body, dict):
         body = {}
@@ -288,7 +288,11 @@ def _error(status: int, body, errors: str | None) -> GpupoolError:
         from gpupool.policies.document import PolicyDocumentError
 
         return PolicyDocumentError([_pair(item) for item in items])
-    return _one(body.get("field"), detail, _CLASSES.get(status, GpupoolError))
+    from gpupool.fields import cli_location
+
+    # the detail names the input as the CLI does (--gpus), the field as the API does (gpus)
+    location = cli_location(detail, body.get("field"), method, path)
+    return _one(location, detail, _CLASSES.get(status, GpupoolError))
 
 
 def _one(field: str | None, detail: str, kind=GpupoolError) -> GpupoolError:

@@ -125,7 +125,7 @@ def test_an_admin_describes_the_platform_and_duplicates_conflict(live):
     assert pool.json() in pools
     assert again.status_code == 409
     assert again.json()["detail"] == "name: a domain named 'medical' already exists"
-    assert unknown_type.status_code == 422 and unknown_type.json()["field"] == "--gpu-type"
+    assert unknown_type.status_code == 422 and unknown_type.json()["field"] == "gpu_type"
 
 
 def test_policies_over_http_validate_apply_show_diff_and_roll_back(live):
@@ -184,7 +184,7 @@ def test_rounds_and_reports_over_http(live):
     assert shown["state"] == "running" and shown["placements"]
     assert finished.status_code == 200 and finished.json()["state"] == "completed"
     assert usage.status_code == 200 and any(r["org"] == "hosp" for r in usage.json())
-    assert bad_by.status_code == 422 and bad_by.json()["field"] == "--by"
+    assert bad_by.status_code == 422 and bad_by.json()["field"] == "by"
     assert subsidies.status_code == 200
     assert own_usage.status_code == 200
     assert {r["org"] for r in own_usage.json()} <= {"lab"}  # never another org's spending
@@ -238,7 +238,7 @@ def test_an_admin_creates_a_token_that_works_once_shown(live):
     assert body["scopes"] == ["read"] and body["expires_at"] is not None
     assert body["id"] in [t["id"] for t in listed]
     assert all("token" not in t for t in listed)
-    assert never.status_code == 422 and never.json()["field"] == "--expires"
+    assert never.status_code == 422 and never.json()["field"] == "expires"
     with live.client(Authorization=f"Bearer {body['token']}") as hana:
         assert hana.get("/api/v1/jobs").status_code == 200
 
