@@ -50,6 +50,7 @@ API_FIELDS: dict[str, str] = {
     # users, tokens, audit
     "NAME": "name",
     "--role": "role",
+    "ROLE": "role",
     "USER": "user",
     "--user": "user",
     "--expires": "expires",

@@ -354,6 +354,30 @@ def test_a_submitter_sees_its_own_and_is_refused_the_same(twin):
     assert twin.error("audit", "list", user="bob").startswith("error: ")
 
 
+def test_user_set_role_and_remove(twin):
+    twin.run("user", "add", "uma", "--role", "submitter", "--org", "lab")
+    assert twin.run("user", "set-role", "uma", "auditor").stdout == "uma is now auditor\n"
+    assert ("uma", "auditor", None) in [
+        (u["name"], u["role"], u["org"]) for u in twin.json("user", "list")
+    ]
+    assert twin.error("user", "set-role", "uma", "submitter").startswith("error: --org: ")
+    assert twin.error("user", "set-role", "uma", "king").startswith("error: ROLE: must be one")
+    assert twin.error("user", "remove", "uma", user="bob").startswith(
+        "error: --as: bob may not remove users: admins only"
+    )
+    assert twin.error("user", "remove", "root").startswith(
+        "error: NAME: root is the last admin and cannot be removed"
+    )
+    assert twin.error("user", "set-role", "root", "auditor").startswith(
+        "error: NAME: root is the last admin and cannot be demoted"
+    )
+    assert twin.run("user", "remove", "uma").stdout == "removed auditor uma and 0 API token(s)\n"
+    assert twin.error("user", "remove", "uma") == "error: NAME: no user named 'uma'\n"
+    assert "uma" not in [u["name"] for u in twin.json("user", "list")]
+    actions = [e["action"] for e in twin.json("audit", "list", "--action", "user.")]
+    assert actions[-2:] == ["user.set_role", "user.remove"]
+
+
 # --- remote only ------------------------------------------------------------------
 
 

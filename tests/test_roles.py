@@ -65,6 +65,8 @@ EXPECTED = [
     ("policy.change", ["policy", "apply", "{policy}"], {A}),
     ("user.list", ["user", "list", "--json"], {A, U}),
     ("user.add", ["user", "add", "zoe", "--role", "auditor"], {A}),
+    ("user.change", ["user", "set-role", "zoe", "submitter", "--org", "hosp"], {A}),
+    ("user.change", ["user", "remove", "zoe"], {A}),
     ("token.create", ["token", "create", "alice"], {A}),
     ("token.list", ["token", "list", "--json"], {A, S, G, U}),
     ("token.list", ["token", "list", "--user", "ada", "--json"], {A, U}),

@@ -189,6 +189,18 @@ class LocalPlatform:
         with self._work() as session:
             return user_view(add_user(session, self.actor, name, role, org, site))
 
+    def remove_user(self, name: str) -> View:
+        from gpupool.scheduler.permissions import remove_user
+
+        with self._work() as session:
+            return remove_user(session, self.actor, name)
+
+    def set_role(self, name, role, org, site) -> View:
+        from gpupool.scheduler.permissions import set_role, user_view
+
+        with self._work() as session:
+            return user_view(set_role(session, self.actor, name, role, org, site))
+
     def create_token(self, user, expires, scopes) -> View:
         from gpupool.scheduler import tokens
 

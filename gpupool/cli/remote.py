@@ -185,6 +185,13 @@ class HttpPlatform:
         body = {"name": name, "role": role, "org": org, "site": site}
         return self._call("POST", "/users", json=body)
 
+    def remove_user(self, name: str) -> View:
+        return self._call("DELETE", f"/users/{_segment(name)}")
+
+    def set_role(self, name, role, org, site) -> View:
+        body = {"role": role, "org": org, "site": site}
+        return self._call("PUT", f"/users/{_segment(name)}/role", json=body)
+
     def create_token(self, user, expires, scopes) -> View:
         body = {"user": user, "expires": expires, "scopes": list(scopes)}
         return self._call("POST", "/tokens", json=body)
@@ -264,6 +271,13 @@ class HttpPlatform:
 
     def subsidy_report(self, programme: str | None) -> list[View]:
         return self._call("GET", "/reports/subsidies", params={"programme": programme})
+
+
+def _segment(text: str) -> str:
+    """One path segment, whatever the text holds (a name with / or ? stays one)."""
+    from urllib.parse import quote
+
+    return quote(text.strip(), safe="")
 
 
 def _query(params: dict | None) -> str:

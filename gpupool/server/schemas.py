@@ -179,6 +179,16 @@ class UserView(_View):
     site: str | None = None
 
 
+class UserRole(_Request):
+    role: Text
+    org: Name | None = None
+    site: Text | None = Field(None, description="The site an agent acts for.")
+
+
+class UserRemoved(UserView):
+    tokens_removed: int = Field(description="API tokens of the user removed with it.")
+
+
 # --- policy ------------------------------------------------------------------
 
 
