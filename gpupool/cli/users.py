@@ -1,4 +1,4 @@
-"""`gpupool user add|list|remove|set-role`, `gpupool token create|list|revoke`, `gpupool audit list`.
+"""`gpupool user add|list|remove|set-role`, `gpupool token ...`, `gpupool audit list`.
 
 Who may do what is gpupool.scheduler.permissions' table (docs/security.md);
 tokens are gpupool.scheduler.tokens'. A new token is printed once and never

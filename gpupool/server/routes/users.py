@@ -53,7 +53,5 @@ def set_role(name: UserName, body: UserRole, user: User, work: UnitOfWork) -> di
     from gpupool.scheduler import permissions
 
     with work() as session:
-        row = permissions.set_role(
-            session, user.name, name, body.role.strip(), body.org, body.site
-        )
+        row = permissions.set_role(session, user.name, name, body.role.strip(), body.org, body.site)
         return permissions.user_view(row)
