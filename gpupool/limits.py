@@ -220,6 +220,14 @@ SEEDS = Limit(
     "each seed is a whole replay of every scheme",
     integer=True,
 )
+JOB_PAGE = Limit(
+    "jobs per page",
+    1,
+    1_000,
+    "a page is read, sent and shown whole; more come page by page (--after)",
+    integer=True,
+)
+JOB_PAGE_DEFAULT = 100  # `job list`, GET /api/v1/jobs and the dashboard's queue without --limit
 WORKERS = Limit("worker processes", 1, 1_024, "more processes than cores only waits", integer=True)
 MAX_JOBS = Limit(
     "jobs replayed",

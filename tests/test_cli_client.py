@@ -122,9 +122,9 @@ def test_job_submit_list_show_cancel(twin):
     created = twin.json(*keyed)
     assert created["created"] is True
     assert twin.json(*keyed) == {"id": created["id"], "created": False}
-    jobs = twin.json("job", "list")
+    jobs = twin.json("job", "list")["jobs"]
     assert [j["org"] for j in jobs[-2:]] == ["lab", "hosp"]
-    assert [j["id"] for j in twin.json("job", "list", "--org", "hosp")] == [created["id"]]
+    assert [j["id"] for j in twin.json("job", "list", "--org", "hosp")["jobs"]] == [created["id"]]
     assert "lab" in twin.run("job", "list").stdout
     shown = twin.json("job", "show", job_id)
     assert (shown["id"], shown["state"], shown["placements"]) == (int(job_id), "pending", [])
@@ -345,13 +345,34 @@ def test_users_tokens_audit(twin):
 
 def test_a_submitter_sees_its_own_and_is_refused_the_same(twin):
     twin.run("job", "submit", "--org", "hosp", "--gpus", "1", "--hours", "1", user="hana")
-    assert {j["org"] for j in twin.json("job", "list", user="hana")} == {"hosp"}
+    assert {j["org"] for j in twin.json("job", "list", user="hana")["jobs"]} == {"hosp"}
     assert twin.error("user", "list", user="hana").startswith("error: ")
     assert twin.error(
         "job", "submit", "--org", "hosp", "--gpus", "1", "--hours", "1", "--priority", "5",
         user="hana",
     ).startswith("error: --priority: ")  # fmt: skip
     assert twin.error("audit", "list", user="bob").startswith("error: ")
+
+
+def test_job_list_pages(twin):
+    for _ in range(3):
+        twin.run("job", "submit", "--org", "lab", "--gpus", "1", "--hours", "1")
+    ids = [j["id"] for j in twin.json("job", "list", "--limit", "1000")["jobs"]]
+    first = twin.json("job", "list", "--limit", "2")
+    assert [j["id"] for j in first["jobs"]] == ids[:2]
+    assert (first["limit"], first["next_after"], first["previous_before"]) == (2, ids[1], None)
+    second = twin.json("job", "list", "--limit", "2", "--after", str(first["next_after"]))
+    assert [j["id"] for j in second["jobs"]] == ids[2:4]
+    assert second["previous_before"] == ids[2]
+    back = twin.json("job", "list", "--limit", "2", "--before", str(second["previous_before"]))
+    assert back == first
+    table = twin.run("job", "list", "--limit", "2")
+    assert table.stderr == f"more jobs: the next page is --after {ids[1]}\n"
+    assert twin.error("job", "list", "--limit", "1001").startswith("error: --limit: must be")
+    assert twin.error("job", "list", "--after", "x").startswith("error: --after: ")
+    assert twin.error("job", "list", "--after", "1", "--before", "3") == (
+        "error: --before: give --after or --before, not both\n"
+    )
 
 
 def test_user_set_role_and_remove(twin):
@@ -437,7 +458,7 @@ def test_login_saves_the_token_0600_and_logout_forgets_it(twin, tmp_path):
     assert twin.tokens["bob"] in saved.read_text()
     mine = runner.invoke(app, ["job", "list", "--json"], env=env)
     assert mine.exit_code == 0, mine.stderr
-    assert {j["org"] for j in json.loads(mine.stdout)} == {"lab"}  # bob's own organisation
+    assert {j["org"] for j in json.loads(mine.stdout)["jobs"]} == {"lab"}  # bob's own organisation
     out = runner.invoke(app, ["logout"], env=env)
     assert out.exit_code == 0 and not saved.exists()
 

@@ -57,12 +57,11 @@ class LocalPlatform:
             results = submit_jobs(session, self.actor, requests, prior_errors=malformed)
         return [{"id": job_id, "created": created} for job_id, created in results]
 
-    def list_jobs(self, states: list[str], org: str | None) -> list[View]:
-        from gpupool.scheduler.permissions import visible_jobs
-        from gpupool.scheduler.service import job_view
+    def list_jobs(self, states, org, limit, after, before) -> View:
+        from gpupool.scheduler.queries import job_page
 
         with self._work() as session:
-            return [job_view(r) for r in visible_jobs(session, self.actor, states or None, org)]
+            return job_page(session, self.actor, states or None, org, limit, after, before)
 
     def show_job(self, job_id: int) -> View:
         from gpupool.scheduler.queries import job_detail

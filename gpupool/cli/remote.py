@@ -117,8 +117,9 @@ class HttpPlatform:
         body = {"filename": Path(path).name, "content": read_text(path, kind)}
         return self._call("POST", "/jobs/batch", json=body, errors="batch")
 
-    def list_jobs(self, states: list[str], org: str | None) -> list[View]:
-        return self._call("GET", "/jobs", params={"state": list(states), "org": org})
+    def list_jobs(self, states, org, limit, after, before) -> View:
+        params = {"state": list(states), "org": org, "limit": limit}
+        return self._call("GET", "/jobs", params={**params, "after": after, "before": before})
 
     def show_job(self, job_id: int) -> View:
         return self._call("GET", f"/jobs/{job_id}")

@@ -50,6 +50,111 @@ def job_detail(session: Session, actor: str, job_id: int) -> dict:
     return view
 
 
+def job_page(
+    session: Session,
+    actor: str,
+    states: list[str] | None = None,
+    org: str | None = None,
+    limit: int | None = None,
+    after: int | None = None,
+    before: int | None = None,
+) -> dict:
+    """`job list --json`: one page of the jobs the actor may see, in id order (ids
+    are unique and only grow, so a page boundary never moves). ``after`` pages
+    forward (jobs with larger ids), ``before`` backward; ``next_after`` and
+    ``previous_before`` are the cursors of the neighbouring pages (None: none).
+
+    The page is cut in SQL, the actor's scope included (a submitter's org, an
+    agent's site), so a page costs ``limit`` rows however many jobs there are.
+    """
+    from gpupool import limits
+    from gpupool.scheduler.service import job_view
+
+    limit = limits.JOB_PAGE_DEFAULT if limit is None else limit
+    limits.JOB_PAGE.check(limit, "--limit")
+    if after is not None and before is not None:
+        raise GpupoolError("give --after or --before, not both", location="--before")
+    visible = _visible_jobs_query(session, actor, states, org)
+    rows, more = _cut(session, visible, limit, after, before)
+    has_next = more if before is None else _any(session, visible, rows, later=True)
+    has_previous = more if before is not None else _any(session, visible, rows, later=False)
+    return {
+        "jobs": [job_view(r) for r in rows],
+        "limit": limit,
+        "next_after": rows[-1].id if rows and has_next else None,
+        "previous_before": rows[0].id if rows and has_previous else None,
+    }
+
+
+def job_count(session: Session, actor: str, states: list[str] | None = None) -> int:
+    """How many jobs in ``states`` the actor may see (counted in SQL)."""
+    from sqlalchemy import func, select
+
+    visible = _visible_jobs_query(session, actor, states, None).subquery()
+    return int(session.scalar(select(func.count()).select_from(visible)) or 0)
+
+
+def latest_ended(session: Session, actor: str, states: list[str], count: int) -> list[dict]:
+    """The ``count`` jobs in ``states`` the actor may see that ended last, newest first."""
+    from gpupool.scheduler.orm import JobRow
+    from gpupool.scheduler.service import job_view
+
+    query = _visible_jobs_query(session, actor, states, None)
+    query = query.order_by(JobRow.ended_at.desc(), JobRow.id.desc()).limit(count)
+    return [job_view(r) for r in session.scalars(query).unique()]
+
+
+def _visible_jobs_query(session: Session, actor: str, states, org: str | None):
+    """SELECT of the jobs ``actor`` may list (permissions' job.list), filtered."""
+    from sqlalchemy import false, select
+
+    from gpupool.scheduler import repository
+    from gpupool.scheduler.orm import JobRow, PoolRow
+    from gpupool.scheduler.permissions import ALL, OWN_ORG, OWN_SITE, authorize, require_org
+
+    grant = authorize(session, actor, "job.list")
+    require_org(grant, org, "list jobs", location="--org")
+    query = select(JobRow)
+    if states:
+        query = query.where(JobRow.state.in_(list(states)))
+    if grant.scope == OWN_ORG:
+        query = query.where(JobRow.org_id == grant.org_id)
+    elif org is not None:
+        query = query.where(JobRow.org_id == repository.get_org(session, org.strip()).id)
+    if grant.scope == OWN_SITE:
+        at_site = select(PoolRow.id).where(PoolRow.site == grant.site)
+        query = query.where(JobRow.pool_id.in_(at_site))
+    elif grant.scope != ALL and grant.scope != OWN_ORG:
+        query = query.where(false())  # a scope this listing does not know: nothing
+    return query
+
+
+def _cut(session: Session, query, limit: int, after: int | None, before: int | None):
+    """(up to ``limit`` rows past the cursor in id order, whether more lie beyond)."""
+    from gpupool.scheduler.orm import JobRow
+
+    if before is not None:
+        query = query.where(JobRow.id < before).order_by(JobRow.id.desc())
+    else:
+        query = query.where(JobRow.id > (after or 0)).order_by(JobRow.id)
+    rows = list(session.scalars(query.limit(limit + 1)).unique())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return (rows[::-1] if before is not None else rows), more
+
+
+def _any(session: Session, query, rows, later: bool) -> bool:
+    """Whether a visible job lies after (``later``) or before the page."""
+    from sqlalchemy import select
+
+    from gpupool.scheduler.orm import JobRow
+
+    if not rows:
+        return False
+    edge = JobRow.id > rows[-1].id if later else JobRow.id < rows[0].id
+    return bool(session.scalar(select(query.where(edge).exists())))
+
+
 # --- scheduling rounds -------------------------------------------------------
 
 

@@ -88,6 +88,19 @@ class JobView(_View):
     submitted_by: str
 
 
+class JobPage(_View):
+    """One page of `job list`, in id order."""
+
+    jobs: list[JobView]
+    limit: int
+    next_after: int | None = Field(
+        description="The next page is ?after=<this> (same filters); null on the last page."
+    )
+    previous_before: int | None = Field(
+        description="The page before is ?before=<this>; null on the first page."
+    )
+
+
 class PlacementView(_View):
     pool: str
     nodes: list[list[int]]

@@ -106,9 +106,9 @@ def test_a_read_only_token_reads_but_may_not_write(live):
         validated = client.post(
             "/api/v1/policy/validate", json={"content": "kind: fifo\n", "filename": "p.yaml"}
         )
-        before = len(client.get("/api/v1/jobs").json())
+        before = len(client.get("/api/v1/jobs").json()["jobs"])
         refused = client.post("/api/v1/jobs", json={"org": "lab", "gpus": 1, "hours": 1})
-        after = len(client.get("/api/v1/jobs").json())
+        after = len(client.get("/api/v1/jobs").json()["jobs"])
     assert listed.status_code == 200
     assert validated.status_code in (200, 422)  # reached the validator: not refused
     _problem(refused, 403)

@@ -12,7 +12,7 @@ JOB = {"org": "lab", "gpus": 2, "hours": 1.5, "name": "train"}
 
 def _all_jobs(live) -> list[dict]:
     with live.client("root") as root:
-        return root.get("/api/v1/jobs").json()
+        return root.get("/api/v1/jobs", params={"limit": 1000}).json()["jobs"]
 
 
 def test_a_submitter_submits_lists_shows_and_cancels_its_own_jobs(live):
@@ -22,7 +22,7 @@ def test_a_submitter_submits_lists_shows_and_cancels_its_own_jobs(live):
         job_id = created.json()["id"]
         assert created.json() == {"id": job_id, "created": True}
         assert created.headers["location"] == f"/api/v1/jobs/{job_id}"
-        listed = bob.get("/api/v1/jobs", params={"state": "pending"}).json()
+        listed = bob.get("/api/v1/jobs", params={"state": "pending", "limit": 1000}).json()["jobs"]
         shown = bob.get(f"/api/v1/jobs/{job_id}").json()
         cancelled = bob.post(f"/api/v1/jobs/{job_id}/cancel")
         again = bob.post(f"/api/v1/jobs/{job_id}/cancel")
@@ -149,3 +149,37 @@ def test_a_name_taken_is_a_409_conflict(live):
     assert first.status_code == 201
     assert (again.status_code, again.json()["field"]) == (409, "name")
     assert again.json()["type"] == "urn:gpupool:problem:conflict"
+
+
+def test_job_list_pages_are_bounded_and_stable(live):
+    with live.client("root") as root:
+        for _ in range(3):
+            assert root.post("/api/v1/jobs", json=JOB).status_code == 201
+        whole = root.get("/api/v1/jobs", params={"limit": 1000}).json()
+        pages, after = [], None
+        while True:
+            params = {"limit": 2} | ({"after": after} if after else {})
+            page = root.get("/api/v1/jobs", params=params).json()
+            pages.append(page)
+            after = page["next_after"]
+            if after is None:
+                break
+        back = root.get("/api/v1/jobs", params={"limit": 2, "before": pages[1]["jobs"][0]["id"]})
+        too_many = root.get("/api/v1/jobs", params={"limit": 1001})
+        default = root.get("/api/v1/jobs").json()
+    ids = [j["id"] for j in whole["jobs"]]
+    assert whole["next_after"] is None and len(ids) >= 3
+    assert [j["id"] for page in pages for j in page["jobs"]] == ids == sorted(ids)
+    assert all(len(page["jobs"]) <= 2 for page in pages)
+    assert pages[0]["previous_before"] is None and pages[1]["previous_before"] == ids[2]
+    assert back.json()["jobs"] == pages[0]["jobs"] and back.json()["previous_before"] is None
+    assert (too_many.status_code, too_many.json()["field"]) == (422, "limit")
+    assert default["limit"] == 100 and len(default["jobs"]) == min(100, len(ids))
+
+
+def test_a_submitters_pages_hold_its_own_jobs_only(live):
+    with live.client("hana") as hana:
+        hana.post("/api/v1/jobs", json={**JOB, "org": "hosp"})
+        first = hana.get("/api/v1/jobs", params={"limit": 1}).json()
+        rest = hana.get("/api/v1/jobs", params={"limit": 1000, "after": first["jobs"][0]["id"]})
+    assert {j["org"] for j in [*first["jobs"], *rest.json()["jobs"]]} == {"hosp"}
