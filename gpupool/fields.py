@@ -66,11 +66,13 @@ API_FIELDS: dict[str, str] = {
     "V1": "old",
     "V2": "new",
     "--comment": "comment",
+    "--out": "files",  # whatif: the files come back in the response
     # accounting
     "--programme": "programme",
     "--amount": "amount",
     "--period": "period",
     "--by": "by",
+    "--png": "format",  # the chart comes back in the response, in this format
 }
 
 # Where one route's field differs from the table: (method, path under /api/v1) -> overrides

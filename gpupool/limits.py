@@ -227,7 +227,16 @@ JOB_PAGE = Limit(
     "a page is read, sent and shown whole; more come page by page (--after)",
     integer=True,
 )
-JOB_PAGE_DEFAULT = 100  # `job list`, GET /api/v1/jobs and the dashboard's queue without --limit
+JOB_PAGE_DEFAULT = 100
+# What a server sends back as files (policy whatif --out, report subsidies --png), in
+# bytes: a response is built in memory whole; a larger window asks for a narrower one.
+DOWNLOAD_BYTES = Limit(
+    "bytes of files in one response",
+    0,
+    64 * 2**20,
+    "a response is built in memory whole",
+    integer=True,
+)  # `job list`, GET /api/v1/jobs and the dashboard's queue without --limit
 WORKERS = Limit("worker processes", 1, 1_024, "more processes than cores only waits", integer=True)
 MAX_JOBS = Limit(
     "jobs replayed",

@@ -66,6 +66,11 @@ class Twin:
         }
         return CliRunner().invoke(app, list(args), env=env)
 
+    def on_server_db(self, *args: str, user: str = "root"):
+        """Locally on the server's own database: byte-for-byte comparisons of files."""
+        env = {"GPUPOOL_URL": None, "GPUPOOL_TOKEN": None, "XDG_CONFIG_HOME": self.config}
+        return CliRunner().invoke(app, ["--db", self.remote_db, "--as", user, *args], env=env)
+
     def run(self, *args: str, user: str = "root", exit_code: int = 0):
         """Both modes, compared; the local result."""
         here, there = self.local(*args, user=user), self.remote(*args, user=user)
@@ -259,8 +264,24 @@ def test_policy_validate_apply_history_show_diff_rollback(twin, tmp_path):
     assert twin.run("policy", "whatif", str(medical), *window).stdout.startswith(
         "0 jobs submitted 2026-01-01T00:00:00Z .. 2026-01-02T00:00:00Z replayed on today's "
     )
-    out = twin.remote("policy", "whatif", str(medical), "--out", str(tmp_path / "out"))
-    assert (out.exit_code, out.stderr.split(":")[:2]) == (2, ["error", " --out"])
+    # --out through the server writes here what the local command writes, byte for byte
+    # (both on the server's database; a window of fixed ends, so the same replay)
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    whole = ("--since", "2026-01-01", "--until", now)
+    there = twin.remote("policy", "whatif", str(medical), *whole, "--out", str(tmp_path / "r"))
+    here = twin.on_server_db("policy", "whatif", str(medical), *whole, "--out", str(tmp_path / "l"))
+    assert (there.exit_code, there.stderr) == (here.exit_code, here.stderr) == (0, "")
+    assert there.stdout == here.stdout
+    written = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    assert written == {p.name: p.read_bytes() for p in (tmp_path / "l").iterdir()}
+    assert set(written) == {"whatif.json", "jobs-current.csv", "jobs-proposed.csv"}
+    assert json.loads(written["whatif.json"])["jobs"] >= 1
+    assert written["jobs-current.csv"].count(b"\r\n") >= 2  # csv's line ends kept
+    assert twin.error("policy", "whatif", str(medical), "--out", str(medical)).startswith(
+        "error: --out "
+    )
 
 
 def test_policy_errors(twin, tmp_path):
@@ -306,6 +327,23 @@ def test_programmes_vouchers_reports(twin):
         tables = [twin.local("report", *args), twin.remote("report", *args)]
         assert [t.exit_code for t in tables] == [0, 0]
         assert tables[0].stdout.splitlines()[:3] == tables[1].stdout.splitlines()[:3]
+
+
+def test_subsidy_burn_down_chart_through_the_server(twin, tmp_path):
+    there = twin.remote("report", "subsidies", "--png", str(tmp_path / "r.png"))
+    here = twin.on_server_db("report", "subsidies", "--png", str(tmp_path / "l.png"))
+    assert (there.exit_code, there.stderr) == (here.exit_code, here.stderr) == (0, "")
+    image = (tmp_path / "r.png").read_bytes()
+    assert image.startswith(b"\x89PNG") and image == (tmp_path / "l.png").read_bytes()
+    svg = twin.remote("report", "subsidies", "--png", str(tmp_path / "r.svg"), "--json")
+    assert svg.exit_code == 0 and (tmp_path / "r.svg").read_text().lstrip().startswith("<?xml")
+    assert json.loads(svg.stdout) == json.loads(twin.remote("report", "subsidies", "--json").stdout)
+    refused = twin.error("report", "subsidies", "--png", str(tmp_path / "b.png"), user="bob")
+    assert refused.startswith("error: --as: bob may not chart budget burn-down")
+    assert not (tmp_path / "b.png").exists()
+    assert twin.error("report", "subsidies", "--png", str(tmp_path / "x.bmp")).startswith(
+        "error: --png: must end in .png"
+    )
 
 
 def test_accounting_errors(twin):

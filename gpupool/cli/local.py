@@ -280,11 +280,11 @@ class LocalPlatform:
             row = policies_store.rollback_policy(session, self.actor, number, comment)
             return _replacing(policies_store.version_view(row), previous)
 
-    def whatif(self, text: str, filename: str, since: str, until: str | None, out) -> View:
+    def whatif(self, text: str, filename: str, since: str, until: str | None, files) -> View:
         from gpupool.policies.document import parse_policy_text
         from gpupool.scheduler import clock
         from gpupool.scheduler.permissions import authorize
-        from gpupool.scheduler.queries import whatif_results
+        from gpupool.scheduler.queries import whatif
         from gpupool.simulations import from_db
 
         document = parse_policy_text(text, filename)
@@ -292,14 +292,7 @@ class LocalPlatform:
         from_db.parse_since(since, from_db.parse_until(until, now))  # bad dates: no database
         with self._work() as session:
             authorize(session, self.actor, "policy.whatif")  # replays every org's jobs
-            comparison, results = whatif_results(session, document, filename, since, until, now)
-        if out is not None:
-            from pathlib import Path
-
-            from gpupool.cli.policy import write_whatif
-
-            write_whatif(Path(out), comparison, results)
-        return comparison
+            return whatif(session, document, filename, since, until, now, files)
 
     # --- accounting ----------------------------------------------------------
 
@@ -353,6 +346,12 @@ class LocalPlatform:
 
         with self._work() as session:
             return subsidy_report(session, self.actor, programme)
+
+    def burn_down_chart(self, programme: str | None, fmt: str) -> bytes:
+        from gpupool.scheduler.queries import burn_down_chart
+
+        with self._work() as session:
+            return burn_down_chart(session, self.actor, programme, fmt)
 
 
 def _replacing(view: dict, previous) -> dict:

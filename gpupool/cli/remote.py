@@ -28,6 +28,8 @@ from gpupool.model import (
 
 API = "/api/v1"
 TIMEOUT_SECONDS = 60.0  # a live round waits for a daemon's round in progress
+# a response read whole: the largest the server sends (files as JSON text) with room
+MAX_BODY_BYTES = 128 * 2**20
 _CLASSES = {401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: Conflict}
 
 
@@ -51,14 +53,16 @@ class HttpPlatform:
 
     # --- the wire ------------------------------------------------------------
 
-    def _call(self, method: str, path: str, *, json=None, params=None, errors=None):
-        status, body = self._send(method, API + path + _query(params), json)
+    def _call(self, method: str, path: str, *, json=None, params=None, errors=None, raw=False):
+        """The response's JSON body (``raw``: its bytes, e.g. a chart), or its error."""
+        status, body = self._send(method, API + path + _query(params), json, raw)
         if status >= 400:
-            raise _error(status, body, errors, method, path)
+            raise _error(status, _decoded(body) if raw else body, errors, method, path)
         return body
 
-    def _send(self, method: str, target: str, payload) -> tuple[int, object]:
-        """One request on a fresh connection: (status, decoded JSON body or None)."""
+    def _send(self, method: str, target: str, payload, raw=False) -> tuple[int, object]:
+        """One request on a fresh connection: (status, decoded JSON body or None; with
+        ``raw``, the body's bytes, at most MAX_BODY_BYTES)."""
         import http.client
         import json
         from urllib.parse import urlsplit
@@ -83,7 +87,7 @@ class HttpPlatform:
         try:
             connection.request(method, parts.path.rstrip("/") + target, data, headers)
             response = connection.getresponse()
-            raw = response.read()
+            body = response.read(MAX_BODY_BYTES + 1)
         except (OSError, http.client.HTTPException) as exc:
             raise GpupoolError(
                 f"cannot reach the server {self.url}: {exc.__class__.__name__}: {exc}",
@@ -91,10 +95,12 @@ class HttpPlatform:
             ) from None
         finally:
             connection.close()
-        try:
-            return response.status, json.loads(raw.decode("utf-8")) if raw else None
-        except ValueError:
-            return response.status, None
+        if len(body) > MAX_BODY_BYTES:
+            raise GpupoolError(
+                f"the server's answer is over {MAX_BODY_BYTES // 2**20} MiB; not read",
+                location="GPUPOOL_URL",
+            )
+        return response.status, body if raw else _decoded(body)
 
     # --- jobs ----------------------------------------------------------------
 
@@ -237,14 +243,9 @@ class HttpPlatform:
     def rollback_policy(self, version: str, comment: str) -> View:
         return self._call("POST", "/policy/rollback", json={"version": version, "comment": comment})
 
-    def whatif(self, text: str, filename: str, since: str, until: str | None, out) -> View:
-        if out is not None:
-            raise GpupoolError(
-                "the per-job files need the database itself; leave --out out with a server "
-                "(--json prints the comparison)",
-                location="--out",
-            )
+    def whatif(self, text: str, filename: str, since: str, until: str | None, files) -> View:
         body = {"content": text, "filename": filename, "since": since, "until": until}
+        body["files"] = bool(files)
         return self._call("POST", "/policy/whatif", json=body, errors="policy")
 
     # --- accounting ----------------------------------------------------------
@@ -272,6 +273,19 @@ class HttpPlatform:
 
     def subsidy_report(self, programme: str | None) -> list[View]:
         return self._call("GET", "/reports/subsidies", params={"programme": programme})
+
+    def burn_down_chart(self, programme: str | None, fmt: str) -> bytes:
+        params = {"programme": programme, "format": fmt}
+        return self._call("GET", "/reports/subsidies/chart", params=params, raw=True)
+
+
+def _decoded(body: bytes) -> object:
+    import json
+
+    try:
+        return json.loads(body.decode("utf-8")) if body else None
+    except ValueError:
+        return None
 
 
 def _segment(text: str) -> str:

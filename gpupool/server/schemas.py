@@ -222,6 +222,11 @@ class PolicyRollback(_Request):
 class PolicyWhatIf(PolicyText):
     since: Text = "30d"
     until: Text | None = None
+    files: bool = Field(
+        False,
+        description="Also return `files`: {name: text} of `policy whatif --out` "
+        "(whatif.json, jobs-current.csv, jobs-proposed.csv), bounded in size.",
+    )
 
 
 class PolicyValid(_View):

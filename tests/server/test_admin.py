@@ -3,6 +3,7 @@ an admin describes the platform, manages policies, runs rounds and reads reports
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from tests.server.conftest import audit_rows
@@ -267,3 +268,31 @@ def test_uploads_follow_the_rules_files_follow(live):
     assert "a policy document may have at most 262,144 bytes" in too_big.json()["detail"]
     assert aliases.status_code == 422
     assert aliases.json()["field"].startswith("progs.yaml:2")  # the name, never the path
+
+
+def test_the_burn_down_chart_is_served_to_readers_of_every_org_only(live):
+    with live.client("audrey") as audrey, live.client("bob") as bob:
+        png = audrey.get("/api/v1/reports/subsidies/chart")
+        svg = audrey.get("/api/v1/reports/subsidies/chart", params={"format": "svg"})
+        bmp = audrey.get("/api/v1/reports/subsidies/chart", params={"format": "bmp"})
+        refused = bob.get("/api/v1/reports/subsidies/chart")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG")
+    assert svg.headers["content-type"].startswith("image/svg+xml")
+    assert (bmp.status_code, bmp.json()["field"]) == (422, "format")
+    assert (refused.status_code, refused.json()["field"]) == (403, "Authorization")
+    row = audit_rows(live.db, actor="bob")[-1]
+    assert (row.action, row.outcome) == ("chart budget burn-down", "denied")
+
+
+def test_whatif_returns_its_files_when_asked(live):
+    body = {"content": "kind: fifo\n", "filename": "p.yaml", "since": "30d"}
+    with live.client("audrey") as audrey:
+        plain = audrey.post("/api/v1/policy/whatif", json=body)
+        with_files = audrey.post("/api/v1/policy/whatif", json={**body, "files": True})
+    assert plain.status_code == with_files.status_code == 200
+    assert "files" not in plain.json()
+    files = with_files.json()["files"]
+    assert set(files) == {"whatif.json", "jobs-current.csv", "jobs-proposed.csv"}
+    assert json.loads(files["whatif.json"])["proposed"] == "p.yaml (fifo)"
+    assert files["jobs-current.csv"].startswith("id,name,org,")
