@@ -209,7 +209,7 @@ def test_a_submitter_reads_only_its_own_organisations_money(world):
     refused = runner.invoke(
         app, ["--db", db, "--as", "alice", "report", "subsidies", "--png", "burn.png"]
     )
-    assert refused.exit_code == 2 and refused.stderr.startswith("error: --png: alice may not")
+    assert refused.exit_code == 2 and refused.stderr.startswith("error: --as: alice may not")
 
 
 def test_a_submitter_may_not_set_a_priority_boost(world):
