@@ -62,10 +62,12 @@ class Authenticator:
     def authenticate(self, raw_token: str, address: str) -> Principal:
         from gpupool.model import AuthenticationFailed
         from gpupool.scheduler import tokens
+        from gpupool.scheduler.database import ensure_schema
         from gpupool.scheduler.permissions import record_denial
 
         prefix = tokens.token_prefix(raw_token)
         self._refuse_if_limited(address, prefix)
+        ensure_schema(self.engine)  # a database behind the migrations is a 503, not a 401
         try:
             with self._reader.begin() as connection:
                 bearer = tokens.identify(connection, raw_token)
