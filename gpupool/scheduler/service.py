@@ -242,10 +242,13 @@ def max_gang(pool: model.Pool) -> int:
     return pool.largest_gang()
 
 
-def _validate(session: Session, request: JobRequest) -> dict:
-    org_id = repository.get_org_id(
-        session, _name(request.org, request.location("org")), location=request.location("org")
-    )
+def _validate(session: Session, request: JobRequest, known_orgs: dict[str, int]) -> dict:
+    """The request's checked fields; ``known_orgs`` (name -> id) were read already in
+    this transaction (a submitter's own organisation, by authorize)."""
+    org_name = _name(request.org, request.location("org"))
+    org_id = known_orgs.get(org_name)
+    if org_id is None:
+        org_id = repository.get_org_id(session, org_name, location=request.location("org"))
     gpus = positive_int(request.gpus, request.location("gpus"), limits.GPUS_PER_JOB)
     hours = positive_float(
         request.hours, request.location("hours"), "a positive number of hours", limits.JOB_HOURS
@@ -309,12 +312,13 @@ def submit_jobs(
     submission is never written twice.
     """
     now = now or clock.utcnow()
-    _require_own_orgs(session, actor, requests)
+    grant = _require_own_orgs(session, actor, requests)
+    known_orgs = {grant.org_name: grant.org_id} if grant.org_name is not None else {}
     errors: list[GpupoolError] = list(prior_errors)
     fields_list: list[dict | None] = []
     for request in requests:
         try:
-            fields_list.append(_validate(session, request))
+            fields_list.append(_validate(session, request, known_orgs))
         except GpupoolError as exc:
             errors.append(exc)
             fields_list.append(None)
@@ -327,7 +331,9 @@ def submit_jobs(
     return results
 
 
-def _require_own_orgs(session: Session, actor: str, requests: Sequence[JobRequest]) -> None:
+def _require_own_orgs(
+    session: Session, actor: str, requests: Sequence[JobRequest]
+) -> permissions.Grant:
     """A submitter submits only for its own organisation (admins for any), and
     only admins set a priority boost."""
     grant = permissions.authorize(session, actor, "job.submit")
@@ -340,6 +346,7 @@ def _require_own_orgs(session: Session, actor: str, requests: Sequence[JobReques
                 "submit jobs",
                 f"org {request.org}",
             )
+    return grant
 
 
 def submit_job(
