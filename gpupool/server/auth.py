@@ -1,7 +1,7 @@
 """Bearer-token authentication for every API route (not /healthz, /readyz).
 
 ``Authorization: Bearer <token>``; the token is checked by
-gpupool.scheduler.tokens.authenticate_token (slow hash, constant-time compare,
+gpupool.scheduler.tokens.identify (slow hash, constant-time compare,
 expiry and revocation read on every request). The result is a Principal
 whose ``name`` is the actor every service call is made as. A token with the
 ``read`` scope only may call GET routes and the POSTs that write nothing
