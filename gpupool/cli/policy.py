@@ -183,9 +183,10 @@ def whatif(
     load_document_or_exit(file)  # every problem, before the platform is asked at all
     if out is not None and out.exists() and not out.is_dir():
         raise GpupoolError("exists and is not a directory", location=f"--out {out}")
-    comparison = platform(ctx).whatif(
-        _document_text(file), file.name, since, until, None if out is None else str(out)
-    )
+    with document_problems_or_exit():  # names the platform lacks
+        comparison = platform(ctx).whatif(
+            _document_text(file), file.name, since, until, None if out is None else str(out)
+        )
     if as_json:
         print_json(comparison)
         return

@@ -133,7 +133,8 @@ class PriorityPolicy:
         plan_classes = _promising(
             job_classes(order, domain_prio, allowed, 0.0, money.orgs), free, self.plan_depth, money
         )
-        plan = _Plan.of(plan_classes, groups, limits, packer, self.price_tiebreak, money)
+        glop = self.params.glop_parameters()
+        plan = _Plan.of(plan_classes, groups, limits, packer, self.price_tiebreak, money, glop)
 
         # 3. Start, in start order
         why: dict[int, str] = {}
@@ -174,6 +175,7 @@ class PriorityPolicy:
         classes = job_classes(order, prio, allowed, self.priority_resolution, money.orgs)
         promising = _promising(classes, free, self.bound_depth, money)
         bound_lp = _ClassLp(promising, groups, limits, counts, 0.0, money)
+        bound_lp.glop = self.params.glop_parameters()
         bound_lp.solve()
         return bound_lp.dual_bound(order, prio, allowed)
 
@@ -290,7 +292,7 @@ class _Plan:
     """
 
     @staticmethod
-    def of(classes, groups, limits, packer: Packer, tiebreak: float, money: _Money) -> _Plan:
+    def of(classes, groups, limits, packer, tiebreak: float, money: _Money, glop="") -> _Plan:
         """Solve the plan LP, unless no class is held to one GPU type.
 
         Only one-type classes' planned counts are read (the reservation); with
@@ -299,7 +301,9 @@ class _Plan:
         planned: list[dict[int, float]] = [{} for _ in classes]
         if any(len({groups[g].gpu_type for g in c.groups}) == 1 for c in classes):
             counts = [packer.capacity.node_counts(g.index) for g in groups]
-            planned = _ClassLp(classes, groups, limits, counts, tiebreak, money).solve()
+            class_lp = _ClassLp(classes, groups, limits, counts, tiebreak, money)
+            class_lp.glop = glop  # the document's seed and time limit
+            planned = class_lp.solve()
         return _Plan(classes, groups, planned, packer)
 
     def __init__(self, classes, groups, planned: list[dict[int, float]], packer: Packer) -> None:
@@ -525,6 +529,7 @@ class _ClassLp:
         self.col_class = np.array([c.index for c in classes for _ in c.groups], dtype=np.int64)
         self.col_group = np.array([g for c in classes for g in c.groups], dtype=np.int64)
         self.duals = None
+        self.glop = ""  # GLOP parameters: PolicyParams.glop_parameters
 
     def _column_index(self, names: list[str], of_class) -> np.ndarray:
         """Index of each column's class attribute in ``names``; -1 where absent."""
@@ -579,6 +584,8 @@ class _ClassLp:
         )
         self._money_rows(model, columns)
         solver = mbh.ModelSolverHelper("GLOP")
+        if self.glop:
+            solver.set_solver_specific_parameters(self.glop)
         solver.solve(model)
         if not solver.has_solution():
             return planned

@@ -244,6 +244,46 @@ class RawEntry(dict):
         return self.key_locations.get(key, self.location)
 
 
+# (field, what it names, is the name a key of a mapping) in programme entries
+_PROGRAMME_NAMES = (
+    ("domains", "domain", False),
+    ("orgs", "org", False),
+    ("gpu_type_rates", "GPU type", True),
+    ("exchange_rates", "GPU type", True),
+)
+
+
+def _check_entry_names(
+    programmes: Sequence[RawEntry], vouchers: Sequence[RawEntry], platform: _Platform
+) -> None:
+    """Refuse programmes and vouchers naming a domain, org or GPU type the scenario lacks
+    (their shape is checked later, by gpupool.accounting.declarations)."""
+    known = {"domain": platform.domains, "org": platform.orgs, "GPU type": platform.gpu_types}
+    for entry in programmes:
+        for key, what, keyed in _PROGRAMME_NAMES:
+            value = entry.get(key)
+            if keyed and isinstance(value, Mapping):
+                _check_names(list(value), known[what], what, entry.where(key))
+            elif not keyed and isinstance(value, str | list):
+                _check_names(
+                    [value] if isinstance(value, str) else value,
+                    known[what],
+                    what,
+                    entry.where(key),
+                )
+    for entry in vouchers:
+        _check_names([entry.get("org")], platform.orgs, "org", entry.where("org"))
+
+
+def _check_names(names: list, known: Mapping[str, object], what: str, where: str) -> None:
+    for name in names:
+        if isinstance(name, str) and limits.normalise(name) not in known:
+            raise ScenarioError(
+                f"unknown {what} {name!r} (known: {', '.join(sorted(known)) or 'none'})",
+                location=where,
+            )
+
+
 def _raw_entries(section: _Node) -> tuple[RawEntry, ...]:
     if isinstance(section.node, yaml.SequenceNode):
         items = [(None, item) for item in section.sequence()]
@@ -701,6 +741,9 @@ def load_scenario(
             jobs, spec["arrival_scale"].number(positive=True, limit=limits.SCALE)
         )
     jobs = _renumbered(apply_estimate(jobs, estimate, seed))
+    programmes = _raw_entries(top["programmes"]) if "programmes" in top else ()
+    vouchers = _raw_entries(top["vouchers"]) if "vouchers" in top else ()
+    _check_entry_names(programmes, vouchers, platform)
     return Scenario(
         name=top["name"].name() if "name" in top else path.stem,
         gpu_types=platform.gpu_types,
@@ -709,8 +752,8 @@ def load_scenario(
         orgs=platform.orgs,
         jobs=jobs,
         dropped=dict(loaded.dropped),
-        programmes=_raw_entries(top["programmes"]) if "programmes" in top else (),
-        vouchers=_raw_entries(top["vouchers"]) if "vouchers" in top else (),
+        programmes=programmes,
+        vouchers=vouchers,
         seed=seed,
         adjusted=dict(loaded.adjusted),
     )
