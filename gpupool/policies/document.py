@@ -596,7 +596,7 @@ class _Reader:
                 fields = self.mapping(node, "options") or {}
         if cls is None:
             return {}
-        spec = _option_fields(cls)
+        spec = option_fields(cls)
         options: dict[str, Any] = {}
         for name, (key_node, value_node) in fields.items():
             path = f"options.{name}"
@@ -631,7 +631,7 @@ class _Reader:
         return converted
 
 
-def _option_fields(cls: type) -> dict[str, tuple[Any, bool]]:
+def option_fields(cls: type) -> dict[str, tuple[Any, bool]]:
     """Option name -> (annotated type, required) for a dataclass policy class."""
     if not dataclasses.is_dataclass(cls):
         return {}
