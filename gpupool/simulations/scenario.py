@@ -228,20 +228,10 @@ def _compose(path: Path, label: str) -> tuple[_Node, yaml.SafeLoader]:
 # ---------------------------------------------------------------------------
 
 
-class RawEntry(dict):
-    """One ``programmes:`` or ``vouchers:`` entry as a plain dict, not yet validated.
-
-    ``location`` is ``file:line path`` of the entry; ``where(key)`` that of one
-    of its keys, so the accounting parser can report errors at the right line.
-    A mapping section (``programmes: {name: {...}}``) gives entries with
-    ``name`` filled in from the key.
-    """
-
-    location: str
-    key_locations: dict[str, str]
-
-    def where(self, key: str) -> str:
-        return self.key_locations.get(key, self.location)
+# One ``programmes:`` or ``vouchers:`` entry as a plain dict, not yet validated:
+# ``location`` is ``file:line path`` of the entry, ``where(key)`` that of one of its
+# fields, so the accounting parser reports errors at the scenario's lines.
+RawEntry = located_yaml.LocatedEntry
 
 
 # (field, what it names, is the name a key of a mapping) in programme entries
@@ -285,20 +275,10 @@ def _check_names(names: list, known: Mapping[str, object], what: str, where: str
 
 
 def _raw_entries(section: _Node) -> tuple[RawEntry, ...]:
-    if isinstance(section.node, yaml.SequenceNode):
-        items = [(None, item) for item in section.sequence()]
-    else:
-        items = list(section.mapping().items())
-    entries = []
-    for name, item in items:
-        children = item.mapping()
-        entry = RawEntry({key: child.plain() for key, child in children.items()})
-        if name is not None:
-            entry.setdefault("name", name)
-        entry.location = item.where()
-        entry.key_locations = {key: child.where() for key, child in children.items()}
-        entries.append(entry)
-    return tuple(entries)
+    try:
+        return tuple(located_yaml.entries(section.node, section.file, section.path))
+    except FileError as exc:
+        raise ScenarioError(exc.message, location=exc.location) from None
 
 
 # ---------------------------------------------------------------------------
