@@ -238,7 +238,7 @@ def _text(entry: _Entry, key: str, default: str | None = None) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return limits.is_real(value) and math.isfinite(value)
 
 
 def _is_share(value: Any) -> bool:

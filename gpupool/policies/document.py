@@ -324,7 +324,7 @@ class _Reader:
         value = self.scalar(node)
         if value is None and nullable:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        if not limits.is_real(value):
             self.error(node, path, "must be a number" + (" or null" if nullable else ""))
             return None
         if not check(value):

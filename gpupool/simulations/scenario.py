@@ -148,7 +148,7 @@ class _Node:
         """A number; within ``limit`` (gpupool.limits) when given, or only under its
         ceiling with ``upper_only`` (where ``minimum`` already says what the floor is)."""
         value = self.value()
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        if not limits.is_real(value):
             self.fail(f"expected a number, got {self.node.value!r}")
         if positive and not value > 0:
             self.fail(f"must be > 0, got {value}")
