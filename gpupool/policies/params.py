@@ -75,7 +75,7 @@ class PolicyParams:
     aging: Aging = Aging()
     preemption: Preemption = Preemption()
     subsidy: SubsidyRules = SubsidyRules()
-    seed: int = 0  # the LP solver's random seed (GLOP random_seed)
+    seed: int = 0  # the LP solver's random seed (GLOP random_seed = seed + 1)
     time_limit_s: float = 5.0  # bound on LP solver time per round
     placement: PoolPlacement = PoolPlacement()  # read by fifo and multifactor only
 
@@ -89,4 +89,7 @@ class PolicyParams:
         choices, and the solve stops after ``seconds_left`` (default ``time_limit_s``);
         a stopped solve has no solution, and the policy goes on without its plan."""
         seconds = self.time_limit_s if seconds_left is None else max(seconds_left, 1e-9)
-        return f"random_seed: {self.seed} max_time_in_seconds: {seconds!r}"
+        # seed + 1 (wrapping within GLOP's int32): the default seed 0 keeps GLOP's own
+        # default of 1, so documents written before the seed was read decide as before
+        glop_seed = (self.seed + 1) % 2**31
+        return f"random_seed: {glop_seed} max_time_in_seconds: {seconds!r}"

@@ -51,9 +51,12 @@ def test_time_limit_s_bounds_the_fluid_lps_of_a_round():
 
 def test_glop_parameters_carry_the_seed_and_the_time_left():
     params = PolicyParams(seed=7, time_limit_s=2.5)
-    assert params.glop_parameters() == "random_seed: 7 max_time_in_seconds: 2.5"
-    assert params.glop_parameters(0.25) == "random_seed: 7 max_time_in_seconds: 0.25"
-    assert params.glop_parameters(-1.0) == "random_seed: 7 max_time_in_seconds: 1e-09"
+    assert params.glop_parameters() == "random_seed: 8 max_time_in_seconds: 2.5"
+    assert params.glop_parameters(0.25) == "random_seed: 8 max_time_in_seconds: 0.25"
+    assert params.glop_parameters(-1.0) == "random_seed: 8 max_time_in_seconds: 1e-09"
+    # the default seed keeps GLOP's own default (1); the largest seed wraps to 0
+    assert PolicyParams().glop_parameters() == "random_seed: 1 max_time_in_seconds: 5.0"
+    assert PolicyParams(seed=2**31 - 1).glop_parameters().startswith("random_seed: 0 ")
 
 
 def test_history_counts_against_a_domain():
