@@ -70,7 +70,7 @@ from gpupool.scheduler.orm import (
     PlacementRow,
     SchedulerRoundRow,
 )
-from gpupool.scheduler.snapshot import as_datetime, read_platform, take_snapshot
+from gpupool.scheduler.snapshot import as_datetime, overdue_at, read_platform, take_snapshot
 
 ROUND_LOCK_KEY = accounts.BOOKS_LOCK_KEY  # the write phase's advisory lock on PostgreSQL
 PAUSE_ENV = "GPUPOOL_TEST_PAUSE_IN_ROUND"
@@ -212,7 +212,9 @@ def run_round(
     verdict.platform.update(set_aside or {})
     books = accounts.load_books(session, moment, rules=pricing, whole_ledger=False)
     verdict.platform.update(books.set_aside)
-    accounts.close_books(session, books, moment, write=False, skip=verdict.unmetered)
+    # overdue jobs are reaped at their deadline by the write phase, not metered to now
+    overdue = {r.job.id for r in platform.running if overdue_at(grace, r, moment)}
+    accounts.close_books(session, books, moment, write=False, skip=verdict.unmetered | overdue)
     snapshot = take_snapshot(
         session,
         moment,
@@ -422,8 +424,10 @@ def _write(
     # fresh, under the lock
     books = accounts.load_books(session, moment, rules=pricing, whole_ledger=False)
     books = _quarantine(session, result, moment, books, actor)
-    accounts.close_books(session, books, moment, skip=verdict.stranded)
+    # Reap first: an overdue job ends (and is charged) at its deadline; metering
+    # open placements for a voucher expiry before that would charge it to now.
     result.timed_out = lifecycle.reap_timeouts(session, moment, grace, books, verdict.stranded)
+    accounts.close_books(session, books, moment, skip=verdict.stranded)
     result.preempted = [j for j in result.preempted if _preempt(session, j, moment, books)]
     pools = {p.name: p for p in repository.list_pools(session)}
     free = _free_gpus(session, {s.pool for s in planned})

@@ -365,6 +365,12 @@ def _speed(pool: model.Pool, types_by_id) -> float:
     return next(t.speed for t in types_by_id.values() if t.name == pool.gpu_type)
 
 
+def overdue_at(grace, run: model.RunningJob, moment: dt.datetime | float) -> bool:
+    """Whether ``run`` is past its estimate + grace at ``moment`` (a round reaps it)."""
+    epoch = moment if isinstance(moment, float | int) else clock.to_epoch(moment)
+    return _deadline(grace, run) <= epoch
+
+
 def _deadline(grace, run: model.RunningJob) -> float:
     started = clock.from_epoch(run.started_at)
     speed = run.job.hours * 3600.0 / (run.expected_end - run.started_at)

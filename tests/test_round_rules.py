@@ -1,0 +1,84 @@
+"""The round's rules for money and capacity that live rounds and the simulator share.
+
+Small platform (tests/conftest.py): p-a100 = 16 A100 (speed 1.0) on 2 nodes of
+8 at 10.00 per GPU-hour; hosp (medical), lab (general, no budget).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+
+from gpupool.accounting.declarations import parse_programmes
+from gpupool.policies.fifo import FifoPolicy
+from gpupool.scheduler import accounts, service
+from gpupool.scheduler.database import unit_of_work
+from gpupool.scheduler.orm import JobRow, LedgerEntryRow
+from gpupool.scheduler.rounds import run_round
+from gpupool.scheduler.service import JobRequest
+
+T0 = dt.datetime(2026, 11, 2, 8, tzinfo=dt.UTC)
+HOUR = dt.timedelta(hours=1)
+
+
+def _submit(db, request, at):
+    with unit_of_work(db) as session:
+        return service.submit_job(session, "admin", request, now=at)[0]
+
+
+def _round(db, at, policy=None):
+    with unit_of_work(db) as session:
+        return run_round(session, policy or FifoPolicy(), at)
+
+
+def _charges(db, job_id):
+    with unit_of_work(db) as session:
+        rows = session.scalars(
+            select(LedgerEntryRow)
+            .where(LedgerEntryRow.job_id == job_id, LedgerEntryRow.kind == "charge")
+            .order_by(LedgerEntryRow.id)
+        )
+        return [float(r.cost) for r in rows]
+
+
+def test_an_overdue_job_is_charged_to_its_deadline_even_when_a_voucher_expires(platform):
+    """Fix 1: the round reaps overdue jobs (at their deadline) before it meters running ones.
+
+    8 A100 x 1 h estimate; deadline 1 h + 10% + 5 min = 71 min: 8 x 71/60 x 10.00 = 94.67.
+    The round 5 h later is one where an unrelated voucher expires, so it meters
+    every open placement: metering first charged the job to the round, 400.00.
+    """
+    (programme,) = parse_programmes(
+        [
+            {
+                "name": "health",
+                "period": "2026-Q4",
+                "domains": ["medical"],
+                "rate": 0.5,
+                "vouchers": True,
+            }
+        ]
+    )
+    with unit_of_work(platform) as session:
+        accounts.add_programme(session, "admin", programme)
+        accounts.award_voucher(
+            session,
+            "admin",
+            "hosp",
+            "health",
+            10,
+            now=T0.timestamp(),
+            expires_at=(T0 + 4 * HOUR).timestamp(),
+        )
+    job = _submit(platform, JobRequest(org="lab", gpus=8, hours=1, gpu_types=["A100"]), T0)
+    assert [s.job_id for s in _round(platform, T0).started] == [job]
+    result = _round(platform, T0 + 5 * HOUR)
+    assert result.timed_out == [job]
+    assert _charges(platform, job) == [94.67]
+    with unit_of_work(platform) as session:
+        row = session.get(JobRow, job)
+        assert (row.state, row.ended_at.replace(tzinfo=dt.UTC)) == (
+            "timed_out",
+            T0 + dt.timedelta(minutes=71),
+        )
