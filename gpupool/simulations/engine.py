@@ -56,7 +56,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from gpupool.accounting import Books, BudgetTracker, LedgerEntry, SubsidyRules
+from gpupool.accounting import Books, LedgerEntry, SubsidyRules
 from gpupool.model import (
     Allocation,
     Charge,
@@ -70,6 +70,7 @@ from gpupool.model import (
     fit_gang,
 )
 from gpupool.policies.base import Policy
+from gpupool.scheduler import driver
 from gpupool.simulations.workload import Scenario
 
 HOUR = 3600.0
@@ -82,6 +83,7 @@ WAITING = "waiting"
 RUNNING = "running"
 FINISHED = "finished"
 TIMED_OUT = "timed_out"  # stopped at its estimate + grace, as the live reaper does
+FAILED = "failed"  # the policy failed on it: set aside, as a live round quarantines it
 
 ProgressFn = Callable[[float, int, int], None]  # (simulated hours, jobs finished, jobs total)
 
@@ -252,8 +254,6 @@ class Simulation:
         self._running: dict[int, _Run] = {}
         self._remaining: dict[int, float] = {s.job.id: s.actual_hours for s in jobs}
         self.books = _books(scenario, self.rules)
-        # with nothing to subsidise, flat full-price quotes are the same and cheaper
-        self._pricing = self.books if self.books.programmes or self.books.flat else self.rules
         self.usage = UsageMeter(scenario.domains, self.options.usage_half_life_hours)
         self._integrals = _Integrals(busy=dict.fromkeys(self._types, 0.0))
         self._util_series: list[tuple[float, tuple[int, ...]]] = [(0.0, (0,) * len(self._types))]
@@ -404,12 +404,24 @@ class Simulation:
         now = self.env.now
         self._last_round = now
         self._rounds += 1
+        driver.run_round(self, self.policy, now)
+
+    # -- the round driver's backend (gpupool.scheduler.driver.RoundBackend) --------
+
+    def snapshot(self, now: float) -> Snapshot:
+        """The round's snapshot; a voucher due by now expires first, running jobs
+        metered up to now (gpupool.scheduler.accounts.close_books does the same live)."""
         if self.books.expiring(now):
             self._meter_running(now)
             self._book(self.books.expire(now), now)
-        snapshot = self._snapshot(now)
-        allocation = self.policy.allocate(snapshot)
-        self._apply(allocation, snapshot, now)
+        return self._snapshot(now)
+
+    def apply(self, decision: driver.Decision, now: float) -> None:
+        """Fail the jobs the policy failed on (as a live round quarantines them),
+        then preempt and start what the checked allocation says."""
+        for job_id in sorted(decision.blamed):
+            self._quarantine(self._pending[job_id], now)
+        self._apply(decision.allocation, decision.charges, now)
 
     # -- state changes -------------------------------------------------------
 
@@ -429,65 +441,52 @@ class Simulation:
             usage=self.usage.snapshot(now),
             accounts=books.accounts(now),
             subsidy_budget_left=books.subsidy_left(now),
-            pricing=books if self._pricing is self.books else self._pricing,
+            pricing=books,  # the same Books a live snapshot prices with
         )
 
-    def _apply(self, allocation: Allocation, snapshot: Snapshot, now: float) -> None:
+    def _apply(self, allocation: Allocation, charges: dict[int, Charge], now: float) -> None:
+        """Act on an allocation the driver validated (validate_allocation)."""
         self._advance(now)
         freed = False
         for job_id in allocation.preempt:
-            run = self._running.get(job_id)
-            if run is None:
-                raise GpupoolError(
-                    f"preempts job {job_id}, which is not running", location="policy"
-                )
-            self._preempt(run, now)
+            self._preempt(self._running[job_id], now)
             freed = True
-        tracker = None
         # start order is the order charges spend limits in (Books.charge's ``ahead``):
         # within a round, by job id, as the live snapshot orders running jobs
         for placement in sorted(allocation.placements, key=lambda p: p.job_id):
-            charge = allocation.charges.get(placement.job_id)
-            if charge is None:  # a policy without pricing: full price, default subsidy
-                tracker = tracker or BudgetTracker(snapshot)
-                job = self._pending.get(placement.job_id)
-                if job is not None:
-                    charge = tracker.quote(job, self._pools[placement.pool])
-            self._start(placement, charge, now)
+            self._start(placement, charges[placement.job_id], now)
         if allocation.placements or freed:
             self._record_utilisation(now)
         if freed and not allocation.placements and self._round_useful():
             self._request_round()  # preempted GPUs stayed free: let the policy use them
 
-    def _start(self, placement: Placement, charge: Charge | None, now: float) -> None:
-        job = self._pending.get(placement.job_id)
-        if job is None:
-            raise GpupoolError(
-                f"places job {placement.job_id}, which is not pending", location="policy"
-            )
-        pool = self._pools.get(placement.pool)
-        if pool is None or not job.allows(pool.gpu_type) or placement.gpus != job.gpus:
-            raise GpupoolError(
-                f"invalid placement of job {job.id} on {placement.pool!r}", location="policy"
-            )
-        free = self._free[pool.name]
-        for node, taken in placement.nodes:
-            if not 0 <= node < len(free) or free[node] < taken:
-                raise GpupoolError(
-                    f"places job {job.id} on a full node {node} of {pool.name}", location="policy"
-                )
-            free[node] -= taken
+    def _dequeue(self, job: Job) -> None:
         del self._pending[job.id]
         shape = _shape(job)
         self._shapes[shape] -= 1
         if not self._shapes[shape]:
             del self._shapes[shape]
             self._waiting_pools = None
+
+    def _quarantine(self, job: Job, now: float) -> None:
+        """A pending job the policy fails on ends failed (a live round quarantines it)."""
+        self._dequeue(job)
+        record = self._records[job.id]
+        record.state = FAILED
+        record.finished_at = now
+        self._finished += 1
+
+    def _start(self, placement: Placement, charge: Charge, now: float) -> None:
+        job = self._pending[placement.job_id]
+        pool = self._pools[placement.pool]
+        free = self._free[pool.name]
+        for node, taken in placement.nodes:
+            free[node] -= taken
+        self._dequeue(job)
         speed = self.scenario.gpu_types[pool.gpu_type].speed
         remaining = self._remaining[job.id]
         expected = job.hours / speed * HOUR
         self._tokens += 1
-        charge = charge or Charge(cost=0.0, subsidy=0.0, org_pays=0.0)
         run = _Run(
             record=self._records[job.id],
             running=RunningJob(job, placement, started_at=now, expected_end=now + expected),
