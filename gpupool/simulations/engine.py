@@ -39,10 +39,16 @@ arrival order), so a round costs O(pending + running + nodes) to assemble,
 never O(all jobs of the trace).
 
 A job runs ``actual_hours / speed`` on the GPU type it was placed on; its
-``expected_end`` uses the user's estimate ``hours / speed``. A preempted job is
-requeued with its progress kept (checkpoint at preemption): its remaining
-actual work and remaining estimate shrink by the reference hours it ran, and
-nothing needs refunding, because usage is charged on actual use: when a run
+``expected_end`` uses the user's estimate ``hours / speed``. Preemption and
+requeue follow the live rule (gpupool.scheduler.rounds._preempt): a preempted
+job is requeued as submitted, with its *full* estimate, and each run is
+reaped at its own start + estimate + grace (model.TimeoutGrace). The platform
+cannot know whether a job checkpoints; shrinking the estimate would have the
+reaper kill a restarted job that had to begin again, while a full estimate
+only makes the expected end of one that resumes pessimistic. The simulated
+*site* does checkpoint: the job's remaining actual work shrinks by the
+reference hours it ran, so its next run ends sooner than its estimate says.
+Nothing needs refunding, because usage is charged on actual use: when a run
 ends (completion or preemption) ``Books.charge`` books its interval, and before
 a round in which a voucher is due, running jobs are metered up to now and the
 voucher expires (gpupool.scheduler.accounts.close_books does the same live).
@@ -54,7 +60,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from gpupool.accounting import Books, LedgerEntry, SubsidyRules
 from gpupool.model import (
@@ -540,8 +546,9 @@ class Simulation:
         self._remaining[job.id] = run.remaining_actual - done
         run.record.state = WAITING
         run.record.preemptions += 1
-        remaining_estimate = max(job.hours - done, 0.0)
-        self._enqueue(replace(job, hours=remaining_estimate))
+        # requeued as submitted, with its full estimate: that is the limit the
+        # reaper gives its next run, live and here (see the module docstring)
+        self._enqueue(job)
 
     # -- accounting (the live scheduler makes the same Books calls) -------------
 
