@@ -49,3 +49,12 @@ def test_a_preempted_job_is_requeued_with_its_full_estimate_and_reaped_by_it():
     assert log(result)[1] == (FINISHED, "pa", 0.0, 3.5)
     assert seen[-1] == {1: 2.0}  # requeued as submitted
     assert result.records[0].preemptions == 1
+
+
+def test_metrics_count_a_job_set_aside_in_simulation():
+    from gpupool.simulations.metrics import summarise
+
+    work = scenario(job(1, 1, 1.0, 0.0), job(2, 4, 1.0, 0.0))
+    metrics = summarise(simulate(work, FailsOnBigJobs()))
+    assert metrics["platform"]["failed"] == 1
+    assert metrics["conservation"]["balanced"]
