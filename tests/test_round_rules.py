@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import select
 
 from gpupool.accounting.declarations import parse_programmes
@@ -17,6 +18,7 @@ from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import JobRow, LedgerEntryRow
 from gpupool.scheduler.rounds import run_round
 from gpupool.scheduler.service import JobRequest
+from gpupool.scheduler.snapshot import take_snapshot
 
 T0 = dt.datetime(2026, 11, 2, 8, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -82,3 +84,23 @@ def test_an_overdue_job_is_charged_to_its_deadline_even_when_a_voucher_expires(p
             "timed_out",
             T0 + dt.timedelta(minutes=71),
         )
+
+
+def test_a_running_job_counts_in_usage_as_the_simulator_counts_it(platform):
+    """Fix 3: a 3-day job is in its domain's usage while it runs, by the simulator's rule.
+
+    8 A100 (speed 1) busy for 48 h, seen at 48 h, half-life 168 h:
+    8 x 168 / ln 2 x (1 - 2^(-48/168)) = 348.4 effective GPU-hours (the ledger has none yet).
+    """
+    from gpupool.simulations.engine import UsageMeter
+
+    job = _submit(platform, JobRequest(org="lab", gpus=8, hours=72, gpu_types=["A100"]), T0)
+    assert [s.job_id for s in _round(platform, T0).started] == [job]
+    with unit_of_work(platform) as session:
+        usage = take_snapshot(session, T0 + 48 * HOUR).usage
+    meter = UsageMeter(["general", "medical"], 168.0)
+    meter.change_rate(0.0, "general", 8.0)
+    assert usage == pytest.approx(
+        {k: v for k, v in meter.snapshot(48 * 3600.0).items() if v}, rel=1e-9
+    )
+    assert usage["general"] == pytest.approx(348.37, abs=0.01)
