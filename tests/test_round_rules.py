@@ -104,3 +104,33 @@ def test_a_running_job_counts_in_usage_as_the_simulator_counts_it(platform):
         {k: v for k, v in meter.snapshot(48 * 3600.0).items() if v}, rel=1e-9
     )
     assert usage["general"] == pytest.approx(348.37, abs=0.01)
+
+
+PRIORITY_WITH_FLAT_SUBSIDY = """\
+kind: priority
+domains:
+  general: {weight: 1.0}
+subsidy:
+  domain_rates: {general: 0.2}
+"""
+
+
+def test_a_run_its_site_reports_ended_is_charged_with_the_active_policys_subsidy(platform):
+    """A round's reap or preemption charged with the policy's flat rules, a site's
+    report without them: the same hour cost lab 80.00 or 64.00 depending on who ended it.
+    8 A100 x 1 h x 10.00 = 80.00, 20% subsidised: lab pays 64.00."""
+    from gpupool.scheduler import lifecycle, policies_store
+    from gpupool.scheduler.rounds import run_active_round
+
+    with unit_of_work(platform) as session:
+        policies_store.apply_policy_text(
+            session, "admin", PRIORITY_WITH_FLAT_SUBSIDY, "policy.yaml", now=T0
+        )
+    job = _submit(platform, JobRequest(org="lab", gpus=8, hours=2, gpu_types=["A100"]), T0)
+    with unit_of_work(platform) as session:
+        result, _active = run_active_round(session, T0)
+    assert [s.job_id for s in result.started] == [job]
+    with unit_of_work(platform) as session:
+        lifecycle.finish_job(session, "admin", job, at=T0 + HOUR, now=T0 + HOUR)
+        (row,) = session.scalars(select(LedgerEntryRow).where(LedgerEntryRow.job_id == job))
+        assert (row.cost, row.subsidy, row.org_pays) == (80.0, 16.0, 64.0)

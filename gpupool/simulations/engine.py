@@ -119,6 +119,7 @@ class JobRecord:
     finished_at: float | None = None
     pool: str | None = None
     gpu_type: str | None = None
+    nodes: tuple[tuple[int, int], ...] = ()  # of its last run: (node, GPUs)
     run_seconds: float = 0.0  # wall time on GPUs, all segments
     effective_gpu_hours: float = 0.0  # gpus x reference hours of work done
     preemptions: int = 0
@@ -507,7 +508,7 @@ class Simulation:
         record.state = RUNNING
         if record.first_start is None:
             record.first_start = now
-        record.pool, record.gpu_type = pool.name, pool.gpu_type
+        record.pool, record.gpu_type, record.nodes = pool.name, pool.gpu_type, placement.nodes
         self._busy[pool.gpu_type] += job.gpus
         self.usage.change_rate(now, job.domain, job.gpus * speed)
         seconds, end_state = self._run_seconds(job, remaining, speed)
