@@ -4,6 +4,8 @@ path on a real database gives identical job records and ledger entries
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from gpupool.simulations.differential import (
@@ -15,12 +17,21 @@ from gpupool.simulations.differential import (
 )
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@functools.cache
+def _simulated(seed: int):  # once per seed, for both databases
+    return replay_simulated(synthetic(seed, jobs=12, hours=16), policy_document())
+
+
+# seeds 3 and 8 preempt a job, 13 leaves jobs waiting on budgets; every seed has
+# timeouts, voucher charges and a voucher expiring while jobs run
+@pytest.mark.parametrize("seed", [3, 8, 13])
 def test_simulator_and_live_rounds_agree(db, seed):
-    scenario = synthetic(seed)
-    simulated = replay_simulated(scenario, policy_document())
-    live = replay_live(db, scenario, policy_document())
+    simulated = _simulated(seed)
+    live = replay_live(db, synthetic(seed, jobs=12, hours=16), policy_document())
     diff = compare(simulated, live)
     assert not diff.jobs, diff.jobs
     assert (diff.only_simulated, diff.only_live) == ([], [])
     assert simulated.rounds == live.rounds
+    kinds = {entry[0] for entry in live.ledger}
+    assert kinds == {"charge", "expiry"}
+    assert any(job.state == "timed_out" for job in live.jobs.values())

@@ -101,8 +101,8 @@ def synthetic(seed: int, jobs: int = 24, hours: float = 36.0) -> Scenario:
     )
     domains = {"general": Domain("general", 1.0), "medical": Domain("medical", 3.0)}
     orgs = {
-        "clinic": Org("clinic", "medical", budget=1500.0),
-        "hosp": Org("hosp", "medical", budget=4000.0),
+        "clinic": Org("clinic", "medical", budget=150.0),
+        "hosp": Org("hosp", "medical", budget=1200.0),
         "lab": Org("lab", "general"),
     }
     (programme,) = parse_programmes(
@@ -260,6 +260,15 @@ class LiveReplay:
         self.rounds = 0
 
     def run(self) -> Replay:
+        from gpupool.scheduler.database import make_engine
+
+        self.engine = make_engine(self.url)  # one engine: its statement cache serves every round
+        try:
+            return self._run()
+        finally:
+            self.engine.dispose()
+
+    def _run(self) -> Replay:
         self._build()
         arrivals = sorted(self.scenario.jobs, key=lambda s: (s.job.submitted_at, s.job.id))
         times = sorted({s.job.submitted_at for s in arrivals})
@@ -291,7 +300,7 @@ class LiveReplay:
         from gpupool.scheduler.database import unit_of_work
 
         s = self.scenario
-        with unit_of_work(self.url) as session:
+        with unit_of_work(self.engine) as session:
             policies_store.apply_policy(session, "admin", self.document)
             for t in s.gpu_types.values():
                 service.add_gpu_type(session, "admin", t.name, t.vendor, t.memory_gb, t.speed)
@@ -331,7 +340,7 @@ class LiveReplay:
 
         if not batch:
             return
-        with unit_of_work(self.url) as session:
+        with unit_of_work(self.engine) as session:
             for sim_job in batch:
                 job = sim_job.job
                 request = JobRequest(job.org, job.gpus, job.hours, list(job.gpu_types))
@@ -350,7 +359,7 @@ class LiveReplay:
             if end == now and end <= run.deadline:
                 reported = True
                 at = clock.from_epoch(now)
-                with unit_of_work(self.url) as session:
+                with unit_of_work(self.engine) as session:
                     lifecycle.finish_job(session, "admin", job_id, at=at, now=at)
                 del self.runs[job_id]
                 self.work[job_id] = 0.0
@@ -360,7 +369,7 @@ class LiveReplay:
         from gpupool.scheduler import clock, lifecycle
         from gpupool.scheduler.database import unit_of_work
 
-        with unit_of_work(self.url) as session:
+        with unit_of_work(self.engine) as session:
             reaped = lifecycle.reap_timeouts(session, clock.from_epoch(now), self.grace)
         for job_id in reaped:
             del self.runs[job_id]
@@ -374,7 +383,7 @@ class LiveReplay:
         events = []
         while True:
             self.rounds += 1
-            with unit_of_work(self.url) as session:
+            with unit_of_work(self.engine) as session:
                 result, _active = run_active_round(session, clock.from_epoch(now), grace=self.grace)
             for job_id in result.timed_out:
                 self.runs.pop(job_id, None)
@@ -416,7 +425,7 @@ class LiveReplay:
         )
 
         states = {"completed": "finished", "pending": "waiting"}
-        with unit_of_work(self.url) as session:
+        with unit_of_work(self.engine) as session:
             pools = dict(session.execute(select(PoolRow.id, PoolRow.name)).all())
             orgs = dict(session.execute(select(OrgRow.id, OrgRow.name)).all())
             programmes = dict(session.execute(select(ProgrammeRow.id, ProgrammeRow.name)).all())
