@@ -134,3 +134,23 @@ def test_a_run_its_site_reports_ended_is_charged_with_the_active_policys_subsidy
         lifecycle.finish_job(session, "admin", job, at=T0 + HOUR, now=T0 + HOUR)
         (row,) = session.scalars(select(LedgerEntryRow).where(LedgerEntryRow.job_id == job))
         assert (row.cost, row.subsidy, row.org_pays) == (80.0, 16.0, 64.0)
+
+
+def test_a_round_decides_on_books_holding_what_it_reaps(platform):
+    """The round reaps an overdue job (charged to its deadline) in its write phase;
+    its decision must already count that charge, or it admits a job on money spent.
+
+    hosp (budget 1000): job A, 8 A100 x 1 h, overdue since 71 min (94.67); job B,
+    8 H100 x 6 h (960.00) fits 1000 but not the 905.33 left once A is charged.
+    """
+    from gpupool.model import WaitReason
+
+    a = _submit(platform, JobRequest(org="hosp", gpus=8, hours=1, gpu_types=["A100"]), T0)
+    assert [s.job_id for s in _round(platform, T0).started] == [a]
+    b = _submit(
+        platform, JobRequest(org="hosp", gpus=8, hours=12, gpu_types=["H100"]), T0 + 3 * HOUR
+    )
+    result = _round(platform, T0 + 3 * HOUR)
+    assert result.timed_out == [a]
+    assert (result.started, result.waiting) == ([], {b: WaitReason.BUDGET})
+    assert _charges(platform, a) == [94.67]

@@ -257,8 +257,10 @@ class DatabaseRound:
         verdict.platform.update(self.set_aside)
         books = accounts.load_books(session, moment, rules=self.pricing, whole_ledger=False)
         verdict.platform.update(books.set_aside)
-        # overdue jobs are reaped at their deadline by the write phase, not metered to now
+        # overdue jobs: reaped at their deadline by the write phase, so the books this
+        # round decides on hold their charge up to their deadline (not to now, not none)
         overdue = {r.job.id for r in platform.running if overdue_at(self.grace, r, moment)}
+        _reap_in_memory(session, books, overdue, self.grace)
         skip = verdict.unmetered | overdue
         accounts.close_books(session, books, moment, write=False, skip=skip)
         return take_snapshot(
@@ -313,6 +315,28 @@ class DatabaseRound:
             self.actor,
             verdict,
         )
+
+
+def _reap_in_memory(session: Session, books, overdue: set[int], grace) -> None:
+    """Charge overdue runs up to their deadline in ``books`` only, in the order and
+    with the runs ahead that lifecycle.reap_timeouts will charge them with."""
+    if not overdue:
+        return
+    reaped: set[int] = set()
+    for placement in repository.open_placements(session):
+        if placement.job_id not in overdue:
+            continue
+        row = session.get(JobRow, placement.job_id)
+        job, pool, gpu_type = accounts._usage_of(session, row, placement)
+        deadline = grace.deadline(placement.started_at, job.hours, gpu_type.speed)
+        started = clock.to_epoch(placement.started_at)
+        ahead = [
+            run
+            for run in accounts._started_before(session, job.id, started)
+            if run[0].id not in reaped  # their placement is closed by then
+        ]
+        books.meter(job, pool, gpu_type, started, clock.to_epoch(deadline), ahead)
+        reaped.add(job.id)
 
 
 def _write(

@@ -31,6 +31,7 @@ from gpupool.simulations.workload import Scenario, SimJob
 HOUR = 3600.0
 COMPARED_KINDS = ("charge", "correction", "expiry", "carry_over")  # awards are written live only
 START = dt.datetime(2026, 10, 5, tzinfo=dt.UTC).timestamp()  # a Monday in 2026-Q4
+Q4_END = dt.datetime(2027, 1, 1, tzinfo=dt.UTC).timestamp()
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def synthetic(seed: int, jobs: int = 24, hours: float = 36.0) -> Scenario:
     )
     vouchers = (
         Voucher(1, "hosp", "health", 60.0, 60.0, START - HOUR, START + 10 * HOUR),
-        Voucher(2, "clinic", "health", 40.0, 40.0, START - HOUR, None),
+        Voucher(2, "clinic", "health", 40.0, 40.0, START - HOUR, Q4_END),  # the default expiry
     )
     work = []
     for _ in range(jobs):
