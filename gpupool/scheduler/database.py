@@ -13,6 +13,7 @@ admin's decision, not a side effect of ``job list``).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,6 +27,7 @@ from gpupool.model import GpupoolError
 DEFAULT_URL = "sqlite:///gpupool.db"
 _LOCATION = "--db"
 _checked: set[str] = set()  # URLs whose schema revision this process already verified
+_checked_engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines on those URLs
 
 
 def normalise_url(url: str | None) -> str:
@@ -45,7 +47,9 @@ def safe_url(url: str) -> str:
         return url
 
 
-def make_engine(url: str | None) -> Engine:
+def make_engine(url: str | None, pool_size: int | None = None) -> Engine:
+    """``pool_size``: connections kept open (a server sizes it to its thread pool, so a
+    busy moment never opens and closes connections per request); None: SQLAlchemy's."""
     url = normalise_url(url)
     try:
         parsed = make_url(url)
@@ -54,8 +58,9 @@ def make_engine(url: str | None) -> Engine:
     connect_args: dict[str, object] = {}
     if parsed.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = 5
+    pooling = {} if pool_size is None else {"pool_size": pool_size, "max_overflow": 4}
     try:
-        engine = create_engine(parsed, connect_args=connect_args)
+        engine = create_engine(parsed, connect_args=connect_args, **pooling)
     except (NoSuchModuleError, ImportError) as exc:
         raise GpupoolError(
             f"unsupported database URL {safe_url(url)}: {exc}", location=_LOCATION
@@ -125,10 +130,13 @@ def unit_of_work(
 
 def ensure_schema(engine: Engine) -> None:
     """Upgrade an empty database; refuse one whose revision is not the newest."""
+    if engine in _checked_engines:  # every request of a server asks: answer without work
+        return
     from gpupool.scheduler.migrations import HEAD
 
     key = engine.url.render_as_string(hide_password=False)
     if key in _checked:
+        _checked_engines.add(engine)
         return
     with connect_or_fail(engine) as connection:
         revision = _revision(connection)
@@ -145,6 +153,7 @@ def ensure_schema(engine: Engine) -> None:
             location=_LOCATION,
         )
     _checked.add(key)
+    _checked_engines.add(engine)
 
 
 def _revision(connection) -> str | None:
@@ -161,3 +170,4 @@ def current_revision(engine: Engine) -> str | None:
 def forget_checks() -> None:
     """Tests that drop or recreate databases call this between uses of one URL."""
     _checked.clear()
+    _checked_engines.clear()

@@ -37,7 +37,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from gpupool import limits, model
@@ -289,7 +289,7 @@ def authorize(
     action = action or op.action
     if actor == OWNER:
         return Grant(actor, ADMIN, ALL)
-    user = repository.find_user(session, actor)
+    user = session.execute(_ACTOR_QUERY, {"name": actor}).one_or_none()
     if user is None:
         raise _unknown(actor, action, target)
     scope = op.grants.get(user.role)
@@ -299,8 +299,16 @@ def authorize(
         raise Denied(f"{actor} acts for no organisation", actor, action, target)
     if scope == OWN_SITE and not user.site:
         raise Denied(f"{actor} acts for no site", actor, action, target)
-    org_name = user.org.name if user.org is not None else None
-    return Grant(actor, user.role, scope, user.org_id, org_name, user.site)
+    return Grant(actor, user.role, scope, user.org_id, user.org_name, user.site)
+
+
+# What authorize needs of the actor, in one statement and without loading ORM objects
+# (every request of the API asks it).
+_ACTOR_QUERY = (
+    select(UserRow.role, UserRow.org_id, OrgRow.name.label("org_name"), UserRow.site)
+    .outerjoin(OrgRow, UserRow.org_id == OrgRow.id)
+    .where(UserRow.name == bindparam("name"))
+)
 
 
 def require_admin(session: Session, actor: str, action: str, target: str = "") -> None:
