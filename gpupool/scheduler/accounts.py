@@ -435,7 +435,7 @@ def settle_job(
 def _active_rules(session: Session) -> object | None:
     """The active policy's flat SubsidyRules: a run a site reports ended (or a cancel)
     is charged with the same rules a round's reap or preemption charges with."""
-    from gpupool.scheduler.rounds import active_policy
+    from gpupool.scheduler.active import active_policy
 
     return active_policy(session).pricing
 

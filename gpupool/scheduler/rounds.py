@@ -63,7 +63,6 @@ from sqlalchemy.orm import Session
 
 from gpupool import model
 from gpupool.model import (
-    GpupoolError,
     JobState,
     Snapshot,
     check_quarantine,
@@ -79,6 +78,7 @@ from gpupool.scheduler import (
     quarantine,
     repository,
 )
+from gpupool.scheduler.active import ActivePolicy, active_policy
 from gpupool.scheduler.orm import (
     AuditLogRow,
     JobRow,
@@ -87,20 +87,12 @@ from gpupool.scheduler.orm import (
 )
 from gpupool.scheduler.snapshot import as_datetime, overdue_at, read_platform, take_snapshot
 
-__all__ = ["PolicyViolation", "validate_allocation"]  # their home: gpupool.policies.validation
+# re-exported: their homes are gpupool.policies.validation and gpupool.scheduler.active
+__all__ = ["ActivePolicy", "PolicyViolation", "active_policy", "validate_allocation"]
 ROUND_LOCK_KEY = accounts.BOOKS_LOCK_KEY  # the write phase's advisory lock on PostgreSQL
 PAUSE_ENV = "GPUPOOL_TEST_PAUSE_IN_ROUND"
 SCHEDULER_ACTOR = "scheduler"  # who quarantines, when a caller names no actor
 log = logging.getLogger("gpupool.scheduler")
-
-
-@dataclass(frozen=True)
-class ActivePolicy:
-    policy: object
-    version: int | None  # None: no policy applied (or the active one set aside), the FIFO default
-    kind: str
-    pricing: object | None = None  # the policy's SubsidyRules, if it has any
-    set_aside: dict[str, str] = field(default_factory=dict)  # "policy v3" -> why, if it was
 
 
 @dataclass(frozen=True)
@@ -129,54 +121,6 @@ class RoundResult:
     quarantined: dict[int, str] = field(default_factory=dict)
     held: dict[int, str] = field(default_factory=dict)
     set_aside: dict[str, str] = field(default_factory=dict)
-
-
-def active_policy(session: Session) -> ActivePolicy:
-    """Build the active policy version, or FIFO when none was ever applied.
-
-    A stored version this code cannot run (it no longer parses, or its numbers
-    fail the sanity gate, gpupool.scheduler.quarantine) is set aside: rounds
-    run the FIFO default, without its subsidy rules, until an admin applies a
-    valid one, and say so in their log and the audit log.
-    """
-    from gpupool.policies.fifo import FifoPolicy
-
-    row = repository.active_policy_row(session)
-    if row is None:
-        return ActivePolicy(policy=FifoPolicy(), version=None, kind="fifo")
-    try:
-        return _stored_policy(row)
-    except Exception as exc:  # whatever the stored text does, scheduling goes on
-        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not isinstance(exc, _BadPolicy):
-            problem = f"{type(exc).__name__}: {problem}"
-    target = f"policy v{row.version}"
-    return ActivePolicy(
-        policy=FifoPolicy(),
-        version=None,
-        kind="fifo",
-        set_aside={target: quarantine.invalid(problem)},
-    )
-
-
-class _BadPolicy(GpupoolError):
-    """A stored policy document whose numbers fail the sanity gate."""
-
-
-def _stored_policy(row) -> ActivePolicy:
-    from gpupool.policies.document import parse_policy_text
-
-    document = parse_policy_text(row.document, source=f"policy v{row.version}")
-    problem = quarantine.policy_problem(document)
-    if problem is not None:
-        raise _BadPolicy(problem)
-    params = getattr(document, "params", None)
-    return ActivePolicy(
-        policy=document.build(),
-        version=row.version,
-        kind=row.kind,
-        pricing=getattr(params, "subsidy", None),
-    )
 
 
 def run_active_round(
