@@ -26,6 +26,8 @@ def _simulated(seed: int):  # once per seed, for both databases
 # timeouts, voucher charges and a voucher expiring while jobs run
 @pytest.mark.parametrize("seed", [3, 8, 13])
 def test_simulator_and_live_rounds_agree(db, seed):
+    if db.startswith("postgresql") and seed != 3:
+        pytest.skip("one seed on PostgreSQL keeps the suite's time (SQLite runs all three)")
     simulated = _simulated(seed)
     live = replay_live(db, synthetic(seed, jobs=12, hours=16), policy_document())
     diff = compare(simulated, live)
