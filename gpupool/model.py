@@ -40,7 +40,13 @@ class NotFound(GpupoolError):
     """A named object (org, pool, job, GPU type, ...) does not exist."""
 
 
-class IllegalTransition(GpupoolError):
+class Conflict(GpupoolError):
+    """The request conflicts with what is stored: a name that already exists, a
+    submit key used with other content, a state that does not allow the change
+    (HTTP 409, gpupool.server.problems)."""
+
+
+class IllegalTransition(Conflict):
     """A job state change that the state machine does not allow."""
 
 

@@ -420,13 +420,24 @@ def settle_job(
         return []
     placement = placements[-1]
     end = ended_at if isinstance(ended_at, float | int) else clock.to_epoch(ended_at)
-    if books is None:
-        books = load_books(session, end, lock=True, whole_ledger=False, jobs=[job_row.id])
+    if books is None:  # priced with the active policy's flat rules, as a round prices
+        rules = _active_rules(session)
+        books = load_books(
+            session, end, rules=rules, lock=True, whole_ledger=False, jobs=[job_row.id]
+        )
     job, pool, gpu_type = _usage_of(session, job_row, placement)
     started = clock.to_epoch(placement.started_at)
     ahead = _started_before(session, job.id, started)
     entries = books.meter(job, pool, gpu_type, started, end, ahead)
     return write_back(session, books, entries)
+
+
+def _active_rules(session: Session) -> object | None:
+    """The active policy's flat SubsidyRules: a run a site reports ended (or a cancel)
+    is charged with the same rules a round's reap or preemption charges with."""
+    from gpupool.scheduler.active import active_policy
+
+    return active_policy(session).pricing
 
 
 def charge_problem(

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gpupool import limits, model
-from gpupool.model import GpupoolError, JobState, check_transition
+from gpupool.model import Conflict, GpupoolError, JobState, check_transition
 from gpupool.scheduler import clock, lifecycle, permissions, repository
 from gpupool.scheduler.orm import (
     DomainRow,
@@ -379,7 +379,7 @@ def _write_job(session, actor, request: JobRequest, job_fields: dict, now) -> tu
         return job_id, True
     existing = _same_job(session, request, job_fields, key) if key is not None else None
     if existing is None:  # cannot happen: the key was taken by a committed job
-        raise GpupoolError(f"submit key {key!r} is taken", location=request.location("submit_key"))
+        raise Conflict(f"submit key {key!r} is taken", location=request.location("submit_key"))
     return existing, False
 
 
@@ -389,7 +389,7 @@ def _same_job(session, request: JobRequest, job_fields: dict, key: str) -> int |
     if existing is None:
         return None
     if not all(getattr(existing, k) == v for k, v in job_fields.items()):
-        raise GpupoolError(
+        raise Conflict(
             f"submit key {key!r} was already used by job {existing.id} with different content",
             location=request.location("submit_key"),
         )
