@@ -479,9 +479,11 @@ def whatif_results(
 ) -> tuple[dict, dict]:
     """:func:`whatif`'s comparison and the two SimulationResults (for per-job files)."""
     from gpupool.scheduler import clock
+    from gpupool.scheduler.policies_store import check_platform_names
     from gpupool.scheduler.rounds import active_policy
     from gpupool.simulations import from_db
 
+    check_platform_names(session, document)  # before any replay
     end = from_db.parse_until(until, now)
     start = from_db.parse_since(since, end)
     scenario = from_db.scenario_from_db(session, start, end)
