@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 
+from gpupool.accounting import corrections
 from gpupool.accounting.admission import Admission
 from gpupool.accounting.funding import (
     FLAT,
@@ -347,6 +348,65 @@ class Books(Funding, Reservations, Admission, Vouchers):
             return []
         return self.charge(job, pool, gpu_type, start, now, ahead, memo)
 
+    def close_run(
+        self,
+        job: Job,
+        pool: Pool,
+        gpu_type: GpuType,
+        started_at: float,
+        ended_at: float,
+        ahead: Iterable[tuple] = (),
+        charges: Iterable[LedgerEntry] | None = None,
+    ) -> list[LedgerEntry]:
+        """Charge a run that ended at ``ended_at`` exactly up to its end; the new entries.
+
+        Usage not charged yet is metered; usage already charged past the end (a
+        round metered the run before its end was known) is refunded by
+        ``correct``. ``charges``: this job's charge entries, for books loaded
+        without per-job entries (gpupool.scheduler.accounts); None reads this
+        ledger's own.
+        """
+        done = self._charged_until.get(job.id)
+        if done is not None and ended_at < done - corrections._SLACK:
+            return self.correct(job.id, gpu_type, started_at, ended_at, charges)
+        return self.meter(job, pool, gpu_type, started_at, ended_at, ahead)
+
+    def correct(
+        self,
+        job_id: int,
+        gpu_type: GpuType,
+        started_at: float,
+        until: float,
+        charges: Iterable[LedgerEntry] | None = None,
+    ) -> list[LedgerEntry]:
+        """Refund what the run started at ``started_at`` was charged past ``until``.
+
+        One correction entry per charge reaching past ``until``, funded as that
+        charge was (gpupool.accounting.corrections); voucher hours go back to
+        their vouchers, and budgets, caps and org spending fall by the refund.
+        The job is then charged up to ``until``.
+        """
+        if charges is None:
+            charges = [e for e in self._entries if e.job_id == job_id]
+        new = []
+        for entry, fraction in corrections.refunds(charges, started_at, until):
+            hours = 0.0
+            if entry.voucher_id is not None:
+                programme = self.programme(entry.programme)
+                hours = fraction * corrections.voucher_hours(entry, programme, gpu_type)
+                self._give_back(entry.voucher_id, hours)
+            new.append(corrections.correction(entry, fraction, until, hours))
+        for entry in new:
+            self._record(entry)
+        self._charged_until[job_id] = until
+        return new
+
+    def _give_back(self, voucher_id: int, hours: float) -> None:
+        voucher = self._vouchers.get(voucher_id)
+        if voucher is not None:  # a voucher set aside keeps its stored balance
+            balance = min(voucher.amount, voucher.balance + hours)
+            self._vouchers[voucher_id] = replace(voucher, balance=balance)
+
     def _record(self, entry: LedgerEntry) -> None:
         """Append an entry and fold it into the balances it implies."""
         self.version += 1
@@ -365,3 +425,5 @@ class Books(Funding, Reservations, Admission, Vouchers):
         if entry.kind == "charge" and entry.job_id is not None:
             done = self._charged_until.get(entry.job_id, entry.at)
             self._charged_until[entry.job_id] = max(done, entry.at)
+        elif entry.job_id is not None:  # a correction: the job is charged up to its at
+            self._charged_until[entry.job_id] = entry.at

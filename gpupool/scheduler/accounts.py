@@ -9,7 +9,7 @@ the same ledger, live or simulated.
 
 When charges happen (docs/accounting.md, "Charging rules"):
 
-- ``settle_job`` when a running job stops holding GPUs (finished, failed,
+- ``charge_ended_run`` when a running job stops holding GPUs (finished, failed,
   timed out, cancelled while running, preempted): its usage of the placement
   that just ended, from where it was last charged up to ``ended_at``.
 - ``close_books`` at the start of every round: when a voucher is due to
@@ -403,7 +403,7 @@ def _usage_of(session: Session, job_row: JobRow, placement: PlacementRow):
     return job, pool, gpu_type
 
 
-def settle_job(
+def charge_ended_run(
     session: Session,
     job_row: JobRow,
     ended_at: dt.datetime | float,
@@ -411,9 +411,11 @@ def settle_job(
 ) -> list[LedgerEntryRow]:
     """Charge a job that stopped holding GPUs at ``ended_at``; return the new ledger rows.
 
-    Charges its latest placement from where it was last charged to
-    ``ended_at`` (nothing if it never ran). Call it once when a running job
-    completes, fails, times out, is cancelled or is preempted.
+    Charges its latest placement exactly up to ``ended_at`` (nothing if it never
+    ran): from where it was last charged, or, when a round already metered it
+    past ``ended_at``, by correction entries refunding the difference
+    (Books.close_run). Called once when a running job completes, fails, times
+    out, is cancelled or is preempted.
     """
     placements = repository.placements_of(session, job_row.id)
     if not placements:
@@ -424,8 +426,13 @@ def settle_job(
         books = load_books(session, end, lock=True, whole_ledger=False, jobs=[job_row.id])
     job, pool, gpu_type = _usage_of(session, job_row, placement)
     started = clock.to_epoch(placement.started_at)
-    ahead = _started_before(session, job.id, started)
-    entries = books.meter(job, pool, gpu_type, started, end, ahead)
+    done = books.charged_until(job.id)
+    if done is not None and end < done:
+        charges = ledger_of_job(session, job.id)  # books loaded as sums hold no per-job entries
+        entries = books.close_run(job, pool, gpu_type, started, end, charges=charges)
+    else:
+        ahead = _started_before(session, job.id, started)
+        entries = books.close_run(job, pool, gpu_type, started, end, ahead)
     return write_back(session, books, entries)
 
 

@@ -190,8 +190,8 @@ def settle(session: Session, job: JobRow, ended_at: dt.datetime, books=None) -> 
 
     THE single call site for ending-time charges (finish, fail, timeout, cancel
     while running, preemption); how a charge is computed belongs to
-    gpupool.scheduler.accounts.settle_job.
+    gpupool.scheduler.accounts.charge_ended_run.
     """
-    from gpupool.scheduler.accounts import settle_job
+    from gpupool.scheduler.accounts import charge_ended_run
 
-    return list(settle_job(session, job, ended_at, books))
+    return list(charge_ended_run(session, job, ended_at, books))
