@@ -16,9 +16,10 @@ When charges happen (docs/accounting.md, "Charging rules"):
   expire, running jobs are metered up to ``now`` first (so usage before the
   expiry may still spend it), then the vouchers expire (carry-over included).
 
-Writers call ``load_books(session, now, lock=True)``: on PostgreSQL it takes
-the same advisory lock live rounds take, so two transactions never fund usage
-from the same budget or voucher balance at once (SQLite serialises writers).
+Writers call ``load_books(session, now, lock=True)``: it takes the write lock
+live rounds take (gpupool.scheduler.locking.lock_writes: an advisory lock on
+PostgreSQL, the database's write lock on SQLite), so two transactions never
+fund usage from the same budget or voucher balance at once.
 
 Programmes are stored in ``programmes``: ``rules`` holds the declaration (the
 source of truth, including recurring periods); ``period_start``/``period_end``
@@ -39,7 +40,7 @@ from gpupool.accounting.books import USAGE_KINDS, Books, LedgerEntry
 from gpupool.accounting.periods import PeriodSpec, label_bounds, period_label
 from gpupool.accounting.programmes import Programme, Voucher
 from gpupool.model import GpupoolError
-from gpupool.scheduler import clock, quarantine, repository
+from gpupool.scheduler import clock, locking, quarantine, repository
 from gpupool.scheduler.orm import (
     JobRow,
     LedgerEntryRow,
@@ -50,7 +51,8 @@ from gpupool.scheduler.orm import (
     VoucherRow,
 )
 
-BOOKS_LOCK_KEY = 0x6770_7570  # the key live rounds lock (rounds.ROUND_LOCK_KEY)
+# the name gpupool.scheduler.rounds still reads; the key is locking.WRITE_LOCK_KEY
+BOOKS_LOCK_KEY = locking.WRITE_LOCK_KEY
 _EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _LATEST = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
 
@@ -158,9 +160,8 @@ def _entry(row: LedgerEntryRow, names: _Names) -> LedgerEntry:
 
 
 def lock_books(session: Session) -> None:
-    """Serialise writers of the books (PostgreSQL; SQLite serialises writes itself)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOKS_LOCK_KEY})
+    """Serialise writers of the books: the write lock (gpupool.scheduler.locking)."""
+    locking.lock_writes(session)
 
 
 def load_books(
