@@ -40,7 +40,7 @@ from gpupool.accounting.books import USAGE_KINDS, Books, LedgerEntry
 from gpupool.accounting.periods import PeriodSpec, label_bounds, period_label
 from gpupool.accounting.programmes import Programme, Voucher
 from gpupool.model import GpupoolError
-from gpupool.scheduler import clock, locking, quarantine, repository
+from gpupool.scheduler import clock, fields, locking, permissions, quarantine, repository
 from gpupool.scheduler.orm import (
     JobRow,
     LedgerEntryRow,
@@ -50,6 +50,7 @@ from gpupool.scheduler.orm import (
     ProgrammeRow,
     VoucherRow,
 )
+from gpupool.scheduler.repository import programme_from_row, programme_rules
 
 # the name gpupool.scheduler.rounds still reads; the key is locking.WRITE_LOCK_KEY
 BOOKS_LOCK_KEY = locking.WRITE_LOCK_KEY
@@ -60,46 +61,6 @@ _LATEST = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
 # ---------------------------------------------------------------------------
 # Rows <-> accounting objects
 # ---------------------------------------------------------------------------
-
-
-def programme_rules(programme: Programme) -> dict:
-    """The JSON a ``programmes.rules`` column holds for ``programme``."""
-    period = programme.period
-    return {
-        "period": {"kind": period.kind, "start": period.start, "end": period.end},
-        "domains": sorted(programme.domains),
-        "orgs": sorted(programme.orgs),
-        "rate": programme.rate,
-        "gpu_type_rates": dict(programme.gpu_type_rates),
-        "exchange_rates": dict(programme.exchange_rates),
-        "vouchers": programme.uses_vouchers,
-        "org_cap": programme.org_cap,
-        "carry_over": programme.carry_over,
-        "when_exhausted": programme.when_exhausted,
-        "spending_order": programme.spending_order,
-    }
-
-
-def programme_from_row(row: ProgrammeRow) -> Programme:
-    rules = row.rules or {}
-    period = rules.get("period") or {}
-    return Programme(
-        name=row.name,
-        period=PeriodSpec(
-            kind=period.get("kind", "fixed"), start=period.get("start"), end=period.get("end")
-        ),
-        budget=None if row.budget is None else float(row.budget),
-        domains=frozenset(rules.get("domains", ())),
-        orgs=frozenset(rules.get("orgs", ())),
-        rate=rules.get("rate", 1.0),
-        gpu_type_rates=rules.get("gpu_type_rates", {}),
-        exchange_rates=rules.get("exchange_rates", {}),
-        uses_vouchers=rules.get("vouchers", False),
-        org_cap=rules.get("org_cap"),
-        carry_over=rules.get("carry_over", 0.0),
-        when_exhausted=rules.get("when_exhausted", "full_price"),
-        spending_order=rules.get("spending_order", "earliest_expiry"),
-    )
 
 
 def _epoch(moment: dt.datetime | None) -> float | None:
@@ -526,9 +487,7 @@ def close_books(
 
 
 def add_programme(session: Session, actor: str, programme: Programme) -> ProgrammeRow:
-    from gpupool.scheduler import service
-
-    service.require_admin(session, actor, "add subsidy programmes")
+    permissions.require_admin(session, actor, "add subsidy programmes")
     names = session.scalars(select(ProgrammeRow.name))
     limits.check_unique(programme.name, names, "programme", "name")
     known_domains = {r.name for r in repository.list_domains(session)}
@@ -551,7 +510,7 @@ def add_programme(session: Session, actor: str, programme: Programme) -> Program
     )
     session.add(row)
     session.flush()
-    service.audit(session, actor, "programme.add", programme.name, after=programme_view(row))
+    permissions.audit(session, actor, "programme.add", programme.name, after=programme_view(row))
     return row
 
 
@@ -565,10 +524,8 @@ def award_voucher(
     expires_at: dt.datetime | float | None = None,
 ) -> VoucherRow:
     """Give ``org`` voucher hours from ``programme``; books an 'award' ledger entry."""
-    from gpupool.scheduler import service
-
-    service.require_admin(session, actor, "award vouchers")
-    hours = service.positive_float(
+    permissions.require_admin(session, actor, "award vouchers")
+    hours = fields.positive_float(
         amount, "--amount", "a positive number of voucher hours", limits.VOUCHER_HOURS
     )
     org = repository.get_org(session, org, location="ORG").name
@@ -590,7 +547,7 @@ def award_voucher(
     award = [e for e in books.entries if e.kind == "award" and e.voucher_id == voucher.id]
     write_back(session, books, award)
     row = session.get(VoucherRow, voucher.id)
-    service.audit(session, actor, "voucher.award", f"voucher {row.id}", after=voucher_view(row))
+    permissions.audit(session, actor, "voucher.award", f"voucher {row.id}", after=voucher_view(row))
     return row
 
 
@@ -668,8 +625,6 @@ def list_programmes(session: Session, actor: str, now: float | None = None) -> l
     """Every programme with its spending (admins, auditors); for a submitter the
     programmes open to its organisation, without the platform-wide spending
     figures (they add up every organisation's subsidy)."""
-    from gpupool.scheduler import permissions
-
     grant = permissions.authorize(session, actor, "programme.list")
     moment = clock.now_epoch() if now is None else now
     rows = session.scalars(select(ProgrammeRow).order_by(ProgrammeRow.id)).all()
@@ -683,8 +638,6 @@ def list_programmes(session: Session, actor: str, now: float | None = None) -> l
 
 def list_vouchers(session: Session, actor: str, org: str | None = None) -> list[dict]:
     """Vouchers: every organisation's (admins, auditors), a submitter's own org's."""
-    from gpupool.scheduler import permissions
-
     grant = permissions.authorize(session, actor, "voucher.list")
     permissions.require_org(grant, org, "list vouchers", location="--org")
     query = select(VoucherRow).order_by(VoucherRow.id)
