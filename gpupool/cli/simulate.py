@@ -204,6 +204,18 @@ def _print_summary(metrics: dict) -> None:
         f"dropped {sum(conservation['dropped'].values())}",
         sep="",
     )
+    idle = {
+        name: scope["idle_while_waiting_gpu_hours"]
+        for name, scope in metrics["domains"].items()
+        if scope.get("idle_while_waiting_gpu_hours")
+    }
+    if idle:  # per domain: free GPU-h where one of its waiting jobs would have fitted
+        console.print(
+            rich_text(
+                "idle while its jobs wait, GPU-h: "
+                + "  ".join(f"{name} {hours:,.0f}" for name, hours in idle.items())
+            )
+        )
     shares = platform.get("gpu_hours_share_by_gpu_type") or {}
     if len(shares) > 1:
         console.print(

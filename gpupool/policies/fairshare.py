@@ -28,11 +28,10 @@ import math
 from dataclasses import dataclass
 
 from gpupool.model import Allocation, Job, Snapshot, WaitReason
+from gpupool.policies._borrowing import DomainLimits, domain_limits
 from gpupool.policies._classes import (
-    DomainLimits,
     PoolGroup,
     allowed_groups,
-    domain_limits,
     domain_weight,
     pool_groups,
     priorities,

@@ -13,6 +13,7 @@ admin's decision, not a side effect of ``job list``).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -33,6 +34,7 @@ from gpupool.scheduler.engines import (  # noqa: F401  (the names callers import
 
 _LOCATION = "--db"
 _checked: set[str] = set()  # URLs whose schema revision this process already verified
+_checked_engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines on those URLs
 
 
 @contextmanager
@@ -84,10 +86,13 @@ def unit_of_work(
 
 def ensure_schema(engine: Engine) -> None:
     """Upgrade an empty database; refuse one whose revision is not the newest."""
+    if engine in _checked_engines:  # every request of a server asks: answer without work
+        return
     from gpupool.scheduler.migrations import HEAD
 
     key = engine.url.render_as_string(hide_password=False)
     if key in _checked:
+        _checked_engines.add(engine)
         return
     with connect_or_fail(engine) as connection:
         revision = _revision(connection)
@@ -104,6 +109,7 @@ def ensure_schema(engine: Engine) -> None:
             location=_LOCATION,
         )
     _checked.add(key)
+    _checked_engines.add(engine)
 
 
 def _revision(connection) -> str | None:
@@ -120,3 +126,4 @@ def current_revision(engine: Engine) -> str | None:
 def forget_checks() -> None:
     """Tests that drop or recreate databases call this between uses of one URL."""
     _checked.clear()
+    _checked_engines.clear()

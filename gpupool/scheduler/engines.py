@@ -35,7 +35,9 @@ def safe_url(url: str) -> str:
         return url
 
 
-def make_engine(url: str | None) -> Engine:
+def make_engine(url: str | None, pool_size: int | None = None) -> Engine:
+    """``pool_size``: connections kept open (a server sizes it to its thread pool, so a
+    busy moment never opens and closes connections per request); None: SQLAlchemy's."""
     url = normalise_url(url)
     try:
         parsed = make_url(url)
@@ -44,8 +46,9 @@ def make_engine(url: str | None) -> Engine:
     connect_args: dict[str, object] = {}
     if parsed.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = 5
+    pooling = {} if pool_size is None else {"pool_size": pool_size, "max_overflow": 4}
     try:
-        engine = create_engine(parsed, connect_args=connect_args)
+        engine = create_engine(parsed, connect_args=connect_args, **pooling)
     except (NoSuchModuleError, ImportError) as exc:
         raise GpupoolError(
             f"unsupported database URL {safe_url(url)}: {exc}", location=_LOCATION

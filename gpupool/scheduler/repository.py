@@ -58,6 +58,15 @@ def get_org(session: Session, name: str, location: str = "--org") -> OrgRow:
     return _by_name(session, OrgRow, name, "organisation", location)
 
 
+def get_org_id(session: Session, name: str, location: str = "--org") -> int:
+    """get_org's id only: one column, no OrgRow (and its domain) loaded."""
+    name = limits.normalise(name) if isinstance(name, str) else name
+    org_id = session.scalar(select(OrgRow.id).where(OrgRow.name == name))
+    if org_id is None:
+        raise model.NotFound(f"no organisation named {name!r}", location=location)
+    return org_id
+
+
 def find_user(session: Session, name: str) -> UserRow | None:
     return session.scalars(select(UserRow).where(UserRow.name == name)).one_or_none()
 

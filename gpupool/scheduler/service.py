@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gpupool import limits, model
-from gpupool.model import GpupoolError, JobState, check_transition
+from gpupool.model import Conflict, GpupoolError, JobState, check_transition
 from gpupool.scheduler import clock, lifecycle, permissions, repository
 from gpupool.scheduler.fields import (  # noqa: F401  (service.positive_float etc. stay importable)
     non_negative_float,
@@ -212,10 +212,13 @@ def max_gang(pool: model.Pool) -> int:
     return pool.largest_gang()
 
 
-def _validate(session: Session, request: JobRequest) -> dict:
-    org = repository.get_org(
-        session, _name(request.org, request.location("org")), location=request.location("org")
-    )
+def _validate(session: Session, request: JobRequest, known_orgs: dict[str, int]) -> dict:
+    """The request's checked fields; ``known_orgs`` (name -> id) were read already in
+    this transaction (a submitter's own organisation, by authorize)."""
+    org_name = _name(request.org, request.location("org"))
+    org_id = known_orgs.get(org_name)
+    if org_id is None:
+        org_id = repository.get_org_id(session, org_name, location=request.location("org"))
     gpus = positive_int(request.gpus, request.location("gpus"), limits.GPUS_PER_JOB)
     hours = positive_float(
         request.hours, request.location("hours"), "a positive number of hours", limits.JOB_HOURS
@@ -226,8 +229,7 @@ def _validate(session: Session, request: JobRequest) -> dict:
         type_name = repository.get_gpu_type(session, _name(type_name, where), location=where).name
         if type_name not in types:
             types.append(type_name)
-    allowed = [p for p in repository.list_pools(session) if not types or p.gpu_type.name in types]
-    largest = max((max_gang(repository.pool_model(p)) for p in allowed), default=0)
+    largest = _largest_gang(session, types)
     if gpus > largest:
         scope = "of an allowed GPU type " if types else ""
         raise GpupoolError(
@@ -244,13 +246,25 @@ def _validate(session: Session, request: JobRequest) -> dict:
         where = request.location("submit_key")
         limits.check_text(request.submit_key, where, SUBMIT_KEY, allow_empty=True)
     return dict(
-        org_id=org.id,
+        org_id=org_id,
         gpus=gpus,
         hours=hours,
         gpu_types=types,
         name=name,
         priority=priority,
     )
+
+
+def _largest_gang(session: Session, types: Sequence[str]) -> int:
+    """The largest gang any pool (of one of ``types``, when given) can hold when empty;
+    read as the pools' two sizes, without loading pool objects (every submission asks)."""
+    query = select(PoolRow.gpus, PoolRow.gpus_per_node)
+    if types:
+        query = query.join(GpuTypeRow, PoolRow.gpu_type_id == GpuTypeRow.id).where(
+            GpuTypeRow.name.in_(types)
+        )
+    sizes = session.execute(query)
+    return max((model.largest_gang(gpus, per_node) for gpus, per_node in sizes), default=0)
 
 
 def submit_jobs(
@@ -268,12 +282,13 @@ def submit_jobs(
     submission is never written twice.
     """
     now = now or clock.utcnow()
-    _require_own_orgs(session, actor, requests)
+    grant = _require_own_orgs(session, actor, requests)
+    known_orgs = {grant.org_name: grant.org_id} if grant.org_name is not None else {}
     errors: list[GpupoolError] = list(prior_errors)
     fields_list: list[dict | None] = []
     for request in requests:
         try:
-            fields_list.append(_validate(session, request))
+            fields_list.append(_validate(session, request, known_orgs))
         except GpupoolError as exc:
             errors.append(exc)
             fields_list.append(None)
@@ -286,7 +301,9 @@ def submit_jobs(
     return results
 
 
-def _require_own_orgs(session: Session, actor: str, requests: Sequence[JobRequest]) -> None:
+def _require_own_orgs(
+    session: Session, actor: str, requests: Sequence[JobRequest]
+) -> permissions.Grant:
     """A submitter submits only for its own organisation (admins for any), and
     only admins set a priority boost."""
     grant = permissions.authorize(session, actor, "job.submit")
@@ -299,6 +316,7 @@ def _require_own_orgs(session: Session, actor: str, requests: Sequence[JobReques
                 "submit jobs",
                 f"org {request.org}",
             )
+    return grant
 
 
 def submit_job(
@@ -317,10 +335,6 @@ def _write_job(session, actor, request: JobRequest, job_fields: dict, now) -> tu
     then finds and returns the winner's job.
     """
     key = (request.submit_key or "").strip() or None
-    if key is not None:
-        existing = _same_job(session, request, job_fields, key)
-        if existing is not None:
-            return existing, False
     values = dict(
         **job_fields,
         state=JobState.PENDING.value,
@@ -328,15 +342,15 @@ def _write_job(session, actor, request: JobRequest, job_fields: dict, now) -> tu
         submitted_by=actor,
         submit_key=key or uuid.uuid4().hex,
     )
+    # Insert first: a new key (the usual case) costs one statement. A taken key
+    # inserts nothing, and the org's job with that key is read and compared.
     job_id = _insert_unless_key_taken(session, values)
-    if job_id is None:
-        existing = _same_job(session, request, job_fields, key)
-        if existing is None:  # cannot happen: the key was taken by a committed job
-            raise GpupoolError(
-                f"submit key {key!r} is taken", location=request.location("submit_key")
-            )
-        return existing, False
-    return job_id, True
+    if job_id is not None:
+        return job_id, True
+    existing = _same_job(session, request, job_fields, key) if key is not None else None
+    if existing is None:  # cannot happen: the key was taken by a committed job
+        raise Conflict(f"submit key {key!r} is taken", location=request.location("submit_key"))
+    return existing, False
 
 
 def _same_job(session, request: JobRequest, job_fields: dict, key: str) -> int | None:
@@ -345,7 +359,7 @@ def _same_job(session, request: JobRequest, job_fields: dict, key: str) -> int |
     if existing is None:
         return None
     if not all(getattr(existing, k) == v for k, v in job_fields.items()):
-        raise GpupoolError(
+        raise Conflict(
             f"submit key {key!r} was already used by job {existing.id} with different content",
             location=request.location("submit_key"),
         )
@@ -354,17 +368,28 @@ def _same_job(session, request: JobRequest, job_fields: dict, key: str) -> int |
 
 def _insert_unless_key_taken(session: Session, values: dict) -> int | None:
     """INSERT ... ON CONFLICT (org_id, submit_key) DO NOTHING; the new id, or None."""
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    statement = _JOB_INSERTS.get(dialect)
+    if statement is None:
+        statement = _JOB_INSERTS[dialect] = _job_insert(dialect)
+    return session.execute(statement, values).scalar()
+
+
+def _job_insert(dialect: str):
+    """Built once per dialect, on the jobs table (Core: no ORM bulk-insert machinery)."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    statement = (
-        insert(JobRow)
-        .values(**values)
+    table = JobRow.__table__
+    return (
+        insert(table)
         .on_conflict_do_nothing(index_elements=["org_id", "submit_key"])
-        .returning(JobRow.id)
+        .returning(table.c.id)
     )
-    return session.execute(statement).scalar()
+
+
+_JOB_INSERTS: dict[str, object] = {}
 
 
 class BatchError(GpupoolError):

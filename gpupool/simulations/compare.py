@@ -153,7 +153,10 @@ GROUP_METRICS = (
     ("org_pays", "paid by orgs"),
     ("subsidised_effective_gpu_hours", "subsidised effective GPU-h"),
 )
-DOMAIN_METRICS = (("subsidised_share", "share of subsidised GPU-h"),)
+DOMAIN_METRICS = (
+    ("subsidised_share", "share of subsidised GPU-h"),
+    ("idle_while_waiting_gpu_hours", "idle GPU-h while it waits"),
+)
 PROGRAMME_METRICS = (
     ("subsidy", "subsidy spent"),
     ("budget", "budget per period"),

@@ -70,6 +70,7 @@ from gpupool.model import (
     fit_gang,
 )
 from gpupool.policies.base import Policy
+from gpupool.simulations.idle import IdleWhileWaiting
 from gpupool.simulations.workload import Scenario
 
 HOUR = 3600.0
@@ -145,6 +146,8 @@ class SimulationResult:
     programme_periods: dict[str, object] = field(default_factory=dict)
     accounting_period: str = "quarter"
     org_budgets: dict[str, float] = field(default_factory=dict)  # per accounting period
+    # domain -> GPU-seconds free on pools where one of its waiting jobs fitted (simulations.idle)
+    idle_while_waiting_by_domain: dict[str, float] = field(default_factory=dict)
 
 
 class UsageMeter:
@@ -249,6 +252,7 @@ class Simulation:
         self._shapes: dict[tuple[int, tuple[str, ...]], int] = {}  # pending jobs by shape
         self._shape_pools: dict[tuple[int, tuple[str, ...]], list] = {}
         self._waiting_pools: list[str] | None = []  # pools some waiting job may use
+        self._idle = IdleWhileWaiting(scenario.pools)  # per domain, for metrics
         self._running: dict[int, _Run] = {}
         self._remaining: dict[int, float] = {s.job.id: s.actual_hours for s in jobs}
         self.books = _books(scenario, self.rules)
@@ -308,6 +312,7 @@ class Simulation:
 
     def _enqueue(self, job: Job) -> None:
         self._pending[job.id] = job
+        self._idle.add(job)
         shape = _shape(job)
         if shape not in self._shapes:
             self._shapes[shape] = 0
@@ -478,6 +483,7 @@ class Simulation:
                 )
             free[node] -= taken
         del self._pending[job.id]
+        self._idle.remove(job)
         shape = _shape(job)
         self._shapes[shape] -= 1
         if not self._shapes[shape]:
@@ -669,6 +675,7 @@ class Simulation:
             free = self._free
             idle = sum(sum(free[name]) for name in self._pools_wanted())
             integrals.idle_while_waiting += idle * dt
+            self._idle.advance(free, dt)
         integrals.at = now
 
     def _record_utilisation(self, now: float) -> None:
@@ -696,6 +703,7 @@ class Simulation:
             speeds={t: self.scenario.gpu_types[t].speed for t in self._types},
             busy_gpu_seconds=dict(self._integrals.busy),
             idle_while_waiting_gpu_seconds=self._integrals.idle_while_waiting,
+            idle_while_waiting_by_domain=dict(sorted(self._idle.gpu_seconds.items())),
             utilisation_series=self._util_series,
             subsidy_series=self._subsidy_series,
             subsidy_budget=_subsidy_budget(self.books),

@@ -12,7 +12,10 @@ Definitions (all durations in hours, money in platform currency):
 - utilisation: busy GPU-hours / (GPUs x simulated hours), overall and per GPU type;
 - idle while waiting: GPU-hours that sat free in pools some queued job may
   use, while it was queued (fragmentation plus head-of-line blocking), and
-  its share of capacity x time;
+  its share of capacity x time; per domain (``idle_while_waiting_gpu_hours``
+  of a domain): GPU-hours free on pools where one of the domain's waiting
+  jobs would have fitted right then (gpupool.simulations.idle), so a policy
+  holding a domain back while GPUs it could use sit free shows here;
 - Jain's index J(x) = (sum x)^2 / (n sum x^2), 1 = perfectly even, 1/n = one
   domain gets everything. ``jain_slowdown`` takes x_d = 1 / mean slowdown of
   domain d (evenness of service quality, the headline figure);
@@ -132,6 +135,9 @@ def summarise(result: SimulationResult) -> dict:
     for record in result.records:
         by_domain.setdefault(record.job.domain, []).append(record)
     domains = {name: group_metrics(records) for name, records in sorted(by_domain.items())}
+    for name, metrics in domains.items():
+        idle = result.idle_while_waiting_by_domain.get(name, 0.0)
+        metrics["idle_while_waiting_gpu_hours"] = idle / HOUR
     platform = group_metrics(result.records)
     platform.update(_capacity_metrics(result))
     platform["jain_slowdown"] = jain(
