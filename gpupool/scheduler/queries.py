@@ -172,13 +172,17 @@ def schedule(engine: Engine, actor: str, dry_run: bool, grace=None, on_wait=None
     from gpupool.scheduler.rounds import run_active_round
 
     if dry_run:
-        with unit_of_work(engine) as session:
+        with unit_of_work(engine, write_lock="when_writing") as session:
             authorize(session, actor, "schedule.dry_run")  # shows every org's jobs
             result, active = run_active_round(session, dry_run=True, grace=grace)
             return round_view(session, result, policy_label(active))
-    with unit_of_work(engine) as session:  # refuse before waiting for the round lock
+    # refuse before waiting for the round lock; a read, so not behind a round writing
+    with unit_of_work(engine, write_lock="when_writing") as session:
         authorize(session, actor, "schedule.run")
-    with round_lock(engine, wait=True, on_wait=on_wait), unit_of_work(engine) as session:
+    with (
+        round_lock(engine, wait=True, on_wait=on_wait),
+        unit_of_work(engine, write_lock="when_writing") as session,
+    ):
         report = run_locked_round(session, actor, grace)
         return round_view(session, report.result, report.policy)
 

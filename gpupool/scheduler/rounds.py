@@ -36,7 +36,7 @@ shared with the books, SQLite's database write lock taken by the first insert):
        is skipped and the job waits with "no capacity"; otherwise placement
        written, with the policy's reason for its pool, and job running
        (check_transition). No ledger entry at start:
-       runs are charged when they end (gpupool.scheduler.lifecycle.settle);
+       runs are charged when they end (gpupool.scheduler.lifecycle.charge_ended_run);
     8. the wait reason of every job still pending; set-aside platform rows
        audited (``platform.set_aside``) once per reason.
 
@@ -74,6 +74,7 @@ from gpupool.scheduler import (
     clock,
     driver,
     lifecycle,
+    locking,
     permissions,
     quarantine,
     repository,
@@ -89,7 +90,6 @@ from gpupool.scheduler.snapshot import as_datetime, overdue_at, read_platform, t
 
 # re-exported: their homes are gpupool.policies.validation and gpupool.scheduler.active
 __all__ = ["ActivePolicy", "PolicyViolation", "active_policy", "validate_allocation"]
-ROUND_LOCK_KEY = accounts.BOOKS_LOCK_KEY  # the write phase's advisory lock on PostgreSQL
 PAUSE_ENV = "GPUPOOL_TEST_PAUSE_IN_ROUND"
 SCHEDULER_ACTOR = "scheduler"  # who quarantines, when a caller names no actor
 log = logging.getLogger("gpupool.scheduler")
@@ -286,7 +286,7 @@ def _reap_in_memory(session: Session, books, overdue: set[int], grace) -> None:
 def _write(
     session, planned, result: RoundResult, moment, pricing, grace, real_time, actor, verdict
 ) -> None:
-    accounts.lock_books(session)  # PostgreSQL: the write lock, before any row lock
+    locking.lock_writes(session)  # PostgreSQL: the write lock, before any row lock
     round_row = SchedulerRoundRow(
         started_at=moment, policy_version=result.policy_version, dry_run=False
     )
@@ -434,7 +434,7 @@ def _preempt(session: Session, job_id: int, moment: dt.datetime, books) -> bool:
     if placement is not None:
         placement.ended_at = moment
         session.flush()
-        lifecycle.settle(session, job, moment, books)  # charge the run that ends here
+        lifecycle.charge_ended_run(session, job, moment, books)  # charge the run that ends here
     check_transition(job.state, JobState.PREEMPTED)
     job.state = check_transition(JobState.PREEMPTED, JobState.PENDING).value
     job.pool_id = None
@@ -481,7 +481,7 @@ def _start(session, started: Started, row, pool_row, free, round_id, moment) -> 
         )
     )
     # No ledger entry at start: the run is charged on actual use when it ends
-    # (gpupool.scheduler.lifecycle.settle); started.charge is only a quote.
+    # (gpupool.scheduler.lifecycle.charge_ended_run); started.charge is only a quote.
     return None
 
 

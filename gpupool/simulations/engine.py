@@ -588,7 +588,7 @@ class Simulation:
 
         A run that ends exactly where it was reserved to, in a reservation no
         limit made order-dependent, is charged as reserved: the twin then
-        equals a rebuild once it has settled the run (Books.settle).
+        equals a rebuild once it has settled the run (Books.drop_charged_reservation).
         """
         cached = self._reserved
         keep = (
@@ -600,7 +600,7 @@ class Simulation:
         self._priced.pop(run.running.job.id, None)
         if not keep:
             return
-        cached.twin.settle(run.running.job.id, self.books)
+        cached.twin.drop_charged_reservation(run.running.job.id, self.books)
         cached.version = self.books.version
         cached.tokens.remove(run.token)
         cached.ends.pop(run.token)
