@@ -382,6 +382,13 @@ def to_number(value: object) -> int | float | None:
     return None
 
 
+def is_real(value: object) -> bool:
+    """Whether a value read from YAML or JSON is a number: an int or a float, not a
+    bool and not NaN. Infinities pass, for the Limit that bounds the field to refuse
+    with its range. Text is never a number here (``to_number`` reads text)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
 def read(value: object, limit: Limit, location: str, kind: str | None = None) -> int | float:
     """``value`` as a number within ``limit``; the error names ``location``.
 

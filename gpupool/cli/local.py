@@ -70,28 +70,22 @@ class LocalPlatform:
             return job_detail(session, self.actor, job_id)
 
     def cancel_job(self, job_id: int) -> View:
-        from gpupool.scheduler.service import cancel_job, job_view
+        from gpupool.scheduler.service import cancel
 
         with self._work() as session:
-            return job_view(cancel_job(session, self.actor, job_id))
+            return cancel(session, self.actor, job_id)
 
     def finish_job(self, job_id: int, failed: bool, at: str | None) -> View:
-        from gpupool.scheduler.lifecycle import finish_job, parse_time
-        from gpupool.scheduler.service import job_view
+        from gpupool.scheduler.service import finish
 
-        ended = None if at is None else parse_time(at)
         with self._work() as session:
-            return job_view(finish_job(session, self.actor, job_id, failed=failed, at=ended))
+            return finish(session, self.actor, job_id, failed=failed, at=at)
 
     def reap(self, grace: str | None) -> View:
-        from gpupool.scheduler import clock, lifecycle
-        from gpupool.scheduler.permissions import require_admin
+        from gpupool.scheduler.service import reap
 
-        rule = lifecycle.parse_grace(grace)
         with self._work() as session:
-            require_admin(session, self.actor, "reap overdue jobs", "scheduler")
-            lifecycle.lock_for_ending(session)
-            return {"timed_out": lifecycle.reap_timeouts(session, clock.utcnow(), rule)}
+            return reap(session, self.actor, grace)
 
     def schedule(self, dry_run: bool, grace: str | None) -> View:
         from gpupool.scheduler.daemon import WAITING, log

@@ -75,6 +75,7 @@ def _register(app) -> None:
         policy,
         report,
         schedule,
+        schema,
         serve,
         simulate,
         users,
@@ -95,6 +96,7 @@ def _register(app) -> None:
     admin.register(app)
     login.register(app)
     schedule.register(app)
+    schema.register(app)
     serve.register(app)
 
 

@@ -183,9 +183,10 @@ def whatif(
     load_document_or_exit(file)  # every problem, before the platform is asked at all
     if out is not None and out.exists() and not out.is_dir():
         raise GpupoolError("exists and is not a directory", location=f"--out {out}")
-    comparison = platform(ctx).whatif(
-        _document_text(file), file.name, since, until, out is not None
-    )
+    with document_problems_or_exit():  # names the platform lacks
+        comparison = platform(ctx).whatif(
+            _document_text(file), file.name, since, until, out is not None
+        )
     files = comparison.pop("files", None)
     if out is not None:
         write_whatif(out, files or {})

@@ -253,7 +253,7 @@ def compare(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from gpupool.policies.document import load_policy_file
+    from gpupool.policies.document import check_names, load_policy_file
     from gpupool.simulations.compare import RunRequest, run_grid, scheme_labels
     from gpupool.simulations.scenario import load_scenario
 
@@ -265,9 +265,11 @@ def compare(
     schemes = [(s, p) for s in scenario for p in policy]
     labels = _scheme_labels(scenario, policy, scheme_labels)
     # Parse every file here first: a bad one is one error line, before any worker starts.
-    for path in policy:
-        load_policy_file(path)
+    documents = [load_policy_file(path) for path in policy]
     scenario_objs = [load_scenario(path, max_jobs=1) for path in scenario]
+    for document in documents:  # each policy runs on every scenario: it must fit each
+        for scen in scenario_objs:
+            check_names(document, scen.gpu_types, scen.domains)
     scenario_obj = scenario_objs[0]
     seed_list = [scenario_obj.seed + i for i in range(count)]
     requests = [

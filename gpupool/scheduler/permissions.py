@@ -621,10 +621,9 @@ def audit_since(text: str):
     """`audit list --since`: a duration back from now (7d) or an instant (2026-11-02,
     2026-11-02T10:00Z), for every front end."""
     from gpupool.accounting.periods import parse_instant
-    from gpupool.scheduler import tokens
 
     try:
-        back = tokens.parse_duration(text, "--since")
+        back = clock.parse_duration(text, "--since")
     except GpupoolError:
         return clock.from_epoch(parse_instant(text, "--since"))
     if back is None:

@@ -172,13 +172,17 @@ def schedule(engine: Engine, actor: str, dry_run: bool, grace=None, on_wait=None
     from gpupool.scheduler.rounds import run_active_round
 
     if dry_run:
-        with unit_of_work(engine) as session:
+        with unit_of_work(engine, write_lock="when_writing") as session:
             authorize(session, actor, "schedule.dry_run")  # shows every org's jobs
             result, active = run_active_round(session, dry_run=True, grace=grace)
             return round_view(session, result, policy_label(active))
-    with unit_of_work(engine) as session:  # refuse before waiting for the round lock
+    # refuse before waiting for the round lock; a read, so not behind a round writing
+    with unit_of_work(engine, write_lock="when_writing") as session:
         authorize(session, actor, "schedule.run")
-    with round_lock(engine, wait=True, on_wait=on_wait), unit_of_work(engine) as session:
+    with (
+        round_lock(engine, wait=True, on_wait=on_wait),
+        unit_of_work(engine, write_lock="when_writing") as session,
+    ):
         report = run_locked_round(session, actor, grace)
         return round_view(session, report.result, report.policy)
 
@@ -479,9 +483,11 @@ def whatif_results(
 ) -> tuple[dict, dict]:
     """:func:`whatif`'s comparison and the two SimulationResults (for per-job files)."""
     from gpupool.scheduler import clock
+    from gpupool.scheduler.policies_store import check_platform_names
     from gpupool.scheduler.rounds import active_policy
     from gpupool.simulations import from_db
 
+    check_platform_names(session, document)  # before any replay
     end = from_db.parse_until(until, now)
     start = from_db.parse_since(since, end)
     scenario = from_db.scenario_from_db(session, start, end)

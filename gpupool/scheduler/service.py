@@ -27,6 +27,12 @@ from sqlalchemy.orm import Session
 from gpupool import limits, model
 from gpupool.model import Conflict, GpupoolError, JobState, check_transition
 from gpupool.scheduler import clock, lifecycle, permissions, repository
+from gpupool.scheduler.fields import (  # noqa: F401  (service.positive_float etc. stay importable)
+    non_negative_float,
+    positive_float,
+    positive_int,
+    whole_number,
+)
 from gpupool.scheduler.orm import (
     DomainRow,
     GpuTypeRow,
@@ -63,42 +69,6 @@ audit = permissions.audit
 def _name(value: str, location: str, limit: limits.TextLimit = limits.NAME) -> str:
     """Printable single-line text, NFKC-normalised (gpupool.limits.check_text)."""
     return limits.check_text(value or "", location, limit)
-
-
-def positive_int(value: object, location: str, limit: limits.Limit = limits.ID) -> int:
-    """A whole number > 0 written in ASCII digits, within ``limit`` (gpupool.limits)."""
-    number = limits.to_number(value)
-    if number is None or number <= 0 or number != int(number):
-        raise GpupoolError(f"must be a positive whole number, got {value!r}", location=location)
-    return int(limit.check(int(number), location, value))
-
-
-def positive_float(
-    value: object,
-    location: str,
-    what: str = "a positive number",
-    limit: limits.Limit | None = None,
-) -> float:
-    """A number > 0 within ``limit`` (None: any finite number)."""
-    number = limits.to_number(value)
-    if number is None or number <= 0:
-        raise GpupoolError(f"must be {what}, got {value!r}", location=location)
-    return float(number if limit is None else limit.check(number, location, value))
-
-
-def non_negative_float(value: object, location: str, limit: limits.Limit | None = None) -> float:
-    """A number >= 0 within ``limit`` (None: any finite number)."""
-    number = limits.to_number(value)
-    if number is None:
-        raise GpupoolError(f"must be a number, got {value!r}", location=location)
-    if number < 0:
-        raise GpupoolError(f"must be zero or more, got {value!r}", location=location)
-    return float(number if limit is None else limit.check(number, location, value))
-
-
-def whole_number(value: object, location: str, limit: limits.Limit) -> int:
-    """A whole number (of any sign) in ASCII digits, within ``limit``."""
-    return int(limits.read(value, limit, location))
 
 
 def _unique(session: Session, row_type, name: str, what: str, location: str) -> None:
@@ -455,6 +425,44 @@ def cancel_job(
     audit(session, actor, "job.cancel", f"job {job.id}", before=before, after=after)
     lifecycle.end_job(session, job, new_state, now, reason or f"cancelled by {actor}")
     return job
+
+
+# The front door for ending jobs: every front end (the CLI's local platform, the
+# HTTP API) calls one of these per command and returns its dict as is.
+
+
+def cancel(session: Session, actor: str, job_id: int, now: dt.datetime | None = None) -> dict:
+    """`job cancel`: cancel the job; its view."""
+    return job_view(cancel_job(session, actor, job_id, now))
+
+
+def finish(
+    session: Session,
+    actor: str,
+    job_id: int,
+    failed: bool = False,
+    at: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict:
+    """`job finish [--failed] [--at TIME]`: a site reports a running job ended; its view.
+
+    ``at`` is ISO 8601 text (default: now). An end before what a round already
+    charged the job to is charged exactly up to ``at``: the difference is
+    refunded by correction entries (gpupool.scheduler.accounts.charge_ended_run).
+    """
+    ended = None if at is None else lifecycle.parse_time(at)
+    job = lifecycle.finish_job(session, actor, job_id, failed=failed, at=ended, now=now)
+    return job_view(job)
+
+
+def reap(
+    session: Session, actor: str, grace: str | None = None, now: dt.datetime | None = None
+) -> dict:
+    """`job reap [--grace G]`: time out every running job past its estimate + grace (admins)."""
+    rule = lifecycle.parse_grace(grace)
+    permissions.require_admin(session, actor, "reap overdue jobs", "scheduler")
+    lifecycle.lock_for_ending(session)
+    return {"timed_out": lifecycle.reap_timeouts(session, now or clock.utcnow(), rule)}
 
 
 # ---------------------------------------------------------------------------

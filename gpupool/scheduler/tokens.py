@@ -72,6 +72,7 @@ from sqlalchemy.orm import Session
 
 from gpupool.model import AuthenticationFailed, GpupoolError, NotFound
 from gpupool.scheduler import clock, permissions, repository
+from gpupool.scheduler.clock import parse_duration  # noqa: F401  (tokens.parse_duration)
 from gpupool.scheduler.orm import ApiTokenRow, UserRow
 
 PREFIX = "gpt"
@@ -467,21 +468,3 @@ def token_view(row: ApiTokenRow, now: dt.datetime | None = None) -> dict:
         "revoked_at": clock.iso(row.revoked_at),
         "last_used_at": clock.iso(row.last_used_at),
     }
-
-
-def parse_duration(text: str, location: str = "--expires") -> dt.timedelta | None:
-    """``90d``, ``12h``, ``30m``, ``2w`` or ``never`` (None)."""
-    value = (text or "").strip().lower()
-    if value == "never":
-        return None
-    match = re.fullmatch(r"(\d{1,6})([mhdw])", value)
-    if match is None:
-        raise GpupoolError(
-            f"must be a duration like 90d, 12h, 30m or 2w, or never; got {text!r}",
-            location=location,
-        )
-    number, unit = int(match.group(1)), match.group(2)
-    if number == 0:
-        raise GpupoolError("must be a positive duration", location=location)
-    unit_name = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]
-    return dt.timedelta(**{unit_name: number})

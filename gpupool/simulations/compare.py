@@ -52,12 +52,15 @@ class RunSummary:
 
 
 def load_inputs(request: RunRequest):
-    """Parse both files (raising their one-line GpupoolErrors); return (scenario, document)."""
-    from gpupool.policies.document import load_policy_file
+    """Parse both files (raising their one-line GpupoolErrors); return (scenario, document).
+
+    The document's GPU types and domains must be the scenario's (check_names)."""
+    from gpupool.policies.document import check_names, load_policy_file
     from gpupool.simulations.scenario import load_scenario
 
     document = load_policy_file(request.policy)
     scenario = load_scenario(request.scenario, seed=request.seed, max_jobs=request.max_jobs)
+    check_names(document, scenario.gpu_types, scenario.domains)
     return scenario, document
 
 

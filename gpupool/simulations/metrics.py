@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gpupool.simulations.engine import (
+    FAILED,
     FINISHED,
     FLAT_RATES,
     HOUR,
@@ -55,7 +56,7 @@ from gpupool.simulations.engine import (
 )
 
 PERCENTILES = (50, 95, 99)
-STATES = (FINISHED, TIMED_OUT, WAITING, RUNNING, NOT_ARRIVED, NEVER_FITS)
+STATES = (FINISHED, TIMED_OUT, FAILED, WAITING, RUNNING, NOT_ARRIVED, NEVER_FITS)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -114,6 +115,7 @@ def group_metrics(records: Sequence[JobRecord]) -> dict:
         "jobs": len(records),
         "finished": states[FINISHED],
         "timed_out": states[TIMED_OUT],
+        "failed": states[FAILED],  # set aside: the policy failed on it (round driver)
         "waiting": states[WAITING],
         "running": states[RUNNING],
         "not_arrived": states[NOT_ARRIVED],

@@ -886,6 +886,17 @@ def login(known: Known):
     return case()
 
 
+def schema(known: Known):
+    """A format's JSON Schema: no platform is read; an unknown format is one line."""
+
+    @st.composite
+    def case(draw):
+        kind = word(None, "policy", "scenario", "programmes", "batch")
+        return Case((draw(invocation("schema", [kind])),))
+
+    return case()
+
+
 def logout(known: Known):
     """After nothing, a saved login, or a hostile file (or directory) where it is kept."""
     saved = [
@@ -955,6 +966,7 @@ DRIVERS: dict[str, Callable[[Known], st.SearchStrategy[Case]]] = {
     "serve": serve,
     "login": login,
     "logout": logout,
+    "schema": schema,
     "org list": _lister(
         "org list", "org add", org_add_opts, [ref("--domain", *DOMAINS, required=False)]
     ),

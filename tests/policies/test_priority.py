@@ -368,3 +368,19 @@ def test_a_shape_that_fits_nowhere_is_remembered_until_preemption_frees_gpus():
     assert allocation.preempt == (10,)
     assert allocation.started_ids == {1, 2}
     assert allocation.waiting == {}
+
+
+def test_time_limit_s_reaches_the_plan_lp():
+    """Out of solver time the round has no plan: the greedy order alone puts job 1 on the
+    H100s and job 2 waits (the plan of the first test gives 12 + 16 instead)."""
+    b = SnapshotBuilder().gpu_type("H100", 2.0).gpu_type("A100", 1.0)
+    b.pool("fast", "H100", 8).pool("slow", "A100", 8)
+    b.domain("science", 1.5).domain("general", 1.0).org("org-s", "science").org("org-g", "general")
+    snapshot = b.job(8, org="org-s", id=1).job(8, org="org-g", types=["H100"], id=2).build()
+    hurried = PriorityPolicy(PolicyParams(time_limit_s=1e-9))
+    allocation = hurried.allocate(snapshot)
+    check_invariants(snapshot, allocation)
+    assert [(p.job_id, p.pool) for p in allocation.placements] == [(1, "fast")]
+    assert allocation.objective == pytest.approx(24.0)
+    seeded = PriorityPolicy(PolicyParams(seed=99)).allocate(snapshot)
+    assert sorted((p.job_id, p.pool) for p in seeded.placements) == [(1, "slow"), (2, "fast")]

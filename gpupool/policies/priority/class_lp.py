@@ -109,6 +109,7 @@ class ClassLp:
         self.col_group = np.array([g for c in classes for g in c.groups], dtype=np.int64)
         self._solved = None  # (solver, rows per group) once solved with a solution
         self._duals = None
+        self.glop = ""  # GLOP parameters (PolicyParams.glop_parameters: seed, time limit)
 
     def solve(self) -> list[dict[int, float]]:
         """Planned (fractional) job counts per class and group."""
@@ -178,6 +179,8 @@ class ClassLp:
 
         # Solve
         solver = mb.Solver("GLOP")
+        if self.glop:
+            solver.set_solver_specific_parameters(self.glop)
         status = solver.solve(model)
         if status not in (mb.SolveStatus.OPTIMAL, mb.SolveStatus.FEASIBLE):
             return planned

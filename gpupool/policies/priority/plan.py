@@ -62,7 +62,7 @@ class Plan:
     """
 
     @staticmethod
-    def of(classes, groups, limits, packer: Packer, tiebreak: float, money: Money) -> Plan:
+    def of(classes, groups, limits, packer: Packer, tiebreak, money: Money, glop="") -> Plan:
         """Solve the plan LP, unless no class is held to one GPU type.
 
         Only one-type classes' planned counts are read (the reservation); with
@@ -71,7 +71,9 @@ class Plan:
         planned: list[dict[int, float]] = [{} for _ in classes]
         if any(len({groups[g].gpu_type for g in c.groups}) == 1 for c in classes):
             counts = [packer.capacity.node_counts(g.index) for g in groups]
-            planned = ClassLp(classes, groups, limits, counts, tiebreak, money).solve()
+            class_lp = ClassLp(classes, groups, limits, counts, tiebreak, money)
+            class_lp.glop = glop  # the document's seed and time limit
+            planned = class_lp.solve()
         return Plan(classes, groups, planned, packer)
 
     def __init__(self, classes, groups, planned: list[dict[int, float]], packer: Packer) -> None:

@@ -80,7 +80,8 @@ class PriorityPolicy:
         plan_classes = promising(
             job_classes(order, domain_prio, allowed, 0.0, money.orgs), free, self.plan_depth, money
         )
-        plan = Plan.of(plan_classes, groups, limits, packer, self.price_tiebreak, money)
+        glop = self.params.glop_parameters()
+        plan = Plan.of(plan_classes, groups, limits, packer, self.price_tiebreak, money, glop)
 
         # 3. Start, in start order
         why: dict[int, str] = {}

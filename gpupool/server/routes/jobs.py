@@ -152,33 +152,25 @@ def show_job(job_id: JobId, user: User, work: UnitOfWork) -> dict:
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)
 def cancel_job(job_id: JobId, user: User, work: UnitOfWork) -> dict:
     """Cancel a pending, running or preempted job (409 if it has ended)."""
-    from gpupool.scheduler.service import cancel_job as cancel
-    from gpupool.scheduler.service import job_view
+    from gpupool.scheduler.service import cancel
 
     with work() as session, other_orgs_hidden(session, user, job_id):
-        return job_view(cancel(session, user.name, job_id))
+        return cancel(session, user.name, job_id)
 
 
 @router.post("/jobs/{job_id}/finish", response_model=JobView)
 def finish_job(job_id: JobId, body: JobFinish, user: User, work: UnitOfWork) -> dict:
     """A site reports a running job completed (or failed): frees its GPUs, charges its use."""
-    from gpupool.scheduler.lifecycle import finish_job as finish
-    from gpupool.scheduler.lifecycle import parse_time
-    from gpupool.scheduler.service import job_view
+    from gpupool.scheduler.service import finish
 
-    ended = None if body.at is None else parse_time(body.at)
     with work() as session, other_orgs_hidden(session, user, job_id):
-        return job_view(finish(session, user.name, job_id, failed=body.failed, at=ended))
+        return finish(session, user.name, job_id, failed=body.failed, at=body.at)
 
 
 @router.post("/jobs/reap", response_model=Reaped)
 def reap_jobs(body: Grace, user: User, work: UnitOfWork) -> dict:
     """Mark timed_out every running job past its estimate + grace (admins)."""
-    from gpupool.scheduler import clock, lifecycle
-    from gpupool.scheduler.permissions import require_admin
+    from gpupool.scheduler.service import reap
 
-    rule = lifecycle.parse_grace(body.grace)
     with work() as session:
-        require_admin(session, user.name, "reap overdue jobs", "scheduler")
-        lifecycle.lock_for_ending(session)
-        return {"timed_out": lifecycle.reap_timeouts(session, clock.utcnow(), rule)}
+        return reap(session, user.name, body.grace)
