@@ -411,6 +411,9 @@ def test_login_saves_the_token_0600_and_logout_forgets_it(twin, tmp_path):
     assert ok.exit_code == 0, ok.stderr
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert twin.tokens["bob"] in saved.read_text()
+    # a job of each organisation, so that seeing only lab's is bob's view, not the data
+    twin.run("job", "submit", "--org", "hosp", "--gpus", "1", "--hours", "1", user="hana")
+    twin.run("job", "submit", "--org", "lab", "--gpus", "1", "--hours", "1", user="bob")
     mine = runner.invoke(app, ["job", "list", "--json"], env=env)
     assert mine.exit_code == 0, mine.stderr
     assert {j["org"] for j in json.loads(mine.stdout)} == {"lab"}  # bob's own organisation
