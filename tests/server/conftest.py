@@ -195,6 +195,27 @@ def populated_server(kind: str, folder):
         drop()
 
 
+@pytest.fixture(scope="session")
+def dashboard_server(tmp_path_factory):
+    """``dashboard_server(kind)`` -> (server, history): one server per backend on the
+    platform with tests/server/dashboard_history.py's week, started on first use and
+    shared for the session by the dashboard's HTTP and browser tests (they add only
+    tokens, sessions and audit rows, which no page figure counts)."""
+    from tests.server.dashboard_history import start_dashboard_server
+
+    started: dict[str, tuple] = {}
+
+    def get(kind: str):
+        if kind not in started:
+            started[kind] = start_dashboard_server(kind, tmp_path_factory.mktemp("board"))
+        server, history, _stop = started[kind]
+        return server, history
+
+    yield get
+    for _server, _history, stop in started.values():
+        stop()
+
+
 @pytest.fixture
 def start_server():
     """Start extra servers in a test (stopped at its end): ``start_server(db, *options)``."""
