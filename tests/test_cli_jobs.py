@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpupool.cli.main import app
-from tests.conftest import add_users
+from tests.conftest import SQLITE_ONLY, add_users
 
 JOB_KEYS = {
     "id",
@@ -221,6 +221,7 @@ def _entry_point() -> str:
     return str(Path(sys.executable).with_name("gpupool"))
 
 
+@SQLITE_ONLY  # the console script and its environment; the same commands on both: below
 def test_real_entry_point_submits_and_fails_cleanly(platform):
     add_users(platform, ("dora", "submitter", "lab"))  # GPUPOOL_USER acts as dora, a submitter
     env = {**os.environ, "GPUPOOL_DATABASE_URL": platform, "GPUPOOL_USER": "dora"}
