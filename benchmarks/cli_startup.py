@@ -8,6 +8,9 @@ line a script would run, each time a fresh process, ``--runs`` times per mode:
 - remote: ``gpupool job submit ...`` with GPUPOOL_URL and GPUPOOL_TOKEN;
 - ``job list`` in both modes, for a command that goes through Typer.
 
+With ``--breakdown``, first three JSON lines of where a local submission's CPU goes
+(imports, mapper configuration, the submission itself), each step in CPU ms.
+
 Prints one JSON line per case: {"command", "mode", "runs", "p50_ms", "p95_ms",
 "min_ms", "cpu_p50_ms" (user + system time of the process), "load_1min"}, and first
 the bare interpreter's start (``python -c pass``).
@@ -123,10 +126,44 @@ def _serve(db: str) -> tuple[subprocess.Popen, str]:
     return process, found[0]
 
 
+# Where a local `job submit` spends its CPU, step by step in one fresh process: each
+# step's CPU ms (process_time) as one JSON line (--breakdown).
+_BREAKDOWN = """
+import json, sys, time
+steps, last = {}, time.process_time()
+def step(name):
+    global last
+    now = time.process_time(); steps[name] = round((now - last) * 1000, 1); last = now
+import sqlalchemy; step("import sqlalchemy (Core)")
+import sqlalchemy.orm; step("import sqlalchemy.orm")
+import gpupool.model, gpupool.limits; step("import gpupool.model, limits")
+import gpupool.scheduler.orm; step("import gpupool.scheduler.orm (mapped classes)")
+sqlalchemy.orm.configure_mappers(); step("configure mappers")
+import gpupool.scheduler.service, gpupool.cli.local; step("import service, permissions, cli")
+from gpupool.cli.platform import connect
+connect({"db": sys.argv[1], "user": None}).submit_job(sys.argv[2], "1", "1", [], "", "0", None)
+step("engine, schema check, submission")
+print(json.dumps({"breakdown_cpu_ms": steps, "total_cpu_ms": round(sum(steps.values()), 1)}))
+"""
+
+
+def _breakdown(db: str, org: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _BREAKDOWN, db, org], capture_output=True, text=True, env=_env()
+    )
+    if done.returncode != 0:
+        raise SystemExit(done.stderr)
+    line = json.loads(done.stdout)
+    print(json.dumps({**line, "load_1min": round(os.getloadavg()[0], 2)}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--no-remote", action="store_true", help="Only the local mode.")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="Also where a local submit's CPU goes."
+    )
     options = parser.parse_args()
     runs = max(1, min(options.runs, 200))
     with tempfile.TemporaryDirectory(prefix="gpupool-startup-") as folder:
@@ -137,6 +174,9 @@ def main() -> None:
         token = re.search(r"token: (\S+)", made.stdout).group(1)
         org = json.loads(_cli(["--db", db, "org", "list", "--json"], _env()).stdout)[0]["name"]
         submit = ["job", "submit", "--org", org, "--gpus", "1", "--hours", "1"]
+        if options.breakdown:
+            for _ in range(3):
+                _breakdown(db, org)
         _line("python -c pass", "-", _timed([sys.executable, "-c", "pass"], _env(), runs))
         local = [sys.executable, "-c", _CLI, "--db", db]
         _line("job submit", "local", _timed([*local, *submit], _env(), runs))

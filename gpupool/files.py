@@ -15,6 +15,9 @@ here (YAML is then composed by gpupool.located_yaml), under the same rules:
   ``FIELD_LIMIT`` characters and a line ``LINE_LIMIT`` bytes; every CSV
   problem is located at ``file:line``.
 
+A declaration read from a file (a programme, a voucher) is a
+:class:`LocatedEntry`: plain values that still know the line of each field.
+
 Every refusal is a :class:`FileError` (a GpupoolError) whose location is the
 file, or ``file:line`` (plus the column) where there is one.
 """
@@ -76,6 +79,18 @@ _NOT_REGULAR = (
 
 class FileError(GpupoolError):
     """An input file refused by the reading rules; ``location`` is ``file[:line] [field]``."""
+
+
+class LocatedEntry(dict):
+    """One declaration's plain values, with ``location`` (``file:line path``, the entry's
+    place) and ``where(key)`` (the place of one of its fields), for errors found after
+    the YAML is gone (gpupool.accounting.declarations)."""
+
+    location: str
+    key_locations: dict[str, str]
+
+    def where(self, key: str) -> str:
+        return self.key_locations.get(key, self.location)
 
 
 # ---------------------------------------------------------------------------

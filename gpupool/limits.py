@@ -34,7 +34,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from gpupool.model import GpupoolError
+from gpupool.model import Conflict, GpupoolError
 
 # ---------------------------------------------------------------------------
 # Numeric limits
@@ -220,6 +220,23 @@ SEEDS = Limit(
     "each seed is a whole replay of every scheme",
     integer=True,
 )
+JOB_PAGE = Limit(
+    "jobs per page",
+    1,
+    1_000,
+    "a page is read, sent and shown whole; more come page by page (--after)",
+    integer=True,
+)
+JOB_PAGE_DEFAULT = 100
+# What a server sends back as files (policy whatif --out, report subsidies --png), in
+# bytes: a response is built in memory whole; a larger window asks for a narrower one.
+DOWNLOAD_BYTES = Limit(
+    "bytes of files in one response",
+    0,
+    64 * 2**20,
+    "a response is built in memory whole",
+    integer=True,
+)  # `job list`, GET /api/v1/jobs and the dashboard's queue without --limit
 WORKERS = Limit("worker processes", 1, 1_024, "more processes than cores only waits", integer=True)
 MAX_JOBS = Limit(
     "jobs replayed",
@@ -365,6 +382,13 @@ def to_number(value: object) -> int | float | None:
     return None
 
 
+def is_real(value: object) -> bool:
+    """Whether a value read from YAML or JSON is a number: an int or a float, not a
+    bool and not NaN. Infinities pass, for the Limit that bounds the field to refuse
+    with its range. Text is never a number here (``to_number`` reads text)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
 def read(value: object, limit: Limit, location: str, kind: str | None = None) -> int | float:
     """``value`` as a number within ``limit``; the error names ``location``.
 
@@ -454,4 +478,4 @@ def check_unique(name: str, existing, what: str, location: str) -> None:
             same = "" if other == name else f" (as {other!r}: names differ only in case or form)"
             article = "an" if what[:1] in "aeio" else "a"  # a user, an organisation
             message = f"{article} {what} named {name!r} already exists{same}"
-            raise GpupoolError(message, location=location)
+            raise Conflict(message, location=location)

@@ -18,7 +18,9 @@ errors (``where``). While composing, the loader refuses, each with a
 - a scalar whose tag it cannot be read as (``2026-02-30``, a 5,000-digit
   integer), so constructing a composed node never fails later.
 
-``to_python`` turns a composed node into plain values.
+``to_python`` turns a composed node into plain values; ``entries`` turns a
+section of declarations (programmes, vouchers) into plain mappings that still
+know the line of each field (``LocatedEntry``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, NoReturn
 import yaml
 from yaml.constructor import SafeConstructor
 
-from gpupool.files import FileError, FileKind, read_text
+from gpupool.files import FileError, FileKind, LocatedEntry, read_text
 
 MAX_DEPTH = 32  # levels of mappings and lists; our formats use fewer than 10
 
@@ -91,6 +93,34 @@ def where(source: str, node: yaml.Node, path: str = "") -> str:
 def to_python(node: yaml.Node) -> Any:
     """The plain value of a node ``compose`` returned (dicts, lists, scalars)."""
     return SafeConstructor().construct_object(node, deep=True)
+
+
+def entries(node: yaml.Node, source: str, path: str) -> list[LocatedEntry]:
+    """The entries of a section: a list of mappings, or a mapping from name to mapping
+    (the key fills in ``name``); none for null. Anything else is a FileError there."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null":
+        return []
+    if isinstance(node, yaml.SequenceNode):
+        items = [(None, item, join(path, index)) for index, item in enumerate(node.value)]
+    elif isinstance(node, yaml.MappingNode):
+        items = [(key.value, item, join(path, key.value)) for key, item in node.value]
+    else:
+        section = path.rsplit(".", 1)[-1] or "entries"
+        raise FileError(f"expected a list of {section}", location=where(source, node, path))
+    return [_entry(name, item, source, item_path) for name, item, item_path in items]
+
+
+def _entry(name: str | None, node: yaml.Node, source: str, path: str) -> LocatedEntry:
+    if not isinstance(node, yaml.MappingNode):
+        raise FileError("expected a mapping of fields", location=where(source, node, path))
+    entry = LocatedEntry({key.value: to_python(value) for key, value in node.value})
+    if name is not None:
+        entry.setdefault("name", name)
+    entry.location = where(source, node, path)
+    entry.key_locations = {
+        key.value: where(source, key, join(path, key.value)) for key, _ in node.value
+    }
+    return entry
 
 
 def join(path: str, key: object) -> str:

@@ -40,7 +40,13 @@ class NotFound(GpupoolError):
     """A named object (org, pool, job, GPU type, ...) does not exist."""
 
 
-class IllegalTransition(GpupoolError):
+class Conflict(GpupoolError):
+    """The request conflicts with what is stored: a name that already exists, a
+    submit key used with other content, a state that does not allow the change
+    (HTTP 409, gpupool.server.problems)."""
+
+
+class IllegalTransition(Conflict):
     """A job state change that the state machine does not allow."""
 
 
@@ -160,12 +166,17 @@ class Pool:
         """The largest gang fit_gang can place on this pool when it is empty: whole
         nodes' worth, or the one partial node when there is no whole node. Computed
         without node_sizes(): checks that ask this must not cost a pass per node."""
-        whole_nodes = self.gpus // self.gpus_per_node
-        return whole_nodes * self.gpus_per_node if whole_nodes else self.gpus
+        return largest_gang(self.gpus, self.gpus_per_node)
 
     def fits_empty(self, gpus: int) -> bool:
         """Whether fit_gang places a gang of ``gpus`` on this pool when it is empty."""
         return 1 <= gpus <= self.largest_gang()
+
+
+def largest_gang(gpus: int, gpus_per_node: int) -> int:
+    """Pool.largest_gang from the pool's two sizes (checks that have only those)."""
+    whole_nodes = gpus // gpus_per_node
+    return whole_nodes * gpus_per_node if whole_nodes else gpus
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ def test_demo_platform_is_realistic(cli):
     assert all(p["free_gpus"] == p["gpus"] for p in pools)
     assert len(domains) >= 6 and {"medical", "education", "general"} <= {d["name"] for d in domains}
     assert len(orgs) >= 12 and set(orgs[0]) == {"name", "domain", "budget"}
-    assert len(_json(cli, "job", "list")) >= 3
+    assert len(_json(cli, "job", "list")["jobs"]) >= 3
 
 
 def test_demo_refuses_to_overwrite_without_force(cli):
@@ -69,10 +69,10 @@ def test_demo_refuses_to_overwrite_without_force(cli):
         2,
         "error: --demo: the database already describes a platform; add --force to replace it\n",
     )
-    jobs_before = len(_json(cli, "job", "list"))
+    jobs_before = len(_json(cli, "job", "list")["jobs"])
     cli("job", "submit", "--org", "zju-cs", "--gpus", "1", "--hours", "1")
     assert cli("init", "--demo", "--force", "--no-jobs").exit_code == 0
-    assert jobs_before > 0 and _json(cli, "job", "list") == []
+    assert jobs_before > 0 and _json(cli, "job", "list")["jobs"] == []
 
 
 def test_describe_a_platform_by_hand(cli):

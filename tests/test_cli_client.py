@@ -66,6 +66,11 @@ class Twin:
         }
         return CliRunner().invoke(app, list(args), env=env)
 
+    def on_server_db(self, *args: str, user: str = "root"):
+        """Locally on the server's own database: byte-for-byte comparisons of files."""
+        env = {"GPUPOOL_URL": None, "GPUPOOL_TOKEN": None, "XDG_CONFIG_HOME": self.config}
+        return CliRunner().invoke(app, ["--db", self.remote_db, "--as", user, *args], env=env)
+
     def run(self, *args: str, user: str = "root", exit_code: int = 0):
         """Both modes, compared; the local result."""
         here, there = self.local(*args, user=user), self.remote(*args, user=user)
@@ -122,9 +127,9 @@ def test_job_submit_list_show_cancel(twin):
     created = twin.json(*keyed)
     assert created["created"] is True
     assert twin.json(*keyed) == {"id": created["id"], "created": False}
-    jobs = twin.json("job", "list")
+    jobs = twin.json("job", "list")["jobs"]
     assert [j["org"] for j in jobs[-2:]] == ["lab", "hosp"]
-    assert [j["id"] for j in twin.json("job", "list", "--org", "hosp")] == [created["id"]]
+    assert [j["id"] for j in twin.json("job", "list", "--org", "hosp")["jobs"]] == [created["id"]]
     assert "lab" in twin.run("job", "list").stdout
     shown = twin.json("job", "show", job_id)
     assert (shown["id"], shown["state"], shown["placements"]) == (int(job_id), "pending", [])
@@ -262,8 +267,24 @@ def test_policy_validate_apply_history_show_diff_rollback(twin, tmp_path):
     assert twin.run("policy", "whatif", str(medical), *window).stdout.startswith(
         "0 jobs submitted 2026-01-01T00:00:00Z .. 2026-01-02T00:00:00Z replayed on today's "
     )
-    out = twin.remote("policy", "whatif", str(medical), "--out", str(tmp_path / "out"))
-    assert (out.exit_code, out.stderr.split(":")[:2]) == (2, ["error", " --out"])
+    # --out through the server writes here what the local command writes, byte for byte
+    # (both on the server's database; a window of fixed ends, so the same replay)
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    whole = ("--since", "2026-01-01", "--until", now)
+    there = twin.remote("policy", "whatif", str(medical), *whole, "--out", str(tmp_path / "r"))
+    here = twin.on_server_db("policy", "whatif", str(medical), *whole, "--out", str(tmp_path / "l"))
+    assert (there.exit_code, there.stderr) == (here.exit_code, here.stderr) == (0, "")
+    assert there.stdout == here.stdout
+    written = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    assert written == {p.name: p.read_bytes() for p in (tmp_path / "l").iterdir()}
+    assert set(written) == {"whatif.json", "jobs-current.csv", "jobs-proposed.csv"}
+    assert json.loads(written["whatif.json"])["jobs"] >= 1
+    assert written["jobs-current.csv"].count(b"\r\n") >= 2  # csv's line ends kept
+    assert twin.error("policy", "whatif", str(medical), "--out", str(medical)).startswith(
+        "error: --out "
+    )
 
 
 def test_policy_errors(twin, tmp_path):
@@ -316,6 +337,23 @@ def test_programmes_vouchers_reports(twin):
         assert tables[0].stdout.splitlines()[:3] == tables[1].stdout.splitlines()[:3]
 
 
+def test_subsidy_burn_down_chart_through_the_server(twin, tmp_path):
+    there = twin.remote("report", "subsidies", "--png", str(tmp_path / "r.png"))
+    here = twin.on_server_db("report", "subsidies", "--png", str(tmp_path / "l.png"))
+    assert (there.exit_code, there.stderr) == (here.exit_code, here.stderr) == (0, "")
+    image = (tmp_path / "r.png").read_bytes()
+    assert image.startswith(b"\x89PNG") and image == (tmp_path / "l.png").read_bytes()
+    svg = twin.remote("report", "subsidies", "--png", str(tmp_path / "r.svg"), "--json")
+    assert svg.exit_code == 0 and (tmp_path / "r.svg").read_text().lstrip().startswith("<?xml")
+    assert json.loads(svg.stdout) == json.loads(twin.remote("report", "subsidies", "--json").stdout)
+    refused = twin.error("report", "subsidies", "--png", str(tmp_path / "b.png"), user="bob")
+    assert refused.startswith("error: --as: bob may not chart budget burn-down")
+    assert not (tmp_path / "b.png").exists()
+    assert twin.error("report", "subsidies", "--png", str(tmp_path / "x.bmp")).startswith(
+        "error: --png: must end in .png"
+    )
+
+
 def test_accounting_errors(twin):
     assert twin.error("voucher", "award", "nobody", "--programme", "health", "--amount", "1") == (
         twin.local("voucher", "award", "nobody", "--programme", "health", "--amount", "1").stderr
@@ -353,13 +391,58 @@ def test_users_tokens_audit(twin):
 
 def test_a_submitter_sees_its_own_and_is_refused_the_same(twin):
     twin.run("job", "submit", "--org", "hosp", "--gpus", "1", "--hours", "1", user="hana")
-    assert {j["org"] for j in twin.json("job", "list", user="hana")} == {"hosp"}
+    assert {j["org"] for j in twin.json("job", "list", user="hana")["jobs"]} == {"hosp"}
     assert twin.error("user", "list", user="hana").startswith("error: ")
     assert twin.error(
         "job", "submit", "--org", "hosp", "--gpus", "1", "--hours", "1", "--priority", "5",
         user="hana",
     ).startswith("error: --priority: ")  # fmt: skip
     assert twin.error("audit", "list", user="bob").startswith("error: ")
+
+
+def test_job_list_pages(twin):
+    for _ in range(3):
+        twin.run("job", "submit", "--org", "lab", "--gpus", "1", "--hours", "1")
+    ids = [j["id"] for j in twin.json("job", "list", "--limit", "1000")["jobs"]]
+    first = twin.json("job", "list", "--limit", "2")
+    assert [j["id"] for j in first["jobs"]] == ids[:2]
+    assert (first["limit"], first["next_after"], first["previous_before"]) == (2, ids[1], None)
+    second = twin.json("job", "list", "--limit", "2", "--after", str(first["next_after"]))
+    assert [j["id"] for j in second["jobs"]] == ids[2:4]
+    assert second["previous_before"] == ids[2]
+    back = twin.json("job", "list", "--limit", "2", "--before", str(second["previous_before"]))
+    assert back == first
+    table = twin.run("job", "list", "--limit", "2")
+    assert table.stderr == f"more jobs: the next page is --after {ids[1]}\n"
+    assert twin.error("job", "list", "--limit", "1001").startswith("error: --limit: must be")
+    assert twin.error("job", "list", "--after", "x").startswith("error: --after: ")
+    assert twin.error("job", "list", "--after", "1", "--before", "3") == (
+        "error: --before: give --after or --before, not both\n"
+    )
+
+
+def test_user_set_role_and_remove(twin):
+    twin.run("user", "add", "uma", "--role", "submitter", "--org", "lab")
+    assert twin.run("user", "set-role", "uma", "auditor").stdout == "uma is now auditor\n"
+    assert ("uma", "auditor", None) in [
+        (u["name"], u["role"], u["org"]) for u in twin.json("user", "list")
+    ]
+    assert twin.error("user", "set-role", "uma", "submitter").startswith("error: --org: ")
+    assert twin.error("user", "set-role", "uma", "king").startswith("error: ROLE: must be one")
+    assert twin.error("user", "remove", "uma", user="bob").startswith(
+        "error: --as: bob may not remove users: admins only"
+    )
+    assert twin.error("user", "remove", "root").startswith(
+        "error: NAME: root is the last admin and cannot be removed"
+    )
+    assert twin.error("user", "set-role", "root", "auditor").startswith(
+        "error: NAME: root is the last admin and cannot be demoted"
+    )
+    assert twin.run("user", "remove", "uma").stdout == "removed auditor uma and 0 API token(s)\n"
+    assert twin.error("user", "remove", "uma") == "error: NAME: no user named 'uma'\n"
+    assert "uma" not in [u["name"] for u in twin.json("user", "list")]
+    actions = [e["action"] for e in twin.json("audit", "list", "--action", "user.")]
+    assert actions[-2:] == ["user.set_role", "user.remove"]
 
 
 # --- remote only ------------------------------------------------------------------
@@ -424,7 +507,7 @@ def test_login_saves_the_token_0600_and_logout_forgets_it(twin, tmp_path):
     twin.run("job", "submit", "--org", "lab", "--gpus", "1", "--hours", "1", user="bob")
     mine = runner.invoke(app, ["job", "list", "--json"], env=env)
     assert mine.exit_code == 0, mine.stderr
-    assert {j["org"] for j in json.loads(mine.stdout)} == {"lab"}  # bob's own organisation
+    assert {j["org"] for j in json.loads(mine.stdout)["jobs"]} == {"lab"}  # bob's own organisation
     out = runner.invoke(app, ["logout"], env=env)
     assert out.exit_code == 0 and not saved.exists()
 

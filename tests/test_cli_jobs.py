@@ -51,7 +51,7 @@ def cli(platform):
 def _jobs(cli) -> list[dict]:
     result = cli("job", "list", "--json")
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    return json.loads(result.stdout)["jobs"]
 
 
 def test_submit_prints_the_id_and_list_shows_the_job(cli):
@@ -88,7 +88,7 @@ def test_submit_prints_the_id_and_list_shows_the_job(cli):
         "wait_reason": None,
         "submitted_by": "admin",
     }
-    only_hosp = json.loads(cli("job", "list", "--org", "hosp", "--json").stdout)
+    only_hosp = json.loads(cli("job", "list", "--org", "hosp", "--json").stdout)["jobs"]
     assert [j["id"] for j in only_hosp] == [ids[1]]
     table = cli("job", "list")
     assert table.exit_code == 0 and "hosp" in table.stdout and "medical" in table.stdout
@@ -197,7 +197,7 @@ def test_schedule_starts_jobs_and_explains_the_rest(cli):
         {"job": 2, "org": "lab", "gpus": 16, "reason": "no capacity of an allowed GPU type"},
         {"job": 3, "org": "lab", "gpus": 1, "reason": "lower priority"},
     ]
-    pending = json.loads(cli("job", "list", "--state", "pending", "--json").stdout)
+    pending = json.loads(cli("job", "list", "--state", "pending", "--json").stdout)["jobs"]
     assert [j["wait_reason"] for j in pending] == [
         "no capacity of an allowed GPU type",
         "lower priority",
@@ -249,7 +249,7 @@ def test_real_entry_point_submits_and_fails_cleanly(platform):
         env=env,
         timeout=60,
     )
-    assert [j["submitted_by"] for j in json.loads(listed.stdout)] == ["dora"]
+    assert [j["submitted_by"] for j in json.loads(listed.stdout)["jobs"]] == ["dora"]
 
 
 def test_cli_import_loads_no_heavy_modules():

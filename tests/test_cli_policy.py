@@ -136,6 +136,52 @@ def test_apply_of_an_invalid_file_prints_file_line_errors_and_writes_nothing(cli
         )
 
 
+UNKNOWN_NAMES = """\
+kind: priority
+domains:
+  medical: {weight: 2, guarantee: {gpus: {A100: 8, B200: 4}}}
+  edu: {weight: 1}
+subsidy:
+  domain_rates: {medicl: 0.5}
+  gpu_type_rates: {H100: 0.2, MI300: 0.1}
+"""
+
+
+def test_apply_refuses_names_the_platform_lacks_and_writes_nothing(cli, tmp_path):
+    bad = tmp_path / "names.yaml"
+    bad.write_text(UNKNOWN_NAMES)
+    result = cli("policy", "apply", str(bad))
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        f"{bad}:3 domains.medical.guarantee.gpus.B200: the platform has no GPU type 'B200'; "
+        "it has: A100, H100",
+        f"{bad}:4 domains.edu: the platform has no domain 'edu'; it has: general, medical",
+        f"{bad}:6 subsidy.domain_rates.medicl: the platform has no domain 'medicl' "
+        "(did you mean 'medical'?)",
+        f"{bad}:7 subsidy.gpu_type_rates.MI300: the platform has no GPU type 'MI300'; "
+        "it has: A100, H100",
+    ]
+    assert _history(cli) == []
+    with unit_of_work(cli.db) as session:
+        audit = select(AuditLogRow).where(AuditLogRow.action.like("policy.%"))
+        assert session.scalars(audit).all() == []
+
+
+def test_rollback_refuses_a_version_stored_before_names_were_checked(cli, files):
+    """Versions applied by earlier releases were never checked: a rollback checks them."""
+    from gpupool.scheduler import policies_store
+
+    with unit_of_work(cli.db) as session:  # as an earlier release stored it
+        policies_store._activate(session, "alice", "priority", UNKNOWN_NAMES, "", None, "x")
+    _ok(cli("policy", "apply", str(files["fifo.yaml"])))
+    result = cli("policy", "rollback", "v1")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[1] == (
+        "error: policy v1:4 domains.edu: the platform has no domain 'edu'; it has: general, medical"
+    )
+    assert [h["version"] for h in _history(cli)] == [1, 2]
+
+
 @SQLITE_ONLY  # version text and range checks; apply and rollback run on PostgreSQL too
 @pytest.mark.parametrize(
     ("args", "message"),

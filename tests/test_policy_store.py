@@ -19,7 +19,7 @@ from gpupool.scheduler import policies_store as store
 from gpupool.scheduler import repository
 from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import AuditLogRow, PolicyVersionRow, UserRow
-from tests.conftest import add_users
+from tests.conftest import add_users, build_small_platform
 
 T0 = dt.datetime(2026, 10, 5, 8, 0, tzinfo=dt.UTC)
 
@@ -38,7 +38,10 @@ subsidy:
 
 @pytest.fixture
 def db(db):
-    """``db`` with three more admins, so the history shows who applied what."""
+    """The small platform (the documents name its domains and GPU types) with three more
+    admins, so the history shows who applied what."""
+    with unit_of_work(db) as session:
+        build_small_platform(session)
     add_users(db, ("alice", "admin"), ("bob", "admin"), ("carol", "admin"))
     return db
 
@@ -50,7 +53,9 @@ def _apply(db, text, actor="alice", comment="", at=T0):
 
 def _audit(db):
     with unit_of_work(db) as session:
-        query = select(AuditLogRow).where(AuditLogRow.action != "user.add").order_by(AuditLogRow.id)
+        query = (
+            select(AuditLogRow).where(AuditLogRow.target.like("policy%")).order_by(AuditLogRow.id)
+        )
         rows = session.scalars(query).all()
         return [(r.actor, r.action, r.target, r.before, r.after, r.outcome) for r in rows]
 
@@ -139,24 +144,24 @@ def test_an_invalid_document_writes_nothing(db):
         assert repository.active_policy_row(session).version == 1
 
 
-def test_a_submitter_may_not_apply_or_roll_back(platform):
-    with unit_of_work(platform) as session:
+def test_a_submitter_may_not_apply_or_roll_back(db):
+    with unit_of_work(db) as session:
         session.add(
             UserRow(name="sam", role="submitter", org_id=repository.get_org(session, "lab").id)
         )
-    _apply(platform, FIFO)
-    _apply(platform, MULTIFACTOR)
-    audit_before = [a for a in _audit(platform) if a[5] == "ok"]
+    _apply(db, FIFO)
+    _apply(db, MULTIFACTOR)
+    audit_before = [a for a in _audit(db) if a[5] == "ok"]
     with pytest.raises(PermissionDenied, match="sam may not apply policies: admins only"):
-        _apply(platform, FIFO, actor="sam")
+        _apply(db, FIFO, actor="sam")
     with (
         pytest.raises(PermissionDenied, match="sam may not roll back policies"),
-        unit_of_work(platform) as session,
+        unit_of_work(db) as session,
     ):
         store.rollback_policy(session, "sam", 1)
-    assert [v[0] for v in _versions(platform)] == [1, 2]
-    assert [a for a in _audit(platform) if a[5] == "ok"] == audit_before
-    assert [(a[0], a[1], a[2]) for a in _audit(platform) if a[5] == "denied"] == [
+    assert [v[0] for v in _versions(db)] == [1, 2]
+    assert [a for a in _audit(db) if a[5] == "ok"] == audit_before
+    assert [(a[0], a[1], a[2]) for a in _audit(db) if a[5] == "denied"] == [
         ("sam", "apply policies", "policy"),
         ("sam", "roll back policies", "policy v1"),
     ]
@@ -192,14 +197,14 @@ def test_parse_version_refuses(text):
         store.parse_version(text)
 
 
-def test_rounds_use_the_active_version_and_its_subsidy_rules(platform):
+def test_rounds_use_the_active_version_and_its_subsidy_rules(db):
     from gpupool.scheduler.rounds import active_policy
 
-    with unit_of_work(platform) as session:
+    with unit_of_work(db) as session:
         default = active_policy(session)
     assert (default.version, default.kind, default.pricing) == (None, "fifo", None)
-    _apply(platform, MULTIFACTOR)
-    with unit_of_work(platform) as session:
+    _apply(db, MULTIFACTOR)
+    with unit_of_work(db) as session:
         active = active_policy(session)
     assert (active.version, active.kind, type(active.policy).__name__) == (
         1,

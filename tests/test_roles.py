@@ -65,6 +65,8 @@ EXPECTED = [
     ("policy.change", ["policy", "apply", "{policy}"], {A}),
     ("user.list", ["user", "list", "--json"], {A, U}),
     ("user.add", ["user", "add", "zoe", "--role", "auditor"], {A}),
+    ("user.change", ["user", "set-role", "zoe", "submitter", "--org", "hosp"], {A}),
+    ("user.change", ["user", "remove", "zoe"], {A}),
     ("token.create", ["token", "create", "alice"], {A}),
     ("token.list", ["token", "list", "--json"], {A, S, G, U}),
     ("token.list", ["token", "list", "--user", "ada", "--json"], {A, U}),
@@ -183,15 +185,15 @@ def _json(db, user, *args):
 @SQLITE_ONLY  # the PostgreSQL submitter case above covers the same checks
 def test_a_submitter_sees_its_own_organisation_only(world):
     db = world["db"]
-    assert {j["org"] for j in _json(db, "alice", "job", "list")} == {"hosp"}
-    assert {j["org"] for j in _json(db, "ada", "job", "list")} == {"hosp", "lab"}
+    assert {j["org"] for j in _json(db, "alice", "job", "list")["jobs"]} == {"hosp"}
+    assert {j["org"] for j in _json(db, "ada", "job", "list")["jobs"]} == {"hosp", "lab"}
     assert [o["name"] for o in _json(db, "alice", "org", "list")] == ["hosp"]
     assert [v["org"] for v in _json(db, "alice", "voucher", "list")] == ["hosp"]
     (programme,) = _json(db, "alice", "programme", "list")
     assert programme["name"] == "vouch" and programme["subsidy_paid"] is None
     assert _json(db, "ada", "programme", "list")[0]["subsidy_paid"] == 0.0
     # an agent sees the jobs placed at its site only (job 1 runs on p-a100 in Beijing)
-    assert [j["id"] for j in _json(db, "agnes", "job", "list")] == [int(world["job"])]
+    assert [j["id"] for j in _json(db, "agnes", "job", "list")["jobs"]] == [int(world["job"])]
 
 
 def test_a_submitter_reads_only_its_own_organisations_money(world):
@@ -218,7 +220,7 @@ def test_a_submitter_reads_only_its_own_organisations_money(world):
     refused = runner.invoke(
         app, ["--db", db, "--as", "alice", "report", "subsidies", "--png", "burn.png"]
     )
-    assert refused.exit_code == 2 and refused.stderr.startswith("error: --png: alice may not")
+    assert refused.exit_code == 2 and refused.stderr.startswith("error: --as: alice may not")
 
 
 @SQLITE_ONLY  # the PostgreSQL submitter case above covers the same checks

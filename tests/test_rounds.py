@@ -8,6 +8,7 @@ p-h100 = 1 node x 8 H100 (speed 2.0) at 20.00/GPU-h; hosp (medical, budget
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import pytest
 from sqlalchemy import func, select
@@ -155,8 +156,16 @@ def test_snapshot_decays_usage_and_subtracts_spend(platform):
         _report_finished(session, (j2, 0.5), (j1, 2))
     with unit_of_work(platform) as session:
         snap = take_snapshot(session, T0 + dt.timedelta(hours=0.5 + 168))
-    # j1's 16 effective GPU-hours are 166.5 h old, j2's 8 exactly one half-life (168 h)
-    assert snap.usage == pytest.approx({"general": 16 * 0.5 ** (166.5 / 168), "medical": 4.0})
+
+    # every hour of use weighs 2^(-age / 168 h): j1's 8 effective GPUs were busy
+    # 168.5 h to 166.5 h ago, j2's 16 (8 H100 x speed 2) from 168.5 h to 168 h ago
+    def used(rate, oldest, newest):
+        return rate * 168 / math.log(2) * (0.5 ** (newest / 168) - 0.5 ** (oldest / 168))
+
+    assert snap.usage == pytest.approx(
+        {"general": used(8, 168.5, 166.5), "medical": used(16, 168.5, 168)}
+    )
+    assert snap.usage["medical"] == pytest.approx(4.0, rel=2e-3)  # about 8 halved
     assert snap.accounts["hosp"].budget_left == pytest.approx(920.0)
     assert snap.accounts["lab"].budget_left is None
     assert [s.free_per_node for s in snap.pools] == [(8, 8), (8,)]  # both jobs finished

@@ -17,6 +17,7 @@ import random
 from dataclasses import replace
 
 import pytest
+from sqlalchemy import select
 
 from gpupool.accounting import SubsidyRules
 from gpupool.accounting.guarantees import UsageRecord, guarantee_deficit, records_from_entries
@@ -27,6 +28,7 @@ from gpupool.policies.fifo import FifoPolicy
 from gpupool.policies.params import DomainShare, PolicyParams
 from gpupool.scheduler import accounts, clock, lifecycle, repository, service
 from gpupool.scheduler.database import unit_of_work
+from gpupool.scheduler.orm import JobRow, PlacementRow
 from gpupool.scheduler.rounds import run_round
 from gpupool.scheduler.service import JobRequest
 from gpupool.scheduler.snapshot import (
@@ -133,13 +135,7 @@ def reference_snapshot(session, moment: dt.datetime) -> dict:
             records.append(UsageRecord(run.job.domain, since, epoch, hours))
     shares = accounts.guarantee_shares(POLICY.params, gpu_types, pools)
     capacity = sum(p.gpus * gpu_types[p.gpu_type].speed for p in pools)
-    usage: dict[str, float] = {}
-    for entry in books.entries:
-        if entry.kind == "charge" and entry.at <= epoch:
-            age = (epoch - entry.at) / 3600
-            usage[entry.domain] = usage.get(entry.domain, 0.0) + (
-                entry.effective_gpu_hours * 0.5 ** (age / USAGE_HALF_LIFE_HOURS)
-            )
+    usage = _reference_usage(session, moment, epoch, grace)
     return {
         "gpu_types": gpu_types,
         "pools": tuple((p, tuple(free[p.name])) for p in pools),
@@ -155,6 +151,28 @@ def reference_snapshot(session, moment: dt.datetime) -> dict:
         ),
         "pricing": committed,
     }
+
+
+def _reference_usage(session, moment, epoch: float, grace) -> dict:
+    """Every run's use, each hour decayed by its age, summed in small steps (the integral)."""
+    usage: dict[str, float] = {}
+    for placement in session.scalars(select(PlacementRow)):
+        job = session.get(JobRow, placement.job_id)
+        speed = placement.pool.gpu_type.speed
+        end = placement.ended_at or min(
+            moment, grace.deadline(placement.started_at, job.hours, speed)
+        )
+        # a run reported to end after the snapshot counts up to the snapshot
+        start, stop = clock.to_epoch(placement.started_at), min(clock.to_epoch(end), epoch)
+        steps = 2000
+        width = (stop - start) / steps
+        total = 0.0
+        for i in range(steps):  # midpoint rule
+            age = (epoch - (start + (i + 0.5) * width)) / 3600
+            total += job.gpus * speed * width / 3600 * 0.5 ** (age / USAGE_HALF_LIFE_HOURS)
+        domain = job.org.domain.name
+        usage[domain] = usage.get(domain, 0.0) + total
+    return usage
 
 
 def lifecycle_run(job, placement, started: float, speed: float):
@@ -199,7 +217,9 @@ def test_snapshot_matches_the_straightforward_build(platform, seed):
         assert got.running == want["running"]
         assert got.accounts == want["accounts"]
         assert got.subsidy_budget_left == want["subsidy_budget_left"]
-        assert got.usage == pytest.approx(want["usage"], rel=1e-12)
+        assert got.usage == pytest.approx(
+            want["usage"], rel=1e-9
+        )  # the reference integrates in steps
         assert got.guarantee_deficit == pytest.approx(want["guarantee_deficit"], rel=1e-12)
         assert any(want["guarantee_deficit"].values())  # the guarantee term is exercised
         pools = [s.pool for s in got.pools]

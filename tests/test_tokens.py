@@ -283,3 +283,45 @@ def test_bad_durations_name_the_option(text):
 )
 def test_token_prefix(raw, prefix):
     assert tokens.token_prefix(raw) == prefix
+
+
+def test_identify_reads_revocation_from_the_row_even_for_a_cached_token(users):
+    from gpupool.scheduler.database import make_engine
+
+    token_id, raw = _create(users, "alice", scopes=["read"])
+    engine = make_engine(users)
+    try:
+        with engine.begin() as connection:
+            bearer = tokens.identify(connection, raw)
+        assert bearer == tokens.Bearer(token_id, "alice", "submitter", ("read",))
+        with unit_of_work(users) as session:
+            tokens.revoke_token(session, "ada", token_id)
+        with engine.begin() as connection, pytest.raises(AuthenticationFailed) as info:
+            tokens.identify(connection, raw)  # the cache still holds the secret
+        assert info.value.audit_entry["after"] == {"reason": "revoked"}
+    finally:
+        engine.dispose()
+
+
+def test_requests_arriving_together_with_one_token_pay_one_scrypt(users, monkeypatch):
+    import threading
+
+    _, raw = _create(users, "alice")
+    tokens.clear_cache()
+    calls = []
+    real = tokens.verify_secret
+    monkeypatch.setattr(tokens, "verify_secret", lambda s, h: calls.append(1) or real(s, h))
+    start = threading.Barrier(4)
+    names = []
+
+    def request() -> None:
+        start.wait()
+        names.append(_authenticate(users, raw))
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert names == ["alice"] * 4
+    assert len(calls) == 1

@@ -337,3 +337,19 @@ def test_parse_since_accepts_spans_and_dates():
     assert from_db.parse_since("2026-10-05T08:00", UNTIL) == T0
     with pytest.raises(GpupoolError):
         from_db.parse_since("-3d", UNTIL)
+
+
+def test_cli_whatif_refuses_names_the_platform_lacks_and_writes_nothing(platform, tmp_path):
+    _record(platform)
+    policy = tmp_path / "names.yaml"
+    policy.write_text("kind: multifactor\nsubsidy:\n  gpu_type_rates: {A100: 0.5, B200: 0.5}\n")
+    before = _counts(platform)
+    args = ["--db", platform, "policy", "whatif", str(policy), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        "names.yaml:3 subsidy.gpu_type_rates.B200: the platform has no GPU type 'B200'; "
+        "it has: A100, H100\n"
+    )
+    assert _counts(platform) == before
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,8 @@ round promise more subsidy than a budget, cap or voucher balance holds.
 ``Snapshot.pricing`` may be a Books, and then quotes come from it.
 """
 
-from gpupool.accounting.books import Books, LedgerEntry, Totals, cents
+from gpupool.accounting.books import Books
+from gpupool.accounting.ledger import LedgerEntry, Totals, cents
 from gpupool.accounting.periods import PeriodSpec, period_bounds, period_label
 from gpupool.accounting.pricing import BudgetTracker, SubsidyRules, job_cost
 from gpupool.accounting.programmes import Programme, Voucher

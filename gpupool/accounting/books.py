@@ -1,5 +1,18 @@
 """The books: an append-only ledger plus the balances it implies.
 
+This module composes the accounting pieces into one :class:`Books`:
+
+- gpupool.accounting.ledger: LedgerEntry, Totals, cents and the entry kinds;
+- gpupool.accounting.funding: how a stretch of a run is priced and funded by
+  programmes, vouchers and flat rates (quotes and charges both use it);
+- gpupool.accounting.reservations: the forked twin that books running jobs
+  ahead for a round;
+- gpupool.accounting.admission: org-pays floors and assessments;
+- gpupool.accounting.vouchers: voucher awards, expiry and carry-over.
+
+Books itself keeps the balances and the ledger: construction, reading,
+charging (``charge``/``meter``), corrections and folding entries into balances.
+
 Live and simulated runs use this same class: the scheduler loads programmes,
 vouchers and past entries from the database into a ``Books`` and writes the new
 entries (and voucher balances) back; the simulator keeps one in memory.
@@ -31,207 +44,46 @@ Charging rules (docs/accounting.md has worked figures):
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from decimal import ROUND_HALF_UP, Decimal
-from typing import NamedTuple, Protocol
+from dataclasses import replace
+from decimal import Decimal
 
-from gpupool.accounting.periods import CALENDAR_KINDS, coarsen, period_label, split
-from gpupool.accounting.programmes import Programme, Voucher, default_expiry
+from gpupool.accounting import corrections
+from gpupool.accounting.admission import Admission
+from gpupool.accounting.funding import (
+    FLAT,
+    FlatRules,
+    Funding,
+    _Draft,
+    _has_rates,
+    _Line,
+    as_charge,
+)
+from gpupool.accounting.ledger import CENT, KINDS, USAGE_KINDS, ZERO, LedgerEntry, Totals, cents
+from gpupool.accounting.periods import CALENDAR_KINDS, coarsen, period_label
+from gpupool.accounting.programmes import Programme, Voucher
+from gpupool.accounting.reservations import Reservations, _Watch
+from gpupool.accounting.vouchers import Vouchers
 from gpupool.model import Charge, GpupoolError, GpuType, Job, NotFound, Org, OrgAccount, Pool
 
-CENT = Decimal("0.01")
-ZERO = Decimal("0.00")
-KINDS = ("charge", "correction", "award", "expiry", "carry_over")
-USAGE_KINDS = ("charge", "correction")
-_EPS = 1e-12
+__all__ = [
+    "CENT",
+    "FLAT",
+    "KINDS",
+    "USAGE_KINDS",
+    "ZERO",
+    "Books",
+    "FlatRules",
+    "LedgerEntry",
+    "Totals",
+    "cents",
+]
+
 _GRAIN = {"month": 1, "quarter": 3, "year": 12}
-FLAT = ""  # budget key of the flat policy-document rates (entries with no programme)
 
 
-class FlatRules(Protocol):
-    """A policy document's flat rates (gpupool.accounting.pricing.SubsidyRules)."""
-
-    org_cap: float | None
-    period_budget: float | None
-    domain_rates: Mapping[str, float]
-    gpu_type_rates: Mapping[str, float]
-
-    def rate(self, domain: str, gpu_type: str) -> float: ...
-
-
-def _has_rates(flat: FlatRules) -> bool:
-    return any(r > 0 for r in (*flat.domain_rates.values(), *flat.gpu_type_rates.values()))
-
-
-def cents(amount: float | int | str | Decimal) -> Decimal:
-    """Round money to cents, half up, on its shortest decimal form (12.345 -> 12.35)."""
-    value = Decimal(repr(amount)) if isinstance(amount, float) else Decimal(amount)
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LedgerEntry:
-    """One row of the ledger (table ledger_entries). Never changed once written.
-
-    Money fields are Decimals in cents (floats and text are accepted and
-    rounded). ``effective_gpu_hours``: usage for charge/correction entries,
-    voucher hours (+ awarded or carried, - expired) for the other kinds.
-    ``at``: end of the booked usage, or when the award/expiry happened.
-    ``pool``: the pool a charge was for (where the usage happened); None for
-    award/expiry/carry-over entries and for rows stored before the ledger kept it.
-    """
-
-    kind: str
-    org: str
-    period: str
-    at: float
-    domain: str = ""
-    job_id: int | None = None
-    gpu_type: str | None = None
-    cost: Decimal = ZERO
-    subsidy: Decimal = ZERO
-    org_pays: Decimal | None = None
-    effective_gpu_hours: float = 0.0
-    programme: str | None = None
-    voucher_id: int | None = None
-    note: str = ""
-    pool: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise GpupoolError(f"unknown ledger entry kind {self.kind!r}", location="kind")
-        cost, subsidy = cents(self.cost), cents(self.subsidy)
-        org_pays = cost - subsidy if self.org_pays is None else cents(self.org_pays)
-        if cost != subsidy + org_pays:
-            raise GpupoolError(
-                f"ledger entry does not balance: {cost} != {subsidy} + {org_pays}",
-                location="org_pays",
-            )
-        object.__setattr__(self, "cost", cost)
-        object.__setattr__(self, "subsidy", subsidy)
-        object.__setattr__(self, "org_pays", org_pays)
-
-
-@dataclass(frozen=True, slots=True)
-class Totals:
-    cost: Decimal = ZERO
-    subsidy: Decimal = ZERO
-    org_pays: Decimal = ZERO
-    effective_gpu_hours: float = 0.0
-
-    def add(self, entry: LedgerEntry) -> Totals:
-        return Totals(
-            self.cost + entry.cost,
-            self.subsidy + entry.subsidy,
-            self.org_pays + entry.org_pays,
-            self.effective_gpu_hours + entry.effective_gpu_hours,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Piece:
-    """A stretch of one job's usage priced on its own."""
-
-    job: Job
-    pool: str
-    gpu_type: GpuType
-    label: str
-    start: float
-    end: float
-    cost: float  # full price of the whole piece
-    gpu_hours: float
-
-
-class _Line(NamedTuple):
-    """A priced share of a piece; becomes a LedgerEntry only when booked (quotes never do)."""
-
-    piece: _Piece
-    share: float
-    cost: Decimal
-    subsidy: Decimal
-    programme: str | None
-    voucher_id: int | None
-    voucher_hours: float
-
-    @property
-    def org_pays(self) -> Decimal:
-        return self.cost - self.subsidy
-
-    def entry(self) -> LedgerEntry:
-        piece = self.piece
-        note = "" if self.voucher_id is None else f"{self.voucher_hours:.6g} voucher hours"
-        return LedgerEntry(
-            kind="charge",
-            job_id=piece.job.id,
-            org=piece.job.org,
-            domain=piece.job.domain,
-            gpu_type=piece.gpu_type.name,
-            period=piece.label,
-            cost=self.cost,
-            subsidy=self.subsidy,
-            effective_gpu_hours=self.share * piece.gpu_hours * piece.gpu_type.speed,
-            programme=self.programme,
-            voucher_id=self.voucher_id,
-            at=piece.end,
-            note=note,
-            pool=piece.pool,
-        )
-
-
-@dataclass
-class _Draft:
-    """Balance changes of a charge being planned, kept apart until it is booked."""
-
-    spent: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
-    capped: dict[tuple[str, str, str], Decimal] = field(
-        default_factory=lambda: defaultdict(Decimal)
-    )
-    voucher_used: dict[int, float] = field(default_factory=lambda: defaultdict(float))
-    lines: list[_Line] = field(default_factory=list)
-    # when recorded (reservations): what in the books decided each limit, see _Memo
-    checks: list[tuple] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Memo:
-    """A reservation's pricing, kept to be reused when the books would decide it the same.
-
-    ``draft.checks``: ``(store, key, test, a, b)`` for every limit the pricing
-    read, store 'spent', 'capped' or 'voucher'. A limit that held the run back
-    (binding) must read exactly the same again (test 'eq', a = the value); one
-    that did not must still leave room: 'room', float(a - value) > b (a = the
-    limit less what the run itself took, b = what it wanted), or 'left',
-    value - a > b for a voucher balance. Then every decision in ``_plan`` comes
-    out the same, so the draft does too.
-    """
-
-    key: tuple
-    draft: _Draft
-
-
-@dataclass
-class _Watch:
-    """What a committed twin keeps to tell whether a rebuild would give it back.
-
-    ``spent``/``capped``/``balances``: the books' limits as the twin's base
-    holds them. ``spans``: each reserved run's interval, in reservation order;
-    ``voucher_use``: the voucher hours each reservation took. ``contended``:
-    some reservation was held back by a limit an earlier reservation had
-    drawn on, so the reservations' order matters (see ``Books.settle``).
-    """
-
-    spent: dict[tuple[str, str], Decimal]
-    capped: dict[tuple[str, str, str], Decimal]
-    balances: dict[int, float]
-    spans: dict[int, tuple[float, float]] = field(default_factory=dict)
-    voucher_use: dict[int, dict[int, float]] = field(default_factory=dict)
-    contended: bool = False
-
-
-class Books:
+class Books(Funding, Reservations, Admission, Vouchers):
     """Ledger and balances; deterministic for the same inputs and calls.
 
     ``programmes`` in funding order; ``vouchers`` with their current balances
@@ -298,158 +150,6 @@ class Books:
             raise GpupoolError(f"voucher {voucher.id} given twice", location="voucher id")
         self.programme(voucher.programme)
         self._vouchers[voucher.id] = voucher
-
-    def fork(self) -> Books:
-        """A scratch copy whose bookings do not touch this one (for a round's quotes)."""
-        twin = Books.__new__(Books)
-        twin.period, twin._orgs, twin._programmes = self.period, self._orgs, self._programmes
-        twin.flat = self.flat
-        twin._vouchers = dict(self._vouchers)
-        twin._entries = []
-        twin._spent = defaultdict(Decimal, self._spent)
-        twin._capped = defaultdict(Decimal, self._capped)
-        twin._org_paid = defaultdict(Decimal, self._org_paid)
-        twin._charged_until = {}
-        twin._watch = None
-        twin._floor_cache = self._floor_cache  # programmes and flat rules are shared too
-        twin.version = 0
-        return twin
-
-    def _watch_limits(self) -> _Watch:
-        return _Watch(
-            spent=dict(self._spent),
-            capped=dict(self._capped),
-            balances={i: v.balance for i, v in self._vouchers.items()},
-        )
-
-    def committed(self, runs: Iterable[tuple], now: float, memo: dict | None = None) -> Books:
-        """A fork in which running jobs' usage not charged yet is booked ahead.
-
-        ``runs``: ``(job, pool, gpu_type, started_at, expected_end)``. Usage is
-        charged when a run ends, so without this a round would see budgets,
-        caps and vouchers that running jobs are about to spend. Each run is
-        reserved from where it was last charged to its expected end (or to
-        ``now`` if it is overdue). Snapshots hand this fork to policies.
-        """
-        twin = self.fork()
-        twin._watch = self._watch_limits()
-        return self.reserve(twin, runs, now, memo)
-
-    def reserve(
-        self, twin: Books, runs: Iterable[tuple], now: float, memo: dict | None = None
-    ) -> Books:
-        """Book ``runs`` ahead on ``twin`` (a fork of these books), as ``committed`` does.
-
-        Reserving runs one call after another on the same twin gives the same
-        twin as one call with all of them: a driver may extend a cached twin
-        with runs started since, while these books and ``now``'s effect are unchanged.
-        ``memo`` (job id -> _Memo, kept by the caller between calls) lets a run's
-        pricing be reused while every limit it read would decide it the same.
-        """
-        limited = self._limited_orgs()
-        if limited is not None and not limited:
-            return twin  # nothing a reservation could change is visible to a policy
-        for job, pool, gpu_type, started_at, expected_end in runs:
-            if limited is not None and job.org not in limited:
-                continue
-            start = max(started_at, self._charged_until.get(job.id, started_at))
-            end = max(expected_end, now)
-            if end > start:
-                twin._reserve_one(job, pool, gpu_type, start, end, memo)
-                if twin._watch is not None:
-                    twin._watch.spans[job.id] = (start, end)
-        return twin
-
-    def _reserve_one(self, job, pool, gpu_type, start: float, end: float, memo) -> None:
-        key = (pool.name, start, end, len(self._vouchers))  # a new voucher could fund it
-        kept = None if memo is None else memo.get(job.id)
-        if kept is not None and kept.key == key and self._still_holds(kept.draft.checks):
-            draft = kept.draft
-        else:
-            draft = self._plan(job, pool, gpu_type, start, end, record=memo is not None)
-            if memo is not None:
-                memo[job.id] = _Memo(key, draft)
-        self._book_draft(job, draft, end)
-
-    def _still_holds(self, checks: list[tuple]) -> bool:
-        for store, key, test, a, b in checks:
-            value = self._limit_value(store, key)
-            if test == "eq":
-                if value != a:
-                    return False
-            elif test == "room":
-                if not float(a - value) > b:
-                    return False
-            elif not value - a > b:
-                return False
-        for store, key, test, _, _ in checks:
-            if test == "eq":  # binding: as when priced, contended if another took from it
-                self._note_binding(store, key)
-        return True
-
-    def _limit_value(self, store: str, key):
-        if store == "voucher":
-            return self._vouchers[key].balance
-        return (self._spent if store == "spent" else self._capped).get(key, ZERO)
-
-    def holds_reservation(self, job_id: int, end: float) -> bool:
-        """Whether this committed twin reserved ``job_id`` up to exactly ``end``, order-free.
-
-        If so, and the books it was forked from charge that run over the same
-        interval, ``settle`` turns this twin into what a rebuild would give.
-        """
-        watch = self._watch
-        if watch is None or watch.contended:
-            return False
-        span = watch.spans.get(job_id)
-        return span is not None and span[1] == end
-
-    def settle(self, job_id: int, books: Books) -> None:
-        """Account for ``books`` having charged the reserved run ``job_id`` as reserved.
-
-        With no contended limit, every reservation was priced as it would be
-        on the base books alone, so the run's real charge equals its
-        reservation and the money sums already match a rebuild's (Decimal
-        sums do not depend on order). Voucher balances are floats: they are
-        replayed from the books' in reservation order, as a rebuild would.
-        """
-        watch = self._watch
-        del watch.spans[job_id]
-        touched = set(watch.voucher_use.pop(job_id, {}))
-        for use in watch.voucher_use.values():
-            touched.update(use)
-        for voucher_id in touched:
-            balance = books._vouchers[voucher_id].balance
-            for use in watch.voucher_use.values():
-                if voucher_id in use:
-                    balance = max(0.0, balance - use[voucher_id])
-            self._vouchers[voucher_id] = replace(self._vouchers[voucher_id], balance=balance)
-        rebased = books._watch_limits()
-        watch.spent, watch.capped, watch.balances = rebased.spent, rebased.capped, rebased.balances
-
-    def _note_binding(self, store: str, key) -> None:
-        """A limit held back a reservation: if another reservation drew on it, order matters."""
-        watch = self._watch
-        if watch is None:
-            return
-        if store == "voucher":
-            base = watch.balances.get(key)
-        else:
-            base = (watch.spent if store == "spent" else watch.capped).get(key, ZERO)
-        if self._limit_value(store, key) != base:
-            watch.contended = True
-
-    def _limited_orgs(self) -> frozenset[str] | None:
-        """Orgs whose quotes a reservation can change; None means every org.
-
-        With no programme and no flat subsidy rules, booking usage ahead only
-        moves an org's own spending, which a policy sees only through a finite
-        org budget. Skipping the others keeps a round's cost independent of
-        the many running jobs of unlimited orgs (the whole-trace replays).
-        """
-        if self._programmes or self.flat is not None:
-            return None
-        return frozenset(name for name, org in self._orgs.items() if org.budget is not None)
 
     # -- reading ------------------------------------------------------------
 
@@ -574,7 +274,7 @@ class Books:
 
     def quote(self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float) -> Charge:
         """What booking this usage would cost now, without booking it."""
-        return _as_charge(self._plan(job, pool, gpu_type, start, end).lines)
+        return as_charge(self._plan(job, pool, gpu_type, start, end).lines)
 
     def charge(
         self,
@@ -648,338 +348,64 @@ class Books:
             return []
         return self.charge(job, pool, gpu_type, start, now, ahead, memo)
 
-    def org_pays_floor(
-        self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float
-    ) -> float:
-        """A lower bound on what ``job``'s org would pay for this usage, without pricing it.
-
-        Every line of a charge is funded by at most one source, at a rate no
-        higher than the best rate any source the job is eligible for offers on
-        this GPU type, and rounding to cents moves a line's org share by less
-        than a cent. Admission refuses an org out of budget on this bound
-        alone, so a queue of its jobs costs no full quotes (whole-trace replays).
-        """
-        top_rate, slack = self.floor_terms(job, gpu_type, end - start)
-        cost = job.gpus * (end - start) / 3600.0 * pool.price_per_gpu_hour
-        return (1.0 - top_rate) * cost - slack
-
-    def floor_terms(self, job: Job, gpu_type: GpuType, seconds: float) -> tuple[float, float]:
-        """``org_pays_floor``'s best rate and rounding slack for a run of ``seconds``.
-
-        The slack is a cent per line ``_plan`` could write at most: pieces x
-        (funders + 2), where a month, the shortest calendar period, cuts at most
-        once per 28 days.
-        """
-        top_rate, programmes, vouchers, funders = self._floor_counts(job, gpu_type)
-        calendar_cuts = 1 + int(seconds / (28 * 86400.0))
-        cuts = calendar_cuts * (1 + programmes) + 2 * (programmes + vouchers)
-        return top_rate, 0.01 * (cuts + 1) * (funders + 2)
-
-    def _floor_counts(self, job: Job, gpu_type: GpuType) -> tuple[float, int, int, int]:
-        """Best rate, eligible programmes, vouchers held and funders, for ``floor_terms``."""
-        key = (job.org, job.domain, gpu_type.name, len(self._vouchers))
-        terms = self._floor_cache.get(key)
-        if terms is None:
-            eligible = [p for p in self._programmes.values() if p.eligible(job.org, job.domain)]
-            rates = [p.rate_for(gpu_type.name) for p in eligible]
-            if self.flat is not None:
-                rates.append(self.flat.rate(job.domain, gpu_type.name))
-            by_voucher = {p.name for p in eligible if p.uses_vouchers}
-            vouchers = sum(
-                1 for v in self._vouchers.values() if v.org == job.org and v.programme in by_voucher
-            )
-            funders = len(eligible) - len(by_voucher) + vouchers
-            terms = (max(rates, default=0.0), len(eligible), vouchers, funders)
-            self._floor_cache[key] = terms
-        return terms
-
-    def assess(
-        self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float
-    ) -> tuple[Charge, str | None]:
-        """The quote, and the 'wait' programme that would hold this job back, if any.
-
-        A programme with when_exhausted='wait' holds back an eligible job on a
-        GPU type it subsidises when it could pay nothing towards it now.
-        """
-        lines = self._plan(job, pool, gpu_type, start, end).lines
-        funded = {line.programme for line in lines}
-        for prog in self._programmes.values():
-            if (
-                prog.when_exhausted == "wait"
-                and prog.eligible(job.org, job.domain)
-                and prog.period.active(start)
-                and prog.rate_for(gpu_type.name) > 0
-                and prog.name not in funded
-            ):
-                return _as_charge(lines), prog.name
-        return _as_charge(lines), None
-
-    def _plan(
-        self, job: Job, pool: Pool, gpu_type: GpuType, start: float, end: float, record=False
-    ) -> _Draft:
-        if pool.gpu_type != gpu_type.name:
-            raise GpupoolError(
-                f"pool {pool.name} holds {pool.gpu_type}, not {gpu_type.name}", location="gpu_type"
-            )
-        if not (math.isfinite(start) and math.isfinite(end)) or end < start:
-            raise GpupoolError(f"bad usage interval [{start}, {end})", location="end")
-        draft = _Draft(checks=[] if record else None)
-        programmes = [p for p in self._programmes.values() if p.eligible(job.org, job.domain)]
-        vouchers = self._vouchers_of(job.org, programmes)
-        for piece_start, piece_end in self._pieces(start, end, programmes, vouchers):
-            hours = (piece_end - piece_start) / 3600.0
-            piece = _Piece(
-                job=job,
-                pool=pool.name,
-                gpu_type=gpu_type,
-                label=period_label(piece_start, self.period),
-                start=piece_start,
-                end=piece_end,
-                cost=job.gpus * hours * pool.price_per_gpu_hour,
-                gpu_hours=job.gpus * hours,
-            )
-            self._fund_piece(draft, piece, programmes, vouchers)
-        return draft
-
-    def _vouchers_of(self, org: str, programmes: list[Programme]) -> dict[str, list[Voucher]]:
-        held: dict[str, list[Voucher]] = {p.name: [] for p in programmes if p.uses_vouchers}
-        for voucher in self._vouchers.values():
-            if voucher.org == org and voucher.programme in held:
-                held[voucher.programme].append(voucher)
-        for name, found in held.items():
-            found.sort(key=lambda v: v.spending_key(self._programmes[name].spending_order))
-        return held
-
-    def _pieces(self, start, end, programmes, vouchers) -> list[tuple[float, float]]:
-        cuts = {s for _, s, _ in split(start, end, self.period)}
-        for prog in programmes:
-            cuts.update(prog.period.cuts(start, end))
-        for held in vouchers.values():
-            for voucher in held:
-                cuts.update(
-                    t
-                    for t in (voucher.awarded_at, voucher.expires_at)
-                    if t is not None and start < t < end
-                )
-        points = sorted(cuts | {start, end})
-        return [(a, b) for a, b in zip(points, points[1:], strict=False) if b > a]
-
-    def _fund_piece(self, draft, piece: _Piece, programmes, vouchers) -> None:
-        left = 1.0  # share of the piece no programme has funded yet
-        for prog in programmes:
-            if left <= _EPS or not prog.period.active(piece.start):
-                continue
-            if not prog.uses_vouchers:
-                left -= self._fund(draft, piece, prog, left, None)
-                continue
-            per_piece = prog.voucher_hours_per_gpu_hour(piece.gpu_type) * piece.gpu_hours
-            for voucher in vouchers[prog.name]:
-                if left <= _EPS or not voucher.usable(piece.start):
-                    continue
-                used = draft.voucher_used[voucher.id]
-                balance = voucher.balance - used
-                need = left * per_piece + _EPS if per_piece > 0 else _EPS
-                self._check(draft, "voucher", voucher.id, balance <= need, used, need)
-                if balance <= _EPS:
-                    continue
-                share = left if per_piece <= 0 else min(left, balance / per_piece)
-                funded = self._fund(draft, piece, prog, share, voucher)
-                draft.voucher_used[voucher.id] += min(balance, funded * per_piece)
-                left -= funded
-        if left > _EPS and self.flat is not None:
-            left -= self._fund_flat(draft, piece, left)
-        if left > _EPS:
-            self._book(draft, piece, left, ZERO, None, None)
-
-    def _check(self, draft: _Draft, store: str, key, binding: bool, a, b) -> None:
-        """Note a limit read while pricing: for contention, and for a memo's checks."""
-        if binding:
-            self._note_binding(store, key)
-        if draft.checks is not None:
-            if binding:
-                draft.checks.append((store, key, "eq", self._limit_value(store, key), None))
-            else:
-                draft.checks.append((store, key, "room" if store != "voucher" else "left", a, b))
-
-    def _allowed(self, draft: _Draft, limits: list[tuple], wanted: float) -> Decimal | None:
-        """What subsidy ``limits`` (store, key, amount) let through now, or None for no limit."""
-        if not limits:
-            return None
-        rooms = []
-        for store, key, amount in limits:
-            pending = (draft.spent if store == "spent" else draft.capped)[key]
-            rooms.append((amount - pending, self._limit_value(store, key)))
-        allowed = max(ZERO, min(left - value for left, value in rooms))
-        binding = wanted + 0.01 >= float(allowed)
-        for (store, key, _), (left, _) in zip(limits, rooms, strict=True):
-            self._check(draft, store, key, binding, left, wanted + 0.01)
-        return allowed
-
-    def _fund_flat(self, draft, piece: _Piece, share: float) -> float:
-        """The policy document's flat rates pay for what no programme funded."""
-        rate = self.flat.rate(piece.job.domain, piece.gpu_type.name)
-        keys = (FLAT, piece.label), (FLAT, piece.label, piece.job.org)
-        limits = self.flat.period_budget, self.flat.org_cap
-        return self._pay(draft, piece, share, rate, keys, limits, None, None)
-
-    def _fund(self, draft, piece: _Piece, prog: Programme, share: float, voucher) -> float:
-        """Let ``prog`` pay for up to ``share`` of the piece; return the share it funded."""
-        key = prog.period.key(piece.start)
-        keys = (prog.name, key), (prog.name, key, piece.job.org)
-        rate, limits = prog.rate_for(piece.gpu_type.name), (prog.budget, prog.org_cap)
-        return self._pay(draft, piece, share, rate, keys, limits, prog, voucher)
-
-    def _pay(self, draft, piece: _Piece, share, rate, keys, limits, prog, voucher) -> float:
-        """Pay ``rate`` on up to ``share`` of the piece within a budget and an org cap.
-
-        ``keys``: where the budget's and the cap's spending are kept; ``limits``:
-        (budget, cap), None for no limit. Returns the share funded.
-        """
-        if rate <= 0:
-            return 0.0
-        (spent_key, cap_key), (budget, cap) = keys, limits
-        bounds = []
-        if budget is not None:
-            bounds.append(("spent", spent_key, cents(budget)))
-        if cap is not None:
-            bounds.append(("capped", cap_key, cents(cap)))
-        wanted = rate * share * piece.cost
-        allowed = self._allowed(draft, bounds, wanted)
-        if allowed is not None and wanted > float(allowed):
-            share *= float(allowed) / wanted
-        if share <= _EPS:
-            return 0.0
-        subsidy = cents(rate * share * piece.cost)
-        if allowed is not None:
-            subsidy = min(subsidy, allowed)
-        subsidy = self._book(draft, piece, share, subsidy, prog, voucher)
-        draft.spent[spent_key] += subsidy
-        draft.capped[cap_key] += subsidy
-        return share
-
-    def _book(self, draft, piece: _Piece, share, subsidy, prog, voucher) -> Decimal:
-        cost = cents(share * piece.cost)
-        subsidy = min(subsidy, cost)
-        hours = 0.0
-        if voucher is not None:
-            hours = share * prog.voucher_hours_per_gpu_hour(piece.gpu_type) * piece.gpu_hours
-        draft.lines.append(
-            _Line(
-                piece=piece,
-                share=share,
-                cost=cost,
-                subsidy=subsidy,
-                programme=None if prog is None else prog.name,
-                voucher_id=None if voucher is None else voucher.id,
-                voucher_hours=hours,
-            )
-        )
-        return subsidy
-
-    # -- vouchers -----------------------------------------------------------
-
-    def award(
+    def close_run(
         self,
-        org: str,
-        programme: str,
-        amount: float,
-        at: float,
-        expires_at: float | None = None,
-    ) -> Voucher:
-        """Give ``org`` ``amount`` voucher hours from ``programme`` (default expiry: period end)."""
-        prog = self.programme(programme)
-        known = self._orgs.get(org)
-        if known is not None and not prog.eligible(org, known.domain):
-            raise GpupoolError(
-                f"org {org!r} is not eligible for programme {programme!r}", location="org"
-            )
-        if not prog.uses_vouchers:
-            raise GpupoolError(
-                f"programme {programme!r} does not use vouchers", location="programme"
-            )
-        voucher = Voucher(
-            id=max(self._vouchers, default=0) + 1,
-            org=org,
-            programme=programme,
-            amount=amount,
-            balance=amount,
-            awarded_at=at,
-            expires_at=default_expiry(prog, at) if expires_at is None else expires_at,
-        )
-        self._vouchers[voucher.id] = voucher
-        self.version += 1
-        self._record(self._voucher_entry("award", voucher, amount, at))
-        return voucher
+        job: Job,
+        pool: Pool,
+        gpu_type: GpuType,
+        started_at: float,
+        ended_at: float,
+        ahead: Iterable[tuple] = (),
+        charges: Iterable[LedgerEntry] | None = None,
+    ) -> list[LedgerEntry]:
+        """Charge a run that ended at ``ended_at`` exactly up to its end; the new entries.
 
-    def expiring(self, now: float) -> bool:
-        """Whether some voucher with a balance is due to expire by ``now``.
-
-        Drivers meter running jobs up to ``now`` only then, before ``expire``.
+        Usage not charged yet is metered; usage already charged past the end (a
+        round metered the run before its end was known) is refunded by
+        ``correct``. ``charges``: this job's charge entries, for books loaded
+        without per-job entries (gpupool.scheduler.accounts); None reads this
+        ledger's own.
         """
-        return any(
-            v.expires_at is not None and v.expires_at <= now and v.balance > _EPS
-            for v in self._vouchers.values()
-        )
+        done = self._charged_until.get(job.id)
+        if done is not None and ended_at < done - corrections._SLACK:
+            return self.correct(job.id, gpu_type, started_at, ended_at, charges)
+        return self.meter(job, pool, gpu_type, started_at, ended_at, ahead)
 
-    def expire(self, now: float) -> list[LedgerEntry]:
-        """Expire every voucher due by ``now``, carrying over each programme's share.
+    def correct(
+        self,
+        job_id: int,
+        gpu_type: GpuType,
+        started_at: float,
+        until: float,
+        charges: Iterable[LedgerEntry] | None = None,
+    ) -> list[LedgerEntry]:
+        """Refund what the run started at ``started_at`` was charged past ``until``.
 
-        Book usage up to ``now`` (``meter``) first: an expired balance is gone.
+        One correction entry per charge reaching past ``until``, funded as that
+        charge was (gpupool.accounting.corrections); voucher hours go back to
+        their vouchers, and budgets, caps and org spending fall by the refund.
+        The job is then charged up to ``until``.
         """
-        new: list[LedgerEntry] = []
-        while True:
-            due = [
-                v
-                for v in self._vouchers.values()
-                if v.expires_at is not None and v.expires_at <= now and v.balance > _EPS
-            ]
-            if not due:
-                return new
-            voucher = min(due, key=lambda v: (v.expires_at, v.id))
-            new.extend(self._expire_one(voucher))
-
-    def _expire_one(self, voucher: Voucher) -> list[LedgerEntry]:
-        ended = voucher.expires_at
-        self.version += 1
-        self._vouchers[voucher.id] = replace(voucher, balance=0.0)
-        booked = [self._voucher_entry("expiry", voucher, -voucher.balance, ended)]
-        prog = self._programmes[voucher.programme]
-        carried = voucher.balance * prog.carry_over
-        next_end = default_expiry(prog, ended) if prog.period.active(ended) else None
-        if carried > _EPS and next_end is not None:
-            heir = Voucher(
-                id=max(self._vouchers) + 1,
-                org=voucher.org,
-                programme=voucher.programme,
-                amount=carried,
-                balance=carried,
-                awarded_at=ended,
-                expires_at=next_end,
-            )
-            self._vouchers[heir.id] = heir
-            entry = self._voucher_entry("carry_over", heir, carried, ended)
-            booked.append(
-                replace(entry, note=f"{carried:.6g} of voucher {voucher.id} carried over")
-            )
-        for entry in booked:
+        if charges is None:
+            charges = [e for e in self._entries if e.job_id == job_id]
+        new = []
+        for entry, fraction in corrections.refunds(charges, started_at, until):
+            hours = 0.0
+            if entry.voucher_id is not None:
+                programme = self.programme(entry.programme)
+                hours = fraction * corrections.voucher_hours(entry, programme, gpu_type)
+                self._give_back(entry.voucher_id, hours)
+            new.append(corrections.correction(entry, fraction, until, hours))
+        for entry in new:
             self._record(entry)
-        return booked
+        self._charged_until[job_id] = until
+        return new
 
-    def _voucher_entry(self, kind: str, voucher: Voucher, hours: float, at: float) -> LedgerEntry:
-        org = self._orgs.get(voucher.org)
-        # an expiry at a period's end belongs to the period that ended
-        label_at = at - 1.0 if kind == "expiry" and at - 1.0 >= voucher.awarded_at else at
-        return LedgerEntry(
-            kind=kind,
-            org=voucher.org,
-            domain=org.domain if org is not None else "",
-            period=period_label(label_at, self.period),
-            effective_gpu_hours=hours,
-            programme=voucher.programme,
-            voucher_id=voucher.id,
-            at=at,
-            note=f"{abs(hours):.6g} voucher hours",
-        )
+    def _give_back(self, voucher_id: int, hours: float) -> None:
+        voucher = self._vouchers.get(voucher_id)
+        if voucher is not None:  # a voucher set aside keeps its stored balance
+            balance = min(voucher.amount, voucher.balance + hours)
+            self._vouchers[voucher_id] = replace(voucher, balance=balance)
 
     def _record(self, entry: LedgerEntry) -> None:
         """Append an entry and fold it into the balances it implies."""
@@ -999,16 +425,5 @@ class Books:
         if entry.kind == "charge" and entry.job_id is not None:
             done = self._charged_until.get(entry.job_id, entry.at)
             self._charged_until[entry.job_id] = max(done, entry.at)
-
-
-def _as_charge(lines: list[_Line]) -> Charge:
-    cost = sum((line.cost for line in lines), ZERO)
-    subsidy = sum((line.subsidy for line in lines), ZERO)
-    by_programme: dict[str, Decimal] = defaultdict(Decimal)
-    for line in lines:
-        if line.programme is not None:
-            by_programme[line.programme] += line.subsidy
-    main = max(sorted(by_programme), key=lambda name: by_programme[name], default=None)
-    return Charge(
-        cost=float(cost), subsidy=float(subsidy), org_pays=float(cost - subsidy), programme=main
-    )
+        elif entry.job_id is not None:  # a correction: the job is charged up to its at
+            self._charged_until[entry.job_id] = entry.at

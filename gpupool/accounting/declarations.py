@@ -38,6 +38,7 @@ from typing import Any
 from gpupool import limits
 from gpupool.accounting.periods import PeriodSpec, is_label, label_bounds, parse_instant
 from gpupool.accounting.programmes import Programme, Voucher, default_expiry
+from gpupool.files import LocatedEntry as _Entry
 from gpupool.model import GpupoolError
 
 _PROGRAMME_FIELDS = frozenset(
@@ -61,16 +62,6 @@ _VOUCHER_FIELDS = frozenset(
     {"id", "org", "programme", "amount", "balance", "awarded_at", "expires_at"}
 )
 _RECURRING = {"monthly": "month", "quarterly": "quarter", "yearly": "year"}
-
-
-class _Entry(dict):
-    """One declaration with the location of the entry and of each of its keys."""
-
-    location: str
-    key_locations: dict[str, str]
-
-    def where(self, key: str) -> str:
-        return self.key_locations.get(key, self.location)
 
 
 def parse_programmes(node_or_dict: Any, source: str = "<programmes>") -> tuple[Programme, ...]:
@@ -247,7 +238,7 @@ def _text(entry: _Entry, key: str, default: str | None = None) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return limits.is_real(value) and math.isfinite(value)
 
 
 def _is_share(value: Any) -> bool:
@@ -365,31 +356,10 @@ def _located(name: str | None, item: Any, where: str) -> _Entry:
 def _entries_from_node(node: Any, section: str, source: str) -> list[_Entry]:
     import yaml
 
-    from gpupool.located_yaml import to_python, where
+    from gpupool.located_yaml import entries
 
     if isinstance(node, yaml.MappingNode):
         children = {k.value: v for k, v in node.value}
         if section in children:
             node = children[section]
-    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
-        return []
-    if isinstance(node, yaml.SequenceNode):
-        items = [(None, item, f"{section}[{i}]") for i, item in enumerate(node.value)]
-    elif isinstance(node, yaml.MappingNode):
-        items = [(k.value, v, f"{section}.{k.value}") for k, v in node.value]
-    else:
-        line = node.start_mark.line + 1
-        raise GpupoolError(f"expected a list of {section}", location=f"{source}:{line} {section}")
-    entries = []
-    for name, item, path in items:
-        if not isinstance(item, yaml.MappingNode):
-            raise GpupoolError("expected a mapping of fields", location=where(source, item, path))
-        entry = _Entry({k.value: to_python(v) for k, v in item.value})
-        if name is not None:
-            entry.setdefault("name", name)
-        entry.location = where(source, item, path)
-        entry.key_locations = {
-            k.value: where(source, k, f"{path}.{k.value}") for k, _ in item.value
-        }
-        entries.append(entry)
-    return entries
+    return entries(node, source, section)

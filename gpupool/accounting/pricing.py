@@ -43,6 +43,14 @@ class SubsidyRules:
         )
         return min(1.0, max(0.0, 1.0 - unpaid))
 
+    def floor_terms(self, job: Job, gpu_type: GpuType, seconds: float) -> tuple[float, float]:
+        """The best rate ``job`` could get on ``gpu_type``, and no rounding slack.
+
+        Books.floor_terms' signature, so the optimising policies read either
+        pricing type the same way (gpupool.policies.priority.PriceFloor).
+        """
+        return self.rate(job.domain, gpu_type.name), 0.0
+
 
 class BudgetTracker:
     """Running balances for one scheduling round.

@@ -86,10 +86,27 @@ def list_jobs(
     ctx: typer.Context,
     state: list[str] = typer.Option([], "--state", help="Only jobs in this state (repeat)."),
     org: str | None = typer.Option(None, "--org", help="Only this organisation's jobs."),
+    limit: str | None = typer.Option(
+        None, "--limit", help="Jobs per page (default 100, at most 1,000: gpupool/limits.py)."
+    ),
+    after: str | None = typer.Option(
+        None, "--after", metavar="JOB_ID", help="The page after this job (its next_after)."
+    ),
+    before: str | None = typer.Option(
+        None, "--before", metavar="JOB_ID", help="The page before this job (previous_before)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """List jobs (oldest first) with the reason each pending job waits."""
+    """List jobs (oldest first) with the reason each pending job waits, one page at a time.
+
+    A page holds --limit jobs in id order. --json prints {"jobs", "limit", "next_after",
+    "previous_before"}: run again with --after NEXT_AFTER for the next page (null: the
+    last page) or --before PREVIOUS_BEFORE for the one before. The table says on stderr
+    how to get the next page.
+    """
+    from gpupool import limits
     from gpupool.model import GpupoolError, JobState
+    from gpupool.scheduler.service import positive_int
 
     known = [s.value for s in JobState]
     for value in state:
@@ -97,12 +114,26 @@ def list_jobs(
             raise GpupoolError(
                 f"unknown state {value!r}; one of {', '.join(known)}", location="--state"
             )
-    rows = platform(ctx).list_jobs(state, org)
-    if not as_json:
-        for row in rows:
-            if row["state"] == "pending" and row["wait_reason"] is None:
-                row["wait_reason"] = "not yet considered by a round"
-    render(rows, JOB_COLUMNS, as_json, title="jobs")
+    size = (
+        limits.JOB_PAGE_DEFAULT
+        if limit is None
+        else positive_int(limit, "--limit", limits.JOB_PAGE)
+    )
+    cursors = [
+        None if v is None else positive_int(v, o)
+        for v, o in ((after, "--after"), (before, "--before"))
+    ]
+    page = platform(ctx).list_jobs(state, org, size, *cursors)
+    if as_json:
+        print_json(page)
+        return
+    rows = page["jobs"]
+    for row in rows:
+        if row["state"] == "pending" and row["wait_reason"] is None:
+            row["wait_reason"] = "not yet considered by a round"
+    render(rows, JOB_COLUMNS, False, title="jobs")
+    if page["next_after"] is not None:
+        echo(f"more jobs: the next page is --after {page['next_after']}", err=True)
 
 
 @app.command()

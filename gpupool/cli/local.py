@@ -57,12 +57,11 @@ class LocalPlatform:
             results = submit_jobs(session, self.actor, requests, prior_errors=malformed)
         return [{"id": job_id, "created": created} for job_id, created in results]
 
-    def list_jobs(self, states: list[str], org: str | None) -> list[View]:
-        from gpupool.scheduler.permissions import visible_jobs
-        from gpupool.scheduler.service import job_view
+    def list_jobs(self, states, org, limit, after, before) -> View:
+        from gpupool.scheduler.queries import job_page
 
         with self._work() as session:
-            return [job_view(r) for r in visible_jobs(session, self.actor, states or None, org)]
+            return job_page(session, self.actor, states or None, org, limit, after, before)
 
     def show_job(self, job_id: int) -> View:
         from gpupool.scheduler.queries import job_detail
@@ -71,28 +70,22 @@ class LocalPlatform:
             return job_detail(session, self.actor, job_id)
 
     def cancel_job(self, job_id: int) -> View:
-        from gpupool.scheduler.service import cancel_job, job_view
+        from gpupool.scheduler.service import cancel
 
         with self._work() as session:
-            return job_view(cancel_job(session, self.actor, job_id))
+            return cancel(session, self.actor, job_id)
 
     def finish_job(self, job_id: int, failed: bool, at: str | None) -> View:
-        from gpupool.scheduler.lifecycle import finish_job, parse_time
-        from gpupool.scheduler.service import job_view
+        from gpupool.scheduler.service import finish
 
-        ended = None if at is None else parse_time(at)
         with self._work() as session:
-            return job_view(finish_job(session, self.actor, job_id, failed=failed, at=ended))
+            return finish(session, self.actor, job_id, failed=failed, at=at)
 
     def reap(self, grace: str | None) -> View:
-        from gpupool.scheduler import clock, lifecycle
-        from gpupool.scheduler.permissions import require_admin
+        from gpupool.scheduler.service import reap
 
-        rule = lifecycle.parse_grace(grace)
         with self._work() as session:
-            require_admin(session, self.actor, "reap overdue jobs", "scheduler")
-            lifecycle.lock_for_ending(session)
-            return {"timed_out": lifecycle.reap_timeouts(session, clock.utcnow(), rule)}
+            return reap(session, self.actor, grace)
 
     def schedule(self, dry_run: bool, grace: str | None) -> View:
         from gpupool.scheduler.daemon import WAITING, log
@@ -189,6 +182,18 @@ class LocalPlatform:
         with self._work() as session:
             return user_view(add_user(session, self.actor, name, role, org, site))
 
+    def remove_user(self, name: str) -> View:
+        from gpupool.scheduler.permissions import remove_user
+
+        with self._work() as session:
+            return remove_user(session, self.actor, name)
+
+    def set_role(self, name, role, org, site) -> View:
+        from gpupool.scheduler.permissions import set_role, user_view
+
+        with self._work() as session:
+            return user_view(set_role(session, self.actor, name, role, org, site))
+
     def create_token(self, user, expires, scopes) -> View:
         from gpupool.scheduler import tokens
 
@@ -269,11 +274,11 @@ class LocalPlatform:
             row = policies_store.rollback_policy(session, self.actor, number, comment)
             return _replacing(policies_store.version_view(row), previous)
 
-    def whatif(self, text: str, filename: str, since: str, until: str | None, out) -> View:
+    def whatif(self, text: str, filename: str, since: str, until: str | None, files) -> View:
         from gpupool.policies.document import parse_policy_text
         from gpupool.scheduler import clock
         from gpupool.scheduler.permissions import authorize
-        from gpupool.scheduler.queries import whatif_results
+        from gpupool.scheduler.queries import whatif
         from gpupool.simulations import from_db
 
         document = parse_policy_text(text, filename)
@@ -281,14 +286,7 @@ class LocalPlatform:
         from_db.parse_since(since, from_db.parse_until(until, now))  # bad dates: no database
         with self._work() as session:
             authorize(session, self.actor, "policy.whatif")  # replays every org's jobs
-            comparison, results = whatif_results(session, document, filename, since, until, now)
-        if out is not None:
-            from pathlib import Path
-
-            from gpupool.cli.policy import write_whatif
-
-            write_whatif(Path(out), comparison, results)
-        return comparison
+            return whatif(session, document, filename, since, until, now, files)
 
     # --- accounting ----------------------------------------------------------
 
@@ -342,6 +340,12 @@ class LocalPlatform:
 
         with self._work() as session:
             return subsidy_report(session, self.actor, programme)
+
+    def burn_down_chart(self, programme: str | None, fmt: str) -> bytes:
+        from gpupool.scheduler.queries import burn_down_chart
+
+        with self._work() as session:
+            return burn_down_chart(session, self.actor, programme, fmt)
 
 
 def _replacing(view: dict, previous) -> dict:

@@ -75,6 +75,7 @@ def _register(app) -> None:
         policy,
         report,
         schedule,
+        schema,
         serve,
         simulate,
         users,
@@ -84,7 +85,7 @@ def _register(app) -> None:
     app.add_typer(jobs.app, name="job", help="Submit, list, show and cancel jobs.")
     app.add_typer(db_cmd.app, name="db", help="Database schema: upgrade, current revision.")
     app.add_typer(policy.app, name="policy", help="Policy documents: validate, apply, history.")
-    app.add_typer(users.app, name="user", help="Users and roles: add, list (admins).")
+    app.add_typer(users.app, name="user", help="Users and roles: add, list, remove, set-role.")
     app.add_typer(users.token_app, name="token", help="API tokens: create, list, revoke.")
     app.add_typer(users.audit_app, name="audit", help="The audit log: list (admins, auditors).")
     app.add_typer(daemon.app, name="scheduler", help="The scheduling daemon: run.")
@@ -95,6 +96,7 @@ def _register(app) -> None:
     admin.register(app)
     login.register(app)
     schedule.register(app)
+    schema.register(app)
     serve.register(app)
 
 

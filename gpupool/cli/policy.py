@@ -183,9 +183,13 @@ def whatif(
     load_document_or_exit(file)  # every problem, before the platform is asked at all
     if out is not None and out.exists() and not out.is_dir():
         raise GpupoolError("exists and is not a directory", location=f"--out {out}")
-    comparison = platform(ctx).whatif(
-        _document_text(file), file.name, since, until, None if out is None else str(out)
-    )
+    with document_problems_or_exit():  # names the platform lacks
+        comparison = platform(ctx).whatif(
+            _document_text(file), file.name, since, until, out is not None
+        )
+    files = comparison.pop("files", None)
+    if out is not None:
+        write_whatif(out, files or {})
     if as_json:
         print_json(comparison)
         return
@@ -243,10 +247,14 @@ def _number(value: float | None, digits: int, signed: bool) -> str:
     return f"{value:{'+' if signed else ''},.{digits}f}"
 
 
-def write_whatif(out: Path, comparison: dict, results: dict) -> None:
-    from gpupool.simulations.metrics import write_jobs_csv, write_metrics_json
-
+def write_whatif(out: Path, files: dict[str, str]) -> None:
+    """Write the files the platform made (whatif.json and the per-job CSVs) into ``out``,
+    byte for byte; a name that is not a plain file name is refused, not followed."""
+    for name in files:
+        if not name or Path(name).name != name or name.startswith("."):
+            raise GpupoolError(
+                f"the platform sent an unusable file name {name!r}", location="--out"
+            )
     out.mkdir(parents=True, exist_ok=True)
-    write_metrics_json(comparison, out / "whatif.json")
-    for side, result in results.items():
-        write_jobs_csv(result, out / f"jobs-{side}.csv")
+    for name, text in sorted(files.items()):
+        (out / name).write_bytes(text.encode("utf-8"))

@@ -20,15 +20,17 @@ from pathlib import Path
 
 from gpupool.cli.platform import View
 from gpupool.model import (
+    Conflict,
     GpupoolError,
-    IllegalTransition,
     NotFound,
     PermissionDenied,
 )
 
 API = "/api/v1"
 TIMEOUT_SECONDS = 60.0  # a live round waits for a daemon's round in progress
-_CLASSES = {401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: IllegalTransition}
+# a response read whole: the largest the server sends (files as JSON text) with room
+MAX_BODY_BYTES = 128 * 2**20
+_CLASSES = {401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: Conflict}
 
 
 class HttpPlatform:
@@ -51,14 +53,16 @@ class HttpPlatform:
 
     # --- the wire ------------------------------------------------------------
 
-    def _call(self, method: str, path: str, *, json=None, params=None, errors=None):
-        status, body = self._send(method, API + path + _query(params), json)
+    def _call(self, method: str, path: str, *, json=None, params=None, errors=None, raw=False):
+        """The response's JSON body (``raw``: its bytes, e.g. a chart), or its error."""
+        status, body = self._send(method, API + path + _query(params), json, raw)
         if status >= 400:
-            raise _error(status, body, errors)
+            raise _error(status, _decoded(body) if raw else body, errors, method, path)
         return body
 
-    def _send(self, method: str, target: str, payload) -> tuple[int, object]:
-        """One request on a fresh connection: (status, decoded JSON body or None)."""
+    def _send(self, method: str, target: str, payload, raw=False) -> tuple[int, object]:
+        """One request on a fresh connection: (status, decoded JSON body or None; with
+        ``raw``, the body's bytes, at most MAX_BODY_BYTES)."""
         import http.client
         import json
         from urllib.parse import urlsplit
@@ -83,7 +87,7 @@ class HttpPlatform:
         try:
             connection.request(method, parts.path.rstrip("/") + target, data, headers)
             response = connection.getresponse()
-            raw = response.read()
+            body = response.read(MAX_BODY_BYTES + 1)
         except (OSError, http.client.HTTPException) as exc:
             raise GpupoolError(
                 f"cannot reach the server {self.url}: {exc.__class__.__name__}: {exc}",
@@ -91,10 +95,12 @@ class HttpPlatform:
             ) from None
         finally:
             connection.close()
-        try:
-            return response.status, json.loads(raw.decode("utf-8")) if raw else None
-        except ValueError:
-            return response.status, None
+        if len(body) > MAX_BODY_BYTES:
+            raise GpupoolError(
+                f"the server's answer is over {MAX_BODY_BYTES // 2**20} MiB; not read",
+                location="GPUPOOL_URL",
+            )
+        return response.status, body if raw else _decoded(body)
 
     # --- jobs ----------------------------------------------------------------
 
@@ -117,8 +123,9 @@ class HttpPlatform:
         body = {"filename": Path(path).name, "content": read_text(path, kind)}
         return self._call("POST", "/jobs/batch", json=body, errors="batch")
 
-    def list_jobs(self, states: list[str], org: str | None) -> list[View]:
-        return self._call("GET", "/jobs", params={"state": list(states), "org": org})
+    def list_jobs(self, states, org, limit, after, before) -> View:
+        params = {"state": list(states), "org": org, "limit": limit}
+        return self._call("GET", "/jobs", params={**params, "after": after, "before": before})
 
     def show_job(self, job_id: int) -> View:
         return self._call("GET", f"/jobs/{job_id}")
@@ -185,6 +192,13 @@ class HttpPlatform:
         body = {"name": name, "role": role, "org": org, "site": site}
         return self._call("POST", "/users", json=body)
 
+    def remove_user(self, name: str) -> View:
+        return self._call("DELETE", f"/users/{_segment(name)}")
+
+    def set_role(self, name, role, org, site) -> View:
+        body = {"role": role, "org": org, "site": site}
+        return self._call("PUT", f"/users/{_segment(name)}/role", json=body)
+
     def create_token(self, user, expires, scopes) -> View:
         body = {"user": user, "expires": expires, "scopes": list(scopes)}
         return self._call("POST", "/tokens", json=body)
@@ -229,14 +243,9 @@ class HttpPlatform:
     def rollback_policy(self, version: str, comment: str) -> View:
         return self._call("POST", "/policy/rollback", json={"version": version, "comment": comment})
 
-    def whatif(self, text: str, filename: str, since: str, until: str | None, out) -> View:
-        if out is not None:
-            raise GpupoolError(
-                "the per-job files need the database itself; leave --out out with a server "
-                "(--json prints the comparison)",
-                location="--out",
-            )
+    def whatif(self, text: str, filename: str, since: str, until: str | None, files) -> View:
         body = {"content": text, "filename": filename, "since": since, "until": until}
+        body["files"] = bool(files)
         return self._call("POST", "/policy/whatif", json=body, errors="policy")
 
     # --- accounting ----------------------------------------------------------
@@ -265,6 +274,26 @@ class HttpPlatform:
     def subsidy_report(self, programme: str | None) -> list[View]:
         return self._call("GET", "/reports/subsidies", params={"programme": programme})
 
+    def burn_down_chart(self, programme: str | None, fmt: str) -> bytes:
+        params = {"programme": programme, "format": fmt}
+        return self._call("GET", "/reports/subsidies/chart", params=params, raw=True)
+
+
+def _decoded(body: bytes) -> object:
+    import json
+
+    try:
+        return json.loads(body.decode("utf-8")) if body else None
+    except ValueError:
+        return None
+
+
+def _segment(text: str) -> str:
+    """One path segment, whatever the text holds (a name with / or ? stays one)."""
+    from urllib.parse import quote
+
+    return quote(text.strip(), safe="")
+
 
 def _query(params: dict | None) -> str:
     """``?a=1&state=x&state=y`` from the parameters given (None and [] left out)."""
@@ -274,7 +303,7 @@ def _query(params: dict | None) -> str:
     return "?" + urlencode(given, doseq=True) if given else ""
 
 
-def _error(status: int, body, errors: str | None) -> GpupoolError:
+def _error(status: int, body, errors: str | None, method: str = "", path: str = ""):
     """The GpupoolError a problem-details response stands for."""
     if not isinstance(body, dict):
         body = {}
@@ -288,7 +317,11 @@ def _error(status: int, body, errors: str | None) -> GpupoolError:
         from gpupool.policies.document import PolicyDocumentError
 
         return PolicyDocumentError([_pair(item) for item in items])
-    return _one(body.get("field"), detail, _CLASSES.get(status, GpupoolError))
+    from gpupool.fields import cli_location
+
+    # the detail names the input as the CLI does (--gpus), the field as the API does (gpus)
+    location = cli_location(detail, body.get("field"), method, path)
+    return _one(location, detail, _CLASSES.get(status, GpupoolError))
 
 
 def _one(field: str | None, detail: str, kind=GpupoolError) -> GpupoolError:

@@ -6,8 +6,9 @@ rows gpupool.scheduler.queries sums from the append-only ledger with
 GPU-hours (effective GPU-hours / the type's speed), effective GPU-hours, cost,
 subsidy, what orgs paid, and jobs. ``--csv`` writes the table, ``--png`` a
 chart (matplotlib Agg, imported only then): usage by domain per period, or
-each programme's budget burn-down (read from the database itself: not served
-by the API yet, so refused with a server). Names in tables and charts are shown through
+each programme's budget burn-down (drawn where the ledger is, by
+gpupool.scheduler.queries.burn_down_chart, locally or by the server, and written
+here; admins and auditors only). Names in tables and charts are shown through
 gpupool.safe_text; ``--json`` and ``--csv`` hold them exactly as stored.
 """
 
@@ -19,15 +20,7 @@ from pathlib import Path
 
 import typer
 
-from gpupool.cli.output import (
-    JSON_OPTION,
-    actor,
-    local_database,
-    platform,
-    print_json,
-    render,
-    work,
-)
+from gpupool.cli.output import JSON_OPTION, platform, print_json, render
 from gpupool.safe_text import plot_text
 
 app = typer.Typer(no_args_is_help=True)
@@ -110,9 +103,11 @@ def subsidies(
 ) -> None:
     """Subsidy paid per programme, period and org, against each programme's budget."""
     _check_outputs(csv_path, png_path)  # before anything is read or written
-    books = _ledger_for_chart(ctx) if png_path else None  # refused before anything is written
+    image = None
+    if png_path:  # drawn by the platform, refused before anything is written
+        image = platform(ctx).burn_down_chart(programme, Path(png_path).suffix.lower()[1:])
     rows = platform(ctx).subsidy_report(programme)
-    chart = partial(_burn_down_chart, books, programme)
+    chart = partial(_write_image, image)
     if _write_out(rows, csv_path, png_path, chart, as_json):
         return
     render(
@@ -174,48 +169,5 @@ def _usage_chart(rows: list[dict], field: str, path: str) -> None:
     plt.close(figure)
 
 
-def _burn_down_chart(books, only: str | None, path: str) -> None:
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(8, 4.5))
-    for prog in books.programmes:
-        if only is not None and prog.name != only:
-            continue
-        entries = sorted(
-            (e for e in books.entries if e.programme == prog.name and e.subsidy), key=lambda e: e.at
-        )
-        if not entries:
-            continue
-        spent, times, left = 0.0, [], []
-        for entry in entries:
-            spent += float(entry.subsidy)
-            times.append(entry.at / 86400.0)
-            left.append((prog.budget - spent) if prog.budget is not None else spent)
-        axes.step(times, left, where="post", label=plot_text(prog.name))
-    axes.set_xlabel("days since 1970-01-01 (UTC)")
-    axes.set_ylabel("budget left (or subsidy paid if unlimited)")
-    axes.set_title("subsidy budget burn-down")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-
-
-def _ledger_for_chart(ctx: typer.Context):
-    """The whole ledger: a burn-down shows every organisation's subsidy, so it is for
-    admins and auditors only, and read from the database itself (not served yet)."""
-    from gpupool.scheduler import accounts
-    from gpupool.scheduler.permissions import Denied, authorize
-
-    local_database(ctx, "--png")
-    with work(ctx) as session:
-        grant = authorize(session, actor(ctx), "report.read")
-        if not grant.everything:
-            raise Denied(
-                f"{grant.actor} may not chart budget burn-down: it shows every organisation's "
-                "subsidy (admins and auditors only)",
-                grant.actor,
-                "chart budget burn-down",
-                "report subsidies",
-                location="--png",
-            )
-        return accounts.load_books(session)
+def _write_image(image: bytes, path: str) -> None:
+    Path(path).write_bytes(image)

@@ -204,6 +204,18 @@ def _print_summary(metrics: dict) -> None:
         f"dropped {sum(conservation['dropped'].values())}",
         sep="",
     )
+    idle = {
+        name: scope["idle_while_waiting_gpu_hours"]
+        for name, scope in metrics["domains"].items()
+        if scope.get("idle_while_waiting_gpu_hours")
+    }
+    if idle:  # per domain: free GPU-h where one of its waiting jobs would have fitted
+        console.print(
+            rich_text(
+                "idle while its jobs wait, GPU-h: "
+                + "  ".join(f"{name} {hours:,.0f}" for name, hours in idle.items())
+            )
+        )
     shares = platform.get("gpu_hours_share_by_gpu_type") or {}
     if len(shares) > 1:
         console.print(
@@ -241,7 +253,7 @@ def compare(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from gpupool.policies.document import load_policy_file
+    from gpupool.policies.document import check_names, load_policy_file
     from gpupool.simulations.compare import RunRequest, run_grid, scheme_labels
     from gpupool.simulations.scenario import load_scenario
 
@@ -253,9 +265,11 @@ def compare(
     schemes = [(s, p) for s in scenario for p in policy]
     labels = _scheme_labels(scenario, policy, scheme_labels)
     # Parse every file here first: a bad one is one error line, before any worker starts.
-    for path in policy:
-        load_policy_file(path)
+    documents = [load_policy_file(path) for path in policy]
     scenario_objs = [load_scenario(path, max_jobs=1) for path in scenario]
+    for document in documents:  # each policy runs on every scenario: it must fit each
+        for scen in scenario_objs:
+            check_names(document, scen.gpu_types, scen.domains)
     scenario_obj = scenario_objs[0]
     seed_list = [scenario_obj.seed + i for i in range(count)]
     requests = [

@@ -1,4 +1,4 @@
-"""`gpupool user add|list`, `gpupool token create|list|revoke`, `gpupool audit list`.
+"""`gpupool user add|list|remove|set-role`, `gpupool token ...`, `gpupool audit list`.
 
 Who may do what is gpupool.scheduler.permissions' table (docs/security.md);
 tokens are gpupool.scheduler.tokens'. A new token is printed once and never
@@ -29,6 +29,32 @@ def add(
     where = f" for {user['org']}" if user["org"] is not None else ""
     where += f" at {user['site']}" if user.get("site") else ""
     echo(f"added {user['role']} {user['name']}{where}")
+
+
+@app.command()
+def remove(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="The user to remove."),
+) -> None:
+    """Remove a user and its API tokens (admins only; audited). Its tokens are refused
+    from the next request on; the last admin cannot be removed."""
+    view = platform(ctx).remove_user(name)
+    echo(f"removed {view['role']} {view['name']} and {view['tokens_removed']} API token(s)")
+
+
+@app.command("set-role")
+def set_role(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="The user."),
+    role: str = typer.Argument(..., metavar="ROLE", help="admin, submitter, agent or auditor."),
+    org: str | None = typer.Option(None, "--org", help="The organisation a submitter acts for."),
+    site: str | None = typer.Option(None, "--site", help="The site an agent acts for."),
+) -> None:
+    """Give a user another role (admins only; audited); the last admin cannot be demoted."""
+    user = platform(ctx).set_role(name, role.strip(), org, site)
+    where = f" for {user['org']}" if user["org"] is not None else ""
+    where += f" at {user['site']}" if user.get("site") else ""
+    echo(f"{user['name']} is now {user['role']}{where}")
 
 
 @app.command("list")

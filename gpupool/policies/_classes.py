@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gpupool.model import Job, Pool, Snapshot
+from gpupool.policies._borrowing import DomainLimits
 from gpupool.policies.params import PolicyParams
 
 if TYPE_CHECKING:
@@ -85,48 +86,6 @@ def allowed_groups(jobs: Sequence[Job], groups: Sequence[PoolGroup]) -> dict[int
             )
         result[job.id] = memo[key]
     return result
-
-
-# ---------------------------------------------------------------------------
-# Domain limits: guaranteed shares and borrowing, in effective GPUs (GPUs x speed)
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DomainLimits:
-    """Per domain: effective GPUs running now, guaranteed, and the most it may hold."""
-
-    running: dict[str, float]
-    guarantee: dict[str, float]
-    cap: dict[str, float]  # math.inf when the domain may borrow without limit
-
-    def headroom(self, domain: str) -> float:
-        return self.cap.get(domain, math.inf) - self.running.get(domain, 0.0)
-
-    def below_guarantee(self, domain: str) -> bool:
-        return self.running.get(domain, 0.0) < self.guarantee.get(domain, 0.0)
-
-
-def domain_limits(snapshot: Snapshot, params: PolicyParams) -> DomainLimits:
-    """Guarantee = GPUs per type x speed, or a fraction of the platform; cap adds borrowing."""
-    speeds = {name: t.speed for name, t in snapshot.gpu_types.items()}
-    platform = sum(s.pool.gpus * speeds[s.pool.gpu_type] for s in snapshot.pools)
-    running: dict[str, float] = {}
-    pool_speed = {s.pool.name: speeds[s.pool.gpu_type] for s in snapshot.pools}
-    for r in snapshot.running:  # every round of a simulation: plain loops, no property calls
-        placement = r.placement
-        gpus = sum([taken for _, taken in placement.nodes])
-        domain = r.job.domain
-        running[domain] = running.get(domain, 0.0) + gpus * pool_speed[placement.pool]
-    guarantee, cap = {}, {}
-    for domain, share in params.shares.items():
-        if share.gpus is not None:
-            guarantee[domain] = sum(n * speeds.get(t, 1.0) for t, n in share.gpus.items())
-        else:
-            guarantee[domain] = (share.fraction or 0.0) * platform
-        borrow = math.inf if share.borrow_limit is None else share.borrow_limit * platform
-        cap[domain] = guarantee[domain] + borrow
-    return DomainLimits(running, guarantee, cap)
 
 
 # ---------------------------------------------------------------------------

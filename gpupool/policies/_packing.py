@@ -28,7 +28,8 @@ from collections.abc import Sequence
 
 from gpupool.accounting import BudgetTracker
 from gpupool.model import Charge, Job, Placement, Pool, Snapshot, WaitReason, fit_gang
-from gpupool.policies._classes import DomainLimits, PoolGroup
+from gpupool.policies._borrowing import DomainLimits
+from gpupool.policies._classes import PoolGroup
 
 
 class _PoolFree:
@@ -172,7 +173,7 @@ class Packer:
         self.capacity = Capacity(snapshot, groups)
         self.groups = groups
         self.budgets = BudgetTracker(snapshot)
-        self.headroom = {d: limits.headroom(d) for d in limits.cap}
+        self.borrowing = limits.tracker()  # guarantees and borrow limits, as jobs start
         self.placements: list[Placement] = []
         self.charges: dict[int, Charge] = {}
         self.group_of: dict[int, int] = {}
@@ -236,9 +237,9 @@ class Packer:
         return False
 
     def _within_cap(self, job: Job, g: int) -> bool:
-        """The domain cap, in effective GPUs: the same on every pool of a group."""
-        effective = job.gpus * self.groups[g].speed
-        if effective > self.headroom.get(job.domain, math.inf) + 1e-9:
+        """Guarantees and borrow limits (gpupool.policies._borrowing), in effective GPUs:
+        the same on every pool of a group."""
+        if not self.borrowing.allows(job.domain, job.gpus * self.groups[g].speed):
             self._note(job, WaitReason.QUOTA)
             return False
         return True
@@ -249,8 +250,7 @@ class Packer:
             self._note(job, WaitReason.BUDGET)
             return False
         self.capacity.take(member, g, nodes)
-        if job.domain in self.headroom:
-            self.headroom[job.domain] -= job.gpus * self.groups[g].speed
+        self.borrowing.take(job.domain, job.gpus * self.groups[g].speed)
         self.placements.append(Placement(job.id, member.pool.name, nodes))
         self.charges[job.id] = charge
         self.group_of[job.id] = g

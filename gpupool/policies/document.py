@@ -39,7 +39,7 @@ import difflib
 import importlib
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from gpupool.policies.params import (
 )
 
 Problem = tuple[str, str]  # (location "file:line field.path", message)
+NameUse = tuple[str, str, str]  # (what: "domain" | "GPU type", name, location)
 
 
 class PolicyDocumentError(GpupoolError):
@@ -154,6 +155,9 @@ class PolicyDocument:
     text: str = ""
     source: str = "<text>"
     description: str = ""
+    # every domain and GPU type the document names, where: checked against a platform by
+    # check_names (the document alone cannot know which names exist)
+    names: tuple[NameUse, ...] = field(default=(), compare=False)
 
     def build(self) -> Policy:
         return POLICY_KINDS[self.kind](params=self.params, **self.options)
@@ -230,6 +234,28 @@ def parse_policy_text(text: str, source: str = "<text>") -> PolicyDocument:
     return document
 
 
+def check_names(document: PolicyDocument, gpu_types: Iterable[str], domains: Iterable[str]) -> None:
+    """Refuse a document naming a GPU type or domain the platform lacks: a guarantee or
+    a rate on a missing name would otherwise be silently ignored. PolicyDocumentError
+    lists every such name at its ``file:line field.path``."""
+    known = {"GPU type": tuple(sorted(gpu_types)), "domain": tuple(sorted(domains))}
+    problems = [
+        (where, _missing_name(name, known[what], what))
+        for what, name, where in document.names
+        if name not in known[what]
+    ]
+    if problems:
+        raise PolicyDocumentError(sorted(problems, key=_problem_order))
+
+
+def _missing_name(name: str, known: tuple[str, ...], what: str) -> str:
+    message = f"the platform has no {what} {name!r}"
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"{message} (did you mean {close[0]!r}?)"
+    return f"{message}; it has: {', '.join(known)}" if known else f"{message}; it has none"
+
+
 def _problem_order(problem: Problem) -> tuple[int, str]:
     where = problem[0].rsplit(":", 1)[-1]
     line = where.split(" ", 1)[0]
@@ -247,12 +273,16 @@ class _Reader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[Problem] = []
+        self.names: list[NameUse] = []  # domains and GPU types named, for check_names
         self._constructor = yaml.SafeLoader("")
 
     # -- reporting --------------------------------------------------------
 
     def error(self, node: yaml.Node, path: str, message: str) -> None:
         self.problems.append((located_yaml.where(self.source, node, path), message))
+
+    def named(self, what: str, name: str, key_node: yaml.Node, path: str) -> None:
+        self.names.append((what, name, located_yaml.where(self.source, key_node, path)))
 
     # -- node helpers -----------------------------------------------------
 
@@ -294,7 +324,7 @@ class _Reader:
         value = self.scalar(node)
         if value is None and nullable:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        if not limits.is_real(value):
             self.error(node, path, "must be a number" + (" or null" if nullable else ""))
             return None
         if not check(value):
@@ -345,10 +375,11 @@ class _Reader:
             self.error(node, path, exc.message)
             return None
 
-    def rates(self, node: yaml.Node, path: str) -> dict[str, float]:
+    def rates(self, node: yaml.Node, path: str, what: str) -> dict[str, float]:
         entries = self.mapping(node, path) or {}
         rates = {}
-        for name, (_, value_node) in entries.items():
+        for name, (key_node, value_node) in entries.items():
+            self.named(what, name, key_node, _join(path, name))
             rate = self.number(value_node, _join(path, name), _fraction_closed, "between 0 and 1")
             if rate is not None:
                 rates[name] = rate
@@ -379,7 +410,8 @@ class _Reader:
             description = self.text(entries["description"][1], "description") or ""
         if cls is None or kind is None:
             return None
-        return PolicyDocument(kind, params, options, text, self.source, description)
+        names = tuple(self.names)
+        return PolicyDocument(kind, params, options, text, self.source, description, names)
 
     def kind(self, root: yaml.Node, entries) -> str | None:
         if "kind" not in entries:
@@ -417,8 +449,9 @@ class _Reader:
             return weights, shares
         node = entries["domains"][1]
         fractions = 0.0
-        for name, (_, value_node) in (self.mapping(node, "domains") or {}).items():
+        for name, (key_node, value_node) in (self.mapping(node, "domains") or {}).items():
             path = f"domains.{name}"
+            self.named("domain", name, key_node, path)
             fields = self.mapping(value_node, path, ("weight", "guarantee", "borrow_limit"))
             if fields is None:
                 continue
@@ -463,9 +496,10 @@ class _Reader:
             )
             return None if fraction is None else DomainShare(fraction=fraction, borrow_limit=borrow)
         gpus = {}
-        for gpu_type, (_, count_node) in (
+        for gpu_type, (key_node, count_node) in (
             self.mapping(guarantee["gpus"][1], f"{gpath}.gpus") or {}
         ).items():
+            self.named("GPU type", gpu_type, key_node, f"{gpath}.gpus.{gpu_type}")
             count = self.integer(
                 count_node, f"{gpath}.gpus.{gpu_type}", limit=limits.GUARANTEE_GPUS
             )
@@ -496,9 +530,9 @@ class _Reader:
         allowed = ("domain_rates", "gpu_type_rates", "org_cap", "period_budget")
         fields = self._section(entries, "subsidy", allowed)
         values: dict[str, Any] = {}
-        for key in ("domain_rates", "gpu_type_rates"):
+        for key, what in (("domain_rates", "domain"), ("gpu_type_rates", "GPU type")):
             if key in fields:
-                values[key] = self.rates(fields[key], f"subsidy.{key}")
+                values[key] = self.rates(fields[key], f"subsidy.{key}", what)
         for key in ("org_cap", "period_budget"):
             if key in fields:
                 values[key] = self.number(
@@ -562,7 +596,7 @@ class _Reader:
                 fields = self.mapping(node, "options") or {}
         if cls is None:
             return {}
-        spec = _option_fields(cls)
+        spec = option_fields(cls)
         options: dict[str, Any] = {}
         for name, (key_node, value_node) in fields.items():
             path = f"options.{name}"
@@ -597,7 +631,7 @@ class _Reader:
         return converted
 
 
-def _option_fields(cls: type) -> dict[str, tuple[Any, bool]]:
+def option_fields(cls: type) -> dict[str, tuple[Any, bool]]:
     """Option name -> (annotated type, required) for a dataclass policy class."""
     if not dataclasses.is_dataclass(cls):
         return {}

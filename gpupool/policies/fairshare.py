@@ -17,6 +17,11 @@ rather than single jobs, and turned into concrete gangs every round:
    job (priority, then FIFO) inside its share of a group; then every job still
    waiting is backfilled the same way into any allowed group.
 
+Every LP of a round shares the document's ``time_limit_s`` (a round's LPs stop
+once it has passed, and the shares found by then stand; none at all leaves
+the packing to step 2's backfill) and its ``seed`` (GLOP's random_seed), both
+passed by PolicyParams.glop_parameters.
+
 Report: bound = effective GPUs of the fluid fair allocation; objective = the
 part of it the packed gangs realise (sum over domains of min(packed, fluid)).
 """
@@ -25,14 +30,14 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from dataclasses import dataclass
 
 from gpupool.model import Allocation, Job, Snapshot, WaitReason
+from gpupool.policies._borrowing import DomainLimits, domain_limits
 from gpupool.policies._classes import (
-    DomainLimits,
     PoolGroup,
     allowed_groups,
-    domain_limits,
     domain_weight,
     pool_groups,
     priorities,
@@ -186,6 +191,9 @@ class _FluidShares:
                 for g in allowed[job.id]:
                     self.demand[(d, g)] = self.demand.get((d, g), 0.0) + job.gpus
         self.given: dict[str, float] = {}
+        self.params = policy.params
+        # time_limit_s bounds every LP of the round together, not each one
+        self.deadline = time.monotonic() + policy.params.time_limit_s
 
     def solve(self) -> dict[str, dict[int, float]]:
         """GPUs per domain and group; also sets ``given`` (effective GPUs per domain)."""
@@ -216,7 +224,11 @@ class _FluidShares:
         GPUs with every active domain at ``floor`` or more; "*": max the total."""
         from ortools.linear_solver import pywraplp
 
+        left = self.deadline - time.monotonic()
+        if left <= 0:  # out of time: the shares found so far stand
+            return {}, None
         solver = pywraplp.Solver.CreateSolver("GLOP")
+        solver.SetSolverSpecificParametersAsString(self.params.glop_parameters(left))
         a = {
             (d, g.index): solver.NumVar(0.0, self.demand.get((d, g.index), 0.0), "")
             for d in self.domains

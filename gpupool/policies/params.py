@@ -75,9 +75,21 @@ class PolicyParams:
     aging: Aging = Aging()
     preemption: Preemption = Preemption()
     subsidy: SubsidyRules = SubsidyRules()
-    seed: int = 0
-    time_limit_s: float = 5.0  # bound on solver time; determinism comes from fixed workers + seed
+    seed: int = 0  # the LP solver's random seed (GLOP random_seed = seed + 1)
+    time_limit_s: float = 5.0  # bound on LP solver time per round
     placement: PoolPlacement = PoolPlacement()  # read by fifo and multifactor only
 
     def weight(self, domain: str) -> float:
         return self.domain_weights.get(domain, 1.0)
+
+    def glop_parameters(self, seconds_left: float | None = None) -> str:
+        """GLOP's parameters (protobuf text) for one solve, read by the optimising kinds
+        (fair-share, priority) through ``SetSolverSpecificParametersAsString`` /
+        ``set_solver_specific_parameters``: ``seed`` fixes the solver's randomised
+        choices, and the solve stops after ``seconds_left`` (default ``time_limit_s``);
+        a stopped solve has no solution, and the policy goes on without its plan."""
+        seconds = self.time_limit_s if seconds_left is None else max(seconds_left, 1e-9)
+        # seed + 1 (wrapping within GLOP's int32): the default seed 0 keeps GLOP's own
+        # default of 1, so documents written before the seed was read decide as before
+        glop_seed = (self.seed + 1) % 2**31
+        return f"random_seed: {glop_seed} max_time_in_seconds: {seconds!r}"

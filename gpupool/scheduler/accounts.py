@@ -9,16 +9,17 @@ the same ledger, live or simulated.
 
 When charges happen (docs/accounting.md, "Charging rules"):
 
-- ``settle_job`` when a running job stops holding GPUs (finished, failed,
+- ``charge_ended_run`` when a running job stops holding GPUs (finished, failed,
   timed out, cancelled while running, preempted): its usage of the placement
   that just ended, from where it was last charged up to ``ended_at``.
 - ``close_books`` at the start of every round: when a voucher is due to
   expire, running jobs are metered up to ``now`` first (so usage before the
   expiry may still spend it), then the vouchers expire (carry-over included).
 
-Writers call ``load_books(session, now, lock=True)``: on PostgreSQL it takes
-the same advisory lock live rounds take, so two transactions never fund usage
-from the same budget or voucher balance at once (SQLite serialises writers).
+Writers call ``load_books(session, now, lock=True)``: it takes the write lock
+live rounds take (gpupool.scheduler.locking.lock_writes: an advisory lock on
+PostgreSQL, the database's write lock on SQLite), so two transactions never
+fund usage from the same budget or voucher balance at once.
 
 Programmes are stored in ``programmes``: ``rules`` holds the declaration (the
 source of truth, including recurring periods); ``period_start``/``period_end``
@@ -39,7 +40,7 @@ from gpupool.accounting.books import USAGE_KINDS, Books, LedgerEntry
 from gpupool.accounting.periods import PeriodSpec, label_bounds, period_label
 from gpupool.accounting.programmes import Programme, Voucher
 from gpupool.model import GpupoolError
-from gpupool.scheduler import clock, quarantine, repository
+from gpupool.scheduler import clock, fields, locking, permissions, quarantine, repository
 from gpupool.scheduler.orm import (
     JobRow,
     LedgerEntryRow,
@@ -49,8 +50,8 @@ from gpupool.scheduler.orm import (
     ProgrammeRow,
     VoucherRow,
 )
+from gpupool.scheduler.repository import programme_from_row, programme_rules
 
-BOOKS_LOCK_KEY = 0x6770_7570  # the key live rounds lock (rounds.ROUND_LOCK_KEY)
 _EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _LATEST = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
 
@@ -58,46 +59,6 @@ _LATEST = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
 # ---------------------------------------------------------------------------
 # Rows <-> accounting objects
 # ---------------------------------------------------------------------------
-
-
-def programme_rules(programme: Programme) -> dict:
-    """The JSON a ``programmes.rules`` column holds for ``programme``."""
-    period = programme.period
-    return {
-        "period": {"kind": period.kind, "start": period.start, "end": period.end},
-        "domains": sorted(programme.domains),
-        "orgs": sorted(programme.orgs),
-        "rate": programme.rate,
-        "gpu_type_rates": dict(programme.gpu_type_rates),
-        "exchange_rates": dict(programme.exchange_rates),
-        "vouchers": programme.uses_vouchers,
-        "org_cap": programme.org_cap,
-        "carry_over": programme.carry_over,
-        "when_exhausted": programme.when_exhausted,
-        "spending_order": programme.spending_order,
-    }
-
-
-def programme_from_row(row: ProgrammeRow) -> Programme:
-    rules = row.rules or {}
-    period = rules.get("period") or {}
-    return Programme(
-        name=row.name,
-        period=PeriodSpec(
-            kind=period.get("kind", "fixed"), start=period.get("start"), end=period.get("end")
-        ),
-        budget=None if row.budget is None else float(row.budget),
-        domains=frozenset(rules.get("domains", ())),
-        orgs=frozenset(rules.get("orgs", ())),
-        rate=rules.get("rate", 1.0),
-        gpu_type_rates=rules.get("gpu_type_rates", {}),
-        exchange_rates=rules.get("exchange_rates", {}),
-        uses_vouchers=rules.get("vouchers", False),
-        org_cap=rules.get("org_cap"),
-        carry_over=rules.get("carry_over", 0.0),
-        when_exhausted=rules.get("when_exhausted", "full_price"),
-        spending_order=rules.get("spending_order", "earliest_expiry"),
-    )
 
 
 def _epoch(moment: dt.datetime | None) -> float | None:
@@ -157,12 +118,6 @@ def _entry(row: LedgerEntryRow, names: _Names) -> LedgerEntry:
 # ---------------------------------------------------------------------------
 
 
-def lock_books(session: Session) -> None:
-    """Serialise writers of the books (PostgreSQL; SQLite serialises writes itself)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOKS_LOCK_KEY})
-
-
 def load_books(
     session: Session,
     now: dt.datetime | float | None = None,
@@ -184,7 +139,7 @@ def load_books(
     and named in ``books.set_aside``.
     """
     if lock:
-        lock_books(session)
+        locking.lock_writes(session)
     names = _Names(session)
     set_aside: dict[str, str] = {}
     programmes = _programmes(session, set_aside)
@@ -403,7 +358,7 @@ def _usage_of(session: Session, job_row: JobRow, placement: PlacementRow):
     return job, pool, gpu_type
 
 
-def settle_job(
+def charge_ended_run(
     session: Session,
     job_row: JobRow,
     ended_at: dt.datetime | float,
@@ -411,22 +366,40 @@ def settle_job(
 ) -> list[LedgerEntryRow]:
     """Charge a job that stopped holding GPUs at ``ended_at``; return the new ledger rows.
 
-    Charges its latest placement from where it was last charged to
-    ``ended_at`` (nothing if it never ran). Call it once when a running job
-    completes, fails, times out, is cancelled or is preempted.
+    Charges its latest placement exactly up to ``ended_at`` (nothing if it never
+    ran): from where it was last charged, or, when a round already metered it
+    past ``ended_at``, by correction entries refunding the difference
+    (Books.close_run). Called once when a running job completes, fails, times
+    out, is cancelled or is preempted.
     """
     placements = repository.placements_of(session, job_row.id)
     if not placements:
         return []
     placement = placements[-1]
     end = ended_at if isinstance(ended_at, float | int) else clock.to_epoch(ended_at)
-    if books is None:
-        books = load_books(session, end, lock=True, whole_ledger=False, jobs=[job_row.id])
+    if books is None:  # priced with the active policy's flat rules, as a round prices
+        rules = _active_rules(session)
+        books = load_books(
+            session, end, rules=rules, lock=True, whole_ledger=False, jobs=[job_row.id]
+        )
     job, pool, gpu_type = _usage_of(session, job_row, placement)
     started = clock.to_epoch(placement.started_at)
-    ahead = _started_before(session, job.id, started)
-    entries = books.meter(job, pool, gpu_type, started, end, ahead)
+    done = books.charged_until(job.id)
+    if done is not None and end < done:
+        charges = ledger_of_job(session, job.id)  # books loaded as sums hold no per-job entries
+        entries = books.close_run(job, pool, gpu_type, started, end, charges=charges)
+    else:
+        ahead = _started_before(session, job.id, started)
+        entries = books.close_run(job, pool, gpu_type, started, end, ahead)
     return write_back(session, books, entries)
+
+
+def _active_rules(session: Session) -> object | None:
+    """The active policy's flat SubsidyRules: a run a site reports ended (or a cancel)
+    is charged with the same rules a round's reap or preemption charges with."""
+    from gpupool.scheduler.active import active_policy
+
+    return active_policy(session).pricing
 
 
 def charge_problem(
@@ -518,9 +491,7 @@ def close_books(
 
 
 def add_programme(session: Session, actor: str, programme: Programme) -> ProgrammeRow:
-    from gpupool.scheduler import service
-
-    service.require_admin(session, actor, "add subsidy programmes")
+    permissions.require_admin(session, actor, "add subsidy programmes")
     names = session.scalars(select(ProgrammeRow.name))
     limits.check_unique(programme.name, names, "programme", "name")
     known_domains = {r.name for r in repository.list_domains(session)}
@@ -543,7 +514,7 @@ def add_programme(session: Session, actor: str, programme: Programme) -> Program
     )
     session.add(row)
     session.flush()
-    service.audit(session, actor, "programme.add", programme.name, after=programme_view(row))
+    permissions.audit(session, actor, "programme.add", programme.name, after=programme_view(row))
     return row
 
 
@@ -557,10 +528,8 @@ def award_voucher(
     expires_at: dt.datetime | float | None = None,
 ) -> VoucherRow:
     """Give ``org`` voucher hours from ``programme``; books an 'award' ledger entry."""
-    from gpupool.scheduler import service
-
-    service.require_admin(session, actor, "award vouchers")
-    hours = service.positive_float(
+    permissions.require_admin(session, actor, "award vouchers")
+    hours = fields.positive_float(
         amount, "--amount", "a positive number of voucher hours", limits.VOUCHER_HOURS
     )
     org = repository.get_org(session, org, location="ORG").name
@@ -582,7 +551,7 @@ def award_voucher(
     award = [e for e in books.entries if e.kind == "award" and e.voucher_id == voucher.id]
     write_back(session, books, award)
     row = session.get(VoucherRow, voucher.id)
-    service.audit(session, actor, "voucher.award", f"voucher {row.id}", after=voucher_view(row))
+    permissions.audit(session, actor, "voucher.award", f"voucher {row.id}", after=voucher_view(row))
     return row
 
 
@@ -660,8 +629,6 @@ def list_programmes(session: Session, actor: str, now: float | None = None) -> l
     """Every programme with its spending (admins, auditors); for a submitter the
     programmes open to its organisation, without the platform-wide spending
     figures (they add up every organisation's subsidy)."""
-    from gpupool.scheduler import permissions
-
     grant = permissions.authorize(session, actor, "programme.list")
     moment = clock.now_epoch() if now is None else now
     rows = session.scalars(select(ProgrammeRow).order_by(ProgrammeRow.id)).all()
@@ -675,8 +642,6 @@ def list_programmes(session: Session, actor: str, now: float | None = None) -> l
 
 def list_vouchers(session: Session, actor: str, org: str | None = None) -> list[dict]:
     """Vouchers: every organisation's (admins, auditors), a submitter's own org's."""
-    from gpupool.scheduler import permissions
-
     grant = permissions.authorize(session, actor, "voucher.list")
     permissions.require_org(grant, org, "list vouchers", location="--org")
     query = select(VoucherRow).order_by(VoucherRow.id)

@@ -8,8 +8,11 @@ like ``2026-Q4``; money is rounded to cents before it is stored.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from decimal import ROUND_HALF_UP, Decimal
+
+from gpupool.model import GpupoolError
 
 
 def utcnow() -> dt.datetime:
@@ -53,3 +56,21 @@ def cents(amount: float) -> float:
     not on its binary approximation, as PostgreSQL's NUMERIC(14, 2) would."""
     exact = Decimal(repr(float(amount))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     return float(exact)
+
+
+def parse_duration(text: str, location: str = "--expires") -> dt.timedelta | None:
+    """``90d``, ``12h``, ``30m``, ``2w`` or ``never`` (None)."""
+    value = (text or "").strip().lower()
+    if value == "never":
+        return None
+    match = re.fullmatch(r"(\d{1,6})([mhdw])", value)
+    if match is None:
+        raise GpupoolError(
+            f"must be a duration like 90d, 12h, 30m or 2w, or never; got {text!r}",
+            location=location,
+        )
+    number, unit = int(match.group(1)), match.group(2)
+    if number == 0:
+        raise GpupoolError("must be a positive duration", location=location)
+    unit_name = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]
+    return dt.timedelta(**{unit_name: number})

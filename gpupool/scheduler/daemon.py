@@ -56,7 +56,9 @@ def locked_session(url: str | None, wait: bool = True, say: Callable[[str], None
                 say(SKIPPED)
                 yield None
                 return
-            with unit_of_work(engine) as session:
+            # a round reads and solves without holding up writers; it takes the write
+            # lock for its write phase (gpupool.scheduler.database)
+            with unit_of_work(engine, write_lock="when_writing") as session:
                 yield session
     finally:
         engine.dispose()

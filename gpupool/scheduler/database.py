@@ -1,4 +1,4 @@
-"""Engines, sessions and the one-transaction unit of work.
+"""Sessions and the one-transaction unit of work (engines: gpupool.scheduler.engines).
 
 Every CLI command and every scheduling round runs inside exactly one
 ``unit_of_work``: it commits when the block ends normally and rolls back on any
@@ -13,83 +13,42 @@ admin's decision, not a side effect of ``job list``).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.orm import Session
 
 from gpupool.model import GpupoolError
+from gpupool.scheduler.engines import (  # noqa: F401  (the names callers import from here)
+    DEFAULT_URL,
+    connect_or_fail,
+    lock_at_start,
+    lock_write,
+    make_engine,
+    normalise_url,
+    safe_url,
+)
 
-DEFAULT_URL = "sqlite:///gpupool.db"
 _LOCATION = "--db"
 _checked: set[str] = set()  # URLs whose schema revision this process already verified
-
-
-def normalise_url(url: str | None) -> str:
-    """Default to the local SQLite file; send plain postgresql:// to psycopg 3."""
-    url = (url or DEFAULT_URL).strip()
-    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def safe_url(url: str) -> str:
-    """The URL as it may be shown to users: password hidden."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
-
-
-def make_engine(url: str | None) -> Engine:
-    url = normalise_url(url)
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise GpupoolError(f"not a database URL: {url!r}", location=_LOCATION) from None
-    connect_args: dict[str, object] = {}
-    if parsed.get_backend_name() == "postgresql":
-        connect_args["connect_timeout"] = 5
-    try:
-        engine = create_engine(parsed, connect_args=connect_args)
-    except (NoSuchModuleError, ImportError) as exc:
-        raise GpupoolError(
-            f"unsupported database URL {safe_url(url)}: {exc}", location=_LOCATION
-        ) from None
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
-def connect_or_fail(engine: Engine):
-    """Open a connection, turning any driver failure into a one-line GpupoolError."""
-    try:
-        return engine.connect()
-    except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise GpupoolError(
-            f"cannot connect to database {safe_url(str(engine.url.render_as_string(False)))}: "
-            f"{reason}",
-            location=_LOCATION,
-        ) from None
+_checked_engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines on those URLs
 
 
 @contextmanager
 def unit_of_work(
-    url_or_engine: str | Engine | None, *, check_schema: bool = True
+    url_or_engine: str | Engine | None,
+    *,
+    check_schema: bool = True,
+    write_lock: Literal["at_start", "when_writing"] = "at_start",
 ) -> Iterator[Session]:
     """One transaction: commit on success, roll back on any exception.
+
+    On SQLite the transaction holds the database's write lock from its start
+    (``write_lock="at_start"``: commands), or from its first write or
+    lock_write (``"when_writing"``: rounds, and commands that only read).
 
     Given a URL, the engine is created and disposed here and the schema
     revision is checked (fresh databases are upgraded first). A refused action
@@ -105,6 +64,8 @@ def unit_of_work(
             connect_or_fail(engine) as connection,
             Session(bind=connection, expire_on_commit=False) as session,
         ):
+            if write_lock == "at_start":
+                lock_at_start(connection)
             try:
                 yield session
                 session.commit()
@@ -125,10 +86,13 @@ def unit_of_work(
 
 def ensure_schema(engine: Engine) -> None:
     """Upgrade an empty database; refuse one whose revision is not the newest."""
+    if engine in _checked_engines:  # every request of a server asks: answer without work
+        return
     from gpupool.scheduler.migrations import HEAD
 
     key = engine.url.render_as_string(hide_password=False)
     if key in _checked:
+        _checked_engines.add(engine)
         return
     with connect_or_fail(engine) as connection:
         revision = _revision(connection)
@@ -145,6 +109,7 @@ def ensure_schema(engine: Engine) -> None:
             location=_LOCATION,
         )
     _checked.add(key)
+    _checked_engines.add(engine)
 
 
 def _revision(connection) -> str | None:
@@ -161,3 +126,4 @@ def current_revision(engine: Engine) -> str | None:
 def forget_checks() -> None:
     """Tests that drop or recreate databases call this between uses of one URL."""
     _checked.clear()
+    _checked_engines.clear()

@@ -12,8 +12,10 @@ A running job ends in exactly one of these ways, each a check_transition:
 - cancel (gpupool.scheduler.service) and preemption (gpupool.scheduler.rounds).
 
 In every case the open placement is closed at the end instant (freeing the
-GPUs) and ``settle`` is called: the single place where the scheduler asks the
-accounting integration to charge what the job actually used.
+GPUs) and ``charge_ended_run`` is called: the single place where the scheduler
+asks the accounting integration to charge what the job actually used.
+
+Dependencies point one way: gpupool.scheduler.accounts <- lifecycle <- service.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from gpupool import limits
 from gpupool.model import GpupoolError, JobState, TimeoutGrace, check_transition
-from gpupool.scheduler import clock, permissions, repository
+from gpupool.scheduler import clock, locking, permissions, repository
 from gpupool.scheduler.orm import JobRow
 
 GRACE_ENV = "GPUPOOL_TIMEOUT_GRACE"
@@ -169,29 +171,28 @@ def end_job(session: Session, job: JobRow, state: JobState, at, reason: str, boo
     job.end_reason = reason
     session.flush()
     if placement is not None:  # a pending job's earlier runs were charged when they ended
-        settle(session, job, at, books)
+        charge_ended_run(session, job, at, books)
 
 
 def lock_for_ending(session: Session) -> None:
-    """Take the books lock before any job row lock, as rounds do.
+    """Take the write lock before any job row lock, as rounds do.
 
-    Ending a running job charges it, and charging takes the books lock (the
-    round's write lock on PostgreSQL). Taking it *first* keeps one lock order
-    everywhere (books, then job rows), so a cancel or finish can never
-    deadlock with a round that is reaping or preempting the same job.
+    Ending a running job charges it, and charging holds the write lock
+    (gpupool.scheduler.locking.lock_writes). Taking it *first* keeps one lock
+    order everywhere (the write lock, then job rows), so a cancel or finish can
+    never deadlock with a round that is reaping or preempting the same job.
     """
-    from gpupool.scheduler.accounts import lock_books
-
-    lock_books(session)
+    locking.lock_writes(session)
 
 
-def settle(session: Session, job: JobRow, ended_at: dt.datetime, books=None) -> list:
-    """Charge what a job that held GPUs actually used, as it ends.
+def charge_ended_run(session: Session, job: JobRow, ended_at: dt.datetime, books=None) -> list:
+    """Charge what a job that held GPUs actually used, exactly up to its end.
 
     THE single call site for ending-time charges (finish, fail, timeout, cancel
     while running, preemption); how a charge is computed belongs to
-    gpupool.scheduler.accounts.settle_job.
+    gpupool.scheduler.accounts.charge_ended_run (which also corrects a charge
+    that a round metered past the end).
     """
-    from gpupool.scheduler.accounts import settle_job
+    from gpupool.scheduler.accounts import charge_ended_run as charge  # accounting loads lazily
 
-    return list(settle_job(session, job, ended_at, books))
+    return list(charge(session, job, ended_at, books))

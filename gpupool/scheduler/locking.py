@@ -1,4 +1,4 @@
-"""The round lock: one scheduling round at a time per database, crash-safe.
+"""The two locks: one scheduling round at a time, and one writer of jobs and books.
 
 Two locks keep rounds correct and cheap:
 
@@ -12,10 +12,16 @@ Two locks keep rounds correct and cheap:
     * SQLite file: ``fcntl.flock`` on ``<database file>.round-lock``; the kernel
       drops it when the process dies;
     * in-memory SQLite: a process-local lock.
-- the **write lock** (gpupool.scheduler.rounds) is taken only for a round's short
-  write phase, which re-checks that the jobs are still pending and the GPUs still
-  free. It alone guarantees that no GPU is handed out twice, even to callers that
-  run ``run_round`` without the round lock.
+- the **write lock** (``lock_writes``) is held by every transaction that ends
+  jobs, charges usage or awards vouchers, taken before any job row is locked. A
+  round takes it only for its short write phase, which re-checks that the jobs
+  are still pending and the GPUs still free. It alone guarantees that no GPU is
+  handed out twice, even to callers that run ``run_round`` without the round
+  lock, and that no budget or voucher balance is spent twice:
+    * PostgreSQL: a transaction-level advisory lock on ``WRITE_LOCK_KEY``;
+    * SQLite: the database's own write lock (BEGIN IMMEDIATE), which every
+      command's unit of work holds from its start anyway
+      (gpupool.scheduler.database).
 """
 
 from __future__ import annotations
@@ -27,11 +33,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
-from gpupool.scheduler.database import connect_or_fail
+from gpupool.scheduler.engines import connect_or_fail, lock_write
 
-ROUND_LOCK_KEY = 0x6770_7571  # "gpuq": whole rounds (the write lock uses rounds.ROUND_LOCK_KEY)
+ROUND_LOCK_KEY = 0x6770_7571  # "gpuq": whole rounds (session-level, outside transactions)
+WRITE_LOCK_KEY = 0x6770_7570  # "gpup": writers of jobs' ends, the ledger and vouchers
 _memory_lock = threading.Lock()
+
+
+def lock_writes(session: Session) -> None:
+    """Hold the write lock until ``session``'s transaction ends (see the module docstring)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
+    else:
+        lock_write(session)
 
 
 @contextmanager

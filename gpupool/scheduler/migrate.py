@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from gpupool.scheduler.database import connect_or_fail
+from gpupool.scheduler.engines import connect_or_fail
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 

@@ -37,7 +37,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from gpupool import limits, model
@@ -152,6 +152,7 @@ OPERATIONS: dict[str, Operation] = {
         _admin("policy.change", "apply policies", "policy apply, policy rollback"),
         Operation("user.list", "list users", _READERS, commands="user list"),
         _admin("user.add", "add users", "user add"),
+        _admin("user.change", "change users", "user remove, user set-role"),
         _admin("token.create", "create API tokens", "token create"),
         Operation(
             "token.list",
@@ -289,7 +290,7 @@ def authorize(
     action = action or op.action
     if actor == OWNER:
         return Grant(actor, ADMIN, ALL)
-    user = repository.find_user(session, actor)
+    user = session.execute(_ACTOR_QUERY, {"name": actor}).one_or_none()
     if user is None:
         raise _unknown(actor, action, target)
     scope = op.grants.get(user.role)
@@ -299,8 +300,16 @@ def authorize(
         raise Denied(f"{actor} acts for no organisation", actor, action, target)
     if scope == OWN_SITE and not user.site:
         raise Denied(f"{actor} acts for no site", actor, action, target)
-    org_name = user.org.name if user.org is not None else None
-    return Grant(actor, user.role, scope, user.org_id, org_name, user.site)
+    return Grant(actor, user.role, scope, user.org_id, user.org_name, user.site)
+
+
+# What authorize needs of the actor, in one statement and without loading ORM objects
+# (every request of the API asks it).
+_ACTOR_QUERY = (
+    select(UserRow.role, UserRow.org_id, OrgRow.name.label("org_name"), UserRow.site)
+    .outerjoin(OrgRow, UserRow.org_id == OrgRow.id)
+    .where(UserRow.name == bindparam("name"))
+)
 
 
 def require_admin(session: Session, actor: str, action: str, target: str = "") -> None:
@@ -415,12 +424,16 @@ def add_user(
     name = limits.check_text(name or "", "name", limits.NAME)
     if name.startswith("@"):
         raise GpupoolError("must not start with '@' (reserved)", location="name")
-    if role not in ROLES:
-        raise GpupoolError(f"must be one of {', '.join(ROLES)}, got {role!r}", location="--role")
+    _check_role(role, "--role")
     require_admin(session, actor, "add users", f"user {name}")
     limits.check_unique(name, session.scalars(select(UserRow.name)), "user", "name")
     org_row = _org_for(session, role, org)
     return _insert_user(session, actor, name, role, org_row, _site_for(session, role, site))
+
+
+def _check_role(role: str, location: str) -> None:
+    if role not in ROLES:
+        raise GpupoolError(f"must be one of {', '.join(ROLES)}, got {role!r}", location=location)
 
 
 def _org_for(session: Session, role: str, org: str | None) -> OrgRow | None:
@@ -463,6 +476,80 @@ def user_view(row: UserRow, org_row=None) -> dict:
         "org": None if org_row is None else org_row.name,
         "site": row.site,
     }
+
+
+def remove_user(session: Session, actor: str, name: str) -> dict:
+    """Remove a user and its API tokens (admins; audited): a request with one of
+    them is refused from the next one on, as every request reads its token's row.
+    The last admin is not removable. Returns the removed user's view with
+    ``tokens_removed``."""
+    from gpupool.scheduler.orm import ApiTokenRow
+
+    name = (name or "").strip()
+    authorize(session, actor, "user.change", f"user {name}", action="remove users")
+    row = _existing_user(session, name)
+    if row.role == ADMIN:
+        _keep_an_admin(session, row, "remove")
+    tokens = session.scalars(select(ApiTokenRow).where(ApiTokenRow.user_id == row.id)).all()
+    before = {**user_view(row), "tokens": sorted(t.token_id for t in tokens)}
+    for token in tokens:
+        session.delete(token)
+    session.flush()  # the tokens go before the row they point at
+    session.delete(row)
+    session.flush()
+    audit(session, actor, "user.remove", f"user {name}", before=before)
+    return {**user_view_of(before), "tokens_removed": len(tokens)}
+
+
+def set_role(
+    session: Session,
+    actor: str,
+    name: str,
+    role: str,
+    org: str | None = None,
+    site: str | None = None,
+) -> UserRow:
+    """Give a user another role (and the org or site it needs), admins only, audited.
+    The last admin is not demotable."""
+    name, role = (name or "").strip(), (role or "").strip()
+    _check_role(role, "ROLE")
+    authorize(session, actor, "user.change", f"user {name}", action="change users' roles")
+    row = _existing_user(session, name)
+    org_row = _org_for(session, role, org)
+    new_site = _site_for(session, role, site)
+    if row.role == ADMIN and role != ADMIN:
+        _keep_an_admin(session, row, "demote")
+    before = user_view(row)
+    row.role, row.org_id, row.site = role, None if org_row is None else org_row.id, new_site
+    row.org = org_row
+    session.flush()
+    audit(session, actor, "user.set_role", f"user {name}", before, user_view(row, org_row))
+    return row
+
+
+def _existing_user(session: Session, name: str) -> UserRow:
+    row = repository.find_user(session, name)
+    if row is None:
+        raise model.NotFound(f"no user named {name!r}", location="NAME")
+    return row
+
+
+def _keep_an_admin(session: Session, row: UserRow, verb: str) -> None:
+    """Refuse to leave no admin user: the admin rows are locked (PostgreSQL), so two
+    admins removing each other at once cannot both succeed."""
+    admins = session.scalars(
+        select(UserRow.id).where(UserRow.role == ADMIN).with_for_update()
+    ).all()
+    if set(admins) <= {row.id}:
+        raise model.Conflict(
+            f"{row.name} is the last admin and cannot be {verb}d: make another user admin "
+            f"first (`gpupool user set-role NAME admin`)",
+            location="NAME",
+        )
+
+
+def user_view_of(before: dict) -> dict:
+    return {key: before[key] for key in ("name", "role", "org", "site")}
 
 
 def list_users(session: Session, actor: str) -> list[dict]:
@@ -534,10 +621,9 @@ def audit_since(text: str):
     """`audit list --since`: a duration back from now (7d) or an instant (2026-11-02,
     2026-11-02T10:00Z), for every front end."""
     from gpupool.accounting.periods import parse_instant
-    from gpupool.scheduler import tokens
 
     try:
-        back = tokens.parse_duration(text, "--since")
+        back = clock.parse_duration(text, "--since")
     except GpupoolError:
         return clock.from_epoch(parse_instant(text, "--since"))
     if back is None:

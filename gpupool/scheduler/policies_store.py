@@ -10,6 +10,8 @@ Design:
 - The stored text is the document exactly as the admin wrote it (comments
   included); diffs compare the normalised form (PolicyDocument.to_dict, every
   default filled in) so reformatting a file is not reported as a change.
+- A document naming a GPU type or domain the platform lacks is refused
+  (check_platform_names), so a guarantee or a rate never silently misses.
 - Every change is admin-only (service.require_admin, the single permission
   check; a refusal is audited by the unit of work in its own transaction) and
   writes an audit_log row whose ``before`` is the previously active
@@ -53,6 +55,7 @@ def apply_policy(
     """Store a parsed PolicyDocument as a new version and make it active."""
     service.require_admin(session, actor, "apply policies", "policy")
     comment = _comment(comment)
+    check_platform_names(session, document)
     return _activate(session, actor, document.kind, document.text, comment, now, "policy.apply")
 
 
@@ -80,8 +83,19 @@ def rollback_policy(
     if active is not None and active.version == old.version:
         raise GpupoolError(f"v{old.version} is already the active policy", location="VERSION")
     document = parse_stored(old)  # a version the current code can no longer read stays dead
+    check_platform_names(session, document)  # the platform may have changed since
     note = f"rollback to v{old.version}" + (f": {comment}" if comment else "")
     return _activate(session, actor, document.kind, old.document, note, now, "policy.rollback")
+
+
+def check_platform_names(session: Session, document) -> None:
+    """Refuse a document naming a GPU type or domain this platform lacks (every such
+    name at its file:line, as a PolicyDocumentError)."""
+    from gpupool.policies.document import check_names
+
+    gpu_types = [row.name for row in repository.list_gpu_types(session)]
+    domains = [row.name for row in repository.list_domains(session)]
+    check_names(document, gpu_types, domains)
 
 
 def _comment(comment: str | None) -> str:

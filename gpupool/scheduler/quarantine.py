@@ -138,7 +138,7 @@ def org_problem(budget: object) -> str | None:
 
 def programme_problem(row) -> str | None:
     """A stored programme the accounting cannot use (ProgrammeRow), or None."""
-    from gpupool.scheduler.accounts import programme_from_row
+    from gpupool.scheduler.repository import programme_from_row
 
     try:
         programme = programme_from_row(row)

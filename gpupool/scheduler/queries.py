@@ -50,6 +50,111 @@ def job_detail(session: Session, actor: str, job_id: int) -> dict:
     return view
 
 
+def job_page(
+    session: Session,
+    actor: str,
+    states: list[str] | None = None,
+    org: str | None = None,
+    limit: int | None = None,
+    after: int | None = None,
+    before: int | None = None,
+) -> dict:
+    """`job list --json`: one page of the jobs the actor may see, in id order (ids
+    are unique and only grow, so a page boundary never moves). ``after`` pages
+    forward (jobs with larger ids), ``before`` backward; ``next_after`` and
+    ``previous_before`` are the cursors of the neighbouring pages (None: none).
+
+    The page is cut in SQL, the actor's scope included (a submitter's org, an
+    agent's site), so a page costs ``limit`` rows however many jobs there are.
+    """
+    from gpupool import limits
+    from gpupool.scheduler.service import job_view
+
+    limit = limits.JOB_PAGE_DEFAULT if limit is None else limit
+    limits.JOB_PAGE.check(limit, "--limit")
+    if after is not None and before is not None:
+        raise GpupoolError("give --after or --before, not both", location="--before")
+    visible = _visible_jobs_query(session, actor, states, org)
+    rows, more = _cut(session, visible, limit, after, before)
+    has_next = more if before is None else _any(session, visible, rows, later=True)
+    has_previous = more if before is not None else _any(session, visible, rows, later=False)
+    return {
+        "jobs": [job_view(r) for r in rows],
+        "limit": limit,
+        "next_after": rows[-1].id if rows and has_next else None,
+        "previous_before": rows[0].id if rows and has_previous else None,
+    }
+
+
+def job_count(session: Session, actor: str, states: list[str] | None = None) -> int:
+    """How many jobs in ``states`` the actor may see (counted in SQL)."""
+    from sqlalchemy import func, select
+
+    visible = _visible_jobs_query(session, actor, states, None).subquery()
+    return int(session.scalar(select(func.count()).select_from(visible)) or 0)
+
+
+def latest_ended(session: Session, actor: str, states: list[str], count: int) -> list[dict]:
+    """The ``count`` jobs in ``states`` the actor may see that ended last, newest first."""
+    from gpupool.scheduler.orm import JobRow
+    from gpupool.scheduler.service import job_view
+
+    query = _visible_jobs_query(session, actor, states, None)
+    query = query.order_by(JobRow.ended_at.desc(), JobRow.id.desc()).limit(count)
+    return [job_view(r) for r in session.scalars(query).unique()]
+
+
+def _visible_jobs_query(session: Session, actor: str, states, org: str | None):
+    """SELECT of the jobs ``actor`` may list (permissions' job.list), filtered."""
+    from sqlalchemy import false, select
+
+    from gpupool.scheduler import repository
+    from gpupool.scheduler.orm import JobRow, PoolRow
+    from gpupool.scheduler.permissions import ALL, OWN_ORG, OWN_SITE, authorize, require_org
+
+    grant = authorize(session, actor, "job.list")
+    require_org(grant, org, "list jobs", location="--org")
+    query = select(JobRow)
+    if states:
+        query = query.where(JobRow.state.in_(list(states)))
+    if grant.scope == OWN_ORG:
+        query = query.where(JobRow.org_id == grant.org_id)
+    elif org is not None:
+        query = query.where(JobRow.org_id == repository.get_org(session, org.strip()).id)
+    if grant.scope == OWN_SITE:
+        at_site = select(PoolRow.id).where(PoolRow.site == grant.site)
+        query = query.where(JobRow.pool_id.in_(at_site))
+    elif grant.scope != ALL and grant.scope != OWN_ORG:
+        query = query.where(false())  # a scope this listing does not know: nothing
+    return query
+
+
+def _cut(session: Session, query, limit: int, after: int | None, before: int | None):
+    """(up to ``limit`` rows past the cursor in id order, whether more lie beyond)."""
+    from gpupool.scheduler.orm import JobRow
+
+    if before is not None:
+        query = query.where(JobRow.id < before).order_by(JobRow.id.desc())
+    else:
+        query = query.where(JobRow.id > (after or 0)).order_by(JobRow.id)
+    rows = list(session.scalars(query.limit(limit + 1)).unique())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return (rows[::-1] if before is not None else rows), more
+
+
+def _any(session: Session, query, rows, later: bool) -> bool:
+    """Whether a visible job lies after (``later``) or before the page."""
+    from sqlalchemy import select
+
+    from gpupool.scheduler.orm import JobRow
+
+    if not rows:
+        return False
+    edge = JobRow.id > rows[-1].id if later else JobRow.id < rows[0].id
+    return bool(session.scalar(select(query.where(edge).exists())))
+
+
 # --- scheduling rounds -------------------------------------------------------
 
 
@@ -67,13 +172,17 @@ def schedule(engine: Engine, actor: str, dry_run: bool, grace=None, on_wait=None
     from gpupool.scheduler.rounds import run_active_round
 
     if dry_run:
-        with unit_of_work(engine) as session:
+        with unit_of_work(engine, write_lock="when_writing") as session:
             authorize(session, actor, "schedule.dry_run")  # shows every org's jobs
             result, active = run_active_round(session, dry_run=True, grace=grace)
             return round_view(session, result, policy_label(active))
-    with unit_of_work(engine) as session:  # refuse before waiting for the round lock
+    # refuse before waiting for the round lock; a read, so not behind a round writing
+    with unit_of_work(engine, write_lock="when_writing") as session:
         authorize(session, actor, "schedule.run")
-    with round_lock(engine, wait=True, on_wait=on_wait), unit_of_work(engine) as session:
+    with (
+        round_lock(engine, wait=True, on_wait=on_wait),
+        unit_of_work(engine, write_lock="when_writing") as session,
+    ):
         report = run_locked_round(session, actor, grace)
         return round_view(session, report.result, report.policy)
 
@@ -238,6 +347,76 @@ def subsidy_report(session: Session, actor: str, programme: str | None = None) -
     return rows
 
 
+CHART_FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+# no creation dates in the file: the same ledger draws the same bytes
+_NO_DATES = {"png": {}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
+
+
+def burn_down_chart(session: Session, actor: str, programme: str | None, fmt: str) -> bytes:
+    """`report subsidies --png FILE`: each programme's budget burn-down as a chart in
+    ``fmt`` (png, svg or pdf). It sums every organisation's subsidy, so it is for
+    admins and auditors only (a submitter is refused, audited)."""
+    from gpupool import limits
+    from gpupool.scheduler import accounts
+    from gpupool.scheduler.permissions import Denied, authorize
+
+    if fmt not in CHART_FORMATS:
+        known = ", ".join(CHART_FORMATS)
+        raise GpupoolError(f"must be one of {known}, got {fmt!r}", location="--png")
+    grant = authorize(session, actor, "report.read")
+    if not grant.everything:
+        raise Denied(
+            f"{grant.actor} may not chart budget burn-down: it shows every organisation's "
+            "subsidy (admins and auditors only)",
+            grant.actor,
+            "chart budget burn-down",
+            "report subsidies",
+        )
+    books = accounts.load_books(session)
+    if programme is not None and programme not in {p.name for p in books.programmes}:
+        raise NotFound(f"no programme named {programme!r}", location="--programme")
+    image = _draw_burn_down(books, programme, fmt)
+    limits.DOWNLOAD_BYTES.check(len(image), "--png")
+    return image
+
+
+def _draw_burn_down(books, only: str | None, fmt: str) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gpupool.safe_text import plot_text
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for prog in books.programmes:
+        if only is not None and prog.name != only:
+            continue
+        entries = sorted(
+            (e for e in books.entries if e.programme == prog.name and e.subsidy), key=lambda e: e.at
+        )
+        if not entries:
+            continue
+        spent, times, left = 0.0, [], []
+        for entry in entries:
+            spent += float(entry.subsidy)
+            times.append(entry.at / 86400.0)
+            left.append((prog.budget - spent) if prog.budget is not None else spent)
+        axes.step(times, left, where="post", label=plot_text(prog.name))
+    axes.set_xlabel("days since 1970-01-01 (UTC)")
+    axes.set_ylabel("budget left (or subsidy paid if unlimited)")
+    axes.set_title("subsidy budget burn-down")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize="small")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt, metadata=_NO_DATES[fmt])
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def _voucher_hours(note: str) -> float:
     head = note.split(" voucher hours")[0] if "voucher hours" in note else ""
     try:
@@ -250,12 +429,53 @@ def _voucher_hours(note: str) -> float:
 
 
 def whatif(
-    session: Session, document, label: str, since: str, until: str | None, now: dt.datetime
+    session: Session,
+    document,
+    label: str,
+    since: str,
+    until: str | None,
+    now: dt.datetime,
+    files: bool = False,
 ) -> dict:
     """`policy whatif --json`: the recorded jobs replayed under ``document`` and
     under the active policy, compared per domain, with the window replayed
-    (``since``, ``until``) and the number of pools. Writes nothing."""
-    return whatif_results(session, document, label, since, until, now)[0]
+    (``since``, ``until``) and the number of pools. Writes nothing.
+
+    ``files``: also ``files``, what `policy whatif --out DIR` writes there
+    (:func:`whatif_files`), for the CLI to write wherever it runs."""
+    comparison, results = whatif_results(session, document, label, since, until, now)
+    if files:
+        return {**comparison, "files": whatif_files(comparison, results)}
+    return comparison
+
+
+WHATIF_FILES = ("whatif.json", "jobs-current.csv", "jobs-proposed.csv")
+
+
+def whatif_files(comparison: dict, results: dict) -> dict[str, str]:
+    """{file name: exact text} of `policy whatif --out`: the comparison as JSON and
+    each side's per-job CSV, at most limits.DOWNLOAD_BYTES in all."""
+    import tempfile
+    from pathlib import Path
+
+    from gpupool import limits
+    from gpupool.simulations.metrics import write_jobs_csv, write_metrics_json
+
+    with tempfile.TemporaryDirectory(prefix="gpupool-whatif-") as folder:
+        write_metrics_json(comparison, Path(folder) / WHATIF_FILES[0])
+        for side, result in results.items():
+            write_jobs_csv(result, Path(folder) / f"jobs-{side}.csv")
+        # bytes, decoded as they are: the CSVs' \r\n line ends stay
+        files = {p.name: p.read_bytes().decode("utf-8") for p in sorted(Path(folder).iterdir())}
+    size = sum(len(text.encode("utf-8")) for text in files.values())
+    if not limits.DOWNLOAD_BYTES.holds(size):
+        raise GpupoolError(
+            f"the per-job files of this window would be {size / 2**20:.1f} MiB, over the "
+            f"{limits.DOWNLOAD_BYTES.high / 2**20:.0f} MiB one response holds; narrow "
+            "--since/--until",
+            location="--out",
+        )
+    return files
 
 
 def whatif_results(
@@ -263,9 +483,11 @@ def whatif_results(
 ) -> tuple[dict, dict]:
     """:func:`whatif`'s comparison and the two SimulationResults (for per-job files)."""
     from gpupool.scheduler import clock
+    from gpupool.scheduler.policies_store import check_platform_names
     from gpupool.scheduler.rounds import active_policy
     from gpupool.simulations import from_db
 
+    check_platform_names(session, document)  # before any replay
     end = from_db.parse_until(until, now)
     start = from_db.parse_since(since, end)
     scenario = from_db.scenario_from_db(session, start, end)

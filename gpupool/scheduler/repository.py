@@ -8,6 +8,7 @@ print one clear line. Nothing here commits: the caller's unit of work does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,8 +24,12 @@ from gpupool.scheduler.orm import (
     PlacementRow,
     PolicyVersionRow,
     PoolRow,
+    ProgrammeRow,
     UserRow,
 )
+
+if TYPE_CHECKING:
+    from gpupool.accounting.programmes import Programme
 
 
 def _by_name(session: Session, row_type, name: str, what: str, location: str):
@@ -51,6 +56,15 @@ def get_domain(session: Session, name: str, location: str = "--domain") -> Domai
 
 def get_org(session: Session, name: str, location: str = "--org") -> OrgRow:
     return _by_name(session, OrgRow, name, "organisation", location)
+
+
+def get_org_id(session: Session, name: str, location: str = "--org") -> int:
+    """get_org's id only: one column, no OrgRow (and its domain) loaded."""
+    name = limits.normalise(name) if isinstance(name, str) else name
+    org_id = session.scalar(select(OrgRow.id).where(OrgRow.name == name))
+    if org_id is None:
+        raise model.NotFound(f"no organisation named {name!r}", location=location)
+    return org_id
 
 
 def find_user(session: Session, name: str) -> UserRow | None:
@@ -208,3 +222,52 @@ def job_model(row: JobRow) -> model.Job:
 def placement_model(row: PlacementRow) -> model.Placement:
     nodes = tuple((int(node), int(gpus)) for node, gpus in row.nodes)
     return model.Placement(job_id=row.job_id, pool=row.pool.name, nodes=nodes)
+
+
+# ---------------------------------------------------------------------------
+# Programmes: the declaration a programmes row holds
+# ---------------------------------------------------------------------------
+
+
+def programme_rules(programme: Programme) -> dict:
+    """The JSON a ``programmes.rules`` column holds for ``programme``."""
+    period = programme.period
+    return {
+        "period": {"kind": period.kind, "start": period.start, "end": period.end},
+        "domains": sorted(programme.domains),
+        "orgs": sorted(programme.orgs),
+        "rate": programme.rate,
+        "gpu_type_rates": dict(programme.gpu_type_rates),
+        "exchange_rates": dict(programme.exchange_rates),
+        "vouchers": programme.uses_vouchers,
+        "org_cap": programme.org_cap,
+        "carry_over": programme.carry_over,
+        "when_exhausted": programme.when_exhausted,
+        "spending_order": programme.spending_order,
+    }
+
+
+def programme_from_row(row: ProgrammeRow) -> Programme:
+    """The Programme (gpupool.accounting) a programmes row declares."""
+    from gpupool.accounting.periods import PeriodSpec  # accounting loads only where needed
+    from gpupool.accounting.programmes import Programme
+
+    rules = row.rules or {}
+    period = rules.get("period") or {}
+    return Programme(
+        name=row.name,
+        period=PeriodSpec(
+            kind=period.get("kind", "fixed"), start=period.get("start"), end=period.get("end")
+        ),
+        budget=None if row.budget is None else float(row.budget),
+        domains=frozenset(rules.get("domains", ())),
+        orgs=frozenset(rules.get("orgs", ())),
+        rate=rules.get("rate", 1.0),
+        gpu_type_rates=rules.get("gpu_type_rates", {}),
+        exchange_rates=rules.get("exchange_rates", {}),
+        uses_vouchers=rules.get("vouchers", False),
+        org_cap=rules.get("org_cap"),
+        carry_over=rules.get("carry_over", 0.0),
+        when_exhausted=rules.get("when_exhausted", "full_price"),
+        spending_order=rules.get("spending_order", "earliest_expiry"),
+    )

@@ -9,19 +9,26 @@ Read phase (takes no lock that blocks submissions, cancels or finishes):
     2. snapshot the platform (gpupool.scheduler.snapshot): running jobs past
        their estimate + grace are left out, as step 5 reaps them;
     3. ask the policy: ``policy.allocate(snapshot)`` — the same code the
-       simulator runs — and time it (``solve_seconds``); if it (or step 4, or
-       pricing the starts) raises, find and set aside the pending jobs it fails
-       on (_Isolation), or let the round fail, rolled back;
-    4. re-validate the allocation defensively (known pending jobs, allowed GPU
-       types, whole gangs, node capacity after preemptions, a reason for every
-       job left waiting) and raise PolicyViolation rather than write a bad one.
+       simulator runs, through the same round driver (gpupool.scheduler.driver)
+       — and time it (``solve_seconds``); if it (or step 4, or pricing the
+       starts) raises, find and set aside the pending jobs it fails on
+       (driver.Isolation), or let the round fail, rolled back;
+    4. re-validate the allocation defensively
+       (gpupool.policies.validation.validate_allocation: known pending jobs,
+       allowed GPU types, whole gangs, node capacity after preemptions, a
+       reason for every job left waiting) and raise PolicyViolation rather
+       than write a bad one.
+
+Steps 0-2 are DatabaseRound.snapshot, 3-4 the driver, 5-8 DatabaseRound.apply.
 
 Write phase (short, under the write lock: PostgreSQL advisory transaction lock
 shared with the books, SQLite's database write lock taken by the first insert):
     5. a scheduler_rounds row; the books reloaded; the jobs of step 0 and 3
        failed, with their reason and a ``job.quarantine`` audit row (running
-       ones charged up to now if their data allows); the books closed for
-       real; overdue jobs reaped (timed_out, charged to their deadline);
+       ones charged up to now if their data allows); overdue jobs reaped
+       (timed_out, charged to their deadline); then the books closed for real
+       (running jobs metered to now if a voucher is due, and it expires): in
+       that order, so a reaped job is never metered past its deadline;
     6. preemptions of jobs still running (placement closed, usage charged, job
        requeued);
     7. each start re-checked against what committed meanwhile: a job no longer
@@ -29,7 +36,7 @@ shared with the books, SQLite's database write lock taken by the first insert):
        is skipped and the job waits with "no capacity"; otherwise placement
        written, with the policy's reason for its pool, and job running
        (check_transition). No ledger entry at start:
-       runs are charged when they end (gpupool.scheduler.lifecycle.settle);
+       runs are charged when they end (gpupool.scheduler.lifecycle.charge_ended_run);
     8. the wait reason of every job still pending; set-aside platform rows
        audited (``platform.set_aside``) once per reason.
 
@@ -48,7 +55,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -56,41 +63,36 @@ from sqlalchemy.orm import Session
 
 from gpupool import model
 from gpupool.model import (
-    Allocation,
-    GpupoolError,
     JobState,
     Snapshot,
     check_quarantine,
     check_transition,
 )
-from gpupool.scheduler import accounts, clock, lifecycle, permissions, quarantine, repository
+from gpupool.policies.validation import PolicyViolation, validate_allocation
+from gpupool.scheduler import (
+    accounts,
+    clock,
+    driver,
+    lifecycle,
+    locking,
+    permissions,
+    quarantine,
+    repository,
+)
+from gpupool.scheduler.active import ActivePolicy, active_policy
 from gpupool.scheduler.orm import (
     AuditLogRow,
     JobRow,
     PlacementRow,
     SchedulerRoundRow,
 )
-from gpupool.scheduler.snapshot import as_datetime, read_platform, take_snapshot
+from gpupool.scheduler.snapshot import as_datetime, overdue_at, read_platform, take_snapshot
 
-ROUND_LOCK_KEY = accounts.BOOKS_LOCK_KEY  # the write phase's advisory lock on PostgreSQL
+# re-exported: their homes are gpupool.policies.validation and gpupool.scheduler.active
+__all__ = ["ActivePolicy", "PolicyViolation", "active_policy", "validate_allocation"]
 PAUSE_ENV = "GPUPOOL_TEST_PAUSE_IN_ROUND"
 SCHEDULER_ACTOR = "scheduler"  # who quarantines, when a caller names no actor
-MAX_CULPRITS = 3  # jobs one round may blame for a policy or accounting failure
-ISOLATION_SECONDS = 60.0  # how long a round may spend finding them
 log = logging.getLogger("gpupool.scheduler")
-
-
-class PolicyViolation(GpupoolError):
-    """A policy returned an allocation that breaks the platform's invariants."""
-
-
-@dataclass(frozen=True)
-class ActivePolicy:
-    policy: object
-    version: int | None  # None: no policy applied (or the active one set aside), the FIFO default
-    kind: str
-    pricing: object | None = None  # the policy's SubsidyRules, if it has any
-    set_aside: dict[str, str] = field(default_factory=dict)  # "policy v3" -> why, if it was
 
 
 @dataclass(frozen=True)
@@ -119,54 +121,6 @@ class RoundResult:
     quarantined: dict[int, str] = field(default_factory=dict)
     held: dict[int, str] = field(default_factory=dict)
     set_aside: dict[str, str] = field(default_factory=dict)
-
-
-def active_policy(session: Session) -> ActivePolicy:
-    """Build the active policy version, or FIFO when none was ever applied.
-
-    A stored version this code cannot run (it no longer parses, or its numbers
-    fail the sanity gate, gpupool.scheduler.quarantine) is set aside: rounds
-    run the FIFO default, without its subsidy rules, until an admin applies a
-    valid one, and say so in their log and the audit log.
-    """
-    from gpupool.policies.fifo import FifoPolicy
-
-    row = repository.active_policy_row(session)
-    if row is None:
-        return ActivePolicy(policy=FifoPolicy(), version=None, kind="fifo")
-    try:
-        return _stored_policy(row)
-    except Exception as exc:  # whatever the stored text does, scheduling goes on
-        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not isinstance(exc, _BadPolicy):
-            problem = f"{type(exc).__name__}: {problem}"
-    target = f"policy v{row.version}"
-    return ActivePolicy(
-        policy=FifoPolicy(),
-        version=None,
-        kind="fifo",
-        set_aside={target: quarantine.invalid(problem)},
-    )
-
-
-class _BadPolicy(GpupoolError):
-    """A stored policy document whose numbers fail the sanity gate."""
-
-
-def _stored_policy(row) -> ActivePolicy:
-    from gpupool.policies.document import parse_policy_text
-
-    document = parse_policy_text(row.document, source=f"policy v{row.version}")
-    problem = quarantine.policy_problem(document)
-    if problem is not None:
-        raise _BadPolicy(problem)
-    params = getattr(document, "params", None)
-    return ActivePolicy(
-        policy=document.build(),
-        version=row.version,
-        kind=row.kind,
-        pricing=getattr(params, "subsidy", None),
-    )
 
 
 def run_active_round(
@@ -205,209 +159,134 @@ def run_round(
 ) -> RoundResult:
     """``actor``: who the audit log names for jobs this round quarantines;
     ``set_aside``: rows the caller already set aside (an invalid active policy)."""
-    moment = as_datetime(now)
-    grace = grace or lifecycle.parse_grace(None)
-    platform = read_platform(session)  # every row through the sanity gate
-    verdict = platform.verdict
-    verdict.platform.update(set_aside or {})
-    books = accounts.load_books(session, moment, rules=pricing, whole_ledger=False)
-    verdict.platform.update(books.set_aside)
-    accounts.close_books(session, books, moment, write=False, skip=verdict.unmetered)
-    snapshot = take_snapshot(
+    backend = DatabaseRound(
         session,
-        moment,
-        pricing=pricing,
-        books=books,
-        policy=policy,
-        grace=grace,
-        platform=platform,
-    )
-    decision = _decide(policy, snapshot)
-    verdict.jobs.update(decision.blamed)
-    verdict.log()
-    allocation = decision.allocation
-    result = RoundResult(
-        round_id=None,
+        policy,
         dry_run=dry_run,
-        waiting=dict(allocation.waiting),
-        preempted=list(allocation.preempt),
         policy_version=policy_version,
-        solve_seconds=decision.solve_seconds,
-        quarantined=dict(verdict.jobs),
-        held=dict(verdict.held),
-        set_aside=dict(verdict.platform),
+        pricing=pricing,
+        grace=grace or lifecycle.parse_grace(None),
+        actor=actor,
+        set_aside=set_aside or {},
+        real_time=now is None,
     )
-    planned = [
-        Started(p.job_id, p.pool, p.nodes, decision.charges[p.job_id], allocation.why.get(p.job_id))
-        for p in allocation.placements
-    ]
-    if dry_run:
-        result.started = planned
-    else:
-        _write(session, planned, result, moment, pricing, grace, now is None, actor, verdict)
-    return result
+    driver.run_round(backend, policy, as_datetime(now))
+    return backend.result
 
 
 @dataclass
-class _Decision:
-    allocation: Allocation
-    charges: dict[int, model.Charge]
-    solve_seconds: float
-    blamed: dict[int, str] = field(default_factory=dict)  # job id -> end reason
+class DatabaseRound:
+    """The round driver's database backend (gpupool.scheduler.driver.RoundBackend).
 
-
-def _decide(policy: object, snapshot: Snapshot) -> _Decision:
-    """The policy's allocation, checked and priced.
-
-    Defence in depth behind the sanity gate: if the policy or the accounting
-    raises, the round looks for at most MAX_CULPRITS pending jobs to blame
-    (_Isolation) and decides without them; if none can be found the error
-    stands and the round fails, rolled back, to be retried.
-    """
-    began = time.perf_counter()
-    try:
-        allocation, charges = _attempt(policy, snapshot)
-        return _Decision(allocation, charges, time.perf_counter() - began)
-    except Exception as exc:  # any failure: look for the job behind it
-        failure = exc
-    log.error("the policy failed on this round's snapshot: %s", _describe(failure))
-    isolation = _Isolation(policy, snapshot)
-    blamed: dict[int, str] = {}
-    pending = list(snapshot.pending)
-    for _ in range(MAX_CULPRITS):
-        found = isolation.culprit(pending)
-        if found is None:
-            break
-        job, error = found
-        blamed[job.id] = quarantine.job_reason(f"scheduling it fails ({_describe(error)})")
-        pending.remove(job)
-        outcome = isolation.attempt(pending)
-        if not isinstance(outcome, BaseException):
-            allocation, charges = outcome
-            return _Decision(allocation, charges, time.perf_counter() - began, blamed)
-    raise failure
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _attempt(policy: object, snapshot: Snapshot):
-    allocation = policy.allocate(snapshot)
-    validate_allocation(snapshot, allocation)
-    return allocation, _charges(snapshot, allocation)
-
-
-class _Isolation:
-    """Find a pending job the round fails on, by bisection, within a time budget.
-
-    A job is blamed only if the round fails on it alone, not on no job at all,
-    and not on a plain job of its org in its place (1 GPU, 1 hour, any type,
-    no priority, no name): so a broken policy or platform blames nobody.
+    ``snapshot`` is the read phase (steps 0-2), ``apply`` the write phase (5-8),
+    or for a dry run only the plan. ``result`` holds what the round did.
     """
 
-    def __init__(self, policy: object, snapshot: Snapshot) -> None:
-        self.policy = policy
-        self.snapshot = snapshot
-        self.give_up_at = time.monotonic() + ISOLATION_SECONDS
+    session: Session
+    policy: object
+    dry_run: bool
+    policy_version: int | None
+    pricing: object | None
+    grace: lifecycle.Grace
+    actor: str
+    set_aside: dict[str, str]
+    real_time: bool  # no instant given: stamp writes with the clock under the lock
+    result: RoundResult | None = None
+    _verdict: quarantine.Verdict | None = None
 
-    def attempt(self, jobs: list[model.Job]):
-        """The decision without the other pending jobs, or the exception it raised."""
-        if time.monotonic() > self.give_up_at:
-            return TimeoutError("no time left to isolate the failure")
-        try:
-            return _attempt(self.policy, replace(self.snapshot, pending=tuple(jobs)))
-        except Exception as exc:  # the failure being isolated, or another
-            return exc
+    def snapshot(self, moment: dt.datetime) -> Snapshot:
+        session = self.session
+        platform = read_platform(session)  # every row through the sanity gate
+        verdict = self._verdict = platform.verdict
+        verdict.platform.update(self.set_aside)
+        books = accounts.load_books(session, moment, rules=self.pricing, whole_ledger=False)
+        verdict.platform.update(books.set_aside)
+        # overdue jobs: reaped at their deadline by the write phase, so the books this
+        # round decides on hold their charge up to their deadline (not to now, not none)
+        overdue = {r.job.id for r in platform.running if overdue_at(self.grace, r, moment)}
+        _reap_in_memory(session, books, overdue, self.grace)
+        skip = verdict.unmetered | overdue
+        accounts.close_books(session, books, moment, write=False, skip=skip)
+        return take_snapshot(
+            session,
+            moment,
+            pricing=self.pricing,
+            books=books,
+            policy=self.policy,  # its guarantees, for the snapshot's deficits
+            grace=self.grace,
+            platform=platform,
+        )
 
-    def fails(self, jobs: list[model.Job]) -> BaseException | None:
-        outcome = self.attempt(jobs)
-        return outcome if isinstance(outcome, BaseException) else None
-
-    def culprit(self, pending: list[model.Job]) -> tuple[model.Job, BaseException] | None:
-        error = self.fails(pending)
-        if error is None or isinstance(error, TimeoutError) or self.fails([]) is not None:
-            return None
-        jobs = pending
-        while len(jobs) > 1:
-            half = len(jobs) // 2
-            for part in (jobs[:half], jobs[half:]):
-                part_error = self.fails(part)
-                if isinstance(part_error, TimeoutError):
-                    return None
-                if part_error is not None:
-                    jobs, error = part, part_error
-                    break
-            else:
-                return None  # only a combination of jobs fails: no one to blame
-        plain = replace(jobs[0], gpus=1, hours=1.0, priority=0, gpu_types=(), name="")
-        if self.fails([plain]) is not None:
-            return None
-        return jobs[0], error
-
-
-def _charges(snapshot: Snapshot, allocation: Allocation) -> dict[int, model.Charge]:
-    """The policy's charge per started job; a quote for any it left out."""
-    from gpupool.accounting import BudgetTracker
-
-    tracker = BudgetTracker(snapshot)
-    jobs = {j.id: j for j in snapshot.pending}
-    charges = {}
-    for placement in allocation.placements:
-        charge = allocation.charges.get(placement.job_id)
-        if charge is None:
-            pool = snapshot.pool_state(placement.pool).pool
-            charge = tracker.quote(jobs[placement.job_id], pool)
-        charges[placement.job_id] = charge
-    return charges
-
-
-def validate_allocation(snapshot: Snapshot, allocation: Allocation) -> None:
-    pending = {j.id: j for j in snapshot.pending}
-    running = {r.job.id: r for r in snapshot.running}
-    free = {s.pool.name: list(s.free_per_node) for s in snapshot.pools}
-    pools = {s.pool.name: s.pool for s in snapshot.pools}
-    for job_id in allocation.preempt:
-        if job_id not in running:
-            raise PolicyViolation(f"preempts job {job_id}, which is not running")
-        for node, gpus in running[job_id].placement.nodes:
-            free[running[job_id].placement.pool][node] += gpus
-    seen: set[int] = set()
-    for placement in allocation.placements:
-        _check_placement(placement, pending, pools, free, seen)
-    for job_id in pending:
-        if job_id not in seen and job_id not in allocation.waiting:
-            raise PolicyViolation(f"gives no wait reason for pending job {job_id}")
+    def apply(self, decision: driver.Decision, moment: dt.datetime) -> None:
+        verdict = self._verdict
+        verdict.jobs.update(
+            {job_id: quarantine.job_reason(why) for job_id, why in decision.blamed.items()}
+        )
+        verdict.log()
+        allocation = decision.allocation
+        result = self.result = RoundResult(
+            round_id=None,
+            dry_run=self.dry_run,
+            waiting=dict(allocation.waiting),
+            preempted=list(allocation.preempt),
+            policy_version=self.policy_version,
+            solve_seconds=decision.solve_seconds,
+            quarantined=dict(verdict.jobs),
+            held=dict(verdict.held),
+            set_aside=dict(verdict.platform),
+        )
+        planned = [
+            Started(
+                p.job_id,
+                p.pool,
+                p.nodes,
+                decision.charges[p.job_id],
+                allocation.why.get(p.job_id),
+            )
+            for p in allocation.placements
+        ]
+        if self.dry_run:
+            result.started = planned
+            return
+        _write(
+            self.session,
+            planned,
+            result,
+            moment,
+            self.pricing,
+            self.grace,
+            self.real_time,
+            self.actor,
+            verdict,
+        )
 
 
-def _check_placement(placement, pending, pools, free, seen) -> None:
-    job = pending.get(placement.job_id)
-    where = f"job {placement.job_id}"
-    if job is None:
-        raise PolicyViolation(f"starts {where}, which is not pending")
-    if placement.job_id in seen:
-        raise PolicyViolation(f"starts {where} twice")
-    seen.add(placement.job_id)
-    pool = pools.get(placement.pool)
-    if pool is None:
-        raise PolicyViolation(f"places {where} on unknown pool {placement.pool!r}")
-    if not job.allows(pool.gpu_type):
-        raise PolicyViolation(f"places {where} on {pool.gpu_type}, which it does not allow")
-    if placement.gpus != job.gpus:
-        raise PolicyViolation(f"gives {where} {placement.gpus} of its {job.gpus} GPUs")
-    for node, gpus in placement.nodes:
-        if not 0 <= node < len(free[pool.name]) or gpus <= 0:
-            raise PolicyViolation(f"places {where} on bad node {node} of {pool.name}")
-        free[pool.name][node] -= gpus
-        if free[pool.name][node] < 0:
-            raise PolicyViolation(f"overfills node {node} of {pool.name} with {where}")
+def _reap_in_memory(session: Session, books, overdue: set[int], grace) -> None:
+    """Charge overdue runs up to their deadline in ``books`` only, in the order and
+    with the runs ahead that lifecycle.reap_timeouts will charge them with."""
+    if not overdue:
+        return
+    reaped: set[int] = set()
+    for placement in repository.open_placements(session):
+        if placement.job_id not in overdue:
+            continue
+        row = session.get(JobRow, placement.job_id)
+        job, pool, gpu_type = accounts._usage_of(session, row, placement)
+        deadline = grace.deadline(placement.started_at, job.hours, gpu_type.speed)
+        started = clock.to_epoch(placement.started_at)
+        ahead = [
+            run
+            for run in accounts._started_before(session, job.id, started)
+            if run[0].id not in reaped  # their placement is closed by then
+        ]
+        books.meter(job, pool, gpu_type, started, clock.to_epoch(deadline), ahead)
+        reaped.add(job.id)
 
 
 def _write(
     session, planned, result: RoundResult, moment, pricing, grace, real_time, actor, verdict
 ) -> None:
-    accounts.lock_books(session)  # PostgreSQL: the write lock, before any row lock
+    locking.lock_writes(session)  # PostgreSQL: the write lock, before any row lock
     round_row = SchedulerRoundRow(
         started_at=moment, policy_version=result.policy_version, dry_run=False
     )
@@ -422,8 +301,10 @@ def _write(
     # fresh, under the lock
     books = accounts.load_books(session, moment, rules=pricing, whole_ledger=False)
     books = _quarantine(session, result, moment, books, actor)
-    accounts.close_books(session, books, moment, skip=verdict.stranded)
+    # Reap first: an overdue job ends (and is charged) at its deadline; metering
+    # open placements for a voucher expiry before that would charge it to now.
     result.timed_out = lifecycle.reap_timeouts(session, moment, grace, books, verdict.stranded)
+    accounts.close_books(session, books, moment, skip=verdict.stranded)
     result.preempted = [j for j in result.preempted if _preempt(session, j, moment, books)]
     pools = {p.name: p for p in repository.list_pools(session)}
     free = _free_gpus(session, {s.pool for s in planned})
@@ -553,7 +434,7 @@ def _preempt(session: Session, job_id: int, moment: dt.datetime, books) -> bool:
     if placement is not None:
         placement.ended_at = moment
         session.flush()
-        lifecycle.settle(session, job, moment, books)  # charge the run that ends here
+        lifecycle.charge_ended_run(session, job, moment, books)  # charge the run that ends here
     check_transition(job.state, JobState.PREEMPTED)
     job.state = check_transition(JobState.PREEMPTED, JobState.PENDING).value
     job.pool_id = None
@@ -600,7 +481,7 @@ def _start(session, started: Started, row, pool_row, free, round_id, moment) -> 
         )
     )
     # No ledger entry at start: the run is charged on actual use when it ends
-    # (gpupool.scheduler.lifecycle.settle); started.charge is only a quote.
+    # (gpupool.scheduler.lifecycle.charge_ended_run); started.charge is only a quote.
     return None
 
 

@@ -25,8 +25,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gpupool import limits, model
-from gpupool.model import GpupoolError, JobState, check_transition
+from gpupool.model import Conflict, GpupoolError, JobState, check_transition
 from gpupool.scheduler import clock, lifecycle, permissions, repository
+from gpupool.scheduler.fields import (  # noqa: F401  (service.positive_float etc. stay importable)
+    non_negative_float,
+    positive_float,
+    positive_int,
+    whole_number,
+)
 from gpupool.scheduler.orm import (
     DomainRow,
     GpuTypeRow,
@@ -63,42 +69,6 @@ audit = permissions.audit
 def _name(value: str, location: str, limit: limits.TextLimit = limits.NAME) -> str:
     """Printable single-line text, NFKC-normalised (gpupool.limits.check_text)."""
     return limits.check_text(value or "", location, limit)
-
-
-def positive_int(value: object, location: str, limit: limits.Limit = limits.ID) -> int:
-    """A whole number > 0 written in ASCII digits, within ``limit`` (gpupool.limits)."""
-    number = limits.to_number(value)
-    if number is None or number <= 0 or number != int(number):
-        raise GpupoolError(f"must be a positive whole number, got {value!r}", location=location)
-    return int(limit.check(int(number), location, value))
-
-
-def positive_float(
-    value: object,
-    location: str,
-    what: str = "a positive number",
-    limit: limits.Limit | None = None,
-) -> float:
-    """A number > 0 within ``limit`` (None: any finite number)."""
-    number = limits.to_number(value)
-    if number is None or number <= 0:
-        raise GpupoolError(f"must be {what}, got {value!r}", location=location)
-    return float(number if limit is None else limit.check(number, location, value))
-
-
-def non_negative_float(value: object, location: str, limit: limits.Limit | None = None) -> float:
-    """A number >= 0 within ``limit`` (None: any finite number)."""
-    number = limits.to_number(value)
-    if number is None:
-        raise GpupoolError(f"must be a number, got {value!r}", location=location)
-    if number < 0:
-        raise GpupoolError(f"must be zero or more, got {value!r}", location=location)
-    return float(number if limit is None else limit.check(number, location, value))
-
-
-def whole_number(value: object, location: str, limit: limits.Limit) -> int:
-    """A whole number (of any sign) in ASCII digits, within ``limit``."""
-    return int(limits.read(value, limit, location))
 
 
 def _unique(session: Session, row_type, name: str, what: str, location: str) -> None:
@@ -242,10 +212,13 @@ def max_gang(pool: model.Pool) -> int:
     return pool.largest_gang()
 
 
-def _validate(session: Session, request: JobRequest) -> dict:
-    org = repository.get_org(
-        session, _name(request.org, request.location("org")), location=request.location("org")
-    )
+def _validate(session: Session, request: JobRequest, known_orgs: dict[str, int]) -> dict:
+    """The request's checked fields; ``known_orgs`` (name -> id) were read already in
+    this transaction (a submitter's own organisation, by authorize)."""
+    org_name = _name(request.org, request.location("org"))
+    org_id = known_orgs.get(org_name)
+    if org_id is None:
+        org_id = repository.get_org_id(session, org_name, location=request.location("org"))
     gpus = positive_int(request.gpus, request.location("gpus"), limits.GPUS_PER_JOB)
     hours = positive_float(
         request.hours, request.location("hours"), "a positive number of hours", limits.JOB_HOURS
@@ -256,8 +229,7 @@ def _validate(session: Session, request: JobRequest) -> dict:
         type_name = repository.get_gpu_type(session, _name(type_name, where), location=where).name
         if type_name not in types:
             types.append(type_name)
-    allowed = [p for p in repository.list_pools(session) if not types or p.gpu_type.name in types]
-    largest = max((max_gang(repository.pool_model(p)) for p in allowed), default=0)
+    largest = _largest_gang(session, types)
     if gpus > largest:
         scope = "of an allowed GPU type " if types else ""
         raise GpupoolError(
@@ -274,13 +246,25 @@ def _validate(session: Session, request: JobRequest) -> dict:
         where = request.location("submit_key")
         limits.check_text(request.submit_key, where, SUBMIT_KEY, allow_empty=True)
     return dict(
-        org_id=org.id,
+        org_id=org_id,
         gpus=gpus,
         hours=hours,
         gpu_types=types,
         name=name,
         priority=priority,
     )
+
+
+def _largest_gang(session: Session, types: Sequence[str]) -> int:
+    """The largest gang any pool (of one of ``types``, when given) can hold when empty;
+    read as the pools' two sizes, without loading pool objects (every submission asks)."""
+    query = select(PoolRow.gpus, PoolRow.gpus_per_node)
+    if types:
+        query = query.join(GpuTypeRow, PoolRow.gpu_type_id == GpuTypeRow.id).where(
+            GpuTypeRow.name.in_(types)
+        )
+    sizes = session.execute(query)
+    return max((model.largest_gang(gpus, per_node) for gpus, per_node in sizes), default=0)
 
 
 def submit_jobs(
@@ -298,12 +282,13 @@ def submit_jobs(
     submission is never written twice.
     """
     now = now or clock.utcnow()
-    _require_own_orgs(session, actor, requests)
+    grant = _require_own_orgs(session, actor, requests)
+    known_orgs = {grant.org_name: grant.org_id} if grant.org_name is not None else {}
     errors: list[GpupoolError] = list(prior_errors)
     fields_list: list[dict | None] = []
     for request in requests:
         try:
-            fields_list.append(_validate(session, request))
+            fields_list.append(_validate(session, request, known_orgs))
         except GpupoolError as exc:
             errors.append(exc)
             fields_list.append(None)
@@ -316,7 +301,9 @@ def submit_jobs(
     return results
 
 
-def _require_own_orgs(session: Session, actor: str, requests: Sequence[JobRequest]) -> None:
+def _require_own_orgs(
+    session: Session, actor: str, requests: Sequence[JobRequest]
+) -> permissions.Grant:
     """A submitter submits only for its own organisation (admins for any), and
     only admins set a priority boost."""
     grant = permissions.authorize(session, actor, "job.submit")
@@ -329,6 +316,7 @@ def _require_own_orgs(session: Session, actor: str, requests: Sequence[JobReques
                 "submit jobs",
                 f"org {request.org}",
             )
+    return grant
 
 
 def submit_job(
@@ -347,10 +335,6 @@ def _write_job(session, actor, request: JobRequest, job_fields: dict, now) -> tu
     then finds and returns the winner's job.
     """
     key = (request.submit_key or "").strip() or None
-    if key is not None:
-        existing = _same_job(session, request, job_fields, key)
-        if existing is not None:
-            return existing, False
     values = dict(
         **job_fields,
         state=JobState.PENDING.value,
@@ -358,15 +342,15 @@ def _write_job(session, actor, request: JobRequest, job_fields: dict, now) -> tu
         submitted_by=actor,
         submit_key=key or uuid.uuid4().hex,
     )
+    # Insert first: a new key (the usual case) costs one statement. A taken key
+    # inserts nothing, and the org's job with that key is read and compared.
     job_id = _insert_unless_key_taken(session, values)
-    if job_id is None:
-        existing = _same_job(session, request, job_fields, key)
-        if existing is None:  # cannot happen: the key was taken by a committed job
-            raise GpupoolError(
-                f"submit key {key!r} is taken", location=request.location("submit_key")
-            )
-        return existing, False
-    return job_id, True
+    if job_id is not None:
+        return job_id, True
+    existing = _same_job(session, request, job_fields, key) if key is not None else None
+    if existing is None:  # cannot happen: the key was taken by a committed job
+        raise Conflict(f"submit key {key!r} is taken", location=request.location("submit_key"))
+    return existing, False
 
 
 def _same_job(session, request: JobRequest, job_fields: dict, key: str) -> int | None:
@@ -375,7 +359,7 @@ def _same_job(session, request: JobRequest, job_fields: dict, key: str) -> int |
     if existing is None:
         return None
     if not all(getattr(existing, k) == v for k, v in job_fields.items()):
-        raise GpupoolError(
+        raise Conflict(
             f"submit key {key!r} was already used by job {existing.id} with different content",
             location=request.location("submit_key"),
         )
@@ -384,17 +368,28 @@ def _same_job(session, request: JobRequest, job_fields: dict, key: str) -> int |
 
 def _insert_unless_key_taken(session: Session, values: dict) -> int | None:
     """INSERT ... ON CONFLICT (org_id, submit_key) DO NOTHING; the new id, or None."""
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    statement = _JOB_INSERTS.get(dialect)
+    if statement is None:
+        statement = _JOB_INSERTS[dialect] = _job_insert(dialect)
+    return session.execute(statement, values).scalar()
+
+
+def _job_insert(dialect: str):
+    """Built once per dialect, on the jobs table (Core: no ORM bulk-insert machinery)."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    statement = (
-        insert(JobRow)
-        .values(**values)
+    table = JobRow.__table__
+    return (
+        insert(table)
         .on_conflict_do_nothing(index_elements=["org_id", "submit_key"])
-        .returning(JobRow.id)
+        .returning(table.c.id)
     )
-    return session.execute(statement).scalar()
+
+
+_JOB_INSERTS: dict[str, object] = {}
 
 
 class BatchError(GpupoolError):
@@ -430,6 +425,44 @@ def cancel_job(
     audit(session, actor, "job.cancel", f"job {job.id}", before=before, after=after)
     lifecycle.end_job(session, job, new_state, now, reason or f"cancelled by {actor}")
     return job
+
+
+# The front door for ending jobs: every front end (the CLI's local platform, the
+# HTTP API) calls one of these per command and returns its dict as is.
+
+
+def cancel(session: Session, actor: str, job_id: int, now: dt.datetime | None = None) -> dict:
+    """`job cancel`: cancel the job; its view."""
+    return job_view(cancel_job(session, actor, job_id, now))
+
+
+def finish(
+    session: Session,
+    actor: str,
+    job_id: int,
+    failed: bool = False,
+    at: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict:
+    """`job finish [--failed] [--at TIME]`: a site reports a running job ended; its view.
+
+    ``at`` is ISO 8601 text (default: now). An end before what a round already
+    charged the job to is charged exactly up to ``at``: the difference is
+    refunded by correction entries (gpupool.scheduler.accounts.charge_ended_run).
+    """
+    ended = None if at is None else lifecycle.parse_time(at)
+    job = lifecycle.finish_job(session, actor, job_id, failed=failed, at=ended, now=now)
+    return job_view(job)
+
+
+def reap(
+    session: Session, actor: str, grace: str | None = None, now: dt.datetime | None = None
+) -> dict:
+    """`job reap [--grace G]`: time out every running job past its estimate + grace (admins)."""
+    rule = lifecycle.parse_grace(grace)
+    permissions.require_admin(session, actor, "reap overdue jobs", "scheduler")
+    lifecycle.lock_for_ending(session)
+    return {"timed_out": lifecycle.reap_timeouts(session, now or clock.utcnow(), rule)}
 
 
 # ---------------------------------------------------------------------------

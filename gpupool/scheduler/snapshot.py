@@ -7,9 +7,10 @@
   out, as the live round reaps them (timed_out) before it writes, and a dry
   run must see the same free capacity. An overdue job still within its grace
   is expected to end "now";
-- usage = per domain, effective GPU-hours from the ledger's charge entries,
-  decayed with a half-life (Slurm's PriorityDecayHalfLife idea), so fair-share
-  remembers history but forgives it;
+- usage = per domain, effective GPU-hours of every run (placements: ended ones
+  and running ones up to now), each instant decayed with a half-life (Slurm's
+  PriorityDecayHalfLife idea), so fair-share remembers history but forgives
+  it; the simulator's UsageMeter keeps the same figure incrementally;
 - accounts, subsidy_budget_left and pricing come from a gpupool.accounting
   Books (gpupool.scheduler.accounts.load_books: programmes, vouchers, the
   ledger as per-period sums and the active policy's flat subsidy rules), the
@@ -102,7 +103,7 @@ def take_snapshot(
         orgs=platform.orgs,
         pending=tuple(platform.pending),
         running=tuple(running),
-        usage=decayed_usage(session, moment, half_life_hours),
+        usage=decayed_usage(session, moment, half_life_hours, grace),
         accounts=committed.accounts(epoch),
         subsidy_budget_left=committed.subsidy_left(epoch),
         pricing=committed,
@@ -365,6 +366,12 @@ def _speed(pool: model.Pool, types_by_id) -> float:
     return next(t.speed for t in types_by_id.values() if t.name == pool.gpu_type)
 
 
+def overdue_at(grace, run: model.RunningJob, moment: dt.datetime | float) -> bool:
+    """Whether ``run`` is past its estimate + grace at ``moment`` (a round reaps it)."""
+    epoch = moment if isinstance(moment, float | int) else clock.to_epoch(moment)
+    return _deadline(grace, run) <= epoch
+
+
 def _deadline(grace, run: model.RunningJob) -> float:
     started = clock.from_epoch(run.started_at)
     speed = run.job.hours * 3600.0 / (run.expected_end - run.started_at)
@@ -441,26 +448,75 @@ def _ledger_usage(session: Session, start: float, end: float) -> list:
     return [UsageRecord(domain, end, end, hours) for domain, hours in session.execute(query)]
 
 
-def decayed_usage(session: Session, moment: dt.datetime, half_life_hours: float) -> dict:
-    """Charged effective GPU-hours per domain, each halved every ``half_life_hours`` of age.
+def decayed_usage(
+    session: Session, moment: dt.datetime, half_life_hours: float, grace: object | None = None
+) -> dict:
+    """Each domain's usage in effective GPU-hours, every instant of use decayed by its age.
 
-    Entries older than USAGE_HORIZON_HALF_LIVES half-lives are not read: they
-    would add less than 2**-50 of their size, below a float sum's rounding, and
-    the read no longer grows with the platform's whole history.
+    The rule, shared with the simulator (gpupool.simulations.engine.UsageMeter):
+    a run of g GPUs of speed s from a to b adds g s (e^(-l(now-b)) - e^(-l(now-a))) / l
+    with l = ln 2 / half-life (hours): an hour used h hours ago weighs 2^(-h / half-life).
+    It reads placements, not charges, so a running job counts up to now (or up to
+    its deadline, past which the round reaps it) instead of only once it ends.
+    Runs that ended more than USAGE_HORIZON_HALF_LIVES half-lives ago are not read:
+    they would add less than 2**-50 of their size, below a float sum's rounding.
+    ``grace``: the lifecycle.Grace the round reaps with (default: configured).
     """
+    from gpupool.scheduler import lifecycle
+
+    grace = grace or lifecycle.parse_grace(None)
     horizon = moment - dt.timedelta(hours=half_life_hours * USAGE_HORIZON_HALF_LIVES)
-    query = select(
-        LedgerEntryRow.domain, LedgerEntryRow.effective_gpu_hours, LedgerEntryRow.created_at
-    ).where(
-        LedgerEntryRow.kind == "charge",
-        LedgerEntryRow.created_at <= moment,
-        LedgerEntryRow.created_at > horizon,
+    query = (
+        select(
+            DomainRow.name,
+            JobRow.gpus,
+            JobRow.hours,
+            GpuTypeRow.speed,
+            PlacementRow.started_at,
+            PlacementRow.ended_at,
+        )
+        .join(JobRow, JobRow.id == PlacementRow.job_id)
+        .join(OrgRow, OrgRow.id == JobRow.org_id)
+        .join(DomainRow, DomainRow.id == OrgRow.domain_id)
+        .join(PoolRow, PoolRow.id == PlacementRow.pool_id)
+        .join(GpuTypeRow, GpuTypeRow.id == PoolRow.gpu_type_id)
+        .where(
+            PlacementRow.started_at <= moment,
+            (PlacementRow.ended_at.is_(None)) | (PlacementRow.ended_at > horizon),
+        )
+        .order_by(PlacementRow.id)
     )
+    now = clock.to_epoch(moment)
     usage: dict[str, float] = {}
-    for domain, hours, created_at in session.execute(query):
-        age_hours = (moment - created_at).total_seconds() / 3600.0
-        usage[domain] = usage.get(domain, 0.0) + hours * 0.5 ** (age_hours / half_life_hours)
+    for domain, gpus, hours, speed, started_at, ended_at in session.execute(query):
+        if quarantine.gpu_type_problem(speed) is not None or not _positive_int(gpus):
+            continue  # a set-aside row: no figure to trust
+        end = ended_at
+        if end is None:  # still running: up to now, or its deadline if that came first
+            try:
+                end = min(moment, grace.deadline(started_at, hours, speed))
+            except (OverflowError, ValueError, ZeroDivisionError, TypeError):
+                end = moment
+        used = run_usage(
+            gpus * speed, clock.to_epoch(started_at), clock.to_epoch(end), now, half_life_hours
+        )
+        usage[domain] = usage.get(domain, 0.0) + used
     return usage
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def run_usage(rate: float, start: float, end: float, now: float, half_life_hours: float) -> float:
+    """Decayed effective GPU-hours of ``rate`` effective GPUs busy from ``start`` to ``end``
+    (epoch seconds), seen at ``now``: the integral of rate x 2^(-age / half-life)."""
+    if end <= start:
+        return 0.0
+    decay = math.log(2) / half_life_hours
+    newest = (now - min(end, now)) / 3600.0
+    oldest = (now - start) / 3600.0
+    return rate * (math.exp(-decay * newest) - math.exp(-decay * oldest)) / decay
 
 
 def pending_count(session: Session) -> int:

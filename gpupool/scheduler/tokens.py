@@ -31,10 +31,17 @@ Every request still reads the token row (one indexed lookup) and checks
 revocation and expiry there, so a revoke or an expiry is effective on the
 next request in every process; the cache only skips re-running scrypt for a
 secret that matched the same stored hash within the last ``CACHE_TTL``
-seconds. Trade-off: a process remembers, for a few seconds, that a secret was
-right (in memory only, as a hash of a 256-bit secret); failures are never
-cached, so each wrong guess costs a full scrypt (rate-limit them by
-:func:`token_prefix`).
+seconds (an hour). Trade-off: a process remembers, for up to an hour, that a
+secret was right (in memory only, as a SHA-256 of a 256-bit random secret,
+which is no easier to invert than the scrypt hash in the database); failures
+are never cached, so each wrong guess costs a full scrypt (rate-limit them by
+:func:`token_prefix`). The TTL was 10 s: then every busy token paid a scrypt
+(~0.15 s of a core, its other requests waiting behind it) every 10 s, a fifth
+of a loaded server's CPU and the source of its multi-second p99.
+
+A server checks tokens with :func:`identify` (one Core SELECT of the token
+and its user); :func:`authenticate_token` is the same check for callers that
+want the ORM row.
 
 ``last_used_at`` is written at most once per ``LAST_USED_EVERY`` per token, so
 requests are not all writes; it is a "used around then" hint, not a log.
@@ -55,15 +62,17 @@ import secrets
 import string
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from gpupool.model import AuthenticationFailed, GpupoolError, NotFound
 from gpupool.scheduler import clock, permissions, repository
+from gpupool.scheduler.clock import parse_duration  # noqa: F401  (tokens.parse_duration)
 from gpupool.scheduler.orm import ApiTokenRow, UserRow
 
 PREFIX = "gpt"
@@ -74,7 +83,7 @@ SCOPES = ("read", "write")
 _TOKEN = re.compile(rf"{PREFIX}_([a-z0-9]{{{ID_LENGTH}}})_([A-Za-z0-9_-]{{43}})")
 _ID = re.compile(rf"(?:{PREFIX}_)?([a-z0-9]{{{ID_LENGTH}}})(?:_.*)?")
 
-CACHE_TTL = 10.0  # seconds a verified secret is trusted without re-running scrypt
+CACHE_TTL = 3600.0  # seconds a verified secret is trusted without re-running scrypt
 CACHE_SIZE = 1024  # tokens remembered at once (least recently used dropped first)
 LAST_USED_EVERY = dt.timedelta(minutes=1)
 
@@ -143,12 +152,15 @@ def verify_secret(secret: str, stored: str) -> bool:
 
 
 class _VerifiedCache:
-    """sha256(raw token) -> (the stored hash it matched, when): bounded, short-lived."""
+    """sha256(raw token) -> (the stored hash it matched, when): bounded, long-lived."""
 
     def __init__(self, size: int, ttl: float) -> None:
         self.size, self.ttl = size, ttl
         self._entries: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self._verifying: weakref.WeakValueDictionary[bytes, threading.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     def matched(self, key: bytes, stored_hash: str) -> bool:
         with self._lock:
@@ -167,6 +179,27 @@ class _VerifiedCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
+
+    def verify_once(self, key: bytes, stored_hash: str, verify) -> bool:
+        """``verify()`` (a scrypt) unless the cache holds the answer; callers with
+        the same token take turns, so requests arriving together with a token the
+        cache lacks pay one scrypt, not one each (parallel scrypts, 16 MiB each,
+        thrash memory: 8 together took over 7 s on the 2-core machine). Only a
+        miss takes the turn; a cached token is never held up."""
+        if self.matched(key, stored_hash):
+            return True
+        with self._lock:
+            turn = self._verifying.get(key)
+            if turn is None:
+                turn = threading.Lock()
+                self._verifying[key] = turn  # weakly held: gone once nobody waits
+        with turn:
+            if self.matched(key, stored_hash):  # verified while this one waited
+                return True
+            if not verify():
+                return False
+            self.remember(key, stored_hash)
+            return True
 
     def clear(self) -> None:
         with self._lock:
@@ -273,26 +306,80 @@ def authenticate_token(
 
     Raises AuthenticationFailed, always with the same message.
     """
-    parsed = _parse(raw_token)
-    if parsed is None:
-        raise _failed("malformed", None)
-    token_id, secret = parsed
+    token_id, secret = _parsed_or_fail(raw_token)
     row = session.scalars(select(ApiTokenRow).where(ApiTokenRow.token_id == token_id)).one_or_none()
     if row is None:
         raise _failed("unknown", token_id)
     now = now or clock.utcnow()
-    if row.revoked_at is not None:
-        raise _failed("revoked", token_id)
-    if row.expires_at is not None and row.expires_at <= now:
-        raise _failed("expired", token_id)
-    key = hashlib.sha256(raw_token.encode("utf-8")).digest()
-    if not _verified.matched(key, row.secret_hash):
-        if not verify_secret(secret, row.secret_hash):
-            raise _failed("wrong secret", token_id)
-        _verified.remember(key, row.secret_hash)
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
+    _check(raw_token, token_id, secret, row.secret_hash, row.revoked_at, row.expires_at, now)
+    if _last_used_due(row.last_used_at, now):
         row.last_used_at = now
     return row
+
+
+@dataclass(frozen=True)
+class Bearer:
+    """Who a valid token speaks for, as one request needs it (:func:`identify`)."""
+
+    token_id: str
+    user: str
+    role: str
+    scopes: tuple[str, ...]
+
+
+_BEARER_QUERY = (
+    select(
+        ApiTokenRow.secret_hash,
+        ApiTokenRow.revoked_at,
+        ApiTokenRow.expires_at,
+        ApiTokenRow.last_used_at,
+        ApiTokenRow.scopes,
+        UserRow.name,
+        UserRow.role,
+    )
+    .join_from(ApiTokenRow, UserRow, ApiTokenRow.user_id == UserRow.id)
+    .where(ApiTokenRow.token_id == bindparam("token_id"))
+)
+
+
+def identify(connection: Connection, raw_token: str, now: dt.datetime | None = None) -> Bearer:
+    """:func:`authenticate_token` for a server's request: the same checks in one
+    SELECT (token joined with its user; no ORM objects), and the rare
+    ``last_used_at`` write as its own statement. The caller commits; an
+    AuthenticationFailed carries the audit entry to record."""
+    token_id, secret = _parsed_or_fail(raw_token)
+    row = connection.execute(_BEARER_QUERY, {"token_id": token_id}).one_or_none()
+    if row is None:
+        raise _failed("unknown", token_id)
+    now = now or clock.utcnow()
+    _check(raw_token, token_id, secret, row.secret_hash, row.revoked_at, row.expires_at, now)
+    if _last_used_due(row.last_used_at, now):
+        stamp = update(ApiTokenRow).where(ApiTokenRow.token_id == token_id)
+        connection.execute(stamp.values(last_used_at=now))
+    return Bearer(token_id, row.name, row.role, tuple(row.scopes or ()))
+
+
+def _parsed_or_fail(raw_token: str) -> tuple[str, str]:
+    parsed = _parse(raw_token)
+    if parsed is None:
+        raise _failed("malformed", None)
+    return parsed
+
+
+def _check(raw_token, token_id, secret, secret_hash, revoked_at, expires_at, now) -> None:
+    """Revocation and expiry from the row just read, then the secret (scrypt, unless
+    this process verified the same secret against the same stored hash recently)."""
+    if revoked_at is not None:
+        raise _failed("revoked", token_id)
+    if expires_at is not None and expires_at <= now:
+        raise _failed("expired", token_id)
+    key = hashlib.sha256(raw_token.encode("utf-8")).digest()
+    if not _verified.verify_once(key, secret_hash, lambda: verify_secret(secret, secret_hash)):
+        raise _failed("wrong secret", token_id)
+
+
+def _last_used_due(last_used_at: dt.datetime | None, now: dt.datetime) -> bool:
+    return last_used_at is None or now - last_used_at >= LAST_USED_EVERY
 
 
 def authenticate(session: Session, raw_token: str, now: dt.datetime | None = None) -> UserRow:
@@ -381,21 +468,3 @@ def token_view(row: ApiTokenRow, now: dt.datetime | None = None) -> dict:
         "revoked_at": clock.iso(row.revoked_at),
         "last_used_at": clock.iso(row.last_used_at),
     }
-
-
-def parse_duration(text: str, location: str = "--expires") -> dt.timedelta | None:
-    """``90d``, ``12h``, ``30m``, ``2w`` or ``never`` (None)."""
-    value = (text or "").strip().lower()
-    if value == "never":
-        return None
-    match = re.fullmatch(r"(\d{1,6})([mhdw])", value)
-    if match is None:
-        raise GpupoolError(
-            f"must be a duration like 90d, 12h, 30m or 2w, or never; got {text!r}",
-            location=location,
-        )
-    number, unit = int(match.group(1)), match.group(2)
-    if number == 0:
-        raise GpupoolError("must be a positive duration", location=location)
-    unit_name = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]
-    return dt.timedelta(**{unit_name: number})

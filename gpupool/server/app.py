@@ -35,7 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
     from gpupool import __version__
     from gpupool.scheduler.database import make_engine
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=settings.threads)
     app = FastAPI(
         title="gpupool",
         version=__version__,
@@ -75,8 +75,12 @@ def settings_env(settings: Settings) -> str:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
+    import anyio.to_thread
+
     from gpupool.scheduler.database import ensure_schema
 
+    # as many handler threads as pooled connections: none waits for a connection
+    anyio.to_thread.current_default_thread_limiter().total_tokens = app.state.settings.threads
     try:
         ensure_schema(app.state.engine)  # a fresh database gets the schema; an old one is refused
     except GpupoolError as exc:

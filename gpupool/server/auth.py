@@ -1,7 +1,7 @@
 """Bearer-token authentication for every API route (not /healthz, /readyz).
 
 ``Authorization: Bearer <token>``; the token is checked by
-gpupool.scheduler.tokens.authenticate_token (slow hash, constant-time compare,
+gpupool.scheduler.tokens.identify (slow hash, constant-time compare,
 expiry and revocation read on every request). The result is a Principal
 whose ``name`` is the actor every service call is made as. A token with the
 ``read`` scope only may call GET routes and the POSTs that write nothing
@@ -22,11 +22,8 @@ Failures:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import threading
-import weakref
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -58,49 +55,29 @@ class Authenticator:
         window, keys = settings.failure_window_seconds, settings.limiter_max_keys
         self.by_address = FailureLimiter(settings.failures_per_address, window, keys)
         self.by_prefix = FailureLimiter(settings.failures_per_prefix, window, keys)
-        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = (
-            weakref.WeakValueDictionary()
-        )
-        self._locks_guard = threading.Lock()
+        # The token check reads one row (and writes last_used_at about once a minute):
+        # in autocommit mode it costs one round trip, not BEGIN + SELECT + COMMIT.
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def authenticate(self, raw_token: str, address: str) -> Principal:
         from gpupool.model import AuthenticationFailed
         from gpupool.scheduler import tokens
-        from gpupool.scheduler.database import unit_of_work
+        from gpupool.scheduler.database import ensure_schema
+        from gpupool.scheduler.permissions import record_denial
 
         prefix = tokens.token_prefix(raw_token)
         self._refuse_if_limited(address, prefix)
+        ensure_schema(self.engine)  # a database behind the migrations is a 503, not a 401
         try:
-            with self._one_at_a_time(prefix), unit_of_work(self.engine) as session:
-                try:
-                    row = tokens.authenticate_token(session, raw_token)
-                except AuthenticationFailed as exc:
-                    self._count_failure(exc, prefix, address)
-                    raise  # the unit of work writes its audit entry as a 'denied' row
-                return Principal(row.user.name, row.user.role, tuple(row.scopes or ()))
+            with self._reader.begin() as connection:
+                bearer = tokens.identify(connection, raw_token)
+            return Principal(bearer.user, bearer.role, bearer.scopes)
         except AuthenticationFailed as exc:
+            self._count_failure(exc, prefix, address)
+            record_denial(self.engine, exc.audit_entry)  # outcome 'denied', own transaction
             raise HTTPException(
                 401, str(exc), headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'}
             ) from None
-
-    def _one_at_a_time(self, prefix: str | None):
-        """Requests bearing one token authenticate one after another.
-
-        Verifying a secret the token cache does not hold costs a scrypt (16 MiB,
-        ~0.1-0.2 s of a core); when many requests with one token arrive together
-        (a busy client at start-up, or as its cache entry ages out) they would
-        all run it at once, and parallel scrypts thrash memory (8 together took
-        over 7 s on the 2-core machine). In turn, the first pays and the rest
-        find the token verified. Tokens without an id are not grouped.
-        """
-        if prefix is None:
-            return contextlib.nullcontext()
-        with self._locks_guard:
-            lock = self._locks.get(prefix)
-            if lock is None:
-                lock = threading.Lock()
-                self._locks[prefix] = lock  # weakly held: gone once no request uses it
-        return lock
 
     def _count_failure(self, exc, prefix: str | None, address: str) -> None:
         """Count the failure and make its audit entry name the prefix and the address."""

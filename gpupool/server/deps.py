@@ -14,8 +14,11 @@ from gpupool.server.auth import Principal, authenticated
 Work = Callable[[], AbstractContextManager[Session]]
 
 
-def _work(request: Request) -> Work:
-    """``with work() as session:``: one transaction on the process's engine."""
+async def _work(request: Request) -> Work:
+    """``with work() as session:``: one transaction on the process's engine.
+
+    ``async`` although it blocks on nothing: FastAPI runs a plain ``def``
+    dependency in its thread pool, a thread hop per request for nothing."""
     engine = request.app.state.engine
 
     @contextmanager

@@ -2,11 +2,15 @@
 
 Every error the API returns has ``type``, ``title``, ``status`` and ``detail``;
 ``detail`` is the one line the CLI prints after ``error:`` for the same
-failure. ``field`` names the input at fault (the GpupoolError location, e.g.
-``--gpus`` or ``jobs.csv:7 gpus``) and ``errors`` lists each problem of a batch
-or a policy document. ``request_id`` repeats the X-Request-ID header.
+failure (``--gpus: must be ...``). ``field`` names the input at fault by the
+API's name for it: a JSON body field, a query or path parameter
+(``gpus``, ``gpu_types``, ``state``, ``job_id``), ``Authorization`` for who
+acts, or ``jobs.csv:7 gpus`` in an uploaded file; gpupool.fields is the one
+table from the service's (CLI) names to these. ``errors`` lists each problem
+of a batch or a policy document. ``request_id`` repeats the X-Request-ID header.
 
-Status codes, from the error's class (gpupool.model) first, then its content:
+Status codes, from the error's class (gpupool.model; ``STATUS_BY_CLASS`` is the
+one table, most specific class first):
 
 =====  =======================================================================
  400   a body that cannot be decoded at all (not UTF-8)
@@ -14,8 +18,9 @@ Status codes, from the error's class (gpupool.model) first, then its content:
  403   PermissionDenied: the user's role may not do this
  404   NotFound (an object the URL or a query names), an unknown route, and
        another organisation's job (indistinguishable from a missing one)
- 409   IllegalTransition (a job state change), a name that already exists, a
-       submit key used with other content, a concurrent write that collided
+ 409   Conflict: a name that already exists, a submit key used with other
+       content, the last admin removed or demoted; IllegalTransition (a job
+       state change, a Conflict too); a concurrent write that collided
  413   a request body over the size limit
  422   any other GpupoolError (bad input, including a POST body naming an org,
        GPU type or programme that does not exist), bodies of the wrong shape
@@ -36,8 +41,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gpupool.model import GpupoolError, IllegalTransition, NotFound, PermissionDenied
+from gpupool.model import Conflict, GpupoolError, NotFound, PermissionDenied
 from gpupool.server import logs
+from gpupool.server.routes import API_PREFIX
 
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("gpupool.server")
@@ -105,18 +111,20 @@ def problem(
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
+# The service layer's error classes and their statuses; any other GpupoolError is a 422.
+STATUS_BY_CLASS: tuple[tuple[type[GpupoolError], int], ...] = (
+    (PermissionDenied, 403),
+    (NotFound, 404),
+    (Conflict, 409),  # IllegalTransition included
+)
+
+
 def status_of(exc: GpupoolError) -> int:
-    if isinstance(exc, PermissionDenied):
-        return 403
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, IllegalTransition):
-        return 409
     if exc.location == _DATABASE_LOCATION:
         return 503
-    # The service layer raises plain GpupoolErrors for these conflicts with stored state.
-    if "already exists" in exc.message or "already used" in exc.message:
-        return 409
+    for kind, status in STATUS_BY_CLASS:
+        if isinstance(exc, kind):
+            return status
     return 422
 
 
@@ -138,8 +146,9 @@ def _file_of(location: str | None) -> str | None:
     return name if colon else None
 
 
-def gpupool_error(exc: GpupoolError) -> JSONResponse:
-    """The problem for any GpupoolError, batches and policy documents included."""
+def gpupool_error(exc: GpupoolError, field_of=lambda location: location) -> JSONResponse:
+    """The problem for any GpupoolError, batches and policy documents included;
+    ``field_of`` names a location's input as the API does."""
     from gpupool.policies.document import PolicyDocumentError
     from gpupool.scheduler.service import BatchError
 
@@ -163,15 +172,25 @@ def gpupool_error(exc: GpupoolError) -> JSONResponse:
         where = _file_of(exc.problems[0][0]) if exc.problems else None
         detail = f"{len(items)} problem(s) in {where or 'the policy document'}"
         return problem(status, detail, items[0]["field"] if items else None, items, headers)
-    return problem(status, str(exc), exc.location, headers=headers)
+    return problem(status, str(exc), field_of(exc.location), headers=headers)
+
+
+def api_fields(request: Request):
+    """location -> the API's field name on this request's route (gpupool.fields)."""
+    from gpupool.fields import api_field
+
+    route = request.scope.get("route")
+    path = getattr(route, "path", "").removeprefix(API_PREFIX)
+    return lambda location: api_field(location, request.method, path)
 
 
 async def handle_gpupool_error(request: Request, exc: GpupoolError) -> JSONResponse:
+    field_of = api_fields(request)
     if isinstance(exc, NotFound) and request.method == "POST" and not request.path_params:
         # The body names a missing object (an org, a GPU type): the target, a
         # collection, exists; the content is what is wrong.
-        return problem(422, str(exc), exc.location)
-    return gpupool_error(exc)
+        return problem(422, str(exc), field_of(exc.location))
+    return gpupool_error(exc, field_of)
 
 
 async def handle_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -193,13 +212,14 @@ async def handle_validation_error(_request: Request, exc: RequestValidationError
 
 
 def _field_name(loc: Sequence) -> str:
-    """``("body", "jobs", 0, "gpus")`` -> ``jobs[0].gpus``; query and path keep their kind."""
+    """``("body", "jobs", 0, "gpus")`` -> ``jobs[0].gpus``; a query or path parameter
+    by its name (``state``, ``job_id``); a header as ``header <name>``."""
     parts = list(loc)
     kind = parts.pop(0) if parts and parts[0] in ("body", "query", "path", "header") else None
     name = ""
     for part in parts:
         name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
-    if kind in ("query", "path", "header"):
+    if kind == "header" or (kind in ("query", "path") and not name):
         return f"{kind} {name}" if name else kind
     return name or "body"
 

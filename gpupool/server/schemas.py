@@ -88,6 +88,19 @@ class JobView(_View):
     submitted_by: str
 
 
+class JobPage(_View):
+    """One page of `job list`, in id order."""
+
+    jobs: list[JobView]
+    limit: int
+    next_after: int | None = Field(
+        description="The next page is ?after=<this> (same filters); null on the last page."
+    )
+    previous_before: int | None = Field(
+        description="The page before is ?before=<this>; null on the first page."
+    )
+
+
 class PlacementView(_View):
     pool: str
     nodes: list[list[int]]
@@ -179,6 +192,16 @@ class UserView(_View):
     site: str | None = None
 
 
+class UserRole(_Request):
+    role: Text
+    org: Name | None = None
+    site: Text | None = Field(None, description="The site an agent acts for.")
+
+
+class UserRemoved(UserView):
+    tokens_removed: int = Field(description="API tokens of the user removed with it.")
+
+
 # --- policy ------------------------------------------------------------------
 
 
@@ -199,6 +222,11 @@ class PolicyRollback(_Request):
 class PolicyWhatIf(PolicyText):
     since: Text = "30d"
     until: Text | None = None
+    files: bool = Field(
+        False,
+        description="Also return `files`: {name: text} of `policy whatif --out` "
+        "(whatif.json, jobs-current.csv, jobs-proposed.csv), bounded in size.",
+    )
 
 
 class PolicyValid(_View):

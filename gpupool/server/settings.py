@@ -19,5 +19,9 @@ class Settings:
     failures_per_prefix: int = 5
     failure_window_seconds: float = 60.0
     limiter_max_keys: int = 10_000  # addresses (and prefixes) remembered at once
+    # Route handlers run in a thread pool of this many threads per worker process, and
+    # the worker keeps as many database connections open (plus 4 for spikes): a
+    # PostgreSQL server must allow (threads + 4) x workers connections for `serve`.
+    threads: int = 16
     # Who may read /metrics: it shows every domain's queue and every programme's spend.
     metrics_roles: tuple[str, ...] = ("admin", "auditor")

@@ -52,12 +52,15 @@ class RunSummary:
 
 
 def load_inputs(request: RunRequest):
-    """Parse both files (raising their one-line GpupoolErrors); return (scenario, document)."""
-    from gpupool.policies.document import load_policy_file
+    """Parse both files (raising their one-line GpupoolErrors); return (scenario, document).
+
+    The document's GPU types and domains must be the scenario's (check_names)."""
+    from gpupool.policies.document import check_names, load_policy_file
     from gpupool.simulations.scenario import load_scenario
 
     document = load_policy_file(request.policy)
     scenario = load_scenario(request.scenario, seed=request.seed, max_jobs=request.max_jobs)
+    check_names(document, scenario.gpu_types, scenario.domains)
     return scenario, document
 
 
@@ -153,7 +156,10 @@ GROUP_METRICS = (
     ("org_pays", "paid by orgs"),
     ("subsidised_effective_gpu_hours", "subsidised effective GPU-h"),
 )
-DOMAIN_METRICS = (("subsidised_share", "share of subsidised GPU-h"),)
+DOMAIN_METRICS = (
+    ("subsidised_share", "share of subsidised GPU-h"),
+    ("idle_while_waiting_gpu_hours", "idle GPU-h while it waits"),
+)
 PROGRAMME_METRICS = (
     ("subsidy", "subsidy spent"),
     ("budget", "budget per period"),

@@ -39,10 +39,16 @@ arrival order), so a round costs O(pending + running + nodes) to assemble,
 never O(all jobs of the trace).
 
 A job runs ``actual_hours / speed`` on the GPU type it was placed on; its
-``expected_end`` uses the user's estimate ``hours / speed``. A preempted job is
-requeued with its progress kept (checkpoint at preemption): its remaining
-actual work and remaining estimate shrink by the reference hours it ran, and
-nothing needs refunding, because usage is charged on actual use: when a run
+``expected_end`` uses the user's estimate ``hours / speed``. Preemption and
+requeue follow the live rule (gpupool.scheduler.rounds._preempt): a preempted
+job is requeued as submitted, with its *full* estimate, and each run is
+reaped at its own start + estimate + grace (model.TimeoutGrace). The platform
+cannot know whether a job checkpoints; shrinking the estimate would have the
+reaper kill a restarted job that had to begin again, while a full estimate
+only makes the expected end of one that resumes pessimistic. The simulated
+*site* does checkpoint: the job's remaining actual work shrinks by the
+reference hours it ran, so its next run ends sooner than its estimate says.
+Nothing needs refunding, because usage is charged on actual use: when a run
 ends (completion or preemption) ``Books.charge`` books its interval, and before
 a round in which a voucher is due, running jobs are metered up to now and the
 voucher expires (gpupool.scheduler.accounts.close_books does the same live).
@@ -54,9 +60,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from gpupool.accounting import Books, BudgetTracker, LedgerEntry, SubsidyRules
+from gpupool.accounting import Books, LedgerEntry, SubsidyRules
 from gpupool.model import (
     Allocation,
     Charge,
@@ -70,6 +76,8 @@ from gpupool.model import (
     fit_gang,
 )
 from gpupool.policies.base import Policy
+from gpupool.scheduler import driver
+from gpupool.simulations.idle import IdleWhileWaiting
 from gpupool.simulations.workload import Scenario
 
 HOUR = 3600.0
@@ -82,6 +90,7 @@ WAITING = "waiting"
 RUNNING = "running"
 FINISHED = "finished"
 TIMED_OUT = "timed_out"  # stopped at its estimate + grace, as the live reaper does
+FAILED = "failed"  # the policy failed on it: set aside, as a live round quarantines it
 
 ProgressFn = Callable[[float, int, int], None]  # (simulated hours, jobs finished, jobs total)
 
@@ -111,6 +120,7 @@ class JobRecord:
     finished_at: float | None = None
     pool: str | None = None
     gpu_type: str | None = None
+    nodes: tuple[tuple[int, int], ...] = ()  # of its last run: (node, GPUs)
     run_seconds: float = 0.0  # wall time on GPUs, all segments
     effective_gpu_hours: float = 0.0  # gpus x reference hours of work done
     preemptions: int = 0
@@ -145,6 +155,8 @@ class SimulationResult:
     programme_periods: dict[str, object] = field(default_factory=dict)
     accounting_period: str = "quarter"
     org_budgets: dict[str, float] = field(default_factory=dict)  # per accounting period
+    # domain -> GPU-seconds free on pools where one of its waiting jobs fitted (simulations.idle)
+    idle_while_waiting_by_domain: dict[str, float] = field(default_factory=dict)
 
 
 class UsageMeter:
@@ -249,11 +261,10 @@ class Simulation:
         self._shapes: dict[tuple[int, tuple[str, ...]], int] = {}  # pending jobs by shape
         self._shape_pools: dict[tuple[int, tuple[str, ...]], list] = {}
         self._waiting_pools: list[str] | None = []  # pools some waiting job may use
+        self._idle = IdleWhileWaiting(scenario.pools)  # per domain, for metrics
         self._running: dict[int, _Run] = {}
         self._remaining: dict[int, float] = {s.job.id: s.actual_hours for s in jobs}
         self.books = _books(scenario, self.rules)
-        # with nothing to subsidise, flat full-price quotes are the same and cheaper
-        self._pricing = self.books if self.books.programmes or self.books.flat else self.rules
         self.usage = UsageMeter(scenario.domains, self.options.usage_half_life_hours)
         self._integrals = _Integrals(busy=dict.fromkeys(self._types, 0.0))
         self._util_series: list[tuple[float, tuple[int, ...]]] = [(0.0, (0,) * len(self._types))]
@@ -308,6 +319,7 @@ class Simulation:
 
     def _enqueue(self, job: Job) -> None:
         self._pending[job.id] = job
+        self._idle.add(job)
         shape = _shape(job)
         if shape not in self._shapes:
             self._shapes[shape] = 0
@@ -404,12 +416,24 @@ class Simulation:
         now = self.env.now
         self._last_round = now
         self._rounds += 1
+        driver.run_round(self, self.policy, now)
+
+    # -- the round driver's backend (gpupool.scheduler.driver.RoundBackend) --------
+
+    def snapshot(self, now: float) -> Snapshot:
+        """The round's snapshot; a voucher due by now expires first, running jobs
+        metered up to now (gpupool.scheduler.accounts.close_books does the same live)."""
         if self.books.expiring(now):
             self._meter_running(now)
             self._book(self.books.expire(now), now)
-        snapshot = self._snapshot(now)
-        allocation = self.policy.allocate(snapshot)
-        self._apply(allocation, snapshot, now)
+        return self._snapshot(now)
+
+    def apply(self, decision: driver.Decision, now: float) -> None:
+        """Fail the jobs the policy failed on (as a live round quarantines them),
+        then preempt and start what the checked allocation says."""
+        for job_id in sorted(decision.blamed):
+            self._quarantine(self._pending[job_id], now)
+        self._apply(decision.allocation, decision.charges, now)
 
     # -- state changes -------------------------------------------------------
 
@@ -429,65 +453,53 @@ class Simulation:
             usage=self.usage.snapshot(now),
             accounts=books.accounts(now),
             subsidy_budget_left=books.subsidy_left(now),
-            pricing=books if self._pricing is self.books else self._pricing,
+            pricing=books,  # the same Books a live snapshot prices with
         )
 
-    def _apply(self, allocation: Allocation, snapshot: Snapshot, now: float) -> None:
+    def _apply(self, allocation: Allocation, charges: dict[int, Charge], now: float) -> None:
+        """Act on an allocation the driver validated (validate_allocation)."""
         self._advance(now)
         freed = False
         for job_id in allocation.preempt:
-            run = self._running.get(job_id)
-            if run is None:
-                raise GpupoolError(
-                    f"preempts job {job_id}, which is not running", location="policy"
-                )
-            self._preempt(run, now)
+            self._preempt(self._running[job_id], now)
             freed = True
-        tracker = None
         # start order is the order charges spend limits in (Books.charge's ``ahead``):
         # within a round, by job id, as the live snapshot orders running jobs
         for placement in sorted(allocation.placements, key=lambda p: p.job_id):
-            charge = allocation.charges.get(placement.job_id)
-            if charge is None:  # a policy without pricing: full price, default subsidy
-                tracker = tracker or BudgetTracker(snapshot)
-                job = self._pending.get(placement.job_id)
-                if job is not None:
-                    charge = tracker.quote(job, self._pools[placement.pool])
-            self._start(placement, charge, now)
+            self._start(placement, charges[placement.job_id], now)
         if allocation.placements or freed:
             self._record_utilisation(now)
         if freed and not allocation.placements and self._round_useful():
             self._request_round()  # preempted GPUs stayed free: let the policy use them
 
-    def _start(self, placement: Placement, charge: Charge | None, now: float) -> None:
-        job = self._pending.get(placement.job_id)
-        if job is None:
-            raise GpupoolError(
-                f"places job {placement.job_id}, which is not pending", location="policy"
-            )
-        pool = self._pools.get(placement.pool)
-        if pool is None or not job.allows(pool.gpu_type) or placement.gpus != job.gpus:
-            raise GpupoolError(
-                f"invalid placement of job {job.id} on {placement.pool!r}", location="policy"
-            )
-        free = self._free[pool.name]
-        for node, taken in placement.nodes:
-            if not 0 <= node < len(free) or free[node] < taken:
-                raise GpupoolError(
-                    f"places job {job.id} on a full node {node} of {pool.name}", location="policy"
-                )
-            free[node] -= taken
+    def _dequeue(self, job: Job) -> None:
         del self._pending[job.id]
+        self._idle.remove(job)
         shape = _shape(job)
         self._shapes[shape] -= 1
         if not self._shapes[shape]:
             del self._shapes[shape]
             self._waiting_pools = None
+
+    def _quarantine(self, job: Job, now: float) -> None:
+        """A pending job the policy fails on ends failed (a live round quarantines it)."""
+        self._dequeue(job)
+        record = self._records[job.id]
+        record.state = FAILED
+        record.finished_at = now
+        self._finished += 1
+
+    def _start(self, placement: Placement, charge: Charge, now: float) -> None:
+        job = self._pending[placement.job_id]
+        pool = self._pools[placement.pool]
+        free = self._free[pool.name]
+        for node, taken in placement.nodes:
+            free[node] -= taken
+        self._dequeue(job)
         speed = self.scenario.gpu_types[pool.gpu_type].speed
         remaining = self._remaining[job.id]
         expected = job.hours / speed * HOUR
         self._tokens += 1
-        charge = charge or Charge(cost=0.0, subsidy=0.0, org_pays=0.0)
         run = _Run(
             record=self._records[job.id],
             running=RunningJob(job, placement, started_at=now, expected_end=now + expected),
@@ -502,7 +514,7 @@ class Simulation:
         record.state = RUNNING
         if record.first_start is None:
             record.first_start = now
-        record.pool, record.gpu_type = pool.name, pool.gpu_type
+        record.pool, record.gpu_type, record.nodes = pool.name, pool.gpu_type, placement.nodes
         self._busy[pool.gpu_type] += job.gpus
         self.usage.change_rate(now, job.domain, job.gpus * speed)
         seconds, end_state = self._run_seconds(job, remaining, speed)
@@ -541,8 +553,9 @@ class Simulation:
         self._remaining[job.id] = run.remaining_actual - done
         run.record.state = WAITING
         run.record.preemptions += 1
-        remaining_estimate = max(job.hours - done, 0.0)
-        self._enqueue(replace(job, hours=remaining_estimate))
+        # requeued as submitted, with its full estimate: that is the limit the
+        # reaper gives its next run, live and here (see the module docstring)
+        self._enqueue(job)
 
     # -- accounting (the live scheduler makes the same Books calls) -------------
 
@@ -575,7 +588,7 @@ class Simulation:
 
         A run that ends exactly where it was reserved to, in a reservation no
         limit made order-dependent, is charged as reserved: the twin then
-        equals a rebuild once it has settled the run (Books.settle).
+        equals a rebuild once it has settled the run (Books.drop_charged_reservation).
         """
         cached = self._reserved
         keep = (
@@ -587,7 +600,7 @@ class Simulation:
         self._priced.pop(run.running.job.id, None)
         if not keep:
             return
-        cached.twin.settle(run.running.job.id, self.books)
+        cached.twin.drop_charged_reservation(run.running.job.id, self.books)
         cached.version = self.books.version
         cached.tokens.remove(run.token)
         cached.ends.pop(run.token)
@@ -669,6 +682,7 @@ class Simulation:
             free = self._free
             idle = sum(sum(free[name]) for name in self._pools_wanted())
             integrals.idle_while_waiting += idle * dt
+            self._idle.advance(free, dt)
         integrals.at = now
 
     def _record_utilisation(self, now: float) -> None:
@@ -696,6 +710,7 @@ class Simulation:
             speeds={t: self.scenario.gpu_types[t].speed for t in self._types},
             busy_gpu_seconds=dict(self._integrals.busy),
             idle_while_waiting_gpu_seconds=self._integrals.idle_while_waiting,
+            idle_while_waiting_by_domain=dict(sorted(self._idle.gpu_seconds.items())),
             utilisation_series=self._util_series,
             subsidy_series=self._subsidy_series,
             subsidy_budget=_subsidy_budget(self.books),

@@ -12,7 +12,10 @@ Definitions (all durations in hours, money in platform currency):
 - utilisation: busy GPU-hours / (GPUs x simulated hours), overall and per GPU type;
 - idle while waiting: GPU-hours that sat free in pools some queued job may
   use, while it was queued (fragmentation plus head-of-line blocking), and
-  its share of capacity x time;
+  its share of capacity x time; per domain (``idle_while_waiting_gpu_hours``
+  of a domain): GPU-hours free on pools where one of the domain's waiting
+  jobs would have fitted right then (gpupool.simulations.idle), so a policy
+  holding a domain back while GPUs it could use sit free shows here;
 - Jain's index J(x) = (sum x)^2 / (n sum x^2), 1 = perfectly even, 1/n = one
   domain gets everything. ``jain_slowdown`` takes x_d = 1 / mean slowdown of
   domain d (evenness of service quality, the headline figure);
@@ -34,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gpupool.simulations.engine import (
+    FAILED,
     FINISHED,
     FLAT_RATES,
     HOUR,
@@ -47,7 +51,7 @@ from gpupool.simulations.engine import (
 )
 
 PERCENTILES = (50, 95, 99)
-STATES = (FINISHED, TIMED_OUT, WAITING, RUNNING, NOT_ARRIVED, NEVER_FITS)
+STATES = (FINISHED, TIMED_OUT, FAILED, WAITING, RUNNING, NOT_ARRIVED, NEVER_FITS)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -106,6 +110,7 @@ def group_metrics(records: Sequence[JobRecord]) -> dict:
         "jobs": len(records),
         "finished": states[FINISHED],
         "timed_out": states[TIMED_OUT],
+        "failed": states[FAILED],  # set aside: the policy failed on it (round driver)
         "waiting": states[WAITING],
         "running": states[RUNNING],
         "not_arrived": states[NOT_ARRIVED],
@@ -132,6 +137,9 @@ def summarise(result: SimulationResult) -> dict:
     for record in result.records:
         by_domain.setdefault(record.job.domain, []).append(record)
     domains = {name: group_metrics(records) for name, records in sorted(by_domain.items())}
+    for name, metrics in domains.items():
+        idle = result.idle_while_waiting_by_domain.get(name, 0.0)
+        metrics["idle_while_waiting_gpu_hours"] = idle / HOUR
     platform = group_metrics(result.records)
     platform.update(_capacity_metrics(result))
     platform["jain_slowdown"] = jain(

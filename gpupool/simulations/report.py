@@ -25,7 +25,9 @@ DEFINITIONS = (
     "wait: first start - submission; JCT: finish - submission; "
     "slowdown: JCT / hours actually run on GPUs.",
     "effective GPU-h: GPUs x reference hours of work done (faster GPUs do more per hour).",
-    "idle while jobs wait: share of GPU capacity x time that sat free while jobs were queued.",
+    "idle while jobs wait: share of GPU capacity x time that sat free while jobs were queued; "
+    "per domain, idle GPU-h while it waits: GPU-hours free on pools where one of its "
+    "waiting jobs would have fitted.",
     "Jain (1/slowdown): Jain's index over domains of 1 / mean slowdown "
     "(1 = every domain served equally well); Jain (weighted share): over "
     "domains' share of effective GPU-hours divided by their share of the weights.",

@@ -148,7 +148,7 @@ class _Node:
         """A number; within ``limit`` (gpupool.limits) when given, or only under its
         ceiling with ``upper_only`` (where ``minimum`` already says what the floor is)."""
         value = self.value()
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        if not limits.is_real(value):
             self.fail(f"expected a number, got {self.node.value!r}")
         if positive and not value > 0:
             self.fail(f"must be > 0, got {value}")
@@ -228,37 +228,57 @@ def _compose(path: Path, label: str) -> tuple[_Node, yaml.SafeLoader]:
 # ---------------------------------------------------------------------------
 
 
-class RawEntry(dict):
-    """One ``programmes:`` or ``vouchers:`` entry as a plain dict, not yet validated.
+# One ``programmes:`` or ``vouchers:`` entry as a plain dict, not yet validated:
+# ``location`` is ``file:line path`` of the entry, ``where(key)`` that of one of its
+# fields, so the accounting parser reports errors at the scenario's lines.
+RawEntry = located_yaml.LocatedEntry
 
-    ``location`` is ``file:line path`` of the entry; ``where(key)`` that of one
-    of its keys, so the accounting parser can report errors at the right line.
-    A mapping section (``programmes: {name: {...}}``) gives entries with
-    ``name`` filled in from the key.
-    """
 
-    location: str
-    key_locations: dict[str, str]
+# (field, what it names, is the name a key of a mapping) in programme entries
+_PROGRAMME_NAMES = (
+    ("domains", "domain", False),
+    ("orgs", "org", False),
+    ("gpu_type_rates", "GPU type", True),
+    ("exchange_rates", "GPU type", True),
+)
 
-    def where(self, key: str) -> str:
-        return self.key_locations.get(key, self.location)
+
+def _check_entry_names(
+    programmes: Sequence[RawEntry], vouchers: Sequence[RawEntry], platform: _Platform
+) -> None:
+    """Refuse programmes and vouchers naming a domain, org or GPU type the scenario lacks
+    (their shape is checked later, by gpupool.accounting.declarations)."""
+    known = {"domain": platform.domains, "org": platform.orgs, "GPU type": platform.gpu_types}
+    for entry in programmes:
+        for key, what, keyed in _PROGRAMME_NAMES:
+            value = entry.get(key)
+            if keyed and isinstance(value, Mapping):
+                _check_names(list(value), known[what], what, entry.where(key))
+            elif not keyed and isinstance(value, str | list):
+                _check_names(
+                    [value] if isinstance(value, str) else value,
+                    known[what],
+                    what,
+                    entry.where(key),
+                )
+    for entry in vouchers:
+        _check_names([entry.get("org")], platform.orgs, "org", entry.where("org"))
+
+
+def _check_names(names: list, known: Mapping[str, object], what: str, where: str) -> None:
+    for name in names:
+        if isinstance(name, str) and limits.normalise(name) not in known:
+            raise ScenarioError(
+                f"unknown {what} {name!r} (known: {', '.join(sorted(known)) or 'none'})",
+                location=where,
+            )
 
 
 def _raw_entries(section: _Node) -> tuple[RawEntry, ...]:
-    if isinstance(section.node, yaml.SequenceNode):
-        items = [(None, item) for item in section.sequence()]
-    else:
-        items = list(section.mapping().items())
-    entries = []
-    for name, item in items:
-        children = item.mapping()
-        entry = RawEntry({key: child.plain() for key, child in children.items()})
-        if name is not None:
-            entry.setdefault("name", name)
-        entry.location = item.where()
-        entry.key_locations = {key: child.where() for key, child in children.items()}
-        entries.append(entry)
-    return tuple(entries)
+    try:
+        return tuple(located_yaml.entries(section.node, section.file, section.path))
+    except FileError as exc:
+        raise ScenarioError(exc.message, location=exc.location) from None
 
 
 # ---------------------------------------------------------------------------
@@ -701,6 +721,9 @@ def load_scenario(
             jobs, spec["arrival_scale"].number(positive=True, limit=limits.SCALE)
         )
     jobs = _renumbered(apply_estimate(jobs, estimate, seed))
+    programmes = _raw_entries(top["programmes"]) if "programmes" in top else ()
+    vouchers = _raw_entries(top["vouchers"]) if "vouchers" in top else ()
+    _check_entry_names(programmes, vouchers, platform)
     return Scenario(
         name=top["name"].name() if "name" in top else path.stem,
         gpu_types=platform.gpu_types,
@@ -709,8 +732,8 @@ def load_scenario(
         orgs=platform.orgs,
         jobs=jobs,
         dropped=dict(loaded.dropped),
-        programmes=_raw_entries(top["programmes"]) if "programmes" in top else (),
-        vouchers=_raw_entries(top["vouchers"]) if "vouchers" in top else (),
+        programmes=programmes,
+        vouchers=vouchers,
         seed=seed,
         adjusted=dict(loaded.adjusted),
     )

@@ -248,3 +248,30 @@ def test_recurring_programme_finer_than_the_books_is_refused():
     with pytest.raises(GpupoolError, match="recurs every month, finer than the accounting period"):
         Books([monthly])
     assert Books([monthly], period="month").programmes == (monthly,)
+
+
+def test_a_run_ending_before_what_was_metered_is_corrected_to_its_end():
+    # 2 H100 metered from 1 h before the Q4 end to 3 h after: 40.00 in Q4 and 120.00
+    # in Q1, half of each paid from the voucher (2 voucher hours per H100-hour). The
+    # run really ended 1 h after the Q4 end: the Q1 piece is refunded by two thirds
+    # (80.00, 8 voucher hours back), the Q4 piece stays, and the books agree with
+    # books that charged the real run.
+    compute = Programme("compute", rate=0.5, uses_vouchers=True, exchange_rates={"H100": 0.5})
+    voucher = Voucher(1, "pumc", "compute", amount=100.0, balance=100.0, awarded_at=0.0)
+    metered = Books([compute], [voucher], orgs=ORGS)
+    exact = Books([compute], [voucher], orgs=ORGS)
+    run = (job(gpus=2), H100_POOL, H100, Q4_END - HOUR)
+    metered.meter(*run, Q4_END + 3 * HOUR)
+    corrections = metered.close_run(*run, Q4_END + HOUR)
+    exact.close_run(*run, Q4_END + HOUR)
+    assert money(corrections) == [
+        ("2027-Q1", D("-80.00"), D("-40.00"), D("-40.00"), "compute", 1),
+    ]
+    assert [e.kind for e in corrections] == ["correction"]
+    assert metered.totals(by="period") == exact.totals(by="period")
+    assert metered.vouchers == exact.vouchers
+    assert metered.charged_until(1) == Q4_END + HOUR
+    assert metered.org_spent("pumc", Q4_END) == exact.org_spent("pumc", Q4_END) == D("20.00")
+    assert metered.close_run(*run, Q4_END + HOUR) == []  # nothing more to correct
+    rebuilt = Books([compute], [voucher], metered.entries, orgs=ORGS)
+    assert rebuilt.charged_until(1) == Q4_END + HOUR

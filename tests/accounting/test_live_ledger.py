@@ -27,7 +27,7 @@ from gpupool.model import WaitReason
 from gpupool.policies.fifo import FifoPolicy
 from gpupool.scheduler import accounts, lifecycle, service
 from gpupool.scheduler.database import unit_of_work
-from gpupool.scheduler.orm import LedgerEntryRow, ProgrammeRow, VoucherRow
+from gpupool.scheduler.orm import JobRow, LedgerEntryRow, ProgrammeRow, VoucherRow
 from gpupool.scheduler.rounds import run_round
 from gpupool.scheduler.service import JobRequest
 
@@ -187,3 +187,38 @@ def test_bad_awards_write_nothing(platform):
             for t in (VoucherRow, LedgerEntryRow)
         ]
     assert counts == [0, 0]
+
+
+def test_a_finish_before_what_a_round_metered_refunds_the_difference(platform):
+    """A round meters a running job up to its time (another org's voucher expires);
+    the site then reports the job ended an hour after its start: the job is charged
+    for that hour only, and its programme's budget and its voucher get the rest back.
+
+    lab: 8 A100 (10.00 per GPU-hour) from T; metered to T+2h: 16 GPU-h, cost 160.00,
+    half paid by ``gen`` from lab's voucher (16 voucher hours). Ends at T+1h: 80.00.
+    """
+    t = dt.datetime(2026, 11, 2, 8, tzinfo=dt.UTC)
+    gen = {**HEALTH, "name": "gen", "domains": ["general"], "period": "quarterly"}
+    _programme(platform, **{**gen, "exchange_rates": {}})
+    _programme(platform, **{**HEALTH, "period": "quarterly", "when_exhausted": "full_price"})
+    lab_voucher = _award(platform, "lab", "gen", 100, t - HOUR)
+    _award(platform, "hosp", "health", 10, t - HOUR, expires=(t + 2 * HOUR).timestamp())
+    job = _submit(platform, JobRequest(org="lab", gpus=8, hours=4, gpu_types=["A100"]), t)
+    assert [s.job_id for s in _round(platform, t).started] == [job]
+    _round(platform, t + 2 * HOUR)  # hosp's voucher is due: lab's job is metered to T+2h
+    assert _balance(platform, lab_voucher) == pytest.approx(100 - 16)
+
+    _finish(platform, job, t + HOUR)
+
+    usage = [r for r in _ledger(platform) if r[2] == job]
+    charge = ("charge", "2026-Q4", job, 160.0, 80.0, 80.0, 16.0, "gen", lab_voucher)
+    refund = ("correction", "2026-Q4", job, -80.0, -40.0, -40.0, -8.0, "gen", lab_voucher)
+    assert usage == [charge, refund]
+    assert sum(r[3] for r in usage) == 80.0
+    assert _balance(platform, lab_voucher) == pytest.approx(100 - 8)
+    with unit_of_work(platform) as session:
+        books = accounts.load_books(session, whole_ledger=False)
+        assert books.budget_left("gen", t.timestamp()) == 1000 - 40
+        assert books.cap_left("gen", "lab", t.timestamp()) == 600 - 40
+        assert books.org_spent("lab", t.timestamp()) == 40
+        assert accounts.job_accounting(session, session.get(JobRow, job))["cost"] == 80.0

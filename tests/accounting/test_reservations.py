@@ -2,9 +2,9 @@
 
 A committed twin books running jobs ahead, one after another. When no limit
 made that order matter, a run charged on the real books exactly as it was
-reserved leaves the twin equal to a rebuild once ``settle`` has run; when a
-limit did (two reservations competing for one voucher or budget), the twin
-says it cannot be kept (``holds_reservation`` is False).
+reserved leaves the twin equal to a rebuild once ``drop_charged_reservation``
+has run; when a limit did (two reservations competing for one voucher or
+budget), the twin says it cannot be kept (``holds_reservation`` is False).
 """
 
 import random
@@ -46,7 +46,7 @@ def end_run(programmes, vouchers, runs, index=0) -> tuple[Books, Books, bool]:
     kept = twin.holds_reservation(ended[0].id, ended[4])
     books.charge(*ended)
     if kept:
-        twin.settle(ended[0].id, books)
+        twin.drop_charged_reservation(ended[0].id, books)
     return twin, books.committed(runs[:index] + runs[index + 1 :], Q4_START), kept
 
 
@@ -97,7 +97,7 @@ def test_a_limit_exhausted_before_the_reservations_does_not_make_them_compete():
     twin = books.committed(runs, Q4_START)
     assert twin.holds_reservation(1, runs[0][4])
     books.charge(*runs[0])
-    twin.settle(1, books)
+    twin.drop_charged_reservation(1, books)
     assert balances(twin) == balances(books.committed(runs[1:], Q4_START))
 
 

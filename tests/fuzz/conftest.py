@@ -49,9 +49,9 @@ def _known(built):
     from tests.fuzz.drivers import Known
 
     result = CliRunner().invoke(
-        app, ["--db", built.url, "--as", fuzz.ADMIN, "job", "list", "--json"]
+        app, ["--db", built.url, "--as", fuzz.ADMIN, "job", "list", "--limit", "1000", "--json"]
     )
-    jobs = json.loads(result.stdout)
+    jobs = json.loads(result.stdout)["jobs"]
     listed = CliRunner().invoke(
         app, ["--db", built.url, "--as", fuzz.ADMIN, "token", "list", "--json"]
     )

@@ -460,6 +460,21 @@ def user_list(known: Known):
     return _store_first(setup, invocation("user list", [switch("--json")]))
 
 
+def user_remove(known: Known):
+    """The demo's users (the admin is the last one: refused) and hostile names."""
+    return single(invocation("user remove", [ref(None, SUBMITTER, AUDITOR, ADMIN)]))
+
+
+def user_set_role(known: Known):
+    opts = [
+        ref(None, SUBMITTER, AUDITOR, ADMIN),
+        word(None, "auditor", "submitter", "admin", "agent"),
+        ref("--org", *ORGS, required=False),
+        ref("--site", "Beijing", required=False),
+    ]
+    return single(invocation("user set-role", opts))
+
+
 # ---------------------------------------------------------------------------
 # Policies
 # ---------------------------------------------------------------------------
@@ -871,6 +886,17 @@ def login(known: Known):
     return case()
 
 
+def schema(known: Known):
+    """A format's JSON Schema: no platform is read; an unknown format is one line."""
+
+    @st.composite
+    def case(draw):
+        kind = word(None, "policy", "scenario", "programmes", "batch")
+        return Case((draw(invocation("schema", [kind])),))
+
+    return case()
+
+
 def logout(known: Known):
     """After nothing, a saved login, or a hostile file (or directory) where it is kept."""
     saved = [
@@ -915,6 +941,8 @@ DRIVERS: dict[str, Callable[[Known], st.SearchStrategy[Case]]] = {
     "policy whatif": policy_whatif,
     "user add": user_add,
     "user list": user_list,
+    "user remove": user_remove,
+    "user set-role": user_set_role,
     "scheduler run": scheduler_run,
     "simulate run": simulate_run,
     "simulate compare": simulate_compare,
@@ -938,6 +966,7 @@ DRIVERS: dict[str, Callable[[Known], st.SearchStrategy[Case]]] = {
     "serve": serve,
     "login": login,
     "logout": logout,
+    "schema": schema,
     "org list": _lister(
         "org list", "org add", org_add_opts, [ref("--domain", *DOMAINS, required=False)]
     ),

@@ -88,7 +88,7 @@ def warm_imports() -> None:
 def _jobs(cli) -> list[dict]:
     import json
 
-    return json.loads(cli("job", "list", "--json"))
+    return json.loads(cli("job", "list", "--limit", "1000", "--json"))["jobs"]
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gpupool.policies.fairshare import FairSharePolicy
+from gpupool.policies.params import PolicyParams
 from tests.policies.builders import SnapshotBuilder, check_invariants, random_snapshot
 
 
@@ -34,6 +35,28 @@ def test_weighted_max_min_splits_gpus_by_weight():
     assert started_by(snapshot, allocation, "b") == 4
     assert allocation.objective == pytest.approx(12.0)
     assert allocation.bound == pytest.approx(12.0)
+
+
+def test_time_limit_s_bounds_the_fluid_lps_of_a_round():
+    """A document's time_limit_s reaches GLOP: out of time, the round has no fluid shares
+    (bound 0) and packs by level alone, which still splits 8 : 4 here."""
+    snapshot = two_domains(2.0, 1.0).build()
+    timed_out = FairSharePolicy(params=PolicyParams(time_limit_s=1e-9)).allocate(snapshot)
+    check_invariants(snapshot, timed_out)
+    assert (timed_out.bound, timed_out.objective) == (0, 0)
+    assert (started_by(snapshot, timed_out, "a"), started_by(snapshot, timed_out, "b")) == (8, 4)
+    seeded = FairSharePolicy(params=PolicyParams(seed=12345)).allocate(snapshot)
+    assert seeded.bound == pytest.approx(12.0)
+
+
+def test_glop_parameters_carry_the_seed_and_the_time_left():
+    params = PolicyParams(seed=7, time_limit_s=2.5)
+    assert params.glop_parameters() == "random_seed: 8 max_time_in_seconds: 2.5"
+    assert params.glop_parameters(0.25) == "random_seed: 8 max_time_in_seconds: 0.25"
+    assert params.glop_parameters(-1.0) == "random_seed: 8 max_time_in_seconds: 1e-09"
+    # the default seed keeps GLOP's own default (1); the largest seed wraps to 0
+    assert PolicyParams().glop_parameters() == "random_seed: 1 max_time_in_seconds: 5.0"
+    assert PolicyParams(seed=2**31 - 1).glop_parameters().startswith("random_seed: 0 ")
 
 
 def test_history_counts_against_a_domain():

@@ -7,10 +7,11 @@ import math
 
 import pytest
 
+from benchmarks.priority_bound import priority_bound
 from gpupool.model import WaitReason
+from gpupool.policies._borrowing import domain_limits
 from gpupool.policies._classes import (
     allowed_groups,
-    domain_limits,
     job_classes,
     pool_groups,
     priorities,
@@ -19,6 +20,14 @@ from gpupool.policies._classes import (
 from gpupool.policies.params import DomainShare, PolicyParams, Preemption
 from gpupool.policies.priority import PriorityPolicy
 from tests.policies.builders import SnapshotBuilder, check_invariants, random_snapshot
+
+
+def bounded(policy: PriorityPolicy, snapshot, **options):
+    """The policy's allocation with the bound benchmarks report (benchmarks/priority_bound.py)."""
+    allocation = policy.allocate(snapshot)
+    return dataclasses.replace(
+        allocation, bound=priority_bound(policy, snapshot, allocation, **options)
+    )
 
 
 def pool_of(allocation, job_id):
@@ -43,7 +52,7 @@ def test_restricted_job_gets_the_fast_gpus_when_the_flexible_one_can_go_elsewher
         .job(8, org="org-g", types=["H100"], id=2)
         .build()
     )
-    allocation = PriorityPolicy(report_bound=True).allocate(snapshot)
+    allocation = bounded(PriorityPolicy(), snapshot)
     check_invariants(snapshot, allocation)
     assert pool_of(allocation, 1) == "slow"
     assert pool_of(allocation, 2) == "fast"
@@ -71,7 +80,7 @@ def test_priority_order_wins_over_a_bigger_lower_priority_gang():
         .job(4, org="o-low", id=4)
         .build()
     )
-    allocation = PriorityPolicy(report_bound=True).allocate(snapshot)
+    allocation = bounded(PriorityPolicy(), snapshot)
     check_invariants(snapshot, allocation)
     assert allocation.started_ids == {2, 3, 4}
     assert allocation.objective == pytest.approx(32.0)
@@ -123,7 +132,7 @@ def test_bound_knows_partly_free_nodes_cannot_hold_big_gangs():
     # Without node rows the LP would count 6 GPUs of value 1 (bound 6).
     snapshot = SnapshotBuilder().pool("p", "A100", 16, free_per_node=[3, 3])
     snapshot = snapshot.job(4, id=1).job(2, id=2).job(2, id=3).job(2, id=4).build()
-    allocation = PriorityPolicy(report_bound=True).allocate(snapshot)
+    allocation = bounded(PriorityPolicy(), snapshot)
     assert allocation.started_ids == {2, 3}
     assert allocation.waiting[1] == WaitReason.NO_CAPACITY
     assert allocation.objective == pytest.approx(4.0)
@@ -135,23 +144,27 @@ def test_bound_holds_org_budgets():
     # Three 1-GPU, 1-hour jobs (weight 1): two start (20), the LP relaxation takes 2.5.
     snapshot = SnapshotBuilder().pool("p", "A100", 16).org("o", "general", budget=25.0)
     snapshot = snapshot.job(1, org="o").job(1, org="o").job(1, org="o").build()
-    allocation = PriorityPolicy(report_bound=True).allocate(snapshot)
+    allocation = bounded(PriorityPolicy(), snapshot)
     assert allocation.started_ids == {1, 2}
     assert allocation.objective == pytest.approx(2.0)
     assert allocation.bound == pytest.approx(2.5, rel=1e-3)
 
 
 def test_borrowing_limit_caps_a_domain_and_says_quota():
-    # 16 GPUs of speed 1; no guarantee, may borrow 25% of the platform = 4 GPUs.
+    # 16 GPUs of speed 1; med's idle guarantee is 12, the 4 others belong to nobody.
+    # edu has no guarantee and may borrow 25% of the platform = 4 of med's GPUs: 8 in all.
     snapshot = SnapshotBuilder().pool("p", "A100", 16).org("o", "edu")
-    for _ in range(4):
+    for _ in range(6):
         snapshot.job(2, org="o")
     snapshot = snapshot.build()
-    params = PolicyParams(shares={"edu": DomainShare(fraction=0.0, borrow_limit=0.25)})
-    allocation = PriorityPolicy(params).allocate(snapshot)
+    shares = {
+        "edu": DomainShare(fraction=0.0, borrow_limit=0.25),
+        "med": DomainShare(fraction=0.75),
+    }
+    allocation = PriorityPolicy(PolicyParams(shares=shares)).allocate(snapshot)
     check_invariants(snapshot, allocation)
-    assert allocation.started_ids == {1, 2}
-    assert allocation.waiting == {3: WaitReason.QUOTA, 4: WaitReason.QUOTA}
+    assert allocation.started_ids == {1, 2, 3, 4}
+    assert allocation.waiting == {5: WaitReason.QUOTA, 6: WaitReason.QUOTA}
 
 
 def test_budget_admits_only_what_the_org_can_pay():
@@ -186,7 +199,7 @@ def test_preemption_stops_much_lower_priority_work_only_when_enabled():
     off = PriorityPolicy().allocate(snapshot)
     assert off.preempt == () and off.waiting == {1: WaitReason.NO_CAPACITY}
     preempting = PolicyParams(preemption=Preemption(True, min_gap=1.0))
-    on = PriorityPolicy(preempting, report_bound=True).allocate(snapshot)
+    on = bounded(PriorityPolicy(preempting), snapshot)
     check_invariants(snapshot, on)
     assert on.preempt == (50,) and on.started_ids == {1}
     assert on.objective <= on.bound + 1e-9
@@ -204,13 +217,14 @@ def test_a_gang_larger_than_any_allowed_pool_never_fits():
 @pytest.mark.parametrize("preemption", [False, True])
 def test_invariants_bound_and_determinism_on_random_instances(preemption):
     params = PolicyParams(preemption=Preemption(preemption, min_gap=0.5))
-    policy = PriorityPolicy(params, report_bound=True)
+    policy = PriorityPolicy(params)
     for seed in range(60):
         snapshot = random_snapshot(seed, jobs=15, pools=4)
-        allocation = policy.allocate(snapshot)
+        allocation = bounded(policy, snapshot)
         check_invariants(snapshot, allocation)
         assert allocation.objective <= allocation.bound + 1e-6, f"seed {seed}"
-        assert policy.allocate(snapshot) == allocation, f"seed {seed}: not deterministic"
+        again = dataclasses.replace(allocation, bound=None)
+        assert policy.allocate(snapshot) == again, f"seed {seed}: not deterministic"
 
 
 @pytest.mark.parametrize("preemption", [False, True])
@@ -293,13 +307,11 @@ def test_job_classes_group_like_a_plain_dictionary_on_random_queues(resolution):
         assert got == _plain_job_classes(jobs, prio, allowed, resolution, split), f"seed {seed}"
 
 
-def test_bucket_width_changes_the_bound_only_never_who_starts_or_where():
+def test_every_bucket_width_of_the_bound_still_bounds_the_objective():
     for seed in range(40):
         snapshot = random_snapshot(seed, jobs=25, pools=4)
-        fine = PriorityPolicy(priority_resolution=0.05, report_bound=True).allocate(snapshot)
-        coarse = PriorityPolicy(priority_resolution=1.0, report_bound=True).allocate(snapshot)
-        assert coarse.placements == fine.placements, f"seed {seed}"
-        assert coarse.waiting == fine.waiting, f"seed {seed}"
+        fine = bounded(PriorityPolicy(), snapshot, resolution=0.05)
+        coarse = bounded(PriorityPolicy(), snapshot, resolution=1.0)
         assert min(fine.bound, coarse.bound) >= fine.objective - 1e-6, f"seed {seed}"
 
 
@@ -318,7 +330,7 @@ def test_when_every_job_starts_on_its_fastest_type_the_bound_is_the_objective():
         .job(8, id=2)
         .build()
     )
-    allocation = PriorityPolicy(report_bound=True).allocate(snapshot)
+    allocation = bounded(PriorityPolicy(), snapshot)
     assert {p.pool for p in allocation.placements} == {"fast"}
     assert allocation.objective == pytest.approx(32.0)
     assert allocation.bound == allocation.objective
@@ -326,7 +338,7 @@ def test_when_every_job_starts_on_its_fastest_type_the_bound_is_the_objective():
 
 def test_nothing_allowed_anywhere_waits_never_fits_with_a_zero_bound():
     snapshot = SnapshotBuilder().pool("p", "A100", 8).job(16, id=1).job(4, types=["H100"], id=2)
-    allocation = PriorityPolicy(report_bound=True).allocate(snapshot.build())
+    allocation = bounded(PriorityPolicy(), snapshot.build())
     assert allocation.waiting == {1: WaitReason.NEVER_FITS, 2: WaitReason.NEVER_FITS}
     assert (allocation.placements, allocation.objective, allocation.bound) == ((), 0.0, 0.0)
 
@@ -354,3 +366,19 @@ def test_a_shape_that_fits_nowhere_is_remembered_until_preemption_frees_gpus():
     assert allocation.preempt == (10,)
     assert allocation.started_ids == {1, 2}
     assert allocation.waiting == {}
+
+
+def test_time_limit_s_reaches_the_plan_lp():
+    """Out of solver time the round has no plan: the greedy order alone puts job 1 on the
+    H100s and job 2 waits (the plan of the first test gives 12 + 16 instead)."""
+    b = SnapshotBuilder().gpu_type("H100", 2.0).gpu_type("A100", 1.0)
+    b.pool("fast", "H100", 8).pool("slow", "A100", 8)
+    b.domain("science", 1.5).domain("general", 1.0).org("org-s", "science").org("org-g", "general")
+    snapshot = b.job(8, org="org-s", id=1).job(8, org="org-g", types=["H100"], id=2).build()
+    hurried = PriorityPolicy(PolicyParams(time_limit_s=1e-9))
+    allocation = hurried.allocate(snapshot)
+    check_invariants(snapshot, allocation)
+    assert [(p.job_id, p.pool) for p in allocation.placements] == [(1, "fast")]
+    assert allocation.objective == pytest.approx(24.0)
+    seeded = PriorityPolicy(PolicyParams(seed=99)).allocate(snapshot)
+    assert sorted((p.job_id, p.pool) for p in seeded.placements) == [(1, "slow"), (2, "fast")]

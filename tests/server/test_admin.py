@@ -3,6 +3,7 @@ an admin describes the platform, manages policies, runs rounds and reads reports
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from tests.server.conftest import audit_rows
@@ -125,7 +126,7 @@ def test_an_admin_describes_the_platform_and_duplicates_conflict(live):
     assert pool.json() in pools
     assert again.status_code == 409
     assert again.json()["detail"] == "name: a domain named 'medical' already exists"
-    assert unknown_type.status_code == 422 and unknown_type.json()["field"] == "--gpu-type"
+    assert unknown_type.status_code == 422 and unknown_type.json()["field"] == "gpu_type"
 
 
 def test_policies_over_http_validate_apply_show_diff_and_roll_back(live):
@@ -184,7 +185,7 @@ def test_rounds_and_reports_over_http(live):
     assert shown["state"] == "running" and shown["placements"]
     assert finished.status_code == 200 and finished.json()["state"] == "completed"
     assert usage.status_code == 200 and any(r["org"] == "hosp" for r in usage.json())
-    assert bad_by.status_code == 422 and bad_by.json()["field"] == "--by"
+    assert bad_by.status_code == 422 and bad_by.json()["field"] == "by"
     assert subsidies.status_code == 200
     assert own_usage.status_code == 200
     assert {r["org"] for r in own_usage.json()} <= {"lab"}  # never another org's spending
@@ -238,7 +239,7 @@ def test_an_admin_creates_a_token_that_works_once_shown(live):
     assert body["scopes"] == ["read"] and body["expires_at"] is not None
     assert body["id"] in [t["id"] for t in listed]
     assert all("token" not in t for t in listed)
-    assert never.status_code == 422 and never.json()["field"] == "--expires"
+    assert never.status_code == 422 and never.json()["field"] == "expires"
     with live.client(Authorization=f"Bearer {body['token']}") as hana:
         assert hana.get("/api/v1/jobs").status_code == 200
 
@@ -267,3 +268,31 @@ def test_uploads_follow_the_rules_files_follow(live):
     assert "a policy document may have at most 262,144 bytes" in too_big.json()["detail"]
     assert aliases.status_code == 422
     assert aliases.json()["field"].startswith("progs.yaml:2")  # the name, never the path
+
+
+def test_the_burn_down_chart_is_served_to_readers_of_every_org_only(live):
+    with live.client("audrey") as audrey, live.client("bob") as bob:
+        png = audrey.get("/api/v1/reports/subsidies/chart")
+        svg = audrey.get("/api/v1/reports/subsidies/chart", params={"format": "svg"})
+        bmp = audrey.get("/api/v1/reports/subsidies/chart", params={"format": "bmp"})
+        refused = bob.get("/api/v1/reports/subsidies/chart")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG")
+    assert svg.headers["content-type"].startswith("image/svg+xml")
+    assert (bmp.status_code, bmp.json()["field"]) == (422, "format")
+    assert (refused.status_code, refused.json()["field"]) == (403, "Authorization")
+    row = audit_rows(live.db, actor="bob")[-1]
+    assert (row.action, row.outcome) == ("chart budget burn-down", "denied")
+
+
+def test_whatif_returns_its_files_when_asked(live):
+    body = {"content": "kind: fifo\n", "filename": "p.yaml", "since": "30d"}
+    with live.client("audrey") as audrey:
+        plain = audrey.post("/api/v1/policy/whatif", json=body)
+        with_files = audrey.post("/api/v1/policy/whatif", json={**body, "files": True})
+    assert plain.status_code == with_files.status_code == 200
+    assert "files" not in plain.json()
+    files = with_files.json()["files"]
+    assert set(files) == {"whatif.json", "jobs-current.csv", "jobs-proposed.csv"}
+    assert json.loads(files["whatif.json"])["proposed"] == "p.yaml (fifo)"
+    assert files["jobs-current.csv"].startswith("id,name,org,")

@@ -106,12 +106,56 @@ def test_a_read_only_token_reads_but_may_not_write(live):
         validated = client.post(
             "/api/v1/policy/validate", json={"content": "kind: fifo\n", "filename": "p.yaml"}
         )
-        before = len(client.get("/api/v1/jobs").json())
+        before = len(client.get("/api/v1/jobs").json()["jobs"])
         refused = client.post("/api/v1/jobs", json={"org": "lab", "gpus": 1, "hours": 1})
-        after = len(client.get("/api/v1/jobs").json())
+        after = len(client.get("/api/v1/jobs").json()["jobs"])
     assert listed.status_code == 200
     assert validated.status_code in (200, 422)  # reached the validator: not refused
     _problem(refused, 403)
     assert before == after
     row = audit_rows(live.db, actor="bob")[-1]
     assert (row.action, row.outcome) == ("POST /api/v1/jobs", "denied")
+
+
+# Writes a read-only token may make: they write nothing (gpupool.server.auth.reads_only)
+READS_ONLY = {("post", "/api/v1/policy/validate"), ("post", "/api/v1/policy/whatif")}
+_SAMPLE = {"job_id": "1", "name": "nobody", "token_id": "abcdefgh", "version": "1"}
+
+
+def _operations(live) -> list[tuple[str, str]]:
+    """(method, path with sample parameters) of every /api/v1 operation in the spec."""
+    with live.client() as client:
+        spec = client.get("/openapi.json").json()
+    found = []
+    for template, operations in spec["paths"].items():
+        if template.startswith("/api/v1"):
+            path = template.format(**_SAMPLE)
+            found += [(method, template, path) for method in operations]
+    return found
+
+
+def test_every_api_route_checks_the_tokens_scope(live):
+    """An admin's read-only token: every write in the spec is a 403 before its body is
+    even read, every read (and the writes that write nothing) passes the scope check."""
+    reader = make_token(live.db, "root", scopes=("read",))
+    operations = _operations(live)
+    before = len(audit_rows(live.db, actor="root"))
+    statuses = {}
+    with live.client(**_bearer(reader)) as client:
+        for method, template, path in operations:
+            statuses[(method, template)] = client.request(method, path, json={}).status_code
+    writes = {k for k in statuses if k[0] != "get" and k not in READS_ONLY}
+    assert len(writes) >= 15 and {("delete", "/api/v1/users/{name}")} <= writes
+    assert {k: statuses[k] for k in writes} == {k: 403 for k in writes}
+    assert all(statuses[k] != 403 for k in statuses if k not in writes), statuses
+    denied = audit_rows(live.db, actor="root")[before:]
+    assert len([r for r in denied if r.outcome == "denied"]) == len(writes)
+
+
+def test_every_api_route_needs_a_token(live):
+    with live.client() as client:
+        statuses = {
+            (method, template): client.request(method, path, json={}).status_code
+            for method, template, path in _operations(live)
+        }
+    assert set(statuses.values()) == {401}, statuses

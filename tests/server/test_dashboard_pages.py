@@ -211,6 +211,30 @@ def test_the_queue_shows_waiting_jobs_per_domain_with_why_they_wait(board):
         assert f'<tr data-job="{job_id}">' in page.split("<h2>Running</h2>")[1]
 
 
+def test_the_queue_pages_waiting_jobs_with_next_and_previous_links(board):
+    server, history = board
+    waiting = sorted([history.waiting_hosp, history.waiting_lab, history.unconsidered])
+    with _as(server, "root") as client:
+        first = client.get("/ui/queue?limit=2").text
+        after = re.search(r'<a rel="next" href="/ui/queue\?after=(\d+)&amp;limit=2">', first)
+        second = client.get(f"/ui/queue?after={after.group(1)}&limit=2").text
+        before = re.search(r'<a rel="prev" href="/ui/queue\?before=(\d+)&amp;limit=2">', second)
+        back = client.get(f"/ui/queue?before={before.group(1)}&limit=2").text
+        bad = client.get("/ui/queue?after=soon")
+        too_many = client.get("/ui/queue?limit=5000")
+
+    def waiting_on(page: str) -> list[int]:
+        sections = page.split("<h2>Running</h2>")[0]
+        return [int(j) for j in re.findall(r'<tr data-job="(\d+)">', sections)]
+
+    assert sorted(waiting_on(first)) == waiting[:2] and 'rel="prev"' not in first
+    assert waiting_on(second) == waiting[2:] and 'rel="next"' not in second
+    assert sorted(waiting_on(back)) == waiting[:2]
+    assert '<strong id="waiting-total">3</strong>' in first  # the total, not the page's
+    assert bad.status_code == 422 and "after: must be a positive whole number" in bad.text
+    assert too_many.status_code == 422 and "limit: must be between 1 and 1,000" in too_many.text
+
+
 def test_a_submitter_sees_its_own_organisations_jobs_only(board):
     server, history = board
     with _as(server, "bob") as client:

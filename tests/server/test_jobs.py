@@ -12,7 +12,7 @@ JOB = {"org": "lab", "gpus": 2, "hours": 1.5, "name": "train"}
 
 def _all_jobs(live) -> list[dict]:
     with live.client("root") as root:
-        return root.get("/api/v1/jobs").json()
+        return root.get("/api/v1/jobs", params={"limit": 1000}).json()["jobs"]
 
 
 def test_a_submitter_submits_lists_shows_and_cancels_its_own_jobs(live):
@@ -22,7 +22,7 @@ def test_a_submitter_submits_lists_shows_and_cancels_its_own_jobs(live):
         job_id = created.json()["id"]
         assert created.json() == {"id": job_id, "created": True}
         assert created.headers["location"] == f"/api/v1/jobs/{job_id}"
-        listed = bob.get("/api/v1/jobs", params={"state": "pending"}).json()
+        listed = bob.get("/api/v1/jobs", params={"state": "pending", "limit": 1000}).json()["jobs"]
         shown = bob.get(f"/api/v1/jobs/{job_id}").json()
         cancelled = bob.post(f"/api/v1/jobs/{job_id}/cancel")
         again = bob.post(f"/api/v1/jobs/{job_id}/cancel")
@@ -73,10 +73,10 @@ def test_bad_values_are_422_with_the_cli_message_and_field(live):
         unknown_type = bob.post("/api/v1/jobs", json={**JOB, "gpu_types": ["Z9"]})
     assert bad.status_code == 422
     assert bad.json()["detail"] == "--gpus: must be a positive whole number, got 'x'"
-    assert bad.json()["field"] == "--gpus"
+    assert bad.json()["field"] == "gpus"  # the body's field; the detail keeps the CLI's line
     assert shape.status_code == 422 and shape.json()["field"] in ("gpus", "hours")
     assert {e["field"] for e in shape.json()["errors"]} == {"gpus", "hours"}
-    assert unknown_type.status_code == 422 and unknown_type.json()["field"] == "--gpu-type"
+    assert unknown_type.status_code == 422 and unknown_type.json()["field"] == "gpu_types"
 
 
 def test_a_retried_submission_with_a_key_returns_the_same_job(live):
@@ -122,8 +122,64 @@ def test_a_priority_boost_from_a_submitter_is_refused_naming_the_field(live):
     with live.client("bob") as bob:
         refused = bob.post("/api/v1/jobs", json={**JOB, "priority": 5})
     assert refused.status_code == 403
-    assert refused.json()["field"] == "--priority"
+    assert refused.json()["field"] == "priority"
     assert len(_all_jobs(live)) == before
     with live.client("root") as root:
         boosted = root.post("/api/v1/jobs", json={**JOB, "priority": 5})
     assert boosted.status_code == 201
+
+
+def test_problem_fields_name_the_apis_inputs(live):
+    with live.client("bob") as bob:
+        admins_only = bob.post("/api/v1/domains", json={"name": "field-test", "weight": 1})
+        other_org = bob.get("/api/v1/jobs", params={"org": "hosp"})
+        bad_state = bob.get("/api/v1/jobs", params={"state": "sleeping"})
+        bad_id = bob.get("/api/v1/jobs/0")
+    assert (admins_only.status_code, admins_only.json()["field"]) == (403, "Authorization")
+    assert admins_only.json()["detail"].startswith("--as: bob may not")  # the CLI's line
+    assert (other_org.status_code, other_org.json()["field"]) == (403, "org")
+    assert (bad_state.status_code, bad_state.json()["field"]) == (422, "state")
+    assert (bad_id.status_code, bad_id.json()["field"]) == (422, "job_id")
+
+
+def test_a_name_taken_is_a_409_conflict(live):
+    with live.client("root") as root:
+        first = root.post("/api/v1/domains", json={"name": "conflict-test", "weight": 1})
+        again = root.post("/api/v1/domains", json={"name": "Conflict-Test", "weight": 1})
+    assert first.status_code == 201
+    assert (again.status_code, again.json()["field"]) == (409, "name")
+    assert again.json()["type"] == "urn:gpupool:problem:conflict"
+
+
+def test_job_list_pages_are_bounded_and_stable(live):
+    with live.client("root") as root:
+        for _ in range(3):
+            assert root.post("/api/v1/jobs", json=JOB).status_code == 201
+        whole = root.get("/api/v1/jobs", params={"limit": 1000}).json()
+        pages, after = [], None
+        while True:
+            params = {"limit": 2} | ({"after": after} if after else {})
+            page = root.get("/api/v1/jobs", params=params).json()
+            pages.append(page)
+            after = page["next_after"]
+            if after is None:
+                break
+        back = root.get("/api/v1/jobs", params={"limit": 2, "before": pages[1]["jobs"][0]["id"]})
+        too_many = root.get("/api/v1/jobs", params={"limit": 1001})
+        default = root.get("/api/v1/jobs").json()
+    ids = [j["id"] for j in whole["jobs"]]
+    assert whole["next_after"] is None and len(ids) >= 3
+    assert [j["id"] for page in pages for j in page["jobs"]] == ids == sorted(ids)
+    assert all(len(page["jobs"]) <= 2 for page in pages)
+    assert pages[0]["previous_before"] is None and pages[1]["previous_before"] == ids[2]
+    assert back.json()["jobs"] == pages[0]["jobs"] and back.json()["previous_before"] is None
+    assert (too_many.status_code, too_many.json()["field"]) == (422, "limit")
+    assert default["limit"] == 100 and len(default["jobs"]) == min(100, len(ids))
+
+
+def test_a_submitters_pages_hold_its_own_jobs_only(live):
+    with live.client("hana") as hana:
+        hana.post("/api/v1/jobs", json={**JOB, "org": "hosp"})
+        first = hana.get("/api/v1/jobs", params={"limit": 1}).json()
+        rest = hana.get("/api/v1/jobs", params={"limit": 1000, "after": first["jobs"][0]["id"]})
+    assert {j["org"] for j in [*first["jobs"], *rest.json()["jobs"]]} == {"hosp"}

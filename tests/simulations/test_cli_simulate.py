@@ -196,3 +196,21 @@ def test_bad_files_are_one_line_errors_and_nothing_is_written(files, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {broken}:7 pools.pa.gpus")
     assert not out.exists()
+
+
+def test_a_policy_naming_what_the_scenario_lacks_is_refused_before_any_run(files, tmp_path):
+    out = tmp_path / "out"
+    policy = tmp_path / "names.yaml"
+    policy.write_text(
+        "kind: priority\ndomains:\n  medical: {guarantee: {gpus: {B200: 8}}}\n  edu: {weight: 2}\n"
+    )
+    lines = [
+        f"error: {policy}:3 domains.medical.guarantee.gpus.B200: the platform has no GPU type "
+        "'B200'; it has: A100, H100",
+        f"error: {policy}:4 domains.edu: the platform has no domain 'edu'; "
+        "it has: education, medical",
+    ]
+    for command in ("run", "compare"):
+        result = invoke(command, files["tiny.yaml"], "--policy", policy, "--out", out)
+        assert (result.exit_code, result.stderr.splitlines()) == (2, lines)
+        assert not out.exists()

@@ -291,7 +291,7 @@ def test_a_policy_placing_on_a_full_node_is_an_error():
                 placements=tuple(Placement(j.id, "pa", ((0, j.gpus),)) for j in snapshot.pending)
             )
 
-    with pytest.raises(GpupoolError, match="full node 0 of pa"):
+    with pytest.raises(GpupoolError, match="overfills node 0 of pa with job 2"):
         simulate(scenario(job(1, 4, 1.0, 0.0), job(2, 4, 1.0, 0.0)), Greedy())
 
 

@@ -198,6 +198,50 @@ def test_programmes_and_vouchers_are_kept_raw_with_locations(tmp_path):
     assert voucher.where("hours") == f"{path}:32 vouchers[0].hours"
 
 
+@pytest.mark.parametrize(
+    ("section", "line", "path", "message"),
+    [
+        (
+            "programmes:\n  p: {domains: [medical, law]}\n",
+            29,
+            "programmes.p.domains",
+            "unknown domain 'law' (known: edu, medical)",
+        ),
+        (
+            "programmes:\n  - name: p\n    orgs: clinik\n",
+            30,
+            "programmes[0].orgs",
+            "unknown org 'clinik' (known: clinic, school)",
+        ),
+        (
+            "programmes:\n  p: {gpu_type_rates: {H100: 0.5}}\n",
+            29,
+            "programmes.p.gpu_type_rates",
+            "unknown GPU type 'H100' (known: 910B, A100)",
+        ),
+        (
+            "programmes:\n  p:\n    vouchers: true\n    exchange_rates: {V100: 2}\n",
+            31,
+            "programmes.p.exchange_rates",
+            "unknown GPU type 'V100' (known: 910B, A100)",
+        ),
+        (
+            "vouchers:\n  - {org: nobody, programme: p, amount: 5, awarded_at: 0}\n",
+            29,
+            "vouchers[0].org",
+            "unknown org 'nobody' (known: clinic, school)",
+        ),
+    ],
+)
+def test_programmes_and_vouchers_naming_what_the_scenario_lacks(
+    tmp_path, section, line, path, message
+):
+    scenario = _file(tmp_path, BASE + section)
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(scenario)
+    assert (error.value.location, error.value.message) == (f"{scenario}:{line} {path}", message)
+
+
 # ---------------------------------------------------------------------------
 # Every kind of mistake, at its line
 # ---------------------------------------------------------------------------

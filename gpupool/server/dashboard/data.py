@@ -95,15 +95,22 @@ def _totals(pools: list[dict], key: str) -> dict[str, dict]:
 # --- the queue ---------------------------------------------------------------
 
 
-def queue(session: Session, actor: str) -> dict:
-    """Waiting jobs per domain with why they wait, running jobs, the latest ended."""
-    from gpupool.scheduler.permissions import visible_jobs
-    from gpupool.scheduler.service import job_view
+def queue(
+    session: Session,
+    actor: str,
+    after: int | None = None,
+    before: int | None = None,
+    limit: int | None = None,
+) -> dict:
+    """One page of waiting jobs per domain with why they wait (paged like `job list`:
+    ``next_after`` / ``previous_before``), the running jobs (at most a page's
+    maximum), the latest ended; every list cut in SQL."""
+    from gpupool import limits
+    from gpupool.scheduler.queries import job_count, job_page, latest_ended
 
-    waiting = [job_view(r) for r in visible_jobs(session, actor, list(WAITING))]
-    running = [job_view(r) for r in visible_jobs(session, actor, ["running"])]
-    ended = [job_view(r) for r in visible_jobs(session, actor, list(ENDED))]
-    ended.sort(key=lambda j: (j["ended_at"] or "", j["id"]))
+    page = job_page(session, actor, list(WAITING), None, limit, after, before)
+    waiting = page["jobs"]
+    running = job_page(session, actor, ["running"], None, int(limits.JOB_PAGE.high))
     by_domain: dict[str, list[dict]] = defaultdict(list)
     for job in waiting:
         by_domain[job["domain"]].append(job)
@@ -118,9 +125,11 @@ def queue(session: Session, actor: str) -> dict:
     ]
     return {
         "domains": domains,
-        "waiting": len(waiting),
-        "running": running,
-        "ended": list(reversed(ended[-RECENT_ENDED:])),
+        "waiting": job_count(session, actor, list(WAITING)),
+        "page": page,
+        "running": running["jobs"],
+        "running_total": job_count(session, actor, ["running"]),
+        "ended": latest_ended(session, actor, list(ENDED), RECENT_ENDED),
     }
 
 

@@ -297,7 +297,23 @@ def pools_page(request: Request) -> Response:
 def queue_page(request: Request) -> Response:
     from gpupool.server.dashboard import data
 
-    return _page(request, "queue.html", "Queue", lambda s, u: data.queue(s, u.name))
+    def build(session, user: Principal) -> dict:
+        return data.queue(session, user.name, *_paging(request))
+
+    return _page(request, "queue.html", "Queue", build)
+
+
+def _paging(request: Request) -> tuple[int | None, int | None, int | None]:
+    """?after= / ?before= / ?limit= of a paged page (a bad one: a 422 page naming it)."""
+    from gpupool import limits
+    from gpupool.scheduler.service import positive_int
+
+    values = []
+    for name in ("after", "before", "limit"):
+        text = request.query_params.get(name)
+        bound = limits.JOB_PAGE if name == "limit" else limits.ID
+        values.append(None if text is None else positive_int(text[:40], name, bound))
+    return values[0], values[1], values[2]
 
 
 @router.get("/jobs/{job_id}")

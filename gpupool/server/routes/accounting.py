@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from gpupool.model import GpupoolError
+from gpupool.scheduler.queries import CHART_FORMATS
 from gpupool.server import problems
 from gpupool.server.deps import UnitOfWork, User
 from gpupool.server.routes import API_PREFIX
@@ -127,3 +128,26 @@ def subsidy_report(
 
     with work() as session:
         return report(session, user.name, programme)
+
+
+_CHART = {200: {"content": {t: {} for t in CHART_FORMATS.values()}, "description": "The chart"}}
+
+
+@router.get(
+    "/reports/subsidies/chart",
+    response_class=Response,
+    responses=_CHART,
+)
+def subsidy_chart(
+    user: User,
+    work: UnitOfWork,
+    programme: Annotated[str | None, Query(max_length=128)] = None,
+    format: Annotated[str, Query(pattern="^(png|svg|pdf)$", description="png, svg or pdf")] = "png",
+) -> Response:
+    """Each programme's budget burn-down as a chart (`report subsidies --png FILE`):
+    every organisation's subsidy, so admins and auditors only."""
+    from gpupool.scheduler.queries import burn_down_chart
+
+    with work() as session:
+        image = burn_down_chart(session, user.name, programme, format)
+    return Response(image, media_type=CHART_FORMATS[format])

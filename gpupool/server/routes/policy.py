@@ -135,7 +135,9 @@ def rollback_policy(body: PolicyRollback, user: User, work: UnitOfWork) -> dict:
 @router.post("/policy/whatif", response_model=dict[str, Any])
 @reads_only
 def whatif(body: PolicyWhatIf, user: User, work: UnitOfWork) -> dict:
-    """Replay the recorded jobs under the document and the active policy; writes nothing."""
+    """Replay the recorded jobs under the document and the active policy; writes nothing.
+    With ``files``, also the per-job files `policy whatif --out` writes (413-free: a
+    window whose files would pass the size limit is a 422 naming ``files``)."""
     from gpupool.scheduler import clock
     from gpupool.scheduler.queries import whatif as replay
 
@@ -143,4 +145,4 @@ def whatif(body: PolicyWhatIf, user: User, work: UnitOfWork) -> dict:
     with work() as session:
         authorize(session, user.name, "policy.whatif")  # replays every org's jobs
         label = upload_name(body.filename, "policy.yaml")
-        return replay(session, document, label, body.since, body.until, clock.utcnow())
+        return replay(session, document, label, body.since, body.until, clock.utcnow(), body.files)

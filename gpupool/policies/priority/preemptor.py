@@ -1,0 +1,119 @@
+"""Step 3's fallback: stop running jobs so that a waiting gang fits (with preemption on)."""
+
+from __future__ import annotations
+
+from gpupool.model import Job, Snapshot, fit_gang
+from gpupool.policies._classes import running_priority
+from gpupool.policies._packing import Packer
+from gpupool.policies.params import PolicyParams
+
+
+class Preemptor:
+    """Step 3's fallback: stop lower-priority running jobs so that a waiting gang fits.
+
+    A job may stop running jobs whose priority is at least ``min_gap`` below its
+    own, in the pool where that frees the fewest GPUs (victims lowest priority,
+    most recently started first); if its cap or budget refuses that pool, the
+    next pool, and nothing is stopped if none takes it. GPUs are handed back;
+    the victims' domain cap headroom is not, this round (so caps stay a check
+    that only gets harder as the round goes on). At most ``tries_left`` jobs
+    (those that found victims to stop) try, highest priority first.
+    """
+
+    def __init__(
+        self, snapshot: Snapshot, params: PolicyParams, packer: Packer, prio, allowed, limits
+    ):
+        self.packer = packer
+        self.prio = prio
+        self.allowed = allowed
+        self.gap = params.preemption.min_gap
+        self.tries_left = 0
+        self.guarantee: dict[str, float] = limits.guarantee
+        self.speed = {
+            s.pool.name: snapshot.gpu_types[s.pool.gpu_type].speed for s in snapshot.pools
+        }
+        self.left_running = dict(limits.running)  # effective GPUs, less this round's victims
+        self.victims: dict[str, list] = {}
+        for r in snapshot.running:
+            self.victims.setdefault(r.placement.pool, []).append(
+                (running_priority(snapshot, params, r.job), -r.started_at, r.job.id, r)
+            )
+        for rows in self.victims.values():
+            rows.sort(key=lambda row: row[:3])  # lowest priority, most recently started first
+        self.preempted: list[int] = []
+        self.last_pool, self.last_count = "", 0  # the latest start's pool and victim count
+
+    def try_start(self, job: Job) -> bool:
+        if self.tries_left <= 0:
+            return False
+        options = []
+        for g in self.allowed[job.id]:
+            for member in self.packer.capacity.members[g]:
+                found = self._victims_for(job, member)
+                if found is not None:
+                    options.append((found[0], g, member.pool.name, member, found[1]))
+        if not options:
+            return False
+        self.tries_left -= 1
+        options.sort(key=lambda option: option[:3])
+        capacity = self.packer.capacity
+        for _, g, pool, member, victims in options:
+            for r in victims:
+                capacity.give(member, g, r.placement.nodes)
+            if self.packer.try_start_in(job, g, member):
+                self.preempted.extend(r.job.id for r in victims)
+                for r in victims:
+                    self.left_running[r.job.domain] -= self._effective(r)
+                self.last_pool, self.last_count = pool, len(victims)
+                self.victims[pool] = [row for row in self.victims[pool] if row[3] not in victims]
+                return True
+            for r in victims:  # its cap or budget said no: put the victims back
+                capacity.take(member, g, r.placement.nodes)
+        return False
+
+    def why(self, job: Job) -> str:
+        """After a start by preemption: whom it stopped, and where."""
+        victims = self.preempted[-self.last_count :]
+        shown = ", ".join(map(str, victims))
+        return f"no room elsewhere: preempted lower-priority job(s) {shown} on {self.last_pool}"
+
+    def _victims_for(self, job: Job, member):
+        """Fewest running jobs to stop in this pool so that the gang fits, or None.
+
+        Victims: lowest priority first, those ``min_gap`` below the job; and,
+        when the job reclaims its domain's guarantee, borrowers of any priority.
+        """
+        free = list(member.free)
+        chosen, freed = [], 0
+        reclaim = self._reclaims(job, member)
+        left = dict(self.left_running) if reclaim else {}
+        for rp, _, _, r in self.victims.get(member.pool.name, ()):
+            if rp > self.prio[job.id] - self.gap:
+                if not reclaim:
+                    break
+                if r.job.domain == job.domain or not self._borrows(r, left):
+                    continue
+                left[r.job.domain] -= self._effective(r)
+            for index, taken in r.placement.nodes:
+                free[index] += taken
+            chosen.append(r)
+            freed += r.placement.gpus
+            if fit_gang(free, job.gpus, member.pool.gpus_per_node) is not None:
+                return freed, chosen
+        return None
+
+    def _effective(self, r) -> float:
+        return r.placement.gpus * self.speed[r.placement.pool]
+
+    def _reclaims(self, job: Job, member) -> bool:
+        """Whether ``job`` starting here stays within its domain's guarantee (Kueue's reclaim)."""
+        guarantee = self.guarantee.get(job.domain)
+        if guarantee is None:
+            return False
+        used = self.packer.borrowing.used.get(job.domain, 0.0)
+        return used + job.gpus * self.speed[member.pool.name] <= guarantee + 1e-9
+
+    def _borrows(self, r, left: dict[str, float]) -> bool:
+        """Whether running job ``r`` runs wholly beyond its domain's guarantee (a borrower)."""
+        after = left.get(r.job.domain, 0.0) - self._effective(r)
+        return after >= self.guarantee.get(r.job.domain, 0.0) - 1e-9

@@ -1,0 +1,477 @@
+"""Typed schemas (pydantic v2) of the files users write: JSON Schema for their editors.
+
+``gpupool schema KIND`` prints one of them (``KINDS``: policy, scenario,
+programmes, batch). A YAML language server given the schema (a
+``# yaml-language-server: $schema=...`` line, or the editor's settings)
+completes keys and marks wrong types and out-of-range numbers while one types.
+
+The schemas describe what the readers accept; the readers stay the judges:
+gpupool.policies.document, gpupool.simulations.scenario,
+gpupool.accounting.declarations and gpupool.scheduler.batch read the
+located YAML (gpupool.located_yaml) and report every problem at
+``file:line field.path``, and they check what a schema cannot say (names
+against the platform, one file's names against another section's, sums of
+guaranteed fractions, files a trace names). Key sets and value ranges here come
+from the readers' own constants and from gpupool.limits, and
+tests/test_schemas.py checks that the two agree and that every shipped example
+validates.
+
+This module sits above the readers (it imports them); nothing but the
+``schema`` command and tests imports it, so pydantic stays out of the CLI's
+start-up.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, create_model
+
+from gpupool import limits
+from gpupool.limits import Limit
+
+KINDS = ("policy", "scenario", "programmes", "batch")
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+class _Closed(BaseModel):
+    """A mapping whose unknown keys are errors, as in every reader."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _within(limit: Limit, *, floor: float | None = None, positive: bool = False) -> Any:
+    """A Field bounded by ``limit`` (gpupool.limits), with the reader's own floor if higher."""
+    bounds: dict[str, float] = {"le": limit.high}
+    low = limit.low if floor is None else max(floor, limit.low)
+    if positive or limit.low_open:
+        bounds["gt"] = low
+    else:
+        bounds["ge"] = low
+    return Field(description=f"{limit.label}: {limit.span()}", **bounds)
+
+
+def _number(limit: Limit, **kw: Any) -> Any:
+    return Annotated[float, _within(limit, **kw)]
+
+
+def _integer(limit: Limit, **kw: Any) -> Any:
+    return Annotated[int, _within(limit, **kw)]
+
+
+Share = Annotated[float, Field(ge=0, le=1, description="a share between 0 and 1")]
+Name = Annotated[
+    str, Field(min_length=1, max_length=limits.NAME.length, description="a name (one line)")
+]
+Names = Name | list[Name]
+Prose = Annotated[str, Field(max_length=limits.COMMENT.length, description="one line of prose")]
+Money = _number(limits.MONEY) | None
+Instant = Annotated[
+    str | float,
+    Field(description="epoch seconds, a date (2026-10-01) or an ISO date-time, UTC"),
+]
+
+
+# ---------------------------------------------------------------------------
+# Policy documents (gpupool.policies.document)
+# ---------------------------------------------------------------------------
+
+
+class Guarantee(_Closed):
+    """Exactly one of ``gpus`` (per GPU type) or ``fraction`` (of the whole platform)."""
+
+    gpus: dict[str, _integer(limits.GUARANTEE_GPUS)] | None = None
+    fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+
+
+class DomainSettings(_Closed):
+    weight: _number(limits.WEIGHT, positive=True) = 1.0
+    guarantee: Guarantee | None = None
+    borrow_limit: Share | None = None
+
+
+class Aging(_Closed):
+    per_hour: _number(limits.POLICY_NUMBER, floor=0) = 0.0
+    max_boost: _number(limits.POLICY_NUMBER, floor=0) = 0.0
+
+
+class PreemptionSettings(_Closed):
+    enabled: bool = False
+    min_gap: _number(limits.POLICY_NUMBER, floor=0) = 1.0
+
+
+class Subsidy(_Closed):
+    domain_rates: dict[str, Share] = {}
+    gpu_type_rates: dict[str, Share] = {}
+    org_cap: Money = None
+    period_budget: Money = None
+
+
+def _policy_sections() -> dict[str, tuple[Any, Any]]:
+    from gpupool.policies.params import POOL_ORDERS
+
+    placement = create_model(
+        "Placement", __base__=_Closed, pool_order=(Literal[POOL_ORDERS], "name")
+    )
+    return {
+        "description": (Prose, ""),
+        "domains": (dict[str, DomainSettings], {}),
+        "aging": (Aging, None),
+        "preemption": (PreemptionSettings, None),
+        "subsidy": (Subsidy, None),
+        "placement": (placement, None),
+        "seed": (_integer(limits.SEED), 0),
+        "time_limit_s": (_number(limits.SOLVER_SECONDS), 5.0),
+    }
+
+
+def _option_type(annotation: Any) -> Any:
+    """A policy class's option annotation as the document writes it (tuples are lists)."""
+    origin = typing.get_origin(annotation)
+    if annotation is float:
+        return _number(limits.POLICY_NUMBER)
+    if annotation is int:
+        return _integer(limits.POLICY_NUMBER)
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        return list[_option_type(args[0]) if args else Any]
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_option_type(a) for a in typing.get_args(annotation))]  # noqa: UP007
+    if origin is Mapping:
+        return dict[typing.get_args(annotation) or (str, Any)]
+    return annotation
+
+
+def _kind_model(kind: str) -> type[BaseModel]:
+    """One kind's document: its options, and only the sections the kind reads."""
+    from gpupool.policies.document import OPT_IN_SECTIONS, POLICY_KINDS, option_fields
+
+    cls = POLICY_KINDS[kind]
+    options = {
+        name: (_option_type(annotation), ... if required else None)
+        for name, (annotation, required) in option_fields(cls).items()
+    }
+    options_model = create_model(f"{_title(kind)}Options", __base__=_Closed, **options)
+    skipped = set(getattr(cls, "UNUSED_SECTIONS", ())) | (
+        OPT_IN_SECTIONS - set(getattr(cls, "OPT_IN_SECTIONS", ()))
+    )
+    sections = {k: v for k, v in _policy_sections().items() if k not in skipped}
+    required_options = any(required for _, required in option_fields(cls).values())
+    return create_model(
+        f"{_title(kind)}Policy",
+        __base__=_Closed,
+        __doc__=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else None,
+        kind=(Literal[kind], ...),
+        options=(options_model | None, ... if required_options else None),
+        **sections,
+    )
+
+
+def _title(kind: str) -> str:
+    return "".join(part.title() for part in kind.split("-"))
+
+
+def policy_schema() -> TypeAdapter:
+    from gpupool.policies.document import POLICY_KINDS
+
+    members = tuple(_kind_model(kind) for kind in POLICY_KINDS)
+    return TypeAdapter(Annotated[typing.Union[members], Field(discriminator="kind")])  # noqa: UP007
+
+
+# ---------------------------------------------------------------------------
+# Programmes and vouchers (gpupool.accounting.declarations)
+# ---------------------------------------------------------------------------
+
+
+class PeriodRange(_Closed):
+    start: Instant | None = None
+    end: Instant | None = None
+    every: Literal["fixed", "month", "quarter", "year", "monthly", "quarterly", "yearly"] = "fixed"
+
+
+class CarryOver(_Closed):
+    carry_over: Share
+
+
+class Programme(_Closed):
+    """A subsidy programme; ``name`` comes from the key where the section is a mapping."""
+
+    name: Name | None = None
+    period: (
+        Annotated[
+            str | int,
+            Field(description="a label (2026-Q4, 2026-10, 2026) or monthly|quarterly|yearly"),
+        ]
+        | PeriodRange
+        | None
+    ) = None
+    budget: Money = None
+    domains: Names = []
+    orgs: Names = []
+    rate: Share = 1.0
+    gpu_type_rates: dict[str, Share] = {}
+    exchange_rates: dict[str, _number(limits.EXCHANGE_RATE, positive=True)] = {}
+    vouchers: bool = False
+    org_cap: Money = None
+    end_of_period: Literal["expire"] | CarryOver = "expire"
+    when_exhausted: Literal["full_price", "wait"] = "full_price"
+    spending_order: Literal["earliest_expiry", "first_awarded"] = "earliest_expiry"
+
+
+class Voucher(_Closed):
+    id: _integer(limits.ID) | None = None
+    org: Name
+    programme: Name
+    amount: _number(limits.VOUCHER_HOURS)
+    balance: _number(limits.VOUCHER_HOURS) | None = None
+    awarded_at: Instant
+    expires_at: Instant | None = None
+
+
+Programmes = list[Programme] | dict[str, Programme] | None
+Vouchers = list[Voucher] | dict[str, Voucher] | None
+
+
+class ProgrammesFile(_Closed):
+    programmes: Programmes = None
+    vouchers: Vouchers = None
+
+
+def programmes_schema() -> TypeAdapter:
+    return TypeAdapter(ProgrammesFile | list[Programme])
+
+
+# ---------------------------------------------------------------------------
+# Scenarios (gpupool.simulations.scenario)
+# ---------------------------------------------------------------------------
+
+
+class GpuTypeSpec(_Closed):
+    vendor: Name | None = None
+    memory_gb: _integer(limits.MEMORY_GB, floor=0) = 0
+    speed: _number(limits.SPEED, positive=True) = 1.0
+    domestic: bool = False
+    price_per_gpu_hour: _number(limits.PRICE) | None = None
+
+
+class PoolSpec(_Closed):
+    site: Name
+    gpu_type: Name
+    gpus: _integer(limits.POOL_GPUS)
+    gpus_per_node: _integer(limits.GPUS_PER_NODE)
+    price_per_gpu_hour: _number(limits.PRICE) | None = None
+
+
+class ScenarioDomain(_Closed):
+    weight: _number(limits.WEIGHT, positive=True) = 1.0
+    description: Prose | None = None
+
+
+class OrgSpec(_Closed):
+    domain: Name
+    budget: Money = None
+    description: Prose | None = None
+
+
+Hours = _number(limits.JOB_HOURS, positive=True)
+
+
+class _Mean(_Closed):
+    mean: Hours
+
+
+class _LogNormal(_Closed):
+    median: Hours
+    sigma: _number(limits.SIGMA)
+
+
+class _Uniform(_Closed):
+    low: Annotated[float, Field(ge=0, le=limits.JOB_HOURS.high)]
+    high: Annotated[float, Field(ge=0, le=limits.JOB_HOURS.high)]
+
+
+class Runtime(_Closed):
+    """Exactly one distribution."""
+
+    fixed: Hours | None = None
+    exponential: _Mean | None = None
+    lognormal: _LogNormal | None = None
+    uniform: _Uniform | None = None
+
+
+class Stream(_Closed):
+    rate_per_hour: _number(limits.RATE_PER_HOUR, positive=True)
+    orgs: Names | None = None
+    gpus: (
+        _integer(limits.GPUS_PER_JOB)
+        | Annotated[
+            dict[Annotated[str, Field(pattern=r"^[0-9]+$")], _number(limits.WEIGHT)],
+            Field(description="gang size: relative weight"),
+        ]
+    )
+    runtime_hours: Hours | Runtime
+    max_hours: Hours | None = None
+    gpu_types: Names | None = None
+
+
+class _Sigma(_Closed):
+    sigma: _number(limits.SIGMA)
+
+
+class _EstimateChoice(_Closed):
+    factor: _number(limits.SCALE, positive=True) | None = None
+    noisy: _Sigma | None = None
+
+
+Estimate = Literal["exact"] | _EstimateChoice
+
+
+class SyntheticWorkload(_Closed):
+    kind: Literal["synthetic"]
+    hours: _number(limits.SIM_HOURS)
+    domains: dict[str, Stream]
+    estimate: Estimate = "exact"
+
+
+class _TraceWorkload(_Closed):
+    default_org: Name | None = None
+    estimate: Estimate = "exact"
+    arrival_scale: _number(limits.SCALE, positive=True) = 1.0
+
+
+class PhillyWorkload(_TraceWorkload):
+    kind: Literal["philly"]
+    path: Annotated[str, Field(description="relative to the scenario, or package:samples/...")]
+    vc_map: dict[str, Name] | None = None
+    gpu_types: Names | None = None
+    min_duration_s: Annotated[float, Field(ge=0)] = 0
+
+
+class AlibabaWorkload(_TraceWorkload):
+    kind: Literal["alibaba"]
+    pods: str
+    nodes: str | None = None
+    site: Name | None = None
+    qos_map: dict[str, Name] | None = None
+
+
+class Scenario(_Closed):
+    name: Name | None = None
+    description: Prose | None = None
+    seed: _integer(limits.SEED) = 0
+    gpu_types: dict[str, GpuTypeSpec]
+    pools: dict[str, PoolSpec] | None = None
+    domains: dict[str, ScenarioDomain | None]
+    orgs: dict[str, OrgSpec]
+    workload: Annotated[
+        SyntheticWorkload | PhillyWorkload | AlibabaWorkload, Field(discriminator="kind")
+    ]
+    programmes: Programmes = None
+    vouchers: Vouchers = None
+
+
+def scenario_schema() -> TypeAdapter:
+    return TypeAdapter(Scenario)
+
+
+# ---------------------------------------------------------------------------
+# YAML batch files (gpupool.scheduler.batch)
+# ---------------------------------------------------------------------------
+
+_Count = int | Annotated[str, Field(pattern=r"^\s*[+-]?[0-9]+\s*$")]
+_Decimal = float | Annotated[str, Field(pattern=r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*$")]
+
+
+class BatchJob(_Closed):
+    """One job (values are checked on submission, every row at once)."""
+
+    org: Name
+    gpus: _Count
+    hours: _Decimal
+    gpu_types: Names | None = None
+    gpu_type: Names | None = None  # another spelling of gpu_types
+    name: str | None = None
+    priority: _Count | None = None
+    key: str | int | None = None
+    submit_key: str | int | None = None  # another spelling of key
+
+
+class BatchJobs(_Closed):
+    jobs: list[BatchJob]
+
+
+class BatchFile(RootModel[list[BatchJob] | BatchJobs]):
+    pass
+
+
+def batch_schema() -> TypeAdapter:
+    return TypeAdapter(BatchFile)
+
+
+# ---------------------------------------------------------------------------
+# JSON Schema
+# ---------------------------------------------------------------------------
+
+_ADAPTERS = {
+    "policy": policy_schema,
+    "scenario": scenario_schema,
+    "programmes": programmes_schema,
+    "batch": batch_schema,
+}
+_TITLES = {
+    "policy": "gpupool policy document",
+    "scenario": "gpupool scenario",
+    "programmes": "gpupool programmes and vouchers",
+    "batch": "gpupool YAML batch file",
+}
+
+
+def adapter(kind: str) -> TypeAdapter:
+    """The pydantic TypeAdapter of one KIND."""
+    return _ADAPTERS[kind]()
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one KIND of file."""
+    schema = _if_then(adapter(kind).json_schema(mode="validation"))
+    return {"$schema": SCHEMA_DIALECT, "title": _TITLES[kind], **schema}
+
+
+def _if_then(node: Any) -> Any:
+    """pydantic writes a tagged union as ``oneOf`` plus OpenAPI's ``discriminator``, which
+    JSON Schema validators ignore: a wrong field then fails every branch, reported at the
+    union. ``if kind is X then X's schema`` reports it at the field itself."""
+    if isinstance(node, list):
+        return [_if_then(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _if_then(value) for key, value in node.items()}
+    if "discriminator" not in node or "oneOf" not in node:
+        return node
+    tag, mapping = node["discriminator"]["propertyName"], node["discriminator"]["mapping"]
+    rest = {k: v for k, v in node.items() if k not in ("discriminator", "oneOf")}
+    return {
+        **rest,
+        "type": "object",
+        "required": [tag],
+        "properties": {tag: {"enum": list(mapping)}},
+        "allOf": [
+            {"if": {"properties": {tag: {"const": value}}}, "then": {"$ref": ref}}
+            for value, ref in mapping.items()
+        ],
+    }
+
+
+def json_ready(value: Any) -> Any:
+    """A composed YAML value as a YAML language server sees it: keys are text,
+    dates and times are ISO text (how a schema validates the shipped examples)."""
+    if isinstance(value, Mapping):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
