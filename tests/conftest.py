@@ -9,9 +9,11 @@ leaves, less its token; there is no state in which everyone is admin).
 ``session`` is a Session on ``db`` inside one unit of work.
 
 Migrating costs far more than copying, so the test run migrates once per
-database kind: SQLite migrates a template file that each ``db`` copies;
-PostgreSQL replays the migrations' offline SQL script into each fresh schema
-(tests/test_migrations.py checks that this gives the schema ``upgrade`` gives).
+database kind: SQLite migrates a template file, adds the admin, and each ``db``
+copies it; PostgreSQL replays the migrations' offline SQL script into each fresh
+schema (tests/test_migrations.py checks that this gives the schema ``upgrade``
+gives). A template database cloned with ``CREATE DATABASE ... TEMPLATE`` was
+tried and was slower: it writes and fsyncs the whole database each time.
 
 When PostgreSQL does not answer, its parameters are skipped, unless
 GPUPOOL_REQUIRE_POSTGRES=1 (CI), where they fail loudly.
@@ -56,25 +58,44 @@ def _admin_execute(sql: str) -> None:
     engine.dispose()
 
 
+def _require_postgres() -> None:
+    """Skip (or, under GPUPOOL_REQUIRE_POSTGRES=1, fail) when PostgreSQL does not answer."""
+    problem = _pg_problem()
+    if problem is not None:
+        if os.environ.get("GPUPOOL_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL required but unreachable: {problem}")
+        pytest.skip(f"PostgreSQL unreachable: {problem}")
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url_factory(request, tmp_path):
-    """Makes URLs of empty, private databases of the parametrised kind (dropped at teardown)."""
+def db_kind(request) -> str:
+    """The parametrised database kind, ``"sqlite"`` or ``"postgres"`` (checked to answer)."""
     if request.param == "postgres":
-        problem = _pg_problem()
-        if problem is not None:
-            if os.environ.get("GPUPOOL_REQUIRE_POSTGRES") == "1":
-                pytest.fail(f"PostgreSQL required but unreachable: {problem}")
-            pytest.skip(f"PostgreSQL unreachable: {problem}")
+        _require_postgres()
+    return request.param
+
+
+# For a test (or, as ``pytestmark``, a module) whose logic SQLite proves as well as
+# PostgreSQL would (validation before any write, permissions, rendering): it runs on
+# SQLite only. Keep PostgreSQL for what is database-specific (locking, triggers, types,
+# decimals, migrations, key races) and at least one case per command group.
+SQLITE_ONLY = pytest.mark.parametrize("db_kind", ["sqlite"])
+
+
+@pytest.fixture
+def db_url_factory(db_kind, tmp_path):
+    """Makes URLs of empty, private databases of the parametrised kind (dropped at teardown)."""
     schemas: list[str] = []
 
     def make() -> str:
         name = uuid.uuid4().hex[:12]
-        if request.param == "sqlite":
+        if db_kind == "sqlite":
             return f"sqlite:///{tmp_path / f'gpupool-test-{name}.db'}"
         schemas.append(f"gpupool_t_{name}")
         _admin_execute(f"CREATE SCHEMA {schemas[-1]}")
         return f"{PG_ADMIN_URL}?options=-csearch_path%3D{schemas[-1]}"
 
+    make.kind = db_kind
     yield make
     for schema in schemas:
         _admin_execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
@@ -91,7 +112,7 @@ def db_url(db_url_factory):
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory):
-    """A SQLite file migrated to the newest revision, copied by every ``db``."""
+    """A SQLite file migrated to the newest revision (no users)."""
     from gpupool.scheduler.database import make_engine
     from gpupool.scheduler.migrate import upgrade
 
@@ -99,6 +120,15 @@ def sqlite_template(tmp_path_factory):
     engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)
     engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def sqlite_admin_template(sqlite_template):
+    """``sqlite_template`` with the admin: what every SQLite ``db`` copies."""
+    path = sqlite_template.with_name("migrated-admin.db")
+    shutil.copyfile(sqlite_template, path)
+    add_users(f"sqlite:///{path}", (ADMIN, "admin"))
     return path
 
 
@@ -126,10 +156,12 @@ def db(db_url, request):
     """A private database at the newest migration (copied, not migrated: see above),
     with the admin ``admin``."""
     if db_url.startswith("sqlite:///"):
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), db_url[len("sqlite:///") :])
+        shutil.copyfile(
+            request.getfixturevalue("sqlite_admin_template"), db_url[len("sqlite:///") :]
+        )
     else:
         migrate_by_script(db_url, request.getfixturevalue("postgres_migration_sql"))
-    add_users(db_url, (ADMIN, "admin"))
+        add_users(db_url, (ADMIN, "admin"))
     return db_url
 
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from gpupool.cli.main import app
 from gpupool.scheduler.migrations import HEAD
+from tests.conftest import SQLITE_ONLY
 
 
 @pytest.fixture
@@ -136,6 +137,7 @@ def test_describe_a_platform_by_hand(cli):
     )
 
 
+@SQLITE_ONLY  # validated before anything is written: no database-specific step
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -174,6 +174,7 @@ def test_submit_batch_all_or_none(twin, tmp_path):
 
 
 def test_schedule_dry_run_real_finish_and_reap(twin):
+    twin.run("job", "submit", "--org", "lab", "--gpus", "1", "--hours", "1")  # one to start
     dry = twin.json("schedule", "--dry-run")
     assert dry["round"] is None and dry["started"]
     assert twin.run("schedule", "--dry-run").stdout.startswith("dry run with FIFO (default): ")
@@ -209,9 +210,11 @@ def test_platform_add_and_list(twin):
 
 
 def test_platform_errors(twin):
-    assert "already exists" in twin.error("domain", "add", "climate", "--weight", "2")
+    twin.run("domain", "add", "ocean", "--weight", "1")  # this test's own names
+    twin.run("org", "add", "tide", "--domain", "ocean")
+    assert "already exists" in twin.error("domain", "add", "ocean", "--weight", "2")
     assert twin.error("domain", "add", "dry", "--weight", "x").startswith("error: --weight: ")
-    assert "already exists" in twin.error("org", "add", "uni", "--domain", "climate")
+    assert "already exists" in twin.error("org", "add", "tide", "--domain", "ocean")
     assert twin.error("pool", "add", "p-x", "--site", "S", "--gpu-type", "V100", "--gpus", "4",
                       "--price", "1").startswith("error: --gpu-type: ")  # fmt: skip
 
@@ -312,8 +315,13 @@ def test_programmes_vouchers_reports(twin):
     assert awarded.startswith("awarded voucher 1: 10 hours of health to hosp")
     assert [v["org"] for v in twin.json("voucher", "list")] == ["hosp"]
     assert "hosp" in twin.run("voucher", "list", "--org", "hosp").stdout
-    # the job finished by the schedule test ran a few milliseconds longer in one of the
-    # two databases: compare the groups and counts, not the GPU-hours
+    # a finished job of this test's own, so that the usage reports have a charge
+    twin.run("job", "submit", "--org", "lab", "--gpus", "1", "--hours", "1")
+    started = [s["job"] for s in twin.json("schedule")["started"]]
+    assert started, "the round started nothing"
+    twin.run("job", "finish", str(started[0]))
+    # the finished jobs ran a few milliseconds longer in one of the two databases:
+    # compare the groups and counts, not the GPU-hours
     for args in (["usage", "--by", "org"], ["usage"], ["subsidies"]):
         here = twin.local("report", *args, "--json")
         there = twin.remote("report", *args, "--json")
@@ -323,7 +331,7 @@ def test_programmes_vouchers_reports(twin):
             for out in (here.stdout, there.stdout)
         ]
         assert groups[0] == groups[1]
-        assert groups[0] or args == ["subsidies"]  # the finished job's charge is there
+        assert groups[0] or args == ["subsidies"]  # the finished jobs' charges are there
         tables = [twin.local("report", *args), twin.remote("report", *args)]
         assert [t.exit_code for t in tables] == [0, 0]
         assert tables[0].stdout.splitlines()[:3] == tables[1].stdout.splitlines()[:3]
@@ -494,6 +502,9 @@ def test_login_saves_the_token_0600_and_logout_forgets_it(twin, tmp_path):
     assert ok.exit_code == 0, ok.stderr
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert twin.tokens["bob"] in saved.read_text()
+    # a job of each organisation, so that seeing only lab's is bob's view, not the data
+    twin.run("job", "submit", "--org", "hosp", "--gpus", "1", "--hours", "1", user="hana")
+    twin.run("job", "submit", "--org", "lab", "--gpus", "1", "--hours", "1", user="bob")
     mine = runner.invoke(app, ["job", "list", "--json"], env=env)
     assert mine.exit_code == 0, mine.stderr
     assert {j["org"] for j in json.loads(mine.stdout)["jobs"]} == {"lab"}  # bob's own organisation

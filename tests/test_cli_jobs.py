@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpupool.cli.main import app
-from tests.conftest import add_users
+from tests.conftest import SQLITE_ONLY, add_users
 
 JOB_KEYS = {
     "id",
@@ -221,6 +221,7 @@ def _entry_point() -> str:
     return str(Path(sys.executable).with_name("gpupool"))
 
 
+@SQLITE_ONLY  # the console script and its environment; the same commands on both: below
 def test_real_entry_point_submits_and_fails_cleanly(platform):
     add_users(platform, ("dora", "submitter", "lab"))  # GPUPOOL_USER acts as dora, a submitter
     env = {**os.environ, "GPUPOOL_DATABASE_URL": platform, "GPUPOOL_USER": "dora"}
@@ -301,8 +302,10 @@ def test_job_submit_path_loads_no_heavy_modules(platform):
     assert out.stderr.strip() == "[]"
 
 
-# `gpupool job submit` through the console script takes gpupool/cli/fast.py's parser;
-# through the Typer app, Typer's. Both must answer every command line alike.
+# `gpupool job submit` through the console script's entry function (gpupool.cli.main.main)
+# takes gpupool/cli/fast.py's parser; through the Typer app, Typer's. Both must answer
+# every command line alike. main() runs in this process (what a separate interpreter
+# adds, the console script itself, test_real_entry_point_submits_and_fails_cleanly runs).
 FAST_PATH_LINES = [
     ["--org", "lab", "--gpus", "2", "--hours", "1", "--name", "a"],
     ["--org", "lab", "--gpus", "2", "--hours", "1", "--key", "k1", "--json"],
@@ -349,10 +352,25 @@ def _same_start(url: str, request) -> None:
 
 
 def _run_console_script(url: str, args: list[str]) -> tuple[int, str, str]:
-    done = subprocess.run(
-        [_entry_point(), "--db", url, *args], capture_output=True, text=True, timeout=60
-    )
-    return done.returncode, done.stdout, _first_line(done.stderr)
+    """What the console script does (gpupool.cli.main.main), in this process."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    from gpupool.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with (
+        mock.patch.object(sys, "argv", ["gpupool", "--db", url, *args]),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), _first_line(err.getvalue())
 
 
 def _run_typer_app(url: str, args: list[str]) -> tuple[int, str, str]:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from gpupool.cli.main import app
 from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import AuditLogRow, SchedulerRoundRow
-from tests.conftest import add_users
+from tests.conftest import SQLITE_ONLY, add_users
 
 FIFO = "# baseline\nkind: fifo\n"
 MEDICAL_FIRST = """\
@@ -118,6 +118,7 @@ def test_apply_show_history_diff_rollback(cli, files):
     assert actions == ["policy.apply", "policy.apply", "policy.rollback"]
 
 
+@SQLITE_ONLY  # a file's errors are found before the database is opened
 def test_apply_of_an_invalid_file_prints_file_line_errors_and_writes_nothing(cli, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: multifactor\ndomains:\n  medical: {weight: 0}\nsubsidy: {org_cap: -5}\n")
@@ -181,6 +182,7 @@ def test_rollback_refuses_a_version_stored_before_names_were_checked(cli, files)
     assert [h["version"] for h in _history(cli)] == [1, 2]
 
 
+@SQLITE_ONLY  # version text and range checks; apply and rollback run on PostgreSQL too
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -198,6 +200,7 @@ def test_unknown_versions_are_one_line_errors(cli, files, args, message):
     assert len(_history(cli)) == 1
 
 
+@SQLITE_ONLY  # an empty history; apply and rollback run on PostgreSQL too
 def test_show_and_history_before_any_apply(cli):
     result = cli("policy", "show")
     assert (result.exit_code, result.stderr) == (

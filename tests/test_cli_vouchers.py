@@ -14,6 +14,7 @@ from gpupool.scheduler import lifecycle, service
 from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import LedgerEntryRow, ProgrammeRow, VoucherRow
 from gpupool.scheduler.rounds import active_policy, run_round
+from tests.conftest import SQLITE_ONLY
 
 
 @pytest.fixture
@@ -62,6 +63,7 @@ def test_programme_add_and_list(cli):
     }
 
 
+@SQLITE_ONLY  # a file's errors are found before the database is opened
 def test_programme_from_file_reports_file_and_line(cli, tmp_path, platform):
     good = tmp_path / "p.yaml"
     good.write_text("programmes:\n  - name: edu\n    period: yearly\n    rate: 0.3\n")
@@ -77,6 +79,7 @@ def test_programme_from_file_reports_file_and_line(cli, tmp_path, platform):
     assert _counts(platform) == [1, 0, 0]
 
 
+@SQLITE_ONLY  # validated before anything is written: no database-specific step
 @pytest.mark.parametrize(
     ("args", "message"),
     [

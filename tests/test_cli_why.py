@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from gpupool.cli.main import app
 from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import PlacementRow
+from tests.conftest import SQLITE_ONLY
 
 CHEAPEST_FIFO = """\
 kind: fifo
@@ -53,6 +54,7 @@ def _pool_line(text: str) -> str:
     return next(line.strip() for line in text.splitlines() if line.strip().startswith("pool:"))
 
 
+@SQLITE_ONLY  # the reason's text; stored reasons on PostgreSQL: the tests below
 @pytest.mark.parametrize(
     ("policy", "pool", "reason"),
     [(None, "p-a100", VALUE_REASON), (CHEAPEST_FIFO, "p-h100", H100_REASON)],

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpupool.cli.main import app
+from tests.conftest import SQLITE_ONLY
 from tests.fuzz.documents import SCENARIO_YAML, example_policy
 
 
@@ -29,6 +30,7 @@ def _one_error_line(result, start: str) -> None:
 # --- report output paths -----------------------------------------------------
 
 
+@SQLITE_ONLY  # the paths are checked before the report reads the database
 @pytest.mark.parametrize("command", ["usage", "subsidies"])
 @pytest.mark.parametrize("png", ["[/].out", "chart", "chart.PNGX"])
 def test_report_refuses_a_chart_suffix_it_cannot_draw_and_writes_nothing(
@@ -40,6 +42,7 @@ def test_report_refuses_a_chart_suffix_it_cannot_draw_and_writes_nothing(
     assert not table.exists()  # nothing half-written: the CSV waits for every check
 
 
+@SQLITE_ONLY  # the paths are checked before the report reads the database
 @pytest.mark.parametrize(
     ("option", "path", "problem"),
     [

@@ -29,6 +29,7 @@ from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import JobRow, ProgrammeRow
 from gpupool.simulations.scenario import load_scenario
 from gpupool.simulations.traces import ScenarioError, load_philly
+from tests.conftest import SQLITE_ONLY
 
 GPUPOOL = str(Path(sys.executable).parent / "gpupool")
 NESTED = "[" * 5000 + "]" * 5000 + "\n"
@@ -123,6 +124,7 @@ def test_cli_policy_validate_and_simulate_run_refuse_deep_nesting(tmp_path):
     assert not out.exists()
 
 
+@SQLITE_ONLY  # a file's errors are found before the database is opened
 def test_cli_submit_batch_and_programme_file_refuse_deep_nesting(platform, tmp_path):
     deep = _write(tmp_path / "deep.yaml", "jobs: " + NESTED)
     where = "jobs" + "[0]" * 31
@@ -181,6 +183,7 @@ def test_yaml_that_only_tags_aliases_or_bad_scalars_could_make_is_located(text, 
 # ---------------------------------------------------------------------------
 
 
+@SQLITE_ONLY  # a file's errors are found before the database is opened
 def test_duplicate_yaml_keys_and_csv_columns_in_batch_files(platform, tmp_path):
     yaml_file = _write(tmp_path / "dup.yaml", "- org: lab\n  gpus: 1\n  hours: 1\n  gpus: 8\n")
     result = _cli("--db", platform, "--as", "admin", "job", "submit-batch", str(yaml_file))
@@ -206,6 +209,7 @@ def test_a_column_and_its_alias_or_a_key_as_text_and_number_are_duplicates(tmp_p
     assert str(caught.value) == "s.yaml:1 gpus.1: duplicate key (first at line 1, again at line 1)"
 
 
+@SQLITE_ONLY  # a file's errors are found before the database is opened
 def test_duplicate_keys_in_a_programme_file(platform, tmp_path):
     path = _write(tmp_path / "p.yaml", "programmes:\n  - name: a\n    rate: 0.5\n    rate: 1\n")
     result = _cli("--db", platform, "--as", "admin", "programme", "add", "--file", str(path))

@@ -30,6 +30,7 @@ from gpupool.scheduler.orm import (
     ProgrammeRow,
     UserRow,
 )
+from tests.conftest import SQLITE_ONLY
 
 HOSTILE = (
     "[/]",
@@ -209,6 +210,7 @@ def test_every_listing_shows_hostile_names_escaped(cli):
     assert set(HOSTILE) <= {row["name"] for row in json.loads(result.stdout)}
 
 
+@SQLITE_ONLY  # escaping is rendering; names stored on PostgreSQL: the listing test
 def test_job_show_prints_each_field_escaped(cli, hostile):
     with unit_of_work(hostile) as session:
         jobs = {
@@ -221,6 +223,7 @@ def test_job_show_prints_each_field_escaped(cli, hostile):
         assert f"{'name':>13}: {terminal(text)}\n" in result.stdout
 
 
+@SQLITE_ONLY  # escaping is rendering; names stored on PostgreSQL: the listing test
 def test_policy_show_keeps_the_document_lines_but_escapes_the_rest(cli, hostile):
     with unit_of_work(hostile) as session:
         row = session.scalar(select(PolicyVersionRow).where(PolicyVersionRow.version == 3))
@@ -230,6 +233,7 @@ def test_policy_show_keeps_the_document_lines_but_escapes_the_rest(cli, hostile)
     assert result.stdout.endswith("kind: fifo\n# \\x1b[2J\\u202e" + HOSTILE[1] + "\n")
 
 
+@SQLITE_ONLY  # escaping is rendering; names stored on PostgreSQL: the listing test
 def test_errors_quoting_user_input_stay_one_visible_line(platform, monkeypatch):
     cli = _invoker(platform, monkeypatch)
     for args in (
@@ -258,6 +262,7 @@ def test_scheduler_log_lines_are_one_visible_line(capsys):
     assert err.endswith("ERROR round failed: x\\x1b[2J\\u202e\\ny\n")
 
 
+@SQLITE_ONLY  # escaping is rendering; names stored on PostgreSQL: the listing test
 def test_usage_chart_draws_names_that_look_like_mathtext(cli, hostile, tmp_path):
     with unit_of_work(hostile) as session:
         session.execute(update(DomainRow).where(DomainRow.name == "[/]").values(name="$\\frac$"))

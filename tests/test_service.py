@@ -10,6 +10,7 @@ from gpupool.scheduler import repository, service
 from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import AuditLogRow, JobRow, UserRow
 from gpupool.scheduler.service import BatchError, JobRequest
+from tests.conftest import SQLITE_ONLY
 
 
 def _count(db, row_type) -> int:
@@ -61,6 +62,7 @@ def test_submitter_may_not_change_the_platform(platform):
         service.add_domain(session, "alice", "robotics", 1.5)
 
 
+@SQLITE_ONLY  # validated before anything is written: no database-specific step
 @pytest.mark.parametrize(
     ("request_fields", "expected"),
     [

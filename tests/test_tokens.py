@@ -16,6 +16,7 @@ from gpupool.model import AuthenticationFailed, GpupoolError, NotFound, Permissi
 from gpupool.scheduler import permissions, tokens
 from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import ApiTokenRow, AuditLogRow
+from tests.conftest import SQLITE_ONLY
 
 OWNER = permissions.OWNER
 T0 = dt.datetime(2026, 11, 2, 10, 0, tzinfo=dt.UTC)
@@ -89,6 +90,7 @@ def test_the_database_holds_a_salted_scrypt_hash_never_the_secret(users):
     assert tokens.hash_secret(secret) != tokens.hash_secret(secret)
 
 
+@SQLITE_ONLY  # decided in Python; refusals and audit rows on PostgreSQL: the tests below
 @pytest.mark.parametrize(
     "mangle",
     [
@@ -179,6 +181,7 @@ def test_only_admins_create_tokens_and_a_refusal_is_audited(users):
         assert session.scalar(select(func.count()).select_from(ApiTokenRow)) == 0
 
 
+@SQLITE_ONLY  # validated before anything is written: no database-specific step
 @pytest.mark.parametrize(
     ("user", "options", "message"),
     [

@@ -39,6 +39,7 @@ from gpupool.scheduler import repository
 from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import AuditLogRow, JobRow, PlacementRow, PolicyVersionRow
 from gpupool.simulations import from_db
+from tests.conftest import SQLITE_ONLY
 
 T0 = dt.datetime(2026, 10, 5, 8, 0, tzinfo=dt.UTC)
 UNTIL = T0 + dt.timedelta(hours=10)
@@ -306,6 +307,7 @@ def test_cli_whatif_compares_with_the_active_policy(platform, tmp_path):
     assert data["domains"]["medical"]["delta"]["subsidy"] == pytest.approx(-160.0)
 
 
+@SQLITE_ONLY  # validated before anything is written: no database-specific step
 @pytest.mark.parametrize(
     ("args", "message"),
     [

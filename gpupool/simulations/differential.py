@@ -302,7 +302,6 @@ class LiveReplay:
 
         s = self.scenario
         with unit_of_work(self.engine) as session:
-            policies_store.apply_policy(session, "admin", self.document)
             for t in s.gpu_types.values():
                 service.add_gpu_type(session, "admin", t.name, t.vendor, t.memory_gb, t.speed)
             for p in s.pools:
@@ -320,6 +319,8 @@ class LiveReplay:
                 service.add_domain(session, "admin", d.name, d.weight)
             for o in s.orgs.values():
                 service.add_org(session, "admin", o.name, o.domain, o.budget)
+            # after the platform: a policy is checked against the names it has
+            policies_store.apply_policy(session, "admin", self.document)
             for programme in s.programmes:
                 accounts.add_programme(session, "admin", programme)
             for v in sorted(s.vouchers, key=lambda v: v.id):

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 # Bounds: generous, the machines running this are shared and loaded. They are
 # hang and blow-up detectors, not speed goals (those live in benchmarks/).
-TIMEOUT_S = float(os.environ.get("GPUPOOL_FUZZ_TIMEOUT", "20"))
+TIMEOUT_S = float(os.environ.get("GPUPOOL_FUZZ_TIMEOUT", "60"))
 MEMORY_MB = int(os.environ.get("GPUPOOL_FUZZ_MEMORY_MB", "512"))
 # The hard stop on address space, above the measured bound: the call fails with
 # MemoryError there instead of swapping the machine.

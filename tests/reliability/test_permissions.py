@@ -21,6 +21,7 @@ from gpupool.scheduler.database import make_engine, unit_of_work
 from gpupool.scheduler.migrate import upgrade
 from gpupool.scheduler.orm import AuditLogRow, DomainRow, JobRow, UserRow
 from gpupool.scheduler.service import JobRequest
+from tests.conftest import SQLITE_ONLY
 
 OWNER = permissions.OWNER
 
@@ -109,6 +110,7 @@ def test_the_os_user_grants_nothing_and_the_owner_is_the_local_default(db_url, m
     ]
 
 
+@SQLITE_ONLY  # validated before anything is written: no database-specific step
 @pytest.mark.parametrize(
     ("name", "role", "org", "site", "message"),
     [

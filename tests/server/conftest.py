@@ -18,22 +18,33 @@ revision) and stops them at teardown.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
+import functools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import PG_ADMIN_URL, _admin_execute, _pg_problem, build_small_platform
+from tests.conftest import (
+    PG_ADMIN_URL,
+    _admin_execute,
+    _pg_problem,
+    build_small_platform,
+    migrate_by_script,
+)
 
 STARTUP_SECONDS = 60  # the machine is shared; a cold start can take several seconds
 _LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
@@ -119,15 +130,42 @@ def private_database(backend: str, folder) -> tuple[str, callable]:
     return url, lambda: _admin_execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+@functools.cache
+def _migrated_sqlite_file() -> Path:
+    """A SQLite file at the newest migration, made once per test process."""
+    from gpupool.scheduler.database import make_engine
+    from gpupool.scheduler.migrate import upgrade
+
+    folder = Path(tempfile.mkdtemp(prefix="gpupool-server-template-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    engine = make_engine(f"sqlite:///{folder / 'migrated.db'}")
+    upgrade(engine)
+    engine.dispose()
+    return folder / "migrated.db"
+
+
+@functools.cache
+def _postgres_script() -> str:
+    from gpupool.scheduler.migrate import upgrade_sql
+
+    return upgrade_sql("postgresql")
+
+
+def migrate_fresh(db: str) -> None:
+    """Bring the empty database ``db`` to the newest migration as tests/conftest.py's
+    ``db`` does: a copy of a migrated SQLite file, or the offline script replayed."""
+    if db.startswith("sqlite:///"):
+        shutil.copyfile(_migrated_sqlite_file(), db[len("sqlite:///") :])
+    else:
+        migrate_by_script(db, _postgres_script())
+
+
 def populate(db: str) -> dict[str, str]:
     """The small platform, the users above and a token each; returns user -> token."""
     from gpupool.scheduler import permissions, tokens
-    from gpupool.scheduler.database import make_engine, unit_of_work
-    from gpupool.scheduler.migrate import upgrade
+    from gpupool.scheduler.database import unit_of_work
 
-    engine = make_engine(db)
-    upgrade(engine)
-    engine.dispose()
+    migrate_fresh(db)
     raw = {}
     with unit_of_work(db) as session:
         permissions.add_user(session, permissions.OWNER, "root", "admin")
@@ -193,6 +231,27 @@ def populated_server(kind: str, folder):
             server.stop()
     finally:
         drop()
+
+
+@pytest.fixture(scope="session")
+def dashboard_server(tmp_path_factory):
+    """``dashboard_server(kind)`` -> (server, history): one server per backend on the
+    platform with tests/server/dashboard_history.py's week, started on first use and
+    shared for the session by the dashboard's HTTP and browser tests (they add only
+    tokens, sessions and audit rows, which no page figure counts)."""
+    from tests.server.dashboard_history import start_dashboard_server
+
+    started: dict[str, tuple] = {}
+
+    def get(kind: str):
+        if kind not in started:
+            started[kind] = start_dashboard_server(kind, tmp_path_factory.mktemp("board"))
+        server, history, _stop = started[kind]
+        return server, history
+
+    yield get
+    for _server, _history, stop in started.values():
+        stop()
 
 
 @pytest.fixture

@@ -216,9 +216,9 @@ def test_programmes_and_vouchers_over_http(live):
 
 def test_auditors_read_the_audit_log_and_tokens(live):
     with live.client("audrey") as audrey:
+        refused = audrey.post("/api/v1/domains", json={"name": "x-audit"})  # audited as denied
         entries = audrey.get("/api/v1/audit", params={"outcome": "denied", "limit": 5})
         tokens = audrey.get("/api/v1/tokens")
-        refused = audrey.post("/api/v1/domains", json={"name": "x-audit"})
     assert entries.status_code == 200
     assert 0 < len(entries.json()) <= 5
     assert {e["outcome"] for e in entries.json()} == {"denied"}

@@ -1,9 +1,9 @@
 """The dashboard in a real headless Chromium (Playwright driving Debian's chromium).
 
-One browser and one `gpupool serve` (SQLite, the history of
-tests/server/dashboard_history.py) for the module. Each test logs in through
-the form, walks the pages a person would, and writes a screenshot of each page
-under its tmp_path (``screenshots/``). Rendering does not depend on the
+One browser for the module and the SQLite `gpupool serve` (the history of
+tests/server/dashboard_history.py) that test_dashboard_pages.py shares. Each
+test logs in through the form, walks the pages a person would, and writes a
+screenshot of each page under its tmp_path (``screenshots/``). Rendering does not depend on the
 database backend; test_dashboard_pages.py covers both backends over HTTP.
 
 Chromium comes from Debian (scripts/ensure-chromium.sh, run by `make test`);
@@ -22,7 +22,6 @@ from tests.server.dashboard_history import (
     BUDGET,
     HOSTILE_NAME,
     SUBSIDY_PAID,
-    start_dashboard_server,
 )
 
 pytestmark = pytest.mark.browser
@@ -58,10 +57,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def board(browser, tmp_path_factory):
-    server, history, stop = start_dashboard_server("sqlite", tmp_path_factory.mktemp("board"))
-    yield server, history
-    stop()
+def board(browser, dashboard_server):
+    return dashboard_server("sqlite")
 
 
 class Visit:

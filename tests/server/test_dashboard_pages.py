@@ -1,8 +1,8 @@
 """The dashboard's pages over plain HTTP: log-in, cookies and CSRF, security headers,
 who sees what on each page, figures that match the ledger, escaping, bad input.
 
-One real `gpupool serve` per backend for the module, on the platform with a
-week of history of tests/server/dashboard_history.py.
+One real `gpupool serve` per backend, on the platform with a week of history of
+tests/server/dashboard_history.py, shared for the session with test_dashboard.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from tests.server.dashboard_history import (
     BUDGET,
     HOSTILE_NAME,
     SUBSIDY_PAID,
-    start_dashboard_server,
 )
 
 _CSRF_INPUT = re.compile(r'name="csrf" value="([^"]+)"')
@@ -31,10 +30,8 @@ _CSRF_INPUT = re.compile(r'name="csrf" value="([^"]+)"')
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
-def board(request, tmp_path_factory):
-    server, history, stop = start_dashboard_server(request.param, tmp_path_factory.mktemp("board"))
-    yield server, history
-    stop()
+def board(request, dashboard_server):
+    return dashboard_server(request.param)
 
 
 def _client(server, address: str | None = None) -> httpx.Client:
