@@ -305,8 +305,9 @@ class PoolState:
 class RunningJob:
     job: Job
     placement: Placement
-    started_at: float
+    started_at: float  # this run's start: after a preemption, the restart
     expected_end: float  # started_at + runtime on the pool's GPU type
+    preemptions: int = 0  # times the job was preempted before this run (preemption hysteresis)
 
 
 @dataclass(frozen=True, slots=True)

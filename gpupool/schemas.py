@@ -101,6 +101,8 @@ class Aging(_Closed):
 class PreemptionSettings(_Closed):
     enabled: bool = False
     min_gap: _number(limits.POLICY_NUMBER, floor=0) = 1.0
+    min_run_minutes: _number(limits.POLICY_NUMBER, floor=0) = 60.0
+    max_per_job: _integer(limits.ID, floor=0) = 1
 
 
 class Subsidy(_Closed):
@@ -114,7 +116,7 @@ def _policy_sections() -> dict[str, tuple[Any, Any]]:
     from gpupool.policies.params import POOL_ORDERS
 
     placement = create_model(
-        "Placement", __base__=_Closed, pool_order=(Literal[POOL_ORDERS], "name")
+        "Placement", __base__=_Closed, pool_order=(Literal[POOL_ORDERS], "value")
     )
     return {
         "description": (Prose, ""),

@@ -2,7 +2,8 @@
 
 The small platform (tests/conftest.py): p-a100, A100 speed 1, 10.00 per GPU-hour;
 p-h100, H100 speed 2, 20.00 per GPU-hour. Per effective GPU-hour both cost 10.00,
-so by name and at list price alike lab's 1-GPU job goes to p-a100. With 50% off
+so by value (a tie, broken by name) and at list price alike lab's 1-GPU job
+goes to p-a100. With 50% off
 H100 lab pays 20 / 2 x 0.5 = 5.00 on p-h100, which a cheapest-first FIFO takes.
 """
 
@@ -15,7 +16,6 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from gpupool.cli.main import app
-from gpupool.policies.fifo import BY_NAME_WHY
 from gpupool.scheduler.database import unit_of_work
 from gpupool.scheduler.orm import PlacementRow
 from tests.conftest import SQLITE_ONLY
@@ -27,6 +27,9 @@ subsidy:
 placement: {pool_order: cheapest}
 """
 H100_REASON = "cheapest for lab after subsidy: 5.00 per effective GPU-hour"
+VALUE_REASON = (
+    "most effective GPU-hours per unit of price for lab: 10.00 per effective GPU-hour (speed 1)"
+)
 
 
 @pytest.fixture
@@ -54,8 +57,8 @@ def _pool_line(text: str) -> str:
 @SQLITE_ONLY  # the reason's text; stored reasons on PostgreSQL: the tests below
 @pytest.mark.parametrize(
     ("policy", "pool", "reason"),
-    [(None, "p-a100", BY_NAME_WHY), (CHEAPEST_FIFO, "p-h100", H100_REASON)],
-    ids=["default fifo by name", "cheapest after subsidy"],
+    [(None, "p-a100", VALUE_REASON), (CHEAPEST_FIFO, "p-h100", H100_REASON)],
+    ids=["default fifo by value", "cheapest after subsidy"],
 )
 def test_job_show_prints_why_this_pool(cli, tmp_path, policy, pool, reason):
     if policy is not None:
@@ -86,7 +89,7 @@ kind: priority
 domains:
   medical: {weight: 3.0}
   general: {weight: 1.0}
-preemption: {enabled: true, min_gap: 1.0}
+preemption: {enabled: true, min_gap: 1.0, min_run_minutes: 0}
 """
 
 

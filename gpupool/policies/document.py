@@ -175,6 +175,8 @@ class PolicyDocument:
             "preemption": {
                 "enabled": params.preemption.enabled,
                 "min_gap": params.preemption.min_gap,
+                "min_run_minutes": params.preemption.min_run_minutes,
+                "max_per_job": params.preemption.max_per_job,
             },
             "subsidy": {
                 "domain_rates": dict(sorted(subsidy.domain_rates.items())),
@@ -516,14 +518,16 @@ class _Reader:
         return Aging(**{k: v for k, v in values.items() if v is not None})
 
     def preemption(self, entries) -> Preemption:
-        fields = self._section(entries, "preemption", ("enabled", "min_gap"))
+        allowed = ("enabled", "min_gap", "min_run_minutes", "max_per_job")
+        fields = self._section(entries, "preemption", allowed)
         values: dict[str, Any] = {}
         if "enabled" in fields:
             values["enabled"] = self.boolean(fields["enabled"], "preemption.enabled")
-        if "min_gap" in fields:
-            values["min_gap"] = self.number(
-                fields["min_gap"], "preemption.min_gap", _non_negative, ">= 0"
-            )
+        for key in ("min_gap", "min_run_minutes"):
+            if key in fields:
+                values[key] = self.number(fields[key], f"preemption.{key}", _non_negative, ">= 0")
+        if "max_per_job" in fields:
+            values["max_per_job"] = self.integer(fields["max_per_job"], "preemption.max_per_job")
         return Preemption(**{k: v for k, v in values.items() if v is not None})
 
     def subsidy(self, entries) -> SubsidyRules:

@@ -9,8 +9,9 @@ cannot pay its share (like Slurm, jobs held by account limits are skipped).
 
 The small placement helpers here (which pools a job may use, first fit with
 budget admission) are shared with the multifactor baseline. A job tries its
-allowed pools by name, or with the document's ``placement: {pool_order:
-cheapest}`` cheapest first for its org after subsidies (see PoolChoices).
+allowed pools best value first (most effective GPU-hours per unit of price
+for its org; free pools fastest first), or with the document's ``placement:
+{pool_order: name | cheapest}`` by name or cheapest first (see PoolChoices).
 
 Cost: a replay of a whole trace runs a round per arrival or completion, often
 over queues of thousands, so a round does per-job work only up to the blocking
@@ -121,15 +122,17 @@ class PoolChoices:
     Queues hold many jobs with the same GPU-type list and gang size, so a long
     queue costs a few dictionary look-ups per job instead of a scan of all pools.
     With ``pool_order="cheapest"`` the allowed pools come cheapest first for the
-    job's org (EffectiveHourPrices), cached per (GPU types, org, domain).
+    job's org (EffectiveHourPrices), cached per (GPU types, org, domain); with
+    ``"value"`` (the default) the same, free pools fastest first.
     """
 
-    def __init__(self, snapshot: Snapshot, pool_order: str = "name") -> None:
+    def __init__(self, snapshot: Snapshot, pool_order: str = "value") -> None:
         self._snapshot = snapshot
         self._allowed: dict[tuple[str, ...], list[Pool]] = {}
         self._never: dict[tuple[tuple[str, ...], int], bool] = {}
         self._largest: dict[tuple[str, ...], int] = {}
-        self._prices = EffectiveHourPrices(snapshot) if pool_order == "cheapest" else None
+        self._prices = EffectiveHourPrices(snapshot) if pool_order != "name" else None
+        self._faster_on_ties = pool_order == "value"
         self._by_price: dict[tuple[tuple[str, ...], str, str], list[Pool]] = {}
 
     def allowed(self, job: Job) -> list[Pool]:
@@ -149,10 +152,17 @@ class PoolChoices:
         pools = self._by_price.get(key)
         if pools is None:
             org_pays = self._prices.org_pays
-            # stable sort of the by-name list: equal prices keep name order
-            pools = self._by_price[key] = sorted(
-                self._by_name(job), key=lambda pool: org_pays(job.org, job.domain, pool)
-            )
+            types = self._snapshot.gpu_types
+            by_speed = self._faster_on_ties
+
+            def price_then_speed(pool: Pool) -> tuple[float, float]:
+                price = org_pays(job.org, job.domain, pool)
+                # free (or wholly subsidised) pools have no price to rank by: fastest first
+                free = by_speed and price <= 0.0
+                return price, -types[pool.gpu_type].speed if free else 0.0
+
+            # stable sort of the by-name list: equal keys keep name order
+            pools = self._by_price[key] = sorted(self._by_name(job), key=price_then_speed)
         return pools
 
     def why(
@@ -180,6 +190,12 @@ class PoolChoices:
                 break
             passed.append((pool, price))
         text = f"cheapest for {job.org} after subsidy: {price:.2f} per effective GPU-hour"
+        if self._faster_on_ties:
+            speed = self._snapshot.gpu_types[self._snapshot.pool_state(chosen).pool.gpu_type].speed
+            text = (
+                f"most effective GPU-hours per unit of price for {job.org}: {price:.2f}"
+                f" per effective GPU-hour (speed {speed:g})"
+            )
         cheaper = [(pool, p) for pool, p in passed if p < price]  # ties are no cheaper
         if not cheaper:
             return text

@@ -16,9 +16,10 @@ A round, in numbered steps:
 
 1. Order pending jobs: 1. priority, highest first; 2. submitted earliest; 3. id.
 2. Start jobs in that order on the first allowed pool where the gang fits
-   and the org can pay; pools are tried by name, or with ``placement:
-   {pool_order: cheapest}`` cheapest first for the job's org after subsidies
-   (fifo.PoolChoices). Jobs that never fit, or whose org cannot pay, wait
+   and the org can pay; pools are tried best value first (most effective
+   GPU-hours per unit of price for the job's org; free pools fastest first),
+   or with ``placement: {pool_order: name | cheapest}`` by name or cheapest
+   first (fifo.PoolChoices). Jobs that never fit, or whose org cannot pay, wait
    without holding anything up.
 3. The first job that does not fit gets a reservation: the earliest time
    enough GPUs free up in some allowed pool, from running jobs' expected ends

@@ -39,26 +39,38 @@ class Aging:
 
 @dataclass(frozen=True, slots=True)
 class Preemption:
-    """Pending jobs may preempt running ones whose priority is ``min_gap`` or more lower."""
+    """Pending jobs may preempt running ones whose priority is ``min_gap`` or more lower.
+
+    Hysteresis, so that preemption cannot thrash: a job that has run less than
+    ``min_run_minutes`` since it (re)started, or that was already preempted
+    ``max_per_job`` times, is never a victim; and a victim's priority is always
+    strictly below the job's, whatever ``min_gap`` says.
+    """
 
     enabled: bool = False
     min_gap: float = 1.0
+    min_run_minutes: float = 60.0
+    max_per_job: int = 1
 
 
-POOL_ORDERS = ("name", "cheapest")
+POOL_ORDERS = ("value", "name", "cheapest")
 
 
 @dataclass(frozen=True, slots=True)
 class PoolPlacement:
     """The order in which the baselines (fifo, multifactor) try a job's allowed pools.
 
+    ``value`` (the default): most effective GPU-hours per unit of price for the
+    job's org first, i.e. least paid per effective GPU-hour (price / speed,
+    after the subsidy it can get as the round starts), ties by name; pools the
+    org gets free (no prices, or wholly subsidised) fastest first.
     ``name``: by pool name. ``cheapest``: by what the job's org pays per
-    effective GPU-hour on the pool after the subsidy it can get as the round
-    starts (vouchers and programmes included), ties by name; so a subsidy
-    scheme can steer work, not only decide whether an org can pay.
+    effective GPU-hour on the pool after subsidies (vouchers and programmes
+    included), ties by name; so a subsidy scheme can steer work, not only
+    decide whether an org can pay.
     """
 
-    pool_order: str = "name"  # one of POOL_ORDERS
+    pool_order: str = "value"  # one of POOL_ORDERS
 
     def __post_init__(self) -> None:
         if self.pool_order not in POOL_ORDERS:  # else a typo would silently mean "name"

@@ -278,6 +278,7 @@ class _Jobs:
         self.pending: list[model.Job] = []
         self.running: list[model.RunningJob] = []
         self.held_nodes: list[tuple[str, tuple[tuple[int, int], ...]]] = []
+        self.preemptions: dict[int, int] = {}  # running job id -> times preempted before
 
     def good_orgs(self) -> list[model.Org]:
         return [o for o in self.orgs_by_id.values() if o is not None]
@@ -294,6 +295,7 @@ class _Jobs:
                 ).where(PlacementRow.ended_at.is_(None))
             )
         }
+        self.preemptions = _preemptions(session)
         org_names = dict(session.execute(select(OrgRow.id, OrgRow.name)).all())
         query = (
             select(
@@ -358,8 +360,20 @@ class _Jobs:
                 placement=model.Placement(job_id=job.id, pool=facts.name, nodes=taken),
                 started_at=started,
                 expected_end=started + job.hours / facts.speed * 3600.0,
+                preemptions=self.preemptions.get(job.id, 0),
             )
         )
+
+
+def _preemptions(session: Session) -> dict[int, int]:
+    """Running job id -> its closed placements: each was ended by a preemption (a job ends once)."""
+    running = select(PlacementRow.job_id).where(PlacementRow.ended_at.is_(None))
+    query = (
+        select(PlacementRow.job_id, func.count())
+        .where(PlacementRow.ended_at.is_not(None), PlacementRow.job_id.in_(running))
+        .group_by(PlacementRow.job_id)
+    )
+    return dict(session.execute(query).all())
 
 
 def _speed(pool: model.Pool, types_by_id) -> float:

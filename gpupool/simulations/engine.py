@@ -502,7 +502,9 @@ class Simulation:
         self._tokens += 1
         run = _Run(
             record=self._records[job.id],
-            running=RunningJob(job, placement, started_at=now, expected_end=now + expected),
+            running=RunningJob(
+                job, placement, now, now + expected, preemptions=self._records[job.id].preemptions
+            ),
             charge=charge,
             speed=speed,
             token=self._tokens,

@@ -9,7 +9,12 @@ Definitions (all durations in hours, money in platform currency):
 - slowdown: JCT / time the job actually ran on GPUs (>= 1; 1 = never waited);
 - GPU-hours served: GPUs x wall hours held; effective GPU-hours: GPUs x
   reference hours of work done (GPU-hours x speed of the GPU type);
-- utilisation: busy GPU-hours / (GPUs x simulated hours), overall and per GPU type;
+- utilisation: busy GPU-hours / (GPUs x hours of the work span), overall and
+  per GPU type. The work span runs from the first submission to the last end
+  (to the end of the replay while a job still runs or waits): the clock may
+  run on past the last end (stale completion events of preempted jobs,
+  ``--until``), and idle time after all work is done is no measure of a
+  policy; ``simulated_hours`` is the whole clock;
 - idle while waiting: GPU-hours that sat free in pools some queued job may
   use, while it was queued (fragmentation plus head-of-line blocking), and
   its share of capacity x time; per domain (``idle_while_waiting_gpu_hours``
@@ -265,8 +270,21 @@ def _period_keys(result: SimulationResult):
     return key
 
 
+def work_span_hours(result: SimulationResult) -> float:
+    """Hours from the first submission to the last end, or to the replay's end if work is left."""
+    arrived = [r for r in result.records if r.state not in (NOT_ARRIVED, NEVER_FITS)]
+    if not arrived:
+        return 0.0
+    start = min(r.job.submitted_at for r in arrived)
+    if any(r.state in (WAITING, RUNNING) for r in arrived):
+        end = result.end_time
+    else:
+        end = max(r.finished_at for r in arrived if r.finished_at is not None)
+    return max(end - start, 0.0) / HOUR
+
+
 def _capacity_metrics(result: SimulationResult) -> dict:
-    hours = result.end_time / HOUR
+    hours = work_span_hours(result)
     capacity = sum(result.capacity.values())
     busy = sum(result.busy_gpu_seconds.values()) / HOUR
     finishes = [r.finished_at for r in result.records if r.finished_at is not None]
@@ -279,7 +297,8 @@ def _capacity_metrics(result: SimulationResult) -> dict:
     idle = result.idle_while_waiting_gpu_seconds / HOUR
     return {
         "gpus": capacity,
-        "simulated_hours": hours,
+        "simulated_hours": result.end_time / HOUR,
+        "work_span_hours": hours,
         "busy_gpu_hours": busy,
         "utilisation": busy / (capacity * hours) if capacity and hours else None,
         "utilisation_by_gpu_type": per_type,

@@ -41,7 +41,7 @@ from gpupool.policies.fifo import (
     never_fits,
 )
 from gpupool.policies.multifactor import VECTOR_FROM, MultifactorPolicy, _Factors
-from gpupool.policies.params import Aging, DomainShare, PolicyParams
+from gpupool.policies.params import Aging, DomainShare, PolicyParams, PoolPlacement
 from tests.policies.builders import DEFAULT_NOW, SnapshotBuilder, random_snapshot
 
 # ---------------------------------------------------------------------------
@@ -177,16 +177,19 @@ def reference_multifactor(policy: MultifactorPolicy, snapshot: Snapshot) -> Allo
 # Instances
 # ---------------------------------------------------------------------------
 
+# the references try pools by name: so do the policies they check
+BY_NAME = PolicyParams(placement=PoolPlacement("name"))
 PARAMS = PolicyParams(
+    placement=PoolPlacement("name"),
     domain_weights={"medical": 3.0, "education": 2.0},
     shares={"medical": DomainShare(fraction=0.3)},
     aging=Aging(per_hour=0.05, max_boost=1.0),
 )
 
 MULTIFACTORS = {
-    "default": MultifactorPolicy(),
+    "default": MultifactorPolicy(params=BY_NAME),
     "params": MultifactorPolicy(params=PARAMS),
-    "no-backfill": MultifactorPolicy(backfill=False),
+    "no-backfill": MultifactorPolicy(params=BY_NAME, backfill=False),
     "favor-small": MultifactorPolicy(params=PARAMS, favor_small=True, max_age_hours=2.0),
     "no-age": MultifactorPolicy(params=PARAMS, max_age_hours=0.0, size_weight=1000.0),
 }
@@ -272,7 +275,7 @@ def test_the_instances_exercise_every_path():
 
 @pytest.mark.parametrize(("name", "snapshot"), CASES, ids=[name for name, _ in CASES])
 def test_fifo_matches_the_reference(name, snapshot):
-    same(FifoPolicy().allocate(snapshot), reference_fifo(snapshot))
+    same(FifoPolicy(params=BY_NAME).allocate(snapshot), reference_fifo(snapshot))
 
 
 @pytest.mark.parametrize("variant", sorted(MULTIFACTORS))

@@ -124,7 +124,9 @@ def build(case: Case):
 
 
 def policy(kind: str, case: Case):
-    params = PolicyParams(shares=case.shares, preemption=Preemption(case.preemption, min_gap=10.0))
+    params = PolicyParams(
+        shares=case.shares, preemption=Preemption(case.preemption, min_gap=10.0, min_run_minutes=0)
+    )
     return PriorityPolicy(params) if kind == "priority" else FairSharePolicy(params)
 
 

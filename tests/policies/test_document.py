@@ -161,7 +161,8 @@ def test_fifo_defaults():
                 ("p.yaml:4 agin", "unknown field 'agin' (did you mean 'aging'?)"),
                 (
                     "p.yaml:5 preemption.ratio",
-                    "unknown field 'ratio'; expected one of: enabled, min_gap",
+                    "unknown field 'ratio'; expected one of: enabled, min_gap, min_run_minutes,"
+                    " max_per_job",
                 ),
             ],
         ),

@@ -29,7 +29,7 @@ PARAMS = PolicyParams(
     domain_weights={"medical": 3.0, "education": 2.0, "general": 1.0},
     shares={"medical": DomainShare(fraction=0.3, borrow_limit=0.2)},
     aging=Aging(per_hour=0.05, max_boost=1.0),
-    preemption=Preemption(enabled=True, min_gap=1.5),
+    preemption=Preemption(enabled=True, min_gap=1.5, min_run_minutes=0),
     time_limit_s=2.0,
 )
 

@@ -208,8 +208,8 @@ def test_two_orgs_in_one_round_each_get_their_own_cheapest(kind):
     assert [pool_of(allocation, i) for i in (1, 2, 3)] == ["gz-910b", "sh-h20", "gz-910b"]
 
 
-def test_default_order_is_name_and_a_bad_order_is_refused():
-    assert PolicyParams().placement.pool_order == "name"
+def test_default_order_is_value_and_a_bad_order_is_refused():
+    assert PolicyParams().placement.pool_order == "value"
     with pytest.raises(GpupoolError, match="pool_order") as caught:
         PoolPlacement(pool_order="cheap")
     assert caught.value.location == "placement.pool_order"

@@ -39,10 +39,10 @@ def test_cheapest_reaches_the_policy_and_survives_a_round_trip(kind, cls):
     assert again.params == doc.params and again.to_dict() == normal
 
 
-def test_without_the_section_the_order_is_by_name():
+def test_without_the_section_the_order_is_by_value():
     doc = parse("kind: multifactor\n")
-    assert doc.params.placement.pool_order == "name"
-    assert doc.to_dict()["placement"] == {"pool_order": "name"}
+    assert doc.params.placement.pool_order == "value"
+    assert doc.to_dict()["placement"] == {"pool_order": "value"}
 
 
 BAD = [
@@ -55,7 +55,7 @@ BAD = [
     (
         "kind: fifo\nplacement: {pool_order: 3}\n",
         "p.yaml:2 placement.pool_order",
-        "must be one of: name, cheapest",
+        "must be one of: value, name, cheapest",
     ),
     (
         "kind: multifactor\nplacement:\n  pool_ordr: name\n",

@@ -198,12 +198,12 @@ def test_preemption_stops_much_lower_priority_work_only_when_enabled():
     snapshot = builder.build()
     off = PriorityPolicy().allocate(snapshot)
     assert off.preempt == () and off.waiting == {1: WaitReason.NO_CAPACITY}
-    preempting = PolicyParams(preemption=Preemption(True, min_gap=1.0))
+    preempting = PolicyParams(preemption=Preemption(True, min_gap=1.0, min_run_minutes=0))
     on = bounded(PriorityPolicy(preempting), snapshot)
     check_invariants(snapshot, on)
     assert on.preempt == (50,) and on.started_ids == {1}
     assert on.objective <= on.bound + 1e-9
-    too_close = PolicyParams(preemption=Preemption(True, min_gap=2.5))
+    too_close = PolicyParams(preemption=Preemption(True, min_gap=2.5, min_run_minutes=0))
     assert PriorityPolicy(too_close).allocate(snapshot).preempt == ()
 
 
@@ -216,7 +216,7 @@ def test_a_gang_larger_than_any_allowed_pool_never_fits():
 
 @pytest.mark.parametrize("preemption", [False, True])
 def test_invariants_bound_and_determinism_on_random_instances(preemption):
-    params = PolicyParams(preemption=Preemption(preemption, min_gap=0.5))
+    params = PolicyParams(preemption=Preemption(preemption, min_gap=0.5, min_run_minutes=0))
     policy = PriorityPolicy(params)
     for seed in range(60):
         snapshot = random_snapshot(seed, jobs=15, pools=4)
@@ -230,7 +230,9 @@ def test_invariants_bound_and_determinism_on_random_instances(preemption):
 @pytest.mark.parametrize("preemption", [False, True])
 def test_raising_a_started_jobs_priority_always_keeps_it_started(preemption):
     """Exact, by construction (docs/policies-design.md): no tolerance."""
-    policy = PriorityPolicy(PolicyParams(preemption=Preemption(preemption, min_gap=0.5)))
+    policy = PriorityPolicy(
+        PolicyParams(preemption=Preemption(preemption, min_gap=0.5, min_run_minutes=0))
+    )
     raises = 0
     for seed in range(24):
         snapshot = random_snapshot(seed, jobs=15, pools=4, budgets=seed % 4 != 0)
@@ -360,7 +362,7 @@ def test_a_shape_that_fits_nowhere_is_remembered_until_preemption_frees_gpus():
         .job(4, org="o-low", id=2)
         .build()
     )
-    params = PolicyParams(preemption=Preemption(True, min_gap=1.0))
+    params = PolicyParams(preemption=Preemption(True, min_gap=1.0, min_run_minutes=0))
     allocation = PriorityPolicy(params).allocate(snapshot)
     check_invariants(snapshot, allocation)
     assert allocation.preempt == (10,)

@@ -24,7 +24,9 @@ SIZES = (3, 15, 40)
 @pytest.mark.parametrize("jobs", SIZES)
 def test_the_bound_bounds_the_objective_on_random_instances(preemption, jobs):
     shares = {"medical": DomainShare(fraction=0.2, borrow_limit=0.2)}
-    params = PolicyParams(shares=shares, preemption=Preemption(preemption, min_gap=0.5))
+    params = PolicyParams(
+        shares=shares, preemption=Preemption(preemption, min_gap=0.5, min_run_minutes=0)
+    )
     policy = PriorityPolicy(params)
     lp_rounds = 0  # rounds where the bound needed its LP (not just the objective)
     for seed in range(40):

@@ -31,7 +31,7 @@ def _both_paths(monkeypatch, run):
 
 @pytest.mark.parametrize("preempt", [False, True])
 def test_fast_path_allocation_equals_general_path(monkeypatch, preempt):
-    params = PolicyParams(preemption=Preemption(preempt, min_gap=0.5))
+    params = PolicyParams(preemption=Preemption(preempt, min_gap=0.5, min_run_minutes=0))
     policy = PriorityPolicy(params)
     compared = 0
     for seed in SEEDS:

@@ -191,7 +191,7 @@ def test_multifactor_says_when_a_job_was_backfilled(case, builder, order, job, r
 def test_multifactor_in_priority_order_before_anything_is_blocked():
     # two free nodes: job 10 (8 GPUs) starts first, job 11 after it, neither backfilled
     snapshot = SnapshotBuilder().pool("p", "A100", 16).job(8, id=10).job(2, id=11).build()
-    allocation = MultifactorPolicy().allocate(snapshot)
+    allocation = POLICIES["multifactor"]("name").allocate(snapshot)
     assert allocation.why == {10: IN_ORDER + BY_NAME_WHY, 11: IN_ORDER + BY_NAME_WHY}
 
 
@@ -260,7 +260,9 @@ def test_priority_names_the_jobs_it_preempted():
         .job(8, org="o-u", id=1)
         .build()
     )
-    policy = PriorityPolicy(PolicyParams(preemption=Preemption(True, min_gap=1.0)))
+    policy = PriorityPolicy(
+        PolicyParams(preemption=Preemption(True, min_gap=1.0, min_run_minutes=0))
+    )
     allocation = policy.allocate(snapshot)
     assert allocation.preempt == (50,)
     assert allocation.why == {1: "no room elsewhere: preempted lower-priority job(s) 50 on p"}
@@ -283,7 +285,7 @@ KINDS = {
     "priority": PriorityPolicy,
     "fair-share": FairSharePolicy,
     "priority+preemption": lambda: PriorityPolicy(
-        PolicyParams(preemption=Preemption(True, min_gap=0.5))
+        PolicyParams(preemption=Preemption(True, min_gap=0.5, min_run_minutes=0))
     ),
 }
 

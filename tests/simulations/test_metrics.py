@@ -7,13 +7,14 @@ ph 2 per GPU-hour; weights edu 1, med 3.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
 from gpupool.policies.fifo import FifoPolicy
 from gpupool.simulations.compare import mean_ci
-from gpupool.simulations.engine import EngineOptions, simulate
+from gpupool.simulations.engine import HOUR, RUNNING, EngineOptions, simulate
 from gpupool.simulations.metrics import (
     jain,
     percentile,
@@ -21,6 +22,7 @@ from gpupool.simulations.metrics import (
     summarise,
     utilisation_curve,
     wait_quantiles,
+    work_span_hours,
 )
 from tests.simulations.test_engine import FIVE_JOBS, scenario
 
@@ -113,3 +115,24 @@ def test_confidence_interval_uses_student_t():
     assert mean == 2.0
     assert half == pytest.approx(4.303 / math.sqrt(3))
     assert mean_ci([5.0]) == (5.0, None)
+
+
+def test_utilisation_counts_only_the_span_in_which_work_exists(result):
+    # The clock ran on to 6 h (as stale completion events of preempted jobs
+    # make it): the work still spans 0-3 h, 16 busy GPU-hours on 8 GPUs.
+    late = dataclasses.replace(result, end_time=6 * HOUR)
+    platform = summarise(late)["platform"]
+    assert platform["simulated_hours"] == 6.0
+    assert platform["work_span_hours"] == 3.0
+    assert platform["utilisation"] == pytest.approx(16 / (8 * 3))
+    assert platform["utilisation_by_gpu_type"] == pytest.approx({"a100": 9 / 12, "h100": 7 / 12})
+
+
+def test_work_span_runs_to_the_replay_end_while_work_is_left(result):
+    # Job 5 (1 GPU, 2-3 h) still running when the replay stops at 4 h: the
+    # span is 0-4 h, whatever its record says about an end.
+    records = [dataclasses.replace(r) for r in result.records]
+    records[-1].state, records[-1].finished_at = RUNNING, None
+    late = dataclasses.replace(result, records=records, end_time=4 * HOUR)
+    assert work_span_hours(late) == 4.0
+    assert summarise(late)["platform"]["utilisation"] == pytest.approx(16 / (8 * 4))

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from gpupool.model import Job, Snapshot, fit_gang
+from gpupool.model import Job, RunningJob, Snapshot, fit_gang
 from gpupool.policies._classes import running_priority
 from gpupool.policies._packing import Packer
-from gpupool.policies.params import PolicyParams
+from gpupool.policies.params import PolicyParams, Preemption
 
 
 class Preemptor:
     """Step 3's fallback: stop lower-priority running jobs so that a waiting gang fits.
 
-    A job may stop running jobs whose priority is at least ``min_gap`` below its
-    own, in the pool where that frees the fewest GPUs (victims lowest priority,
-    most recently started first); if its cap or budget refuses that pool, the
-    next pool, and nothing is stopped if none takes it. GPUs are handed back;
-    the victims' domain cap headroom is not, this round (so caps stay a check
-    that only gets harder as the round goes on). At most ``tries_left`` jobs
-    (those that found victims to stop) try, highest priority first.
+    A job may stop running jobs whose priority is at least ``min_gap`` (and
+    always strictly) below its own, in the pool where that frees the fewest
+    GPUs (victims lowest priority, most recently started first); if its cap
+    or budget refuses that pool, the next pool, and nothing is stopped if none
+    takes it. GPUs are handed back; the victims' domain cap headroom is not,
+    this round (so caps stay a check that only gets harder as the round goes
+    on). At most ``tries_left`` jobs (those that found victims to stop) try,
+    highest priority first.
+
+    Hysteresis (no thrashing by construction): a running job is never a victim
+    before it has run ``min_run_minutes`` since its (re)start, nor once it was
+    preempted ``max_per_job`` times; this holds for guarantee reclaim too. So
+    a job is preempted at most ``max_per_job`` times, at least
+    ``min_run_minutes`` apart. Which jobs are protected depends only on the
+    running jobs, not on who asks: raising a job's priority still never stops
+    it starting (policies-design.md).
     """
 
     def __init__(
@@ -35,6 +44,8 @@ class Preemptor:
         self.left_running = dict(limits.running)  # effective GPUs, less this round's victims
         self.victims: dict[str, list] = {}
         for r in snapshot.running:
+            if _protected(r, snapshot.now, params.preemption):
+                continue
             self.victims.setdefault(r.placement.pool, []).append(
                 (running_priority(snapshot, params, r.job), -r.started_at, r.job.id, r)
             )
@@ -88,7 +99,7 @@ class Preemptor:
         reclaim = self._reclaims(job, member)
         left = dict(self.left_running) if reclaim else {}
         for rp, _, _, r in self.victims.get(member.pool.name, ()):
-            if rp > self.prio[job.id] - self.gap:
+            if rp > self.prio[job.id] - self.gap or rp >= self.prio[job.id]:
                 if not reclaim:
                     break
                 if r.job.domain == job.domain or not self._borrows(r, left):
@@ -117,3 +128,9 @@ class Preemptor:
         """Whether running job ``r`` runs wholly beyond its domain's guarantee (a borrower)."""
         after = left.get(r.job.domain, 0.0) - self._effective(r)
         return after >= self.guarantee.get(r.job.domain, 0.0) - 1e-9
+
+
+def _protected(r: RunningJob, now: float, rule: Preemption) -> bool:
+    """Whether hysteresis keeps running job ``r`` from being a victim this round."""
+    too_soon = now - r.started_at < rule.min_run_minutes * 60.0
+    return too_soon or r.preemptions >= rule.max_per_job

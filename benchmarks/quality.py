@@ -1,0 +1,150 @@
+"""Replay Gavel's workload under each policy and print one JSON line of quality figures each.
+
+    .venv/bin/python benchmarks/quality.py                  # 2,000 jobs if the trace is here
+    .venv/bin/python benchmarks/quality.py --jobs 500 --policy priority
+    .venv/bin/python benchmarks/quality.py --traces /path/to/traces
+
+The workload (issue 14) is the first ``--jobs`` (2,000) Microsoft Philly jobs
+submitted from 2017-10-01 with duration >= 60 s and 1, 2, 4 or 8 GPUs, on
+36 V100 + 36 P100 + 36 K80 (speeds 1.0, 0.833, 0.283), one domain per Philly
+virtual cluster: examples/scenarios/gavel-sample.yaml with its trace replaced
+by these jobs, cut from ``<traces>/philly_pollux/philly.csv``. ``--traces``
+defaults to $GPUPOOL_TRACES, else ../shared/traces beside the project root;
+without the trace the scenario's shipped 200-job sample is replayed (and
+``"trace": "sample"`` says so).
+
+Output fields: policy, jobs (replayed), mean_jct_hours and p95_jct_hours
+(submission to end, finished jobs), utilisation (busy GPU-hours over GPUs x
+the span in which work exists: gpupool.simulations.metrics), preemptions
+(total), preemptions_per_job, lost_gpu_hours (work done and then lost: the
+engine keeps a preempted job's progress, so 0 until restarts are charged),
+wall_seconds (engine + policy), makespan_hours, trace. ``priority`` runs
+with preemption on and ``--min-gap`` (0: every domain weighs 1 here, so a
+larger gap would never let it preempt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gpupool.model import GpupoolError
+from gpupool.policies.document import POLICY_KINDS
+from gpupool.policies.params import PolicyParams, Preemption
+from gpupool.simulations.engine import simulate
+from gpupool.simulations.metrics import summarise
+from gpupool.simulations.scenario import load_scenario
+from gpupool.simulations.workload import Scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "examples/scenarios/gavel-sample.yaml"
+SAMPLE_PATH = "package:samples/gavel_sample.csv"
+POLICIES = ("fifo", "multifactor", "fair-share", "priority")
+FROM = "2017-10-01"
+GANGS = (1, 2, 4, 8)
+MIN_SECONDS = 60.0
+
+
+def traces_dir(given: Path | None) -> Path:
+    if given is not None:
+        return given
+    env = os.environ.get("GPUPOOL_TRACES")
+    return Path(env) if env else ROOT.parent / "shared" / "traces"
+
+
+def gavel_rows(trace: Path, jobs: int) -> list[list[str]]:
+    """The first ``jobs`` rows of Gavel's cut, in submission order (ties by line)."""
+    with trace.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        at, sec, num = (header.index(c) for c in ("timestamp", "duration", "num_gpus"))
+        kept = [
+            (row[at], line, row)
+            for line, row in enumerate(reader)
+            if len(row) == len(header)
+            and row[at] >= FROM
+            and float(row[sec]) >= MIN_SECONDS
+            and int(row[num]) in GANGS
+        ]
+    kept.sort(key=lambda item: item[:2])
+    return [header] + [row for _, _, row in kept[:jobs]]
+
+
+def gavel_scenario(traces: Path, jobs: int, workdir: Path) -> tuple[Scenario, str]:
+    """The scenario on ``jobs`` jobs cut from the trace, or on the shipped sample."""
+    trace = traces / "philly_pollux" / "philly.csv"
+    if not trace.is_file():
+        return load_scenario(SCENARIO), "sample"
+    cut = workdir / "gavel.csv"
+    with cut.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(gavel_rows(trace, jobs))
+    text = SCENARIO.read_text().replace(SAMPLE_PATH, str(cut))
+    scenario_file = workdir / "gavel.yaml"
+    scenario_file.write_text(text)
+    return load_scenario(scenario_file), str(trace)
+
+
+def params_for(kind: str, min_gap: float) -> PolicyParams:
+    # priority is the preempting policy: the replay measures its preemption rule.
+    # Every domain weighs 1 here, so only min_gap 0 lets it preempt at all (the
+    # setting that thrashed before hysteresis); its other options keep defaults.
+    preemption = Preemption(enabled=kind == "priority", min_gap=min_gap)
+    return PolicyParams(time_limit_s=1.0, preemption=preemption)
+
+
+def run_one(kind: str, scenario: Scenario, min_gap: float = 0.0) -> dict:
+    policy = POLICY_KINDS[kind](params=params_for(kind, min_gap))
+    started = time.perf_counter()
+    result = simulate(scenario, policy, policy_name=kind)
+    wall = time.perf_counter() - started
+    platform = summarise(result)["platform"]
+    jobs = len(result.records)
+    done = [r for r in result.records if r.finished_at is not None]
+    lost = sum(r.effective_gpu_hours for r in done) - sum(r.job.gpus * r.actual_hours for r in done)
+    return {
+        "policy": kind,
+        "jobs": jobs,
+        "mean_jct_hours": _round(platform["jct_hours"]["mean"]),
+        "p95_jct_hours": _round(platform["jct_hours"]["p95"]),
+        "utilisation": _round(platform["utilisation"]),
+        "preemptions": platform["preemptions"],
+        "preemptions_per_job": round(platform["preemptions"] / jobs, 3) if jobs else 0.0,
+        "lost_gpu_hours": round(max(lost, 0.0), 3),
+        "wall_seconds": round(wall, 2),
+        "makespan_hours": _round(platform["makespan_hours"]),
+        "finished": platform["finished"],
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--traces", type=Path, default=None, help="the traces folder")
+    parser.add_argument("--jobs", type=int, default=2000, help="jobs cut from the trace")
+    parser.add_argument("--policy", action="append", choices=sorted(POLICY_KINDS))
+    parser.add_argument("--min-gap", type=float, default=0.0, help="priority's preemption gap")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as workdir:
+        try:
+            scenario, source = gavel_scenario(traces_dir(args.traces), args.jobs, Path(workdir))
+        except GpupoolError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    for kind in args.policy or POLICIES:
+        figures = run_one(kind, scenario, args.min_gap)
+        figures["trace"] = "sample" if source == "sample" else "philly"
+        print(json.dumps(figures), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
