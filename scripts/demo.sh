@@ -24,7 +24,7 @@ step job submit --org cma-forecast --gpus 16 --hours 12 --name nowcast-ensemble
 step schedule
 step pool list
 step job list
-first=$("$gpupool" job list --state running --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+first=$("$gpupool" job list --state running --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["id"])')
 step job finish "$first"
 step job show "$first"
 step report usage --by domain
