@@ -190,9 +190,11 @@ def test_schedule_starts_jobs_and_explains_the_rest(cli):
     assert [(s["job"], s["pool"], s["nodes"], s["cost"]) for s in real["started"]] == [
         (1, "p-a100", [[0, 8]], 80.0)
     ]
-    # the default FIFO takes pools by name; the round says so, as job show does
+    # the default FIFO takes the pool of most value per effective GPU-hour; the round
+    # says so, as job show does
     shown = json.loads(cli("job", "show", "1", "--json").stdout)["accounting"]["pool_reason"]
-    assert real["started"][0]["why"] == shown and "name order" in shown
+    assert real["started"][0]["why"] == shown
+    assert shown.startswith("most effective GPU-hours per unit of price for lab")
     assert real["waiting"] == [
         {"job": 2, "org": "lab", "gpus": 16, "reason": "no capacity of an allowed GPU type"},
         {"job": 3, "org": "lab", "gpus": 1, "reason": "lower priority"},

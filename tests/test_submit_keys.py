@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import func, select
@@ -46,12 +47,19 @@ def test_another_org_reusing_a_key_gets_its_own_job_and_learns_nothing(platform)
 
 
 def test_concurrent_submissions_with_one_key_give_one_job(platform, monkeypatch):
-    """Both transactions pass the "is the key taken?" check before either inserts."""
+    """PostgreSQL: both transactions pass the "is the key taken?" check before either
+    inserts. SQLite: a submission's transaction holds the write lock from its start
+    (BEGIN IMMEDIATE), so the second waits for the first to commit and then finds the
+    key; the first lingers before inserting to make sure the two overlap."""
     both_checked = threading.Barrier(2, timeout=20)
     real_insert = service._insert_unless_key_taken
+    serialised = platform.startswith("sqlite")
 
     def insert_after_both_checked(session, values):
-        both_checked.wait()
+        if serialised:
+            time.sleep(0.3)
+        else:
+            both_checked.wait()
         return real_insert(session, values)
 
     monkeypatch.setattr(service, "_insert_unless_key_taken", insert_after_both_checked)
