@@ -366,17 +366,6 @@ def require_job(grant: Grant, job: JobRow, action: str) -> None:
     )
 
 
-def visible_jobs(
-    session: Session, actor: str, state: list[str] | None = None, org: str | None = None
-) -> list[JobRow]:
-    grant = authorize(session, actor, "job.list")
-    require_org(grant, org, "list jobs", location="--org")
-    if grant.scope == OWN_ORG:
-        org = grant.org_name
-    rows = repository.list_jobs(session, state or None, org)
-    return [r for r in rows if grant.sees_job(r)]
-
-
 def check_priority(grant: Grant, priority: object, location: str) -> None:
     """A per-job priority boost is an admin's decision."""
     try:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from gpupool.cli.main import app
 from gpupool.model import GpupoolError, PermissionDenied
-from gpupool.scheduler import permissions, service
+from gpupool.scheduler import permissions, queries, service
 from gpupool.scheduler.database import make_engine, unit_of_work
 from gpupool.scheduler.migrate import upgrade
 from gpupool.scheduler.orm import AuditLogRow, DomainRow, JobRow, UserRow
@@ -169,8 +169,8 @@ def test_submitters_submit_see_and_cancel_only_their_own_organisations_jobs(user
     with unit_of_work(users) as session:
         mine, _ = service.submit_job(session, "alice", JobRequest(org="hosp", gpus=1, hours=1))
         theirs, _ = service.submit_job(session, "bob", JobRequest(org="lab", gpus=1, hours=1))
-        assert [j.id for j in permissions.visible_jobs(session, "alice")] == [mine]
-        assert [j.id for j in permissions.visible_jobs(session, "admin")] == [mine, theirs]
+        assert [j["id"] for j in queries.job_page(session, "alice")["jobs"]] == [mine]
+        assert [j["id"] for j in queries.job_page(session, "admin")["jobs"]] == [mine, theirs]
     before = _last_audit_id(users)
     refusals = [
         (lambda s: service.submit_job(s, "alice", JobRequest(org="lab", gpus=1, hours=1)),
