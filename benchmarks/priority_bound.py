@@ -22,14 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 from gpupool.model import Allocation, Job, Snapshot
-from gpupool.policies._borrowing import domain_limits
 from gpupool.policies._classes import (
-    allowed_groups,
     job_classes,
-    pool_groups,
-    priorities,
     running_priority,
-    start_order,
 )
 from gpupool.policies._packing import Packer
 from gpupool.policies.priority import PriorityPolicy
@@ -47,14 +42,7 @@ def priority_bound(
     depth: float = 6.0,
 ) -> float:
     """An upper bound on ``allocation.objective`` for any allocation ``policy`` could return."""
-    groups = pool_groups(snapshot)
-    limits = domain_limits(snapshot, policy.params)
-    boosts = {"deficit_boost": policy.deficit_boost, "guarantee_boost": policy.guarantee_boost}
-    prio = priorities(snapshot, policy.params, limits, **boosts)
-    allowed = allowed_groups(snapshot.pending, groups)
-    order = sorted(
-        (job for job in snapshot.pending if allowed[job.id]), key=lambda j: start_order(j, prio)
-    )
+    groups, limits, prio, allowed, order = policy.score(snapshot)
     if not order:
         return 0.0
     group_of_pool = {p.name: g.index for g in groups for p in g.pools}

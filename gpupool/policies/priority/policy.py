@@ -9,6 +9,7 @@ benchmarks/priority_bound.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gpupool.model import Allocation, Snapshot, WaitReason
 from gpupool.policies._borrowing import domain_limits
@@ -26,6 +27,17 @@ from gpupool.policies.params import PolicyParams
 from gpupool.policies.priority.money import Money
 from gpupool.policies.priority.plan import Plan, promising
 from gpupool.policies.priority.preemptor import Preemptor
+
+
+class Scored(NamedTuple):
+    """A round's first step: pool groups, domain limits, each job's priority, the
+    groups each pending job may use, and the jobs that could run, in start order."""
+
+    groups: tuple
+    limits: object
+    prio: dict[int, float]
+    allowed: dict
+    order: list
 
 
 @dataclass(frozen=True)
@@ -56,16 +68,23 @@ class PriorityPolicy:
     max_preemption_tries: int = 32
     plan_depth: float = 6.0
 
-    def allocate(self, snapshot: Snapshot) -> Allocation:
-        # 1. Score and group
+    def score(self, snapshot: Snapshot) -> Scored:
+        """Step 1 of a round (also what benchmarks/priority_bound.py bounds)."""
         groups = pool_groups(snapshot)
         limits = domain_limits(snapshot, self.params)
-        boosts = {"deficit_boost": self.deficit_boost, "guarantee_boost": self.guarantee_boost}
-        prio = priorities(snapshot, self.params, limits, **boosts)
+        prio = priorities(snapshot, self.params, limits, **self._boosts())
         allowed = allowed_groups(snapshot.pending, groups)
         order = sorted(
             (job for job in snapshot.pending if allowed[job.id]), key=lambda j: start_order(j, prio)
         )
+        return Scored(groups, limits, prio, allowed, order)
+
+    def _boosts(self) -> dict[str, float]:
+        return {"deficit_boost": self.deficit_boost, "guarantee_boost": self.guarantee_boost}
+
+    def allocate(self, snapshot: Snapshot) -> Allocation:
+        # 1. Score and group
+        groups, limits, prio, allowed, order = self.score(snapshot)
         if not order:  # nothing could ever run here: nothing to plan or start
             never = dict.fromkeys((job.id for job in snapshot.pending), WaitReason.NEVER_FITS)
             return Allocation(waiting=never, objective=0.0)
@@ -74,7 +93,7 @@ class PriorityPolicy:
         free = [packer.capacity.free_gpus(g.index) for g in groups]  # before any start
 
         # 2. Plan on domain-level values: no single job's priority can move it
-        base = domain_priorities(snapshot, self.params, limits, **boosts)
+        base = domain_priorities(snapshot, self.params, limits, **self._boosts())
         floor = {domain: max(MIN_PRIORITY, value) for domain, value in base.items()}
         domain_prio = {job.id: floor[job.domain] for job in order}
         plan_classes = promising(
