@@ -216,8 +216,16 @@ class Job:
     def effective_gpu_hours(self) -> float:
         return self.gpus * self.hours
 
+    def speed_on(self, gpu_type: GpuType) -> float:
+        """This job's throughput on ``gpu_type`` relative to the reference GPU.
+
+        The one place a job's speed is read: policies, prices, usage and timeouts
+        ask here, so a per-class speed (Gavel's throughput matrix) changes them all.
+        """
+        return gpu_type.speed
+
     def runtime_hours_on(self, gpu_type: GpuType) -> float:
-        return self.hours / gpu_type.speed
+        return self.hours / self.speed_on(gpu_type)
 
 
 # ---------------------------------------------------------------------------
