@@ -18,7 +18,7 @@ Two locks keep rounds correct and cheap:
   are still pending and the GPUs still free. It alone guarantees that no GPU is
   handed out twice, even to callers that run ``run_round`` without the round
   lock, and that no budget or voucher balance is spent twice:
-    * PostgreSQL: a transaction-level advisory lock on ``WRITE_LOCK_KEY``;
+    * PostgreSQL: a transaction-level advisory lock on ``WRITE_LOCK_KEY`` and the schema;
     * SQLite: the database's own write lock (BEGIN IMMEDIATE), which every
       command's unit of work holds from its start anyway
       (gpupool.scheduler.database).
@@ -37,6 +37,10 @@ from sqlalchemy.orm import Session
 
 from gpupool.scheduler.engines import connect_or_fail, lock_write
 
+# PostgreSQL advisory locks are database-wide: the second key is the platform's schema,
+# so platforms in different schemas of one database (tests, staging) never wait on
+# each other's rounds or writes.
+KEYS = "(CAST(:key AS integer), hashtext(current_schema()))"
 ROUND_LOCK_KEY = 0x6770_7571  # "gpuq": whole rounds (session-level, outside transactions)
 WRITE_LOCK_KEY = 0x6770_7570  # "gpup": writers of jobs' ends, the ledger and vouchers
 _memory_lock = threading.Lock()
@@ -45,7 +49,7 @@ _memory_lock = threading.Lock()
 def lock_writes(session: Session) -> None:
     """Hold the write lock until ``session``'s transaction ends (see the module docstring)."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
+        session.execute(text(f"SELECT pg_advisory_xact_lock{KEYS}"), {"key": WRITE_LOCK_KEY})
     else:
         lock_write(session)
 
@@ -74,16 +78,16 @@ def round_lock(
 def _postgres_lock(engine: Engine, wait: bool, on_wait) -> Iterator[bool]:
     with connect_or_fail(engine).execution_options(isolation_level="AUTOCOMMIT") as conn:
         key = {"key": ROUND_LOCK_KEY}
-        held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar())
+        held = bool(conn.execute(text(f"SELECT pg_try_advisory_lock{KEYS}"), key).scalar())
         if not held and wait:
             on_wait()
-            conn.execute(text("SELECT pg_advisory_lock(:key)"), key)
+            conn.execute(text(f"SELECT pg_advisory_lock{KEYS}"), key)
             held = True
         try:
             yield held
         finally:
             if held:
-                conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+                conn.execute(text(f"SELECT pg_advisory_unlock{KEYS}"), key)
 
 
 @contextmanager

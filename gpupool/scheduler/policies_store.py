@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from gpupool import limits
 from gpupool.model import GpupoolError, NotFound
 from gpupool.scheduler import clock, repository, service
+from gpupool.scheduler.locking import KEYS
 from gpupool.scheduler.orm import PolicyVersionRow
 
 POLICY_LOCK_KEY = 0x6770_706F  # "gppo": serialises policy changes on PostgreSQL
@@ -141,7 +142,7 @@ def _activate(session, actor, kind, document_text, comment, now, action) -> Poli
 def _lock(session: Session) -> None:
     """Hold the policy-change lock until the transaction ends."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": POLICY_LOCK_KEY})
+        session.execute(text(f"SELECT pg_advisory_xact_lock{KEYS}"), {"key": POLICY_LOCK_KEY})
     else:
         # A write statement (matching nothing) begins SQLite's write transaction
         # now, so the version number read next cannot be read by a rival too.
