@@ -140,7 +140,8 @@ class HttpPlatform:
         return self._call("POST", "/jobs/reap", json={"grace": grace})
 
     def schedule(self, dry_run: bool, grace: str | None) -> View:
-        return self._call("POST", "/schedule", json={"dry_run": dry_run, "grace": grace})
+        path = "/schedule/dry-run" if dry_run else "/schedule"
+        return self._call("POST", path, json={"dry_run": dry_run, "grace": grace})
 
     # --- the platform's description -----------------------------------------
 

@@ -108,17 +108,26 @@ def test_a_read_only_token_reads_but_may_not_write(live):
         )
         before = len(client.get("/api/v1/jobs").json()["jobs"])
         refused = client.post("/api/v1/jobs", json={"org": "lab", "gpus": 1, "hours": 1})
+        round_refused = client.post("/api/v1/schedule", json={"dry_run": True})
         after = len(client.get("/api/v1/jobs").json()["jobs"])
     assert listed.status_code == 200
     assert validated.status_code in (200, 422)  # reached the validator: not refused
     _problem(refused, 403)
+    _problem(round_refused, 403)  # the round route writes; its dry run has its own route
     assert before == after
-    row = audit_rows(live.db, actor="bob")[-1]
-    assert (row.action, row.outcome) == ("POST /api/v1/jobs", "denied")
+    rows = audit_rows(live.db, actor="bob")[-2:]
+    assert [(r.action, r.outcome) for r in rows] == [
+        ("POST /api/v1/jobs", "denied"),
+        ("POST /api/v1/schedule", "denied"),
+    ]
 
 
 # Writes a read-only token may make: they write nothing (gpupool.server.auth.reads_only)
-READS_ONLY = {("post", "/api/v1/policy/validate"), ("post", "/api/v1/policy/whatif")}
+READS_ONLY = {
+    ("post", "/api/v1/policy/validate"),
+    ("post", "/api/v1/policy/whatif"),
+    ("post", "/api/v1/schedule/dry-run"),
+}
 _SAMPLE = {"job_id": "1", "name": "nobody", "token_id": "abcdefgh", "version": "1"}
 
 
