@@ -7,6 +7,7 @@ subsidy rules, without the accounts module importing the rounds module.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
@@ -52,17 +53,30 @@ def active_policy(session: Session) -> ActivePolicy:
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _checked_document(version: int, text: str):
+    """The parsed, sanity-checked document of a stored version.
+
+    Cached by version and text: a server or daemon charges every reported end with
+    the active policy's rules, and parsing the document each time cost more than the
+    charge. Keyed by the text too, so a version rewritten in place (a restore) is
+    parsed again. Documents are immutable; each caller still builds its own policy.
+    """
+    from gpupool.policies.document import parse_policy_text
+
+    document = parse_policy_text(text, source=f"policy v{version}")
+    problem = quarantine.policy_problem(document)
+    if problem is not None:
+        raise _BadPolicy(problem)
+    return document
+
+
 class _BadPolicy(GpupoolError):
     """A stored policy document whose numbers fail the sanity gate."""
 
 
 def _stored_policy(row) -> ActivePolicy:
-    from gpupool.policies.document import parse_policy_text
-
-    document = parse_policy_text(row.document, source=f"policy v{row.version}")
-    problem = quarantine.policy_problem(document)
-    if problem is not None:
-        raise _BadPolicy(problem)
+    document = _checked_document(row.version, row.document)
     params = getattr(document, "params", None)
     return ActivePolicy(
         policy=document.build(),
