@@ -20,6 +20,7 @@ demo: install
 test: install
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-slurm.sh
 	$(BIN)/ruff check gpupool tests benchmarks
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

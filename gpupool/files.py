@@ -56,6 +56,7 @@ SCENARIO = FileKind("scenario", 1 * MiB)
 BATCH_YAML = FileKind("YAML batch file", 1 * MiB)
 BATCH_CSV = FileKind("CSV batch file", 4 * MiB)
 TRACE = FileKind("trace", 1 * GiB)
+SLURM_MAPPING = FileKind("Slurm mapping file", 64 * KiB)
 
 FIELD_LIMIT = 1 * MiB  # characters in one CSV field (Python's default is 128 Ki)
 LINE_LIMIT = 4 * MiB  # bytes in one line of a streamed CSV file

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from gpupool.model import GpupoolError
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class RunKey:
@@ -57,6 +59,7 @@ class Launch:
 
 
 class RunPhase(StrEnum):
+    QUEUED = "queued"  # the workload manager holds it but has not started it: not reported
     RUNNING = "running"
     ENDED = "ended"  # exit code 0
     FAILED = "failed"  # non-zero exit, killed at its time limit, or the launch failed
@@ -70,6 +73,11 @@ class RunState:
     ended_at: float | None = None
     exit_code: int | None = None
     detail: str = ""  # one line: "killed at its time limit", "sbatch: invalid partition"
+
+
+class ExecutorUnavailable(GpupoolError):
+    """The workload manager did not answer (a command missing or timed out): nothing is
+    known to have changed, and the agent tries again at its next step."""
 
 
 class Executor(Protocol):
