@@ -71,6 +71,8 @@ EXPECTED = [
     ("token.list", ["token", "list", "--json"], {A, S, G, U}),
     ("token.list", ["token", "list", "--user", "ada", "--json"], {A, U}),
     ("audit.list", ["audit", "list", "--json"], {A, U}),
+    ("platform.export", ["export", "kueue", "--site", "Beijing"], {A, G, U}),
+    ("platform.export", ["export", "slurm", "--site", "Shanghai"], {A, U}),
     ("job.finish", ["job", "finish", "{job}"], {A, G}),
     ("token.revoke", ["token", "revoke", "{ada}"], {A}),
     ("token.revoke", ["token", "revoke", "{own}"], {A, S, G, U}),

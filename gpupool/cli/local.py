@@ -341,6 +341,12 @@ class LocalPlatform:
         with self._work() as session:
             return subsidy_report(session, self.actor, programme)
 
+    def export(self, kind: str, site: str | None, resources: dict, gres: dict) -> View:
+        from gpupool.scheduler.exporting import export
+
+        with self._work() as session:
+            return export(session, self.actor, kind, site, resources, gres)
+
     def burn_down_chart(self, programme: str | None, fmt: str) -> bytes:
         from gpupool.scheduler.queries import burn_down_chart
 

@@ -70,6 +70,7 @@ def _register(app) -> None:
         admin,
         daemon,
         db_cmd,
+        export,
         jobs,
         login,
         policy,
@@ -93,6 +94,7 @@ def _register(app) -> None:
     app.add_typer(vouchers.programme_app, name="programme", help="Subsidy programmes: add, list.")
     app.add_typer(report.app, name="report", help="Accounting reports: usage, subsidies.")
     app.add_typer(vouchers.voucher_app, name="voucher", help="Compute vouchers: award, list.")
+    app.add_typer(export.app, name="export", help="For sites' workload managers: kueue, slurm.")
     admin.register(app)
     login.register(app)
     schedule.register(app)

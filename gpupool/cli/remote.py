@@ -275,6 +275,14 @@ class HttpPlatform:
     def subsidy_report(self, programme: str | None) -> list[View]:
         return self._call("GET", "/reports/subsidies", params={"programme": programme})
 
+    def export(self, kind: str, site: str | None, resources: dict, gres: dict) -> View:
+        params = {
+            "site": site,
+            "resource": [f"{k}={v}" for k, v in resources.items()],
+            "gres": [f"{k}={v}" for k, v in gres.items()],
+        }
+        return self._call("GET", f"/exports/{kind}", params=params)
+
     def burn_down_chart(self, programme: str | None, fmt: str) -> bytes:
         params = {"programme": programme, "format": fmt}
         return self._call("GET", "/reports/subsidies/chart", params=params, raw=True)

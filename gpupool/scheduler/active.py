@@ -53,6 +53,21 @@ def active_policy(session: Session) -> ActivePolicy:
     )
 
 
+def active_params(session: Session):
+    """The active policy's PolicyParams: the defaults when none was applied, when its kind
+    has none, or when the stored version is set aside (as rounds would run then)."""
+    from gpupool.policies.params import PolicyParams
+
+    row = repository.active_policy_row(session)
+    if row is None:
+        return PolicyParams()
+    try:
+        params = getattr(_checked_document(row.version, row.document), "params", None)
+    except Exception:  # set aside: rounds run FIFO's defaults
+        return PolicyParams()
+    return params if isinstance(params, PolicyParams) else PolicyParams()
+
+
 @functools.lru_cache(maxsize=16)
 def _checked_document(version: int, text: str):
     """The parsed, sanity-checked document of a stored version.

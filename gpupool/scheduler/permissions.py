@@ -168,6 +168,12 @@ OPERATIONS: dict[str, Operation] = {
             commands="token revoke",
         ),
         Operation("audit.list", "read the audit log", _READERS, commands="audit list"),
+        Operation(
+            "platform.export",
+            "export the platform",
+            {**_READERS, AGENT: OWN_SITE},
+            commands="export kueue, export slurm",
+        ),
         _admin("platform.reset", "erase the platform", "init --force"),
     ]
 }

@@ -128,6 +128,7 @@ def _add_routes(app: FastAPI) -> None:
     from gpupool.server.routes import (
         accounting,
         audit,
+        exports,
         health,
         jobs,
         platform,
@@ -138,6 +139,6 @@ def _add_routes(app: FastAPI) -> None:
     )
 
     app.include_router(health.router)
-    for module in (jobs, platform, users, tokens, policy, schedule, accounting, audit):
+    for module in (jobs, platform, users, tokens, policy, schedule, accounting, audit, exports):
         app.include_router(module.router)
     app.include_router(dashboard.router)  # /ui: HTML pages, not in the OpenAPI document

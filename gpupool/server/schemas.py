@@ -373,3 +373,9 @@ class Readiness(_View):
     status: str
     revision: str | None = None
     reason: str | None = None
+
+
+class ExportView(_View):
+    kind: str
+    site: str | None
+    text: str

@@ -128,7 +128,7 @@ READS_ONLY = {
     ("post", "/api/v1/policy/whatif"),
     ("post", "/api/v1/schedule/dry-run"),
 }
-_SAMPLE = {"job_id": "1", "name": "nobody", "token_id": "abcdefgh", "version": "1"}
+_SAMPLE = {"job_id": "1", "name": "nobody", "token_id": "abcdefgh", "version": "1", "kind": "kueue"}
 
 
 def _operations(live) -> list[tuple[str, str]]:
