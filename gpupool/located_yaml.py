@@ -250,18 +250,15 @@ def split_path(path: str) -> list[str | int]:
     keys: list[str | int] = []
     for part in path.split("."):
         name, _, rest = part.partition("[")
-        if name:
-            keys.append(name)
+        if not name:
+            raise ValueError(f"empty key in {path!r}")
+        keys.append(name)
         while rest:
             index, _, rest = rest.partition("]")
             if not index.isdigit() or (rest and not rest.startswith("[")):
                 raise ValueError(f"bad index in {path!r}: write name[0].field")
             keys.append(int(index))
             rest = rest[1:]
-        if not name and not keys:
-            raise ValueError(f"empty key in {path!r}")
-    if not keys or any(key == "" for key in keys):
-        raise ValueError(f"empty key in {path!r}")
     return keys
 
 

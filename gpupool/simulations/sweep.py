@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -45,13 +46,11 @@ from pathlib import Path
 import yaml
 
 from gpupool import limits, located_yaml
-from gpupool.files import FileError, FileKind
+from gpupool.files import SWEEP, FileError
 from gpupool.model import GpupoolError
 from gpupool.simulations.compare import RunRequest, execute, lookup, scheme_labels
 from gpupool.simulations.scenario import ScenarioError, _Node
 
-SWEEP = FileKind("sweep file", 256 * 1024)
-MAX_RUNS = 10_000  # runs in one sweep: a grid multiplies quickly
 TARGETS = ("policy", "scenario")
 SIGNIFICANT_DIGITS = 6  # random draws are rounded so ids and tables read cleanly
 SEARCHES = ("grid", "random")
@@ -168,12 +167,20 @@ def load_sweep(path: str | Path) -> Sweep:
                 "a range needs steps: N in a grid search (or use search: {random: ...})",
                 location=parameter.where,
             )
-    runs = len(list(_combinations(sweep))) * len(scenarios) * len(policies) * len(sweep.seeds)
-    if runs > MAX_RUNS:
+    runs = _configurations(sweep) * len(scenarios) * len(policies) * len(sweep.seeds)
+    if not limits.SWEEP_RUNS.holds(runs):
+        bound = limits.SWEEP_RUNS
         top["parameters" if parameters else "seeds"].fail(
-            f"{runs:,} runs; a sweep may have at most {MAX_RUNS:,}"
+            f"{runs:,} runs: must be {bound.span()} ({bound.label})"
         )
     return sweep
+
+
+def _configurations(sweep: Sweep) -> int:
+    """How many sets of parameter values, counted without listing them."""
+    if sweep.search == "random":
+        return sweep.samples
+    return math.prod(len(parameter.values) for parameter in sweep.parameters)
 
 
 def _files(node: _Node, base: Path) -> list[str]:
@@ -217,7 +224,7 @@ def _search(node: _Node | None) -> tuple[str, int, int]:
     spec = node.fields(required=("random",))["random"].fields(
         required=("samples",), optional=("samples", "seed")
     )
-    samples = spec["samples"].integer(minimum=1, limit=limits.SEEDS)
+    samples = spec["samples"].integer(minimum=1, limit=limits.SWEEP_VALUES)
     seed = spec["seed"].integer(minimum=0, limit=limits.SEED) if "seed" in spec else 0
     return "random", samples, seed
 
@@ -248,7 +255,7 @@ def _parameter(section: _Node, key_value: tuple[_Node, _Node]) -> Parameter:
     low, high = spec["low"].number(), spec["high"].number()
     if high < low:
         spec["high"].fail(f"must be >= low ({low:g}), got {high:g}")
-    steps = spec["steps"].integer(minimum=1, limit=limits.SEEDS) if "steps" in spec else 0
+    steps = spec["steps"].integer(minimum=1, limit=limits.SWEEP_VALUES) if "steps" in spec else 0
     values = tuple(_rounded(low + (high - low) * i / max(1, steps - 1)) for i in range(steps))
     return Parameter(path, values, low=low, high=high, where=where)
 

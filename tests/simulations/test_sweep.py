@@ -300,7 +300,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(local_sweep, tmp_pat
 # ---------------------------------------------------------------------------
 
 RAY_START_S = 120  # a loaded 2-core machine starts a head node in 5-30 s
-RAY_STOP_S = 20
+RAY_STOP_S = 5
 
 
 @pytest.fixture(scope="module")
@@ -347,7 +347,8 @@ def _wait_for_ray(process: subprocess.Popen, log: Path) -> str | None:
 
 
 def _stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM: `ray start --block` then stops the node's processes; SIGKILL what is left."""
+    """SIGTERM to the group (every process of this node), then SIGKILL what is left: the
+    group holds only this cluster's processes, so nothing needs a graceful goodbye."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=RAY_STOP_S)
@@ -377,3 +378,79 @@ def test_ray_cluster_gives_the_local_table(local_sweep, ray_cluster, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"on the Ray cluster at {ray_cluster}" in result.stdout
     assert (out / "results.csv").read_text() == (finished / "results.csv").read_text()
+
+
+# ---------------------------------------------------------------------------
+# Setting a parameter inside a composed document (located_yaml.override)
+# ---------------------------------------------------------------------------
+
+DOCUMENT = """\
+domains:
+  medical: {weight: 2}
+  education:
+programmes:
+  - name: health-edu
+    rate: 0.5
+  - name: vouchers
+    rate: 0.3
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("domains.medical.weight", 3.5, ("domains", "medical", "weight", 3.5)),
+        ("domains.education.weight", 1, ("domains", "education", "weight", 1)),  # null
+        ("domains.finance.weight", 0.8, ("domains", "finance", "weight", 0.8)),  # new key
+        ("programmes.vouchers.rate", 0.7, ("programmes", 1, "rate", 0.7)),  # by name
+        ("programmes[0].rate", 0.6, ("programmes", 0, "rate", 0.6)),  # by index
+        ("programmes[0].budget", None, ("programmes", 0, "budget", None)),
+    ],
+)
+def test_override_sets_one_field_and_keeps_the_rest(path, value, expected):
+    from gpupool import located_yaml
+
+    root = located_yaml.compose(DOCUMENT, "d.yaml")
+    located_yaml.apply_overrides(root, ((path, value),), "d.yaml")
+    data = located_yaml.to_python(root)
+    *keys, wanted = expected
+    node = data
+    for key in keys:
+        node = node[key]
+    assert node == wanted
+    untouched = located_yaml.to_python(located_yaml.compose(DOCUMENT, "d.yaml"))
+    section = keys[0]  # every other entry of the section is as it was
+    others = range(2) if section == "programmes" else untouched["domains"]
+    for other in others:
+        if other != keys[1]:
+            assert data[section][other] == untouched[section][other]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("programmes.nope.rate", "no entry named 'nope'"),
+        ("programmes[5].rate", "index 5 is past the end of a list of 2"),
+        ("domains[0]", "domains is a mapping: name a key, not [0]"),
+        ("programmes.vouchers.rate.x", "programmes.vouchers.rate is a single value"),
+        ("domains..weight", "empty key"),
+        ("programmes[x].rate", "bad index"),
+    ],
+)
+def test_override_paths_that_cannot_be_followed(path, message):
+    from gpupool import located_yaml
+    from gpupool.files import FileError
+
+    root = located_yaml.compose(DOCUMENT, "d.yaml")
+    with pytest.raises(FileError) as caught:
+        located_yaml.apply_overrides(root, ((path, 1),), "d.yaml")
+    assert caught.value.location == f"d.yaml {path}"
+    assert message in caught.value.message
+
+
+@pytest.mark.parametrize("name", ["health-edu-rate.yaml", "startups.yaml"])
+def test_shipped_sweeps_check(name):
+    spec = sweeps.load_sweep(REPO / "examples" / "sweeps" / name)
+    sweeps.check_sweep(spec)  # every file, and every value set in it, reads
+    points = sweeps.plan(spec)
+    assert len(points) == {"health-edu-rate.yaml": 9, "startups.yaml": 12}[name]
