@@ -499,6 +499,7 @@ def _on_ray(requests: Sequence[RunRequest], address: str) -> Iterator[tuple[int,
         raise GpupoolError(
             "needs the ray package: pip install 'gpupool[ray]'", location="--ray"
         ) from None
+    _probe(address)
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -515,6 +516,26 @@ def _on_ray(requests: Sequence[RunRequest], address: str) -> Iterator[tuple[int,
                 yield pending.pop(ref), _ray_result(ray, ref)
     finally:
         ray.shutdown()
+
+
+RAY_PROBE_S = 5.0
+
+
+def _probe(address: str) -> None:
+    """Refuse a HOST:PORT nothing listens on at once: ray.init would retry for minutes.
+    Other forms (``auto``, ``ray://...``) go to Ray as they are."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_PROBE_S).close()
+    except OSError as exc:
+        raise GpupoolError(
+            f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}",
+            location="--ray",
+        ) from None
 
 
 def _ray_result(ray, ref) -> dict:

@@ -226,6 +226,20 @@ def test_bad_top_level_fields(tmp_path, old, new, where, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_ray_address_nothing_listens_on_is_one_error(tmp_path):
+    path = write_files(tmp_path)
+    address = f"127.0.0.1:{_free_port()}"
+    result = invoke(path, "--out", tmp_path / "out", "--ray", address)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: --ray: cannot connect to the Ray cluster at {address}")
+    assert not (tmp_path / "out").exists()
+    both = invoke(path, "--out", tmp_path / "out", "--ray", address, "--workers", "2")
+    assert (both.exit_code, both.stderr) == (
+        2,
+        "error: --workers: give --workers or --ray, not both\n",
+    )
+
+
 # ---------------------------------------------------------------------------
 # Results: each run alone, resuming, a killed sweep
 # ---------------------------------------------------------------------------
