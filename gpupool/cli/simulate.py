@@ -434,10 +434,14 @@ def sweep(
     echo(f"wrote {table.name} and {report.name} to {out}")
 
 
+PLAIN_PROGRESS_S = 30.0  # off a terminal (a log file): a line at most this often
+
+
 @contextmanager
 def _runs_bar(total: int, done: int):
-    """Yield a function to call per finished run: runs done of all, elapsed and time left,
-    drawn on a terminal only (elsewhere the first and last lines say what ran)."""
+    """Yield a function to call per finished run. On a terminal: a bar with runs done of
+    all, elapsed and time left; elsewhere (a batch job's log) a line on stdout at most
+    every PLAIN_PROGRESS_S seconds and at the last run, so long sweeps show progress."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -449,10 +453,26 @@ def _runs_bar(total: int, done: int):
     )
 
     console = Console(stderr=True)
+    if not console.is_terminal:
+        yield _plain_progress(total, done)
+        return
     columns = (TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     columns += (TextColumn("left"), TimeRemainingColumn())
-    with Progress(
-        *columns, console=console, transient=True, disable=not console.is_terminal
-    ) as bar:
+    with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("runs", total=total, completed=done)
         yield lambda: bar.advance(task)
+
+
+def _plain_progress(total: int, done: int):
+    start = last = time.monotonic()
+    count = done
+
+    def advance() -> None:
+        nonlocal count, last
+        count += 1
+        now = time.monotonic()
+        if now - last >= PLAIN_PROGRESS_S or count == total:
+            last = now
+            echo(f"runs done: {count} of {total} ({now - start:,.0f} s)")
+
+    return advance

@@ -88,6 +88,7 @@ def local_sweep(tmp_path_factory):
     path = write_files(directory)
     result = invoke(path, "--out", directory / "out", "--workers", "2")
     assert result.exit_code == 0, result.output
+    assert "runs done: 8 of 8" in result.stdout  # progress, off a terminal
     return path, directory / "out"
 
 
