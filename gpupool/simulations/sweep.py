@@ -91,6 +91,7 @@ class Sweep:
     search_seed: int = 0
     max_jobs: int | None = None
     until_hours: float | None = None
+    priority_where: str = ""  # file:line of priority_domain, for a scenario without it
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ def load_sweep(path: str | Path) -> Sweep:
         policies=tuple(zip(scheme_labels(policies), policies, strict=True)),
         seeds=_seeds(top.get("seeds"), scenarios[0]),
         priority_domain=top["priority_domain"].name(),
+        priority_where=top["priority_domain"].where(),
         parameters=parameters,
         search=search,
         samples=samples,
@@ -290,7 +292,7 @@ def check_sweep(sweep: Sweep) -> None:
         if sweep.priority_domain not in scenario.domains:
             raise ScenarioError(
                 f"scenario {scenario.name!r} has no domain {sweep.priority_domain!r}",
-                location=f"{sweep.source} priority_domain",
+                location=sweep.priority_where,
             )
     for parameter in sweep.parameters:
         for value in parameter.checked_values():

@@ -213,7 +213,12 @@ def test_bad_sweep_file_is_one_located_error(tmp_path, line, where, message):
     ("old", "new", "where", "message"),
     [
         ("tiny.yaml", "nope.yaml", ":2 scenarios", "no such file"),
-        ("priority_domain: medical", "priority_domain: surgery", "", "no domain 'surgery'"),
+        (
+            "priority_domain: medical",
+            "priority_domain: surgery",
+            ":6 priority_domain",
+            "scenario 'tiny' has no domain 'surgery'",
+        ),
         ("seeds: [3, 4]", "seeds: [3, 3]", ":4 seeds", "listed twice"),
         ("jobs: 12", "jobs: 0", ":5 jobs", "must be >= 1"),
     ],
