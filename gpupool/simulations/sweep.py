@@ -163,19 +163,24 @@ def load_sweep(path: str | Path) -> Sweep:
             else None
         ),
     )
-    for parameter in parameters:
-        if search == "grid" and not parameter.values:
+    _check_shape(sweep, top)
+    return sweep
+
+
+def _check_shape(sweep: Sweep, top: dict[str, _Node]) -> None:
+    """A grid's ranges need steps; the runs must stay within SWEEP_RUNS."""
+    for parameter in sweep.parameters:
+        if sweep.search == "grid" and not parameter.values:
             raise ScenarioError(
                 "a range needs steps: N in a grid search (or use search: {random: ...})",
                 location=parameter.where,
             )
-    runs = _configurations(sweep) * len(scenarios) * len(policies) * len(sweep.seeds)
+    files = len(sweep.scenarios) * len(sweep.policies)
+    runs = _configurations(sweep) * files * len(sweep.seeds)
     if not limits.SWEEP_RUNS.holds(runs):
         bound = limits.SWEEP_RUNS
-        top["parameters" if parameters else "seeds"].fail(
-            f"{runs:,} runs: must be {bound.span()} ({bound.label})"
-        )
-    return sweep
+        node = top.get("parameters") or top.get("seeds") or top["scenarios"]
+        node.fail(f"{runs:,} runs: must be {bound.span()} ({bound.label})")
 
 
 def _configurations(sweep: Sweep) -> int:

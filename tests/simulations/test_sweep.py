@@ -474,3 +474,11 @@ def test_shipped_sweeps_check(name):
     sweeps.check_sweep(spec)  # every file, and every value set in it, reads
     points = sweeps.plan(spec)
     assert len(points) == {"health-edu-rate.yaml": 9, "startups.yaml": 12}[name]
+
+
+def test_too_many_runs_is_refused_before_listing_them(tmp_path):
+    values = "{low: 0, high: 1, steps: 1000}"
+    text = SWEEP.replace("[0.3, 0.7]", values) + f"  scenario.domains.medical.weight: {values}\n"
+    result = invoke(write_files(tmp_path, text), "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert ":8 parameters: 4,000,000 runs: must be between 1 and 10,000" in result.stderr
