@@ -1,6 +1,6 @@
 """Reading the files users hand gpupool: one safe path for every kind of input file.
 
-Every policy document, scenario, programme file, batch file and trace is read
+Every policy document, scenario, sweep file, programme file, batch file and trace is read
 here (YAML is then composed by gpupool.located_yaml), under the same rules:
 
 - Only regular files. The path is checked with ``os.stat`` before it is
@@ -53,6 +53,7 @@ class FileKind:
 POLICY = FileKind("policy document", 256 * KiB)
 PROGRAMMES = FileKind("programme file", 256 * KiB)
 SCENARIO = FileKind("scenario", 1 * MiB)
+SWEEP = FileKind("sweep file", 256 * KiB)
 BATCH_YAML = FileKind("YAML batch file", 1 * MiB)
 BATCH_CSV = FileKind("CSV batch file", 4 * MiB)
 TRACE = FileKind("trace", 1 * GiB)

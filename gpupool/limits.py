@@ -245,6 +245,20 @@ MAX_JOBS = Limit(
     "a replay holds every job in memory (Philly's whole trace is 117,000 jobs)",
     integer=True,
 )
+SWEEP_VALUES = Limit(
+    "values of one sweep parameter (steps, random samples)",
+    1,
+    1_000,
+    "each value multiplies a sweep's runs",
+    integer=True,
+)
+SWEEP_RUNS = Limit(
+    "runs in one sweep",
+    1,
+    10_000,
+    "every run is a whole replay, and its result a file in the sweep's runs folder",
+    integer=True,
+)
 SIM_HOURS = Limit(
     "simulated hours",
     0,

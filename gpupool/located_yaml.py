@@ -223,3 +223,122 @@ class _Loader(yaml.SafeLoader):
                 )
         for identity in identities:
             first_lines[identity] = line
+
+
+# ---------------------------------------------------------------------------
+# Overrides: a value set inside a composed document before a reader walks it
+# ---------------------------------------------------------------------------
+
+
+Overrides = tuple[tuple[str, Any], ...]  # (field path, plain value), applied in order
+
+
+def apply_overrides(root: yaml.Node | None, overrides: Overrides, source: str) -> None:
+    """``override`` each (path, value) of ``overrides``; a path that cannot be followed
+    is a FileError at ``source path``."""
+    for path, value in overrides:
+        try:
+            if root is None:
+                raise ValueError("the document is empty")
+            override(root, split_path(path), value)
+        except ValueError as exc:
+            raise FileError(f"cannot set {path}: {exc}", location=f"{source} {path}") from None
+
+
+def split_path(path: str) -> list[str | int]:
+    """``subsidy.domain_rates.medical`` -> keys; ``programmes[0].rate`` -> an index too."""
+    keys: list[str | int] = []
+    for part in path.split("."):
+        name, _, rest = part.partition("[")
+        if not name:
+            raise ValueError(f"empty key in {path!r}")
+        keys.append(name)
+        while rest:
+            index, _, rest = rest.partition("]")
+            if not index.isdigit() or (rest and not rest.startswith("[")):
+                raise ValueError(f"bad index in {path!r}: write name[0].field")
+            keys.append(int(index))
+            rest = rest[1:]
+    return keys
+
+
+def override(root: yaml.Node, keys: list[str | int], value: Any) -> None:
+    """Set the value at ``keys`` inside ``root`` to ``value`` (plain data), in place.
+
+    Missing mapping keys (and a null on the way) become mappings; in a list, an
+    integer is an index and a name selects the entry whose ``name`` is that name
+    (``programmes.health-edu.rate``). The new nodes carry the marks of the node they
+    replace (or of their mapping), so a reader's error still names a line of the
+    document. A path that cannot be followed raises ValueError.
+    """
+    node = root
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, yaml.MappingNode) and isinstance(key, str):
+            node = _mapping_child(node, key, value, last)
+        elif isinstance(node, yaml.SequenceNode):
+            node = _sequence_child(node, key, value, last)
+        else:
+            shown = ".".join(map(str, keys[:depth])) or "the document"
+            if isinstance(node, yaml.MappingNode):
+                raise ValueError(f"{shown} is a mapping: name a key, not [{key}]")
+            raise ValueError(f"{shown} is a single value: cannot follow {key!r} in it")
+
+
+def _mapping_child(node: yaml.MappingNode, key: str, value: Any, last: bool) -> yaml.Node:
+    """The child at ``key`` (set to ``value`` when ``last``); a missing or null one on
+    the way becomes an empty mapping."""
+    for index, (key_node, child) in enumerate(node.value):
+        if key_node.value == key:
+            if last or _is_null(child):
+                child = _value_node(value if last else {}, child.start_mark)
+                node.value[index] = (key_node, child)
+            return child
+    key_node = yaml.ScalarNode(_TAG + "str", key, node.start_mark, node.start_mark)
+    child = _value_node(value if last else {}, node.start_mark)
+    node.value.append((key_node, child))
+    return child
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null"
+
+
+def _sequence_child(node: yaml.SequenceNode, key: str | int, value: Any, last: bool):
+    if isinstance(key, int):
+        if key >= len(node.value):
+            raise ValueError(f"index {key} is past the end of a list of {len(node.value)}")
+        index = key
+    else:
+        named = [i for i, item in enumerate(node.value) if _entry_name(item) == key]
+        if not named:
+            raise ValueError(f"no entry named {key!r} in the list")
+        index = named[0]
+    if last:
+        node.value[index] = _value_node(value, node.value[index].start_mark)
+    return node.value[index]
+
+
+def _entry_name(node: yaml.Node) -> str | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, child in node.value:
+            if key_node.value == "name" and isinstance(child, yaml.ScalarNode):
+                return child.value
+    return None
+
+
+def _value_node(value: Any, mark) -> yaml.Node:
+    node = yaml.representer.SafeRepresenter().represent_data(value)
+    _stamp(node, mark)
+    return node
+
+
+def _stamp(node: yaml.Node, mark) -> None:
+    node.start_mark = node.end_mark = mark
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _stamp(item, mark)
+    elif isinstance(node, yaml.MappingNode):
+        for key, item in node.value:
+            _stamp(key, mark)
+            _stamp(item, mark)

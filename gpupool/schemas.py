@@ -1,7 +1,7 @@
 """Typed schemas (pydantic v2) of the files users write: JSON Schema for their editors.
 
 ``gpupool schema KIND`` prints one of them (``KINDS``: policy, scenario,
-programmes, batch). A YAML language server given the schema (a
+programmes, batch, sweep). A YAML language server given the schema (a
 ``# yaml-language-server: $schema=...`` line, or the editor's settings)
 completes keys and marks wrong types and out-of-range numbers while one types.
 
@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, creat
 from gpupool import limits
 from gpupool.limits import Limit
 
-KINDS = ("policy", "scenario", "programmes", "batch")
+KINDS = ("policy", "scenario", "programmes", "batch", "sweep")
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -414,6 +414,55 @@ def batch_schema() -> TypeAdapter:
 
 
 # ---------------------------------------------------------------------------
+# Sweep files (gpupool.simulations.sweep)
+# ---------------------------------------------------------------------------
+
+Paths = Annotated[str, Field(min_length=1)] | list[Annotated[str, Field(min_length=1)]]
+ParameterPath = Annotated[
+    str, Field(pattern=r"^(policy|scenario)\..+", description="policy.FIELD or scenario.FIELD")
+]
+SweepCount = _integer(limits.SWEEP_VALUES)
+
+
+class ValueRange(_Closed):
+    """``low``..``high``: ``steps`` evenly spaced values (a grid) or uniform draws (random)."""
+
+    low: float
+    high: float
+    steps: SweepCount | None = None
+
+
+class RandomDraws(_Closed):
+    samples: SweepCount
+    seed: _integer(limits.SEED) = 0
+
+
+class RandomSearch(_Closed):
+    random: RandomDraws
+
+
+class SweepFile(_Closed):
+    name: Name | None = None
+    description: Prose = ""
+    scenarios: Paths
+    policies: Paths
+    seeds: _integer(limits.SEEDS) | Annotated[list[_integer(limits.SEED)], Field(min_length=1)] = 1
+    jobs: _integer(limits.MAX_JOBS) | None = None
+    until_hours: _number(limits.SIM_HOURS) | None = None
+    priority_domain: Name
+    search: Literal["grid"] | RandomSearch = "grid"
+    parameters: dict[ParameterPath, Annotated[list[Any], Field(min_length=1)] | ValueRange] = Field(
+        default={},
+        # pydantic writes the key pattern as patternProperties: other keys must be refused
+        json_schema_extra={"additionalProperties": False},
+    )
+
+
+def sweep_schema() -> TypeAdapter:
+    return TypeAdapter(SweepFile)
+
+
+# ---------------------------------------------------------------------------
 # JSON Schema
 # ---------------------------------------------------------------------------
 
@@ -422,12 +471,14 @@ _ADAPTERS = {
     "scenario": scenario_schema,
     "programmes": programmes_schema,
     "batch": batch_schema,
+    "sweep": sweep_schema,
 }
 _TITLES = {
     "policy": "gpupool policy document",
     "scenario": "gpupool scenario",
     "programmes": "gpupool programmes and vouchers",
     "batch": "gpupool YAML batch file",
+    "sweep": "gpupool simulation sweep",
 }
 
 

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from gpupool import located_yaml, schemas
 from gpupool.cli.main import app
-from gpupool.files import POLICY, SCENARIO
+from gpupool.files import POLICY, SCENARIO, SWEEP
 from gpupool.policies import document
 from gpupool.scheduler import batch
-from gpupool.simulations import scenario
+from gpupool.simulations import scenario, sweep
 
 jsonschema_rs = pytest.importorskip("jsonschema_rs")
 
@@ -132,13 +132,31 @@ def test_schema_keys_are_the_readers_keys():
     columns = _properties(_printed("batch"), "BatchJob")
     assert columns == {*batch.REQUIRED, *batch.OPTIONAL, *batch._ALIASES}
 
+    assert set(_printed("sweep")["properties"]) == set(sweep._KEYS)
+
+
+def test_the_shipped_sweeps_validate_and_wrong_ones_do_not():
+    validator = jsonschema_rs.validator_for(_printed("sweep"))
+    paths = sorted((EXAMPLES / "sweeps").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        value = _yaml(path, SWEEP)
+        assert [e.message for e in validator.iter_errors(value)] == [], path.name
+        schemas.adapter("sweep").validate_python(value)
+    good = {"scenarios": "s.yaml", "policies": ["p.yaml"], "priority_domain": "medical"}
+    assert validator.is_valid({**good, "parameters": {"policy.seed": [1, 2]}})
+    assert not validator.is_valid({**good, "parameters": {"budget.x": [1]}})  # no target
+    assert not validator.is_valid({**good, "parameters": {"policy.seed": []}})
+    assert not validator.is_valid({**good, "search": {"random": {"seed": 1}}})  # no samples
+    assert not validator.is_valid({**good, "seed": 3})  # a misspelt key
+
 
 def test_unknown_kind_is_a_one_line_error():
     result = CliRunner().invoke(app, ["schema", "policies"])
     assert (result.exit_code, result.stderr) == (
         2,
         "error: KIND: unknown file format 'policies'; one of: policy, scenario, programmes, "
-        "batch\n",
+        "batch, sweep\n",
     )
     from gpupool.cli import schema
 

@@ -1,6 +1,6 @@
 """`gpupool schema KIND`: the JSON Schema of a file format, for editors.
 
-KIND is policy, scenario, programmes or batch (gpupool.schemas.KINDS). The
+KIND is policy, scenario, programmes, batch or sweep (gpupool.schemas.KINDS). The
 schema is printed as JSON on stdout; save it and point a YAML language server
 at it (docs/policy-documents.md, "Editor support"). pydantic is imported only
 when the command runs.
@@ -14,7 +14,7 @@ import typer
 
 from gpupool.model import GpupoolError
 
-KINDS = ("policy", "scenario", "programmes", "batch")  # gpupool.schemas.KINDS, kept light
+KINDS = ("policy", "scenario", "programmes", "batch", "sweep")  # gpupool.schemas.KINDS, kept light
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 def schema(
     kind: str = typer.Argument(..., help=f"One of: {', '.join(KINDS)}.", show_default=False),
 ) -> None:
-    """Print the JSON Schema of a file format (policy, scenario, programmes, batch)."""
+    """Print the JSON Schema of a file format (policy, scenario, programmes, batch, sweep)."""
     if kind not in KINDS:
         raise GpupoolError(
             f"unknown file format {kind!r}; one of: {', '.join(KINDS)}", location="KIND"

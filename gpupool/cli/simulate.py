@@ -10,6 +10,7 @@ is imported inside the commands, so `gpupool job submit` never pays for it.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -389,3 +390,89 @@ def _subsidy_plots(first, labels, seed: int, out: Path) -> list[tuple[str, Path]
             ),
         ),
     ]
+
+
+@app.command()
+def sweep(
+    file: Path = typer.Argument(..., help="Sweep file (YAML): scenarios, policies, parameters."),
+    out: Path = typer.Option(Path("sweep-out"), "--out", help="Directory for the results."),
+    workers: str | None = typer.Option(None, "--workers", help="Local processes (default: cores)."),
+    ray: str | None = typer.Option(
+        None, "--ray", help="Run on the Ray cluster at ADDRESS (host:port) instead."
+    ),
+) -> None:
+    """Run a grid or random search: results.csv (a row per run) and report.html in --out.
+
+    Finished runs are kept in --out/runs; run the same command again after an
+    interruption and only the missing runs run.
+    """
+    from gpupool.simulations import sweep as sweeps
+    from gpupool.simulations.sweep_report import write_report
+
+    processes = _number(workers, "--workers", integer=True, minimum=1, limit=limits.WORKERS)
+    if processes is not None and ray is not None:
+        raise GpupoolError("give --workers or --ray, not both", location="--workers")
+    out = _out_dir(out)
+    spec = sweeps.load_sweep(file)
+    sweeps.check_sweep(spec)  # every file and value read before anything runs or is written
+    points = sweeps.plan(spec)
+    store = sweeps.RunStore(out)
+    done = len({p.run_id for p in points} & store.done())
+    where = f"the Ray cluster at {ray}" if ray else "local processes"
+    echo(f"sweep {spec.name}: {len(points)} runs, {done} already done; running the rest on {where}")
+    with _runs_bar(len(points), done) as advance:
+        sweeps.run_sweep(
+            points,
+            store,
+            workers=processes and int(processes),
+            ray_address=ray,
+            on_done=lambda _: advance(),
+        )
+    rows = sweeps.table_rows(spec, points, store)
+    table = sweeps.write_table(rows, out / "results.csv")
+    report = write_report(spec, rows, out)
+    echo(f"wrote {table.name} and {report.name} to {out}")
+
+
+PLAIN_PROGRESS_S = 30.0  # off a terminal (a log file): a line at most this often
+
+
+@contextmanager
+def _runs_bar(total: int, done: int):
+    """Yield a function to call per finished run. On a terminal: a bar with runs done of
+    all, elapsed and time left; elsewhere (a batch job's log) a line on stdout at most
+    every PLAIN_PROGRESS_S seconds and at the last run, so long sweeps show progress."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield _plain_progress(total, done)
+        return
+    columns = (TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns += (TextColumn("left"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("runs", total=total, completed=done)
+        yield lambda: bar.advance(task)
+
+
+def _plain_progress(total: int, done: int):
+    start = last = time.monotonic()
+    count = done
+
+    def advance() -> None:
+        nonlocal count, last
+        count += 1
+        now = time.monotonic()
+        if now - last >= PLAIN_PROGRESS_S or count == total:
+            last = now
+            echo(f"runs done: {count} of {total} ({now - start:,.0f} s)")
+
+    return advance

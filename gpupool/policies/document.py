@@ -213,19 +213,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def load_policy_file(path: str | Path) -> PolicyDocument:
+def load_policy_file(path: str | Path, overrides: located_yaml.Overrides = ()) -> PolicyDocument:
+    """``overrides`` sets fields before the check (located_yaml.apply_overrides: sweeps)."""
     try:
         text = read_text(path, POLICY)
     except FileError as exc:
         raise PolicyDocumentError([(exc.location or str(path), exc.message)]) from None
-    return parse_policy_text(text, source=str(path))
+    return parse_policy_text(text, source=str(path), overrides=overrides)
 
 
-def parse_policy_text(text: str, source: str = "<text>") -> PolicyDocument:
+def parse_policy_text(
+    text: str, source: str = "<text>", overrides: located_yaml.Overrides = ()
+) -> PolicyDocument:
     """Parse and check a whole document; raise PolicyDocumentError listing every problem."""
     reader = _Reader(source)
     try:
         root = located_yaml.compose(text, source, POLICY)
+        located_yaml.apply_overrides(root, overrides, source)
     except FileError as exc:
         raise PolicyDocumentError([(exc.location or source, exc.message)]) from None
     if root is None:

@@ -38,6 +38,9 @@ class RunRequest:
     seed: int | None = None
     until_hours: float | None = None
     max_jobs: int | None = None
+    # fields set in the files before they are read (a sweep's parameters): (path, value)
+    scenario_overrides: tuple[tuple[str, object], ...] = ()
+    policy_overrides: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass
@@ -58,8 +61,13 @@ def load_inputs(request: RunRequest):
     from gpupool.policies.document import check_names, load_policy_file
     from gpupool.simulations.scenario import load_scenario
 
-    document = load_policy_file(request.policy)
-    scenario = load_scenario(request.scenario, seed=request.seed, max_jobs=request.max_jobs)
+    document = load_policy_file(request.policy, request.policy_overrides)
+    scenario = load_scenario(
+        request.scenario,
+        seed=request.seed,
+        max_jobs=request.max_jobs,
+        overrides=request.scenario_overrides,
+    )
     check_names(document, scenario.gpu_types, scenario.domains)
     return scenario, document
 

@@ -225,3 +225,59 @@ def plot_shares(
     if shares:
         ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+TRADE_OFF_AXES = (  # (x, y) columns of the trade-off panels
+    (0, 1),
+    (0, 2),
+    (1, 2),
+)
+
+
+def plot_trade_offs(
+    points: Sequence[tuple[float, float, float]],
+    front: Sequence[int],
+    labels: Sequence[str],
+    axis_names: Sequence[str],
+    path: Path,
+) -> Path:
+    """The three two-way views of a sweep's (wait, subsidy, utilisation) points: every
+    configuration grey, the Pareto-optimal ones (over all three) red and numbered."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    optimal = set(front)
+    for ax, (x, y) in zip(axes, TRADE_OFF_AXES, strict=True):
+        others = [p for i, p in enumerate(points) if i not in optimal]
+        best = [points[i] for i in front]
+        ax.scatter([p[x] for p in others], [p[y] for p in others], color="0.6", s=22, label="other")
+        ax.scatter(
+            [p[x] for p in best],
+            [p[y] for p in best],
+            color="tab:red",
+            s=46,
+            marker="D",
+            label="Pareto front",
+            zorder=3,
+        )
+        for (px, py), names in _coincident(points, front, labels, x, y).items():
+            ax.annotate(
+                plot_text(", ".join(names)),
+                (px, py),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize="small",
+            )
+        ax.set_xlabel(axis_names[x])
+        ax.set_ylabel(axis_names[y])
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle("Trade-offs: each point a configuration (mean over seeds)")
+    return _save(fig, path)
+
+
+def _coincident(points, front, labels, x: int, y: int) -> dict[tuple, list[str]]:
+    """Front labels by position, so configurations that land on one spot share one label."""
+    spots: dict[tuple, list[str]] = {}
+    for index in front:
+        spots.setdefault((points[index][x], points[index][y]), []).append(labels[index])
+    return spots

@@ -212,9 +212,12 @@ class _Node:
         return "nothing" if self.is_null() or not self.node.value else repr(self.node.value)
 
 
-def _compose(path: Path, label: str) -> tuple[_Node, yaml.SafeLoader]:
+def _compose(
+    path: Path, label: str, overrides: located_yaml.Overrides = ()
+) -> tuple[_Node, yaml.SafeLoader]:
     try:
         root = located_yaml.load(path, SCENARIO, label)
+        located_yaml.apply_overrides(root, overrides, label)
     except FileError as exc:
         raise ScenarioError(exc.message, location=exc.location) from None
     if root is None:
@@ -688,13 +691,17 @@ _TOP_KEYS = (
 
 
 def load_scenario(
-    path: str | Path, seed: int | None = None, max_jobs: int | None = None
+    path: str | Path,
+    seed: int | None = None,
+    max_jobs: int | None = None,
+    overrides: located_yaml.Overrides = (),
 ) -> Scenario:
-    """Parse a scenario file; ``seed`` overrides the file's, ``max_jobs`` keeps the first N."""
+    """Parse a scenario file; ``seed`` overrides the file's, ``max_jobs`` keeps the first N,
+    ``overrides`` sets fields before parsing (located_yaml.apply_overrides: sweeps)."""
     from gpupool.simulations.synthetic import apply_estimate
 
     path = Path(path)
-    root, _ = _compose(path, str(path))
+    root, _ = _compose(path, str(path), overrides)
     top = root.fields(required=("gpu_types", "domains", "orgs", "workload"), optional=_TOP_KEYS)
     file_seed = top["seed"].integer(minimum=0, limit=limits.SEED) if "seed" in top else 0
     seed = file_seed if seed is None else seed
