@@ -221,6 +221,9 @@ class Programme(_Closed):
     end_of_period: Literal["expire"] | CarryOver = "expire"
     when_exhausted: Literal["full_price", "wait"] = "full_price"
     spending_order: Literal["earliest_expiry", "first_awarded"] = "earliest_expiry"
+    job_cap: Money = None
+    pacing: Literal["none", "even"] = "none"
+    org_share: Share | None = None
 
 
 class Voucher(_Closed):
