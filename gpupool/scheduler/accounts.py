@@ -142,8 +142,7 @@ def load_books(
         locking.lock_writes(session)
     names = _Names(session)
     set_aside: dict[str, str] = {}
-    programmes = _programmes(session, set_aside)
-    vouchers = _vouchers(session, names, set_aside)
+    programmes, vouchers = _declared(session, names, set_aside)
     if whole_ledger:
         entries = [
             _entry(r, names)
@@ -161,6 +160,26 @@ def load_books(
     books.stored_vouchers = {v.id: v for v in books.vouchers}  # what the database holds now
     books.loaded_entries = len(entries)  # entries past this index were booked in memory
     return books
+
+
+def declared(session: Session) -> tuple[list[Programme], list[Voucher]]:
+    """The programmes (in funding order) and vouchers (current balances) the rounds price
+    with, as load_books reads them; what-if replays start from these."""
+    return _declared(session, _Names(session), {})
+
+
+def carried_over_since(session: Session, since: dt.datetime) -> set[int]:
+    """Vouchers the books made from carry-overs at or after ``since``."""
+    query = select(LedgerEntryRow.voucher_id).where(
+        LedgerEntryRow.kind == "carry_over", LedgerEntryRow.created_at >= since
+    )
+    return {voucher_id for voucher_id in session.scalars(query) if voucher_id is not None}
+
+
+def _declared(
+    session: Session, names: _Names, set_aside: dict[str, str]
+) -> tuple[list[Programme], list[Voucher]]:
+    return _programmes(session, set_aside), _vouchers(session, names, set_aside)
 
 
 def _programmes(session: Session, set_aside: dict[str, str]) -> list[Programme]:
