@@ -190,11 +190,18 @@ def _subsidised_shares(domains: dict[str, dict], total: float) -> None:
         metrics["subsidised_share"] = share
 
 
+def _programme_stats() -> dict:
+    return {"subsidy": 0.0, "effective_gpu_hours": 0.0, "spent": {}, "jobs": {}}
+
+
 def programme_metrics(result: SimulationResult) -> dict[str, dict]:
     """Per programme (and the flat rates): subsidy paid, usage it paid part of, budget.
 
     ``budget`` is per programme period (None = unlimited); ``budget_left_at_end``
-    is what the budget of the period holding the end time still holds.
+    is what the budget of the period holding the end time still holds. How evenly
+    it went round: ``jobs_funded`` (jobs it paid anything), ``top_job_subsidy``
+    (the most one job got) and ``top10_share`` (the share of it the ten most
+    subsidised jobs got).
     """
     periods = _period_keys(result)
     paid: dict[str, dict] = {}
@@ -202,19 +209,24 @@ def programme_metrics(result: SimulationResult) -> dict[str, dict]:
         if entry.kind not in ("charge", "correction") or not entry.subsidy:
             continue
         name = entry.programme or FLAT_RATES
-        stats = paid.setdefault(name, {"subsidy": 0.0, "effective_gpu_hours": 0.0, "spent": {}})
+        stats = paid.setdefault(name, _programme_stats())
         stats["subsidy"] += float(entry.subsidy)
+        stats["jobs"][entry.job_id] = stats["jobs"].get(entry.job_id, 0.0) + float(entry.subsidy)
         stats["effective_gpu_hours"] += entry.effective_gpu_hours
         key = periods(name, entry)
         stats["spent"][key] = stats["spent"].get(key, 0.0) + float(entry.subsidy)
     out = {}
     for name in dict.fromkeys([*result.programme_budgets, *paid]):
-        stats = paid.get(name, {"subsidy": 0.0, "effective_gpu_hours": 0.0, "spent": {}})
+        stats = paid.get(name, _programme_stats())
         budget = result.programme_budgets.get(name)
         last = periods(name, None)
+        by_job = sorted((v for v in stats["jobs"].values() if v > 0), reverse=True)
         out[name] = {
             "budget": budget,
             "subsidy": stats["subsidy"],
+            "jobs_funded": len(by_job),
+            "top_job_subsidy": by_job[0] if by_job else 0.0,
+            "top10_share": sum(by_job[:10]) / stats["subsidy"] if stats["subsidy"] else None,
             "subsidised_effective_gpu_hours": stats["effective_gpu_hours"],
             "budget_left_at_end": None
             if budget is None
