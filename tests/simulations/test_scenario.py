@@ -329,7 +329,7 @@ ERRORS = [
         "kind: gavel",
         16,
         "workload.kind",
-        "unknown workload kind 'gavel' (known: synthetic, philly, alibaba)",
+        "unknown workload kind 'gavel' (known: synthetic, philly, alibaba, csv)",
     ),
     (
         "stream for an unknown domain",
