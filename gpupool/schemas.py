@@ -221,6 +221,9 @@ class Programme(_Closed):
     end_of_period: Literal["expire"] | CarryOver = "expire"
     when_exhausted: Literal["full_price", "wait"] = "full_price"
     spending_order: Literal["earliest_expiry", "first_awarded"] = "earliest_expiry"
+    job_cap: Money = None
+    pacing: Literal["none", "even"] = "none"
+    org_share: Share | None = None
 
 
 class Voucher(_Closed):
@@ -360,16 +363,89 @@ class AlibabaWorkload(_TraceWorkload):
     qos_map: dict[str, Name] | None = None
 
 
+class _Column(_Closed):
+    column: Name
+
+
+class _TimeColumn(_Column):
+    format: Annotated[str, Field(description="iso, epoch, epoch_ms or a strptime pattern")] = "iso"
+    timezone: Annotated[str, Field(description="UTC offset of times without one")] | None = None
+
+
+class _DurationColumn(_Column):
+    unit: Literal["seconds", "minutes", "hours", "days", "hms"]
+
+
+class _ListColumn(_Column):
+    separator: str = "|"
+
+
+class CsvColumns(_Closed):
+    submit: Name | _TimeColumn
+    duration: Name | _DurationColumn | None = None
+    end: Name | _TimeColumn | None = None
+    gpus: Name | _Column
+    gpu_types: Name | _ListColumn | None = None
+    domain: Name | _Column | None = None
+    org: Name | _Column | None = None
+
+
+class _OrgRule(_Closed):
+    """Exactly one rule."""
+
+    fixed: Name | None = None
+    round_robin: Names | None = None
+    hash: Name | None = None
+
+
+class _RowFilter(_Closed):
+    column: Name
+    equals: str | None = None
+    in_: list[str] | None = Field(None, alias="in")
+    not_in: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class _Window(_Closed):
+    from_: Instant | None = Field(None, alias="from")
+    to: Instant | None = None
+
+
+class _PoolList(_Closed):
+    path: str
+    scale: Annotated[float, Field(gt=0, le=1)] = 1.0
+
+
+class CsvWorkload(_Closed):
+    """Any job log (CSV or Parquet) through a column mapping (docs/scenarios.md)."""
+
+    kind: Literal["csv"]
+    path: Annotated[str, Field(description="a .csv, .parquet or .pq file")]
+    columns: CsvColumns
+    domain_map: dict[str, Name] | None = None
+    gpu_type_map: dict[str, Name] | None = None
+    org_map: dict[str, Name] | None = None
+    org_rules: dict[str, _OrgRule] | None = None
+    filters: list[_RowFilter] | None = None
+    window: _Window | None = None
+    pool_list: _PoolList | None = None
+    estimate: Estimate = "exact"
+    arrival_scale: _number(limits.SCALE, positive=True) = 1.0
+
+
 class Scenario(_Closed):
     name: Name | None = None
     description: Prose | None = None
     seed: _integer(limits.SEED) = 0
+    start: Instant | None = None
     gpu_types: dict[str, GpuTypeSpec]
     pools: dict[str, PoolSpec] | None = None
     domains: dict[str, ScenarioDomain | None]
     orgs: dict[str, OrgSpec]
     workload: Annotated[
-        SyntheticWorkload | PhillyWorkload | AlibabaWorkload, Field(discriminator="kind")
+        SyntheticWorkload | PhillyWorkload | AlibabaWorkload | CsvWorkload,
+        Field(discriminator="kind"),
     ]
     programmes: Programmes = None
     vouchers: Vouchers = None

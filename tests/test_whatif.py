@@ -105,8 +105,9 @@ def test_scenario_from_db_uses_real_runtimes_in_reference_hours(platform):
     ids = _record(platform)
     with unit_of_work(platform) as session:
         scenario = from_db.scenario_from_db(session, T0, UNTIL)
+    assert scenario.start == T0.timestamp()  # the replay lives on the calendar
     assert [
-        (s.job.id, s.job.org, s.job.submitted_at, s.job.hours, s.actual_hours)
+        (s.job.id, s.job.org, s.job.submitted_at - scenario.start, s.job.hours, s.actual_hours)
         for s in scenario.jobs
     ] == [
         (ids[0], "lab", 0.0, 2.0, 1.0),  # real: 1 h on A100
@@ -167,6 +168,41 @@ def test_priority_for_medical_cuts_medical_waits_by_hand(platform):
     assert medical["proposed"]["subsidy"] == pytest.approx(160.0)
     assert general["proposed"]["subsidy"] == 0.0
     assert domains["all"]["delta"]["mean_wait_hours"] == pytest.approx(0.0)
+
+
+def test_replays_with_the_platforms_programmes_vouchers_and_calendar(platform):
+    """A 50% programme for general with a quarterly budget of 100.00: under FIFO, lab's
+    job 1 (16 GPUs x 1 h x 10.00 = 160.00) gets 80.00 and job 3 the 20.00 left."""
+    from gpupool.accounting.periods import PeriodSpec
+    from gpupool.accounting.programmes import Programme
+    from gpupool.policies.fifo import FifoPolicy
+    from gpupool.scheduler import accounts
+
+    _record(platform)
+    general = Programme(
+        "general-fund",
+        period=PeriodSpec(kind="quarter"),
+        budget=100,
+        domains=frozenset({"general"}),
+        rate=0.5,
+    )
+    vouchers = Programme("vouch", uses_vouchers=True, domains=frozenset({"medical"}))
+    with unit_of_work(platform) as session:
+        accounts.add_programme(session, "admin", general)
+        accounts.add_programme(session, "admin", vouchers)
+        accounts.award_voucher(session, "admin", "hosp", "vouch", 10, now=T0 - H)
+        accounts.award_voucher(session, "admin", "hosp", "vouch", 5, now=T0 + H)
+        scenario = from_db.scenario_from_db(session, T0, UNTIL)
+    assert [p.name for p in scenario.programmes] == ["general-fund", "vouch"]
+    assert [(v.amount, v.awarded_at - scenario.start) for v in scenario.vouchers] == [
+        (10.0, -3600.0),
+        (5.0, 3600.0),
+    ]
+    fifo = from_db.Contender("fifo", FifoPolicy(), None)
+    comparison, results = from_db.whatif(scenario, 10, fifo, fifo)
+    assert comparison["domains"]["general"]["current"]["subsidy"] == pytest.approx(100.0)
+    periods = {e.period for e in results["current"].ledger if e.kind == "charge"}
+    assert periods == {"2026-Q4"}
 
 
 def test_a_short_window_leaves_jobs_waiting(platform):

@@ -59,6 +59,7 @@ from gpupool.accounting.funding import (
     _has_rates,
     _Line,
     as_charge,
+    job_cap_key,
 )
 from gpupool.accounting.ledger import CENT, KINDS, USAGE_KINDS, ZERO, LedgerEntry, Totals, cents
 from gpupool.accounting.periods import CALENDAR_KINDS, coarsen, period_label
@@ -188,16 +189,28 @@ class Books(Funding, Reservations, Admission, Vouchers):
     def budget_left(self, programme: str, t: float) -> Decimal | None:
         """What ``programme`` may still pay in its period holding ``t`` (None = no limit)."""
         prog = self.programme(programme)
-        if prog.budget is None:
+        budget = prog.budget_at(t, t)  # paced: what is released by t
+        if budget is None:
             return None
-        return max(ZERO, cents(prog.budget) - self._spent[(prog.name, prog.period.key(t))])
+        return max(ZERO, cents(budget) - self._spent[(prog.name, prog.period.key(t))])
 
     def cap_left(self, programme: str, org: str, t: float) -> Decimal | None:
         prog = self.programme(programme)
-        if prog.org_cap is None:
+        cap = prog.org_limit(prog.budget_at(t, t))
+        if cap is None:
             return None
         used = self._capped[(prog.name, prog.period.key(t), org)]
-        return max(ZERO, cents(prog.org_cap) - used)
+        return max(ZERO, cents(cap) - used)
+
+    def resume_job_subsidies(self, subsidies: Mapping[tuple[str, int], Decimal]) -> None:
+        """State what jobs got from programmes with a job_cap, as (programme, job id) -> sum.
+
+        For books loaded as per-period sums (gpupool.scheduler.accounts.load_books),
+        which have no per-job entries to fold this from; given for the jobs it may charge.
+        """
+        self.version += 1
+        for (programme, job_id), amount in subsidies.items():
+            self._capped[job_cap_key(programme, job_id)] = amount
 
     def org_spent(self, org: str, t: float) -> Decimal:
         """What ``org`` paid (its share, after subsidy) in the accounting period holding ``t``."""
@@ -422,6 +435,8 @@ class Books(Funding, Reservations, Admission, Vouchers):
             key = "all" if prog.period.kind == "fixed" else coarsen(entry.period, prog.period.kind)
             self._spent[(prog.name, key)] += entry.subsidy
             self._capped[(prog.name, key, entry.org)] += entry.subsidy
+            if prog.job_cap is not None and entry.job_id is not None:
+                self._capped[job_cap_key(prog.name, entry.job_id)] += entry.subsidy
         if entry.kind == "charge" and entry.job_id is not None:
             done = self._charged_until.get(entry.job_id, entry.at)
             self._charged_until[entry.job_id] = max(done, entry.at)

@@ -22,6 +22,9 @@ from name to entry; a whole document with top-level ``programmes:`` and
         end_of_period: expire      # or {carry_over: 0.5}
         when_exhausted: wait       # or full_price
         spending_order: earliest_expiry   # or first_awarded
+        job_cap: 5000              # most one job gets, over its whole life
+        pacing: even               # or none: release the budget evenly over the period
+        org_share: 0.25            # most one org gets per period, as a share of the budget
     vouchers:
       - {org: pumc, programme: health-2026q4, amount: 500, awarded_at: 2026-10-01}
 
@@ -56,6 +59,9 @@ _PROGRAMME_FIELDS = frozenset(
         "end_of_period",
         "when_exhausted",
         "spending_order",
+        "job_cap",
+        "pacing",
+        "org_share",
     }
 )
 _VOUCHER_FIELDS = frozenset(
@@ -123,6 +129,9 @@ def _programme(entry: _Entry) -> Programme:
         carry_over=_end_of_period(entry),
         when_exhausted=_text(entry, "when_exhausted", "full_price"),
         spending_order=_text(entry, "spending_order", "earliest_expiry"),
+        job_cap=_number(entry, "job_cap", None, limits.MONEY),
+        pacing=_text(entry, "pacing", "none"),
+        org_share=None if entry.get("org_share") is None else _share(entry, "org_share", 1.0),
     )
     try:
         return Programme(**fields)

@@ -29,6 +29,11 @@ _EPS = 1e-12
 FLAT = ""  # budget key of the flat policy-document rates (entries with no programme)
 
 
+def job_cap_key(programme: str, job_id: int) -> tuple[str, str, int]:
+    """Where a job's subsidy from ``programme`` is kept (for its job_cap), among the caps."""
+    return (programme, "job", job_id)
+
+
 class FlatRules(Protocol):
     """A policy document's flat rates (gpupool.accounting.pricing.SubsidyRules)."""
 
@@ -228,33 +233,37 @@ class Funding:
     def _fund_flat(self, draft, piece: _Piece, share: float) -> float:
         """The policy document's flat rates pay for what no programme funded."""
         rate = self.flat.rate(piece.job.domain, piece.gpu_type.name)
-        keys = (FLAT, piece.label), (FLAT, piece.label, piece.job.org)
-        limits = self.flat.period_budget, self.flat.org_cap
-        return self._pay(draft, piece, share, rate, keys, limits, None, None)
+        bounds = (
+            ("spent", (FLAT, piece.label), self.flat.period_budget),
+            ("capped", (FLAT, piece.label, piece.job.org), self.flat.org_cap),
+        )
+        return self._pay(draft, piece, share, rate, bounds, None, None)
 
     def _fund(self, draft, piece: _Piece, prog: Programme, share: float, voucher) -> float:
         """Let ``prog`` pay for up to ``share`` of the piece; return the share it funded."""
         key = prog.period.key(piece.start)
-        keys = (prog.name, key), (prog.name, key, piece.job.org)
-        rate, limits = prog.rate_for(piece.gpu_type.name), (prog.budget, prog.org_cap)
-        return self._pay(draft, piece, share, rate, keys, limits, prog, voucher)
+        budget = prog.budget_at(piece.start, piece.end)  # paced: what is released by its end
+        bounds = [
+            ("spent", (prog.name, key), budget),
+            ("capped", (prog.name, key, piece.job.org), prog.org_limit(budget)),
+        ]
+        if prog.job_cap is not None:  # over the job's life: no period in the key
+            bounds.append(("capped", job_cap_key(prog.name, piece.job.id), prog.job_cap))
+        rate = prog.rate_for(piece.gpu_type.name)
+        return self._pay(draft, piece, share, rate, bounds, prog, voucher)
 
-    def _pay(self, draft, piece: _Piece, share, rate, keys, limits, prog, voucher) -> float:
-        """Pay ``rate`` on up to ``share`` of the piece within a budget and an org cap.
+    def _pay(self, draft, piece: _Piece, share, rate, bounds, prog, voucher) -> float:
+        """Pay ``rate`` on up to ``share`` of the piece within its limits.
 
-        ``keys``: where the budget's and the cap's spending are kept; ``limits``:
-        (budget, cap), None for no limit. Returns the share funded.
+        ``bounds``: (store, key, amount) for each limit: where its spending is
+        kept and how much it allows (None: no limit, but spending is still
+        kept). Returns the share funded.
         """
         if rate <= 0:
             return 0.0
-        (spent_key, cap_key), (budget, cap) = keys, limits
-        bounds = []
-        if budget is not None:
-            bounds.append(("spent", spent_key, cents(budget)))
-        if cap is not None:
-            bounds.append(("capped", cap_key, cents(cap)))
+        limits = [(store, key, cents(limit)) for store, key, limit in bounds if limit is not None]
         wanted = rate * share * piece.cost
-        allowed = self._allowed(draft, bounds, wanted)
+        allowed = self._allowed(draft, limits, wanted)
         if allowed is not None and wanted > float(allowed):
             share *= float(allowed) / wanted
         if share <= _EPS:
@@ -263,8 +272,8 @@ class Funding:
         if allowed is not None:
             subsidy = min(subsidy, allowed)
         subsidy = self._book(draft, piece, share, subsidy, prog, voucher)
-        draft.spent[spent_key] += subsidy
-        draft.capped[cap_key] += subsidy
+        for store, key, _ in bounds:
+            (draft.spent if store == "spent" else draft.capped)[key] += subsidy
         return share
 
     def _book(self, draft, piece: _Piece, share, subsidy, prog, voucher) -> Decimal:

@@ -21,6 +21,7 @@ from gpupool.model import GpupoolError, GpuType
 
 SPENDING_ORDERS = ("earliest_expiry", "first_awarded")
 WHEN_EXHAUSTED = ("full_price", "wait")
+PACINGS = ("none", "even")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,13 @@ class Programme:
     expires). ``when_exhausted``: 'wait' makes an eligible job wait with reason
     'budget exhausted' once the programme has nothing left for its org;
     'full_price' lets it run unsubsidised.
+
+    Pacing, so that a few early or long jobs cannot take a whole budget:
+    ``job_cap`` is the most one job gets from the programme (over its whole
+    life, every period together); ``pacing`` 'even' releases each period's
+    budget evenly over the period (usage up to instant t may spend at most
+    budget x elapsed share of the period at t); ``org_share`` caps one org at
+    that share of the (released) budget per period, on top of ``org_cap``.
     """
 
     name: str
@@ -48,15 +56,23 @@ class Programme:
     carry_over: float = 0.0
     when_exhausted: str = "full_price"
     spending_order: str = "earliest_expiry"
+    job_cap: float | None = None
+    pacing: str = "none"
+    org_share: float | None = None
 
     def __post_init__(self) -> None:
         here = f"programme {self.name}"
         if not self.name:
             raise GpupoolError("a programme needs a name", location="programme name")
+        self._check_pacing(here)
         for what, value in [("rate", self.rate), *self.gpu_type_rates.items()]:
             _check_share(value, f"{here} {what}")
         _check_share(self.carry_over, f"{here} carry_over")
-        for what, value in (("budget", self.budget), ("org_cap", self.org_cap)):
+        for what, value in (
+            ("budget", self.budget),
+            ("org_cap", self.org_cap),
+            ("job_cap", self.job_cap),
+        ):
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise GpupoolError(f"{what} must be >= 0", location=f"{here} {what}")
         for gpu_type, value in self.exchange_rates.items():
@@ -74,6 +90,39 @@ class Programme:
                 f"spending_order must be one of {', '.join(SPENDING_ORDERS)}",
                 location=f"{here} spending_order",
             )
+
+    def _check_pacing(self, here: str) -> None:
+        if self.pacing not in PACINGS:
+            raise GpupoolError(
+                f"pacing must be one of {', '.join(PACINGS)}", location=f"{here} pacing"
+            )
+        if self.org_share is not None:
+            _check_share(self.org_share, f"{here} org_share")
+        if self.pacing == "even" and self.budget is None:
+            raise GpupoolError("pacing needs a budget to release", location=f"{here} pacing")
+        unbounded = self.period.start is None or self.period.end is None
+        if self.pacing == "even" and self.period.kind == "fixed" and unbounded:
+            raise GpupoolError(
+                "pacing needs a period with a start and an end (or a recurring one)",
+                location=f"{here} pacing",
+            )
+
+    def budget_at(self, within: float, t: float) -> float | None:
+        """The budget of the period holding ``within`` released by instant ``t``
+        (all of it without pacing); ``t`` may be that period's end."""
+        if self.budget is None or self.pacing == "none":
+            return self.budget
+        start, end = self.period.bounds(within)
+        elapsed = min(1.0, max(0.0, (t - start) / (end - start)))
+        return self.budget * elapsed
+
+    def org_limit(self, budget: float | None) -> float | None:
+        """Most one org may take in a period, given the budget (released) in it."""
+        limits = [self.org_cap]
+        if self.org_share is not None and budget is not None:
+            limits.append(self.org_share * budget)
+        known = [limit for limit in limits if limit is not None]
+        return min(known) if known else None
 
     def eligible(self, org: str, domain: str) -> bool:
         if not self.domains and not self.orgs:

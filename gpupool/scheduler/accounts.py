@@ -36,7 +36,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from gpupool import limits, model
-from gpupool.accounting.books import USAGE_KINDS, Books, LedgerEntry
+from gpupool.accounting.books import USAGE_KINDS, Books, LedgerEntry, cents
 from gpupool.accounting.periods import PeriodSpec, label_bounds, period_label
 from gpupool.accounting.programmes import Programme, Voucher
 from gpupool.model import GpupoolError
@@ -142,8 +142,7 @@ def load_books(
         locking.lock_writes(session)
     names = _Names(session)
     set_aside: dict[str, str] = {}
-    programmes = _programmes(session, set_aside)
-    vouchers = _vouchers(session, names, set_aside)
+    programmes, vouchers = _declared(session, names, set_aside)
     if whole_ledger:
         entries = [
             _entry(r, names)
@@ -155,10 +154,32 @@ def load_books(
     books = Books(programmes, vouchers, entries, orgs=orgs, flat=rules)
     books.set_aside = set_aside  # rows left out, "programme x" -> reason (quarantine)
     if not whole_ledger:
+        jobs = list(jobs)
         books.resume_charges(_charged_until(session, jobs))
+        books.resume_job_subsidies(_job_subsidies(session, jobs, names, programmes))
     books.stored_vouchers = {v.id: v for v in books.vouchers}  # what the database holds now
     books.loaded_entries = len(entries)  # entries past this index were booked in memory
     return books
+
+
+def declared(session: Session) -> tuple[list[Programme], list[Voucher]]:
+    """The programmes (in funding order) and vouchers (current balances) the rounds price
+    with, as load_books reads them; what-if replays start from these."""
+    return _declared(session, _Names(session), {})
+
+
+def carried_over_since(session: Session, since: dt.datetime) -> set[int]:
+    """Vouchers the books made from carry-overs at or after ``since``."""
+    query = select(LedgerEntryRow.voucher_id).where(
+        LedgerEntryRow.kind == "carry_over", LedgerEntryRow.created_at >= since
+    )
+    return {voucher_id for voucher_id in session.scalars(query) if voucher_id is not None}
+
+
+def _declared(
+    session: Session, names: _Names, set_aside: dict[str, str]
+) -> tuple[list[Programme], list[Voucher]]:
+    return _programmes(session, set_aside), _vouchers(session, names, set_aside)
 
 
 def _programmes(session: Session, set_aside: dict[str, str]) -> list[Programme]:
@@ -267,6 +288,32 @@ def _charged_until(session: Session, jobs: Iterable[int]) -> dict[int, float]:
         .group_by(LedgerEntryRow.job_id)
     )
     return {job_id: clock.to_epoch(last) for job_id, last in session.execute(query)}
+
+
+def _job_subsidies(
+    session: Session, jobs: list[int], names: _Names, programmes: list[Programme]
+) -> dict[tuple[str, int], Decimal]:
+    """What each job holding GPUs (and each of ``jobs``) got from programmes with a
+    job_cap: the per-job sums a job cap is checked against (the ledger sums have none)."""
+    capped = {p.name for p in programmes if p.job_cap is not None}
+    if not capped:
+        return {}
+    holding = select(PlacementRow.job_id).where(PlacementRow.ended_at.is_(None))
+    wanted = LedgerEntryRow.job_id.in_(holding)
+    if jobs:
+        wanted = wanted | LedgerEntryRow.job_id.in_(jobs)
+    query = (
+        select(LedgerEntryRow.job_id, LedgerEntryRow.programme_id, func.sum(LedgerEntryRow.subsidy))
+        .where(LedgerEntryRow.kind.in_(USAGE_KINDS), LedgerEntryRow.programme_id.is_not(None))
+        .where(wanted)
+        .group_by(LedgerEntryRow.job_id, LedgerEntryRow.programme_id)
+    )
+    sums = {}
+    for job_id, programme_id, subsidy in session.execute(query):
+        name = names.programmes.get(programme_id)
+        if name in capped:
+            sums[(name, job_id)] = cents(subsidy)
+    return sums
 
 
 def write_back(

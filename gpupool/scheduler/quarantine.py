@@ -150,6 +150,9 @@ def programme_problem(row) -> str | None:
         None
         if programme.org_cap is None
         else number_problem("org_cap", programme.org_cap, 0, MAX_MONEY),
+        None
+        if programme.job_cap is None
+        else number_problem("job_cap", programme.job_cap, 0, MAX_MONEY),
         *(number_problem(f"exchange_rates.{k}", v, 0, MAX_EXCHANGE_RATE) for k, v in rates.items()),
         *(
             instant_problem(f"period.{side}", _from_epoch(value))

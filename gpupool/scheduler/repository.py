@@ -244,6 +244,9 @@ def programme_rules(programme: Programme) -> dict:
         "carry_over": programme.carry_over,
         "when_exhausted": programme.when_exhausted,
         "spending_order": programme.spending_order,
+        "job_cap": programme.job_cap,
+        "pacing": programme.pacing,
+        "org_share": programme.org_share,
     }
 
 
@@ -270,4 +273,7 @@ def programme_from_row(row: ProgrammeRow) -> Programme:
         carry_over=rules.get("carry_over", 0.0),
         when_exhausted=rules.get("when_exhausted", "full_price"),
         spending_order=rules.get("spending_order", "earliest_expiry"),
+        job_cap=rules.get("job_cap"),
+        pacing=rules.get("pacing", "none"),
+        org_share=rules.get("org_share"),
     )

@@ -173,6 +173,9 @@ PROGRAMME_METRICS = (
     ("budget", "budget per period"),
     ("budget_left_at_end", "budget left at the end"),
     ("subsidised_effective_gpu_hours", "subsidised effective GPU-h"),
+    ("jobs_funded", "jobs it paid for"),
+    ("top_job_subsidy", "most one job got"),
+    ("top10_share", "share the top 10 jobs got"),
 )
 PROGRAMME_GROUP = "programme: "
 GPU_TYPE_METRICS = (

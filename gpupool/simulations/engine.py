@@ -136,7 +136,7 @@ class SimulationResult:
     policy: str
     records: list[JobRecord]
     dropped: dict[str, int]  # the scenario's load-time drops plus never-fitting jobs
-    end_time: float  # seconds from the scenario start
+    end_time: float  # the last instant (seconds since the epoch, like every time here)
     capacity: dict[str, int]  # GPUs per GPU type
     speeds: dict[str, float]
     busy_gpu_seconds: dict[str, float]  # per GPU type
@@ -157,6 +157,7 @@ class SimulationResult:
     org_budgets: dict[str, float] = field(default_factory=dict)  # per accounting period
     # domain -> GPU-seconds free on pools where one of its waiting jobs fitted (simulations.idle)
     idle_while_waiting_by_domain: dict[str, float] = field(default_factory=dict)
+    start_time: float = 0.0  # the scenario's start: reports count hours from here
 
 
 class UsageMeter:
@@ -243,7 +244,8 @@ class Simulation:
         self.options = options or EngineOptions()
         self.rules = pricing or SubsidyRules()
         self.progress = progress
-        self.env = simpy.Environment()
+        self.start = scenario.start  # the clock reads calendar instants (seconds since the epoch)
+        self.env = simpy.Environment(initial_time=self.start)
         self._pools = {pool.name: pool for pool in scenario.pools}
         self._free = {pool.name: list(pool.node_sizes()) for pool in scenario.pools}
         self._empty = {pool.name: tuple(pool.node_sizes()) for pool in scenario.pools}
@@ -266,9 +268,12 @@ class Simulation:
         self._remaining: dict[int, float] = {s.job.id: s.actual_hours for s in jobs}
         self.books = _books(scenario, self.rules)
         self.usage = UsageMeter(scenario.domains, self.options.usage_half_life_hours)
-        self._integrals = _Integrals(busy=dict.fromkeys(self._types, 0.0))
-        self._util_series: list[tuple[float, tuple[int, ...]]] = [(0.0, (0,) * len(self._types))]
-        self._subsidy_series: list[tuple[float, float]] = [(0.0, 0.0)]
+        self.usage.advance(self.start)
+        self._integrals = _Integrals(at=self.start, busy=dict.fromkeys(self._types, 0.0))
+        self._util_series: list[tuple[float, tuple[int, ...]]] = [
+            (self.start, (0,) * len(self._types))
+        ]
+        self._subsidy_series: list[tuple[float, float]] = [(self.start, 0.0)]
         self._subsidy_total = 0.0
         self._dropped = dict(scenario.dropped)
         self._round_requested = False
@@ -286,13 +291,13 @@ class Simulation:
 
     def run(self) -> SimulationResult:
         if self._arrivals:
-            first = max(0.0, self._arrivals[0].job.submitted_at)
+            first = max(0.0, self._arrivals[0].job.submitted_at - self.start)
             self.env.timeout(first).callbacks.append(self._on_arrival)
         until = self.options.until_hours
         if until is None:
             self.env.run()
         else:
-            self.env.run(until=until * HOUR)
+            self.env.run(until=self.start + until * HOUR)
         end = self.env.now
         self._advance(end)
         self.usage.advance(end)
@@ -306,7 +311,7 @@ class Simulation:
 
     def _report_progress(self) -> None:
         if self.progress:
-            self.progress(self.env.now / HOUR, self._finished, len(self._records))
+            self.progress((self.env.now - self.start) / HOUR, self._finished, len(self._records))
 
     def _request_round(self) -> None:
         if self._round_requested:
@@ -708,6 +713,7 @@ class Simulation:
             records=list(self._records.values()),
             dropped=self._dropped,
             end_time=end,
+            start_time=self.start,
             capacity=dict(self._capacity),
             speeds={t: self.scenario.gpu_types[t].speed for t in self._types},
             busy_gpu_seconds=dict(self._integrals.busy),

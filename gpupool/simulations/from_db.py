@@ -19,6 +19,13 @@ Decisions:
   counted in the scenario's ``dropped``.
 - Both replays start from an empty platform at ``since``: jobs submitted
   before the window are not in it, even if they were still running then.
+- The replay lives on the calendar: it starts at ``since`` (the scenario's
+  ``start``), with the platform's programmes as declared now and its
+  vouchers: one awarded in the window with its whole amount, one awarded
+  before with its balance now (what it held at ``since`` is not kept), none
+  that expired before ``since``, and no voucher a carry-over made in the
+  window (the replay carries over itself). Budgets and caps start unspent:
+  money spent before ``since`` in the current period is not counted.
 - Nothing is written: the caller reads in one transaction, then simulates
   with the database closed.
 """
@@ -94,6 +101,7 @@ def scenario_from_db(session: Session, since: dt.datetime, now: dt.datetime) -> 
     ).all()
     worked = _reference_hours_run(session, [row.id for row in rows])
     origin = clock.to_epoch(since)
+    programmes, vouchers = _accounting(session, since)
     jobs, dropped = [], {}
     for row in rows:
         actual = _actual_hours(row, worked.get(row.id))
@@ -101,7 +109,7 @@ def scenario_from_db(session: Session, since: dt.datetime, now: dt.datetime) -> 
             dropped[CANCELLED_UNSTARTED] = dropped.get(CANCELLED_UNSTARTED, 0) + 1
             continue
         job = repository.job_model(row)
-        arrival = clock.to_epoch(row.submitted_at) - origin
+        arrival = clock.to_epoch(row.submitted_at)  # a calendar instant, like the start
         jobs.append(SimJob(job=replace(job, submitted_at=arrival), actual_hours=actual))
     return Scenario(
         name=f"recorded jobs {clock.iso(since)} .. {clock.iso(now)}",
@@ -111,7 +119,27 @@ def scenario_from_db(session: Session, since: dt.datetime, now: dt.datetime) -> 
         orgs={r.name: repository.org_model(r) for r in repository.list_orgs(session)},
         jobs=tuple(jobs),
         dropped=dropped,
+        programmes=tuple(programmes),
+        vouchers=tuple(vouchers),
+        start=origin,
     )
+
+
+def _accounting(session: Session, since: dt.datetime) -> tuple[list, list]:
+    """The platform's programmes, and its vouchers as the replay starts with them."""
+    from gpupool.scheduler.accounts import carried_over_since, declared
+
+    programmes, vouchers = declared(session)
+    heirs = carried_over_since(session, since)
+    origin = clock.to_epoch(since)
+    kept = []
+    for voucher in vouchers:
+        if voucher.id in heirs or (voucher.expires_at is not None and voucher.expires_at <= origin):
+            continue
+        if voucher.awarded_at >= origin:
+            voucher = replace(voucher, balance=voucher.amount)
+        kept.append(voucher)
+    return programmes, kept
 
 
 def _reference_hours_run(session: Session, job_ids: list[int]) -> dict[int, float]:

@@ -190,11 +190,18 @@ def _subsidised_shares(domains: dict[str, dict], total: float) -> None:
         metrics["subsidised_share"] = share
 
 
+def _programme_stats() -> dict:
+    return {"subsidy": 0.0, "effective_gpu_hours": 0.0, "spent": {}, "jobs": {}}
+
+
 def programme_metrics(result: SimulationResult) -> dict[str, dict]:
     """Per programme (and the flat rates): subsidy paid, usage it paid part of, budget.
 
     ``budget`` is per programme period (None = unlimited); ``budget_left_at_end``
-    is what the budget of the period holding the end time still holds.
+    is what the budget of the period holding the end time still holds. How evenly
+    it went round: ``jobs_funded`` (jobs it paid anything), ``top_job_subsidy``
+    (the most one job got) and ``top10_share`` (the share of it the ten most
+    subsidised jobs got).
     """
     periods = _period_keys(result)
     paid: dict[str, dict] = {}
@@ -202,19 +209,24 @@ def programme_metrics(result: SimulationResult) -> dict[str, dict]:
         if entry.kind not in ("charge", "correction") or not entry.subsidy:
             continue
         name = entry.programme or FLAT_RATES
-        stats = paid.setdefault(name, {"subsidy": 0.0, "effective_gpu_hours": 0.0, "spent": {}})
+        stats = paid.setdefault(name, _programme_stats())
         stats["subsidy"] += float(entry.subsidy)
+        stats["jobs"][entry.job_id] = stats["jobs"].get(entry.job_id, 0.0) + float(entry.subsidy)
         stats["effective_gpu_hours"] += entry.effective_gpu_hours
         key = periods(name, entry)
         stats["spent"][key] = stats["spent"].get(key, 0.0) + float(entry.subsidy)
     out = {}
     for name in dict.fromkeys([*result.programme_budgets, *paid]):
-        stats = paid.get(name, {"subsidy": 0.0, "effective_gpu_hours": 0.0, "spent": {}})
+        stats = paid.get(name, _programme_stats())
         budget = result.programme_budgets.get(name)
         last = periods(name, None)
+        by_job = sorted((v for v in stats["jobs"].values() if v > 0), reverse=True)
         out[name] = {
             "budget": budget,
             "subsidy": stats["subsidy"],
+            "jobs_funded": len(by_job),
+            "top_job_subsidy": by_job[0] if by_job else 0.0,
+            "top10_share": sum(by_job[:10]) / stats["subsidy"] if stats["subsidy"] else None,
             "subsidised_effective_gpu_hours": stats["effective_gpu_hours"],
             "budget_left_at_end": None
             if budget is None
@@ -232,6 +244,7 @@ def burn_down(result: SimulationResult) -> dict[str, tuple[list[float], list[flo
     """
     periods = _period_keys(result)
     budgets = {n: b for n, b in result.programme_budgets.items() if b is not None}
+    origin = result.start_time  # hours count from the replay's start
     curves = {name: ([0.0], [budget]) for name, budget in budgets.items()}
     spent: dict[tuple[str, str], float] = {}
     for entry in result.ledger:
@@ -241,10 +254,10 @@ def burn_down(result: SimulationResult) -> dict[str, tuple[list[float], list[flo
         key = (name, periods(name, entry))
         spent[key] = spent.get(key, 0.0) + float(entry.subsidy)
         hours, left = curves[name]
-        hours.append(entry.at / HOUR)
+        hours.append((entry.at - origin) / HOUR)
         left.append(budgets[name] - spent[key])
     for hours, left in curves.values():
-        hours.append(result.end_time / HOUR)
+        hours.append((result.end_time - origin) / HOUR)
         left.append(left[-1])
     return curves
 
@@ -297,7 +310,7 @@ def _capacity_metrics(result: SimulationResult) -> dict:
     idle = result.idle_while_waiting_gpu_seconds / HOUR
     return {
         "gpus": capacity,
-        "simulated_hours": result.end_time / HOUR,
+        "simulated_hours": (result.end_time - result.start_time) / HOUR,
         "work_span_hours": hours,
         "busy_gpu_hours": busy,
         "utilisation": busy / (capacity * hours) if capacity and hours else None,
@@ -366,8 +379,13 @@ JOB_COLUMNS = (
 )
 
 
-def job_row(record: JobRecord) -> tuple:
+def job_row(record: JobRecord, origin: float = 0.0) -> tuple:
+    """One jobs.csv row; times in hours from ``origin`` (the replay's start)."""
     job = record.job
+
+    def hours(at: float | None) -> float | None:
+        return None if at is None else (at - origin) / HOUR
+
     return (
         job.id,
         job.name,
@@ -376,10 +394,10 @@ def job_row(record: JobRecord) -> tuple:
         job.gpus,
         job.hours,
         record.actual_hours,
-        job.submitted_at / HOUR,
+        hours(job.submitted_at),
         record.state,
-        None if record.first_start is None else record.first_start / HOUR,
-        None if record.finished_at is None else record.finished_at / HOUR,
+        hours(record.first_start),
+        hours(record.finished_at),
         wait_hours(record),
         jct_hours(record),
         record.run_seconds / HOUR,
@@ -398,7 +416,8 @@ def write_jobs_csv(result: SimulationResult, path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(JOB_COLUMNS)
         for record in sorted(result.records, key=lambda r: r.job.id):
-            writer.writerow(["" if v is None else v for v in job_row(record)])
+            row = job_row(record, result.start_time)
+            writer.writerow(["" if v is None else v for v in row])
 
 
 def write_metrics_json(metrics: dict, path: Path) -> None:
@@ -413,14 +432,15 @@ def write_metrics_json(metrics: dict, path: Path) -> None:
 def utilisation_curve(result: SimulationResult, bins: int = 200) -> tuple[list[float], list[float]]:
     """Mean platform utilisation in ``bins`` equal time bins: (bin centres in hours, fractions)."""
     capacity = sum(result.capacity.values())
-    end = result.end_time
+    origin = result.start_time
+    end = result.end_time - origin
     if not capacity or end <= 0:
         return [], []
     width = end / bins
     busy_seconds = [0.0] * bins
     series = result.utilisation_series
-    for (start, busy), (stop, _) in zip(series, [*series[1:], (end, ())], strict=True):
-        _spread(busy_seconds, start, min(stop, end), sum(busy), width)
+    for (start, busy), (stop, _) in zip(series, [*series[1:], (end + origin, ())], strict=True):
+        _spread(busy_seconds, start - origin, min(stop - origin, end), sum(busy), width)
     centres = [(i + 0.5) * width / HOUR for i in range(bins)]
     return centres, [b / (capacity * width) for b in busy_seconds]
 
@@ -437,7 +457,7 @@ def _spread(bins: list[float], start: float, stop: float, level: float, width: f
 def subsidy_curve(result: SimulationResult) -> tuple[list[float], list[float]]:
     """Cumulative subsidy spent: (hours, amount) at each change, ending at the end time."""
     points = [*result.subsidy_series, (result.end_time, result.subsidy_series[-1][1])]
-    return [t / HOUR for t, _ in points], [amount for _, amount in points]
+    return [(t - result.start_time) / HOUR for t, _ in points], [amount for _, amount in points]
 
 
 def wait_quantiles(result: SimulationResult, points: int = 101) -> dict[str, list[float]]:

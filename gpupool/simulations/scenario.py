@@ -9,11 +9,12 @@ format; in short::
 
     name: demo            # optional, default: the file name
     seed: 1               # synthetic arrivals and noisy estimates
+    start: 2026-01-01T00:00Z   # optional: the replay's calendar (default 1970-01-01)
     gpu_types: {A100: {vendor: nvidia, memory_gb: 80, speed: 1.0, price_per_gpu_hour: 12}}
     pools: {bj-a100: {site: beijing, gpu_type: A100, gpus: 64, gpus_per_node: 8}}
     domains: {medical: {weight: 2}}
     orgs: {pumc: {domain: medical, budget: 50000}}
-    workload: {kind: synthetic | philly | alibaba, ..., estimate: exact}
+    workload: {kind: synthetic | philly | alibaba | csv, ..., estimate: exact}
     programmes: ...       # kept raw for gpupool.accounting (RawEntry)
     vouchers: ...
 
@@ -37,6 +38,7 @@ import yaml
 from gpupool import limits, located_yaml
 from gpupool.files import SCENARIO, FileError
 from gpupool.model import Domain, GpupoolError, GpuType, Org, Pool
+from gpupool.simulations import csv_workload
 from gpupool.simulations.traces import (
     ScenarioError,
     TraceLoad,
@@ -625,10 +627,24 @@ def _from_trace(load: TraceLoad) -> _Loaded:
     return _Loaded(jobs=load.jobs, dropped=load.dropped, adjusted=load.adjusted)
 
 
+def _csv(spec: Mapping[str, _Node], platform: _Platform, ctx: _Context) -> _Loaded:
+    """Any job log through a column mapping (gpupool.simulations.csv_workload)."""
+    extra = ()
+    if "pool_list" in spec:
+        extra = csv_workload.pool_list(spec["pool_list"], platform, ctx.base_dir, _input_file)
+    pools = [*platform.pools, *extra]
+    if not pools:
+        spec["kind"].fail("no pools: declare pools or give a pool_list")
+    parsed = csv_workload.parse_spec(spec, platform, _input_file(spec["path"], ctx.base_dir))
+    jobs, dropped = csv_workload.load(parsed, platform.orgs, tuple(platform.gpu_types), pools)
+    return _Loaded(jobs=jobs, dropped=dropped, adjusted={}, extra_pools=extra)
+
+
 _WORKLOADS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable]] = {
     "synthetic": (("kind", "hours", "domains"), _SYNTHETIC_KEYS, _synthetic),
     "philly": (("kind", "path"), _PHILLY_KEYS, _philly),
     "alibaba": (("kind", "pods"), _ALIBABA_KEYS, _alibaba),
+    "csv": (("kind", "path", "columns"), csv_workload.KEYS, _csv),
 }
 
 
@@ -680,6 +696,7 @@ _TOP_KEYS = (
     "name",
     "description",
     "seed",
+    "start",
     "gpu_types",
     "pools",
     "domains",
@@ -728,6 +745,8 @@ def load_scenario(
             jobs, spec["arrival_scale"].number(positive=True, limit=limits.SCALE)
         )
     jobs = _renumbered(apply_estimate(jobs, estimate, seed))
+    start = _start(top["start"]) if "start" in top else 0.0
+    jobs = _from(start, jobs)
     programmes = _raw_entries(top["programmes"]) if "programmes" in top else ()
     vouchers = _raw_entries(top["vouchers"]) if "vouchers" in top else ()
     _check_entry_names(programmes, vouchers, platform)
@@ -743,6 +762,7 @@ def load_scenario(
         vouchers=vouchers,
         seed=seed,
         adjusted=dict(loaded.adjusted),
+        start=start,
     )
 
 
@@ -766,6 +786,26 @@ def _keep_placeable(  # the trace loaders do the same on their rows
     if len(kept) < len(jobs):
         dropped["larger than any pool"] += len(jobs) - len(kept)
     return kept
+
+
+def _start(node: _Node) -> float:
+    """``start:``, the instant the replay begins: a date or ISO date/time (UTC if no zone)."""
+    from gpupool.accounting.periods import parse_instant
+
+    try:
+        return parse_instant(node.plain(), node.where())
+    except GpupoolError as exc:
+        node.fail(exc.message)
+
+
+def _from(start: float, jobs: tuple[SimJob, ...]) -> tuple[SimJob, ...]:
+    """Arrivals as calendar instants: the workload's times count from ``start``."""
+    if not start:
+        return jobs
+    return tuple(
+        replace(sim, job=replace(sim.job, submitted_at=start + sim.job.submitted_at))
+        for sim in jobs
+    )
 
 
 def _scaled_arrivals(jobs: Sequence[SimJob], scale: float) -> tuple[SimJob, ...]:

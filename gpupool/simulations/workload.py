@@ -14,9 +14,10 @@ from gpupool.model import Domain, GpuType, Job, Org, Pool
 
 @dataclass(frozen=True, slots=True)
 class SimJob:
-    """A job arrival: ``job.submitted_at`` is the arrival time (seconds from the
-    scenario start), ``job.hours`` the user's estimate on the reference GPU,
-    ``actual_hours`` how long it really runs there (traces give this)."""
+    """A job arrival: ``job.submitted_at`` is the arrival instant (seconds since
+    the Unix epoch: the scenario's ``start`` plus the time into the replay),
+    ``job.hours`` the user's estimate on the reference GPU, ``actual_hours``
+    how long it really runs there (traces give this)."""
 
     job: Job
     actual_hours: float
@@ -37,3 +38,6 @@ class Scenario:
     seed: int = 0
     # reason -> jobs kept but changed while loading (fractional GPU rounded up, censored runtime)
     adjusted: Mapping[str, int] = field(default_factory=dict)
+    # The replay's first instant, seconds since the epoch (a scenario's ``start:``): the
+    # calendar budget periods, quarters and voucher expiry fall on. 0 = 1970-01-01.
+    start: float = 0.0

@@ -222,3 +222,27 @@ def test_a_finish_before_what_a_round_metered_refunds_the_difference(platform):
         assert books.cap_left("gen", "lab", t.timestamp()) == 600 - 40
         assert books.org_spent("lab", t.timestamp()) == 40
         assert accounts.job_accounting(session, session.get(JobRow, job))["cost"] == 80.0
+
+
+def test_a_job_cap_holds_across_a_metered_round_and_the_final_charge(platform):
+    """``gen``: general at 50%, at most 50.00 per job. lab: 8 A100 (10.00 per GPU-hour)
+    from T, metered to T+2h by a round (hosp's voucher expires then): 160.00 wants
+    80.00, the cap funds 5/8 of it (100.00, subsidy 50.00; 60.00 unfunded). Finished
+    at T+3h, the last hour (80.00) gets nothing: the round's books, loaded as
+    per-period sums, still know what this job got."""
+    t = dt.datetime(2026, 11, 2, 8, tzinfo=dt.UTC)
+    _programme(platform, name="gen", period="quarterly", domains=["general"], rate=0.5, job_cap=50)
+    _programme(platform, **{**HEALTH, "period": "quarterly", "when_exhausted": "full_price"})
+    _award(platform, "hosp", "health", 10, t - HOUR, expires=(t + 2 * HOUR).timestamp())
+    job = _submit(platform, JobRequest(org="lab", gpus=8, hours=4, gpu_types=["A100"]), t)
+    assert [s.job_id for s in _round(platform, t).started] == [job]
+    _round(platform, t + 2 * HOUR)
+
+    _finish(platform, job, t + 3 * HOUR)
+
+    usage = [r[3:6] + (r[7],) for r in _ledger(platform) if r[2] == job]
+    assert usage == [
+        (100.0, 50.0, 50.0, "gen"),
+        (60.0, 0.0, 60.0, None),
+        (80.0, 0.0, 80.0, None),
+    ]

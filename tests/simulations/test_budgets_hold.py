@@ -21,7 +21,7 @@ from gpupool.simulations.scenario import load_scenario
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("scheme", ["none", "health-edu", "vouchers"])
+@pytest.mark.parametrize("scheme", ["none", "health-edu", "paced", "vouchers"])
 def test_no_org_pays_beyond_its_budget_in_the_subsidy_samples(scheme):
     document = load_policy_file(EXAMPLES / "policies" / "subsidy-multifactor.yaml")
     scenario = load_scenario(EXAMPLES / "scenarios" / f"subsidy-{scheme}-sample.yaml")

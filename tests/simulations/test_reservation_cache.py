@@ -21,7 +21,12 @@ from gpupool.simulations.engine import EngineOptions, simulate
 from gpupool.simulations.scenario import load_scenario
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-SCENARIOS = ("subsidy-health-edu-sample", "subsidy-vouchers-sample", "subsidy-none-sample")
+SCENARIOS = (
+    "subsidy-health-edu-sample",
+    "subsidy-paced-sample",
+    "subsidy-vouchers-sample",
+    "subsidy-none-sample",
+)
 
 
 class _Recording:

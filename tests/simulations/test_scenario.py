@@ -255,7 +255,7 @@ ERRORS = [
         2,
         "polices",
         "unknown key 'polices' (expected one of: description, domains, gpu_types, name, orgs, "
-        "pools, programmes, seed, vouchers, workload)",
+        "pools, programmes, seed, start, vouchers, workload)",
     ),
     (
         "unknown GPU type in a pool",
@@ -329,7 +329,7 @@ ERRORS = [
         "kind: gavel",
         16,
         "workload.kind",
-        "unknown workload kind 'gavel' (known: synthetic, philly, alibaba)",
+        "unknown workload kind 'gavel' (known: synthetic, philly, alibaba, csv)",
     ),
     (
         "stream for an unknown domain",
@@ -394,7 +394,7 @@ ERRORS = [
         15,
         "work",
         "unknown key 'work' (expected one of: description, domains, gpu_types, name, orgs, "
-        "pools, programmes, seed, vouchers, workload)",
+        "pools, programmes, seed, start, vouchers, workload)",
     ),
 ]
 

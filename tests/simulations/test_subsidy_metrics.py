@@ -107,6 +107,9 @@ def test_programme_metrics_and_burn_down(result):
             "subsidy": 40.0,
             "subsidised_effective_gpu_hours": pytest.approx(8.0),
             "budget_left_at_end": 0.0,
+            "jobs_funded": 2,  # one medical and one education job, 20.00 each
+            "top_job_subsidy": 20.0,
+            "top10_share": 1.0,
         }
     }
     hours, left = burn_down(result)["care"]
