@@ -39,6 +39,7 @@ HEALTH = [
     *("programme", "add", "health", "--period", "2026-Q4", "--budget", "1000"),
     *("--rate", "0.5", "--domain", "medical", "--exchange", "H100=0.6", "--org-cap", "600"),
     *("--end", "carry-over:0.5", "--when-exhausted", "wait"),
+    *("--job-cap", "250", "--org-share", "0.4"),
 ]
 
 
@@ -58,9 +59,25 @@ def test_programme_add_and_list(cli):
         "org_cap": 600.0,
         "end_of_period": "carry-over:0.5",
         "when_exhausted": "wait",
+        "job_cap": 250.0,
+        "pacing": "none",
+        "org_share": 0.4,
         "subsidy_paid": 0.0,
         "budget_left_now": 1000.0,
     }
+
+
+@SQLITE_ONLY  # the view's field, not the database
+def test_a_paced_programme_says_so(cli):
+    added = cli("programme", "add", "even", "--period", "quarterly", "--budget", "90")
+    paced = cli(
+        "programme", "add", "slow", "--period", "quarterly", "--budget", "90", "--pacing", "even"
+    )
+    assert added.exit_code == paced.exit_code == 0, paced.stderr
+    views = {v["name"]: v for v in json.loads(cli("programme", "list", "--json").stdout)}
+    assert (views["even"]["pacing"], views["slow"]["pacing"]) == ("none", "even")
+    # released evenly: less than the whole budget is left before the quarter ends
+    assert views["even"]["budget_left_now"] == 90.0 > views["slow"]["budget_left_now"]
 
 
 @SQLITE_ONLY  # a file's errors are found before the database is opened
@@ -89,6 +106,18 @@ def test_programme_from_file_reports_file_and_line(cli, tmp_path, platform):
         (["--domain", "nope"], "error: --domain: no domain named 'nope'"),
         (["--end", "keep"], "error: --end: end_of_period is 'expire' or {carry_over:"),
         (["--gpu-type-rate", "H100"], "error: --gpu-type-rate: expected TYPE=NUMBER, got 'H100'"),
+        (
+            ["--rate", "0.5", "--pacing", "weekly"],
+            "error: --pacing: pacing must be one of none, even",
+        ),
+        (
+            ["--rate", "0.5", "--org-share", "3"],
+            "error: --org-share: expected a share between 0 and",
+        ),
+        (
+            ["--rate", "0.5", "--job-cap", "-1"],
+            "error: --job-cap: expected a number >= 0, got -1.0",
+        ),
     ],
 )
 def test_bad_programme_options_write_nothing(cli, platform, args, message):

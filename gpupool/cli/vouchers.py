@@ -30,6 +30,9 @@ _OPTION_OF = {
     "org_cap": "--org-cap",
     "end_of_period": "--end",
     "when_exhausted": "--when-exhausted",
+    "job_cap": "--job-cap",
+    "pacing": "--pacing",
+    "org_share": "--org-share",
 }
 
 
@@ -101,6 +104,13 @@ def programme_add(
     when_exhausted: str | None = typer.Option(
         None, "--when-exhausted", help="wait (jobs wait) or full-price (run unsubsidised)."
     ),
+    job_cap: str | None = typer.Option(None, "--job-cap", help="Most subsidy one job gets."),
+    pacing: str | None = typer.Option(
+        None, "--pacing", help="none, or even (each period's budget released evenly)."
+    ),
+    org_share: str | None = typer.Option(
+        None, "--org-share", help="Most share (0-1) of a period's budget one org gets."
+    ),
 ) -> None:
     """Create a subsidy programme from options, or every programme in --file."""
     from gpupool.accounting.declarations import parse_programmes
@@ -126,6 +136,9 @@ def programme_add(
             org_cap=_number(org_cap, "--org-cap"),
             end_of_period=None if end is None else _end_of_period(end),
             when_exhausted=None if when_exhausted is None else when_exhausted.replace("-", "_"),
+            job_cap=_number(job_cap, "--job-cap"),
+            pacing=pacing,
+            org_share=_number(org_share, "--org-share"),
         )
         programmes = parse_programmes([entry], "programme")  # errors name the options
         declarations = [dict(entry)]
@@ -157,6 +170,9 @@ def programme_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
             ("subsidy_paid", "paid"),
             ("budget_left_now", "left now"),
             ("org_cap", "org cap"),
+            ("job_cap", "job cap"),
+            ("pacing", "pacing"),
+            ("org_share", "org share"),
             ("when_exhausted", "when exhausted"),
         ],
         as_json,

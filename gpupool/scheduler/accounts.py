@@ -637,6 +637,9 @@ def programme_view(row: ProgrammeRow, books: Books | None = None, now: float | N
         if not programme.carry_over
         else f"carry-over:{programme.carry_over:g}",
         "when_exhausted": programme.when_exhausted,
+        "job_cap": programme.job_cap,
+        "pacing": programme.pacing,
+        "org_share": programme.org_share,
     }
     if books is not None and now is not None:
         left = books.budget_left(programme.name, now)

@@ -320,6 +320,9 @@ class ProgrammeView(_View):
     vouchers: bool
     org_cap: float | None
     when_exhausted: str
+    job_cap: float | None = None
+    pacing: str = "none"
+    org_share: float | None = None
 
 
 class VoucherAward(_Request):
