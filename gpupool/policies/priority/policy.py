@@ -123,6 +123,7 @@ class PriorityPolicy:
             charges=dict(packer.charges),
             objective=objective,
             why=why,
+            preempt_why=dict(preemptor.victim_why) if preemptor is not None else {},
         )
 
     def _start(self, snapshot, order, allowed, prio, packer: Packer, plan: Plan, why, limits):
