@@ -24,6 +24,8 @@ domain weighs 1, so a larger gap would never let it preempt). Every policy's
 document says jobs checkpoint every ``--checkpoint-minutes`` (30) and
 restart in ``--restart-minutes`` (5): what the simulated site does after a
 preemption, and what priority weighs a preemption's gain against.
+``--aging-per-hour`` gives every policy aging (up to a boost of 4), so that
+jobs that waited outrank running ones and priority has preemptions to weigh.
 ``--order shortest-remaining`` runs priority and multifactor with that
 ``order`` option (shortest remaining effective time first within a domain).
 """
@@ -41,8 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpupool.model import GpupoolError
+from gpupool.policies._order import ORDERS
 from gpupool.policies.document import POLICY_KINDS
-from gpupool.policies.params import PolicyParams, Preemption
+from gpupool.policies.params import Aging, PolicyParams, Preemption
 from gpupool.simulations.engine import simulate
 from gpupool.simulations.metrics import summarise
 from gpupool.simulations.scenario import load_scenario
@@ -55,7 +58,6 @@ POLICIES = ("fifo", "multifactor", "fair-share", "priority")
 FROM = "2017-10-01"
 GANGS = (1, 2, 4, 8)
 ORDERED = ("priority", "multifactor")  # the kinds with an ``order`` option
-ORDERS = ("priority", "shortest-remaining")
 MIN_SECONDS = 60.0
 
 
@@ -104,6 +106,7 @@ class Site:
 
     restart_minutes: float = 5.0
     checkpoint_minutes: float = 30.0
+    aging_per_hour: float = 0.0  # priority a waiting job gains per hour (up to 4)
 
 
 def params_for(kind: str, min_gap: float, site: Site) -> PolicyParams:
@@ -116,7 +119,8 @@ def params_for(kind: str, min_gap: float, site: Site) -> PolicyParams:
         restart_minutes=site.restart_minutes,
         checkpoint_minutes=site.checkpoint_minutes,
     )
-    return PolicyParams(time_limit_s=1.0, preemption=preemption)
+    aging = Aging(per_hour=site.aging_per_hour, max_boost=4.0 if site.aging_per_hour else 0.0)
+    return PolicyParams(time_limit_s=1.0, preemption=preemption, aging=aging)
 
 
 def run_one(
@@ -156,10 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restart-minutes", type=float, default=Site.restart_minutes)
     parser.add_argument("--checkpoint-minutes", type=float, default=Site.checkpoint_minutes)
     parser.add_argument(
+        "--aging-per-hour", type=float, default=0.0, help="aging (max 4): waiting jobs outrank"
+    )
+    parser.add_argument(
         "--order", choices=ORDERS, default=None, help="priority's and multifactor's job order"
     )
     args = parser.parse_args(argv)
-    site = Site(args.restart_minutes, args.checkpoint_minutes)
+    site = Site(args.restart_minutes, args.checkpoint_minutes, args.aging_per_hour)
     with tempfile.TemporaryDirectory() as workdir:
         try:
             scenario, source = gavel_scenario(traces_dir(args.traces), args.jobs, Path(workdir))
