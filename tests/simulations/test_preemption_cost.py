@@ -65,3 +65,17 @@ def test_no_preemption_when_it_costs_more_than_the_wait_it_saves():
     free = replay(jobs)
     assert log(free)[2] == ("finished", "pa", 2.9, 3.9)
     assert {r.job.id: r.preemptions for r in free.records} == {1: 1, 2: 0}
+
+
+def test_simulate_run_prints_preemptions_and_lost_gpu_hours_per_domain(capsys):
+    from rich.console import Console
+
+    from gpupool.cli.simulate import _print_preemptions
+
+    jobs = (job(1, 4, 10.0, 0.0), job(2, 4, 1.0, 2.5, domain="med"))
+    metrics = summarise(replay(jobs, checkpoint_minutes=60, restart_minutes=6))
+    _print_preemptions(Console(width=200), metrics)
+    assert capsys.readouterr().out == (
+        "preemptions 1, lost 2.4 GPU-h (discarded work + restarts); "
+        "by domain, preemptions/lost GPU-h: edu 1/2.4\n"
+    )
