@@ -16,11 +16,18 @@ without the trace the scenario's shipped 200-job sample is replayed (and
 Output fields: policy, jobs (replayed), mean_jct_hours and p95_jct_hours
 (submission to end, finished jobs), utilisation (busy GPU-hours over GPUs x
 the span in which work exists: gpupool.simulations.metrics), preemptions
-(total), preemptions_per_job, lost_gpu_hours (work done and then lost: the
-engine keeps a preempted job's progress, so 0 until restarts are charged),
-wall_seconds (engine + policy), makespan_hours, trace. ``priority`` runs
-with preemption on and ``--min-gap`` (0: every domain weighs 1 here, so a
-larger gap would never let it preempt).
+(total), preemptions_per_job, lost_gpu_hours (GPUs x hours of work discarded
+at preemptions, since the job's last checkpoint, plus restarts:
+gpupool.simulations.metrics), wall_seconds (engine + policy), makespan_hours,
+trace. ``priority`` runs with preemption on and ``--min-gap`` (0: every
+domain weighs 1, so a larger gap would never let it preempt). Every policy's
+document says jobs checkpoint every ``--checkpoint-minutes`` (30) and
+restart in ``--restart-minutes`` (5): what the simulated site does after a
+preemption, and what priority weighs a preemption's gain against.
+``--aging-per-hour`` gives every policy aging (up to a boost of 4), so that
+jobs that waited outrank running ones and priority has preemptions to weigh.
+``--order shortest-remaining`` runs priority and multifactor with that
+``order`` option (shortest remaining effective time first within a domain).
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpupool.model import GpupoolError
+from gpupool.policies._order import ORDERS
 from gpupool.policies.document import POLICY_KINDS
-from gpupool.policies.params import PolicyParams, Preemption
+from gpupool.policies.params import Aging, PolicyParams, Preemption
 from gpupool.simulations.engine import simulate
 from gpupool.simulations.metrics import summarise
 from gpupool.simulations.scenario import load_scenario
@@ -48,6 +57,7 @@ SAMPLE_PATH = "package:samples/gavel_sample.csv"
 POLICIES = ("fifo", "multifactor", "fair-share", "priority")
 FROM = "2017-10-01"
 GANGS = (1, 2, 4, 8)
+ORDERED = ("priority", "multifactor")  # the kinds with an ``order`` option
 MIN_SECONDS = 60.0
 
 
@@ -90,23 +100,38 @@ def gavel_scenario(traces: Path, jobs: int, workdir: Path) -> tuple[Scenario, st
     return load_scenario(scenario_file), str(trace)
 
 
-def params_for(kind: str, min_gap: float) -> PolicyParams:
+@dataclass(frozen=True)
+class Site:
+    """What a restart costs the replayed jobs (the policies' ``preemption`` section)."""
+
+    restart_minutes: float = 5.0
+    checkpoint_minutes: float = 30.0
+    aging_per_hour: float = 0.0  # priority a waiting job gains per hour (up to 4)
+
+
+def params_for(kind: str, min_gap: float, site: Site) -> PolicyParams:
     # priority is the preempting policy: the replay measures its preemption rule.
     # Every domain weighs 1 here, so only min_gap 0 lets it preempt at all (the
     # setting that thrashed before hysteresis); its other options keep defaults.
-    preemption = Preemption(enabled=kind == "priority", min_gap=min_gap)
-    return PolicyParams(time_limit_s=1.0, preemption=preemption)
+    preemption = Preemption(
+        enabled=kind == "priority",
+        min_gap=min_gap,
+        restart_minutes=site.restart_minutes,
+        checkpoint_minutes=site.checkpoint_minutes,
+    )
+    aging = Aging(per_hour=site.aging_per_hour, max_boost=4.0 if site.aging_per_hour else 0.0)
+    return PolicyParams(time_limit_s=1.0, preemption=preemption, aging=aging)
 
 
-def run_one(kind: str, scenario: Scenario, min_gap: float = 0.0) -> dict:
-    policy = POLICY_KINDS[kind](params=params_for(kind, min_gap))
+def run_one(
+    kind: str, scenario: Scenario, min_gap: float = 0.0, site: Site = Site(), **options
+) -> dict:
+    policy = POLICY_KINDS[kind](params=params_for(kind, min_gap, site), **options)
     started = time.perf_counter()
     result = simulate(scenario, policy, policy_name=kind)
     wall = time.perf_counter() - started
     platform = summarise(result)["platform"]
     jobs = len(result.records)
-    done = [r for r in result.records if r.finished_at is not None]
-    lost = sum(r.effective_gpu_hours for r in done) - sum(r.job.gpus * r.actual_hours for r in done)
     return {
         "policy": kind,
         "jobs": jobs,
@@ -115,7 +140,7 @@ def run_one(kind: str, scenario: Scenario, min_gap: float = 0.0) -> dict:
         "utilisation": _round(platform["utilisation"]),
         "preemptions": platform["preemptions"],
         "preemptions_per_job": round(platform["preemptions"] / jobs, 3) if jobs else 0.0,
-        "lost_gpu_hours": round(max(lost, 0.0), 3),
+        "lost_gpu_hours": round(platform["lost_gpu_hours"], 3),
         "wall_seconds": round(wall, 2),
         "makespan_hours": _round(platform["makespan_hours"]),
         "finished": platform["finished"],
@@ -132,7 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2000, help="jobs cut from the trace")
     parser.add_argument("--policy", action="append", choices=sorted(POLICY_KINDS))
     parser.add_argument("--min-gap", type=float, default=0.0, help="priority's preemption gap")
+    parser.add_argument("--restart-minutes", type=float, default=Site.restart_minutes)
+    parser.add_argument("--checkpoint-minutes", type=float, default=Site.checkpoint_minutes)
+    parser.add_argument(
+        "--aging-per-hour", type=float, default=0.0, help="aging (max 4): waiting jobs outrank"
+    )
+    parser.add_argument(
+        "--order", choices=ORDERS, default=None, help="priority's and multifactor's job order"
+    )
     args = parser.parse_args(argv)
+    site = Site(args.restart_minutes, args.checkpoint_minutes, args.aging_per_hour)
     with tempfile.TemporaryDirectory() as workdir:
         try:
             scenario, source = gavel_scenario(traces_dir(args.traces), args.jobs, Path(workdir))
@@ -140,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     for kind in args.policy or POLICIES:
-        figures = run_one(kind, scenario, args.min_gap)
+        options = {"order": args.order} if args.order and kind in ORDERED else {}
+        figures = run_one(kind, scenario, args.min_gap, site, **options)
+        if options:
+            figures["order"] = args.order
         figures["trace"] = "sample" if source == "sample" else "philly"
         print(json.dumps(figures), flush=True)
     return 0

@@ -402,6 +402,8 @@ class Allocation:
     (which rule of the policy chose it, e.g. "cheapest for lab after subsidy:
     4.50 per effective GPU-hour"); the live round stores it on the placement
     and ``job show`` prints it. Empty from a policy that gives none.
+    ``preempt_why``: for each preempted job, who stopped it and why (the live
+    round stores it as the ended placement's ``end_reason``).
     """
 
     placements: tuple[Placement, ...] = ()
@@ -411,6 +413,7 @@ class Allocation:
     objective: float | None = None
     bound: float | None = None
     why: Mapping[int, str] = field(default_factory=dict)
+    preempt_why: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def started_ids(self) -> frozenset[int]:

@@ -512,6 +512,42 @@ def test_login_saves_the_token_0600_and_logout_forgets_it(twin, tmp_path):
     assert out.exit_code == 0 and not saved.exists()
 
 
+PREEMPTING_PRIORITY = """\
+kind: priority
+domains:
+  medical: {weight: 3.0}   # hosp's domain
+  general: {weight: 1.0}   # lab's
+preemption: {enabled: true, min_gap: 1.0, min_run_minutes: 0}
+"""
+
+
+def test_job_show_says_when_and_why_a_run_was_paused(twin, tmp_path):
+    # a clean slate: earlier tests' jobs could hold the H100 node
+    for job in twin.json("job", "list", "--state", "pending", "--state", "running")["jobs"]:
+        twin.run("job", "cancel", str(job["id"]))
+    document = tmp_path / "priority.yaml"
+    document.write_text(PREEMPTING_PRIORITY)
+    twin.run("policy", "apply", str(document))
+    submit = ("job", "submit", "--gpus", "8", "--gpu-type", "H100", "--hours")
+    lab = twin.run(*submit, "100", "--org", "lab").stdout.strip()
+    twin.run("schedule")
+    hosp = twin.run(*submit, "1", "--org", "hosp").stdout.strip()
+    twin.run("schedule")
+    expected = (
+        f"preempted by job {hosp} (priority 3 over 1) to start on p-h100: "
+        "gain 800 > cost 0 GPU-hours"
+    )
+    # the same reason over the API as on the database; each side on its own, as the
+    # charges of a run timed by the wall clock differ between the two
+    for side in (twin.local, twin.remote):
+        shown = side("job", "show", lab, "--json")
+        assert shown.exit_code == 0, shown.stderr
+        [run] = json.loads(shown.stdout)["placements"]
+        assert run["end_reason"] == expected
+        text = side("job", "show", lab).stdout
+        assert f"paused: at {run['ended_at']} — {expected}" in text
+
+
 def test_remote_submit_loads_no_database_or_solver_modules(twin):
     code = (
         "import sys\n"

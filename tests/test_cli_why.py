@@ -98,15 +98,35 @@ def test_a_requeued_job_shows_its_earlier_runs_reason(cli, tmp_path):
     document = tmp_path / "priority.yaml"
     document.write_text(PREEMPTING_PRIORITY)
     cli("policy", "apply", str(document))
-    submit = ("job", "submit", "--gpus", "8", "--hours", "1", "--gpu-type", "H100", "--org")
-    lab = cli(*submit, "lab").strip()
+    submit = ("job", "submit", "--gpus", "8", "--gpu-type", "H100", "--org")
+    lab = cli(*submit[:-1], "--hours", "100", "--org", "lab").strip()
     cli("schedule")
-    hosp = cli(*submit, "hosp").strip()
+    hosp = cli(*submit[:-1], "--hours", "1", "--org", "hosp").strip()
     cli("schedule")
     only_h100 = "the only GPU type it can use here: H100"
     text = cli("job", "show", lab)
     assert _pool_line(text) == "pool: -"  # requeued: it holds no pool now
     ran_on = [line for line in text.splitlines() if "ran on:" in line]
     assert len(ran_on) == 1 and ran_on[0].endswith(f" — {only_h100}")
-    preempted = f"no room elsewhere: preempted lower-priority job(s) {lab} on p-h100"
+    # gain: (3 - 1) x hosp's 8 GPUs x the ~50 hours lab has left (100 h at H100 speed 2);
+    # its restart is free
+    worth = "gain 800 > cost 0 GPU-hours"
+    preempted = f"no room elsewhere: preempted lower-priority job(s) {lab} on p-h100 ({worth})"
     assert _pool_line(cli("job", "show", hosp)) == f"pool: p-h100 — {preempted}"
+    # when and why it was paused: who preempted it, at which priority, and the appraisal
+    paused_why = f"preempted by job {hosp} (priority 3 over 1) to start on p-h100: {worth}"
+    shown = json.loads(cli("job", "show", lab, "--json"))
+    [run] = shown["placements"]
+    assert run["end_reason"] == paused_why
+    assert f"paused: at {run['ended_at']} — {paused_why}" in _stripped(text)
+    # hosp ends: lab resumes, and says so
+    cli("job", "finish", hosp)
+    cli("schedule")
+    text = _stripped(cli("job", "show", lab))
+    assert text.index("ran on:") < text.index("paused: at") < text.index("resumed on: p-h100")
+    shown = json.loads(cli("job", "show", lab, "--json"))
+    assert [p["end_reason"] for p in shown["placements"]] == [paused_why, None]
+
+
+def _stripped(text: str) -> str:
+    return "\n".join(line.strip() for line in text.splitlines())

@@ -152,17 +152,27 @@ def show(
             if key == "pool" and why:
                 text = f"{value} — {why}"
             echo(f"{key:>13}: {text}")
-    placements = view["placements"]
+    _print_runs(view["placements"], why)
+    _explain_price(view["accounting"])
+
+
+def _print_runs(placements: list[dict], why: str | None) -> None:
+    """Each run: where and when, why there; when and why a run was paused (preempted),
+    and the run that resumed it (its label says so)."""
+    paused = False
     for index, placement in enumerate(placements):
         reason = placement["reason"]
         if why and index == len(placements) - 1:
             reason = None  # on the pool line already
+        label = "resumed on" if paused else "ran on"
         echo(
-            f"{'ran on':>13}: {placement['pool']} nodes {placement['nodes']} "
+            f"{label:>13}: {placement['pool']} nodes {placement['nodes']} "
             f"from {placement['started_at']} to {placement['ended_at'] or 'now'}"
             + (f" — {reason}" if reason else "")
         )
-    _explain_price(view["accounting"])
+        paused = bool(placement.get("end_reason"))
+        if paused:
+            echo(f"{'paused':>13}: at {placement['ended_at']} — {placement['end_reason']}")
 
 
 def _pool_reason(view: dict) -> str | None:

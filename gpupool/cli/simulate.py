@@ -205,6 +205,7 @@ def _print_summary(metrics: dict) -> None:
         f"dropped {sum(conservation['dropped'].values())}",
         sep="",
     )
+    _print_preemptions(console, metrics)
     idle = {
         name: scope["idle_while_waiting_gpu_hours"]
         for name, scope in metrics["domains"].items()
@@ -232,6 +233,26 @@ def _print_summary(metrics: dict) -> None:
             f"orgs paid {platform['budget_overrun']:,.2f} beyond their budgets in "
             f"{platform['budget_overrun_periods']} org-period(s) (charged at run ends)"
         )
+
+
+def _print_preemptions(console, metrics: dict) -> None:
+    """Preemptions and the GPU-hours they lost (discarded work + restarts), per domain."""
+    from gpupool.safe_text import rich_text
+
+    platform = metrics["platform"]
+    if not platform["preemptions"]:
+        return
+    hit = [
+        f"{name} {scope['preemptions']}/{scope['lost_gpu_hours']:,.1f}"
+        for name, scope in metrics["domains"].items()
+        if scope["preemptions"]
+    ]
+    console.print(
+        rich_text(
+            f"preemptions {platform['preemptions']}, lost {platform['lost_gpu_hours']:,.1f} GPU-h"
+            " (discarded work + restarts); by domain, preemptions/lost GPU-h: " + "  ".join(hit)
+        )
+    )
 
 
 @app.command()

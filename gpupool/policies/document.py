@@ -177,6 +177,8 @@ class PolicyDocument:
                 "min_gap": params.preemption.min_gap,
                 "min_run_minutes": params.preemption.min_run_minutes,
                 "max_per_job": params.preemption.max_per_job,
+                "restart_minutes": params.preemption.restart_minutes,
+                "checkpoint_minutes": params.preemption.checkpoint_minutes,
             },
             "subsidy": {
                 "domain_rates": dict(sorted(subsidy.domain_rates.items())),
@@ -522,12 +524,13 @@ class _Reader:
         return Aging(**{k: v for k, v in values.items() if v is not None})
 
     def preemption(self, entries) -> Preemption:
-        allowed = ("enabled", "min_gap", "min_run_minutes", "max_per_job")
+        numbers = ("min_gap", "min_run_minutes", "restart_minutes", "checkpoint_minutes")
+        allowed = ("enabled", *numbers, "max_per_job")
         fields = self._section(entries, "preemption", allowed)
         values: dict[str, Any] = {}
         if "enabled" in fields:
             values["enabled"] = self.boolean(fields["enabled"], "preemption.enabled")
-        for key in ("min_gap", "min_run_minutes"):
+        for key in numbers:
             if key in fields:
                 values[key] = self.number(fields[key], f"preemption.{key}", _non_negative, ">= 0")
         if "max_per_job" in fields:

@@ -14,7 +14,9 @@ priority/multifactor plugin computes it and ``sprio`` shows it:
 
 A round, in numbered steps:
 
-1. Order pending jobs: 1. priority, highest first; 2. submitted earliest; 3. id.
+1. Order pending jobs: 1. priority, highest first; 2. submitted earliest; 3. id
+   (with ``order: shortest-remaining``, each domain's places in that order go
+   to its jobs shortest remaining effective time first).
 2. Start jobs in that order on the first allowed pool where the gang fits
    and the org can pay; pools are tried best value first (most effective
    GPU-hours per unit of price for the job's org; free pools fastest first),
@@ -48,9 +50,10 @@ import math
 from bisect import insort
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from gpupool.model import Allocation, Job, Pool, Snapshot, WaitReason, fit_gang
+from gpupool.policies._order import PRIORITY, reorder
 from gpupool.policies.fifo import (
     Admissions,
     FreeGpus,
@@ -74,7 +77,10 @@ class MultifactorPolicy:
       the factor weights (1000, 1000, 1000, 100);
     - ``max_age_hours`` (168): waiting this long gives the full age factor;
     - ``favor_small`` (false): the size factor favours small gangs instead;
-    - ``backfill`` (true): EASY backfill behind the top blocked job.
+    - ``backfill`` (true): EASY backfill behind the top blocked job;
+    - ``order`` ("priority"): step 1's order; ``shortest-remaining`` keeps each
+      domain's places in the priority order but gives them to its jobs
+      shortest remaining effective time first (gpupool.policies._order).
     """
 
     params: PolicyParams = field(default_factory=PolicyParams)
@@ -85,6 +91,7 @@ class MultifactorPolicy:
     max_age_hours: float = 168.0
     favor_small: bool = False
     backfill: bool = True
+    order: Literal["priority", "shortest-remaining"] = "priority"
 
     # Document sections this kind has no use for (the loader rejects them): it never preempts.
     UNUSED_SECTIONS: ClassVar[frozenset[str]] = frozenset({"preemption"})
@@ -98,7 +105,7 @@ class MultifactorPolicy:
     def allocate(self, snapshot: Snapshot) -> Allocation:
         pending = snapshot.pending
         order = _Factors(self, snapshot).order(pending)
-        return _Round(self, snapshot).run([pending[i] for i in order])
+        return _Round(self, snapshot).run(reorder([pending[i] for i in order], self.order))
 
 
 def multifactor_factors(
@@ -287,7 +294,11 @@ class _Round:
         reservation = self.reservation
         refused = None
         if reservation is None:
-            order = "started in priority order"
+            order = (
+                "started in priority order"
+                if self.policy.order == PRIORITY
+                else "started in priority order, its domain's shortest remaining first"
+            )
         else:
             top = reservation.job.id
             refused = (self._does_not_delay(job), f"would delay job {top}'s reserved start")

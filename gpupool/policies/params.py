@@ -45,12 +45,44 @@ class Preemption:
     ``min_run_minutes`` since it (re)started, or that was already preempted
     ``max_per_job`` times, is never a victim; and a victim's priority is always
     strictly below the job's, whatever ``min_gap`` says.
+
+    What a preemption costs (docs/policy-documents.md, "Preemption"): a
+    preempted job restarts from its last checkpoint, taken every
+    ``checkpoint_minutes`` of progress (0: it loses nothing), and its restart
+    takes ``restart_minutes`` on its GPUs before progress resumes. Its lost
+    GPU-hours are its GPUs x (work since its last checkpoint + the restart).
+    A preemption happens only when its gain (priority gap x the preemptor's
+    GPUs x the hours it would otherwise wait) exceeds that cost; a free one
+    (both 0) needs only a gain above 0. The simulator runs the site the same way.
     """
 
     enabled: bool = False
     min_gap: float = 1.0
     min_run_minutes: float = 60.0
     max_per_job: int = 1
+    restart_minutes: float = 0.0
+    checkpoint_minutes: float = 0.0
+
+    @property
+    def restart_seconds(self) -> float:
+        return self.restart_minutes * 60.0
+
+    def progress_seconds(self, run_seconds: float, restarted: bool) -> float:
+        """Seconds of progress in a run of ``run_seconds``: a restart's restore comes first."""
+        return max(0.0, run_seconds - (self.restart_seconds if restarted else 0.0))
+
+    def unsaved_seconds(self, progress_seconds: float) -> float:
+        """Seconds of a run's progress since its last checkpoint (what a preemption loses)."""
+        every = self.checkpoint_minutes * 60.0
+        if every <= 0:
+            return 0.0
+        return progress_seconds % every
+
+    def lost_gpu_hours(self, gpus: int, run_seconds: float, restarted: bool) -> float:
+        """GPU-hours a preemption after ``run_seconds`` of this run costs: the work since
+        the last checkpoint now, plus the restart the job will need."""
+        unsaved = self.unsaved_seconds(self.progress_seconds(run_seconds, restarted))
+        return gpus * (unsaved + self.restart_seconds) / 3600.0
 
 
 POOL_ORDERS = ("value", "name", "cheapest")

@@ -190,6 +190,9 @@ class PlacementRow(Base):
     # why the policy chose this pool (Allocation.why); None for placements made
     # before migration 0002 or by a policy that gives no reason
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # why the run stopped early: who preempted it and why (Allocation.preempt_why);
+    # None for a run that ended otherwise, or before migration 0005
+    end_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     pool: Mapped[PoolRow] = relationship(lazy="joined")
 
 

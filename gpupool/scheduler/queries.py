@@ -28,7 +28,8 @@ USAGE_GROUPS = {
 
 
 def job_detail(session: Session, actor: str, job_id: int) -> dict:
-    """`job show --json`: the job's view, where it ran, and its price explained."""
+    """`job show --json`: the job's view, where it ran (each run's start reason and, for a
+    run that was preempted, its ``end_reason``), and its price explained."""
     from gpupool.scheduler import clock, repository
     from gpupool.scheduler.accounts import job_accounting
     from gpupool.scheduler.permissions import job_for
@@ -43,6 +44,7 @@ def job_detail(session: Session, actor: str, job_id: int) -> dict:
             "started_at": clock.iso(p.started_at),
             "ended_at": clock.iso(p.ended_at),
             "reason": p.reason,
+            "end_reason": p.end_reason,
         }
         for p in repository.placements_of(session, row.id)
     ]

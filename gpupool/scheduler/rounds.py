@@ -111,6 +111,7 @@ class RoundResult:
     started: list[Started] = field(default_factory=list)
     waiting: dict[int, model.WaitReason] = field(default_factory=dict)
     preempted: list[int] = field(default_factory=list)
+    preempt_why: dict[int, str] = field(default_factory=dict)  # who preempted each, and why
     completed: list[int] = field(default_factory=list)  # rounds no longer complete jobs
     policy_version: int | None = None
     timed_out: list[int] = field(default_factory=list)
@@ -229,6 +230,7 @@ class DatabaseRound:
             dry_run=self.dry_run,
             waiting=dict(allocation.waiting),
             preempted=list(allocation.preempt),
+            preempt_why=dict(allocation.preempt_why),
             policy_version=self.policy_version,
             solve_seconds=decision.solve_seconds,
             quarantined=dict(verdict.jobs),
@@ -305,7 +307,10 @@ def _write(
     # open placements for a voucher expiry before that would charge it to now.
     result.timed_out = lifecycle.reap_timeouts(session, moment, grace, books, verdict.stranded)
     accounts.close_books(session, books, moment, skip=verdict.stranded)
-    result.preempted = [j for j in result.preempted if _preempt(session, j, moment, books)]
+    why = result.preempt_why
+    result.preempted = [
+        j for j in result.preempted if _preempt(session, j, moment, books, why.get(j))
+    ]
     pools = {p.name: p for p in repository.list_pools(session)}
     free = _free_gpus(session, {s.pool for s in planned})
     rows = _lock_jobs(session, [s.job_id for s in planned])
@@ -425,14 +430,18 @@ def _free_gpus(session: Session, names: set[str]) -> dict[str, list[int]]:
     return free
 
 
-def _preempt(session: Session, job_id: int, moment: dt.datetime, books) -> bool:
-    """Stop and requeue a running job; False if it stopped meanwhile (nothing to do)."""
+def _preempt(
+    session: Session, job_id: int, moment: dt.datetime, books, why: str | None = None
+) -> bool:
+    """Stop and requeue a running job, its placement closed with ``why`` (the policy's
+    reason); False if it stopped meanwhile (nothing to do)."""
     job = repository.get_job(session, job_id, lock=True)
     if job.state != JobState.RUNNING.value:
         return False
     placement = repository.open_placement_of(session, job_id)
     if placement is not None:
         placement.ended_at = moment
+        placement.end_reason = why
         session.flush()
         lifecycle.charge_ended_run(session, job, moment, books)  # charge the run that ends here
     check_transition(job.state, JobState.PREEMPTED)

@@ -107,6 +107,7 @@ class PlacementView(_View):
     started_at: str | None
     ended_at: str | None
     reason: str | None
+    end_reason: str | None = None
 
 
 class JobDetail(JobView):

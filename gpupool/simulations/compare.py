@@ -159,6 +159,8 @@ GROUP_METRICS = (
     ("queueing_delay_hours.p95", "p95 wait (h)"),
     ("jct_hours.mean", "mean JCT (h)"),
     ("slowdown.mean", "mean slowdown"),
+    ("preemptions", "preemptions"),
+    ("lost_gpu_hours", "lost GPU-h (preemptions)"),
     ("effective_gpu_hours", "effective GPU-h"),
     ("subsidy", "subsidy spent"),
     ("org_pays", "paid by orgs"),

@@ -46,8 +46,13 @@ reaped at its own start + estimate + grace (model.TimeoutGrace). The platform
 cannot know whether a job checkpoints; shrinking the estimate would have the
 reaper kill a restarted job that had to begin again, while a full estimate
 only makes the expected end of one that resumes pessimistic. The simulated
-*site* does checkpoint: the job's remaining actual work shrinks by the
-reference hours it ran, so its next run ends sooner than its estimate says.
+*site* checkpoints as the policy's ``preemption`` section describes it
+(gpupool.policies.params.Preemption): a preempted job keeps the work up to its
+last checkpoint (every ``checkpoint_minutes`` of progress; 0: all of it), so
+its remaining actual work shrinks by that and its next run ends sooner than
+its estimate says; a restarted run first spends ``restart_minutes`` restoring
+on its GPUs. The work after the last checkpoint and the restarts are the
+job's ``lost_gpu_hours`` (GPUs x wall hours), charged like any use.
 Nothing needs refunding, because usage is charged on actual use: when a run
 ends (completion or preemption) ``Books.charge`` books its interval, and before
 a round in which a voucher is due, running jobs are metered up to now and the
@@ -76,6 +81,7 @@ from gpupool.model import (
     fit_gang,
 )
 from gpupool.policies.base import Policy
+from gpupool.policies.params import Preemption
 from gpupool.scheduler import driver
 from gpupool.simulations.idle import IdleWhileWaiting
 from gpupool.simulations.workload import Scenario
@@ -122,8 +128,9 @@ class JobRecord:
     gpu_type: str | None = None
     nodes: tuple[tuple[int, int], ...] = ()  # of its last run: (node, GPUs)
     run_seconds: float = 0.0  # wall time on GPUs, all segments
-    effective_gpu_hours: float = 0.0  # gpus x reference hours of work done
+    effective_gpu_hours: float = 0.0  # gpus x reference hours of work done and kept
     preemptions: int = 0
+    lost_gpu_hours: float = 0.0  # gpus x wall hours of discarded work and of restarts
     cost: float = 0.0
     subsidy: float = 0.0
     org_pays: float = 0.0
@@ -202,6 +209,7 @@ class _Run:
     token: int
     remaining_actual: float  # reference hours of real work left at start
     expected_seconds: float
+    restore_seconds: float = 0.0  # a restart's restore, before progress resumes
 
 
 @dataclass(slots=True)
@@ -284,6 +292,7 @@ class Simulation:
         self._events = 0
         self._finished = 0
         self._preemptive = _may_preempt(policy)
+        self._site = _restart_rule(policy)  # what a preemption costs the site's jobs
         self._reserved: _Reservation | None = None
         self._priced: dict = {}  # job id -> its reservation's pricing, reused on rebuilds
 
@@ -504,6 +513,7 @@ class Simulation:
         speed = self.scenario.gpu_types[pool.gpu_type].speed
         remaining = self._remaining[job.id]
         expected = job.hours / speed * HOUR
+        restore = self._site.restart_seconds if self._records[job.id].preemptions else 0.0
         self._tokens += 1
         run = _Run(
             record=self._records[job.id],
@@ -515,6 +525,7 @@ class Simulation:
             token=self._tokens,
             remaining_actual=remaining,
             expected_seconds=expected,
+            restore_seconds=restore,
         )
         self._running[job.id] = run
         record = run.record
@@ -524,13 +535,15 @@ class Simulation:
         record.pool, record.gpu_type, record.nodes = pool.name, pool.gpu_type, placement.nodes
         self._busy[pool.gpu_type] += job.gpus
         self.usage.change_rate(now, job.domain, job.gpus * speed)
-        seconds, end_state = self._run_seconds(job, remaining, speed)
+        seconds, end_state = self._run_seconds(job, remaining, speed, restore)
         event = self.env.timeout(seconds, value=(job.id, self._tokens, end_state))
         event.callbacks.append(self._on_completion)
 
-    def _run_seconds(self, job: Job, remaining: float, speed: float) -> tuple[float, str]:
+    def _run_seconds(
+        self, job: Job, remaining: float, speed: float, restore: float
+    ) -> tuple[float, str]:
         """How long a run lasts and how it ends: done, or reaped at its estimate + grace."""
-        seconds = remaining / speed * HOUR
+        seconds = restore + remaining / speed * HOUR
         grace = self.options.timeout_grace
         if grace is not None:
             limit = grace.run_limit_seconds(job.hours, speed)
@@ -538,8 +551,9 @@ class Simulation:
                 return limit, TIMED_OUT
         return seconds, FINISHED
 
-    def _stop(self, run: _Run, now: float) -> float:
-        """Release a running job's GPUs; return the reference hours of work it did."""
+    def _stop(self, run: _Run, now: float, preempted: bool = False) -> float:
+        """Release a running job's GPUs; return the reference hours of work it keeps
+        (preempted: up to its last checkpoint), booking what it lost."""
         job = run.running.job
         self._charge_reserved(run, now)
         del self._running[job.id]
@@ -549,14 +563,18 @@ class Simulation:
         self._busy[gpu_type] -= job.gpus
         self.usage.change_rate(now, job.domain, -job.gpus * run.speed)
         seconds = now - run.running.started_at
-        done = min(run.remaining_actual, seconds / HOUR * run.speed)
+        progress = max(0.0, seconds - run.restore_seconds)
+        unsaved = self._site.unsaved_seconds(progress) if preempted else 0.0
+        done = min(run.remaining_actual, (progress - unsaved) / HOUR * run.speed)
         run.record.run_seconds += seconds
         run.record.effective_gpu_hours += job.gpus * done
+        restoring = min(seconds, run.restore_seconds)
+        run.record.lost_gpu_hours += job.gpus * (restoring + unsaved) / HOUR
         return done
 
     def _preempt(self, run: _Run, now: float) -> None:
         job = run.running.job
-        done = self._stop(run, now)
+        done = self._stop(run, now, preempted=True)
         self._remaining[job.id] = run.remaining_actual - done
         run.record.state = WAITING
         run.record.preemptions += 1
@@ -779,6 +797,13 @@ def _may_preempt(policy: Policy) -> bool:
     params = getattr(policy, "params", None)
     preemption = getattr(params, "preemption", None)
     return bool(getattr(preemption, "enabled", False))
+
+
+def _restart_rule(policy: Policy) -> Preemption:
+    """The policy's preemption section: the site's checkpoints and restart time
+    (the defaults, free restarts, for a policy without one)."""
+    preemption = getattr(getattr(policy, "params", None), "preemption", None)
+    return preemption if isinstance(preemption, Preemption) else Preemption()
 
 
 def simulate(

@@ -26,7 +26,12 @@ Definitions (all durations in hours, money in platform currency):
   domain d (evenness of service quality, the headline figure);
   ``jain_share`` takes x_d = (d's share of effective GPU-hours served) /
   (d's share of the weights), over domains that submitted work;
-- makespan: last completion - first arrival.
+- makespan: last completion - first arrival;
+- preemptions (per domain and platform): times a running job was stopped and
+  requeued; lost GPU-hours: GPUs x wall hours of work discarded at those
+  preemptions (since the job's last checkpoint) plus the restarts that
+  followed (the policy's ``preemption.checkpoint_minutes`` and
+  ``restart_minutes``, gpupool.simulations.engine).
 
 Every job of the workload is in exactly one of: finished, timed out, waiting, running,
 not arrived (after ``--until``) or dropped (load-time drops of the scenario
@@ -133,6 +138,7 @@ def group_metrics(records: Sequence[JobRecord]) -> dict:
         "subsidised_effective_gpu_hours": sum(r.subsidised_effective_gpu_hours for r in records),
         "org_pays": sum(r.org_pays for r in records),
         "preemptions": sum(r.preemptions for r in records),
+        "lost_gpu_hours": sum(r.lost_gpu_hours for r in records),
     }
 
 
@@ -373,6 +379,7 @@ JOB_COLUMNS = (
     "pool",
     "gpu_type",
     "preemptions",
+    "lost_gpu_hours",
     "cost",
     "subsidy",
     "org_pays",
@@ -405,6 +412,7 @@ def job_row(record: JobRecord, origin: float = 0.0) -> tuple:
         record.pool,
         record.gpu_type,
         record.preemptions,
+        round(record.lost_gpu_hours, 4),
         round(record.cost, 2),
         round(record.subsidy, 2),
         round(record.org_pays, 2),

@@ -162,7 +162,7 @@ def test_fifo_defaults():
                 (
                     "p.yaml:5 preemption.ratio",
                     "unknown field 'ratio'; expected one of: enabled, min_gap, min_run_minutes,"
-                    " max_per_job",
+                    " restart_minutes, checkpoint_minutes, max_per_job",
                 ),
             ],
         ),

@@ -12,7 +12,8 @@ from tests.policies.builders import DEFAULT_NOW, SnapshotBuilder
 
 
 def one_victim(weight: float, ran_minutes: float, preempted_before: int = 0):
-    """batch's 8-GPU job 50 has run ``ran_minutes``; urgent (``weight``) job 1 needs the pool."""
+    """batch's 8-GPU job 50 has run ``ran_minutes`` of its 24 hours; urgent (``weight``)
+    job 1 needs the pool (so the preemption's gain is positive: job 1 would wait hours)."""
     snapshot = (
         SnapshotBuilder()
         .pool("p", "A100", 8)
@@ -20,7 +21,7 @@ def one_victim(weight: float, ran_minutes: float, preempted_before: int = 0):
         .domain("batch", 1.0)
         .org("o-u", "urgent")
         .org("o-b", "batch")
-        .running(8, "p", org="o-b", id=50, started_at=DEFAULT_NOW - ran_minutes * 60)
+        .running(8, "p", hours=24.0, org="o-b", id=50, started_at=DEFAULT_NOW - ran_minutes * 60)
         .job(8, org="o-u", id=1)
         .build()
     )

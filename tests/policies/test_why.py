@@ -265,7 +265,13 @@ def test_priority_names_the_jobs_it_preempted():
     )
     allocation = policy.allocate(snapshot)
     assert allocation.preempt == (50,)
-    assert allocation.why == {1: "no room elsewhere: preempted lower-priority job(s) 50 on p"}
+    # gain: (3 - 1) priority x 8 GPUs x 1 hour job 50 has left = 16; cost: free restarts
+    assert allocation.why == {
+        1: "no room elsewhere: preempted lower-priority job(s) 50 on p (gain 16 > cost 0 GPU-hours)"
+    }
+    assert allocation.preempt_why == {
+        50: "preempted by job 1 (priority 3 over 1) to start on p: gain 16 > cost 0 GPU-hours"
+    }
 
 
 def test_fair_share_says_whose_share_or_backfill():

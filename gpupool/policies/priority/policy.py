@@ -9,7 +9,7 @@ benchmarks/priority_bound.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from gpupool.model import Allocation, Snapshot, WaitReason
 from gpupool.policies._borrowing import domain_limits
@@ -22,6 +22,7 @@ from gpupool.policies._classes import (
     priorities,
     start_order,
 )
+from gpupool.policies._order import reorder
 from gpupool.policies._packing import Packer
 from gpupool.policies.params import PolicyParams
 from gpupool.policies.priority.money import Money
@@ -56,6 +57,10 @@ class PriorityPolicy:
     - ``plan_depth`` (float, 6.0): the LPs see, per pool group, the
       highest-priority classes asking for up to this many times its free
       GPUs; the rest of a long queue takes groups by the default preference.
+    - ``order`` ("priority"): the start order; ``shortest-remaining`` keeps
+      each domain's places in the priority order but gives them to its jobs
+      shortest remaining effective time first (gpupool.policies._order: lower
+      mean JCT within a domain). Preemption still weighs each job's own priority.
 
     ``Allocation.bound`` is None: the proven upper bound lives with the
     benchmarks that read it (benchmarks/priority_bound.py).
@@ -67,6 +72,7 @@ class PriorityPolicy:
     price_tiebreak: float = 1e-4
     max_preemption_tries: int = 32
     plan_depth: float = 6.0
+    order: Literal["priority", "shortest-remaining"] = "priority"
 
     def score(self, snapshot: Snapshot) -> Scored:
         """Step 1 of a round (also what benchmarks/priority_bound.py bounds)."""
@@ -77,6 +83,7 @@ class PriorityPolicy:
         order = sorted(
             (job for job in snapshot.pending if allowed[job.id]), key=lambda j: start_order(j, prio)
         )
+        order = reorder(order, self.order)
         return Scored(groups, limits, prio, allowed, order)
 
     def _boosts(self) -> dict[str, float]:
@@ -123,6 +130,7 @@ class PriorityPolicy:
             charges=dict(packer.charges),
             objective=objective,
             why=why,
+            preempt_why=dict(preemptor.victim_why) if preemptor is not None else {},
         )
 
     def _start(self, snapshot, order, allowed, prio, packer: Packer, plan: Plan, why, limits):
