@@ -32,7 +32,7 @@ class LocalPlatform:
 
     # --- jobs ----------------------------------------------------------------
 
-    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key) -> View:
+    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key, payload=None) -> View:
         from gpupool.scheduler.service import JobRequest, submit_job
 
         request = JobRequest(
@@ -43,6 +43,7 @@ class LocalPlatform:
             name=name,
             priority=priority,
             submit_key=key,
+            payload=payload,
         )
         with self._work() as session:
             job_id, created = submit_job(session, self.actor, request)

@@ -37,8 +37,8 @@ class Platform(Protocol):
 
     # jobs
     def submit_job(
-        self, org, gpus, hours, gpu_types, name, priority, key
-    ) -> View: ...  # {id, created}
+        self, org, gpus, hours, gpu_types, name, priority, key, payload=None
+    ) -> View: ...  # {id, created}; payload: what to run (gpupool.scheduler.payloads)
     def submit_batch(self, path: str) -> list[View]: ...
     def list_jobs(
         self, states: list[str], org: str | None, limit: int, after: int | None, before: int | None

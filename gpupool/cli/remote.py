@@ -104,7 +104,7 @@ class HttpPlatform:
 
     # --- jobs ----------------------------------------------------------------
 
-    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key) -> View:
+    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key, payload=None) -> View:
         body = {
             "org": org,
             "gpus": gpus,
@@ -114,6 +114,8 @@ class HttpPlatform:
             "priority": priority,
             "key": key,
         }
+        if payload is not None:
+            body["payload"] = payload
         return self._call("POST", "/jobs", json=body)
 
     def submit_batch(self, path: str) -> list[View]:

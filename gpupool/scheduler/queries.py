@@ -37,6 +37,7 @@ def job_detail(session: Session, actor: str, job_id: int) -> dict:
 
     row = job_for(session, actor, job_id)
     view = job_view(row)
+    view["payload"] = row.payload
     view["placements"] = [
         {
             "pool": p.pool.name,
@@ -45,6 +46,8 @@ def job_detail(session: Session, actor: str, job_id: int) -> dict:
             "ended_at": clock.iso(p.ended_at),
             "reason": p.reason,
             "end_reason": p.end_reason,
+            "exit_code": p.exit_code,
+            "run_detail": p.run_detail,
         }
         for p in repository.placements_of(session, row.id)
     ]

@@ -46,6 +46,11 @@ class JobSubmit(_Request):
     key: Annotated[str, Field(max_length=128)] | None = Field(
         None, description="Idempotency key: a retry with the same key returns the same job."
     )
+    payload: dict[str, Any] | None = Field(
+        None,
+        description="What to run: argv (a list) or script (text), workdir, env ({NAME: "
+        "value}), image, stdout, stderr (docs/sites.md).",
+    )
 
 
 class JobBatch(_Request):
@@ -108,9 +113,12 @@ class PlacementView(_View):
     ended_at: str | None
     reason: str | None
     end_reason: str | None = None
+    exit_code: int | None = None
+    run_detail: str | None = None
 
 
 class JobDetail(JobView):
+    payload: dict[str, Any] | None = None
     placements: list[PlacementView]
     accounting: dict[str, Any] | None
 
