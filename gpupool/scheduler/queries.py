@@ -230,6 +230,7 @@ def round_view(session: Session, result, policy: str) -> dict:
         "skipped": {str(k): v for k, v in sorted(result.skipped.items())},
         "quarantined": {str(k): v for k, v in sorted(result.quarantined.items())},
         "set_aside": dict(sorted(result.set_aside.items())),
+        "lost": {str(k): v for k, v in sorted(result.lost.items())},
         "solve_seconds": round(result.solve_seconds, 4),
     }
 

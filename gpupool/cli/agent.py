@@ -1,0 +1,72 @@
+"""`gpupool agent run`: a site's agent (gpupool.agents.agent), talking to `gpupool serve`.
+
+It reads the server and token as every command does against a server
+(GPUPOOL_URL + GPUPOOL_TOKEN, or the saved login) and refuses to run on the
+database itself: an agent at a compute centre never holds the database URL.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from gpupool.limits import INTERVAL_SECONDS, Limit, check_text, read
+from gpupool.model import GpupoolError
+
+app = typer.Typer(no_args_is_help=True)
+EXECUTORS = ("local",)
+KILL_GRACE = Limit(
+    "seconds between SIGTERM and SIGKILL", 0, 3_600, "a run that ignores SIGTERM for an "
+    "hour holds its GPUs past its time"
+)  # fmt: skip
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    site: str = typer.Option(..., "--site", help="The site this agent runs (its token's)."),
+    executor: str = typer.Option("local", "--executor", help="How runs are started: local."),
+    state_dir: str = typer.Option(
+        "gpupool-agent", "--state-dir", help="Where the executor keeps each run's state."
+    ),
+    poll: str = typer.Option("5", "--poll", help="Seconds between steps."),
+    kill_grace: str = typer.Option(
+        "10", "--kill-grace", help="Seconds between SIGTERM and SIGKILL when a run is stopped."
+    ),
+    once: bool = typer.Option(False, "--once", help="One step, then exit (for tests, cron)."),
+) -> None:
+    """Pull the starts placed on SITE's pools, run them, report their ends, heartbeat."""
+    import logging
+
+    from gpupool.agents.agent import Agent
+    from gpupool.agents.client import AgentApi
+    from gpupool.cli.platform import server_credentials
+
+    site = check_text(site, "--site")
+    if executor not in EXECUTORS:
+        raise GpupoolError(
+            f"must be one of {', '.join(EXECUTORS)}, got {executor!r}", location="--executor"
+        )
+    poll_seconds = float(read(poll, INTERVAL_SECONDS, "--poll"))
+    grace = float(read(kill_grace, KILL_GRACE, "--kill-grace"))
+    if (ctx.obj or {}).get("db"):
+        raise GpupoolError("an agent talks to a server, not the database", location="--db")
+    server = server_credentials()
+    if server is None:
+        raise GpupoolError(
+            "an agent needs a server: set GPUPOOL_URL and GPUPOOL_TOKEN (an agent's token)",
+            location="GPUPOOL_URL",
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    agent = Agent(AgentApi(*server), _executor(executor, state_dir, grace), site)
+    try:
+        agent.run(poll_seconds, once=once)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        agent.api.close()
+
+
+def _executor(kind: str, state_dir: str, kill_grace: float):
+    from gpupool.agents.local import LocalExecutor
+
+    return LocalExecutor(state_dir, kill_grace_s=kill_grace)
