@@ -57,11 +57,10 @@ class Agent:
     def _report(self, states: dict[RunKey, RunState], result: StepResult) -> None:
         news = [s for s in states.values() if self._reported.get(s.key) != s.phase]
         outcomes = self.api.report(news)
-        for state in news:
-            self._reported[state.key] = state.phase
-            result.reported.append(state.key)
-            if outcomes.get(state.key) == "stop" and state.phase == RunPhase.RUNNING:
-                self._stop(state.key, "the server ended this run", result)
+        for state in news:  # a "stop" outcome is obeyed with the heartbeat's reason, next
+            if state.key in outcomes:
+                self._reported[state.key] = state.phase
+                result.reported.append(state.key)
 
     def _obey(self, states: dict[RunKey, RunState], result: StepResult) -> None:
         running = [k for k, s in states.items() if s.phase == RunPhase.RUNNING]
