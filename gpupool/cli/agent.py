@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from gpupool.cli.output import JSON_OPTION
 from gpupool.limits import INTERVAL_SECONDS, Limit, check_text, read
 from gpupool.model import GpupoolError
 
@@ -64,6 +65,47 @@ def run(
         pass
     finally:
         agent.api.close()
+
+
+@app.command()
+def starts(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """The starts placed on this agent's site: what `agent run` launches (agents only)."""
+    from gpupool.cli.output import platform, print_json, render
+
+    view = platform(ctx).agent_starts()
+    if as_json:
+        print_json(view)
+        return
+    rows = [
+        {**start, "command": _command(start["payload"]), "nodes": str(start["nodes"])}
+        for start in view["starts"]
+    ]
+    columns = [("job_id", "job"), ("run_id", "run"), ("pool", "pool"), ("nodes", "GPUs"),
+               ("time_limit_s", "time limit (s)"), ("command", "command")]  # fmt: skip
+    render(rows, columns, False, title=f"starts at {view['site']}")
+
+
+def _command(payload: dict) -> str:
+    import shlex
+
+    return shlex.join(payload["argv"]) if payload.get("argv") else "(script)"
+
+
+site_app = typer.Typer(no_args_is_help=True)
+
+
+@site_app.command("list")
+def list_sites(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Sites whose agent has called in: last heard from, reachable or lost (docs/sites.md)."""
+    from gpupool.cli.output import platform, print_json, render
+
+    rows = platform(ctx).list_sites()
+    if as_json:
+        print_json(rows)
+        return
+    columns = [("name", "site"), ("agent", "agent"), ("last_seen_at", "last heard from"),
+               ("reachable", "reachable")]  # fmt: skip
+    render(rows, columns, False, title="sites")
 
 
 def _executor(kind: str, state_dir: str, kill_grace: float):

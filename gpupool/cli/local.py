@@ -82,6 +82,18 @@ class LocalPlatform:
         with self._work() as session:
             return finish(session, self.actor, job_id, failed=failed, at=at)
 
+    def agent_starts(self) -> View:
+        from gpupool.scheduler.sites import starts
+
+        with self._work() as session:
+            return starts(session, self.actor)
+
+    def list_sites(self) -> list[View]:
+        from gpupool.scheduler.sites import site_views
+
+        with self._work() as session:
+            return site_views(session, self.actor)
+
     def reap(self, grace: str | None) -> View:
         from gpupool.scheduler.service import reap
 

@@ -97,6 +97,7 @@ def _register(app) -> None:
     app.add_typer(vouchers.voucher_app, name="voucher", help="Compute vouchers: award, list.")
     app.add_typer(export.app, name="export", help="For sites' workload managers: kueue, slurm.")
     app.add_typer(agent.app, name="agent", help="A site's agent: run the jobs placed there.")
+    app.add_typer(agent.site_app, name="site", help="Sites and their agents: list.")
     admin.register(app)
     login.register(app)
     schedule.register(app)

@@ -138,6 +138,12 @@ class HttpPlatform:
     def finish_job(self, job_id: int, failed: bool, at: str | None) -> View:
         return self._call("POST", f"/jobs/{job_id}/finish", json={"failed": failed, "at": at})
 
+    def agent_starts(self) -> View:
+        return self._call("GET", "/agent/starts")
+
+    def list_sites(self) -> list[View]:
+        return self._call("GET", "/sites")
+
     def reap(self, grace: str | None) -> View:
         return self._call("POST", "/jobs/reap", json={"grace": grace})
 

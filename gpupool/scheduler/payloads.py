@@ -79,6 +79,10 @@ def _no_nul(value: object, location: str) -> str:
         raise GpupoolError(f"must be text, got {value!r}", location=location)
     if "\0" in value:
         raise GpupoolError("must not hold a NUL byte", location=location)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800"): no file or argv holds it
+        raise GpupoolError("must be valid Unicode text", location=location) from None
     return value
 
 

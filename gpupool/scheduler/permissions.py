@@ -119,7 +119,7 @@ OPERATIONS: dict[str, Operation] = {
             "run a site's jobs",
             {AGENT: OWN_SITE},
             write=True,
-            commands="agent run (pull starts, report runs, heartbeats)",
+            commands="agent run, agent starts (pull starts, report runs, heartbeats)",
         ),
         Operation("site.list", "list sites", _READERS, commands="site list"),
         _admin("schedule.run", "run scheduling rounds", "schedule, scheduler run"),

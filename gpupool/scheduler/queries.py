@@ -46,6 +46,7 @@ def job_detail(session: Session, actor: str, job_id: int) -> dict:
             "ended_at": clock.iso(p.ended_at),
             "reason": p.reason,
             "end_reason": p.end_reason,
+            "run_started_at": clock.iso(p.run_started_at),  # as the site's agent saw it
             "exit_code": p.exit_code,
             "run_detail": p.run_detail,
         }

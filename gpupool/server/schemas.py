@@ -113,6 +113,7 @@ class PlacementView(_View):
     ended_at: str | None
     reason: str | None
     end_reason: str | None = None
+    run_started_at: str | None = None
     exit_code: int | None = None
     run_detail: str | None = None
 

@@ -256,3 +256,44 @@ def _devices_from_server(server, job_id: int, tag: str) -> str:
         devices = session.scalar(select(PlacementRow.devices).where(PlacementRow.id == run_id))
     ((_node, indices),) = devices
     return ",".join(str(i) for i in indices)
+
+
+def test_a_start_reported_running_but_unknown_to_the_executor_fails_not_relaunched(
+    server, tmp_path
+):
+    from gpupool.agents.agent import LOST_RECORD, Agent
+    from gpupool.agents.client import AgentApi
+    from gpupool.agents.local import LocalExecutor
+
+    launches = tmp_path / "launches"
+    code = f"open({str(launches)!r}, 'a').write('x'); import time; time.sleep(60)"
+    job = _submit(server, [PY, "-c", code])
+    _schedule(server)
+    api = AgentApi(server.url, server.tokens["agent-bj"])
+    first = Agent(api, LocalExecutor(tmp_path / "first", kill_grace_s=0.2), "Beijing")
+    try:
+        assert any(key.job_id == job for key in first.step().launched)
+        assert wait_for(lambda: launches.exists(), 30)
+        first.step()  # reports it running
+        # its state directory is lost: a new executor knows nothing of the run
+        second = Agent(api, LocalExecutor(tmp_path / "second"), "Beijing")
+        result = second.step()
+        assert all(key.job_id != job for key in result.launched)
+        shown = _job(server, job)
+        assert shown["state"] == "failed"
+        assert shown["placements"][-1]["run_detail"] == LOST_RECORD
+        first.step()  # the first executor's run is now stopped by the heartbeat's order
+        assert wait_for(lambda: first.executor.states()[0].phase != "running", 30)
+        assert launches.read_text() == "x"
+    finally:
+        for state in first.executor.states():
+            first.executor.stop(state.key, "test over")
+        api.close()
+
+
+def test_a_payload_with_a_lone_surrogate_is_refused_naming_the_field(server):
+    body = {"org": "lab", "gpus": 1, "hours": 1, "payload": {"argv": ["echo", "\ud800"]}}
+    with server.client("bob") as client:
+        response = client.post("/api/v1/jobs", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"] == "COMMAND: must be valid Unicode text"
