@@ -9,6 +9,7 @@ of their site, so each test ends what it started.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -234,8 +235,6 @@ def test_the_agent_runs_jobs_survives_sigkill_and_launches_nothing_twice(server,
 
 def _starts_seen(server, tmp_path, job_id: int, devices) -> str:
     """The CUDA_VISIBLE_DEVICES the job was given, from its run's launch record."""
-    import json
-
     state = tmp_path / "state" / "runs"
     (rundir,) = [p for p in state.iterdir() if p.name.startswith(f"gpupool-{job_id}-")]
     record = json.loads((rundir / "launch.json").read_text())
@@ -293,7 +292,8 @@ def test_a_start_reported_running_but_unknown_to_the_executor_fails_not_relaunch
 
 def test_a_payload_with_a_lone_surrogate_is_refused_naming_the_field(server):
     body = {"org": "lab", "gpus": 1, "hours": 1, "payload": {"argv": ["echo", "\ud800"]}}
-    with server.client("bob") as client:
-        response = client.post("/api/v1/jobs", json=body)
+    raw = json.dumps(body).encode("ascii")  # JSON's escape: what any client may send
+    with server.client("bob", **{"Content-Type": "application/json"}) as client:
+        response = client.post("/api/v1/jobs", content=raw)
     assert response.status_code == 422
     assert response.json()["detail"] == "COMMAND: must be valid Unicode text"
