@@ -4,15 +4,19 @@ Each step, in this order (every call idempotent, so a step cut short anywhere is
 simply done again by the next one, by this process or a restarted one):
 
 1. read what the executor knows of every run it launched (``states()``);
-2. report to the server what this process has not reported yet: runs running,
+2. report to the server what this process has not reported yet (a run the
+   workload manager still queues is not reported): runs running,
    runs ended or failed with their exit codes and real times (an agent that
    restarts reports every end it finds once more; the server answers
    ``unchanged``, so no end is lost and none is counted twice);
-3. send the heartbeat with the runs still running; stop those the server ended
+3. send the heartbeat with the runs still queued or running; stop those the server ended
    (preemption, cancellation, a timeout it reaped, a site declared lost);
 4. pull the starts placed on the site and launch those the executor does not
    know. A start the site reported running before, but that the executor has no
    record of, is not launched again: it is reported failed.
+
+A server that does not answer (AgentApiError) or a workload manager that does
+not (ExecutorUnavailable) is tried again at the next step.
 
 The agent never touches the database: it holds a token for a user with role
 ``agent`` at its site, and the server refuses it everything else.
@@ -25,7 +29,13 @@ import time
 from dataclasses import dataclass, field
 
 from gpupool.agents.client import AgentApi, AgentApiError
-from gpupool.agents.executor import Executor, RunKey, RunPhase, RunState
+from gpupool.agents.executor import (
+    Executor,
+    ExecutorUnavailable,
+    RunKey,
+    RunPhase,
+    RunState,
+)
 from gpupool.model import GpupoolError
 
 log = logging.getLogger("gpupool.agent")
@@ -55,7 +65,11 @@ class Agent:
         return result
 
     def _report(self, states: dict[RunKey, RunState], result: StepResult) -> None:
-        news = [s for s in states.values() if self._reported.get(s.key) != s.phase]
+        news = [
+            s
+            for s in states.values()
+            if s.phase != RunPhase.QUEUED and self._reported.get(s.key) != s.phase
+        ]
         outcomes = self.api.report(news)
         for state in news:  # a "stop" outcome is obeyed with the heartbeat's reason, next
             if state.key in outcomes:
@@ -63,7 +77,8 @@ class Agent:
                 result.reported.append(state.key)
 
     def _obey(self, states: dict[RunKey, RunState], result: StepResult) -> None:
-        running = [k for k, s in states.items() if s.phase == RunPhase.RUNNING]
+        # queued runs too: a cancel must reach a run the workload manager still holds
+        running = [k for k, s in states.items() if s.phase in (RunPhase.QUEUED, RunPhase.RUNNING)]
         site, stops = self.api.heartbeat(running)
         self._check_site(site)
         for key, reason in stops.items():
@@ -106,7 +121,7 @@ class Agent:
         while True:
             try:
                 self.step()
-            except AgentApiError as exc:
+            except (AgentApiError, ExecutorUnavailable) as exc:
                 if once:
                     raise
                 log.warning("%s; trying again in %gs", exc, poll_seconds)

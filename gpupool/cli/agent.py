@@ -14,7 +14,7 @@ from gpupool.limits import INTERVAL_SECONDS, Limit, check_text, read
 from gpupool.model import GpupoolError
 
 app = typer.Typer(no_args_is_help=True)
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "slurm")
 KILL_GRACE = Limit(
     "seconds between SIGTERM and SIGKILL", 0, 3_600, "a run that ignores SIGTERM for an "
     "hour holds its GPUs past its time"
@@ -25,7 +25,12 @@ KILL_GRACE = Limit(
 def run(
     ctx: typer.Context,
     site: str = typer.Option(..., "--site", help="The site this agent runs (its token's)."),
-    executor: str = typer.Option("local", "--executor", help="How runs are started: local."),
+    executor: str = typer.Option(
+        "local", "--executor", help="How runs are started: local (child processes) or slurm."
+    ),
+    mapping: str | None = typer.Option(
+        None, "--mapping", help="slurm: the mapping file (pool -> partition, GPU type -> GRES)."
+    ),
     state_dir: str = typer.Option(
         "gpupool-agent", "--state-dir", help="Where the executor keeps each run's state."
     ),
@@ -47,6 +52,9 @@ def run(
         raise GpupoolError(
             f"must be one of {', '.join(EXECUTORS)}, got {executor!r}", location="--executor"
         )
+    if (executor == "slurm") != (mapping is not None):
+        wanted = "the slurm executor needs --mapping" if mapping is None else "is for slurm only"
+        raise GpupoolError(wanted, location="--mapping")
     poll_seconds = float(read(poll, INTERVAL_SECONDS, "--poll"))
     grace = float(read(kill_grace, KILL_GRACE, "--kill-grace"))
     if (ctx.obj or {}).get("db"):
@@ -58,7 +66,8 @@ def run(
             location="GPUPOOL_URL",
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    agent = Agent(AgentApi(*server), _executor(executor, state_dir, grace), site)
+    runner = _executor(executor, state_dir, grace, mapping)  # a bad mapping: before any call
+    agent = Agent(AgentApi(*server), runner, site)
     try:
         agent.run(poll_seconds, once=once)
     except KeyboardInterrupt:
@@ -108,7 +117,12 @@ def list_sites(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     render(rows, columns, False, title="sites")
 
 
-def _executor(kind: str, state_dir: str, kill_grace: float):
+def _executor(kind: str, state_dir: str, kill_grace: float, mapping: str | None):
+    if kind == "slurm":
+        from gpupool.agents.slurm import SlurmExecutor
+        from gpupool.agents.slurm_mapping import load_mapping
+
+        return SlurmExecutor(load_mapping(mapping), state_dir)
     from gpupool.agents.local import LocalExecutor
 
     return LocalExecutor(state_dir, kill_grace_s=kill_grace)

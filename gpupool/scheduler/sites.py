@@ -36,7 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gpupool import limits, model
-from gpupool.model import GpupoolError, JobState, NotFound, check_transition
+from gpupool.model import GpupoolError, JobState, check_transition
 from gpupool.scheduler import clock, lifecycle, locking, permissions, repository
 from gpupool.scheduler.orm import JobRow, PlacementRow, PoolRow, SiteRow
 
@@ -179,24 +179,27 @@ def report(
     session: Session, actor: str, reports: Sequence[RunReport], now: dt.datetime | None = None
 ) -> dict:
     """Record each report; ``{results: [{job_id, run_id, outcome}]}`` where outcome is
-    ``recorded`` (something changed), ``unchanged`` (said before, or nothing to say) or
-    ``stop`` (a running report on a run the server ended: stop it)."""
+    ``recorded`` (something changed), ``unchanged`` (said before, or nothing to say),
+    ``stop`` (a running report on a run the server ended: stop it) or ``unknown`` (a
+    run this server never placed: left alone)."""
     lifecycle.lock_for_ending(session)  # the order every end takes: write lock, then rows
     now = now or clock.utcnow()
     site = _agent_site(session, actor, now)
     runs = [(item, _own_run(session, actor, site, item.job_id, item.run_id)) for item in reports]
     results = []
     for item, placement in runs:
-        outcome = _apply(session, actor, item, placement, now)
+        outcome = "unknown" if placement is None else _apply(session, actor, item, placement, now)
         results.append({"job_id": item.job_id, "run_id": item.run_id, "outcome": outcome})
     return {"site": site, "results": results}
 
 
-def _own_run(session: Session, actor: str, site: str, job_id: int, run_id: int) -> PlacementRow:
-    """The run, if it is this site's; another site's is refused (403), a missing one 404."""
+def _own_run(session: Session, actor: str, site: str, job_id: int, run_id: int):
+    """The run, if it is this site's; another site's is refused (403). None for a run
+    this server never placed: a workload manager shared with another platform (or a
+    test) may hold runs named like ours, and they are none of this agent's business."""
     placement = session.get(PlacementRow, run_id)
     if placement is None or placement.job_id != job_id:
-        raise NotFound(f"no run {run_id} of job {job_id}", location="run_id")
+        return None
     if placement.pool.site != site:
         words = f"report on job {job_id}"
         raise permissions.Denied(
@@ -248,7 +251,8 @@ def heartbeat(
     now: dt.datetime | None = None,
 ) -> dict:
     """``{site, stop: [{job_id, run_id, reason}]}``: of the runs the agent says are
-    running, those the server does not hold open (ended, or unknown at this site)."""
+    running, those whose placement at this site the server ended. A run the server
+    does not know at this site is left alone (another platform's, on a shared Slurm)."""
     now = now or clock.utcnow()
     site = _agent_site(session, actor, now)
     stop = []
@@ -262,7 +266,7 @@ def heartbeat(
 def _stop_reason(session: Session, site: str, job_id: int, run_id: int) -> str | None:
     placement = session.get(PlacementRow, run_id)
     if placement is None or placement.job_id != job_id or placement.pool.site != site:
-        return "not a run the server placed at this site"
+        return None
     if placement.ended_at is None:
         return None
     job = session.get(JobRow, job_id)

@@ -114,9 +114,13 @@ def test_only_an_agent_of_the_site_may_pull_report_or_beat(server):
         with server.client(user) as client:
             assert client.get("/api/v1/agent/starts").status_code == 403
             assert client.post("/api/v1/agent/heartbeat", json={"running": []}).status_code == 403
-    status, body = _report(server, "agent-bj", {**report, "run_id": run + 10_000})
-    assert status == 422  # a body naming what is not there, as everywhere in the API
-    assert body["detail"] == f"run_id: no run {run + 10_000} of job {job}"
+    # a run this server never placed (another platform's, on a shared Slurm): left alone
+    unknown = {**report, "run_id": run + 10_000}
+    status, body = _report(server, "agent-bj", unknown)
+    assert (status, body["results"][0]["outcome"]) == (200, "unknown")
+    with server.client("agent-bj") as client:
+        beat = {"running": [{"job_id": job, "run_id": run + 10_000}]}
+        assert client.post("/api/v1/agent/heartbeat", json=beat).json()["stop"] == []
     _cancel(server, job)
 
 
@@ -297,3 +301,95 @@ def test_a_payload_with_a_lone_surrogate_is_refused_naming_the_field(server):
         response = client.post("/api/v1/jobs", content=raw)
     assert response.status_code == 422
     assert response.json()["detail"] == "COMMAND: must be valid Unicode text"
+
+
+# --- the same agent with the Slurm executor (real one-node Slurm, CI) -------------------
+
+SLURM_MAPPING = "partitions:\n  p-a100: gpu\ngres:\n  A100: gpu:fake\n"
+
+
+def _fresh_ids(server) -> None:
+    """Move the job and placement ids past any the test Slurm saw within the hour: it
+    never submits a job name (gpupool-JOB-RUN) it has seen before, by design."""
+    import random
+
+    from sqlalchemy import text
+
+    from gpupool.scheduler.database import unit_of_work
+
+    base = random.randint(10**6, 10**9)
+    with unit_of_work(server.db) as session:
+        org = session.execute(text("SELECT id FROM orgs WHERE name = 'lab'")).scalar()
+        pool = session.execute(text("SELECT id FROM pools WHERE name = 'p-a100'")).scalar()
+        session.execute(
+            text(
+                "INSERT INTO jobs (id, name, org_id, gpus, hours, gpu_types, priority, state, "
+                "submitted_at, ended_at, submitted_by, submit_key) VALUES (:id, 'ids', :org, 1, "
+                "1, '[]', 0, 'cancelled', '2026-01-01', '2026-01-01', 'test', :key)"
+            ),
+            {"id": base, "org": org, "key": f"ids-{base}"},
+        )
+        session.execute(
+            text(
+                "INSERT INTO placements (id, job_id, pool_id, nodes, started_at, ended_at) "
+                "VALUES (:id, :id, :pool, '[[0, 1]]', '2026-01-01', '2026-01-01')"
+            ),
+            {"id": base, "pool": pool},
+        )
+
+
+@pytest.fixture(scope="module")
+def slurm_up():
+    """As tests/agents/test_slurm_executor.py: skipped without Slurm, failed in CI."""
+    from tests.agents.test_slurm_executor import _slurm_problem
+
+    problem = _slurm_problem()
+    if problem is not None:
+        if os.environ.get("GPUPOOL_REQUIRE_SLURM") == "1":
+            pytest.fail(f"Slurm required but not running (scripts/ensure-slurm.sh): {problem}")
+        pytest.skip(f"Slurm not running: {problem}")
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_up")
+def test_the_agent_runs_jobs_through_slurm(server, tmp_path):
+    from gpupool.agents.agent import Agent
+    from gpupool.agents.client import AgentApi
+    from gpupool.agents.slurm import SlurmExecutor
+    from gpupool.agents.slurm_mapping import load_mapping
+
+    _fresh_ids(server)
+    (tmp_path / "slurm.yaml").write_text(SLURM_MAPPING)
+    executor = SlurmExecutor(load_mapping(tmp_path / "slurm.yaml"), tmp_path / "state")
+    fails = _submit(server, ["sh", "-c", "exit 3"])
+    sleeps = _submit(server, ["sleep", "60"])
+    _schedule(server)
+    api = AgentApi(server.url, server.tokens["agent-bj"])
+    agent = Agent(api, executor, "Beijing")
+    try:
+        launched = agent.step().launched
+        assert {fails, sleeps} <= {key.job_id for key in launched}
+        assert agent.step().launched == []  # known to Slurm now: nothing launched twice
+
+        def ended() -> dict | None:
+            agent.step()
+            view = _job(server, fails)
+            return view if view["state"] == "failed" else None
+
+        view = wait_for(ended, 90)
+        assert view, "the failing job's end never reached the server"
+        assert view["placements"][-1]["exit_code"] == 3
+        _cancel(server, sleeps)
+
+        def stopped() -> bool:
+            agent.step()
+            return _job(server, sleeps)["placements"][-1]["exit_code"] is not None
+
+        assert wait_for(stopped, 90), "the cancelled run's end was never reported"
+        states = {s.key.job_id: s for s in executor.states()}
+        assert states[sleeps].phase == "failed"
+    finally:
+        for state in executor.states():
+            if state.phase in ("queued", "running"):
+                executor.stop(state.key, "test over")
+        api.close()
