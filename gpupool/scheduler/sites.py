@@ -98,11 +98,13 @@ def _heard_from(session: Session, site: str, actor: str, now: dt.datetime) -> No
 def starts(session: Session, actor: str, now: dt.datetime | None = None) -> dict:
     """``{site, starts}``: every open run on the site's pools that has a payload."""
     now = now or clock.utcnow()
-    locking.lock_writes(session)  # GPU indices are chosen under the write lock
     site = _agent_site(session, actor, now)
     grace = lifecycle.parse_grace(None)
     runs = _open_runs(session, site)
-    _choose_devices(session, runs)
+    if any(placement.devices is None for placement, _job in runs):
+        locking.lock_writes(session)  # GPU indices are chosen under the write lock,
+        runs = _open_runs(session, site)  # on what is open once it is held
+        _choose_devices(session, runs)
     return {"site": site, "starts": [_start_view(p, job, grace) for p, job in runs if job.payload]}
 
 
@@ -113,6 +115,7 @@ def _open_runs(session: Session, site: str) -> list[tuple[PlacementRow, JobRow]]
         .join(PoolRow, PoolRow.id == PlacementRow.pool_id)
         .where(PlacementRow.ended_at.is_(None), PoolRow.site == site)
         .order_by(PlacementRow.id)
+        .execution_options(populate_existing=True)
     )
     return [(p, job) for p, job in session.execute(query).all()]
 
