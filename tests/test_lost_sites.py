@@ -6,6 +6,7 @@ back its heartbeat orders the stale run stopped, and its report charges nothing.
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from sqlalchemy import func, select
@@ -144,3 +145,26 @@ def test_bad_settings_are_refused_by_name(monkeypatch, name, value, message):
     with pytest.raises(GpupoolError) as caught:
         sites.lost_site_rule()
     assert str(caught.value).startswith(message)
+
+
+@SQLITE_ONLY
+def test_the_schedule_command_says_what_it_did_with_a_lost_sites_jobs(site, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gpupool.cli.main import app
+    from gpupool.scheduler import clock
+
+    monkeypatch.setenv(sites.TIMEOUT_ENV, "1")
+    monkeypatch.setenv(sites.GRACE_ENV, "1")
+    job = _submit(site, "one")
+    now = clock.utcnow()
+    _round(site, now - dt.timedelta(seconds=20))
+    with unit_of_work(site) as session:
+        sites.heartbeat(session, BEIJING, [], now=now - dt.timedelta(seconds=10))
+    result = CliRunner().invoke(app, ["--db", site, "--as", "admin", "schedule"])
+    assert result.exit_code == 0, result.stderr
+    assert "pool p-a100 set aside: its site's agent is unreachable" in result.stdout
+    assert f"job {job} requeued: its site's agent is lost" in result.stdout
+    listed = CliRunner().invoke(app, ["--db", site, "--as", "admin", "site", "list", "--json"])
+    (row,) = json.loads(listed.stdout)
+    assert (row["name"], row["agent"], row["reachable"]) == ("Beijing", BEIJING, False)
