@@ -65,6 +65,9 @@ def run(
             "an agent needs a server: set GPUPOOL_URL and GPUPOOL_TOKEN (an agent's token)",
             location="GPUPOOL_URL",
         )
+    from gpupool.cli.remote import check_url
+
+    check_url(server[0], "GPUPOOL_URL")  # a bad URL is refused now, not retried forever
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     runner = _executor(executor, state_dir, grace, mapping)  # a bad mapping: before any call
     agent = Agent(AgentApi(*server), runner, site)
