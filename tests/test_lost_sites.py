@@ -97,12 +97,16 @@ def test_a_lost_site_takes_no_starts_then_its_jobs_are_requeued_charged_to_last_
         )
         first = sites.report(session, BEIJING, [end], now=back)
         again = sites.report(session, BEIJING, [end], now=back)
-    assert orders["stop"][0]["reason"].startswith("requeued: lost with its site Beijing")
+    assert orders["stop"][0]["reason"].startswith("lost with its site Beijing")
     assert [r["outcome"] for r in first["results"] + again["results"]] == [
-        "unchanged",  # the server ended it already (and said why in run_detail)
+        "recorded",  # its exit code, as a fact: the server ended the run already
         "unchanged",
     ]
-    assert _charged(site, running) == 1.0
+    assert _charged(site, running) == 1.0  # and charged nothing more
+    with unit_of_work(site) as session:
+        placement = session.get(PlacementRow, run)
+        assert (placement.exit_code, placement.run_detail) == (143, "stopped")
+        assert placement.end_reason.startswith("lost with its site Beijing")
     # reachable again: the next round starts jobs there
     started = {s.job_id for s in _round(site, back).started}
     assert started == {running, waiting}

@@ -273,7 +273,7 @@ def _stop_reason(session: Session, site: str, job_id: int, run_id: int) -> str |
     if placement.ended_at is None:
         return None
     job = session.get(JobRow, job_id)
-    return job.end_reason or job.wait_reason or f"the job is {job.state}"
+    return placement.end_reason or job.end_reason or job.wait_reason or f"the job is {job.state}"
 
 
 # ---------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def end_lost_runs(
 
 def _end_lost(session, job: JobRow, placement: PlacementRow, at, rule: LostSiteRule, books):
     reason = f"lost with its site {placement.pool.site} (last heard from {clock.iso(at)})"
-    placement.run_detail = reason[:DETAIL_LENGTH]
+    placement.end_reason = reason  # as a preemption's: `job show` says why the run stopped
     if rule.runs == "fail":
         lifecycle.end_job(session, job, JobState.FAILED, at, reason, books)
         return "failed"
