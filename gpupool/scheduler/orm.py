@@ -196,7 +196,7 @@ class PlacementRow(Base):
     # why the run stopped early: who preempted it and why (Allocation.preempt_why);
     # None for a run that ended otherwise, or before migration 0005
     end_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # What the site's agent reported (gpupool.scheduler.agents): the GPU indices
+    # What the site's agent reported (gpupool.scheduler.sites): the GPU indices
     # given to the run, [[node index, [GPU index, ...]], ...], chosen when the agent
     # first pulls the start; the real start; its exit code and a one-line detail.
     devices: Mapped[list | None] = mapped_column(JSON, nullable=True)
