@@ -36,6 +36,15 @@ API_FIELDS: dict[str, str] = {
     "--failed": "failed",
     "--at": "at",
     "job id": "job_id",
+    # a job's payload (gpupool.scheduler.payloads)
+    "COMMAND": "payload.argv",
+    "--script": "payload.script",
+    "--workdir": "payload.workdir",
+    "--env": "payload.env",
+    "--image": "payload.image",
+    "--stdout": "payload.stdout",
+    "--stderr": "payload.stderr",
+    "payload": "payload",
     # the platform's description
     "--vendor": "vendor",
     "--memory": "memory_gb",

@@ -58,6 +58,7 @@ BATCH_YAML = FileKind("YAML batch file", 1 * MiB)
 BATCH_CSV = FileKind("CSV batch file", 4 * MiB)
 TRACE = FileKind("trace", 1 * GiB)
 SLURM_MAPPING = FileKind("Slurm mapping file", 64 * KiB)
+SCRIPT = FileKind("job script", 256 * KiB)  # as limits.PAYLOAD_BYTES: the script is stored
 
 FIELD_LIMIT = 1 * MiB  # characters in one CSV field (Python's default is 128 Ki)
 LINE_LIMIT = 4 * MiB  # bytes in one line of a streamed CSV file

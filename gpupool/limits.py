@@ -310,6 +310,27 @@ GRACE_MINUTES = Limit(
     525_600,
     "one year past the estimate",
 )
+PAYLOAD_BYTES = Limit(
+    "bytes of a job's payload",
+    0,
+    256 * 1024,
+    "a job's command, script and environment travel in every agent's pull and every "
+    "`job show`; Linux itself caps a command line and its environment at 2 MiB",
+    integer=True,
+)
+PAYLOAD_ITEMS = Limit(
+    "command arguments or environment variables",
+    0,
+    4_096,
+    "each is one line of a `job show`; real launchers pass tens",
+    integer=True,
+)
+HEARTBEAT_SECONDS = Limit(
+    "seconds an agent may go unheard",
+    1,
+    86_400,
+    "a site unheard of for a day is lost; a shorter gap than a second is noise",
+)
 
 LIMITS: tuple[Limit, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, Limit))
 
@@ -438,7 +459,9 @@ NAME = TextLimit(
 )
 JOB_NAME = TextLimit("job name", 128, "room for a descriptive name; fits the jobs.name column")
 COMMENT = TextLimit("comment", 500, "policy comments and descriptions are one line of prose")
-TEXT_LIMITS: tuple[TextLimit, ...] = (NAME, JOB_NAME, COMMENT)
+PATH = TextLimit("path", 4_096, "Linux's PATH_MAX: a job's working directory and output files")
+IMAGE = TextLimit("container image", 512, "a registry host, a repository path and a digest")
+TEXT_LIMITS: tuple[TextLimit, ...] = (NAME, JOB_NAME, COMMENT, PATH, IMAGE)
 
 # Unicode categories refused in names: controls (Cc: newlines, ANSI escapes),
 # format characters (Cf: bidi overrides, zero-width spaces and joiners, BOM),

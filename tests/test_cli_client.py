@@ -137,6 +137,33 @@ def test_job_submit_list_show_cancel(twin):
     assert twin.run("job", "cancel", job_id).stdout == f"cancelled job {job_id}\n"
 
 
+def test_payloads_and_sites_are_the_same_through_the_server(twin, tmp_path):
+    script = tmp_path / "run.sh"
+    script.write_text("echo one\necho two\n")
+    submit = ("job", "submit", "--org", "lab", "--gpus", "1", "--hours", "1")
+    command = ("--env", "A=1", "--", "python", "-c", "print(1)")
+    created = json.loads(twin.run(*submit, "--json", *command).stdout)  # --json before --
+    shown = twin.json("job", "show", str(created["id"]))
+    assert (shown["payload"]["argv"], shown["payload"]["env"]) == (
+        ["python", "-c", "print(1)"],
+        {"A": "1"},
+    )
+    assert "command: python -c 'print(1)'" in twin.run("job", "show", str(created["id"])).stdout
+    scripted = twin.json(*submit, "--script", str(script))
+    assert (
+        twin.json("job", "show", str(scripted["id"]))["payload"]["script"] == "echo one\necho two\n"
+    )
+    assert twin.error(*submit, "--env", "1X=2", "--", "true").startswith(
+        "error: --env: '1X' is not a variable name"
+    )
+    assert twin.error(*submit, "--env", "A=\0", "--", "true") == (
+        "error: --env A: must not hold a NUL byte\n"
+    )
+    assert twin.json("site", "list") == []
+    for job in (created, scripted):
+        twin.run("job", "cancel", str(job["id"]))
+
+
 def test_job_errors_are_the_same_line(twin):
     assert twin.error("job", "submit", "--org", "lab", "--gpus", "0", "--hours", "1") == (
         "error: --gpus: must be a positive whole number, got '0'\n"

@@ -47,6 +47,8 @@ EXPECTED = [
     ("job.show", ["job", "show", "{job}", "--json"], {A, S, G, U}),
     ("job.show", ["job", "show", "{lab}", "--json"], {A, U}),
     ("job.cancel", ["job", "cancel", "{pending}"], {A, S}),
+    ("agent.run", ["agent", "starts", "--json"], {G}),
+    ("site.list", ["site", "list", "--json"], {A, U}),
     ("job.cancel", ["job", "cancel", "{lab}"], {A}),
     ("job.reap", ["job", "reap"], {A}),
     ("schedule.dry_run", ["schedule", "--dry-run", "--json"], {A, U}),

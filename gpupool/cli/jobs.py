@@ -47,14 +47,48 @@ def submit(
     key: str | None = typer.Option(
         None, "--key", help="Idempotency key: resubmitting with the same key is a no-op."
     ),
+    command: list[str] = typer.Argument(
+        None, metavar="[-- COMMAND [ARGS]...]", help="What the site runs (after --)."
+    ),
+    script: str | None = typer.Option(
+        None, "--script", help="Or a script file, run with /bin/sh (its text is stored)."
+    ),
+    workdir: str | None = typer.Option(None, "--workdir", help="The run's working directory."),
+    env: list[str] = typer.Option([], "--env", help="NAME=value for the run (repeat)."),
+    image: str | None = typer.Option(None, "--image", help="A container image to run it in."),
+    stdout: str | None = typer.Option(None, "--stdout", help="File for its standard output."),
+    stderr: str | None = typer.Option(None, "--stderr", help="File for its standard error."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Submit one job; prints its id."""
-    result = platform(ctx).submit_job(org, gpus, hours, gpu_type, name, priority, key)
+    """Submit one job; prints its id.
+
+    What it runs: `job submit ... -- python train.py --lr 3e-4`, or `--script run.sh`;
+    with --workdir, --env K=V, --image, --stdout, --stderr. Without either, the job
+    only books GPUs (its site runs it by hand and reports with `job finish`).
+    """
+    run = dict(workdir=workdir, image=image, stdout=stdout, stderr=stderr)
+    payload = _payload(command or [], script, env, run)
+    result = platform(ctx).submit_job(org, gpus, hours, gpu_type, name, priority, key, payload)
     if as_json:
         print_json(result)
     else:
         typer.echo(result["id"])
+
+
+def _payload(command: list[str], script: str | None, env: list[str], run: dict) -> dict | None:
+    """The payload the options give (checked by the service); None when none is given."""
+    from gpupool.scheduler.payloads import parse_env
+
+    payload = {k: v for k, v in run.items() if v is not None}
+    if command:
+        payload["argv"] = list(command)
+    if script is not None:
+        from gpupool.files import SCRIPT, read_text
+
+        payload["script"] = read_text(script, SCRIPT)
+    if env:
+        payload["env"] = parse_env(env)
+    return payload or None
 
 
 @app.command("submit-batch")
@@ -147,12 +181,13 @@ def show(
         return
     why = _pool_reason(view)
     for key, value in view.items():
-        if key not in ("placements", "accounting"):
+        if key not in ("placements", "accounting", "payload"):
             text = "-" if value is None else value
             if key == "pool" and why:
                 text = f"{value} — {why}"
             echo(f"{key:>13}: {text}")
     _print_runs(view["placements"], why)
+    _show_payload(view.get("payload"))
     _explain_price(view["accounting"])
 
 
@@ -165,14 +200,35 @@ def _print_runs(placements: list[dict], why: str | None) -> None:
         if why and index == len(placements) - 1:
             reason = None  # on the pool line already
         label = "resumed on" if paused else "ran on"
+        exit_code = placement.get("exit_code")
         echo(
             f"{label:>13}: {placement['pool']} nodes {placement['nodes']} "
             f"from {placement['started_at']} to {placement['ended_at'] or 'now'}"
             + (f" — {reason}" if reason else "")
+            + ("" if exit_code is None else f", exit code {exit_code}")
+            + (f" ({placement['run_detail']})" if placement.get("run_detail") else "")
         )
         paused = bool(placement.get("end_reason"))
         if paused:
             echo(f"{'paused':>13}: at {placement['ended_at']} — {placement['end_reason']}")
+
+
+def _show_payload(payload: dict | None) -> None:
+    """What the job runs, one field a line; the command quoted as a shell would take it."""
+    if not payload:
+        return
+    import shlex
+
+    if payload.get("argv"):
+        echo(f"{'command':>13}: {shlex.join(payload['argv'])}")
+    if payload.get("script") is not None:
+        lines = payload["script"].splitlines()
+        echo(f"{'script':>13}: {len(lines)} line(s), first: {lines[0] if lines else ''}")
+    for field in ("workdir", "image", "stdout", "stderr"):
+        if payload.get(field):
+            echo(f"{field:>13}: {payload[field]}")
+    for name, value in sorted((payload.get("env") or {}).items()):
+        echo(f"{'env':>13}: {name}={value}")
 
 
 def _pool_reason(view: dict) -> str | None:

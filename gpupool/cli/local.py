@@ -32,7 +32,7 @@ class LocalPlatform:
 
     # --- jobs ----------------------------------------------------------------
 
-    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key) -> View:
+    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key, payload=None) -> View:
         from gpupool.scheduler.service import JobRequest, submit_job
 
         request = JobRequest(
@@ -43,6 +43,7 @@ class LocalPlatform:
             name=name,
             priority=priority,
             submit_key=key,
+            payload=payload,
         )
         with self._work() as session:
             job_id, created = submit_job(session, self.actor, request)
@@ -80,6 +81,18 @@ class LocalPlatform:
 
         with self._work() as session:
             return finish(session, self.actor, job_id, failed=failed, at=at)
+
+    def agent_starts(self) -> View:
+        from gpupool.scheduler.sites import starts
+
+        with self._work() as session:
+            return starts(session, self.actor)
+
+    def list_sites(self) -> list[View]:
+        from gpupool.scheduler.sites import site_views
+
+        with self._work() as session:
+            return site_views(session, self.actor)
 
     def reap(self, grace: str | None) -> View:
         from gpupool.scheduler.service import reap

@@ -68,6 +68,7 @@ def _register(app) -> None:
     # Each module defines `app` (a Typer group) or `register(app)` for top-level commands.
     from gpupool.cli import (
         admin,
+        agent,
         daemon,
         db_cmd,
         export,
@@ -95,6 +96,8 @@ def _register(app) -> None:
     app.add_typer(report.app, name="report", help="Accounting reports: usage, subsidies.")
     app.add_typer(vouchers.voucher_app, name="voucher", help="Compute vouchers: award, list.")
     app.add_typer(export.app, name="export", help="For sites' workload managers: kueue, slurm.")
+    app.add_typer(agent.app, name="agent", help="A site's agent: run the jobs placed there.")
+    app.add_typer(agent.site_app, name="site", help="Sites and their agents: list.")
     admin.register(app)
     login.register(app)
     schedule.register(app)

@@ -37,8 +37,8 @@ class Platform(Protocol):
 
     # jobs
     def submit_job(
-        self, org, gpus, hours, gpu_types, name, priority, key
-    ) -> View: ...  # {id, created}
+        self, org, gpus, hours, gpu_types, name, priority, key, payload=None
+    ) -> View: ...  # {id, created}; payload: what to run (gpupool.scheduler.payloads)
     def submit_batch(self, path: str) -> list[View]: ...
     def list_jobs(
         self, states: list[str], org: str | None, limit: int, after: int | None, before: int | None
@@ -47,6 +47,8 @@ class Platform(Protocol):
     def cancel_job(self, job_id: int) -> View: ...
     def finish_job(self, job_id: int, failed: bool, at: str | None) -> View: ...
     def reap(self, grace: str | None) -> View: ...  # {timed_out}
+    def agent_starts(self) -> View: ...  # {site, starts}: the agent's site's starts
+    def list_sites(self) -> list[View]: ...
     def schedule(self, dry_run: bool, grace: str | None) -> View: ...
 
     # the platform's description

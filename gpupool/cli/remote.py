@@ -104,7 +104,7 @@ class HttpPlatform:
 
     # --- jobs ----------------------------------------------------------------
 
-    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key) -> View:
+    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key, payload=None) -> View:
         body = {
             "org": org,
             "gpus": gpus,
@@ -114,6 +114,8 @@ class HttpPlatform:
             "priority": priority,
             "key": key,
         }
+        if payload is not None:
+            body["payload"] = payload
         return self._call("POST", "/jobs", json=body)
 
     def submit_batch(self, path: str) -> list[View]:
@@ -135,6 +137,12 @@ class HttpPlatform:
 
     def finish_job(self, job_id: int, failed: bool, at: str | None) -> View:
         return self._call("POST", f"/jobs/{job_id}/finish", json={"failed": failed, "at": at})
+
+    def agent_starts(self) -> View:
+        return self._call("GET", "/agent/starts")
+
+    def list_sites(self) -> list[View]:
+        return self._call("GET", "/sites")
 
     def reap(self, grace: str | None) -> View:
         return self._call("POST", "/jobs/reap", json={"grace": grace})

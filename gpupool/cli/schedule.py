@@ -50,6 +50,8 @@ def schedule(
         echo(f"job {job_id} {'would be ' if dry_run else ''}failed: {reason}")
     for target, reason in sorted(set_aside.items()):
         echo(f"{target} set aside: {reason}")
+    for job_id, what in sorted(view.get("lost", {}).items(), key=lambda item: int(item[0])):
+        echo(f"job {job_id} {what}: its site's agent is lost (docs/sites.md)")
     if started:
         render(
             started,

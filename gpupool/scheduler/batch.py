@@ -2,8 +2,11 @@
 
 CSV: a header row naming columns ``org, gpus, hours`` (required) and
 optionally ``gpu_types`` (several separated by ``;`` or ``|``), ``name``,
-``priority``, ``key`` (idempotency key). YAML: a list of mappings with the same
-keys, or a mapping with such a list under ``jobs``; ``gpu_types`` may be a list.
+``priority``, ``key`` (idempotency key), and what to run (gpupool.scheduler.payloads):
+``command`` (split as a shell would, or in YAML a list of arguments), ``script``
+(the script's text), ``workdir``, ``env`` (``K=V;K2=V2``, or in YAML a mapping),
+``image``, ``stdout``, ``stderr``. YAML: a list of mappings with the same keys, or a
+mapping with such a list under ``jobs``; ``gpu_types`` may be a list.
 
 Parsing only checks the file's shape; the values are checked by
 gpupool.scheduler.service.submit_jobs, which reports every bad row at once
@@ -23,7 +26,8 @@ from gpupool.model import GpupoolError
 from gpupool.scheduler.service import BatchError, JobRequest
 
 REQUIRED = ("org", "gpus", "hours")
-OPTIONAL = ("gpu_types", "name", "priority", "key")
+PAYLOAD = ("command", "script", "workdir", "env", "image", "stdout", "stderr")
+OPTIONAL = ("gpu_types", "name", "priority", "key", *PAYLOAD)
 _ALIASES = {"gpu_type": "gpu_types", "submit_key": "key"}
 
 
@@ -73,7 +77,41 @@ def _request(fields: dict, where: str) -> JobRequest:
         priority=fields.get("priority") if fields.get("priority") not in (None, "") else 0,
         submit_key=None if fields.get("key") in (None, "") else str(fields["key"]),
         where=where,
+        payload=_payload(fields, where),
     )
+
+
+def _collect(requests: list, errors: list, fields: dict, where: str) -> None:
+    try:
+        requests.append(_request(fields, where))
+    except GpupoolError as exc:  # a command or env cell that cannot be read
+        errors.append(exc)
+
+
+def _payload(fields: dict, where: str) -> dict | None:
+    """The row's payload fields as check_payload takes them; None when it has none."""
+    given = {k: fields[k] for k in PAYLOAD if fields.get(k) not in (None, "")}
+    if not given:
+        return None
+    payload = {k: v for k, v in given.items() if k != "command"}
+    command = given.get("command")
+    if isinstance(command, str):
+        import shlex
+
+        try:
+            command = shlex.split(command)
+        except ValueError as exc:
+            raise GpupoolError(
+                f"cannot be split into arguments: {exc}", location=f"{where} command"
+            ) from None
+    if command is not None:
+        payload["argv"] = command
+    if isinstance(payload.get("env"), str):
+        from gpupool.scheduler.payloads import parse_env
+
+        items = [item for item in payload["env"].split(";") if item.strip()]
+        payload["env"] = parse_env(items, f"{where} env")
+    return payload
 
 
 def _check_columns(columns: list[str], where: str, what: str = "column") -> list[str]:
@@ -107,7 +145,7 @@ def parse_csv(text: str, name: str) -> tuple[list[JobRequest], list[GpupoolError
             errors.append(GpupoolError(message, location=where))
             continue
         fields = {c: v.strip() for c, v in zip(columns, row, strict=True)}
-        requests.append(_request(fields, where))
+        _collect(requests, errors, fields, where)
     return requests, errors
 
 
@@ -132,7 +170,7 @@ def parse_yaml(text: str, name: str) -> tuple[list[JobRequest], list[GpupoolErro
         except GpupoolError as exc:
             errors.append(exc)
             continue
-        requests.append(_request({_ALIASES.get(k, k): v for k, v in fields.items()}, where))
+        _collect(requests, errors, {_ALIASES.get(k, k): v for k, v in fields.items()}, where)
     return requests, errors
 
 

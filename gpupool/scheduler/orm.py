@@ -162,6 +162,9 @@ class JobRow(Base):
     # retried submission with the same key finds the existing job instead of
     # writing a second one.
     submit_key: Mapped[str] = mapped_column(String(128))
+    # what to run (gpupool.scheduler.payloads): argv or script, workdir, env, image,
+    # stdout/stderr; None for a job that only books GPUs (sites run it by hand)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     org: Mapped[OrgRow] = relationship(lazy="joined")
     pool: Mapped[PoolRow | None] = relationship(lazy="joined")
 
@@ -193,7 +196,28 @@ class PlacementRow(Base):
     # why the run stopped early: who preempted it and why (Allocation.preempt_why);
     # None for a run that ended otherwise, or before migration 0005
     end_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What the site's agent reported (gpupool.scheduler.sites): the GPU indices
+    # given to the run, [[node index, [GPU index, ...]], ...], chosen when the agent
+    # first pulls the start; the real start; its exit code and a one-line detail.
+    devices: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    run_started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    run_detail: Mapped[str | None] = mapped_column(String(256), nullable=True)
     pool: Mapped[PoolRow] = relationship(lazy="joined")
+
+
+class SiteRow(Base):
+    """A site whose agent has called in: when it was last heard from.
+
+    Sites without a row (no agent yet; their ends are reported by `job finish`)
+    are never marked unreachable.
+    """
+
+    __tablename__ = "sites"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    agent: Mapped[str] = mapped_column(String(128))
 
 
 class ProgrammeRow(Base):

@@ -6,8 +6,9 @@ Roles (``users`` table):
 - ``submitter``: acts for exactly one organisation: submits (without a
   priority boost), sees and cancels its jobs; reads its own reports, vouchers
   and the programmes open to it; reads the policy in force.
-- ``agent``: acts for one site: sees the jobs placed on that site's pools and
-  reports them finished (completed or failed).
+- ``agent``: acts for one site: sees the jobs placed on that site's pools,
+  pulls their starts, reports them running and finished (completed or failed)
+  and sends the site's heartbeats (gpupool.scheduler.sites).
 - ``auditor``: reads everything an admin can read, writes nothing.
 
 ``OPERATIONS`` is the single table of which role may do each operation and
@@ -113,6 +114,14 @@ OPERATIONS: dict[str, Operation] = {
             "job.finish", "report jobs finished", {ADMIN: ALL, AGENT: OWN_SITE}, True, "job finish"
         ),
         _admin("job.reap", "reap overdue jobs", "job reap"),
+        Operation(
+            "agent.run",
+            "run a site's jobs",
+            {AGENT: OWN_SITE},
+            write=True,
+            commands="agent run, agent starts (pull starts, report runs, heartbeats)",
+        ),
+        Operation("site.list", "list sites", _READERS, commands="site list"),
         _admin("schedule.run", "run scheduling rounds", "schedule, scheduler run"),
         Operation(
             "schedule.dry_run", "see a dry-run round", _READERS, commands="schedule --dry-run"

@@ -37,6 +37,7 @@ def job_detail(session: Session, actor: str, job_id: int) -> dict:
 
     row = job_for(session, actor, job_id)
     view = job_view(row)
+    view["payload"] = row.payload
     view["placements"] = [
         {
             "pool": p.pool.name,
@@ -45,6 +46,9 @@ def job_detail(session: Session, actor: str, job_id: int) -> dict:
             "ended_at": clock.iso(p.ended_at),
             "reason": p.reason,
             "end_reason": p.end_reason,
+            "run_started_at": clock.iso(p.run_started_at),  # as the site's agent saw it
+            "exit_code": p.exit_code,
+            "run_detail": p.run_detail,
         }
         for p in repository.placements_of(session, row.id)
     ]
@@ -227,6 +231,7 @@ def round_view(session: Session, result, policy: str) -> dict:
         "skipped": {str(k): v for k, v in sorted(result.skipped.items())},
         "quarantined": {str(k): v for k, v in sorted(result.quarantined.items())},
         "set_aside": dict(sorted(result.set_aside.items())),
+        "lost": {str(k): v for k, v in sorted(result.lost.items())},
         "solve_seconds": round(result.solve_seconds, 4),
     }
 

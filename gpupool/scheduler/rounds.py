@@ -78,6 +78,7 @@ from gpupool.scheduler import (
     permissions,
     quarantine,
     repository,
+    sites,
 )
 from gpupool.scheduler.active import ActivePolicy, active_policy
 from gpupool.scheduler.orm import (
@@ -122,6 +123,8 @@ class RoundResult:
     quarantined: dict[int, str] = field(default_factory=dict)
     held: dict[int, str] = field(default_factory=dict)
     set_aside: dict[str, str] = field(default_factory=dict)
+    # running jobs of lost sites ended by this round (gpupool.scheduler.sites): id -> what
+    lost: dict[int, str] = field(default_factory=dict)
 
 
 def run_active_round(
@@ -197,7 +200,7 @@ class DatabaseRound:
 
     def snapshot(self, moment: dt.datetime) -> Snapshot:
         session = self.session
-        platform = read_platform(session)  # every row through the sanity gate
+        platform = read_platform(session, moment)  # every row through the sanity gate
         verdict = self._verdict = platform.verdict
         verdict.platform.update(self.set_aside)
         books = accounts.load_books(session, moment, rules=self.pricing, whole_ledger=False)
@@ -303,6 +306,7 @@ def _write(
     # fresh, under the lock
     books = accounts.load_books(session, moment, rules=pricing, whole_ledger=False)
     books = _quarantine(session, result, moment, books, actor)
+    result.lost = sites.end_lost_runs(session, moment, sites.lost_site_rule(), books)
     # Reap first: an overdue job ends (and is charged) at its deadline; metering
     # open placements for a voucher expiry before that would charge it to now.
     result.timed_out = lifecycle.reap_timeouts(session, moment, grace, books, verdict.stranded)

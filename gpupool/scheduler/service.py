@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from gpupool import limits, model
 from gpupool.model import Conflict, GpupoolError, JobState, check_transition
-from gpupool.scheduler import clock, lifecycle, permissions, repository
+from gpupool.scheduler import clock, lifecycle, payloads, permissions, repository
 from gpupool.scheduler.fields import (  # noqa: F401  (service.positive_float etc. stay importable)
     non_negative_float,
     positive_float,
@@ -188,10 +188,11 @@ class JobRequest:
     priority: object = 0
     submit_key: str | None = None
     where: str = ""
+    payload: Mapping[str, object] | None = None  # what to run (gpupool.scheduler.payloads)
 
     def location(self, field_name: str) -> str:
         if self.where:
-            return f"{self.where} {field_name}"
+            return f"{self.where} {_BATCH_FIELDS.get(field_name, field_name)}"
         return {
             "org": "--org",
             "gpus": "--gpus",
@@ -200,7 +201,18 @@ class JobRequest:
             "submit_key": "--key",
             "priority": "--priority",
             "name": "--name",
+            "argv": "COMMAND",
+            "script": "--script",
+            "workdir": "--workdir",
+            "env": "--env",
+            "image": "--image",
+            "stdout": "--stdout",
+            "stderr": "--stderr",
         }.get(field_name, field_name)
+
+
+# a batch file's column for a payload field (the rest are named alike)
+_BATCH_FIELDS = {"argv": "command", "payload": "command"}
 
 
 # an idempotency key: printable one-line text that fits jobs.submit_key
@@ -252,6 +264,7 @@ def _validate(session: Session, request: JobRequest, known_orgs: dict[str, int])
         gpu_types=types,
         name=name,
         priority=priority,
+        payload=payloads.check_payload(request.payload, request.location),
     )
 
 

@@ -80,7 +80,7 @@ def take_snapshot(
     epoch = clock.to_epoch(moment)
     grace = grace or lifecycle.parse_grace(None)
     if platform is None:
-        platform = _Platform.read(session)
+        platform = _Platform.read(session, moment)
     if books is None:
         books = accounts.load_books(session, epoch, rules=pricing, whole_ledger=False)
     running = [
@@ -132,10 +132,11 @@ class _Platform:
     held_nodes: list[tuple[str, tuple[tuple[int, int], ...]]]  # stranded runs on pools we use
 
     @classmethod
-    def read(cls, session: Session) -> _Platform:
+    def read(cls, session: Session, now: dt.datetime | None = None) -> _Platform:
         verdict = quarantine.Verdict()
         types_by_id = _gpu_types(session, verdict)
         pools_by_id = _pools(session, types_by_id, verdict)
+        _set_aside_lost_sites(session, as_datetime(now), pools_by_id, verdict)
         domains_by_id = {
             domain_id: model.Domain(name=name, weight=weight)
             for domain_id, name, weight in session.execute(
@@ -165,9 +166,25 @@ class _Platform:
         )
 
 
-def read_platform(session: Session) -> _Platform:
-    """The platform's rows, checked (a round reads it once, before its books)."""
-    return _Platform.read(session)
+def read_platform(session: Session, now: dt.datetime | None = None) -> _Platform:
+    """The platform's rows, checked (a round reads it once, before its books), at ``now``
+    (default: the clock): a pool at a site whose agent is lost is set aside."""
+    return _Platform.read(session, now)
+
+
+def _set_aside_lost_sites(session: Session, now: dt.datetime, pools_by_id, verdict) -> None:
+    """A lost site's pools take no new starts, and its running jobs are stranded (not
+    reaped, not metered: gpupool.scheduler.sites ends them, charged to when the site
+    was last heard from)."""
+    from gpupool.scheduler import sites
+
+    lost = sites.lost_sites(session, now, sites.lost_site_rule())
+    if not lost:
+        return
+    for pool_id, pool in pools_by_id.items():
+        if pool is not None and pool.site in lost:
+            verdict.platform[f"pool {pool.name}"] = sites.lost_reason(lost[pool.site])
+            pools_by_id[pool_id] = None
 
 
 def _gpu_types(session: Session, verdict) -> dict[int, model.GpuType]:

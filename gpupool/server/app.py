@@ -127,6 +127,7 @@ def _add_routes(app: FastAPI) -> None:
     from gpupool.server.dashboard import web as dashboard
     from gpupool.server.routes import (
         accounting,
+        agents,
         audit,
         exports,
         health,
@@ -139,6 +140,7 @@ def _add_routes(app: FastAPI) -> None:
     )
 
     app.include_router(health.router)
-    for module in (jobs, platform, users, tokens, policy, schedule, accounting, audit, exports):
+    routers = (jobs, platform, users, tokens, policy, schedule, accounting, audit, exports, agents)
+    for module in routers:
         app.include_router(module.router)
     app.include_router(dashboard.router)  # /ui: HTML pages, not in the OpenAPI document

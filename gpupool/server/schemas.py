@@ -13,7 +13,7 @@ OpenAPI document then still describes every field it had.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +45,11 @@ class JobSubmit(_Request):
     priority: Number = 0
     key: Annotated[str, Field(max_length=128)] | None = Field(
         None, description="Idempotency key: a retry with the same key returns the same job."
+    )
+    payload: dict[str, Any] | None = Field(
+        None,
+        description="What to run: argv (a list) or script (text), workdir, env ({NAME: "
+        "value}), image, stdout, stderr (docs/sites.md).",
     )
 
 
@@ -108,9 +113,13 @@ class PlacementView(_View):
     ended_at: str | None
     reason: str | None
     end_reason: str | None = None
+    run_started_at: str | None = None
+    exit_code: int | None = None
+    run_detail: str | None = None
 
 
 class JobDetail(JobView):
+    payload: dict[str, Any] | None = None
     placements: list[PlacementView]
     accounting: dict[str, Any] | None
 
@@ -297,6 +306,10 @@ class ScheduleView(_View):
     set_aside: dict[str, str] = Field(
         default_factory=dict, description="Stored rows the round left out, and why."
     )
+    lost: dict[str, str] = Field(
+        default_factory=dict,
+        description="Running jobs of lost sites this round requeued or failed (docs/sites.md).",
+    )
     solve_seconds: float
 
 
@@ -383,3 +396,79 @@ class ExportView(_View):
     kind: str
     site: str | None
     text: str
+
+
+# --- site agents -------------------------------------------------------------
+
+RunId = Annotated[int, Field(gt=0, le=2_147_483_647)]
+Epoch = Annotated[float, Field(ge=0, le=7_258_118_400, allow_inf_nan=False)]
+
+
+class RunKeyIn(_Request):
+    job_id: RunId
+    run_id: RunId = Field(description="The placement's id (a start's run_id).")
+
+
+class RunReportIn(RunKeyIn):
+    phase: Literal["running", "ended", "failed"]
+    started_at: Epoch | None = Field(None, description="Epoch seconds, as the site saw them.")
+    ended_at: Epoch | None = None
+    exit_code: Annotated[int, Field(ge=-255, le=1_000_000)] | None = None
+    detail: Annotated[str, Field(max_length=256)] = ""
+
+
+class RunReports(_Request):
+    reports: list[RunReportIn] = Field(max_length=1_000)
+
+
+class Heartbeat(_Request):
+    running: list[RunKeyIn] = Field(
+        default_factory=list, max_length=10_000, description="The runs the site runs now."
+    )
+
+
+class StartView(_View):
+    job_id: int
+    run_id: int
+    pool: str
+    gpu_type: str
+    vendor: str
+    nodes: list[list[Any]] = Field(description="[[node index, [GPU index, ...]], ...]")
+    time_limit_s: float
+    started_at: float
+    run_started_at: float | None
+    payload: dict[str, Any]
+
+
+class Starts(_View):
+    site: str
+    starts: list[StartView]
+
+
+class ReportOutcome(_View):
+    job_id: int
+    run_id: int
+    outcome: str = Field(description="recorded, unchanged, or stop (the server ended it).")
+
+
+class ReportResults(_View):
+    site: str
+    results: list[ReportOutcome]
+
+
+class StopOrder(_View):
+    job_id: int
+    run_id: int
+    reason: str
+
+
+class Orders(_View):
+    site: str
+    stop: list[StopOrder]
+
+
+class SiteView(_View):
+    name: str
+    agent: str
+    last_seen_at: str | None
+    reachable: bool

@@ -51,6 +51,7 @@ def submit_job(
         name=body.name,
         priority=body.priority,
         submit_key=_one_key(body.key, idempotency_key),
+        payload=body.payload,
     )
     with work() as session:
         job_id, created = submit(session, user.name, request)
