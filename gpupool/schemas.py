@@ -28,9 +28,10 @@ import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from gpupool import limits
+from gpupool.accounting.declarations import ProgrammeEntry, ProgrammesFile, VoucherEntry
 from gpupool.limits import Limit
 
 KINDS = ("policy", "scenario", "programmes", "batch", "sweep")
@@ -184,69 +185,12 @@ def policy_schema() -> TypeAdapter:
 
 
 # ---------------------------------------------------------------------------
-# Programmes and vouchers (gpupool.accounting.declarations)
+# Programmes and vouchers: the reader's own models (gpupool.accounting.declarations)
 # ---------------------------------------------------------------------------
 
 
-class PeriodRange(_Closed):
-    start: Instant | None = None
-    end: Instant | None = None
-    every: Literal["fixed", "month", "quarter", "year", "monthly", "quarterly", "yearly"] = "fixed"
-
-
-class CarryOver(_Closed):
-    carry_over: Share
-
-
-class Programme(_Closed):
-    """A subsidy programme; ``name`` comes from the key where the section is a mapping."""
-
-    name: Name | None = None
-    period: (
-        Annotated[
-            str | int,
-            Field(description="a label (2026-Q4, 2026-10, 2026) or monthly|quarterly|yearly"),
-        ]
-        | PeriodRange
-        | None
-    ) = None
-    budget: Money = None
-    domains: Names = []
-    orgs: Names = []
-    rate: Share = 1.0
-    gpu_type_rates: dict[str, Share] = {}
-    exchange_rates: dict[str, _number(limits.EXCHANGE_RATE, positive=True)] = {}
-    vouchers: bool = False
-    org_cap: Money = None
-    end_of_period: Literal["expire"] | CarryOver = "expire"
-    when_exhausted: Literal["full_price", "wait"] = "full_price"
-    spending_order: Literal["earliest_expiry", "first_awarded"] = "earliest_expiry"
-    job_cap: Money = None
-    pacing: Literal["none", "even"] = "none"
-    org_share: Share | None = None
-
-
-class Voucher(_Closed):
-    id: _integer(limits.ID) | None = None
-    org: Name
-    programme: Name
-    amount: _number(limits.VOUCHER_HOURS)
-    balance: _number(limits.VOUCHER_HOURS) | None = None
-    awarded_at: Instant
-    expires_at: Instant | None = None
-
-
-Programmes = list[Programme] | dict[str, Programme] | None
-Vouchers = list[Voucher] | dict[str, Voucher] | None
-
-
-class ProgrammesFile(_Closed):
-    programmes: Programmes = None
-    vouchers: Vouchers = None
-
-
 def programmes_schema() -> TypeAdapter:
-    return TypeAdapter(ProgrammesFile | list[Programme])
+    return TypeAdapter(ProgrammesFile | list[ProgrammeEntry])
 
 
 # ---------------------------------------------------------------------------
@@ -447,8 +391,8 @@ class Scenario(_Closed):
         SyntheticWorkload | PhillyWorkload | AlibabaWorkload | CsvWorkload,
         Field(discriminator="kind"),
     ]
-    programmes: Programmes = None
-    vouchers: Vouchers = None
+    programmes: list[ProgrammeEntry] | dict[str, ProgrammeEntry] | None = None
+    vouchers: list[VoucherEntry] | dict[str, VoucherEntry] | None = None
 
 
 def scenario_schema() -> TypeAdapter:
@@ -456,37 +400,14 @@ def scenario_schema() -> TypeAdapter:
 
 
 # ---------------------------------------------------------------------------
-# YAML batch files (gpupool.scheduler.batch)
+# YAML batch files: the reader's own models (gpupool.scheduler.batch)
 # ---------------------------------------------------------------------------
-
-_Count = int | Annotated[str, Field(pattern=r"^\s*[+-]?[0-9]+\s*$")]
-_Decimal = float | Annotated[str, Field(pattern=r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*$")]
-
-
-class BatchJob(_Closed):
-    """One job (values are checked on submission, every row at once)."""
-
-    org: Name
-    gpus: _Count
-    hours: _Decimal
-    gpu_types: Names | None = None
-    gpu_type: Names | None = None  # another spelling of gpu_types
-    name: str | None = None
-    priority: _Count | None = None
-    key: str | int | None = None
-    submit_key: str | int | None = None  # another spelling of key
-
-
-class BatchJobs(_Closed):
-    jobs: list[BatchJob]
-
-
-class BatchFile(RootModel[list[BatchJob] | BatchJobs]):
-    pass
 
 
 def batch_schema() -> TypeAdapter:
-    return TypeAdapter(BatchFile)
+    from gpupool.scheduler.batch import BatchJob, BatchJobs
+
+    return TypeAdapter(list[BatchJob] | BatchJobs)
 
 
 # ---------------------------------------------------------------------------
