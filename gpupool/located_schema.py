@@ -273,7 +273,9 @@ class Located:
 
     def where(self, loc: tuple) -> str:
         """``file:line field.path`` of the value (or, for ``[key]`` errors, the key) at
-        pydantic's ``loc``; parts that name no field (a union's member) are skipped."""
+        pydantic's ``loc``. A field missing from the file is named at its mapping; a
+        union member's tag (``list[...]``) is skipped. Readers validate without unions
+        of models where they can: pydantic then reports each member's errors."""
         node, path = self.root, self.prefix
         for index, part in enumerate(loc):
             if part == _KEY:
@@ -284,8 +286,8 @@ class Located:
                     key_node, value_node = found
                     at_key = index + 1 < len(loc) and loc[index + 1] == _KEY
                     node, path = (key_node if at_key else value_node), located_yaml.join(path, part)
-                elif index == len(loc) - 1:  # a missing field: named at its mapping
-                    path = located_yaml.join(path, part)
+                elif not (isinstance(part, str) and "[" in part):  # not a union's tag
+                    path = located_yaml.join(path, part)  # a missing field: at its mapping
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
                 if 0 <= part < len(node.value):
                     node, path = node.value[part], located_yaml.join(path, part)
