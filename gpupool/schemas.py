@@ -85,10 +85,13 @@ Instant = Annotated[
 
 
 def policy_schema() -> TypeAdapter:
-    from gpupool.policies.document import POLICY_KINDS, SECTIONS
+    from gpupool.policies.document import POLICY_KINDS, SECTIONS, unused_sections
     from gpupool.policies.schema import kind_model
 
-    members = tuple(kind_model(kind, POLICY_KINDS[kind], SECTIONS) for kind in POLICY_KINDS)
+    members = tuple(
+        kind_model(kind, cls, SECTIONS, unused_sections(cls))
+        for kind, cls in ((kind, POLICY_KINDS[kind]) for kind in POLICY_KINDS)
+    )
     return TypeAdapter(Annotated[typing.Union[members], Field(discriminator="kind")])  # noqa: UP007
 
 

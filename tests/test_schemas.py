@@ -19,6 +19,7 @@ from gpupool import located_yaml, schemas
 from gpupool.cli.main import app
 from gpupool.files import POLICY, SCENARIO, SWEEP
 from gpupool.policies import document
+from gpupool.policies import options as policy_options
 from gpupool.policies import schema as policy_schema
 from gpupool.scheduler import batch
 from gpupool.simulations import scenario, sweep
@@ -115,7 +116,7 @@ def test_schema_keys_are_the_readers_keys():
         opted = document.OPT_IN_SECTIONS - set(getattr(cls, "OPT_IN_SECTIONS", ()))
         assert keys == set(document.SECTIONS) - unused - opted, kind
         options = policy["$defs"][f"{policy_schema._title(kind)}Options"]["properties"]
-        assert set(options) == set(document.option_fields(cls)), kind
+        assert set(options) == set(policy_options.option_fields(cls)), kind
 
     sc = _printed("scenario")
     assert set(sc["properties"]) == set(scenario._TOP_KEYS)
@@ -169,7 +170,9 @@ def test_the_readers_validate_with_the_printed_models_and_the_cli_start_does_not
     """The models are the readers' own: reading a policy document validates with the
     model `schema policy` prints. The CLI's start-up never pays for pydantic."""
     cls = document.POLICY_KINDS["priority"]
-    read = policy_schema.kind_model("priority", cls, document.SECTIONS)
+    read = policy_schema.kind_model(
+        "priority", cls, document.SECTIONS, document.unused_sections(cls)
+    )
     printed = _printed("policy")["$defs"][read.__name__]
     assert set(printed["properties"]) == set(read.model_fields)
     with pytest.raises(document.PolicyDocumentError) as caught:  # the model's own check

@@ -36,11 +36,8 @@ Design:
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib
-import types
-import typing
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,7 +268,6 @@ def _problem_order(problem: Problem) -> tuple[int, str]:
 # The reader: the kind's pydantic model (gpupool.policies.schema) on located YAML
 # ---------------------------------------------------------------------------
 
-MISSING = object()  # what convert returns for a value that is not of the annotation
 _MESSAGES = {"missing": "required option is missing"}  # all other fields have defaults
 
 
@@ -288,7 +284,7 @@ def _read(root: yaml.Node, text: str, source: str) -> PolicyDocument:
     if value.get("options") is None:
         value["options"] = {}  # no options (or `options:` left empty): the defaults
     located = Located(source, root)
-    model = schema.kind_model(kind if cls else "", cls, SECTIONS)
+    model = schema.kind_model(kind if cls else "", cls, SECTIONS, unused_sections(cls))
     try:
         model_document = model.model_validate(value)
     except ValidationError as exc:
@@ -297,7 +293,7 @@ def _read(root: yaml.Node, text: str, source: str) -> PolicyDocument:
     problems += _fraction_problems(value, located)
     if problems or model_document is None or kind is None:
         raise PolicyDocumentError(sorted(problems, key=_problem_order))
-    return _document(model_document, kind, text, located)
+    return _document(model_document, kind, text, located, list(value["options"]))
 
 
 def _kind(root: yaml.MappingNode, value: dict, source: str) -> tuple[Any, type | None, list]:
@@ -317,6 +313,14 @@ def _kind(root: yaml.MappingNode, value: dict, source: str) -> tuple[Any, type |
         return None, None, [(where, f"policy kind {kind!r} is not available: {exc}")]
 
 
+def unused_sections(cls: type | None) -> frozenset[str]:
+    """The sections a document of this policy class may not have (see the module's Design)."""
+    if cls is None:
+        return frozenset()
+    unused = frozenset(getattr(cls, "UNUSED_SECTIONS", ()))
+    return unused | (OPT_IN_SECTIONS - frozenset(getattr(cls, "OPT_IN_SECTIONS", ())))
+
+
 def _fraction_problems(value: dict, located) -> list[Problem]:
     """Guaranteed fractions of the whole platform add up to at most 1 (the well-formed
     ones: a malformed guarantee has its own problem)."""
@@ -334,7 +338,7 @@ def _fraction_problems(value: dict, located) -> list[Problem]:
     return [(located.where(("domains", "[key]")), message)]
 
 
-def _document(model: Any, kind: str, text: str, located) -> PolicyDocument:
+def _document(model: Any, kind: str, text: str, located, written: list) -> PolicyDocument:
     """The validated model as the policy's parameters, and every name it uses, where."""
     names: list[NameUse] = []
 
@@ -369,7 +373,7 @@ def _document(model: Any, kind: str, text: str, located) -> PolicyDocument:
         time_limit_s=getattr(model, "time_limit_s", _DEFAULTS.time_limit_s),
         placement=_section(PoolPlacement, model, "placement"),
     )
-    options = {name: getattr(model.options, name) for name in model.options.model_fields_set}
+    options = {name: getattr(model.options, name) for name in written}  # in the file's order
     description = getattr(model, "description", "")
     return PolicyDocument(kind, params, options, text, located.source, description, tuple(names))
 
@@ -378,82 +382,6 @@ def _section(params_class: type, model: Any, name: str) -> Any:
     """A section's parameters; one the kind does not read keeps the class's defaults."""
     section = getattr(model, name, None)
     return params_class() if section is None else params_class(**section.model_dump())
-
-
-def option_fields(cls: type) -> dict[str, tuple[Any, bool]]:
-    """Option name -> (annotated type, required) for a dataclass policy class."""
-    if not dataclasses.is_dataclass(cls):
-        return {}
-    hints = typing.get_type_hints(cls)
-    spec = {}
-    for f in dataclasses.fields(cls):
-        if f.name == "params" or not f.init:
-            continue
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        spec[f.name] = (hints.get(f.name, Any), required)
-    return spec
-
-
-def convert(value: Any, annotation: Any) -> Any:
-    """``value`` as an instance of ``annotation``, or MISSING if it is not one.
-
-    Handles what policy options need: bool, int, float (ints accepted), str,
-    Literal, unions with None, tuple[X, ...], Mapping/dict[K, V], Any.
-    """
-    if annotation is Any:
-        return value
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Literal:
-        return value if value in args else MISSING
-    if origin in (typing.Union, types.UnionType):
-        for arg in args:
-            converted = convert(value, arg)
-            if converted is not MISSING:
-                return converted
-        return MISSING
-    if annotation is type(None):
-        return None if value is None else MISSING
-    if origin is tuple:
-        if not isinstance(value, list):
-            return MISSING
-        item_type = args[0] if args else Any
-        items = [convert(v, item_type) for v in value]
-        return MISSING if MISSING in items else tuple(items)
-    if origin in (dict, Mapping) or annotation in (dict, Mapping):
-        if not isinstance(value, dict):
-            return MISSING
-        key_type, item_type = args if args else (Any, Any)
-        pairs = [(convert(k, key_type), convert(v, item_type)) for k, v in value.items()]
-        return MISSING if any(MISSING in pair for pair in pairs) else dict(pairs)
-    if annotation is bool:
-        return value if isinstance(value, bool) else MISSING
-    if annotation is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return value if ok and limits.POLICY_NUMBER.holds(value) else MISSING
-    if annotation is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return float(value) if ok and limits.POLICY_NUMBER.holds(value) else MISSING
-    if isinstance(annotation, type):
-        return value if isinstance(value, annotation) else MISSING
-    return value
-
-
-def describe(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(describe(a) for a in args)
-    if annotation is type(None):
-        return "null"
-    if origin is tuple:
-        return f"a list of {describe(args[0]) if args else 'values'}"
-    if origin in (dict, Mapping):
-        return "a mapping"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 # ---------------------------------------------------------------------------

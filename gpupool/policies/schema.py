@@ -38,6 +38,7 @@ from gpupool.located_schema import (
     text,
     unknown,
 )
+from gpupool.policies.options import MISSING, convert, describe, option_fields
 from gpupool.policies.params import POOL_ORDERS, Aging, PolicyParams, PoolPlacement, Preemption
 
 _AGING, _PREEMPTION, _SUBSIDY, _PARAMS = Aging(), Preemption(), SubsidyRules(), PolicyParams()
@@ -134,17 +135,14 @@ class _Options(Closed):
 
 
 @functools.cache
-def kind_model(kind: str, cls: type | None, sections: tuple[str, ...]) -> type[Closed]:
-    """The model of a document of ``kind`` (policy class ``cls``; None for a kind that
-    is not known, whose sections are all checked and whose options are not)."""
-    from gpupool.policies.document import OPT_IN_SECTIONS, option_fields
-
-    skipped = set()
+def kind_model(
+    kind: str, cls: type | None, sections: tuple[str, ...], skipped: frozenset[str]
+) -> type[Closed]:
+    """The model of a document of ``kind``: policy class ``cls`` (None for a kind that
+    is not known, whose sections are all checked and whose options are not), without
+    the ``skipped`` sections; ``sections`` are all a document may have."""
     options: Any = (dict[str, Any], {})
     if cls is not None:
-        skipped = set(getattr(cls, "UNUSED_SECTIONS", ())) | (
-            OPT_IN_SECTIONS - set(getattr(cls, "OPT_IN_SECTIONS", ()))
-        )
         options = (_options_model(kind, option_fields(cls)), {})
     fields = {name: spec for name, spec in SECTION_FIELDS.items() if name not in skipped}
     model = create_model(
@@ -171,7 +169,6 @@ def _options_model(kind: str, spec: Mapping[str, tuple[Any, bool]]) -> type[Clos
 
 def _option(annotation: Any) -> Any:
     """An option read as its annotation says (document.convert), documented likewise."""
-    from gpupool.policies.document import MISSING, convert, describe
 
     def check(value: Any) -> Any:
         converted = convert(value, annotation)
