@@ -157,8 +157,8 @@ def synthetic(seed: int, jobs: int = 24, hours: float = 36.0) -> Scenario:
 POLICY = """\
 kind: priority
 domains:
-  medical: {weight: 3.0}
-  general: {weight: 1.0}
+  medical: {weight: 3.0, guarantee: {fraction: 0.25}, borrow_limit: 0.5}
+  general: {weight: 1.0, guarantee: {gpus: {A100: 8}}}
 preemption: {enabled: true, min_gap: 2.0}
 subsidy:
   domain_rates: {general: 0.2}

@@ -68,6 +68,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from gpupool.accounting import Books, LedgerEntry, SubsidyRules
+from gpupool.accounting.guarantees import BookedUsage, round_deficits
 from gpupool.model import (
     Allocation,
     Charge,
@@ -275,6 +276,7 @@ class Simulation:
         self._running: dict[int, _Run] = {}
         self._remaining: dict[int, float] = {s.job.id: s.actual_hours for s in jobs}
         self.books = _books(scenario, self.rules)
+        self._booked = BookedUsage()  # this quarter's usage, for guarantee deficits
         self.usage = UsageMeter(scenario.domains, self.options.usage_half_life_hours)
         self.usage.advance(self.start)
         self._integrals = _Integrals(at=self.start, busy=dict.fromkeys(self._types, 0.0))
@@ -468,6 +470,15 @@ class Simulation:
             accounts=books.accounts(now),
             subsidy_budget_left=books.subsidy_left(now),
             pricing=books,  # the same Books a live snapshot prices with
+            guarantee_deficit=round_deficits(
+                getattr(self.policy, "params", None),
+                self.scenario.gpu_types,
+                self._pools.values(),
+                (run.running for run in self._running.values()),
+                self.books.charged_until,
+                lambda start: self._booked.since(self.books.entries, start, now),
+                now,
+            ),
         )
 
     def _apply(self, allocation: Allocation, charges: dict[int, Charge], now: float) -> None:
