@@ -39,7 +39,7 @@ def test_simulator_and_live_rounds_agree(db, seed):
     assert (diff.only_simulated, diff.only_live) == ([], [])
     assert simulated.rounds == live.rounds
     kinds = {entry[0] for entry in live.ledger}
-    assert kinds == {"charge", "expiry"}
+    assert kinds == {"award", "charge", "expiry"}
     assert any(job.state == "timed_out" for job in live.jobs.values())
 
 

@@ -29,7 +29,7 @@ from gpupool.model import Domain, GpuType, Job, Org, Pool, TimeoutGrace
 from gpupool.simulations.workload import Scenario, SimJob
 
 HOUR = 3600.0
-COMPARED_KINDS = ("charge", "correction", "expiry", "carry_over")  # awards are written live only
+COMPARED_KINDS = ("award", "charge", "correction", "expiry", "carry_over")
 START = dt.datetime(2026, 10, 5, tzinfo=dt.UTC).timestamp()  # a Monday in 2026-Q4
 Q4_END = dt.datetime(2027, 1, 1, tzinfo=dt.UTC).timestamp()
 

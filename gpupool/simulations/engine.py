@@ -767,7 +767,8 @@ class Simulation:
 
 
 def _books(scenario: Scenario, rules: SubsidyRules) -> Books:
-    """The scenario's programmes and vouchers (raw scenario entries are parsed here)."""
+    """The scenario's programmes and vouchers (raw scenario entries are parsed here);
+    each voucher's 'award' entry is on the ledger, as a live award books one."""
     from gpupool.accounting.declarations import parse_programmes, parse_vouchers
 
     programmes = tuple(scenario.programmes)
@@ -776,7 +777,10 @@ def _books(scenario: Scenario, rules: SubsidyRules) -> Books:
     vouchers = tuple(scenario.vouchers)
     if any(hasattr(v, "where") for v in vouchers):
         vouchers = parse_vouchers(list(vouchers), scenario.name, programmes)
-    return Books(programmes, vouchers, orgs=scenario.orgs, flat=rules)
+    books = Books(programmes, orgs=scenario.orgs, flat=rules)
+    for voucher in sorted(vouchers, key=lambda v: v.id):  # in award order, as live
+        books.award_declared(voucher)
+    return books
 
 
 def _programme_budgets(books: Books) -> dict[str, float | None]:
