@@ -129,14 +129,17 @@ def round_deficits(
     shares = guarantee_shares(params, gpu_types, pools)
     if not shares:
         return {}
-    records = list(booked(window_start(WINDOW, now)))
-    pool_type = {p.name: p.gpu_type for p in pools}
-    for run in running:  # what running jobs used since they were last charged
-        since = max(run.started_at, charged_until(run.job.id) or run.started_at)
+    start = window_start(WINDOW, now)
+    records = list(booked(start))
+    speed = {p.name: gpu_types[p.gpu_type].speed for p in pools}
+    unbooked: dict[str, float] = defaultdict(float)
+    for run in running:  # what running jobs used in the window since they were last charged
+        since = max(run.started_at, charged_until(run.job.id) or run.started_at, start)
         if now > since:
-            speed = gpu_types[pool_type[run.placement.pool]].speed
-            hours = (now - since) / 3600.0 * run.job.gpus * speed
-            records.append(UsageRecord(run.job.domain, since, now, hours))
+            hours = (now - since) / 3600.0 * run.job.gpus * speed[run.placement.pool]
+            unbooked[run.job.domain] += hours
+    # one record per domain (a replay has hundreds of running jobs every round)
+    records += [UsageRecord(domain, now, now, hours) for domain, hours in unbooked.items()]
     capacity = sum(p.gpus * gpu_types[p.gpu_type].speed for p in pools)
     return guarantee_deficit(records, shares, WINDOW, now, capacity_per_hour=capacity)
 
