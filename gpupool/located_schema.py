@@ -317,14 +317,3 @@ def _child(node: yaml.MappingNode, part: Any) -> tuple[yaml.Node, yaml.Node] | N
         ):
             return key_node, value_node
     return None
-
-
-def sorted_problems(problems: Iterable[Problem]) -> list[Problem]:
-    """Problems in the order of their lines (then their paths)."""
-
-    def order(problem: Problem) -> tuple[int, str]:
-        where = problem[0].rsplit(":", 1)[-1]
-        line = where.split(" ", 1)[0]
-        return (int(line) if line.isdigit() else 0, problem[0])
-
-    return sorted(problems, key=order)
