@@ -105,15 +105,15 @@ def test_programme_from_file_reports_file_and_line(cli, tmp_path, platform):
         (["--gpu-type-rate", "H100"], "error: --gpu-type-rate: expected TYPE=NUMBER, got 'H100'"),
         (
             ["--rate", "0.5", "--pacing", "weekly"],
-            "error: --pacing: pacing must be one of none, even",
+            "error: --pacing: unknown value 'weekly'; expected one of: none, even",
         ),
         (
             ["--rate", "0.5", "--org-share", "3"],
-            "error: --org-share: expected a share between 0 and",
+            "error: --org-share: must be between 0 and 1",
         ),
         (
             ["--rate", "0.5", "--job-cap", "-1"],
-            "error: --job-cap: expected a number >= 0, got -1.0",
+            "error: --job-cap: must be >= 0",
         ),
     ],
 )
