@@ -78,9 +78,7 @@ class PreemptionSettings(Closed):
     min_run_minutes: number(limits.POLICY_NUMBER, NON_NEGATIVE) = _PREEMPTION.min_run_minutes
     max_per_job: integer(limits.ID, minimum=0) = _PREEMPTION.max_per_job
     restart_minutes: number(limits.POLICY_NUMBER, NON_NEGATIVE) = _PREEMPTION.restart_minutes
-    checkpoint_minutes: number(limits.POLICY_NUMBER, NON_NEGATIVE) = (
-        _PREEMPTION.checkpoint_minutes
-    )
+    checkpoint_minutes: number(limits.POLICY_NUMBER, NON_NEGATIVE) = _PREEMPTION.checkpoint_minutes
 
 
 class Subsidy(Closed):
