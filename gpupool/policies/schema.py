@@ -76,9 +76,9 @@ class PreemptionSettings(Closed):
     enabled: flag() = _PREEMPTION.enabled
     min_gap: number(limits.POLICY_NUMBER, NON_NEGATIVE) = _PREEMPTION.min_gap
     min_run_minutes: number(limits.POLICY_NUMBER, NON_NEGATIVE) = _PREEMPTION.min_run_minutes
-    max_per_job: integer(limits.ID, minimum=0) = _PREEMPTION.max_per_job
     restart_minutes: number(limits.POLICY_NUMBER, NON_NEGATIVE) = _PREEMPTION.restart_minutes
     checkpoint_minutes: number(limits.POLICY_NUMBER, NON_NEGATIVE) = _PREEMPTION.checkpoint_minutes
+    max_per_job: integer(limits.ID, minimum=0) = _PREEMPTION.max_per_job
 
 
 class Subsidy(Closed):
