@@ -5,32 +5,36 @@ programmes, batch, sweep). A YAML language server given the schema (a
 ``# yaml-language-server: $schema=...`` line, or the editor's settings)
 completes keys and marks wrong types and out-of-range numbers while one types.
 
-The schemas describe what the readers accept; the readers stay the judges:
-gpupool.policies.document, gpupool.simulations.scenario,
-gpupool.accounting.declarations and gpupool.scheduler.batch read the
-located YAML (gpupool.located_yaml) and report every problem at
-``file:line field.path``, and they check what a schema cannot say (names
-against the platform, one file's names against another section's, sums of
-guaranteed fractions, files a trace names). Key sets and value ranges here come
-from the readers' own constants and from gpupool.limits, and
-tests/test_schemas.py checks that the two agree and that every shipped example
-validates.
+The policy, programmes and batch schemas are the readers' own pydantic models
+(gpupool.policies.schema, gpupool.accounting.declarations,
+gpupool.scheduler.batch): a reader validates located YAML with them
+(gpupool.located_schema) and reports every problem at ``file:line
+field.path``, and checks after them only what a schema cannot say (names
+against the platform, one section's names against another's, sums of
+guaranteed fractions). The scenario models below are still a description: the
+scenario reader (gpupool.simulations.scenario) walks its nodes by hand, and
+tests/test_schemas.py checks that its key sets agree with them. Moving it onto
+its model is the next step: write the model with gpupool.located_schema's
+field types (their messages are the reader's), validate
+``located_yaml.to_python(root)`` with it, and map errors with
+``Located(source, root).problems``; the programme and voucher sections can
+then use declarations' ``ProgrammeEntry`` and ``VoucherEntry`` as they are.
 
 This module sits above the readers (it imports them); nothing but the
-``schema`` command and tests imports it, so pydantic stays out of the CLI's
-start-up.
+``schema`` command and tests imports it. pydantic stays out of the CLI's
+start-up: the readers import it when they read a file.
 """
 
 from __future__ import annotations
 
-import types
 import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from gpupool import limits
+from gpupool.accounting.declarations import ProgrammeEntry, ProgrammesFile, VoucherEntry
 from gpupool.limits import Limit
 
 KINDS = ("policy", "scenario", "programmes", "batch", "sweep")
@@ -76,177 +80,28 @@ Instant = Annotated[
 
 
 # ---------------------------------------------------------------------------
-# Policy documents (gpupool.policies.document)
+# Policy documents: the reader's own models (gpupool.policies.schema)
 # ---------------------------------------------------------------------------
 
 
-class Guarantee(_Closed):
-    """Exactly one of ``gpus`` (per GPU type) or ``fraction`` (of the whole platform)."""
-
-    gpus: dict[str, _integer(limits.GUARANTEE_GPUS)] | None = None
-    fraction: Annotated[float, Field(gt=0, le=1)] | None = None
-
-
-class DomainSettings(_Closed):
-    weight: _number(limits.WEIGHT, positive=True) = 1.0
-    guarantee: Guarantee | None = None
-    borrow_limit: Share | None = None
-
-
-class Aging(_Closed):
-    per_hour: _number(limits.POLICY_NUMBER, floor=0) = 0.0
-    max_boost: _number(limits.POLICY_NUMBER, floor=0) = 0.0
-
-
-class PreemptionSettings(_Closed):
-    enabled: bool = False
-    min_gap: _number(limits.POLICY_NUMBER, floor=0) = 1.0
-    min_run_minutes: _number(limits.POLICY_NUMBER, floor=0) = 60.0
-    max_per_job: _integer(limits.ID, floor=0) = 1
-
-
-class Subsidy(_Closed):
-    domain_rates: dict[str, Share] = {}
-    gpu_type_rates: dict[str, Share] = {}
-    org_cap: Money = None
-    period_budget: Money = None
-
-
-def _policy_sections() -> dict[str, tuple[Any, Any]]:
-    from gpupool.policies.params import POOL_ORDERS
-
-    placement = create_model(
-        "Placement", __base__=_Closed, pool_order=(Literal[POOL_ORDERS], "value")
-    )
-    return {
-        "description": (Prose, ""),
-        "domains": (dict[str, DomainSettings], {}),
-        "aging": (Aging, None),
-        "preemption": (PreemptionSettings, None),
-        "subsidy": (Subsidy, None),
-        "placement": (placement, None),
-        "seed": (_integer(limits.SEED), 0),
-        "time_limit_s": (_number(limits.SOLVER_SECONDS), 5.0),
-    }
-
-
-def _option_type(annotation: Any) -> Any:
-    """A policy class's option annotation as the document writes it (tuples are lists)."""
-    origin = typing.get_origin(annotation)
-    if annotation is float:
-        return _number(limits.POLICY_NUMBER)
-    if annotation is int:
-        return _integer(limits.POLICY_NUMBER)
-    if origin is tuple:
-        args = typing.get_args(annotation)
-        return list[_option_type(args[0]) if args else Any]
-    if origin in (typing.Union, types.UnionType):
-        return typing.Union[tuple(_option_type(a) for a in typing.get_args(annotation))]  # noqa: UP007
-    if origin is Mapping:
-        return dict[typing.get_args(annotation) or (str, Any)]
-    return annotation
-
-
-def _kind_model(kind: str) -> type[BaseModel]:
-    """One kind's document: its options, and only the sections the kind reads."""
-    from gpupool.policies.document import OPT_IN_SECTIONS, POLICY_KINDS, option_fields
-
-    cls = POLICY_KINDS[kind]
-    options = {
-        name: (_option_type(annotation), ... if required else None)
-        for name, (annotation, required) in option_fields(cls).items()
-    }
-    options_model = create_model(f"{_title(kind)}Options", __base__=_Closed, **options)
-    skipped = set(getattr(cls, "UNUSED_SECTIONS", ())) | (
-        OPT_IN_SECTIONS - set(getattr(cls, "OPT_IN_SECTIONS", ()))
-    )
-    sections = {k: v for k, v in _policy_sections().items() if k not in skipped}
-    required_options = any(required for _, required in option_fields(cls).values())
-    return create_model(
-        f"{_title(kind)}Policy",
-        __base__=_Closed,
-        __doc__=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else None,
-        kind=(Literal[kind], ...),
-        options=(options_model | None, ... if required_options else None),
-        **sections,
-    )
-
-
-def _title(kind: str) -> str:
-    return "".join(part.title() for part in kind.split("-"))
-
-
 def policy_schema() -> TypeAdapter:
-    from gpupool.policies.document import POLICY_KINDS
+    from gpupool.policies.document import POLICY_KINDS, SECTIONS, unused_sections
+    from gpupool.policies.schema import kind_model
 
-    members = tuple(_kind_model(kind) for kind in POLICY_KINDS)
+    members = tuple(
+        kind_model(kind, cls, SECTIONS, unused_sections(cls))
+        for kind, cls in ((kind, POLICY_KINDS[kind]) for kind in POLICY_KINDS)
+    )
     return TypeAdapter(Annotated[typing.Union[members], Field(discriminator="kind")])  # noqa: UP007
 
 
 # ---------------------------------------------------------------------------
-# Programmes and vouchers (gpupool.accounting.declarations)
+# Programmes and vouchers: the reader's own models (gpupool.accounting.declarations)
 # ---------------------------------------------------------------------------
 
 
-class PeriodRange(_Closed):
-    start: Instant | None = None
-    end: Instant | None = None
-    every: Literal["fixed", "month", "quarter", "year", "monthly", "quarterly", "yearly"] = "fixed"
-
-
-class CarryOver(_Closed):
-    carry_over: Share
-
-
-class Programme(_Closed):
-    """A subsidy programme; ``name`` comes from the key where the section is a mapping."""
-
-    name: Name | None = None
-    period: (
-        Annotated[
-            str | int,
-            Field(description="a label (2026-Q4, 2026-10, 2026) or monthly|quarterly|yearly"),
-        ]
-        | PeriodRange
-        | None
-    ) = None
-    budget: Money = None
-    domains: Names = []
-    orgs: Names = []
-    rate: Share = 1.0
-    gpu_type_rates: dict[str, Share] = {}
-    exchange_rates: dict[str, _number(limits.EXCHANGE_RATE, positive=True)] = {}
-    vouchers: bool = False
-    org_cap: Money = None
-    end_of_period: Literal["expire"] | CarryOver = "expire"
-    when_exhausted: Literal["full_price", "wait"] = "full_price"
-    spending_order: Literal["earliest_expiry", "first_awarded"] = "earliest_expiry"
-    job_cap: Money = None
-    pacing: Literal["none", "even"] = "none"
-    org_share: Share | None = None
-
-
-class Voucher(_Closed):
-    id: _integer(limits.ID) | None = None
-    org: Name
-    programme: Name
-    amount: _number(limits.VOUCHER_HOURS)
-    balance: _number(limits.VOUCHER_HOURS) | None = None
-    awarded_at: Instant
-    expires_at: Instant | None = None
-
-
-Programmes = list[Programme] | dict[str, Programme] | None
-Vouchers = list[Voucher] | dict[str, Voucher] | None
-
-
-class ProgrammesFile(_Closed):
-    programmes: Programmes = None
-    vouchers: Vouchers = None
-
-
 def programmes_schema() -> TypeAdapter:
-    return TypeAdapter(ProgrammesFile | list[Programme])
+    return TypeAdapter(ProgrammesFile | list[ProgrammeEntry])
 
 
 # ---------------------------------------------------------------------------
@@ -447,8 +302,8 @@ class Scenario(_Closed):
         SyntheticWorkload | PhillyWorkload | AlibabaWorkload | CsvWorkload,
         Field(discriminator="kind"),
     ]
-    programmes: Programmes = None
-    vouchers: Vouchers = None
+    programmes: list[ProgrammeEntry] | dict[str, ProgrammeEntry] | None = None
+    vouchers: list[VoucherEntry] | dict[str, VoucherEntry] | None = None
 
 
 def scenario_schema() -> TypeAdapter:
@@ -456,37 +311,14 @@ def scenario_schema() -> TypeAdapter:
 
 
 # ---------------------------------------------------------------------------
-# YAML batch files (gpupool.scheduler.batch)
+# YAML batch files: the reader's own models (gpupool.scheduler.batch)
 # ---------------------------------------------------------------------------
-
-_Count = int | Annotated[str, Field(pattern=r"^\s*[+-]?[0-9]+\s*$")]
-_Decimal = float | Annotated[str, Field(pattern=r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*$")]
-
-
-class BatchJob(_Closed):
-    """One job (values are checked on submission, every row at once)."""
-
-    org: Name
-    gpus: _Count
-    hours: _Decimal
-    gpu_types: Names | None = None
-    gpu_type: Names | None = None  # another spelling of gpu_types
-    name: str | None = None
-    priority: _Count | None = None
-    key: str | int | None = None
-    submit_key: str | int | None = None  # another spelling of key
-
-
-class BatchJobs(_Closed):
-    jobs: list[BatchJob]
-
-
-class BatchFile(RootModel[list[BatchJob] | BatchJobs]):
-    pass
 
 
 def batch_schema() -> TypeAdapter:
-    return TypeAdapter(BatchFile)
+    from gpupool.scheduler.batch import BatchJob, BatchJobs
+
+    return TypeAdapter(list[BatchJob] | BatchJobs)
 
 
 # ---------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from gpupool import located_yaml, schemas
 from gpupool.cli.main import app
 from gpupool.files import POLICY, SCENARIO, SWEEP
 from gpupool.policies import document
+from gpupool.policies import options as policy_options
+from gpupool.policies import schema as policy_schema
 from gpupool.scheduler import batch
 from gpupool.simulations import scenario, sweep
 
@@ -113,8 +115,8 @@ def test_schema_keys_are_the_readers_keys():
         unused = set(getattr(cls, "UNUSED_SECTIONS", ()))
         opted = document.OPT_IN_SECTIONS - set(getattr(cls, "OPT_IN_SECTIONS", ()))
         assert keys == set(document.SECTIONS) - unused - opted, kind
-        options = policy["$defs"][f"{schemas._title(kind)}Options"]["properties"]
-        assert set(options) == set(document.option_fields(cls)), kind
+        options = policy["$defs"][f"{policy_schema._title(kind)}Options"]["properties"]
+        assert set(options) == set(policy_options.option_fields(cls)), kind
 
     sc = _printed("scenario")
     assert set(sc["properties"]) == set(scenario._TOP_KEYS)
@@ -126,8 +128,9 @@ def test_schema_keys_are_the_readers_keys():
     from gpupool.accounting import declarations
 
     programmes = _printed("programmes")
-    assert _properties(programmes, "Programme") == set(declarations._PROGRAMME_FIELDS)
-    assert _properties(programmes, "Voucher") == set(declarations._VOUCHER_FIELDS)
+    entries = declarations.ProgrammeEntry, declarations.VoucherEntry
+    for model in entries:
+        assert _properties(programmes, model.__name__) == set(model.model_fields)
 
     columns = _properties(_printed("batch"), "BatchJob")
     assert columns == {*batch.REQUIRED, *batch.OPTIONAL, *batch._ALIASES}
@@ -163,15 +166,24 @@ def test_unknown_kind_is_a_one_line_error():
     assert schema.KINDS == schemas.KINDS
 
 
-def test_reading_a_document_does_not_import_pydantic():
-    """The schemas are for editors: reading and submitting never pay for pydantic."""
+def test_the_readers_validate_with_the_printed_models_and_the_cli_start_does_not():
+    """The models are the readers' own: reading a policy document validates with the
+    model `schema policy` prints. The CLI's start-up never pays for pydantic."""
+    cls = document.POLICY_KINDS["priority"]
+    read = policy_schema.kind_model(
+        "priority", cls, document.SECTIONS, document.unused_sections(cls)
+    )
+    printed = _printed("policy")["$defs"][read.__name__]
+    assert set(printed["properties"]) == set(read.model_fields)
+    with pytest.raises(document.PolicyDocumentError) as caught:  # the model's own check
+        document.parse_policy_text("kind: priority\ndomains: {a: {weight: 0}}\n", "p.yaml")
+    assert caught.value.problems == [("p.yaml:2 domains.a.weight", "must be > 0")]
+    assert printed["properties"]["domains"]["additionalProperties"]["$ref"].endswith(
+        "/DomainSettings"
+    )
     code = (
-        "import sys\n"
-        "from gpupool.policies.document import load_policy_file\n"
-        "from gpupool.simulations.scenario import load_scenario\n"
-        f"load_policy_file({str(EXAMPLES / 'policies' / 'priority.yaml')!r})\n"
-        f"load_scenario({str(EXAMPLES / 'scenarios' / 'subsidy-vouchers-sample.yaml')!r})\n"
-        "print(sorted(m for m in ('pydantic', 'gpupool.schemas') if m in sys.modules))"
+        "import sys; import gpupool.cli.main; "
+        "print(sorted(m for m in ('pydantic', 'gpupool.located_schema') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

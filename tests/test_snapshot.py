@@ -20,7 +20,12 @@ import pytest
 from sqlalchemy import select
 
 from gpupool.accounting import SubsidyRules
-from gpupool.accounting.guarantees import UsageRecord, guarantee_deficit, records_from_entries
+from gpupool.accounting.guarantees import (
+    UsageRecord,
+    guarantee_deficit,
+    guarantee_shares,
+    records_from_entries,
+)
 from gpupool.accounting.periods import PeriodSpec
 from gpupool.accounting.programmes import Programme
 from gpupool.model import GpupoolError
@@ -133,7 +138,7 @@ def reference_snapshot(session, moment: dt.datetime) -> dict:
                 * gpu_types[pool_type[run.placement.pool]].speed
             )
             records.append(UsageRecord(run.job.domain, since, epoch, hours))
-    shares = accounts.guarantee_shares(POLICY.params, gpu_types, pools)
+    shares = guarantee_shares(POLICY.params, gpu_types, pools)
     capacity = sum(p.gpus * gpu_types[p.gpu_type].speed for p in pools)
     usage = _reference_usage(session, moment, epoch, grace)
     return {

@@ -28,57 +28,277 @@ from name to entry; a whole document with top-level ``programmes:`` and
     vouchers:
       - {org: pumc, programme: health-2026q4, amount: 500, awarded_at: 2026-10-01}
 
-Every problem raises GpupoolError with ``location`` like
-``scenario.yaml:7 programmes[0].rate``; nothing is returned half-parsed.
+
+The entries are validated with the pydantic models below (:class:`ProgrammeEntry`,
+:class:`VoucherEntry`, written with gpupool.located_schema's field types), and
+``gpupool schema programmes`` prints their JSON Schema. What a model cannot say
+(a voucher's programme is declared and uses vouchers; names and ids are given
+once) is checked after. Every problem raises GpupoolError with ``location``
+like ``scenario.yaml:7 programmes[0].rate``; nothing is returned half-parsed.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from gpupool import limits
-from gpupool.accounting.periods import PeriodSpec, is_label, label_bounds, parse_instant
-from gpupool.accounting.programmes import Programme, Voucher, default_expiry
-from gpupool.files import LocatedEntry as _Entry
+from gpupool.accounting.periods import (
+    CALENDAR_KINDS,
+    PeriodSpec,
+    is_label,
+    label_bounds,
+    parse_instant,
+)
+from gpupool.accounting.programmes import (
+    PACINGS,
+    SPENDING_ORDERS,
+    WHEN_EXHAUSTED,
+    Programme,
+    Voucher,
+    default_expiry,
+)
+from gpupool.located_schema import (
+    NON_NEGATIVE,
+    POSITIVE,
+    SHARE,
+    Closed,
+    Located,
+    choice,
+    custom,
+    fail,
+    flag,
+    integer,
+    key,
+    message,
+    number,
+    text,
+)
 from gpupool.model import GpupoolError
 
-_PROGRAMME_FIELDS = frozenset(
-    {
-        "name",
-        "period",
-        "budget",
-        "domains",
-        "orgs",
-        "rate",
-        "gpu_type_rates",
-        "exchange_rates",
-        "vouchers",
-        "org_cap",
-        "end_of_period",
-        "when_exhausted",
-        "spending_order",
-        "job_cap",
-        "pacing",
-        "org_share",
-    }
-)
-_VOUCHER_FIELDS = frozenset(
-    {"id", "org", "programme", "amount", "balance", "awarded_at", "expires_at"}
-)
 _RECURRING = {"monthly": "month", "quarterly": "quarter", "yearly": "year"}
+_EVERY = ("fixed", *CALENDAR_KINDS, *_RECURRING)
+_MESSAGES = {"missing": "{key} is required", "model_type": "expected a mapping of fields"}
+
+
+# ---------------------------------------------------------------------------
+# Field types of declarations
+# ---------------------------------------------------------------------------
+
+
+def _instant(value: Any) -> float:
+    try:
+        return parse_instant(value, "")
+    except GpupoolError as exc:
+        return fail(exc.message)
+
+
+_INSTANT_SCHEMA = {
+    "type": ["string", "number"],
+    "description": "epoch seconds, a date (2026-10-01) or an ISO date-time, UTC",
+}
+Instant = custom(_instant, _INSTANT_SCHEMA, float)
+
+
+def _optional_instant(value: Any) -> float | None:
+    return None if value is None else _instant(value)
+
+
+OptionalInstant = custom(_optional_instant, {"anyOf": [_INSTANT_SCHEMA, {"type": "null"}]})
+
+
+def _period(value: Any) -> PeriodSpec:
+    if value is None:
+        return PeriodSpec()
+    if isinstance(value, str) and value in _RECURRING:
+        return PeriodSpec(kind=_RECURRING[value])
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return _labelled_period(str(value))
+    if isinstance(value, Mapping):
+        return _period_range(value)
+    return fail(f"bad period {value!r}")
+
+
+def _labelled_period(label: str) -> PeriodSpec:
+    try:
+        start, end = label_bounds(label)
+    except GpupoolError as exc:
+        if is_label(label):  # well formed, but its year is outside the supported dates
+            fail(exc.message)
+        fail(
+            f"period is a label like 2026-Q4, monthly|quarterly|yearly, or {{start, end}}; "
+            f"got {label!r}"
+        )
+    return PeriodSpec(kind="fixed", start=start, end=end)
+
+
+def _period_range(value: Mapping) -> PeriodSpec:
+    unknown = set(value) - {"start", "end", "every"}
+    if unknown:
+        fail(f"unknown period field {sorted(unknown, key=str)[0]!r}")
+    every = value.get("every", "fixed")
+    if every not in _EVERY:
+        fail(f"every is one of {', '.join(_EVERY)}; got {every!r}")
+    start = None if value.get("start") is None else _instant(value["start"])
+    end = None if value.get("end") is None else _instant(value["end"])
+    try:
+        return PeriodSpec(kind=_RECURRING.get(every, every), start=start, end=end)
+    except GpupoolError as exc:
+        return fail(exc.message)
+
+
+_PERIOD_SCHEMA = {
+    "anyOf": [
+        {
+            "type": ["string", "integer"],
+            "description": "a label (2026-Q4, 2026-10, 2026) or monthly|quarterly|yearly",
+        },
+        {
+            "type": "object",
+            "properties": {
+                "start": _INSTANT_SCHEMA,
+                "end": _INSTANT_SCHEMA,
+                "every": {"enum": list(_EVERY)},
+            },
+            "additionalProperties": False,
+        },
+        {"type": "null"},
+    ]
+}
+Period = custom(_period, _PERIOD_SCHEMA, PeriodSpec)
+
+
+def _carry_over(value: Any) -> float:
+    """The share of an unspent budget carried into the next period (0: it expires)."""
+    if value == "expire":
+        return 0.0
+    carry = value.get("carry_over") if isinstance(value, Mapping) else None
+    shaped = isinstance(value, Mapping) and set(value) == {"carry_over"}
+    if shaped and limits.is_real(carry) and SHARE.holds(carry):
+        return float(carry)
+    return fail("end_of_period is 'expire' or {carry_over: <share between 0 and 1>}")
+
+
+_CARRY_SCHEMA = {
+    "anyOf": [
+        {"const": "expire"},
+        {
+            "type": "object",
+            "properties": {"carry_over": {"type": "number", "minimum": 0, "maximum": 1}},
+            "required": ["carry_over"],
+            "additionalProperties": False,
+        },
+    ]
+}
+CarryOver = custom(_carry_over, _CARRY_SCHEMA, float)
+
+
+def _names(value: Any) -> frozenset[str]:
+    value = [] if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        fail("expected a name or a list of names")
+    return frozenset(limits.normalise(v) for v in value)
+
+
+_NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": limits.NAME.length}
+Names = custom(
+    _names, {"anyOf": [_NAME_SCHEMA, {"type": "array", "items": _NAME_SCHEMA}]}, frozenset
+)
+Name = text(limits.NAME, allow_empty=False)
+Money = number(limits.MONEY, NON_NEGATIVE, nullable=True)
+Share = number(limits.POLICY_NUMBER, SHARE)
+
+
+# ---------------------------------------------------------------------------
+# The models: one entry as written
+# ---------------------------------------------------------------------------
+
+
+class ProgrammeEntry(Closed):
+    """A subsidy programme; ``name`` comes from the key where the section is a mapping."""
+
+    name: Name
+    period: Period = PeriodSpec()
+    budget: Money = None
+    domains: Names = frozenset()
+    orgs: Names = frozenset()
+    rate: Share = 1.0
+    gpu_type_rates: dict[key(), Share] = {}
+    exchange_rates: dict[key(), number(limits.EXCHANGE_RATE, POSITIVE)] = {}
+    vouchers: flag() = False
+    org_cap: Money = None
+    end_of_period: CarryOver = 0.0
+    when_exhausted: choice(WHEN_EXHAUSTED) = "full_price"
+    spending_order: choice(SPENDING_ORDERS) = "earliest_expiry"
+    job_cap: Money = None
+    pacing: choice(PACINGS) = "none"
+    org_share: number(limits.POLICY_NUMBER, SHARE, nullable=True) = None
+
+    def programme(self) -> Programme:
+        return Programme(
+            name=self.name,
+            period=self.period,
+            budget=self.budget,
+            domains=self.domains,
+            orgs=self.orgs,
+            rate=self.rate,
+            gpu_type_rates=_normalised(self.gpu_type_rates),
+            exchange_rates=_normalised(self.exchange_rates),
+            uses_vouchers=self.vouchers,
+            org_cap=self.org_cap,
+            carry_over=self.end_of_period,
+            when_exhausted=self.when_exhausted,
+            spending_order=self.spending_order,
+            job_cap=self.job_cap,
+            pacing=self.pacing,
+            org_share=self.org_share,
+        )
+
+
+class VoucherEntry(Closed):
+    """A voucher; ``id`` defaults to its place in the section (1, 2, ...)."""
+
+    id: integer(limits.ID, minimum=1) | None = None
+    org: Name
+    programme: Name
+    amount: number(limits.VOUCHER_HOURS, NON_NEGATIVE)
+    balance: number(limits.VOUCHER_HOURS, NON_NEGATIVE, nullable=True) = None
+    awarded_at: Instant
+    expires_at: OptionalInstant = None
+
+
+class ProgrammesFile(Closed):
+    """A whole file: both sections (each a list, or a mapping from name to entry)."""
+
+    programmes: list[ProgrammeEntry] | dict[key(), ProgrammeEntry] | None = None
+    vouchers: list[VoucherEntry] | dict[key(), VoucherEntry] | None = None
+
+
+def _normalised(rates: Mapping[str, float]) -> dict[str, float]:
+    return {limits.normalise(name): rate for name, rate in rates.items()}
+
+
+# ---------------------------------------------------------------------------
+# Reading sections
+# ---------------------------------------------------------------------------
 
 
 def parse_programmes(node_or_dict: Any, source: str = "<programmes>") -> tuple[Programme, ...]:
     """Programmes from a ``programmes:`` section (or a document holding one)."""
-    entries = _entries(node_or_dict, "programmes", source)
     programmes, seen = [], set()
-    for entry in entries:
-        programme = _programme(entry)
+    for value, where in _entries(node_or_dict, "programmes", source):
+        entry = _validated(ProgrammeEntry, value, where)
+        try:
+            programme = entry.programme()
+        except GpupoolError as exc:
+            # the model names the field after the programme ("programme x budget")
+            field = (exc.location or "").rsplit(" ", 1)[-1].split(".")[0]
+            raise GpupoolError(exc.message, location=where((field,))) from None
         if programme.name in seen:
             raise GpupoolError(
-                f"programme {programme.name!r} declared twice", location=entry.where("name")
+                f"programme {programme.name!r} declared twice", location=where(("name",))
             )
         seen.add(programme.name)
         programmes.append(programme)
@@ -97,239 +317,60 @@ def parse_vouchers(
     """
     known = {p.name: p for p in programmes}
     vouchers, ids = [], set()
-    for index, entry in enumerate(_entries(node_or_dict, "vouchers", source), start=1):
-        voucher = _voucher(entry, index, known)
+    for index, (value, where) in enumerate(_entries(node_or_dict, "vouchers", source), start=1):
+        voucher = _voucher(_validated(VoucherEntry, value, where), index, known, where)
         if voucher.id in ids:
-            raise GpupoolError(f"voucher id {voucher.id} used twice", location=entry.where("id"))
+            raise GpupoolError(f"voucher id {voucher.id} used twice", location=where(("id",)))
         ids.add(voucher.id)
         vouchers.append(voucher)
     return tuple(vouchers)
 
 
-# ---------------------------------------------------------------------------
-# One entry
-# ---------------------------------------------------------------------------
-
-
-def _programme(entry: _Entry) -> Programme:
-    _check_fields(entry, _PROGRAMME_FIELDS, required=("name",))
-    fields = dict(
-        name=_name(entry, "name"),
-        period=_period(entry),
-        budget=_number(entry, "budget", None, limits.MONEY),
-        domains=frozenset(_names(entry, "domains")),
-        orgs=frozenset(_names(entry, "orgs")),
-        rate=_share(entry, "rate", 1.0),
-        gpu_type_rates=_numbers(entry, "gpu_type_rates", _is_share, "a share in [0, 1]"),
-        exchange_rates=_numbers(
-            entry, "exchange_rates", _is_positive, "a number > 0", limits.EXCHANGE_RATE
-        ),
-        uses_vouchers=_flag(entry, "vouchers", False),
-        org_cap=_number(entry, "org_cap", None, limits.MONEY),
-        carry_over=_end_of_period(entry),
-        when_exhausted=_text(entry, "when_exhausted", "full_price"),
-        spending_order=_text(entry, "spending_order", "earliest_expiry"),
-        job_cap=_number(entry, "job_cap", None, limits.MONEY),
-        pacing=_text(entry, "pacing", "none"),
-        org_share=None if entry.get("org_share") is None else _share(entry, "org_share", 1.0),
-    )
+def _voucher(
+    entry: VoucherEntry, index: int, known: Mapping[str, Programme], where: Callable
+) -> Voucher:
+    programme = known.get(entry.programme)
+    if known and programme is None:
+        message = f"no programme named {entry.programme!r}"
+        raise GpupoolError(message, location=where(("programme",)))
+    if programme is not None and not programme.uses_vouchers:
+        message = f"programme {entry.programme!r} does not use vouchers"
+        raise GpupoolError(message, location=where(("programme",)))
+    expires_at = entry.expires_at
+    if expires_at is None and programme is not None:
+        expires_at = default_expiry(programme, entry.awarded_at)
     try:
-        return Programme(**fields)
-    except GpupoolError as exc:
-        # the model names the field after the programme ("programme x when_exhausted")
-        field = (exc.location or "").rsplit(" ", 1)[-1].split(".")[0]
-        raise GpupoolError(exc.message, location=entry.where(field)) from None
-
-
-def _voucher(entry: _Entry, index: int, known: Mapping[str, Programme]) -> Voucher:
-    _check_fields(entry, _VOUCHER_FIELDS, required=("org", "programme", "amount", "awarded_at"))
-    programme = limits.normalise(_text(entry, "programme"))
-    if known and programme not in known:
-        raise GpupoolError(f"no programme named {programme!r}", location=entry.where("programme"))
-    if known and not known[programme].uses_vouchers:
-        raise GpupoolError(
-            f"programme {programme!r} does not use vouchers", location=entry.where("programme")
+        return Voucher(
+            id=index if entry.id is None else entry.id,
+            org=entry.org,
+            programme=entry.programme,
+            amount=entry.amount,
+            balance=entry.amount if entry.balance is None else entry.balance,
+            awarded_at=entry.awarded_at,
+            expires_at=expires_at,
         )
-    awarded_at = _instant(entry, "awarded_at")
-    expires_at = _instant(entry, "expires_at") if entry.get("expires_at") is not None else None
-    if expires_at is None and programme in known:
-        expires_at = default_expiry(known[programme], awarded_at)
-    amount = _number(entry, "amount", None, limits.VOUCHER_HOURS)
-    voucher_id = entry.get("id", index)
-    if isinstance(voucher_id, bool) or not isinstance(voucher_id, int) or voucher_id < 1:
-        raise GpupoolError("a voucher id is a whole number >= 1", location=entry.where("id"))
-    limits.ID.check(voucher_id, entry.where("id"))
-    fields = dict(
-        id=voucher_id,
-        org=limits.normalise(_text(entry, "org")),
-        programme=programme,
-        amount=amount,
-        balance=_number(entry, "balance", amount, limits.VOUCHER_HOURS),
-        awarded_at=awarded_at,
-        expires_at=expires_at,
-    )
-    try:
-        return Voucher(**fields)
     except GpupoolError as exc:
         field = (exc.location or "").rsplit(" ", 1)[-1]
-        raise GpupoolError(exc.message, location=entry.where(field)) from None
+        raise GpupoolError(exc.message, location=where((field,))) from None
 
 
-def _period(entry: _Entry) -> PeriodSpec:
-    value = entry.get("period")
-    where = entry.where("period")
-    if value is None:
-        return PeriodSpec()
-    if isinstance(value, str) and value in _RECURRING:
-        return PeriodSpec(kind=_RECURRING[value])
-    if isinstance(value, str | int) and not isinstance(value, bool):
-        try:
-            start, end = label_bounds(str(value))
-        except GpupoolError as exc:
-            if is_label(str(value)):  # well formed, but its year is outside the supported dates
-                raise GpupoolError(exc.message, location=where) from None
-            raise GpupoolError(
-                f"period is a label like 2026-Q4, monthly|quarterly|yearly, or {{start, end}}; "
-                f"got {value!r}",
-                location=where,
-            ) from None
-        return PeriodSpec(kind="fixed", start=start, end=end)
-    if isinstance(value, Mapping):
-        unknown = set(value) - {"start", "end", "every"}
-        if unknown:
-            raise GpupoolError(f"unknown period field {sorted(unknown)[0]!r}", location=where)
-        every = value.get("every", "fixed")
-        kind = _RECURRING.get(every, every)
-        start = None if value.get("start") is None else parse_instant(value["start"], where)
-        end = None if value.get("end") is None else parse_instant(value["end"], where)
-        try:
-            return PeriodSpec(kind=kind, start=start, end=end)
-        except GpupoolError as exc:
-            raise GpupoolError(exc.message, location=where) from None
-    raise GpupoolError(f"bad period {value!r}", location=where)
-
-
-def _end_of_period(entry: _Entry) -> float:
-    value = entry.get("end_of_period", "expire")
-    if value == "expire":
-        return 0.0
-    carry = value.get("carry_over") if isinstance(value, Mapping) else None
-    if isinstance(value, Mapping) and set(value) == {"carry_over"} and _is_share(carry):
-        return float(carry)
-    raise GpupoolError(
-        "end_of_period is 'expire' or {carry_over: <share between 0 and 1>}",
-        location=entry.where("end_of_period"),
-    )
+def _validated(model: type[Closed], value: Any, where: Callable[[tuple], str]) -> Any:
+    """The entry as ``model``, or a GpupoolError at its first problem."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise GpupoolError(message(first, _MESSAGES), location=where(first["loc"])) from None
 
 
 # ---------------------------------------------------------------------------
-# Field readers
+# Turning any accepted input into entries that know their place
 # ---------------------------------------------------------------------------
 
-
-def _check_fields(entry: _Entry, allowed: frozenset[str], required: tuple[str, ...]) -> None:
-    for key in entry:
-        if key not in allowed:
-            raise GpupoolError(
-                f"unknown field {key!r} (expected one of {', '.join(sorted(allowed))})",
-                location=entry.where(key),
-            )
-    for key in required:
-        if entry.get(key) is None:
-            raise GpupoolError(f"{key} is required", location=f"{entry.location}.{key}")
+Entry = tuple[Any, Callable[[tuple], str]]  # (plain value, pydantic loc -> location)
 
 
-def _text(entry: _Entry, key: str, default: str | None = None) -> str:
-    value = entry.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise GpupoolError(f"expected a name, got {value!r}", location=entry.where(key))
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return limits.is_real(value) and math.isfinite(value)
-
-
-def _is_share(value: Any) -> bool:
-    return _is_number(value) and 0 <= value <= 1
-
-
-def _is_positive(value: Any) -> bool:
-    return _is_number(value) and value > 0
-
-
-def _name(entry: _Entry, key: str) -> str:
-    """A name being declared: printable one-line text, NFKC-normalised (gpupool.limits)."""
-    return limits.check_text(_text(entry, key), entry.where(key), limits.NAME)
-
-
-def _number(entry: _Entry, key: str, default: float | None, limit: limits.Limit) -> float | None:
-    value = entry.get(key, default)
-    if value is None:
-        return default
-    if not (_is_number(value) and value >= 0):
-        raise GpupoolError(f"expected a number >= 0, got {value!r}", location=entry.where(key))
-    return float(limit.check(value, entry.where(key)))
-
-
-def _share(entry: _Entry, key: str, default: float) -> float:
-    value = entry.get(key, default)
-    if not _is_share(value):
-        raise GpupoolError(
-            f"expected a share between 0 and 1, got {value!r}", location=entry.where(key)
-        )
-    return float(value)
-
-
-def _numbers(
-    entry: _Entry,
-    key: str,
-    valid: Callable[[Any], bool],
-    expected: str,
-    limit: limits.Limit | None = None,
-) -> dict[str, float]:
-    value = entry.get(key) or {}
-    if not isinstance(value, Mapping):
-        raise GpupoolError("expected a mapping of GPU type to number", location=entry.where(key))
-    for name, number in value.items():
-        if not valid(number):
-            raise GpupoolError(
-                f"{name}: expected {expected}, got {number!r}", location=entry.where(key)
-            )
-        if limit is not None and not limit.holds(number):
-            raise GpupoolError(
-                f"{name}: must be {limit.span()} ({limit.label}), got {number!r}",
-                location=entry.where(key),
-            )
-    return {limits.normalise(str(name)): float(number) for name, number in value.items()}
-
-
-def _names(entry: _Entry, key: str) -> list[str]:
-    value = entry.get(key) or []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise GpupoolError("expected a list of names", location=entry.where(key))
-    return [limits.normalise(v) for v in value]
-
-
-def _flag(entry: _Entry, key: str, default: bool) -> bool:
-    value = entry.get(key, default)
-    if not isinstance(value, bool):
-        raise GpupoolError(f"expected true or false, got {value!r}", location=entry.where(key))
-    return value
-
-
-def _instant(entry: _Entry, key: str) -> float:
-    return parse_instant(entry.get(key), entry.where(key))
-
-
-# ---------------------------------------------------------------------------
-# Turning any accepted input into located entries
-# ---------------------------------------------------------------------------
-
-
-def _entries(value: Any, section: str, source: str) -> list[_Entry]:
+def _entries(value: Any, section: str, source: str) -> list[Entry]:
     import yaml  # only needed here, so importing gpupool.accounting stays light
 
     if isinstance(value, yaml.Node):
@@ -339,36 +380,50 @@ def _entries(value: Any, section: str, source: str) -> list[_Entry]:
     if value is None:
         return []
     if isinstance(value, Mapping) and not hasattr(value, "where"):
-        items = [(name, item, f"{source} {section}.{name}") for name, item in value.items()]
+        items = [(name, item, f"{section}.{name}") for name, item in value.items()]
     elif isinstance(value, list | tuple):
-        items = [(None, item, f"{source} {section}[{i}]") for i, item in enumerate(value)]
+        items = [(None, item, f"{section}[{i}]") for i, item in enumerate(value)]
     else:
         raise GpupoolError(f"expected a list of {section}", location=f"{source} {section}")
-    return [_located(name, item, where) for name, item, where in items]
+    return [_plain(name, item, source, path) for name, item, path in items]
 
 
-def _located(name: str | None, item: Any, where: str) -> _Entry:
+def _plain(name: str | None, item: Any, source: str, path: str) -> Entry:
+    if hasattr(item, "where"):  # already located (e.g. the scenario loader's raw entry)
+        return _named(name, item), lambda loc: item.where(loc[0]) if loc else item.location
     if not isinstance(item, Mapping):
-        raise GpupoolError("expected a mapping of fields", location=where)
-    entry = _Entry(item)
-    if name is not None:
-        entry.setdefault("name", name)
-    if hasattr(item, "where"):  # already located (e.g. the scenario loader's RawEntry)
-        entry.location = item.location
-        entry.key_locations = {key: item.where(key) for key in item}
-    else:
-        entry.location = where
-        entry.key_locations = {key: f"{where}.{key}" for key in item}
-    return entry
+        raise GpupoolError("expected a mapping of fields", location=f"{source} {path}")
+    return _named(name, item), Located(source, None, path).where
 
 
-def _entries_from_node(node: Any, section: str, source: str) -> list[_Entry]:
+def _entries_from_node(node: Any, section: str, source: str) -> list[Entry]:
     import yaml
 
-    from gpupool.located_yaml import entries
+    from gpupool.located_yaml import to_python, where
 
     if isinstance(node, yaml.MappingNode):
         children = {k.value: v for k, v in node.value}
-        if section in children:
-            node = children[section]
-    return entries(node, source, section)
+        node = children.get(section, node)
+    if isinstance(node, yaml.ScalarNode) and to_python(node) is None:
+        return []
+    if isinstance(node, yaml.SequenceNode):
+        items = [(None, item, f"{section}[{i}]") for i, item in enumerate(node.value)]
+    elif isinstance(node, yaml.MappingNode):
+        items = [(k.value, item, f"{section}.{k.value}") for k, item in node.value]
+    else:
+        raise GpupoolError(f"expected a list of {section}", location=where(source, node, section))
+    entries = []
+    for name, item, path in items:
+        if not isinstance(item, yaml.MappingNode):
+            message = "expected a mapping of fields"
+            raise GpupoolError(message, location=where(source, item, path))
+        entries.append((_named(name, to_python(item)), Located(source, item, path).where))
+    return entries
+
+
+def _named(name: str | None, item: Mapping) -> dict:
+    """The entry's fields; a section keyed by name fills in ``name``."""
+    fields = dict(item)
+    if name is not None:
+        fields.setdefault("name", name)
+    return fields

@@ -51,6 +51,14 @@ class Vouchers:
         self._record(self._voucher_entry("award", voucher, amount, at))
         return voucher
 
+    def award_declared(self, voucher: Voucher) -> None:
+        """Take a voucher a file declares already awarded (a scenario's) onto the books
+        with the 'award' entry ``award`` would have booked: a replay's ledger then
+        holds what the live one does."""
+        self._add_voucher(voucher)
+        self.version += 1
+        self._record(self._voucher_entry("award", voucher, voucher.amount, voucher.awarded_at))
+
     def expiring(self, now: float) -> bool:
         """Whether some voucher with a balance is due to expire by ``now``.
 

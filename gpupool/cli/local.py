@@ -9,8 +9,10 @@ from gpupool.scheduler.queries, so both front ends build them the same way.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from gpupool.cli.platform import View
+if TYPE_CHECKING:  # the alias only names types: no import at run time
+    from gpupool.cli.platform import View
 
 
 class LocalPlatform:

@@ -17,14 +17,17 @@ from certifi's bundle) would cost a `job submit` more than the whole request
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gpupool.cli.platform import View
 from gpupool.model import (
     Conflict,
     GpupoolError,
     NotFound,
     PermissionDenied,
 )
+
+if TYPE_CHECKING:  # the alias only names types: no import at run time
+    from gpupool.cli.platform import View
 
 API = "/api/v1"
 TIMEOUT_SECONDS = 60.0  # a live round waits for a daemon's round in progress

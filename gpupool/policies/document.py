@@ -16,12 +16,14 @@ A document names a policy ``kind`` and its parameters::
 Design:
 - The text is *composed* by gpupool.located_yaml (the reader every YAML input
   shares: no aliases, merge keys or duplicate keys, bounded depth and size),
-  not loaded, so every value keeps its node and therefore its line. A small
-  reader walks the nodes against the schema and collects every problem as
-  ``(location, message)`` where location is ``file:line field.path``; nothing
-  stops at the first error.
-- The schema lives in the ``_read_*`` functions, one per section; each returns
-  the parsed value or None after recording its problems.
+  not loaded, so every value keeps its node and therefore its line. The plain
+  values are validated with the kind's pydantic model (gpupool.policies.schema,
+  the model ``gpupool schema policy`` prints), and each error's field path is
+  mapped back to its node (gpupool.located_schema), so every problem comes out
+  as ``(location, message)`` with location ``file:line field.path``; nothing
+  stops at the first error. What a model cannot say is checked here: the kind
+  itself, guaranteed fractions adding up to at most 1, and the names a document
+  uses, kept with their place for ``check_names``.
 - ``POLICY_KINDS`` maps kind -> policy class and imports the class only when
   asked, so loading a document never imports OR-Tools. Kind options are
   checked against the class's dataclass fields and their annotated types.
@@ -34,12 +36,9 @@ Design:
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib
-import types
-import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,6 @@ from gpupool.files import POLICY, FileError, read_text
 from gpupool.model import GpupoolError
 from gpupool.policies.base import Policy
 from gpupool.policies.params import (
-    POOL_ORDERS,
     Aging,
     DomainShare,
     PolicyParams,
@@ -228,7 +226,6 @@ def parse_policy_text(
     text: str, source: str = "<text>", overrides: located_yaml.Overrides = ()
 ) -> PolicyDocument:
     """Parse and check a whole document; raise PolicyDocumentError listing every problem."""
-    reader = _Reader(source)
     try:
         root = located_yaml.compose(text, source, POLICY)
         located_yaml.apply_overrides(root, overrides, source)
@@ -236,10 +233,7 @@ def parse_policy_text(
         raise PolicyDocumentError([(exc.location or source, exc.message)]) from None
     if root is None:
         raise PolicyDocumentError([(f"{source}:1", "empty document; expected a 'kind:' mapping")])
-    document = reader.document(root, text)
-    if reader.problems or document is None:
-        raise PolicyDocumentError(sorted(reader.problems, key=_problem_order))
-    return document
+    return _read(root, text, source)
 
 
 def check_names(document: PolicyDocument, gpu_types: Iterable[str], domains: Iterable[str]) -> None:
@@ -271,459 +265,123 @@ def _problem_order(problem: Problem) -> tuple[int, str]:
 
 
 # ---------------------------------------------------------------------------
-# The reader: walks composed YAML nodes against the schema
+# The reader: the kind's pydantic model (gpupool.policies.schema) on located YAML
 # ---------------------------------------------------------------------------
 
-_MISSING = object()
+_MESSAGES = {"missing": "required option is missing"}  # all other fields have defaults
 
 
-class _Reader:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[Problem] = []
-        self.names: list[NameUse] = []  # domains and GPU types named, for check_names
-        self._constructor = yaml.SafeLoader("")
+def _read(root: yaml.Node, text: str, source: str) -> PolicyDocument:
+    from pydantic import ValidationError
 
-    # -- reporting --------------------------------------------------------
+    from gpupool.located_schema import Located
+    from gpupool.policies import schema
 
-    def error(self, node: yaml.Node, path: str, message: str) -> None:
-        self.problems.append((located_yaml.where(self.source, node, path), message))
+    if not isinstance(root, yaml.MappingNode):
+        raise PolicyDocumentError([(located_yaml.where(source, root), "must be a mapping")])
+    value = located_yaml.to_python(root)
+    kind, cls, problems = _kind(root, value, source)
+    if value.get("options") is None:
+        value["options"] = {}  # no options (or `options:` left empty): the defaults
+    located = Located(source, root)
+    model = schema.kind_model(kind if cls else "", cls, SECTIONS, unused_sections(cls))
+    try:
+        model_document = model.model_validate(value)
+    except ValidationError as exc:
+        problems += located.problems(exc, _MESSAGES)
+        model_document = None
+    problems += _fraction_problems(value, located)
+    if problems or model_document is None or kind is None:
+        raise PolicyDocumentError(sorted(problems, key=_problem_order))
+    return _document(model_document, kind, text, located, list(value["options"]))
 
-    def named(self, what: str, name: str, key_node: yaml.Node, path: str) -> None:
-        self.names.append((what, name, located_yaml.where(self.source, key_node, path)))
 
-    # -- node helpers -----------------------------------------------------
+def _kind(root: yaml.MappingNode, value: dict, source: str) -> tuple[Any, type | None, list]:
+    """The document's kind and policy class, or the problem with them."""
+    kinds = ", ".join(POLICY_KINDS)
+    nodes = {key.value: node for key, node in root.value}
+    if "kind" not in value:
+        return None, None, [(located_yaml.where(source, root, "kind"), f"required: one of {kinds}")]
+    kind, where = value["kind"], located_yaml.where(source, nodes["kind"], "kind")
+    if not isinstance(kind, str):
+        return None, None, [(where, f"must be a string: one of {kinds}")]
+    if kind not in POLICY_KINDS:
+        return None, None, [(where, _unknown(kind, tuple(POLICY_KINDS), "kind"))]
+    try:
+        return kind, POLICY_KINDS[kind], []
+    except ImportError as exc:
+        return None, None, [(where, f"policy kind {kind!r} is not available: {exc}")]
 
-    def mapping(
-        self, node: yaml.Node, path: str, allowed: tuple[str, ...] | None = None
-    ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
-        """Key -> (key node, value node); records non-mapping and unknown keys (the
-        composer already refused duplicate ones)."""
-        if not isinstance(node, yaml.MappingNode):
-            self.error(node, path, "must be a mapping")
-            return None
-        entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        for key_node, value_node in node.value:
-            key = self.scalar(key_node)
-            key_path = _join(path, str(key))
-            if not isinstance(key, str):
-                self.error(key_node, key_path, "keys must be strings")
-            elif allowed is not None and key not in allowed:
-                self.error(key_node, key_path, _unknown(key, allowed))
-            else:
-                entries[key] = (key_node, value_node)
-        return entries
 
-    def scalar(self, node: yaml.Node) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            return _MISSING
-        return self._constructor.construct_object(node, deep=True)
+def unused_sections(cls: type | None) -> frozenset[str]:
+    """The sections a document of this policy class may not have (see the module's Design)."""
+    if cls is None:
+        return frozenset()
+    unused = frozenset(getattr(cls, "UNUSED_SECTIONS", ()))
+    return unused | (OPT_IN_SECTIONS - frozenset(getattr(cls, "OPT_IN_SECTIONS", ())))
 
-    def number(
-        self,
-        node: yaml.Node,
-        path: str,
-        check: Callable[[float], bool] = lambda v: True,
-        rule: str = "",
-        *,
-        nullable: bool = False,
-        limit: limits.Limit = limits.POLICY_NUMBER,
-    ) -> float | None:
-        value = self.scalar(node)
-        if value is None and nullable:
-            return None
-        if not limits.is_real(value):
-            self.error(node, path, "must be a number" + (" or null" if nullable else ""))
-            return None
-        if not check(value):
-            self.error(node, path, f"must be {rule}")
-            return None
-        if not limit.holds(value):  # before float(): a 400-digit integer overflows it
-            self.error(node, path, f"must be {limit.span()} ({limit.label})")
-            return None
-        return float(value)
 
-    def integer(
-        self, node: yaml.Node, path: str, minimum: int = 0, limit: limits.Limit = limits.ID
-    ) -> int | None:
-        value = self.scalar(node)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(node, path, "must be an integer")
-            return None
-        if value < minimum:
-            self.error(node, path, f"must be >= {minimum}")
-            return None
-        if not limit.holds(value):
-            self.error(node, path, f"must be {limit.span()} ({limit.label})")
-            return None
-        return value
+def _fraction_problems(value: dict, located) -> list[Problem]:
+    """Guaranteed fractions of the whole platform add up to at most 1 (the well-formed
+    ones: a malformed guarantee has its own problem)."""
+    domains = value.get("domains")
+    total = 0.0
+    for settings in domains.values() if isinstance(domains, Mapping) else ():
+        guarantee = settings.get("guarantee") if isinstance(settings, Mapping) else None
+        if isinstance(guarantee, Mapping) and set(guarantee) == {"fraction"}:
+            fraction = guarantee["fraction"]
+            if limits.is_real(fraction) and 0 < fraction <= 1:
+                total += fraction
+    if total <= 1.0 + 1e-9:
+        return []
+    message = f"guaranteed fractions add up to {total:g}; must be <= 1"
+    return [(located.where(("domains", "[key]")), message)]
 
-    def boolean(self, node: yaml.Node, path: str) -> bool | None:
-        value = self.scalar(node)
-        if not isinstance(value, bool):
-            self.error(node, path, "must be true or false")
-            return None
-        return value
 
-    def string(self, node: yaml.Node, path: str) -> str | None:
-        value = self.scalar(node)
-        if not isinstance(value, str):
-            self.error(node, path, "must be a string")
-            return None
-        return value
+def _document(model: Any, kind: str, text: str, located, written: list) -> PolicyDocument:
+    """The validated model as the policy's parameters, and every name it uses, where."""
+    names: list[NameUse] = []
 
-    def text(self, node: yaml.Node, path: str) -> str | None:
-        """A string that is printable one-line prose of bounded length (gpupool.limits)."""
-        value = self.string(node, path)
-        if value is None:
-            return None
-        try:
-            return limits.check_text(value, path, limits.COMMENT, allow_empty=True)
-        except GpupoolError as exc:
-            self.error(node, path, exc.message)
-            return None
+    def named(what: str, *loc: str) -> None:
+        names.append((what, loc[-1], located.where((*loc, "[key]"))))
 
-    def rates(self, node: yaml.Node, path: str, what: str) -> dict[str, float]:
-        entries = self.mapping(node, path) or {}
-        rates = {}
-        for name, (key_node, value_node) in entries.items():
-            self.named(what, name, key_node, _join(path, name))
-            rate = self.number(value_node, _join(path, name), _fraction_closed, "between 0 and 1")
-            if rate is not None:
-                rates[name] = rate
-        return rates
-
-    # -- the document -----------------------------------------------------
-
-    def document(self, root: yaml.Node, text: str) -> PolicyDocument | None:
-        entries = self.mapping(root, "", SECTIONS)
-        if entries is None:
-            return None
-        kind = self.kind(root, entries)
-        cls = self.policy_class(entries, kind)
-        weights, shares = self.domains(entries)
-        params = PolicyParams(
-            domain_weights=weights,
-            shares=shares,
-            aging=self.aging(entries),
-            preemption=self.preemption(entries),
-            subsidy=self.subsidy(entries),
-            seed=self.seed(entries),
-            time_limit_s=self.time_limit(entries),
-            placement=self.placement(entries),
-        )
-        options = self.options(entries, cls)
-        description = ""
-        if "description" in entries:
-            description = self.text(entries["description"][1], "description") or ""
-        if cls is None or kind is None:
-            return None
-        names = tuple(self.names)
-        return PolicyDocument(kind, params, options, text, self.source, description, names)
-
-    def kind(self, root: yaml.Node, entries) -> str | None:
-        if "kind" not in entries:
-            self.error(root, "kind", f"required: one of {', '.join(POLICY_KINDS)}")
-            return None
-        node = entries["kind"][1]
-        kind = self.scalar(node)
-        if not isinstance(kind, str):
-            self.error(node, "kind", f"must be a string: one of {', '.join(POLICY_KINDS)}")
-            return None
-        if kind not in POLICY_KINDS:
-            self.error(node, "kind", _unknown(str(kind), tuple(POLICY_KINDS), "kind"))
-            return None
-        return kind
-
-    def policy_class(self, entries, kind: str | None) -> type | None:
-        if kind is None:
-            return None
-        node = entries["kind"][1]
-        try:
-            cls = POLICY_KINDS[kind]
-        except ImportError as exc:
-            self.error(node, "kind", f"policy kind {kind!r} is not available: {exc}")
-            return None
-        unused = getattr(cls, "UNUSED_SECTIONS", frozenset())
-        unused |= OPT_IN_SECTIONS - getattr(cls, "OPT_IN_SECTIONS", frozenset())
-        for section in sorted(unused & set(entries)):
-            self.error(entries[section][0], section, f"not used by kind {kind}; remove it")
-        return cls
-
-    def domains(self, entries) -> tuple[dict[str, float], dict[str, DomainShare]]:
-        weights: dict[str, float] = {}
-        shares: dict[str, DomainShare] = {}
-        if "domains" not in entries:
-            return weights, shares
-        node = entries["domains"][1]
-        fractions = 0.0
-        for name, (key_node, value_node) in (self.mapping(node, "domains") or {}).items():
-            path = f"domains.{name}"
-            self.named("domain", name, key_node, path)
-            fields = self.mapping(value_node, path, ("weight", "guarantee", "borrow_limit"))
-            if fields is None:
-                continue
-            if "weight" in fields:
-                weight = self.number(
-                    fields["weight"][1], f"{path}.weight", _positive, "> 0", limit=limits.WEIGHT
-                )
-                if weight is not None:
-                    weights[name] = weight
-            share = self.share(fields, path)
-            if share is not None:
-                shares[name] = share
-                fractions += share.fraction or 0.0
-        if fractions > 1.0 + 1e-9:
-            message = f"guaranteed fractions add up to {fractions:g}; must be <= 1"
-            self.error(entries["domains"][0], "domains", message)
-        return weights, shares
-
-    def share(self, fields, path: str) -> DomainShare | None:
-        borrow = None
-        if "borrow_limit" in fields:
-            borrow = self.number(
-                fields["borrow_limit"][1],
-                f"{path}.borrow_limit",
-                _fraction_closed,
-                "between 0 and 1",
-                nullable=True,
+    weights, shares = {}, {}
+    for name, settings in getattr(model, "domains", {}).items():
+        named("domain", "domains", name)
+        if "weight" in settings.model_fields_set:
+            weights[name] = settings.weight
+        guarantee = settings.guarantee
+        for gpu_type in (guarantee.gpus if guarantee is not None else None) or {}:
+            named("GPU type", "domains", name, "guarantee", "gpus", gpu_type)
+        if guarantee is not None or "borrow_limit" in settings.model_fields_set:
+            shares[name] = DomainShare(
+                fraction=guarantee.fraction if guarantee is not None else None,
+                gpus=guarantee.gpus if guarantee is not None else None,
+                borrow_limit=settings.borrow_limit,
             )
-        if "guarantee" not in fields:
-            return DomainShare(borrow_limit=borrow) if "borrow_limit" in fields else None
-        gpath = f"{path}.guarantee"
-        node = fields["guarantee"][1]
-        guarantee = self.mapping(node, gpath, ("gpus", "fraction"))
-        if guarantee is None:
-            return None
-        if len(guarantee) != 1:
-            self.error(node, gpath, "give exactly one of 'gpus' (per GPU type) or 'fraction'")
-            return None
-        if "fraction" in guarantee:
-            fraction = self.number(
-                guarantee["fraction"][1], f"{gpath}.fraction", _fraction_open, "> 0 and <= 1"
-            )
-            return None if fraction is None else DomainShare(fraction=fraction, borrow_limit=borrow)
-        gpus = {}
-        for gpu_type, (key_node, count_node) in (
-            self.mapping(guarantee["gpus"][1], f"{gpath}.gpus") or {}
-        ).items():
-            self.named("GPU type", gpu_type, key_node, f"{gpath}.gpus.{gpu_type}")
-            count = self.integer(
-                count_node, f"{gpath}.gpus.{gpu_type}", limit=limits.GUARANTEE_GPUS
-            )
-            if count is not None:
-                gpus[gpu_type] = count
-        return DomainShare(gpus=gpus, borrow_limit=borrow)
-
-    def aging(self, entries) -> Aging:
-        fields = self._section(entries, "aging", ("per_hour", "max_boost"))
-        values = {
-            key: self.number(node, f"aging.{key}", _non_negative, ">= 0")
-            for key, node in fields.items()
-        }
-        return Aging(**{k: v for k, v in values.items() if v is not None})
-
-    def preemption(self, entries) -> Preemption:
-        numbers = ("min_gap", "min_run_minutes", "restart_minutes", "checkpoint_minutes")
-        allowed = ("enabled", *numbers, "max_per_job")
-        fields = self._section(entries, "preemption", allowed)
-        values: dict[str, Any] = {}
-        if "enabled" in fields:
-            values["enabled"] = self.boolean(fields["enabled"], "preemption.enabled")
-        for key in numbers:
-            if key in fields:
-                values[key] = self.number(fields[key], f"preemption.{key}", _non_negative, ">= 0")
-        if "max_per_job" in fields:
-            values["max_per_job"] = self.integer(fields["max_per_job"], "preemption.max_per_job")
-        return Preemption(**{k: v for k, v in values.items() if v is not None})
-
-    def subsidy(self, entries) -> SubsidyRules:
-        allowed = ("domain_rates", "gpu_type_rates", "org_cap", "period_budget")
-        fields = self._section(entries, "subsidy", allowed)
-        values: dict[str, Any] = {}
-        for key, what in (("domain_rates", "domain"), ("gpu_type_rates", "GPU type")):
-            if key in fields:
-                values[key] = self.rates(fields[key], f"subsidy.{key}", what)
-        for key in ("org_cap", "period_budget"):
-            if key in fields:
-                values[key] = self.number(
-                    fields[key],
-                    f"subsidy.{key}",
-                    _non_negative,
-                    ">= 0",
-                    nullable=True,
-                    limit=limits.MONEY,
-                )
-        return SubsidyRules(**values)
-
-    def placement(self, entries) -> PoolPlacement:
-        fields = self._section(entries, "placement", ("pool_order",))
-        if "pool_order" not in fields:
-            return PoolPlacement()
-        node = fields["pool_order"]
-        order = self.scalar(node)
-        if not isinstance(order, str):
-            self.error(node, "placement.pool_order", f"must be one of: {', '.join(POOL_ORDERS)}")
-        elif order not in POOL_ORDERS:
-            self.error(node, "placement.pool_order", _unknown(order, POOL_ORDERS, "pool order"))
-        else:
-            return PoolPlacement(pool_order=order)
-        return PoolPlacement()
-
-    def _section(self, entries, name: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
-        if name not in entries:
-            return {}
-        fields = self.mapping(entries[name][1], name, allowed) or {}
-        return {key: value_node for key, (_, value_node) in fields.items()}
-
-    def seed(self, entries) -> int:
-        if "seed" not in entries:
-            return _DEFAULTS.seed
-        value = self.integer(entries["seed"][1], "seed", limit=limits.SEED)
-        return _DEFAULTS.seed if value is None else value
-
-    def time_limit(self, entries) -> float:
-        if "time_limit_s" not in entries:
-            return _DEFAULTS.time_limit_s
-        value = self.number(
-            entries["time_limit_s"][1],
-            "time_limit_s",
-            _positive,
-            "> 0",
-            limit=limits.SOLVER_SECONDS,
-        )
-        return _DEFAULTS.time_limit_s if value is None else value
-
-    # -- kind options -----------------------------------------------------
-
-    def options(self, entries, cls: type | None) -> dict[str, Any]:
-        if "options" not in entries:
-            fields = {}
-        else:
-            node = entries["options"][1]
-            if isinstance(node, yaml.ScalarNode) and self.scalar(node) is None:
-                fields = {}
-            else:
-                fields = self.mapping(node, "options") or {}
-        if cls is None:
-            return {}
-        spec = option_fields(cls)
-        options: dict[str, Any] = {}
-        for name, (key_node, value_node) in fields.items():
-            path = f"options.{name}"
-            if name not in spec:
-                known = tuple(spec)
-                self.error(
-                    key_node,
-                    path,
-                    _unknown(name, known, "option")
-                    if known
-                    else f"unknown option; kind {entries['kind'][1].value} takes none",
-                )
-                continue
-            value = self.option_value(value_node, path, spec[name][0])
-            if value is not _MISSING:
-                options[name] = value
-        for name, (_, required) in spec.items():
-            if required and name not in options and name not in fields:
-                anchor = entries["options"][1] if "options" in entries else entries["kind"][1]
-                self.error(anchor, f"options.{name}", "required option is missing")
-        return options
-
-    def option_value(self, node: yaml.Node, path: str, annotation: Any) -> Any:
-        value = _to_python(node, self)
-        converted = _convert(value, annotation)
-        if converted is _MISSING:
-            bound = limits.POLICY_NUMBER
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            out = number and not bound.holds(value)
-            beyond = f", {bound.span()} ({bound.label})" if out else ""
-            self.error(node, path, f"must be {_describe(annotation)}{beyond}")
-        return converted
+    subsidy = getattr(model, "subsidy", None)
+    for field_name, what in (("domain_rates", "domain"), ("gpu_type_rates", "GPU type")):
+        for name in getattr(subsidy, field_name, {}):
+            named(what, "subsidy", field_name, name)
+    params = PolicyParams(
+        domain_weights=weights,
+        shares=shares,
+        aging=_section(Aging, model, "aging"),
+        preemption=_section(Preemption, model, "preemption"),
+        subsidy=_section(SubsidyRules, model, "subsidy"),
+        seed=getattr(model, "seed", _DEFAULTS.seed),
+        time_limit_s=getattr(model, "time_limit_s", _DEFAULTS.time_limit_s),
+        placement=_section(PoolPlacement, model, "placement"),
+    )
+    options = {name: getattr(model.options, name) for name in written}  # in the file's order
+    description = getattr(model, "description", "")
+    return PolicyDocument(kind, params, options, text, located.source, description, tuple(names))
 
 
-def option_fields(cls: type) -> dict[str, tuple[Any, bool]]:
-    """Option name -> (annotated type, required) for a dataclass policy class."""
-    if not dataclasses.is_dataclass(cls):
-        return {}
-    hints = typing.get_type_hints(cls)
-    spec = {}
-    for f in dataclasses.fields(cls):
-        if f.name == "params" or not f.init:
-            continue
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        spec[f.name] = (hints.get(f.name, Any), required)
-    return spec
-
-
-def _to_python(node: yaml.Node, reader: _Reader) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        return reader.scalar(node)
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, reader) for item in node.value]
-    return {reader.scalar(k): _to_python(v, reader) for k, v in node.value}
-
-
-def _convert(value: Any, annotation: Any) -> Any:
-    """``value`` as an instance of ``annotation``, or _MISSING if it is not one.
-
-    Handles what policy options need: bool, int, float (ints accepted), str,
-    Literal, unions with None, tuple[X, ...], Mapping/dict[K, V], Any.
-    """
-    if annotation is Any:
-        return value
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Literal:
-        return value if value in args else _MISSING
-    if origin in (typing.Union, types.UnionType):
-        for arg in args:
-            converted = _convert(value, arg)
-            if converted is not _MISSING:
-                return converted
-        return _MISSING
-    if annotation is type(None):
-        return None if value is None else _MISSING
-    if origin is tuple:
-        if not isinstance(value, list):
-            return _MISSING
-        item_type = args[0] if args else Any
-        items = [_convert(v, item_type) for v in value]
-        return _MISSING if _MISSING in items else tuple(items)
-    if origin in (dict, Mapping) or annotation in (dict, Mapping):
-        if not isinstance(value, dict):
-            return _MISSING
-        key_type, item_type = args if args else (Any, Any)
-        pairs = [(_convert(k, key_type), _convert(v, item_type)) for k, v in value.items()]
-        return _MISSING if any(_MISSING in pair for pair in pairs) else dict(pairs)
-    if annotation is bool:
-        return value if isinstance(value, bool) else _MISSING
-    if annotation is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return value if ok and limits.POLICY_NUMBER.holds(value) else _MISSING
-    if annotation is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return float(value) if ok and limits.POLICY_NUMBER.holds(value) else _MISSING
-    if isinstance(annotation, type):
-        return value if isinstance(value, annotation) else _MISSING
-    return value
-
-
-def _describe(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if annotation is type(None):
-        return "null"
-    if origin is tuple:
-        return f"a list of {_describe(args[0]) if args else 'values'}"
-    if origin in (dict, Mapping):
-        return "a mapping"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+def _section(params_class: type, model: Any, name: str) -> Any:
+    """A section's parameters; one the kind does not read keeps the class's defaults."""
+    section = getattr(model, name, None)
+    return params_class() if section is None else params_class(**section.model_dump())
 
 
 # ---------------------------------------------------------------------------

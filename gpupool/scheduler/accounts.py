@@ -29,7 +29,7 @@ are the fixed span, or far-off sentinels for an unbounded side.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from decimal import Decimal
 
 from sqlalchemy import func, select, text
@@ -708,20 +708,6 @@ def ledger_of_job(session: Session, job_id: int) -> list[LedgerEntry]:
         select(LedgerEntryRow).where(LedgerEntryRow.job_id == job_id).order_by(LedgerEntryRow.id)
     )
     return [_entry(r, names) for r in session.scalars(query)]
-
-
-def guarantee_shares(params: object, gpu_types: Mapping[str, model.GpuType], pools) -> dict:
-    """Each domain's guaranteed fraction of effective capacity, from PolicyParams.shares."""
-    capacity = sum(p.gpus * gpu_types[p.gpu_type].speed for p in pools)
-    shares = {}
-    for domain, share in (getattr(params, "shares", None) or {}).items():
-        if share.fraction is not None:
-            shares[domain] = share.fraction
-        elif share.gpus and capacity > 0:
-            # a type set aside (gpupool.scheduler.quarantine) guarantees nothing meanwhile
-            gpus = sum(n * gpu_types[t].speed for t, n in share.gpus.items() if t in gpu_types)
-            shares[domain] = gpus / capacity
-    return shares
 
 
 def _gpu_hours(session: Session, entries) -> float:

@@ -14,21 +14,88 @@ gpupool.scheduler.service.submit_jobs, which reports every bad row at once
 are good. Files are read through gpupool.files (regular files only, a size
 limit, UTF-8 with or without BOM, a column named twice refused) and YAML is
 composed by gpupool.located_yaml, whose nodes give the line numbers.
+
+The columns are those of :class:`BatchJob`, the pydantic model each YAML job is
+validated with (``gpupool schema batch`` prints its JSON Schema); a CSV header
+is checked against the same fields.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
+
+from gpupool import limits
 from gpupool.files import BATCH_CSV, BATCH_YAML, check_unique_columns, csv_records, read_text
+from gpupool.located_schema import UNKNOWN_KEY, Closed, custom
 from gpupool.model import GpupoolError
 from gpupool.scheduler.service import BatchError, JobRequest
 
-REQUIRED = ("org", "gpus", "hours")
-PAYLOAD = ("command", "script", "workdir", "env", "image", "stdout", "stderr")
-OPTIONAL = ("gpu_types", "name", "priority", "key", *PAYLOAD)
+
+def _as_written(value: Any) -> Any:
+    return value  # a job's values are checked on submission, with every other row's
+
+
+def _column(schema: dict) -> Any:
+    """A column whose value passes as written: gpupool.scheduler.service checks it (the
+    same check for the CLI, the API and a batch file); ``schema`` tells editors what it takes."""
+    return custom(_as_written, schema)
+
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": limits.NAME.length}
+_NAMES = {"anyOf": [_NAME, {"type": "array", "items": _NAME}]}
+_COUNT = {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"^\s*[+-]?[0-9]+\s*$"}]}
+_DECIMAL = {
+    "anyOf": [
+        {"type": "number"},
+        {"type": "string", "pattern": r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*$"},
+    ]
+}
+_KEY = {"type": ["string", "integer"]}
+
+
+class BatchJob(Closed):
+    """One job (values are checked on submission, every row at once)."""
+
+    org: _column(_NAME)
+    gpus: _column(_COUNT)
+    hours: _column(_DECIMAL)
+    gpu_types: _column(_NAMES) = None
+    gpu_type: _column(_NAMES) = None  # another spelling of gpu_types
+    name: _column({"type": "string"}) = None
+    priority: _column(_COUNT) = None
+    key: _column(_KEY) = None
+    submit_key: _column(_KEY) = None  # another spelling of key
+    # what to run (gpupool.scheduler.payloads checks it)
+    command: _column(
+        {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    ) = None
+    script: _column({"type": "string"}) = None
+    workdir: _column({"type": "string"}) = None
+    env: _column(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "object", "additionalProperties": {"type": "string"}},
+            ]
+        }
+    ) = None
+    image: _column({"type": "string"}) = None
+    stdout: _column({"type": "string"}) = None
+    stderr: _column({"type": "string"}) = None
+
+
+class BatchJobs(Closed):
+    jobs: list[BatchJob]
+
+
 _ALIASES = {"gpu_type": "gpu_types", "submit_key": "key"}
+PAYLOAD = ("command", "script", "workdir", "env", "image", "stdout", "stderr")
+REQUIRED = tuple(name for name, field in BatchJob.model_fields.items() if field.is_required())
+OPTIONAL = tuple(n for n in BatchJob.model_fields if n not in REQUIRED and n not in _ALIASES)
 
 
 def read_batch(path: str | Path) -> list[JobRequest]:
@@ -166,12 +233,29 @@ def parse_yaml(text: str, name: str) -> tuple[list[JobRequest], list[GpupoolErro
             continue
         fields = located_yaml.to_python(node)
         try:
-            _check_columns([str(k) for k in fields], where, "field")
+            job = _job(fields, where)
         except GpupoolError as exc:
             errors.append(exc)
             continue
-        _collect(requests, errors, {_ALIASES.get(k, k): v for k, v in fields.items()}, where)
+        given = {_ALIASES.get(k, k): v for k, v in job.model_dump(exclude_unset=True).items()}
+        _collect(requests, errors, given, where)
     return requests, errors
+
+
+def _job(fields: dict, where: str) -> BatchJob:
+    """The job's fields as a BatchJob; one error for the row, naming every column at fault."""
+    check_unique_columns([_ALIASES.get(str(k), str(k)) for k in fields], where, "field")
+    try:
+        return BatchJob.model_validate(fields)
+    except ValidationError as exc:
+        unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == UNKNOWN_KEY]
+        missing = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "missing"]
+    if unknown:
+        allowed = ", ".join(REQUIRED + OPTIONAL)
+        message = f"unknown column(s) {', '.join(unknown)}; allowed: {allowed}"
+    else:
+        message = f"missing column(s) {', '.join(missing)}"
+    raise GpupoolError(message, location=where)
 
 
 def _job_nodes(root, name: str) -> list:

@@ -432,29 +432,15 @@ def _with_commitments(books, running, gpu_types, pools, now: float):
 
 
 def _deficits(session, books, policy, gpu_types, pools, running, epoch: float) -> dict:
-    from gpupool.accounting.guarantees import (
-        UsageRecord,
-        guarantee_deficit,
-        records_from_entries,
-        window_start,
-    )
+    from gpupool.accounting.guarantees import records_from_entries, round_deficits
 
-    shares = accounts.guarantee_shares(getattr(policy, "params", None), gpu_types, pools)
-    if not shares:
-        return {}
-    window = "quarter"
-    records = _ledger_usage(session, window_start(window, epoch), epoch)
-    # usage the round booked in memory only (a dry run's voucher expiry metering)
-    records += records_from_entries(books.entries[getattr(books, "loaded_entries", 0) :])
-    pool_type = {p.name: p.gpu_type for p in pools}
-    for run in running:  # what running jobs used since they were last charged
-        since = max(run.started_at, books.charged_until(run.job.id) or run.started_at)
-        if epoch > since:
-            speed = gpu_types[pool_type[run.placement.pool]].speed
-            hours = (epoch - since) / 3600.0 * run.job.gpus * speed
-            records.append(UsageRecord(run.job.domain, since, epoch, hours))
-    capacity = sum(p.gpus * gpu_types[p.gpu_type].speed for p in pools)
-    return guarantee_deficit(records, shares, window, epoch, capacity_per_hour=capacity)
+    def booked(start: float) -> list:
+        records = _ledger_usage(session, start, epoch)
+        # usage the round booked in memory only (a dry run's voucher expiry metering)
+        return records + records_from_entries(books.entries[getattr(books, "loaded_entries", 0) :])
+
+    params = getattr(policy, "params", None)
+    return round_deficits(params, gpu_types, pools, running, books.charged_until, booked, epoch)
 
 
 def _ledger_usage(session: Session, start: float, end: float) -> list:

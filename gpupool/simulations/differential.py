@@ -29,7 +29,7 @@ from gpupool.model import Domain, GpuType, Job, Org, Pool, TimeoutGrace
 from gpupool.simulations.workload import Scenario, SimJob
 
 HOUR = 3600.0
-COMPARED_KINDS = ("charge", "correction", "expiry", "carry_over")  # awards are written live only
+COMPARED_KINDS = ("award", "charge", "correction", "expiry", "carry_over")
 START = dt.datetime(2026, 10, 5, tzinfo=dt.UTC).timestamp()  # a Monday in 2026-Q4
 Q4_END = dt.datetime(2027, 1, 1, tzinfo=dt.UTC).timestamp()
 
@@ -157,8 +157,8 @@ def synthetic(seed: int, jobs: int = 24, hours: float = 36.0) -> Scenario:
 POLICY = """\
 kind: priority
 domains:
-  medical: {weight: 3.0}
-  general: {weight: 1.0}
+  medical: {weight: 3.0, guarantee: {fraction: 0.25}, borrow_limit: 0.5}
+  general: {weight: 1.0, guarantee: {gpus: {A100: 8}}}
 preemption: {enabled: true, min_gap: 2.0}
 subsidy:
   domain_rates: {general: 0.2}

@@ -68,6 +68,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from gpupool.accounting import Books, LedgerEntry, SubsidyRules
+from gpupool.accounting.guarantees import BookedUsage, round_deficits
 from gpupool.model import (
     Allocation,
     Charge,
@@ -275,6 +276,7 @@ class Simulation:
         self._running: dict[int, _Run] = {}
         self._remaining: dict[int, float] = {s.job.id: s.actual_hours for s in jobs}
         self.books = _books(scenario, self.rules)
+        self._booked = BookedUsage()  # this quarter's usage, for guarantee deficits
         self.usage = UsageMeter(scenario.domains, self.options.usage_half_life_hours)
         self.usage.advance(self.start)
         self._integrals = _Integrals(at=self.start, busy=dict.fromkeys(self._types, 0.0))
@@ -468,6 +470,15 @@ class Simulation:
             accounts=books.accounts(now),
             subsidy_budget_left=books.subsidy_left(now),
             pricing=books,  # the same Books a live snapshot prices with
+            guarantee_deficit=round_deficits(
+                getattr(self.policy, "params", None),
+                self.scenario.gpu_types,
+                self._pools.values(),
+                (run.running for run in self._running.values()),
+                self.books.charged_until,
+                lambda start: self._booked.since(self.books.entries, start, now),
+                now,
+            ),
         )
 
     def _apply(self, allocation: Allocation, charges: dict[int, Charge], now: float) -> None:
@@ -756,7 +767,8 @@ class Simulation:
 
 
 def _books(scenario: Scenario, rules: SubsidyRules) -> Books:
-    """The scenario's programmes and vouchers (raw scenario entries are parsed here)."""
+    """The scenario's programmes and vouchers (raw scenario entries are parsed here);
+    each voucher's 'award' entry is on the ledger, as a live award books one."""
     from gpupool.accounting.declarations import parse_programmes, parse_vouchers
 
     programmes = tuple(scenario.programmes)
@@ -765,7 +777,10 @@ def _books(scenario: Scenario, rules: SubsidyRules) -> Books:
     vouchers = tuple(scenario.vouchers)
     if any(hasattr(v, "where") for v in vouchers):
         vouchers = parse_vouchers(list(vouchers), scenario.name, programmes)
-    return Books(programmes, vouchers, orgs=scenario.orgs, flat=rules)
+    books = Books(programmes, orgs=scenario.orgs, flat=rules)
+    for voucher in sorted(vouchers, key=lambda v: v.id):  # in award order, as live
+        books.award_declared(voucher)
+    return books
 
 
 def _programme_budgets(books: Books) -> dict[str, float | None]:
