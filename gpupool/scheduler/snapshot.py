@@ -507,7 +507,8 @@ def decayed_usage(
     """Each domain's usage in effective GPU-hours, every instant of use decayed by its age.
 
     The rule, shared with the simulator (gpupool.simulations.engine.UsageMeter):
-    a run of g GPUs of speed s (the job's class's speed on the type) from a to b adds g s (e^(-l(now-b)) - e^(-l(now-a))) / l
+    a run of g GPUs of speed s (the job's class's speed on the type: Job.speed_on) from
+    a to b adds g s (e^(-l(now-b)) - e^(-l(now-a))) / l
     with l = ln 2 / half-life (hours): an hour used h hours ago weighs 2^(-h / half-life).
     It reads placements, not charges, so a running job counts up to now (or up to
     its deadline, past which the round reaps it) instead of only once it ends.
