@@ -6,7 +6,8 @@ and node size are interchangeable for the capacity model, so they form one
 platform job class (its speeds: Job.speed_on) and (bucketed) priority are
 interchangeable for the objective, so they form one *LP class* (JobClass below).
 A queue of 100,000 jobs on 256 pools becomes a few thousand class x group
-variables, which is what makes the LP fast. Packing onto real nodes happens afterwards, job by job (gpupool.policies._packing).
+variables, which is what makes the LP fast. Packing onto real nodes happens
+afterwards, job by job (gpupool.policies._packing).
 
 Priority of a pending job (higher starts first), all terms additive:
 domain weight (PolicyParams.domain_weights, else Domain.weight, else 1)
