@@ -81,8 +81,9 @@ def test_a_class_is_charged_for_its_runtime_on_the_type(case, speeds, pool, cost
     charge = BudgetTracker(snap).quote(job, snap.pool_state(pool).pool)
     assert charge.cost == pytest.approx(cost)
     # the price per effective GPU-hour a baseline ranks by: price / the class's speed
-    per_hour = EffectiveHourPrices(snap).org_pays(job.org, job.domain, snap.pool_state(pool).pool, job)
-    assert per_hour == pytest.approx(10.0 / job.speed_on(snap.gpu_types[pool[0].upper()]))
+    placed_on = snap.pool_state(pool).pool
+    per_hour = EffectiveHourPrices(snap).org_pays(job.org, job.domain, placed_on, job)
+    assert per_hour == pytest.approx(10.0 / job.speed_on(snap.gpu_types[placed_on.gpu_type]))
 
 
 def test_the_priority_objective_and_domain_usage_count_effective_gpus_at_the_class_speed():
