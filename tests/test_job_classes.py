@@ -120,3 +120,20 @@ def test_a_class_job_times_out_at_its_class_deadline_and_its_class_stays_until_i
             select(AuditLogRow.action).where(AuditLogRow.action.like("job_class.%"))
         )
         assert list(actions) == ["job_class.add", "job_class.remove"]
+
+
+@SQLITE_ONLY
+def test_batch_files_name_a_class_per_row_and_an_unknown_one_by_file_line(platform, tmp_path):
+    from gpupool.scheduler.batch import read_batch
+
+    with unit_of_work(platform) as session:
+        service.add_job_class(session, "admin", "h100-4x", H100_4X)
+    path = tmp_path / "jobs.csv"
+    path.write_text("org,gpus,hours,job_class\nlab,1,1,h100-4x\nlab,1,1,nope\nlab,1,1,\n")
+    with pytest.raises(GpupoolError) as info, unit_of_work(platform) as session:
+        service.submit_jobs(session, "admin", read_batch(path))
+    assert str(info.value).endswith("jobs.csv:3 job_class: no job class named 'nope'")
+    path.write_text("org,gpus,hours,job_class\nlab,1,1,h100-4x\nlab,1,1,\n")
+    with unit_of_work(platform) as session:
+        ids = [job_id for job_id, _ in service.submit_jobs(session, "admin", read_batch(path))]
+        assert [repository.get_job(session, i).job_class for i in ids] == ["h100-4x", None]
