@@ -94,6 +94,8 @@ def test_a_class_decides_the_pool_and_the_charge(platform, job_class, pool, cost
     with unit_of_work(platform) as session:
         lifecycle.finish_job(session, "admin", job, at=end, now=end + MINUTE)
         detail = queries.job_detail(session, "admin", job)
+        usage = queries.usage_report(session, "admin", by="org")
+    assert [(r["gpu_hours"], r["effective_gpu_hours"]) for r in usage] == [(8 * 0.5, effective)]
     assert detail["pool"] == pool and detail["job_class"] == (job_class or None)
     assert _ledger(platform, job) == [("charge", cost, effective)]
     accounting = detail["accounting"]
