@@ -21,7 +21,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from types import MappingProxyType
 
 
 class GpupoolError(Exception):
@@ -144,11 +143,12 @@ class GpuType:
 
 
 # A job without a class: no speeds of its own (every GPU type's own speed applies).
-NO_SPEEDS: Mapping[str, float] = MappingProxyType({})
+# One shared empty mapping, never written to (a plain dict: jobs are pickled).
+NO_SPEEDS: Mapping[str, float] = {}
 
 
 def _no_speeds() -> Mapping[str, float]:
-    return NO_SPEEDS  # one shared empty mapping (dataclasses refuse it as a plain default)
+    return NO_SPEEDS  # dataclasses refuse a shared dict as a plain default
 
 
 @dataclass(frozen=True, slots=True)
