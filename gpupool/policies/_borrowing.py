@@ -151,12 +151,14 @@ def domain_limits(snapshot: Snapshot, params: PolicyParams) -> DomainLimits:
     platform = sum(s.pool.gpus * speeds[s.pool.gpu_type] for s in snapshot.pools)
     running: dict[str, float] = {}
     pool_type = {s.pool.name: snapshot.gpu_types[s.pool.gpu_type] for s in snapshot.pools}
+    pool_speed = {name: gpu_type.speed for name, gpu_type in pool_type.items()}
     for r in snapshot.running:  # every round of a simulation: plain loops, no property calls
         placement = r.placement
         gpus = sum([taken for _, taken in placement.nodes])
-        domain = r.job.domain
-        speed = r.job.speed_on(pool_type[placement.pool])
-        running[domain] = running.get(domain, 0.0) + gpus * speed
+        job, pool = r.job, placement.pool
+        # the job's speed there (Job.speed_on): its class's, else the type's own
+        speed = job.speed_on(pool_type[pool]) if job.speeds else pool_speed[pool]
+        running[job.domain] = running.get(job.domain, 0.0) + gpus * speed
     guarantee, borrow = {}, {}
     for domain, share in params.shares.items():
         if share.gpus is not None:

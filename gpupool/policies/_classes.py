@@ -204,7 +204,7 @@ def job_classes(
         _ranks([job.org if job.org in split_orgs else "" for job in jobs]),
         _ranks([job.gpus for job in jobs]),
         _ranks(groups),
-        _ranks([job.job_class for job in jobs]),
+        _class_ranks(jobs),
         np.unique(bucket, return_inverse=True)[1].reshape(n),
     )
     by_key = np.lexsort(parts[::-1])  # last key is the primary one for lexsort
@@ -257,6 +257,14 @@ def _small_job_classes(jobs, prio, allowed, resolution, split_orgs) -> list[JobC
         classes.append(JobClass(len(classes), domain, gpus, groups, mean, members, org))
         lo = hi
     return classes
+
+
+def _class_ranks(jobs: Sequence[Job]) -> np.ndarray:
+    """_ranks of the jobs' platform job classes; all 0 when none has one (the usual case)."""
+    import numpy as np
+
+    kinds = [job.job_class for job in jobs]
+    return _ranks(kinds) if any(kinds) else np.zeros(len(kinds), dtype=np.int64)
 
 
 def _ranks(values: list) -> np.ndarray:

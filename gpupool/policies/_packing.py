@@ -247,6 +247,8 @@ class Packer:
 
     def effective(self, job: Job, g: int) -> float:
         """Effective GPUs of ``job`` on group ``g``: its gang at its speed there."""
+        if not job.speeds:  # no class: the type's own speed (most jobs; every start asks)
+            return job.gpus * self.groups[g].speed
         return job.gpus * job.speed_on(self.gpu_types[self.groups[g].gpu_type])
 
     def _admit(self, job: Job, g: int, member: _PoolFree, nodes) -> bool:
