@@ -1,5 +1,5 @@
-"""Migration 0005_job_classes (job_classes, jobs.job_class): up from 0004 with rows,
-down, up; SQLite and PostgreSQL."""
+"""Migration 0005_job_classes (job_classes, jobs.job_class): up from the revision
+before it with rows, down, up; SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from gpupool.scheduler.database import current_revision, make_engine
 from gpupool.scheduler.migrate import upgrade
 from tests.migration_helpers import columns, foreign_keys, migrate
 
-# a job as 0004 defines it: it must survive the jobs table's rebuild both ways
-ROWS_AT_0004 = [
+# a job as the revision before defines it: it must survive the jobs table's rebuild both ways
+ROWS_BEFORE = [
     "INSERT INTO domains (id, name, weight) VALUES (1, 'general', 1.0)",
     "INSERT INTO orgs (id, name, domain_id) VALUES (1, 'lab', 1)",
     "INSERT INTO jobs (id, name, org_id, gpus, hours, gpu_types, priority, state,"
@@ -19,6 +19,7 @@ ROWS_AT_0004 = [
     " VALUES (1, 'j', 1, 8, 2.0, '[]', 0, 'pending', '2026-11-02 10:00:00', 'bob', 'k1')",
 ]
 REVISION = "0005_job_classes"
+BEFORE = "0005_preemption_reasons"  # the revision it follows (re-chained at merges)
 
 
 def _jobs(connection) -> list[tuple]:
@@ -27,18 +28,18 @@ def _jobs(connection) -> list[tuple]:
 
 def test_upgrade_adds_job_classes_and_a_class_per_job_and_downgrade_drops_them(db_url):
     engine = make_engine(db_url)
-    upgrade(engine, "0004")
+    upgrade(engine, BEFORE)
     with engine.begin() as connection:
-        for statement in ROWS_AT_0004:
+        for statement in ROWS_BEFORE:
             connection.execute(text(statement))
-        keys_at_0004 = foreign_keys(connection, "jobs")
+        keys_before = foreign_keys(connection, "jobs")
 
     upgrade(engine, REVISION)
     assert current_revision(engine) == REVISION
     with engine.begin() as connection:
         assert columns(connection, "job_classes") == ["id", "name", "speeds"]
         assert columns(connection, "jobs")[-1] == "job_class"
-        assert foreign_keys(connection, "jobs") == keys_at_0004
+        assert foreign_keys(connection, "jobs") == keys_before
         assert _jobs(connection) == [(1, "j", 8, 2.0)]
         assert connection.execute(text("SELECT job_class FROM jobs")).scalar() is None
         connection.execute(
@@ -46,8 +47,8 @@ def test_upgrade_adds_job_classes_and_a_class_per_job_and_downgrade_drops_them(d
         )
         connection.execute(text("UPDATE jobs SET job_class = 'llm'"))
 
-    migrate(engine, command.downgrade, "0004")
-    assert current_revision(engine) == "0004"
+    migrate(engine, command.downgrade, BEFORE)
+    assert current_revision(engine) == BEFORE
     with engine.begin() as connection:
         assert "job_classes" not in inspect(connection).get_table_names()
         assert "job_class" not in columns(connection, "jobs")
