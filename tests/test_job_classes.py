@@ -139,3 +139,23 @@ def test_batch_files_name_a_class_per_row_and_an_unknown_one_by_file_line(platfo
     with unit_of_work(platform) as session:
         ids = [job_id for job_id, _ in service.submit_jobs(session, "admin", read_batch(path))]
         assert [repository.get_job(session, i).job_class for i in ids] == ["h100-4x", None]
+
+
+@SQLITE_ONLY
+def test_a_class_with_bad_stored_speeds_is_set_aside_and_its_jobs_wait(platform):
+    from sqlalchemy import update
+
+    from gpupool.scheduler.orm import JobClassRow
+
+    with unit_of_work(platform) as session:
+        service.add_job_class(session, "admin", "h100-4x", H100_4X)
+        held, _ = service.submit_job(
+            session, "admin", JobRequest(org="lab", gpus=1, hours=1, job_class="h100-4x"), T0
+        )
+        plain, _ = service.submit_job(session, "admin", JobRequest(org="lab", gpus=1, hours=1), T0)
+        session.execute(update(JobClassRow).values(speeds={"H100": 0}))  # written by hand
+    with unit_of_work(platform) as session:
+        result = run_round(session, FifoPolicy(), T0 + MINUTE)
+        assert [s.job_id for s in result.started] == [plain]
+        job = repository.get_job(session, held)
+        assert job.state == "pending" and "job class h100-4x" in job.wait_reason
