@@ -19,7 +19,7 @@ ROWS_BEFORE = [
     " VALUES (1, 'j', 1, 8, 2.0, '[]', 0, 'pending', '2026-11-02 10:00:00', 'bob', 'k1')",
 ]
 REVISION = "0005_job_classes"
-BEFORE = "0005_preemption_reasons"  # the revision it follows (re-chained at merges)
+BEFORE = "0006_payloads"  # the revision it follows (re-chained at merges)
 
 
 def _jobs(connection) -> list[tuple]:

@@ -34,7 +34,9 @@ class LocalPlatform:
 
     # --- jobs ----------------------------------------------------------------
 
-    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key, payload=None, job_class="") -> View:
+    def submit_job(
+        self, org, gpus, hours, gpu_types, name, priority, key, payload=None, job_class=""
+    ) -> View:
         from gpupool.scheduler.service import JobRequest, submit_job
 
         request = JobRequest(

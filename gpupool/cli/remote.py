@@ -107,7 +107,9 @@ class HttpPlatform:
 
     # --- jobs ----------------------------------------------------------------
 
-    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key, payload=None, job_class="") -> View:
+    def submit_job(
+        self, org, gpus, hours, gpu_types, name, priority, key, payload=None, job_class=""
+    ) -> View:
         body = {
             "org": org,
             "gpus": gpus,
