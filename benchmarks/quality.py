@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/quality.py                  # 2,000 jobs if the trace is here
     .venv/bin/python benchmarks/quality.py --jobs 500 --policy priority
     .venv/bin/python benchmarks/quality.py --traces /path/to/traces
+    .venv/bin/python benchmarks/quality.py --classes        # Gavel's per-job-type speeds
 
 The workload (issue 14) is the first ``--jobs`` (2,000) Microsoft Philly jobs
 submitted from 2017-10-01 with duration >= 60 s and 1, 2, 4 or 8 GPUs, on
@@ -11,7 +12,10 @@ virtual cluster: examples/scenarios/gavel-sample.yaml with its trace replaced
 by these jobs, cut from ``<traces>/philly_pollux/philly.csv``. ``--traces``
 defaults to $GPUPOOL_TRACES, else ../shared/traces beside the project root;
 without the trace the scenario's shipped 200-job sample is replayed (and
-``"trace": "sample"`` says so).
+``"trace": "sample"`` says so). ``--classes`` replays the same jobs with
+Gavel's per-job-type throughputs instead of one ratio per GPU type:
+examples/scenarios/gavel-classes-sample.yaml (job classes, each job's class
+picked by a hash of its Philly id; ``"classes": true`` says so).
 
 Output fields: policy, jobs (replayed), mean_jct_hours and p95_jct_hours
 (submission to end, finished jobs), utilisation (busy GPU-hours over GPUs x
@@ -53,6 +57,7 @@ from gpupool.simulations.workload import Scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "examples/scenarios/gavel-sample.yaml"
+CLASSES_SCENARIO = ROOT / "examples/scenarios/gavel-classes-sample.yaml"
 SAMPLE_PATH = "package:samples/gavel_sample.csv"
 POLICIES = ("fifo", "multifactor", "fair-share", "priority")
 FROM = "2017-10-01"
@@ -86,15 +91,17 @@ def gavel_rows(trace: Path, jobs: int) -> list[list[str]]:
     return [header] + [row for _, _, row in kept[:jobs]]
 
 
-def gavel_scenario(traces: Path, jobs: int, workdir: Path) -> tuple[Scenario, str]:
-    """The scenario on ``jobs`` jobs cut from the trace, or on the shipped sample."""
+def gavel_scenario(
+    traces: Path, jobs: int, workdir: Path, scenario: Path = SCENARIO
+) -> tuple[Scenario, str]:
+    """``scenario`` on ``jobs`` jobs cut from the trace, or on its shipped sample."""
     trace = traces / "philly_pollux" / "philly.csv"
     if not trace.is_file():
-        return load_scenario(SCENARIO), "sample"
+        return load_scenario(scenario), "sample"
     cut = workdir / "gavel.csv"
     with cut.open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(gavel_rows(trace, jobs))
-    text = SCENARIO.read_text().replace(SAMPLE_PATH, str(cut))
+    text = scenario.read_text().replace(SAMPLE_PATH, str(cut))
     scenario_file = workdir / "gavel.yaml"
     scenario_file.write_text(text)
     return load_scenario(scenario_file), str(trace)
@@ -165,11 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--order", choices=ORDERS, default=None, help="priority's and multifactor's job order"
     )
+    parser.add_argument(
+        "--classes", action="store_true", help="Gavel's per-job-type throughputs (job classes)"
+    )
     args = parser.parse_args(argv)
+    path = CLASSES_SCENARIO if args.classes else SCENARIO
     site = Site(args.restart_minutes, args.checkpoint_minutes, args.aging_per_hour)
     with tempfile.TemporaryDirectory() as workdir:
         try:
-            scenario, source = gavel_scenario(traces_dir(args.traces), args.jobs, Path(workdir))
+            scenario, source = gavel_scenario(
+                traces_dir(args.traces), args.jobs, Path(workdir), path
+            )
         except GpupoolError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -179,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         if options:
             figures["order"] = args.order
         figures["trace"] = "sample" if source == "sample" else "philly"
+        figures["classes"] = args.classes
         print(json.dumps(figures), flush=True)
     return 0
 

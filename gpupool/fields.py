@@ -29,6 +29,7 @@ API_FIELDS: dict[str, str] = {
     "--name": "name",
     "--priority": "priority",
     "--key": "key",
+    "--class": "job_class",
     "--state": "state",
     "--limit": "limit",
     "--after": "after",
@@ -88,6 +89,8 @@ API_FIELDS: dict[str, str] = {
 # (routes without path parameters: the client looks them up by the path it calls)
 ROUTE_FIELDS: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/jobs"): {"--gpu-type": "gpu_types"},  # repeated --gpu-type: one list
+    # repeated --speed TYPE=SPEED: one mapping; ``--speed A100`` is ``speeds.A100``
+    ("POST", "/job-classes"): {"--speed": "speeds"},
 }
 
 
@@ -97,6 +100,9 @@ def api_field(location: str | None, method: str = "", path: str = "") -> str | N
     if location is None:
         return None
     overrides = ROUTE_FIELDS.get((method.upper(), path), {})
+    head, _, key = location.partition(" ")
+    if key and head in overrides:  # one entry of a repeated option: that key of its field
+        return f"{overrides[head]}.{key}"
     return overrides.get(location) or API_FIELDS.get(location, location)
 
 

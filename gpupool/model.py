@@ -142,6 +142,27 @@ class GpuType:
     domestic: bool = False  # a domestic accelerator (Ascend, ...): subsidy rules may favour it
 
 
+# A job without a class: no speeds of its own (every GPU type's own speed applies).
+# One shared empty mapping, never written to (a plain dict: jobs are pickled).
+NO_SPEEDS: Mapping[str, float] = {}
+
+
+def _no_speeds() -> Mapping[str, float]:
+    return NO_SPEEDS  # dataclasses refuse a shared dict as a plain default
+
+
+@dataclass(frozen=True, slots=True)
+class JobClass:
+    """A kind of job and how fast it runs on each GPU type (Gavel's throughput matrix).
+
+    ``speeds``: GPU type name -> throughput relative to the reference GPU, as
+    GpuType.speed; a type the class does not name runs it at the type's own speed.
+    """
+
+    name: str
+    speeds: Mapping[str, float]
+
+
 @dataclass(frozen=True, slots=True)
 class Pool:
     """A named group of identical GPUs at one site."""
@@ -196,7 +217,9 @@ class Org:
 class Job:
     """A request for a gang of GPUs for an estimated time.
 
-    ``gpu_types`` empty means any GPU type will do.
+    ``gpu_types`` empty means any GPU type will do. ``job_class`` names the
+    job's class ("" = none) and ``speeds`` are that class's speeds, resolved
+    when the job is read (snapshot, scenario): see speed_on.
     """
 
     id: int
@@ -208,6 +231,10 @@ class Job:
     gpu_types: tuple[str, ...] = ()
     name: str = ""
     priority: int = 0  # a per-job boost set by admins; policies add it to the domain weight
+    job_class: str = ""
+    speeds: Mapping[str, float] = field(
+        default_factory=_no_speeds, compare=False, hash=False, repr=False
+    )
 
     def allows(self, gpu_type: str) -> bool:
         return not self.gpu_types or gpu_type in self.gpu_types
@@ -220,9 +247,11 @@ class Job:
         """This job's throughput on ``gpu_type`` relative to the reference GPU.
 
         The one place a job's speed is read: policies, prices, usage and timeouts
-        ask here, so a per-class speed (Gavel's throughput matrix) changes them all.
+        ask here, so a per-class speed (Gavel's throughput matrix) changes them all:
+        the class's speed on that type, else (no class, or a type the class does
+        not name) the type's own speed.
         """
-        return gpu_type.speed
+        return self.speeds.get(gpu_type.name, gpu_type.speed)
 
     def runtime_hours_on(self, gpu_type: GpuType) -> float:
         return self.hours / self.speed_on(gpu_type)

@@ -289,6 +289,21 @@ class CsvWorkload(_Closed):
     arrival_scale: _number(limits.SCALE, positive=True) = 1.0
 
 
+_GangSize = _integer(limits.GPUS_PER_JOB, floor=1)
+
+
+class ScenarioJobClass(_Closed):
+    gpus: _GangSize | list[_GangSize] | None = None
+    speeds: dict[str, _number(limits.SPEED, positive=True)]
+
+
+class ScenarioJobClasses(_Closed):
+    """Speeds per kind of job, assigned to the workload's jobs (simulations.job_classes)."""
+
+    assign: Literal["round_robin", "hash"] = "round_robin"
+    classes: dict[str, ScenarioJobClass]
+
+
 class Scenario(_Closed):
     name: Name | None = None
     description: Prose | None = None
@@ -304,6 +319,7 @@ class Scenario(_Closed):
     ]
     programmes: list[ProgrammeEntry] | dict[str, ProgrammeEntry] | None = None
     vouchers: list[VoucherEntry] | dict[str, VoucherEntry] | None = None
+    job_classes: ScenarioJobClasses | None = None
 
 
 def scenario_schema() -> TypeAdapter:

@@ -246,6 +246,41 @@ def test_platform_errors(twin):
                       "--price", "1").startswith("error: --gpu-type: ")  # fmt: skip
 
 
+def test_job_classes_add_list_submit_show_remove_and_refuse_the_same(twin):
+    assert twin.error("job-class", "add", "x", "--speed", "V100=1") == (
+        "error: --speed V100: no GPU type named 'V100'\n"
+    )
+    assert twin.error("job-class", "add", "x", "--speed", "A100=0").startswith(
+        "error: --speed A100: must be a positive number"
+    )
+    assert twin.error("job-class", "add", "x", "--speed", "A100=2000").startswith(
+        "error: --speed A100: must be between 0.01 and 1,000"
+    )
+    assert twin.error("job-class", "add", "x", "--speed", "A100") == (
+        "error: --speed: must be GPU_TYPE=SPEED, got 'A100'\n"
+    )
+    assert twin.error("job-class", "add", "x", "--speed", "A100=1", user="bob").startswith(
+        "error: "
+    )
+    assert twin.json("job-class", "list") == []  # nothing was written
+    added = ("job-class", "add", "llm", "--speed", "A100=1.5", "--speed", "H100=3")
+    assert twin.run(*added).stdout == "added job class llm\n"
+    assert twin.json("job-class", "list") == [{"name": "llm", "speeds": {"A100": 1.5, "H100": 3.0}}]
+    assert "A100=1.5, H100=3" in twin.run("job-class", "list").stdout
+    unknown = ("job", "submit", "--org", "lab", "--gpus", "1", "--hours", "1", "--class", "x")
+    assert twin.error(*unknown) == "error: --class: no job class named 'x'\n"
+    job_id = twin.run(
+        "job", "submit", "--org", "lab", "--gpus", "1", "--hours", "1", "--class", "llm"
+    ).stdout.strip()
+    assert twin.json("job", "show", job_id)["job_class"] == "llm"
+    assert twin.error("job-class", "remove", "llm") == (
+        f"error: name: job {job_id} (not finished) is of class llm; remove it when none is\n"
+    )
+    twin.run("job", "cancel", job_id)
+    assert twin.run("job-class", "remove", "llm").stdout == "removed job class llm\n"
+    assert twin.json("job-class", "list") == []
+
+
 # --- policies --------------------------------------------------------------------
 
 MEDICAL_FIRST = """\

@@ -35,6 +35,7 @@ JOB_KEYS = {
     "ended_at",
     "end_reason",
     "submitted_by",
+    "job_class",
 }
 
 

@@ -381,7 +381,8 @@ class Books(Funding, Reservations, Admission, Vouchers):
         """
         done = self._charged_until.get(job.id)
         if done is not None and ended_at < done - corrections._SLACK:
-            return self.correct(job.id, gpu_type, started_at, ended_at, charges)
+            speed = job.speed_on(gpu_type)
+            return self.correct(job.id, gpu_type, started_at, ended_at, charges, speed)
         return self.meter(job, pool, gpu_type, started_at, ended_at, ahead)
 
     def correct(
@@ -391,8 +392,11 @@ class Books(Funding, Reservations, Admission, Vouchers):
         started_at: float,
         until: float,
         charges: Iterable[LedgerEntry] | None = None,
+        speed: float | None = None,
     ) -> list[LedgerEntry]:
         """Refund what the run started at ``started_at`` was charged past ``until``.
+
+        ``speed``: the job's speed on ``gpu_type`` (Job.speed_on; None: the type's own).
 
         One correction entry per charge reaching past ``until``, funded as that
         charge was (gpupool.accounting.corrections); voucher hours go back to
@@ -406,7 +410,8 @@ class Books(Funding, Reservations, Admission, Vouchers):
             hours = 0.0
             if entry.voucher_id is not None:
                 programme = self.programme(entry.programme)
-                hours = fraction * corrections.voucher_hours(entry, programme, gpu_type)
+                speed = gpu_type.speed if speed is None else speed
+                hours = fraction * corrections.voucher_hours(entry, programme, gpu_type, speed)
                 self._give_back(entry.voucher_id, hours)
             new.append(corrections.correction(entry, fraction, until, hours))
         for entry in new:

@@ -48,10 +48,13 @@ def _at(entry: LedgerEntry) -> float:
     return entry.at
 
 
-def voucher_hours(entry: LedgerEntry, programme: Programme, gpu_type: GpuType) -> float:
-    """The voucher hours a voucher-funded charge took (as Funding priced them)."""
-    gpu_hours = entry.effective_gpu_hours / gpu_type.speed
-    return gpu_hours * programme.voucher_hours_per_gpu_hour(gpu_type)
+def voucher_hours(
+    entry: LedgerEntry, programme: Programme, gpu_type: GpuType, speed: float
+) -> float:
+    """The voucher hours a voucher-funded charge took (as Funding priced them);
+    ``speed``: the job's speed on ``gpu_type`` (Job.speed_on)."""
+    gpu_hours = entry.effective_gpu_hours / speed
+    return gpu_hours * programme.voucher_hours_per_gpu_hour(gpu_type, speed)
 
 
 def correction(entry: LedgerEntry, fraction: float, until: float, hours: float) -> LedgerEntry:

@@ -90,7 +90,7 @@ class _Line(NamedTuple):
             period=piece.label,
             cost=self.cost,
             subsidy=self.subsidy,
-            effective_gpu_hours=self.share * piece.gpu_hours * piece.gpu_type.speed,
+            effective_gpu_hours=self.share * piece.gpu_hours * piece.job.speed_on(piece.gpu_type),
             programme=self.programme,
             voucher_id=self.voucher_id,
             at=piece.end,
@@ -187,7 +187,7 @@ class Funding:
             if not prog.uses_vouchers:
                 left -= self._fund(draft, piece, prog, left, None)
                 continue
-            per_piece = prog.voucher_hours_per_gpu_hour(piece.gpu_type) * piece.gpu_hours
+            per_piece = _voucher_hours_per_gpu_hour(prog, piece) * piece.gpu_hours
             for voucher in vouchers[prog.name]:
                 if left <= _EPS or not voucher.usable(piece.start):
                     continue
@@ -281,7 +281,7 @@ class Funding:
         subsidy = min(subsidy, cost)
         hours = 0.0
         if voucher is not None:
-            hours = share * prog.voucher_hours_per_gpu_hour(piece.gpu_type) * piece.gpu_hours
+            hours = share * _voucher_hours_per_gpu_hour(prog, piece) * piece.gpu_hours
         draft.lines.append(
             _Line(
                 piece=piece,
@@ -299,3 +299,8 @@ class Funding:
         if store == "voucher":
             return self._vouchers[key].balance
         return (self._spent if store == "spent" else self._capped).get(key, ZERO)
+
+
+def _voucher_hours_per_gpu_hour(programme, piece: _Piece) -> float:
+    """Voucher hours one GPU-hour of the piece costs, at the job's speed on its type."""
+    return programme.voucher_hours_per_gpu_hour(piece.gpu_type, piece.job.speed_on(piece.gpu_type))

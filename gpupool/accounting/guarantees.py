@@ -131,12 +131,13 @@ def round_deficits(
         return {}
     start = window_start(WINDOW, now)
     records = list(booked(start))
-    speed = {p.name: gpu_types[p.gpu_type].speed for p in pools}
+    pool_type = {p.name: gpu_types[p.gpu_type] for p in pools}
     unbooked: dict[str, float] = defaultdict(float)
     for run in running:  # what running jobs used in the window since they were last charged
         since = max(run.started_at, charged_until(run.job.id) or run.started_at, start)
         if now > since:
-            hours = (now - since) / 3600.0 * run.job.gpus * speed[run.placement.pool]
+            speed = run.job.speed_on(pool_type[run.placement.pool])  # its class's, if any
+            hours = (now - since) / 3600.0 * run.job.gpus * speed
             unbooked[run.job.domain] += hours
     # one record per domain (a replay has hundreds of running jobs every round)
     records += [UsageRecord(domain, now, now, hours) for domain, hours in unbooked.items()]

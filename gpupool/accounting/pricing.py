@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gpupool.accounting.books import Books
-from gpupool.model import Charge, GpuType, Job, OrgAccount, Pool, Snapshot
+from gpupool.model import NO_SPEEDS, Charge, GpuType, Job, OrgAccount, Pool, Snapshot
 
 
 def job_cost(job: Job, pool: Pool, gpu_type: GpuType) -> float:
@@ -131,7 +131,7 @@ class BudgetTracker:
             return False
         if self._books is None:
             return all(self.cannot_pay(job, pool) for pool in pools)
-        key = (job.org, job.domain, job.gpu_types)
+        key = (job.org, job.domain, job.gpu_types, job.job_class)
         terms = self._floors.get(key)
         if terms is None:
             terms = self._floors[key] = self._least_floor_terms(job, pools)
@@ -141,14 +141,15 @@ class BudgetTracker:
         return per_work * job.gpus * job.hours - slack > budget_left + 1e-9
 
     def _least_floor_terms(self, job: Job, pools: Sequence[Pool]) -> tuple[float, float, float]:
-        """Least org share per unit of work over ``pools``, largest slack, slowest speed."""
+        """Least org share per unit of work over ``pools``, largest slack, slowest speed
+        (the job's own speeds: Job.speed_on)."""
         per_work, slack = math.inf, 0.0
         for pool in pools:
             gpu_type = self._gpu_types[pool.gpu_type]
             top, run_slack = self._books.floor_terms(job, gpu_type, 0.0)  # < 28 days: the same
-            per_work = min(per_work, (1 - top) * pool.price_per_gpu_hour / gpu_type.speed)
+            per_work = min(per_work, (1 - top) * pool.price_per_gpu_hour / job.speed_on(gpu_type))
             slack = max(slack, run_slack)
-        slowest = min(self._gpu_types[p.gpu_type].speed for p in pools)
+        slowest = min(job.speed_on(self._gpu_types[p.gpu_type]) for p in pools)
         return per_work, slack, slowest
 
     def affordable(self, job: Job, pool: Pool) -> bool:
@@ -181,8 +182,9 @@ def _minus(limit: float | None, amount: float) -> float | None:
 class EffectiveHourPrices:
     """What an org pays per effective GPU-hour on a pool, as the round starts.
 
-    One probe quote per (org, domain, pool), cached: a job of one GPU for one
-    reference hour (one effective GPU-hour on any type), priced by a tracker
+    One probe quote per (org, domain, job class, pool), cached: a job of one GPU
+    for one reference hour (one effective GPU-hour on any type, at the class's
+    speed there: Job.speed_on), priced by a tracker
     that never admits, so every job of the round sees the same figures
     whatever was started before it. That is price / speed x (1 - the subsidy
     share the org can get now): vouchers, programmes and flat rates included,
@@ -196,10 +198,12 @@ class EffectiveHourPrices:
     def __init__(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
         self._tracker: BudgetTracker | None = None  # forks Books only if asked
-        self._cache: dict[tuple[str, str, str], float] = {}
+        self._cache: dict[tuple[str, str, str, str], float] = {}
 
-    def org_pays(self, org: str, domain: str, pool: Pool) -> float:
-        key = (org, domain, pool.name)
+    def org_pays(self, org: str, domain: str, pool: Pool, job: Job | None = None) -> float:
+        """``job``: whose class's speeds apply (None, or a job without a class: the type's)."""
+        job_class, speeds = ("", NO_SPEEDS) if job is None else (job.job_class, job.speeds)
+        key = (org, domain, job_class, pool.name)
         price = self._cache.get(key)
         if price is None:
             if self._tracker is None:
@@ -212,6 +216,8 @@ class EffectiveHourPrices:
                 hours=1.0,
                 submitted_at=self._snapshot.now,
                 gpu_types=(pool.gpu_type,),
+                job_class=job_class,
+                speeds=speeds,
             )
             # rounded so that equal prices computed along different float paths
             # (12 / 0.8 and 15.0) tie, and ties fall to the pool name

@@ -133,10 +133,14 @@ class Programme:
         """The share of the price paid; a GPU type's own rate replaces the base rate."""
         return self.gpu_type_rates.get(gpu_type, self.rate)
 
-    def voucher_hours_per_gpu_hour(self, gpu_type: GpuType) -> float:
-        """Voucher hours one GPU-hour of ``gpu_type`` costs."""
+    def voucher_hours_per_gpu_hour(self, gpu_type: GpuType, speed: float | None = None) -> float:
+        """Voucher hours one GPU-hour of ``gpu_type`` costs: its exchange rate, else the
+        job's effective GPU-hours (``speed``: the job's speed there, Job.speed_on;
+        None: the type's own)."""
         rate = self.exchange_rates.get(gpu_type.name)
-        return 1.0 / rate if rate is not None else gpu_type.speed
+        if rate is not None:
+            return 1.0 / rate
+        return gpu_type.speed if speed is None else speed
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Platform description for admins: `init`, and `gpu-type|pool|domain|org add|list`.
+"""Platform description for admins: `init`, `gpu-type|job-class|pool|domain|org add|list`,
+and `job-class remove`.
 
 Each `add` is one transaction through gpupool.scheduler.service (validation,
 audit log); each `list` supports --json with the model's field names.
@@ -12,6 +13,7 @@ from gpupool.cli.output import JSON_OPTION, actor, echo, local_database, platfor
 
 gpu_type_app = typer.Typer(no_args_is_help=True)
 pool_app = typer.Typer(no_args_is_help=True)
+job_class_app = typer.Typer(no_args_is_help=True)
 domain_app = typer.Typer(no_args_is_help=True)
 org_app = typer.Typer(no_args_is_help=True)
 
@@ -19,6 +21,11 @@ org_app = typer.Typer(no_args_is_help=True)
 def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.add_typer(gpu_type_app, name="gpu-type", help="GPU types: add, list.")
+    app.add_typer(
+        job_class_app,
+        name="job-class",
+        help="Job classes (how fast a kind of job runs on each GPU type): add, list, remove.",
+    )
     app.add_typer(pool_app, name="pool", help="GPU pools at sites: add, list.")
     app.add_typer(domain_app, name="domain", help="Application domains: add, list.")
     app.add_typer(org_app, name="org", help="Organisations: add, list.")
@@ -162,6 +169,59 @@ def gpu_type_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         ("domestic", "domestic"),
     ]
     render(rows, columns, as_json, title="GPU types")
+
+
+# --- job classes -------------------------------------------------------------
+
+
+@job_class_app.command("add")
+def job_class_add(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    speed: list[str] = typer.Option(
+        ...,
+        "--speed",
+        help="GPU_TYPE=SPEED: the class's speed on that type, A100 = 1 (repeat; a type "
+        "left out runs the class at the type's own speed).",
+    ),
+) -> None:
+    """Add a job class: its speed on each GPU type (Gavel's throughput matrix)."""
+    platform(ctx).add_job_class(name, parse_speeds(speed))
+    echo(f"added job class {name}")
+
+
+def parse_speeds(pairs: list[str]) -> dict[str, str]:
+    """``TYPE=SPEED`` options as {type: speed text}; the service checks both parts."""
+    from gpupool.model import GpupoolError
+
+    speeds: dict[str, str] = {}
+    for pair in pairs:
+        type_name, equals, value = pair.rpartition("=")
+        if not equals or not type_name.strip():
+            raise GpupoolError(f"must be GPU_TYPE=SPEED, got {pair!r}", location="--speed")
+        if type_name.strip() in speeds:
+            raise GpupoolError(f"GPU type {type_name.strip()} is given twice", location="--speed")
+        speeds[type_name.strip()] = value.strip()
+    return speeds
+
+
+@job_class_app.command("list")
+def job_class_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """List job classes and their speeds."""
+    rows = platform(ctx).list_job_classes()
+    if not as_json:
+        rows = [
+            {**row, "speeds": ", ".join(f"{t}={s:g}" for t, s in row["speeds"].items())}
+            for row in rows
+        ]
+    render(rows, [("name", "class"), ("speeds", "speed per GPU type")], as_json, "job classes")
+
+
+@job_class_app.command("remove")
+def job_class_remove(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+    """Remove a job class that no unfinished job names."""
+    platform(ctx).remove_job_class(name)
+    echo(f"removed job class {name}")
 
 
 # --- pools -------------------------------------------------------------------

@@ -24,6 +24,7 @@ _VALUED = {
     "--name": "name",
     "--priority": "priority",
     "--key": "key",
+    "--class": "job_class",
 }
 _REQUIRED = ("org", "gpus", "hours")
 
@@ -46,6 +47,7 @@ def run(argv: list[str]) -> int | None:
             options.get("name", ""),
             options.get("priority", "0"),
             options.get("key"),
+            job_class=options.get("job_class", ""),
         )
     except Exception as exc:
         lines = error_lines(exc)

@@ -58,6 +58,9 @@ def submit(
     image: str | None = typer.Option(None, "--image", help="A container image to run it in."),
     stdout: str | None = typer.Option(None, "--stdout", help="File for its standard output."),
     stderr: str | None = typer.Option(None, "--stderr", help="File for its standard error."),
+    job_class: str = typer.Option(
+        "", "--class", help="The job's class (`job-class list`): its speed on each GPU type."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Submit one job; prints its id.
@@ -68,7 +71,9 @@ def submit(
     """
     run = dict(workdir=workdir, image=image, stdout=stdout, stderr=stderr)
     payload = _payload(command or [], script, env, run)
-    result = platform(ctx).submit_job(org, gpus, hours, gpu_type, name, priority, key, payload)
+    result = platform(ctx).submit_job(
+        org, gpus, hours, gpu_type, name, priority, key, payload, job_class=job_class
+    )
     if as_json:
         print_json(result)
     else:
@@ -245,7 +250,9 @@ def _explain_price(acc: dict | None) -> None:
     if acc is None:
         return
     echo(
-        f"{'price':>13}: {acc['pool']} ({acc['site']}) {acc['gpu_type']} speed {acc['speed']:g}, "
+        f"{'price':>13}: {acc['pool']} ({acc['site']}) {acc['gpu_type']} speed {acc['speed']:g}"
+        + (f" for job class {acc['job_class']}" if acc.get("job_class") else "")
+        + ", "
         f"{acc['price_per_gpu_hour']:.2f} per GPU-hour, estimate "
         f"{acc['estimated_runtime_hours']:g} h on this type"
     )

@@ -34,7 +34,9 @@ class LocalPlatform:
 
     # --- jobs ----------------------------------------------------------------
 
-    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key, payload=None) -> View:
+    def submit_job(
+        self, org, gpus, hours, gpu_types, name, priority, key, payload=None, job_class=""
+    ) -> View:
         from gpupool.scheduler.service import JobRequest, submit_job
 
         request = JobRequest(
@@ -46,6 +48,7 @@ class LocalPlatform:
             priority=priority,
             submit_key=key,
             payload=payload,
+            job_class=job_class or "",
         )
         with self._work() as session:
             job_id, created = submit_job(session, self.actor, request)
@@ -138,6 +141,26 @@ class LocalPlatform:
         with self._work() as session:
             row = service.add_gpu_type(session, self.actor, name, vendor, memory, speed, domestic)
             return service.gpu_type_view(row)
+
+    def list_job_classes(self) -> list[View]:
+        from gpupool.scheduler import repository
+        from gpupool.scheduler.service import job_class_view
+
+        return self._read(
+            "platform.read", lambda s: [job_class_view(r) for r in repository.list_job_classes(s)]
+        )
+
+    def add_job_class(self, name: str, speeds: dict[str, str]) -> View:
+        from gpupool.scheduler import service
+
+        with self._work() as session:
+            return service.job_class_view(service.add_job_class(session, self.actor, name, speeds))
+
+    def remove_job_class(self, name: str) -> View:
+        from gpupool.scheduler import service
+
+        with self._work() as session:
+            return service.remove_job_class(session, self.actor, name)
 
     def list_pools(self) -> list[View]:
         from gpupool.scheduler.service import pool_views

@@ -107,7 +107,9 @@ class HttpPlatform:
 
     # --- jobs ----------------------------------------------------------------
 
-    def submit_job(self, org, gpus, hours, gpu_types, name, priority, key, payload=None) -> View:
+    def submit_job(
+        self, org, gpus, hours, gpu_types, name, priority, key, payload=None, job_class=""
+    ) -> View:
         body = {
             "org": org,
             "gpus": gpus,
@@ -116,6 +118,7 @@ class HttpPlatform:
             "name": name,
             "priority": priority,
             "key": key,
+            "job_class": job_class or "",
         }
         if payload is not None:
             body["payload"] = payload
@@ -168,6 +171,15 @@ class HttpPlatform:
             "domestic": domestic,
         }
         return self._call("POST", "/gpu-types", json=body)
+
+    def list_job_classes(self) -> list[View]:
+        return self._call("GET", "/job-classes")
+
+    def add_job_class(self, name: str, speeds: dict[str, str]) -> View:
+        return self._call("POST", "/job-classes", json={"name": name, "speeds": speeds})
+
+    def remove_job_class(self, name: str) -> View:
+        return self._call("DELETE", f"/job-classes/{_segment(name)}")
 
     def list_pools(self) -> list[View]:
         return self._call("GET", "/pools")

@@ -3,7 +3,7 @@
 Both ask the platform (gpupool.cli.platform: the database, or a server) for the
 rows gpupool.scheduler.queries sums from the append-only ledger with
 ``Books.totals`` (so the figures are exactly the ledger's):
-GPU-hours (effective GPU-hours / the type's speed), effective GPU-hours, cost,
+GPU-hours (effective GPU-hours / the job's speed on the type), effective GPU-hours, cost,
 subsidy, what orgs paid, and jobs. ``--csv`` writes the table, ``--png`` a
 chart (matplotlib Agg, imported only then): usage by domain per period, or
 each programme's budget burn-down (drawn where the ledger is, by

@@ -150,12 +150,15 @@ def domain_limits(snapshot: Snapshot, params: PolicyParams) -> DomainLimits:
     speeds = {name: t.speed for name, t in snapshot.gpu_types.items()}
     platform = sum(s.pool.gpus * speeds[s.pool.gpu_type] for s in snapshot.pools)
     running: dict[str, float] = {}
-    pool_speed = {s.pool.name: speeds[s.pool.gpu_type] for s in snapshot.pools}
+    pool_type = {s.pool.name: snapshot.gpu_types[s.pool.gpu_type] for s in snapshot.pools}
+    pool_speed = {name: gpu_type.speed for name, gpu_type in pool_type.items()}
     for r in snapshot.running:  # every round of a simulation: plain loops, no property calls
         placement = r.placement
         gpus = sum([taken for _, taken in placement.nodes])
-        domain = r.job.domain
-        running[domain] = running.get(domain, 0.0) + gpus * pool_speed[placement.pool]
+        job, pool = r.job, placement.pool
+        # the job's speed there (Job.speed_on): its class's, else the type's own
+        speed = job.speed_on(pool_type[pool]) if job.speeds else pool_speed[pool]
+        running[job.domain] = running.get(job.domain, 0.0) + gpus * speed
     guarantee, borrow = {}, {}
     for domain, share in params.shares.items():
         if share.gpus is not None:
@@ -173,15 +176,15 @@ def _reservations(snapshot: Snapshot, guarantee, running) -> dict[str, float]:
     idle = {d: g - running.get(d, 0.0) for d, g in guarantee.items()}
     if not any(i > 0 for i in idle.values()):
         return {}
-    fastest: dict[tuple[int, tuple[str, ...]], float] = {}
+    fastest: dict[tuple[int, tuple[str, ...], str], float] = {}
     demand: dict[str, float] = {}
     for job in snapshot.pending:
         if idle.get(job.domain, 0.0) <= 0:
             continue
-        key = (job.gpus, job.gpu_types)
+        key = (job.gpus, job.gpu_types, job.job_class)
         if key not in fastest:
             speeds = [
-                snapshot.gpu_types[s.pool.gpu_type].speed
+                job.speed_on(snapshot.gpu_types[s.pool.gpu_type])
                 for s in snapshot.pools
                 if job.allows(s.pool.gpu_type) and s.pool.fits_empty(job.gpus)
             ]

@@ -2,11 +2,12 @@
 
 The solver never sees single jobs or single pools. Pools with the same GPU type
 and node size are interchangeable for the capacity model, so they form one
-*pool group*; pending jobs with the same domain, gang size, allowed groups and
-(bucketed) priority are interchangeable for the objective, so they form one
-*job class*. A queue of 100,000 jobs on 256 pools becomes a few thousand class
-x group variables, which is what makes the LP fast. Packing onto real nodes
-happens afterwards, job by job (gpupool.policies._packing).
+*pool group*; pending jobs with the same domain, gang size, allowed groups,
+platform job class (its speeds: Job.speed_on) and (bucketed) priority are
+interchangeable for the objective, so they form one *LP class* (JobClass below).
+A queue of 100,000 jobs on 256 pools becomes a few thousand class x group
+variables, which is what makes the LP fast. Packing onto real nodes happens
+afterwards, job by job (gpupool.policies._packing).
 
 Priority of a pending job (higher starts first), all terms additive:
 domain weight (PolicyParams.domain_weights, else Domain.weight, else 1)
@@ -176,7 +177,8 @@ def job_classes(
     resolution: float,
     split_orgs: frozenset[str] = frozenset(),
 ) -> list[JobClass]:
-    """Group jobs by (domain, org if in ``split_orgs``, gpus, allowed groups, priority bucket).
+    """Group jobs by (domain, org if in ``split_orgs``, gpus, allowed groups, platform
+    job class, priority bucket).
 
     Buckets are ``resolution`` wide (0: exact priorities). ``jobs`` come in
     start order (sorted by ``start_order``), and so do each class's members.
@@ -202,6 +204,7 @@ def job_classes(
         _ranks([job.org if job.org in split_orgs else "" for job in jobs]),
         _ranks([job.gpus for job in jobs]),
         _ranks(groups),
+        _class_ranks(jobs),
         np.unique(bucket, return_inverse=True)[1].reshape(n),
     )
     by_key = np.lexsort(parts[::-1])  # last key is the primary one for lexsort
@@ -239,7 +242,7 @@ def _small_job_classes(jobs, prio, allowed, resolution, split_orgs) -> list[JobC
         value = prio[job.id]
         bucket = float(math.floor(value / resolution)) if resolution > 0 else value
         org = job.org if job.org in split_orgs else ""
-        return (job.domain, org, job.gpus, allowed[job.id], bucket)
+        return (job.domain, org, job.gpus, allowed[job.id], job.job_class, bucket)
 
     keyed = sorted(((key(job), job) for job in jobs), key=lambda pair: pair[0])
     classes: list[JobClass] = []
@@ -250,10 +253,18 @@ def _small_job_classes(jobs, prio, allowed, resolution, split_orgs) -> list[JobC
             hi += 1
         members = [job for _, job in keyed[lo:hi]]
         mean = sum([prio[job.id] for job in members]) / (hi - lo)
-        domain, org, gpus, groups, _ = keyed[lo][0]
+        domain, org, gpus, groups, _, _ = keyed[lo][0]
         classes.append(JobClass(len(classes), domain, gpus, groups, mean, members, org))
         lo = hi
     return classes
+
+
+def _class_ranks(jobs: Sequence[Job]) -> np.ndarray:
+    """_ranks of the jobs' platform job classes; all 0 when none has one (the usual case)."""
+    import numpy as np
+
+    kinds = [job.job_class for job in jobs]
+    return _ranks(kinds) if any(kinds) else np.zeros(len(kinds), dtype=np.int64)
 
 
 def _ranks(values: list) -> np.ndarray:

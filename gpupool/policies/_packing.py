@@ -172,6 +172,7 @@ class Packer:
     ) -> None:
         self.capacity = Capacity(snapshot, groups)
         self.groups = groups
+        self.gpu_types = snapshot.gpu_types
         self.budgets = BudgetTracker(snapshot)
         self.borrowing = limits.tracker()  # guarantees and borrow limits, as jobs start
         self.placements: list[Placement] = []
@@ -239,10 +240,16 @@ class Packer:
     def _within_cap(self, job: Job, g: int) -> bool:
         """Guarantees and borrow limits (gpupool.policies._borrowing), in effective GPUs:
         the same on every pool of a group."""
-        if not self.borrowing.allows(job.domain, job.gpus * self.groups[g].speed):
+        if not self.borrowing.allows(job.domain, self.effective(job, g)):
             self._note(job, WaitReason.QUOTA)
             return False
         return True
+
+    def effective(self, job: Job, g: int) -> float:
+        """Effective GPUs of ``job`` on group ``g``: its gang at its speed there."""
+        if not job.speeds:  # no class: the type's own speed (most jobs; every start asks)
+            return job.gpus * self.groups[g].speed
+        return job.gpus * job.speed_on(self.gpu_types[self.groups[g].gpu_type])
 
     def _admit(self, job: Job, g: int, member: _PoolFree, nodes) -> bool:
         charge = self.budgets.admit(job, member.pool)
@@ -250,7 +257,7 @@ class Packer:
             self._note(job, WaitReason.BUDGET)
             return False
         self.capacity.take(member, g, nodes)
-        self.borrowing.take(job.domain, job.gpus * self.groups[g].speed)
+        self.borrowing.take(job.domain, self.effective(job, g))
         self.placements.append(Placement(job.id, member.pool.name, nodes))
         self.charges[job.id] = charge
         self.group_of[job.id] = g

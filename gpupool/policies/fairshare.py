@@ -89,7 +89,12 @@ class FairSharePolicy:
 
         # 2. Packing: inside the shares first, then backfill anywhere allowed
         level = dict(fluid.base)
-        preference = {g.index: (-g.speed, g.price_per_effective_gpu_hour, g.index) for g in groups}
+        types = snapshot.gpu_types
+
+        def preference(job: Job, g: int) -> tuple:
+            speed = job.speed_on(types[groups[g].gpu_type])  # the job's class's speed there
+            group = groups[g]
+            return (-speed, group.price_per_effective_gpu_hour * group.speed / speed, g)
 
         def within_share(job: Job) -> list[int]:
             room = shares.get(job.domain, {})
@@ -97,7 +102,7 @@ class FairSharePolicy:
             return sorted(fits, key=lambda g: (-room[g], g))
 
         def anywhere(job: Job) -> list[int]:
-            return sorted(allowed[job.id], key=preference.__getitem__)
+            return sorted(allowed[job.id], key=lambda g: preference(job, g))
 
         why: dict[int, str] = {}
         left = self._fill(queues, level, fluid.weight, packer, within_share, shares, why)
@@ -108,11 +113,12 @@ class FairSharePolicy:
             for job in snapshot.pending
             if job.id not in packer.charges
         }
-        domain_of = {job.id: job.domain for job in snapshot.pending}
+        job_of = {job.id: job for job in snapshot.pending}
         packed: dict[str, float] = {}
         for p in packer.placements:
-            speed = groups[packer.group_of[p.job_id]].speed
-            packed[domain_of[p.job_id]] = packed.get(domain_of[p.job_id], 0.0) + p.gpus * speed
+            domain = job_of[p.job_id].domain
+            effective = packer.effective(job_of[p.job_id], packer.group_of[p.job_id])
+            packed[domain] = packed.get(domain, 0.0) + effective
         objective = sum(min(packed.get(d, 0.0), given) for d, given in fluid.given.items())
         return Allocation(
             placements=tuple(packer.placements),
@@ -140,7 +146,7 @@ class FairSharePolicy:
             groups = candidates(job)
             if groups and packer.try_start(job, groups):
                 g = packer.group_of[job.id]
-                level[d] += job.gpus * packer.groups[g].speed
+                level[d] += packer.effective(job, g)
                 gpu_type = packer.groups[g].gpu_type
                 if shares is not None:
                     room = shares[d].get(g, 0.0)

@@ -122,7 +122,7 @@ class PoolChoices:
     Queues hold many jobs with the same GPU-type list and gang size, so a long
     queue costs a few dictionary look-ups per job instead of a scan of all pools.
     With ``pool_order="cheapest"`` the allowed pools come cheapest first for the
-    job's org (EffectiveHourPrices), cached per (GPU types, org, domain); with
+    job's org (EffectiveHourPrices), cached per (GPU types, org, domain, job class); with
     ``"value"`` (the default) the same, free pools fastest first.
     """
 
@@ -133,7 +133,7 @@ class PoolChoices:
         self._largest: dict[tuple[str, ...], int] = {}
         self._prices = EffectiveHourPrices(snapshot) if pool_order != "name" else None
         self._faster_on_ties = pool_order == "value"
-        self._by_price: dict[tuple[tuple[str, ...], str, str], list[Pool]] = {}
+        self._by_price: dict[tuple[tuple[str, ...], str, str, str], list[Pool]] = {}
 
     def allowed(self, job: Job) -> list[Pool]:
         """The pools to try, in this round's order: by name, or cheapest for the org."""
@@ -148,7 +148,7 @@ class PoolChoices:
         return self._allowed[key]
 
     def _cheapest_first(self, job: Job) -> list[Pool]:
-        key = (job.gpu_types, job.org, job.domain)
+        key = (job.gpu_types, job.org, job.domain, job.job_class)
         pools = self._by_price.get(key)
         if pools is None:
             org_pays = self._prices.org_pays
@@ -156,10 +156,10 @@ class PoolChoices:
             by_speed = self._faster_on_ties
 
             def price_then_speed(pool: Pool) -> tuple[float, float]:
-                price = org_pays(job.org, job.domain, pool)
+                price = org_pays(job.org, job.domain, pool, job)
                 # free (or wholly subsidised) pools have no price to rank by: fastest first
                 free = by_speed and price <= 0.0
-                return price, -types[pool.gpu_type].speed if free else 0.0
+                return price, -job.speed_on(types[pool.gpu_type]) if free else 0.0
 
             # stable sort of the by-name list: equal keys keep name order
             pools = self._by_price[key] = sorted(self._by_name(job), key=price_then_speed)
@@ -185,13 +185,14 @@ class PoolChoices:
         org_pays = self._prices.org_pays
         passed = []
         for pool in self._cheapest_first(job):
-            price = org_pays(job.org, job.domain, pool)
+            price = org_pays(job.org, job.domain, pool, job)
             if pool.name == chosen:
                 break
             passed.append((pool, price))
         text = f"cheapest for {job.org} after subsidy: {price:.2f} per effective GPU-hour"
         if self._faster_on_ties:
-            speed = self._snapshot.gpu_types[self._snapshot.pool_state(chosen).pool.gpu_type].speed
+            gpu_type = self._snapshot.pool_state(chosen).pool.gpu_type
+            speed = job.speed_on(self._snapshot.gpu_types[gpu_type])
             text = (
                 f"most effective GPU-hours per unit of price for {job.org}: {price:.2f}"
                 f" per effective GPU-hour (speed {speed:g})"
@@ -279,7 +280,7 @@ class Admissions:
         """
         if not self._monotone:
             return self.tracker.refused_everywhere(job, pools)
-        key = (job.org, job.domain, job.gpu_types)
+        key = (job.org, job.domain, job.gpu_types, job.job_class)
         hit = self._everywhere.get(key)
         if hit is None or hit[0] != self._refusals:
             hit = self._everywhere[key] = (self._refusals, self._least_refused_work(job, pools))
@@ -291,7 +292,7 @@ class Admissions:
             cheapest = self._cheapest_refused.get((job.org, job.domain, pool.name))
             if cheapest is None:
                 return None
-            per_work = pool.price_per_gpu_hour / self._gpu_types[pool.gpu_type].speed
+            per_work = pool.price_per_gpu_hour / job.speed_on(self._gpu_types[pool.gpu_type])
             # a hair above the exact ratio: above it, cost >= cheapest holds in floats too
             least = max(least, cheapest / per_work * (1 + 1e-9)) if per_work > 0 else math.inf
         return least

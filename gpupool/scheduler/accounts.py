@@ -498,7 +498,7 @@ def _started_before(session: Session, job_id: int, started: float) -> list[tuple
         if (began, job_row.id) >= (started, job_id):
             continue
         job, pool, gpu_type = _usage_of(session, job_row, placement)
-        expected_end = began + job.hours / gpu_type.speed * 3600.0
+        expected_end = began + job.runtime_hours_on(gpu_type) * 3600.0
         ahead.append(((began, job.id), (job, pool, gpu_type, began, expected_end)))
     return [run for _, run in sorted(ahead, key=lambda item: item[0])]
 
@@ -710,10 +710,10 @@ def ledger_of_job(session: Session, job_id: int) -> list[LedgerEntry]:
     return [_entry(r, names) for r in session.scalars(query)]
 
 
-def _gpu_hours(session: Session, entries) -> float:
-    """GPU-hours behind charge entries, each at its own GPU type's speed (a requeued
-    job may have run on several types)."""
-    speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
+def _gpu_hours(session: Session, entries, job: model.Job) -> float:
+    """GPU-hours behind one job's charge entries, each at the job's speed on its own GPU
+    type (a requeued job may have run on several types): Job.speed_on."""
+    speeds = {t.name: job.speed_on(t) for t in repository.list_gpu_types(session)}
     return sum(
         e.effective_gpu_hours / speeds[e.gpu_type]
         for e in entries
@@ -734,6 +734,8 @@ def job_accounting(session: Session, job_row: JobRow) -> dict | None:
         return None
     pool = placements[-1].pool
     gpu_type = pool.gpu_type
+    job = repository.job_model(job_row)
+    speed = job.speed_on(repository.gpu_type_model(gpu_type))
     entries = ledger_of_job(session, job_row.id)
     funded: dict[str, float] = {}
     for entry in entries:
@@ -747,10 +749,11 @@ def job_accounting(session: Session, job_row: JobRow) -> dict | None:
         "pool_reason": placements[-1].reason,
         "site": pool.site,
         "gpu_type": gpu_type.name,
-        "speed": gpu_type.speed,
-        "estimated_runtime_hours": round(job_row.hours / gpu_type.speed, 4),
+        "job_class": job.job_class or None,
+        "speed": speed,
+        "estimated_runtime_hours": round(job_row.hours / speed, 4),
         "price_per_gpu_hour": float(pool.price_per_gpu_hour),
-        "charged_gpu_hours": round(_gpu_hours(session, entries), 4),
+        "charged_gpu_hours": round(_gpu_hours(session, entries, job), 4),
         "cost": float(sum((e.cost for e in entries), Decimal(0))),
         "subsidy": float(sum((e.subsidy for e in entries), Decimal(0))),
         "org_pays": float(sum((e.org_pays for e in entries), Decimal(0))),

@@ -5,8 +5,9 @@ optionally ``gpu_types`` (several separated by ``;`` or ``|``), ``name``,
 ``priority``, ``key`` (idempotency key), and what to run (gpupool.scheduler.payloads):
 ``command`` (split as a shell would, or in YAML a list of arguments), ``script``
 (the script's text), ``workdir``, ``env`` (``K=V;K2=V2``, or in YAML a mapping),
-``image``, ``stdout``, ``stderr``. YAML: a list of mappings with the same keys, or a
-mapping with such a list under ``jobs``; ``gpu_types`` may be a list.
+``image``, ``stdout``, ``stderr``; ``job_class`` (the job's class). YAML: a list of
+mappings with the same keys, or a mapping with such a list under ``jobs``;
+``gpu_types`` may be a list.
 
 Parsing only checks the file's shape; the values are checked by
 gpupool.scheduler.service.submit_jobs, which reports every bad row at once
@@ -86,6 +87,7 @@ class BatchJob(Closed):
     image: _column({"type": "string"}) = None
     stdout: _column({"type": "string"}) = None
     stderr: _column({"type": "string"}) = None
+    job_class: _column(_NAME) = None  # the job's class (job_classes)
 
 
 class BatchJobs(Closed):
@@ -145,6 +147,7 @@ def _request(fields: dict, where: str) -> JobRequest:
         submit_key=None if fields.get("key") in (None, "") else str(fields["key"]),
         where=where,
         payload=_payload(fields, where),
+        job_class=str(fields.get("job_class") or ""),
     )
 
 

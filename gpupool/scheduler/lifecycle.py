@@ -136,13 +136,16 @@ def reap_timeouts(
     """
     grace = grace or parse_grace(None)
     speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
+    class_speeds = {c.name: c.speeds or {} for c in repository.list_job_classes(session)}
     skipped = set(skip)
     reaped = []
     for placement in repository.open_placements(session):
         if placement.job_id in skipped:
             continue
-        speed = speeds[placement.pool.gpu_type.name]
+        type_name = placement.pool.gpu_type.name
         job = session.get(JobRow, placement.job_id)
+        # the job's class's speed on that type (model.Job.speed_on), else the type's own
+        speed = class_speeds.get(job.job_class or "", {}).get(type_name, speeds[type_name])
         try:
             deadline = grace.deadline(placement.started_at, job.hours, speed)
         except (OverflowError, ValueError, ZeroDivisionError):

@@ -79,6 +79,15 @@ class GpuTypeRow(Base):
     domestic: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class JobClassRow(Base):
+    """A job class (gpupool.model.JobClass): its speed on each GPU type, by type name."""
+
+    __tablename__ = "job_classes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    speeds: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+
+
 class PoolRow(Base):
     __tablename__ = "pools"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -165,6 +174,8 @@ class JobRow(Base):
     # what to run (gpupool.scheduler.payloads): argv or script, workdir, env, image,
     # stdout/stderr; None for a job that only books GPUs (sites run it by hand)
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # the job's class by name (job_classes.name); None: no class, each type's own speed
+    job_class: Mapped[str | None] = mapped_column(String(64), nullable=True)
     org: Mapped[OrgRow] = relationship(lazy="joined")
     pool: Mapped[PoolRow | None] = relationship(lazy="joined")
 

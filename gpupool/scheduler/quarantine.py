@@ -117,6 +117,13 @@ def gpu_type_problem(speed: object) -> str | None:
     return number_problem("speed", speed, *SPEED)
 
 
+def job_class_problem(speeds: object) -> str | None:
+    """Why a job class's stored speeds (GPU type name -> speed) cannot be used, or None."""
+    if not isinstance(speeds, dict) or not all(type(name) is str for name in speeds):
+        return f"speeds={shown(speeds)} is not a mapping of GPU type names to speeds"
+    return first(*(number_problem(f"speed on {n}", s, *SPEED) for n, s in speeds.items()))
+
+
 def pool_problem(gpus: object, gpus_per_node: object, price: object) -> str | None:
     problem = first(
         _positive("gpus", gpus, MAX_GPUS, integer=True),
@@ -250,12 +257,13 @@ def job_problem(
     submitted_at: object,
     gpu_types: object,
     types: Mapping[str, TypeFacts],
+    speeds: Mapping[str, float] = model.NO_SPEEDS,
 ) -> str | None:
     """Why a job's own fields cannot be scheduled, or None.
 
     ``types``: the GPU types the round uses (type_facts); on every one the job
     allows, it must have a deadline within the calendar and charges that one
-    ledger entry holds.
+    ledger entry holds, at its class's ``speeds`` there (model.Job.speed_on).
     """
     if not _plain(gpus, hours, priority, submitted_at, gpu_types):
         problem = first(
@@ -272,7 +280,7 @@ def job_problem(
         facts = types.get(name)
         if facts is None:
             continue
-        runtime = hours / facts.speed  # type: ignore[operator]
+        runtime = hours / speeds.get(name, facts.speed)  # type: ignore[operator]
         if runtime > MAX_RUNTIME_HOURS:
             return (
                 f"hours={shown(hours)} runs {runtime:g} h on {name}, beyond {MAX_RUNTIME_HOURS:g}"

@@ -252,7 +252,7 @@ def usage_report(
     _check_period(period)
     grant = authorize(session, actor, "report.read")
     books = accounts.load_books(session)
-    speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
+    speeds = repository.usage_speeds(session)
     sites = {p.name: p.site for p in repository.list_pools(session)}
     last_pools = {j.id: j.pool.name for j in repository.list_jobs(session) if j.pool}
     entries = [
@@ -297,7 +297,7 @@ def _usage_rows(entries, speeds, key_of, by: str) -> list[dict]:
             {"period": key[0], by: key[1], "gpu_hours": 0.0, "effective_gpu_hours": 0.0}
             | {"cost": 0.0, "subsidy": 0.0, "org_pays": 0.0, "_jobs": set()},
         )
-        row["gpu_hours"] += entry.effective_gpu_hours / speeds.get(entry.gpu_type, 1.0)
+        row["gpu_hours"] += entry.effective_gpu_hours / speeds(entry.job_id, entry.gpu_type)
         row["effective_gpu_hours"] += entry.effective_gpu_hours
         row["cost"] += float(entry.cost)
         row["subsidy"] += float(entry.subsidy)

@@ -7,17 +7,18 @@ print one clear line. Nothing here commits: the caller's unit of work does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from gpupool import limits, model
 from gpupool.scheduler import clock
 from gpupool.scheduler.orm import (
     DomainRow,
     GpuTypeRow,
+    JobClassRow,
     JobRow,
     LedgerEntryRow,
     OrgRow,
@@ -44,6 +45,38 @@ def _by_name(session: Session, row_type, name: str, what: str, location: str):
 
 def get_gpu_type(session: Session, name: str, location: str = "--gpu-type") -> GpuTypeRow:
     return _by_name(session, GpuTypeRow, name, "GPU type", location)
+
+
+def get_job_class(session: Session, name: str, location: str = "--class") -> JobClassRow:
+    return _by_name(session, JobClassRow, name, "job class", location)
+
+
+def list_job_classes(session: Session) -> Sequence[JobClassRow]:
+    return session.scalars(select(JobClassRow).order_by(JobClassRow.name)).all()
+
+
+def job_class_speeds(session: Session, name: str | None) -> Mapping[str, float]:
+    """The speeds of the job class ``name`` (empty for None or a class since removed)."""
+    if not name:
+        return model.NO_SPEEDS
+    speeds = session.scalar(select(JobClassRow.speeds).where(JobClassRow.name == name))
+    return dict(speeds or {})
+
+
+def usage_speeds(session: Session) -> Callable[[int | None, str | None], float]:
+    """(job id, GPU type) -> the speed a charge's effective GPU-hours were counted at:
+    the job's class's speed on that type (model.Job.speed_on), else the type's own
+    (1.0 for a type no longer known). Reports divide by it to give wall GPU-hours."""
+    types = {t.name: t.speed for t in list_gpu_types(session)}
+    classes = {c.name: c.speeds or {} for c in list_job_classes(session)}
+    query = select(JobRow.id, JobRow.job_class).where(JobRow.job_class.is_not(None))
+    of_job = {job_id: classes.get(name, {}) for job_id, name in session.execute(query)}
+
+    def speed(job_id: int | None, gpu_type: str | None) -> float:
+        own = types.get(gpu_type, 1.0)
+        return of_job[job_id].get(gpu_type, own) if job_id in of_job else own
+
+    return speed
 
 
 def get_pool(session: Session, name: str, location: str = "--pool") -> PoolRow:
@@ -216,6 +249,8 @@ def job_model(row: JobRow) -> model.Job:
         gpu_types=tuple(row.gpu_types or ()),
         name=row.name,
         priority=row.priority,
+        job_class=row.job_class or "",
+        speeds=job_class_speeds(object_session(row), row.job_class),
     )
 
 

@@ -277,7 +277,7 @@ def _reap_in_memory(session: Session, books, overdue: set[int], grace) -> None:
             continue
         row = session.get(JobRow, placement.job_id)
         job, pool, gpu_type = accounts._usage_of(session, row, placement)
-        deadline = grace.deadline(placement.started_at, job.hours, gpu_type.speed)
+        deadline = grace.deadline(placement.started_at, job.hours, job.speed_on(gpu_type))
         started = clock.to_epoch(placement.started_at)
         ahead = [
             run

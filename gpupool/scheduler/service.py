@@ -36,6 +36,7 @@ from gpupool.scheduler.fields import (  # noqa: F401  (service.positive_float et
 from gpupool.scheduler.orm import (
     DomainRow,
     GpuTypeRow,
+    JobClassRow,
     JobRow,
     OrgRow,
     PoolRow,
@@ -167,6 +168,62 @@ def add_org(
     return row
 
 
+def add_job_class(
+    session: Session, actor: str, name: str, speeds: Mapping[str, object]
+) -> JobClassRow:
+    """A job class and its speed on each GPU type it names (Gavel's throughput matrix).
+
+    ``speeds``: GPU type name -> speed relative to the reference GPU, within the
+    GPU types' own bounds (limits.SPEED); a type left out runs the class at its
+    own speed. Each bad entry is named ``--speed <type>``.
+    """
+    require_admin(session, actor, "add job classes")
+    name = _name(name, "name")
+    _unique(session, JobClassRow, name, "job class", "name")
+    row = JobClassRow(name=name, speeds=_class_speeds(session, speeds))
+    session.add(row)
+    session.flush()
+    audit(session, actor, "job_class.add", name, after=job_class_view(row))
+    return row
+
+
+def _class_speeds(session: Session, speeds: Mapping[str, object]) -> dict[str, float]:
+    if not isinstance(speeds, Mapping) or not speeds:
+        raise GpupoolError("give at least one --speed GPU_TYPE=SPEED", location="--speed")
+    checked: dict[str, float] = {}
+    for given, speed in speeds.items():
+        where = f"--speed {given}"
+        type_name = repository.get_gpu_type(session, _name(given, where), location=where).name
+        if type_name in checked:
+            raise GpupoolError(f"GPU type {type_name} is given twice", location=where)
+        checked[type_name] = positive_float(speed, where, limit=limits.SPEED)
+    return dict(sorted(checked.items()))
+
+
+def remove_job_class(session: Session, actor: str, name: str) -> dict:
+    """Remove a job class no unfinished job names (they would lose their speeds)."""
+    require_admin(session, actor, "remove job classes")
+    row = repository.get_job_class(session, name, location="name")
+    unfinished = session.scalar(
+        select(JobRow.id)
+        .where(JobRow.job_class == row.name, JobRow.state.not_in(_FINISHED))
+        .limit(1)
+    )
+    if unfinished is not None:
+        raise Conflict(
+            f"job {unfinished} (not finished) is of class {row.name}; remove it when none is",
+            location="name",
+        )
+    view = job_class_view(row)
+    session.delete(row)
+    session.flush()
+    audit(session, actor, "job_class.remove", row.name, before=view)
+    return view
+
+
+_FINISHED = tuple(state.value for state in model.TERMINAL_STATES)
+
+
 # ---------------------------------------------------------------------------
 # Jobs
 # ---------------------------------------------------------------------------
@@ -189,6 +246,7 @@ class JobRequest:
     submit_key: str | None = None
     where: str = ""
     payload: Mapping[str, object] | None = None  # what to run (gpupool.scheduler.payloads)
+    job_class: str = ""  # a job class's name (job_classes); empty: none
 
     def location(self, field_name: str) -> str:
         if self.where:
@@ -208,6 +266,7 @@ class JobRequest:
             "image": "--image",
             "stdout": "--stdout",
             "stderr": "--stderr",
+            "job_class": "--class",
         }.get(field_name, field_name)
 
 
@@ -257,6 +316,10 @@ def _validate(session: Session, request: JobRequest, known_orgs: dict[str, int])
     if request.submit_key is not None:  # checked, not rewritten: keys match as given
         where = request.location("submit_key")
         limits.check_text(request.submit_key, where, SUBMIT_KEY, allow_empty=True)
+    job_class = None
+    if (request.job_class or "").strip():
+        where = request.location("job_class")
+        job_class = repository.get_job_class(session, request.job_class, location=where).name
     return dict(
         org_id=org_id,
         gpus=gpus,
@@ -265,6 +328,7 @@ def _validate(session: Session, request: JobRequest, known_orgs: dict[str, int])
         name=name,
         priority=priority,
         payload=payloads.check_payload(request.payload, request.location),
+        job_class=job_class,
     )
 
 
@@ -493,6 +557,10 @@ def gpu_type_view(row: GpuTypeRow) -> dict:
     }
 
 
+def job_class_view(row: JobClassRow) -> dict:
+    return {"name": row.name, "speeds": dict(row.speeds or {})}
+
+
 def pool_view(row: PoolRow, free_gpus: int) -> dict:
     return {
         "name": row.name,
@@ -524,6 +592,7 @@ def job_view(row: JobRow) -> dict:
         "gpu_types": list(row.gpu_types or []),
         "hours": row.hours,
         "priority": row.priority,
+        "job_class": row.job_class,
         "state": row.state,
         "submitted_at": clock.iso(row.submitted_at),
         "started_at": clock.iso(row.started_at),

@@ -44,6 +44,7 @@ from gpupool.scheduler import accounts, clock, quarantine
 from gpupool.scheduler.orm import (
     DomainRow,
     GpuTypeRow,
+    JobClassRow,
     JobRow,
     LedgerEntryRow,
     OrgRow,
@@ -145,6 +146,7 @@ class _Platform:
         }
         orgs_by_id = _orgs(session, domains_by_id, verdict)
         jobs = _Jobs(verdict, orgs_by_id, pools_by_id, types_by_id)
+        jobs.classes = _job_classes(session, verdict)
         jobs.read(session)
         return cls(
             gpu_types={
@@ -268,6 +270,17 @@ def _orgs(session: Session, domains_by_id, verdict) -> dict[int, model.Org | Non
     return orgs
 
 
+def _job_classes(session: Session, verdict) -> dict[str, dict[str, float] | None]:
+    """Job class name -> its speeds; None for a class set aside (its speeds are bad)."""
+    classes: dict[str, dict[str, float] | None] = {}
+    for name, speeds in session.execute(select(JobClassRow.name, JobClassRow.speeds)):
+        problem = quarantine.job_class_problem(speeds)
+        if problem is not None:
+            verdict.set_aside(f"job class {name}", problem)
+        classes[name] = None if problem is not None else speeds
+    return classes
+
+
 class _Jobs:
     """Pending jobs, and running jobs with their open placement, both in id order.
 
@@ -296,6 +309,7 @@ class _Jobs:
         self.running: list[model.RunningJob] = []
         self.held_nodes: list[tuple[str, tuple[tuple[int, int], ...]]] = []
         self.preemptions: dict[int, int] = {}  # running job id -> times preempted before
+        self.classes: dict[str, dict[str, float] | None] = {}  # _job_classes
 
     def good_orgs(self) -> list[model.Org]:
         return [o for o in self.orgs_by_id.values() if o is not None]
@@ -325,14 +339,20 @@ class _Jobs:
                 JobRow.gpu_types,
                 JobRow.name,
                 JobRow.priority,
+                JobRow.job_class,
             )
             .where(JobRow.state.in_(("pending", "running")))
             .order_by(JobRow.id)
         )
-        for job_id, state, org_id, gpus, hours, submitted, types, name, priority in session.execute(
-            query
-        ):
-            problem = quarantine.job_problem(gpus, hours, priority, submitted, types, self.types)
+        for row in session.execute(query):
+            job_id, state, org_id, gpus, hours, submitted, types, name, priority, kind = row
+            speeds = self.classes.get(kind) if kind else model.NO_SPEEDS
+            if speeds is None:  # its class is set aside, or was removed
+                self._hold_or_strand(job_id, state, placements, f"job class {kind}")
+                continue
+            problem = quarantine.job_problem(
+                gpus, hours, priority, submitted, types, self.types, speeds
+            )
             if problem is not None:
                 self.verdict.jobs[job_id] = quarantine.job_reason(problem)
                 continue
@@ -347,6 +367,8 @@ class _Jobs:
                 gpu_types=tuple(types or ()),
                 name=name,
                 priority=priority,
+                job_class=kind or "",
+                speeds=speeds,
             )
             if state == "pending":
                 if org is None:
@@ -355,6 +377,19 @@ class _Jobs:
                     self.pending.append(job)
             elif job_id in placements:  # a running job always has one; tolerate old rows
                 self._running(job, org is not None, placements[job_id])
+
+    def _hold_or_strand(self, job_id: int, state: str, placements, target: str) -> None:
+        """A job whose class is set aside (or gone): pending ones wait with the reason;
+        running ones keep their GPUs, left out like runs on a pool set aside."""
+        if state == "pending":
+            self.verdict.held[job_id] = quarantine.held_reason(target)
+            return
+        self.verdict.stranded.add(job_id)
+        placement = placements.get(job_id)
+        facts = self.facts.get(placement[0]) if placement is not None else None
+        if facts is not None:
+            taken = tuple((int(node), int(used)) for node, used in placement[1])
+            self.held_nodes.append((facts.name, taken))
 
     def _running(self, job: model.Job, org_ok: bool, placement) -> None:
         pool_id, nodes, started_at = placement
@@ -371,12 +406,13 @@ class _Jobs:
             self.held_nodes.append((facts.name, taken))
             return
         started = clock.to_epoch(started_at)
+        speed = job.speeds.get(facts.gpu_type, facts.speed)  # model.Job.speed_on
         self.running.append(
             model.RunningJob(
                 job=job,
                 placement=model.Placement(job_id=job.id, pool=facts.name, nodes=taken),
                 started_at=started,
-                expected_end=started + job.hours / facts.speed * 3600.0,
+                expected_end=started + job.hours / speed * 3600.0,
                 preemptions=self.preemptions.get(job.id, 0),
             )
         )
@@ -471,7 +507,8 @@ def decayed_usage(
     """Each domain's usage in effective GPU-hours, every instant of use decayed by its age.
 
     The rule, shared with the simulator (gpupool.simulations.engine.UsageMeter):
-    a run of g GPUs of speed s from a to b adds g s (e^(-l(now-b)) - e^(-l(now-a))) / l
+    a run of g GPUs of speed s (the job's class's speed on the type: Job.speed_on) from
+    a to b adds g s (e^(-l(now-b)) - e^(-l(now-a))) / l
     with l = ln 2 / half-life (hours): an hour used h hours ago weighs 2^(-h / half-life).
     It reads placements, not charges, so a running job counts up to now (or up to
     its deadline, past which the round reaps it) instead of only once it ends.
@@ -491,6 +528,8 @@ def decayed_usage(
             GpuTypeRow.speed,
             PlacementRow.started_at,
             PlacementRow.ended_at,
+            GpuTypeRow.name,
+            JobRow.job_class,
         )
         .join(JobRow, JobRow.id == PlacementRow.job_id)
         .join(OrgRow, OrgRow.id == JobRow.org_id)
@@ -505,7 +544,11 @@ def decayed_usage(
     )
     now = clock.to_epoch(moment)
     usage: dict[str, float] = {}
-    for domain, gpus, hours, speed, started_at, ended_at in session.execute(query):
+    classes = _job_classes(session, quarantine.Verdict())  # set aside: None
+    for row in session.execute(query):
+        domain, gpus, hours, speed, started_at, ended_at, type_name, kind = row
+        if kind:  # the job's class's speed on that type (model.Job.speed_on)
+            speed = (classes.get(kind) or {}).get(type_name, speed)
         if quarantine.gpu_type_problem(speed) is not None or not _positive_int(gpus):
             continue  # a set-aside row: no figure to trust
         end = ended_at

@@ -51,6 +51,7 @@ class JobSubmit(_Request):
         description="What to run: argv (a list) or script (text), workdir, env ({NAME: "
         "value}), image, stdout, stderr (docs/sites.md).",
     )
+    job_class: Text = Field("", description="The job's class (job-classes); empty: none.")
 
 
 class JobBatch(_Request):
@@ -83,6 +84,7 @@ class JobView(_View):
     gpu_types: list[str]
     hours: float
     priority: int
+    job_class: str | None = None
     state: str
     submitted_at: str | None
     started_at: str | None
@@ -145,6 +147,18 @@ class GpuTypeView(_View):
     memory_gb: int
     speed: float
     domestic: bool
+
+
+class JobClassAdd(_Request):
+    name: Text
+    speeds: dict[Text, Number] = Field(
+        ..., max_length=1000, description="GPU type name -> the class's speed there (A100 = 1)."
+    )
+
+
+class JobClassView(_View):
+    name: str
+    speeds: dict[str, float]
 
 
 class PoolAdd(_Request):

@@ -38,8 +38,9 @@ The pending and running collections are kept incrementally (dicts in
 arrival order), so a round costs O(pending + running + nodes) to assemble,
 never O(all jobs of the trace).
 
-A job runs ``actual_hours / speed`` on the GPU type it was placed on; its
-``expected_end`` uses the user's estimate ``hours / speed``. Preemption and
+A job runs ``actual_hours / speed`` on the GPU type it was placed on (its
+class's speed there: Job.speed_on); its ``expected_end`` uses the user's
+estimate ``hours / speed``. Preemption and
 requeue follow the live rule (gpupool.scheduler.rounds._preempt): a preempted
 job is requeued as submitted, with its *full* estimate, and each run is
 reaped at its own start + estimate + grace (model.TimeoutGrace). The platform
@@ -521,7 +522,7 @@ class Simulation:
         for node, taken in placement.nodes:
             free[node] -= taken
         self._dequeue(job)
-        speed = self.scenario.gpu_types[pool.gpu_type].speed
+        speed = job.speed_on(self.scenario.gpu_types[pool.gpu_type])  # its class's, if any
         remaining = self._remaining[job.id]
         expected = job.hours / speed * HOUR
         restore = self._site.restart_seconds if self._records[job.id].preemptions else 0.0

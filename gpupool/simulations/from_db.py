@@ -99,7 +99,9 @@ def scenario_from_db(session: Session, since: dt.datetime, now: dt.datetime) -> 
         .where(JobRow.submitted_at >= since, JobRow.submitted_at < now)
         .order_by(JobRow.submitted_at, JobRow.id)
     ).all()
-    worked = _reference_hours_run(session, [row.id for row in rows])
+    classes = {c.name: c.speeds or {} for c in repository.list_job_classes(session)}
+    class_speeds = {row.id: classes.get(row.job_class or "", {}) for row in rows}
+    worked = _reference_hours_run(session, class_speeds)
     origin = clock.to_epoch(since)
     programmes, vouchers = _accounting(session, since)
     jobs, dropped = [], {}
@@ -142,8 +144,10 @@ def _accounting(session: Session, since: dt.datetime) -> tuple[list, list]:
     return programmes, kept
 
 
-def _reference_hours_run(session: Session, job_ids: list[int]) -> dict[int, float]:
-    """Per job, reference hours of work over its closed placements (wall x speed)."""
+def _reference_hours_run(session: Session, class_speeds: dict[int, dict]) -> dict[int, float]:
+    """Per job, reference hours of work over its closed placements (wall x speed: its
+    class's speed on the type, ``class_speeds`` per job id, else the type's own)."""
+    job_ids = list(class_speeds)
     worked: dict[int, float] = {}
     for chunk_start in range(0, len(job_ids), 500):  # keep IN lists small for PostgreSQL
         chunk = job_ids[chunk_start : chunk_start + 500]
@@ -152,7 +156,8 @@ def _reference_hours_run(session: Session, job_ids: list[int]) -> dict[int, floa
         )
         for placement in session.scalars(query):
             wall = (placement.ended_at - placement.started_at).total_seconds() / HOUR
-            speed = placement.pool.gpu_type.speed
+            gpu_type = placement.pool.gpu_type
+            speed = class_speeds[placement.job_id].get(gpu_type.name, gpu_type.speed)
             worked[placement.job_id] = worked.get(placement.job_id, 0.0) + wall * speed
     return worked
 

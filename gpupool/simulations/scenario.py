@@ -17,6 +17,7 @@ format; in short::
     workload: {kind: synthetic | philly | alibaba | csv, ..., estimate: exact}
     programmes: ...       # kept raw for gpupool.accounting (RawEntry)
     vouchers: ...
+    job_classes: ...      # speeds per kind of job (gpupool.simulations.job_classes)
 
 Paths in a scenario are relative to the scenario file; ``package:samples/x.csv``
 names a file shipped in gpupool/data. Job ids are 1..N in arrival order after
@@ -704,6 +705,7 @@ _TOP_KEYS = (
     "workload",
     "programmes",
     "vouchers",
+    "job_classes",
 )
 
 
@@ -747,6 +749,10 @@ def load_scenario(
     jobs = _renumbered(apply_estimate(jobs, estimate, seed))
     start = _start(top["start"]) if "start" in top else 0.0
     jobs = _from(start, jobs)
+    if "job_classes" in top:  # speeds per kind of job (gpupool.simulations.job_classes)
+        from gpupool.simulations.job_classes import assign_job_classes
+
+        jobs = assign_job_classes(top["job_classes"], jobs, platform.gpu_types)
     programmes = _raw_entries(top["programmes"]) if "programmes" in top else ()
     vouchers = _raw_entries(top["vouchers"]) if "vouchers" in top else ()
     _check_entry_names(programmes, vouchers, platform)

@@ -31,6 +31,8 @@ ADMIN_ONLY = [
     ),
     ("POST", "/api/v1/domains", {"name": "d-x"}),
     ("POST", "/api/v1/orgs", {"name": "o-x", "domain": "general"}),
+    ("POST", "/api/v1/job-classes", {"name": "k-x", "speeds": {"A100": 2}}),
+    ("DELETE", "/api/v1/job-classes/k-x", None),
     ("POST", "/api/v1/users", {"name": "mallory", "role": "admin"}),
     ("GET", "/api/v1/users", None),
     ("POST", "/api/v1/tokens", {"user": "bob"}),
@@ -54,6 +56,7 @@ def _snapshot(live) -> dict:
                 "/api/v1/pools",
                 "/api/v1/domains",
                 "/api/v1/orgs",
+                "/api/v1/job-classes",
                 "/api/v1/users",
                 "/api/v1/policy/history",
                 "/api/v1/programmes",
@@ -296,3 +299,19 @@ def test_whatif_returns_its_files_when_asked(live):
     assert set(files) == {"whatif.json", "jobs-current.csv", "jobs-proposed.csv"}
     assert json.loads(files["whatif.json"])["proposed"] == "p.yaml (fifo)"
     assert files["jobs-current.csv"].startswith("id,name,org,")
+
+
+def test_job_classes_over_http_name_a_bad_speed_by_its_type(live):
+    name = f"k-{uuid.uuid4().hex[:6]}"
+    with live.client("root") as root:
+        unknown = root.post("/api/v1/job-classes", json={"name": name, "speeds": {"V9": 1}})
+        too_fast = root.post("/api/v1/job-classes", json={"name": name, "speeds": {"A100": 1e4}})
+        added = root.post("/api/v1/job-classes", json={"name": name, "speeds": {"H100": "3"}})
+        listed = root.get("/api/v1/job-classes").json()
+        removed = root.delete(f"/api/v1/job-classes/{name}")
+    assert (unknown.status_code, unknown.json()["field"]) == (422, "speeds.V9")
+    assert unknown.json()["detail"] == "--speed V9: no GPU type named 'V9'"
+    assert (too_fast.status_code, too_fast.json()["field"]) == (422, "speeds.A100")
+    assert added.status_code == 201 and added.json() == {"name": name, "speeds": {"H100": 3.0}}
+    assert added.json() in listed
+    assert removed.status_code == 200 and removed.json() == added.json()

@@ -254,8 +254,8 @@ ERRORS = [
         "name: tiny\npolices: x\n",
         2,
         "polices",
-        "unknown key 'polices' (expected one of: description, domains, gpu_types, name, orgs, "
-        "pools, programmes, seed, start, vouchers, workload)",
+        "unknown key 'polices' (expected one of: description, domains, gpu_types, job_classes, "
+        "name, orgs, pools, programmes, seed, start, vouchers, workload)",
     ),
     (
         "unknown GPU type in a pool",
@@ -393,8 +393,8 @@ ERRORS = [
         "work:\n  kind: synthetic",
         15,
         "work",
-        "unknown key 'work' (expected one of: description, domains, gpu_types, name, orgs, "
-        "pools, programmes, seed, start, vouchers, workload)",
+        "unknown key 'work' (expected one of: description, domains, gpu_types, job_classes, "
+        "name, orgs, pools, programmes, seed, start, vouchers, workload)",
     ),
 ]
 

@@ -5,7 +5,8 @@ one GPU type and node size); one column per class and group it allows.
 Variables: x[col], jobs of the class planned on the group (fractional).
 Constraints, one group each: class sizes; node shapes (GPUs and gang slots
 per threshold, NodeRows); each domain's borrowing room; budgets (Money).
-Objective: priority x GPUs x speed, a hair less on dearer GPUs.
+Objective: priority x GPUs x speed (the class's speed on the group's type: Job.speed_on),
+a hair less on dearer GPUs.
 Solve: GLOP; the planned counts, and each row group's duals (read by
 benchmarks/priority_bound.py).
 """
@@ -123,7 +124,7 @@ class ClassLp:
 
         # Data, per column
         gpus = np.array([c.gpus for c in self.classes], dtype=np.int64)[self.col_class]
-        speed = self.money.speed[self.col_group]
+        speed = self._column_speeds()
         prio = np.array([c.priority for c in self.classes])[self.col_class]
         price = np.array([g.price_per_effective_gpu_hour for g in self.groups])
         relative_price = (price / max(price.max(), 1e-12))[self.col_group]
@@ -212,6 +213,17 @@ class ClassLp:
         by_class = np.array([index.get(of_class(c), -1) for c in self.classes], dtype=np.int64)
         return by_class[self.col_class] if len(by_class) else by_class
 
+    def _column_speeds(self) -> np.ndarray:
+        """Per column: its class's speed on its group's GPU type (Job.speed_on)."""
+        speed = self.money.speed[self.col_group]  # a copy: the types' own speeds
+        start = 0
+        for c in self.classes:
+            end = start + len(c.groups)
+            if c.jobs and c.jobs[0].speeds:  # a class of its own only where one is named
+                speed[start:end] = self.money.speeds_of(c.jobs[0], c.groups)
+            start = end
+        return speed
+
     def _column_money(self) -> tuple[np.ndarray, np.ndarray]:
         """Per column: a member's mean lowest cost and lowest org share (budgeted orgs only)."""
         cost, pay = np.zeros(len(self.col_class)), np.zeros(len(self.col_class))
@@ -221,7 +233,7 @@ class ClassLp:
             if c.org:
                 hours = np.array([sum(j.hours for j in c.jobs) / len(c.jobs)])
                 col_cost, col_pay = self.money.cost_and_pay(
-                    c.org, c.domain, c.gpus, hours, np.array(c.groups, dtype=np.int64)
+                    c.org, c.domain, c.gpus, hours, np.array(c.groups, dtype=np.int64), c.jobs[0]
                 )
                 cost[start:end], pay[start:end] = col_cost[0], col_pay[0]
             start = end

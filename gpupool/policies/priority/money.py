@@ -74,11 +74,22 @@ class Money:
             gpu_types=tuple(snapshot.gpu_types[g.gpu_type] for g in groups),
         )
 
-    def cost_and_pay(self, org: str, domain: str, gpus: int, hours: np.ndarray, groups):
-        """Lowest cost and lowest org share, shape (len(hours), len(groups))."""
-        per_hour = gpus * self.price[groups] / self.speed[groups]
+    def speeds_of(self, job: Job | None, groups) -> np.ndarray:
+        """``job``'s speed on each of ``groups`` (Job.speed_on); the types' own for None."""
+        groups = np.asarray(groups, dtype=np.int64)
+        if job is None or not job.speeds:
+            return self.speed[groups]
+        return np.array([job.speed_on(self.gpu_types[g]) for g in groups.tolist()])
+
+    def cost_and_pay(
+        self, org: str, domain: str, gpus: int, hours: np.ndarray, groups, job: Job | None = None
+    ):
+        """Lowest cost and lowest org share, shape (len(hours), len(groups)); ``job``: a
+        member of the class, whose speeds apply (None: the types' own)."""
+        speed = self.speeds_of(job, groups)
+        per_hour = gpus * self.price[groups] / speed
         cost = hours[:, None] * per_hour[None, :]
-        seconds = float(hours.max()) * 3600.0 / float(self.speed[groups].min())
+        seconds = float(hours.max()) * 3600.0 / float(speed.min())
         unpaid, slack = self.unpaid(org, domain, groups, seconds)
         return cost, np.maximum(0.0, cost * unpaid[None, :] - slack[None, :])
 

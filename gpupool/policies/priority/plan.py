@@ -34,7 +34,8 @@ def promising(
         count = len(c.jobs)
         if c.org:
             hours = np.array([sum(j.hours for j in c.jobs) / count])
-            pay = money.cost_and_pay(c.org, c.domain, c.gpus, hours, np.array(c.groups))[1]
+            pay = money.cost_and_pay(c.org, c.domain, c.gpus, hours, np.array(c.groups), c.jobs[0])
+            pay = pay[1]
             pay = float(pay.min())
             if pay > 0:
                 count = min(count, budget[c.org] / pay)
@@ -86,9 +87,18 @@ class Plan:
             if self.single[c.index]:
                 for g, count in planned[c.index].items():
                     self.reserved[g] += count * c.gpus
-        # 1. fastest; 2. cheapest per effective GPU-hour; 3. index
         self.preference = {g.index: (-g.speed, g.price_per_effective_gpu_hour, g.index)
                            for g in groups}  # fmt: skip
+        self.gpu_types = packer.gpu_types
+
+    def _preference(self, job: Job, g: int) -> tuple:
+        """1. fastest for ``job`` (its class's speed: Job.speed_on); 2. cheapest per
+        effective GPU-hour of it; 3. index. Jobs without a class: the groups' own."""
+        if not job.speeds:
+            return self.preference[g]
+        group = self.packer.groups[g]
+        speed = job.speed_on(self.gpu_types[group.gpu_type])
+        return (-speed, group.price_per_effective_gpu_hour * group.speed / speed, g)
 
     def candidates(self, job: Job, allowed: tuple[int, ...]) -> list[int]:
         """Groups with room first, fastest first; then the other groups that fit; then the rest."""
@@ -101,7 +111,7 @@ class Plan:
 
         def rank(g: int) -> tuple:
             room = capacity.free_gpus(g) - self.reserved[g] + own.get(g, 0.0) * job.gpus
-            return (0 if room >= job.gpus else 1, self.preference[g])
+            return (0 if room >= job.gpus else 1, self._preference(job, g))
 
         ordered = sorted(fitting, key=rank)
         return ordered + [g for g in allowed if g not in ordered]
@@ -122,9 +132,9 @@ class Plan:
             return f"the only GPU type it can use here: {chosen.gpu_type}"
         before = set(tried[: tried.index(g)])
         causes: dict[str, str] = {}
-        rank = self.preference[g]
+        rank = self._preference(job, g)
         for other in allowed:
-            if self.preference[other] >= rank or groups[other].gpu_type == chosen.gpu_type:
+            if self._preference(job, other) >= rank or groups[other].gpu_type == chosen.gpu_type:
                 continue  # not preferred to g (or the same type): nothing to explain
             if other in before:
                 cause = "refused by its domain cap or org budget"

@@ -114,8 +114,9 @@ class PriorityPolicy:
         preemptor = self._start(snapshot, order, allowed, prio, packer, plan, why, limits)
 
         # 4. Report
+        jobs = {job.id: job for job in order}
         objective = sum(
-            prio[p.job_id] * p.gpus * groups[packer.group_of[p.job_id]].speed
+            prio[p.job_id] * packer.effective(jobs[p.job_id], packer.group_of[p.job_id])
             for p in packer.placements
         )
         waiting = {

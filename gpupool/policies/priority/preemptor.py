@@ -63,9 +63,7 @@ class Preemptor:
         self.gap = params.preemption.min_gap
         self.tries_left = 0
         self.guarantee: dict[str, float] = limits.guarantee
-        self.speed = {
-            s.pool.name: snapshot.gpu_types[s.pool.gpu_type].speed for s in snapshot.pools
-        }
+        self.gpu_type = {s.pool.name: snapshot.gpu_types[s.pool.gpu_type] for s in snapshot.pools}
         self.left_running = dict(limits.running)  # effective GPUs, less this round's victims
         self.victims: dict[str, list] = {}
         for r in snapshot.running:
@@ -176,7 +174,7 @@ class Preemptor:
         return Appraisal(gap * job.gpus * wait_hours, cost)
 
     def _effective(self, r) -> float:
-        return r.placement.gpus * self.speed[r.placement.pool]
+        return r.placement.gpus * r.job.speed_on(self.gpu_type[r.placement.pool])
 
     def _reclaims(self, job: Job, member) -> bool:
         """Whether ``job`` starting here stays within its domain's guarantee (Kueue's reclaim)."""
@@ -184,7 +182,8 @@ class Preemptor:
         if guarantee is None:
             return False
         used = self.packer.borrowing.used.get(job.domain, 0.0)
-        return used + job.gpus * self.speed[member.pool.name] <= guarantee + 1e-9
+        speed = job.speed_on(self.gpu_type[member.pool.name])
+        return used + job.gpus * speed <= guarantee + 1e-9
 
     def _borrows(self, r, left: dict[str, float]) -> bool:
         """Whether running job ``r`` runs wholly beyond its domain's guarantee (a borrower)."""

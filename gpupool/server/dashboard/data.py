@@ -170,7 +170,7 @@ def usage(session: Session, actor: str, by: str = "domain") -> dict:
         raise GpupoolError(f"must be one of {', '.join(USAGE_BY)}, got {by!r}", location="by")
     viewer = authorize(session, actor, "report.read")
     books = accounts.load_books(session)
-    speeds = {t.name: t.speed for t in repository.list_gpu_types(session)}
+    speeds = repository.usage_speeds(session)
     entries = [e for e in books.entries if e.kind in USAGE_KINDS and viewer.sees_org(e.org)]
     field = USAGE_BY[by]
     table = _usage_table(entries, speeds, field)
@@ -193,11 +193,12 @@ def usage(session: Session, actor: str, by: str = "domain") -> dict:
     return result
 
 
-def _gpu_hours(entry, speeds: dict[str, float]) -> float:
-    return entry.effective_gpu_hours / speeds.get(entry.gpu_type, 1.0)
+def _gpu_hours(entry, speeds) -> float:
+    """Wall GPU-hours of a charge: effective / its job's speed there (usage_speeds)."""
+    return entry.effective_gpu_hours / speeds(entry.job_id, entry.gpu_type)
 
 
-def _usage_table(entries, speeds: dict[str, float], field: str) -> list[dict]:
+def _usage_table(entries, speeds, field: str) -> list[dict]:
     rows: dict[str, dict] = {}
     for entry in entries:
         group = getattr(entry, field) or "-"

@@ -52,6 +52,7 @@ def submit_job(
         priority=body.priority,
         submit_key=_one_key(body.key, idempotency_key),
         payload=body.payload,
+        job_class=body.job_class,
     )
     with work() as session:
         job_id, created = submit(session, user.name, request)

@@ -1,10 +1,11 @@
-"""/api/v1/gpu-types, /pools, /domains, /orgs: `gpupool gpu-type|pool|domain|org add|list`."""
+"""/api/v1/gpu-types, /job-classes, /pools, /domains, /orgs: `gpupool gpu-type|job-class|pool|
+domain|org add|list` (and `job-class remove`)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from gpupool.scheduler.permissions import authorize
 from gpupool.server import problems
@@ -15,11 +16,15 @@ from gpupool.server.schemas import (
     DomainView,
     GpuTypeAdd,
     GpuTypeView,
+    JobClassAdd,
+    JobClassView,
     OrgAdd,
     OrgView,
     PoolAdd,
     PoolView,
 )
+
+JobClassName = Annotated[str, Path(min_length=1, max_length=64, description="The class's name.")]
 
 router = APIRouter(
     prefix=API_PREFIX, tags=["platform"], responses=problems.responses(*problems.COMMON)
@@ -46,6 +51,36 @@ def add_gpu_type(body: GpuTypeAdd, user: User, work: UnitOfWork) -> dict:
             session, user.name, body.name, body.vendor, body.memory_gb, body.speed, body.domestic
         )
         return service.gpu_type_view(row)
+
+
+@router.get("/job-classes", response_model=list[JobClassView])
+def list_job_classes(user: User, work: UnitOfWork) -> list[dict]:
+    """Job classes and their speed on each GPU type they name."""
+    from gpupool.scheduler import repository
+    from gpupool.scheduler.service import job_class_view
+
+    with work() as session:
+        authorize(session, user.name, "platform.read")
+        return [job_class_view(r) for r in repository.list_job_classes(session)]
+
+
+@router.post("/job-classes", status_code=201, response_model=JobClassView)
+def add_job_class(body: JobClassAdd, user: User, work: UnitOfWork) -> dict:
+    """Add a job class: its speed on each GPU type it names (admins)."""
+    from gpupool.scheduler import service
+
+    with work() as session:
+        row = service.add_job_class(session, user.name, body.name, body.speeds)
+        return service.job_class_view(row)
+
+
+@router.delete("/job-classes/{name}", response_model=JobClassView)
+def remove_job_class(name: JobClassName, user: User, work: UnitOfWork) -> dict:
+    """Remove a job class no unfinished job names (admins); else a 409."""
+    from gpupool.scheduler import service
+
+    with work() as session:
+        return service.remove_job_class(session, user.name, name)
 
 
 @router.get("/pools", response_model=list[PoolView])

@@ -1,0 +1,102 @@
+"""A scenario's ``job_classes:`` block: how fast each kind of job runs on each GPU type,
+and which trace job is of which class (Gavel's per-job-type throughput matrix).
+
+::
+
+    job_classes:
+      assign: round_robin        # round_robin (per GPU count) | hash
+      classes:
+        resnet18:   {speeds: {V100: 1.0, P100: 0.93, K80: 0.29}}
+        lm-8gpu:    {gpus: [8], speeds: {V100: 1.0, P100: 0.36, K80: 0.12}}
+
+A class applies to jobs of the GPU counts in its ``gpus`` (absent: any). Each
+job is given one of the classes that apply to its GPU count: ``round_robin``
+takes them in turn, per GPU count, in arrival order; ``hash`` picks one from a
+stable hash of the job's trace name (its id when it has none), so a job keeps
+its class when the replay is cut short (``max_jobs``). A job no class applies
+to keeps its GPU types' own speeds. A type a class leaves out runs it at the
+type's own speed (model.Job.speed_on). Nodes are gpupool.simulations.scenario's
+located nodes: every problem names its file, line and field.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import yaml
+
+from gpupool import limits
+from gpupool.model import GpuType
+from gpupool.simulations.workload import SimJob
+
+ASSIGNMENTS = ("round_robin", "hash")
+
+
+@dataclass(frozen=True)
+class _Class:
+    name: str
+    gpus: frozenset[int]  # empty: any GPU count
+    speeds: Mapping[str, float]
+
+
+def assign_job_classes(node, jobs: Sequence[SimJob], gpu_types: Mapping[str, GpuType]):
+    """``jobs`` with a class each where one applies (see the module docstring)."""
+    spec = node.fields(required=("classes",), optional=("assign",))
+    assign = spec["assign"].text() if "assign" in spec else "round_robin"
+    if assign not in ASSIGNMENTS:
+        spec["assign"].fail(f"must be one of {', '.join(ASSIGNMENTS)}, got {assign!r}")
+    classes = [_job_class(name, item, gpu_types) for name, item in _declared(spec["classes"])]
+    pick = _round_robin() if assign == "round_robin" else _hashed
+    assigned = []
+    for sim in jobs:
+        applies = [c for c in classes if not c.gpus or sim.job.gpus in c.gpus]
+        if not applies:
+            assigned.append(sim)
+            continue
+        chosen = applies[pick(sim, len(applies))]
+        job = replace(sim.job, job_class=chosen.name, speeds=chosen.speeds)
+        assigned.append(replace(sim, job=job))
+    return tuple(assigned)
+
+
+def _declared(node) -> list[tuple[str, object]]:
+    entries = node.mapping()
+    if not entries:
+        node.fail("declare at least one class")
+    return [(node.key(name).name(), item) for name, item in entries.items()]
+
+
+def _job_class(name: str, node, gpu_types: Mapping[str, GpuType]) -> _Class:
+    spec = node.fields(required=("speeds",), optional=("gpus",))
+    gpus: frozenset[int] = frozenset()
+    if "gpus" in spec:
+        node = spec["gpus"]
+        items = [node] if isinstance(node.node, yaml.ScalarNode) else node.sequence()
+        gpus = frozenset(item.integer(minimum=1, limit=limits.GPUS_PER_JOB) for item in items)
+    speeds = {}
+    for type_name, value in spec["speeds"].mapping().items():
+        if type_name not in gpu_types:
+            known = ", ".join(sorted(gpu_types))
+            spec["speeds"].key(type_name).fail(f"unknown GPU type {type_name!r} (known: {known})")
+        speeds[type_name] = value.number(positive=True, limit=limits.SPEED)
+    if not speeds:
+        spec["speeds"].fail("give the class's speed on at least one GPU type")
+    return _Class(name, gpus, speeds)
+
+
+def _round_robin():
+    turn: dict[int, int] = {}
+
+    def pick(sim: SimJob, count: int) -> int:
+        index = turn.get(sim.job.gpus, 0)
+        turn[sim.job.gpus] = index + 1
+        return index % count
+
+    return pick
+
+
+def _hashed(sim: SimJob, count: int) -> int:
+    key = sim.job.name or str(sim.job.id)
+    return zlib.crc32(key.encode("utf-8")) % count
