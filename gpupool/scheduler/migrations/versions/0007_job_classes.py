@@ -5,7 +5,7 @@
 
 Downgrade drops both: jobs run at their GPU types' own speeds again.
 
-Revision ID: 0005_job_classes
+Revision ID: 0007_job_classes
 Revises: 0006_payloads
 Create Date: 2026-12-03
 """
@@ -13,8 +13,8 @@ Create Date: 2026-12-03
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_job_classes"
-down_revision = "0006_payloads"  # the lead re-chains at merge
+revision = "0007_job_classes"
+down_revision = "0006_payloads"
 branch_labels = None
 depends_on = None
 

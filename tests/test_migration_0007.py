@@ -1,4 +1,4 @@
-"""Migration 0005_job_classes (job_classes, jobs.job_class): up from the revision
+"""Migration 0007_job_classes (job_classes, jobs.job_class): up from the revision
 before it with rows, down, up; SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ ROWS_BEFORE = [
     " submitted_at, submitted_by, submit_key)"
     " VALUES (1, 'j', 1, 8, 2.0, '[]', 0, 'pending', '2026-11-02 10:00:00', 'bob', 'k1')",
 ]
-REVISION = "0005_job_classes"
-BEFORE = "0006_payloads"  # the revision it follows (re-chained at merges)
+REVISION = "0007_job_classes"
+BEFORE = "0006_payloads"
 
 
 def _jobs(connection) -> list[tuple]:
