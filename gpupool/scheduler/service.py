@@ -283,13 +283,19 @@ def max_gang(pool: model.Pool) -> int:
     return pool.largest_gang()
 
 
-def _validate(session: Session, request: JobRequest, known_orgs: dict[str, int]) -> dict:
-    """The request's checked fields; ``known_orgs`` (name -> id) were read already in
-    this transaction (a submitter's own organisation, by authorize)."""
+def _validate(
+    session: Session,
+    request: JobRequest,
+    known_orgs: dict[str, int],
+    gangs: dict[tuple[str, ...], int] | None = None,
+) -> dict:
+    """The request's checked fields. ``known_orgs`` (name -> id) and ``gangs`` (allowed
+    types -> largest gang) hold what this transaction read already; both are filled in."""
     org_name = _name(request.org, request.location("org"))
     org_id = known_orgs.get(org_name)
     if org_id is None:
         org_id = repository.get_org_id(session, org_name, location=request.location("org"))
+        known_orgs[org_name] = org_id
     gpus = positive_int(request.gpus, request.location("gpus"), limits.GPUS_PER_JOB)
     hours = positive_float(
         request.hours, request.location("hours"), "a positive number of hours", limits.JOB_HOURS
@@ -300,7 +306,10 @@ def _validate(session: Session, request: JobRequest, known_orgs: dict[str, int])
         type_name = repository.get_gpu_type(session, _name(type_name, where), location=where).name
         if type_name not in types:
             types.append(type_name)
-    largest = _largest_gang(session, types)
+    gangs = {} if gangs is None else gangs
+    largest = gangs.get(tuple(types))
+    if largest is None:
+        largest = gangs[tuple(types)] = _largest_gang(session, types)
     if gpus > largest:
         scope = "of an allowed GPU type " if types else ""
         raise GpupoolError(
@@ -361,39 +370,83 @@ def submit_jobs(
     now = now or clock.utcnow()
     grant = _require_own_orgs(session, actor, requests)
     known_orgs = {grant.org_name: grant.org_id} if grant.org_name is not None else {}
+    gangs: dict[tuple[str, ...], int] = {}
     errors: list[GpupoolError] = list(prior_errors)
     fields_list: list[dict | None] = []
     for request in requests:
         try:
-            fields_list.append(_validate(session, request, known_orgs))
+            fields_list.append(_validate(session, request, known_orgs, gangs))
         except GpupoolError as exc:
             errors.append(exc)
             fields_list.append(None)
     if errors:
         batch = prior_errors or len(requests) != 1 or requests[0].where
         raise BatchError(errors) if batch else errors[0]
-    results = []
-    for request, job_fields in zip(requests, fields_list, strict=True):
-        results.append(_write_job(session, actor, request, job_fields, now))
+    rows = [(actor, r, f) for r, f in zip(requests, fields_list, strict=True)]
+    results = _write_jobs(session, rows, now)
+    for result in results:
+        if isinstance(result, GpupoolError):
+            raise result  # a key reused with other content: the whole batch is refused
     return results
+
+
+def submit_each(
+    session: Session,
+    submissions: Sequence[tuple[str, JobRequest]],
+    now: dt.datetime | None = None,
+) -> list[tuple[int, bool] | GpupoolError]:
+    """Independent submissions (actor, request), of several actors, in one transaction:
+    the server's group commit. Each is checked exactly as :func:`submit_job` checks it
+    (role, own organisation, priority boost, fields, key); a refused or invalid one gets
+    its error in its place and writes nothing, and the others are written all the same.
+
+    What the transaction read once serves every submission in it: each actor's
+    grant, organisation ids, the largest gang per set of allowed GPU types.
+    """
+    now = now or clock.utcnow()
+    grants: dict[str, permissions.Grant] = {}
+    known_orgs: dict[str, int] = {}
+    gangs: dict[tuple[str, ...], int] = {}
+    outcomes: list[tuple[int, bool] | GpupoolError | None] = [None] * len(submissions)
+    checked: list[tuple[int, tuple[str, JobRequest, dict]]] = []
+    for index, (actor, request) in enumerate(submissions):
+        try:
+            grant = grants.get(actor)
+            if grant is None:
+                grant = grants[actor] = permissions.authorize(session, actor, "job.submit")
+                if grant.org_name is not None:
+                    known_orgs[grant.org_name] = grant.org_id
+            _check_own_orgs(grant, [request])
+            job_fields = _validate(session, request, known_orgs, gangs)
+            checked.append((index, (actor, request, job_fields)))
+        except GpupoolError as exc:
+            outcomes[index] = exc
+    written = _write_jobs(session, [row for _, row in checked], now)
+    for (index, _), result in zip(checked, written, strict=True):
+        outcomes[index] = result
+    return outcomes
 
 
 def _require_own_orgs(
     session: Session, actor: str, requests: Sequence[JobRequest]
 ) -> permissions.Grant:
+    grant = permissions.authorize(session, actor, "job.submit")
+    _check_own_orgs(grant, requests)
+    return grant
+
+
+def _check_own_orgs(grant: permissions.Grant, requests: Sequence[JobRequest]) -> None:
     """A submitter submits only for its own organisation (admins for any), and
     only admins set a priority boost."""
-    grant = permissions.authorize(session, actor, "job.submit")
     for request in requests:
         permissions.check_priority(grant, request.priority, request.location("priority"))
         if not grant.sees_org(limits.normalise(request.org or "")):
             raise permissions.Denied(
-                f"{actor} submits for {grant.org_name} only, not {request.org!r}",
-                actor,
+                f"{grant.actor} submits for {grant.org_name} only, not {request.org!r}",
+                grant.actor,
                 "submit jobs",
                 f"org {request.org}",
             )
-    return grant
 
 
 def submit_job(
@@ -402,32 +455,56 @@ def submit_job(
     return submit_jobs(session, actor, [request], now)[0]
 
 
-def _write_job(session, actor, request: JobRequest, job_fields: dict, now) -> tuple[int, bool]:
-    """Insert the job unless the organisation already has one with this key.
+def _write_jobs(
+    session: Session, rows: Sequence[tuple[str, JobRequest, dict]], now: dt.datetime
+) -> list[tuple[int, bool] | GpupoolError]:
+    """Insert each (actor, request, checked fields) unless its organisation already has
+    a job with its key: ``(job id, created)``, or the Conflict of a key reused with
+    other content.
 
     Keys are per organisation, so another org's key neither collides nor
     shows its job. Two concurrent submissions with one key give one job: the
     insert skips a key that is taken (ON CONFLICT DO NOTHING waits for the
     other transaction on PostgreSQL; SQLite serialises writers), and the loser
-    then finds and returns the winner's job.
+    then finds and returns the winner's job. One statement inserts every row
+    (a new key, the usual case, costs nothing more); a taken key is read and
+    compared afterwards, as is a key given twice in ``rows`` (the first is created).
     """
+    if not rows:
+        return []
+    values = [_job_values(actor, request, fields, now) for actor, request, fields in rows]
+    inserted = _insert_unless_keys_taken(session, values)
+    results: list[tuple[int, bool] | GpupoolError] = []
+    for (_, request, fields), row in zip(rows, values, strict=True):
+        job_id = inserted.pop((row["org_id"], row["submit_key"]), None)
+        if job_id is not None:
+            results.append((job_id, True))
+            continue
+        try:
+            results.append((_existing_job(session, request, fields), False))
+        except GpupoolError as exc:
+            results.append(exc)
+    return results
+
+
+def _job_values(actor: str, request: JobRequest, job_fields: dict, now: dt.datetime) -> dict:
     key = (request.submit_key or "").strip() or None
-    values = dict(
+    return dict(
         **job_fields,
         state=JobState.PENDING.value,
         submitted_at=now,
         submitted_by=actor,
         submit_key=key or uuid.uuid4().hex,
     )
-    # Insert first: a new key (the usual case) costs one statement. A taken key
-    # inserts nothing, and the org's job with that key is read and compared.
-    job_id = _insert_unless_key_taken(session, values)
-    if job_id is not None:
-        return job_id, True
+
+
+def _existing_job(session: Session, request: JobRequest, job_fields: dict) -> int:
+    """The job already holding the request's key, if it asks for the same (else Conflict)."""
+    key = (request.submit_key or "").strip() or None
     existing = _same_job(session, request, job_fields, key) if key is not None else None
     if existing is None:  # cannot happen: the key was taken by a committed job
         raise Conflict(f"submit key {key!r} is taken", location=request.location("submit_key"))
-    return existing, False
+    return existing
 
 
 def _same_job(session, request: JobRequest, job_fields: dict, key: str) -> int | None:
@@ -443,13 +520,18 @@ def _same_job(session, request: JobRequest, job_fields: dict, key: str) -> int |
     return existing.id
 
 
-def _insert_unless_key_taken(session: Session, values: dict) -> int | None:
-    """INSERT ... ON CONFLICT (org_id, submit_key) DO NOTHING; the new id, or None."""
+def _insert_unless_keys_taken(session: Session, values: list[dict]) -> dict[tuple, int]:
+    """INSERT ... ON CONFLICT (org_id, submit_key) DO NOTHING for every row at once:
+    (org id, key) -> new id of each row inserted."""
     dialect = session.get_bind().dialect.name
     statement = _JOB_INSERTS.get(dialect)
     if statement is None:
         statement = _JOB_INSERTS[dialect] = _job_insert(dialect)
-    return session.execute(statement, values).scalar()
+    if len(values) == 1:  # one row: the plain statement, not an executemany
+        returned = session.execute(statement, values[0]).all()
+    else:
+        returned = session.execute(statement, values).all()
+    return {(org_id, key): job_id for job_id, org_id, key in returned}
 
 
 def _job_insert(dialect: str):
@@ -462,7 +544,7 @@ def _job_insert(dialect: str):
     return (
         insert(table)
         .on_conflict_do_nothing(index_elements=["org_id", "submit_key"])
-        .returning(table.c.id)
+        .returning(table.c.id, table.c.org_id, table.c.submit_key)
     )
 
 
