@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -49,6 +50,10 @@ from pathlib import Path
 
 PG_URL = os.environ.get("GPUPOOL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ORGS = ("hosp", "lab", "uni", "corp")
+# `python -m` puts its working directory first on sys.path: the server runs in the
+# checkout whose gpupool this script imported (PYTHONPATH=<other checkout> then
+# measures that checkout, wherever the script is started from).
+CODE_ROOT = str(Path(importlib.util.find_spec("gpupool").origin).resolve().parent.parent)
 
 
 def main() -> None:
@@ -163,7 +168,7 @@ class _server:
         else:
             self.log = tempfile.NamedTemporaryFile("w+", prefix="gpupool-bench-", suffix=".log")
         self.process = subprocess.Popen(
-            self.command, stdout=subprocess.DEVNULL, stderr=self.log, text=True
+            self.command, stdout=subprocess.DEVNULL, stderr=self.log, text=True, cwd=CODE_ROOT
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.process.poll() is None:
