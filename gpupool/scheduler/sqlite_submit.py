@@ -6,7 +6,7 @@ each. This path, for the platform owner (the local CLI without ``--as``) on a
 plain ``sqlite:///FILE`` at the current schema revision, does what
 gpupool.scheduler.service.submit_job does with the same rules
 (gpupool.scheduler.submission: checks, per-organisation key, one insert)
-through five small SQL statements, in one transaction holding SQLite's write
+through a few small SQL statements, in one transaction holding SQLite's write
 lock from its start (BEGIN IMMEDIATE), as every command's unit of work does.
 Anything else (a server, ``--as``, another database, a file that does not exist
 yet or is at another revision) answers None and goes the usual way, which
