@@ -25,7 +25,9 @@ Traffic goes to 127.0.0.1 only and each phase stops after ``--seconds`` or
 Output fields: phase, clients, workers, requests, seconds, requests_per_second,
 p50_ms, p99_ms, errors (non-2xx responses and transport failures), and where
 the CPU went: server_cpu_ms_per_request (the serve process and its workers,
-from /proc), client_cpu_ms_per_request (the client processes), load_average (the
+from /proc), db_cpu_ms_per_request (the PostgreSQL backends of the server's
+connections, found by application name; not the WAL writer and other shared
+PostgreSQL processes), client_cpu_ms_per_request (the client processes), load_average (the
 1-minute load when the phase ended: the machine is shared).
 """
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -47,13 +50,18 @@ from pathlib import Path
 
 PG_URL = os.environ.get("GPUPOOL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ORGS = ("hosp", "lab", "uni", "corp")
+# `python -m` puts its working directory first on sys.path: the server runs in the
+# checkout whose gpupool this script imported (PYTHONPATH=<other checkout> then
+# measures that checkout, wherever the script is started from).
+CODE_ROOT = str(Path(importlib.util.find_spec("gpupool").origin).resolve().parent.parent)
 
 
 def main() -> None:
     args = _arguments()
     schema = f"gpupool_bench_{uuid.uuid4().hex[:10]}"
     _admin(f"CREATE SCHEMA {schema}")
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    # the application name finds the server's PostgreSQL backends (their CPU is counted)
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}&application_name={schema}"
     try:
         tokens = _platform(url)
         server = _server(url, args.workers, args.log_level, args.server_log)
@@ -61,10 +69,13 @@ def main() -> None:
             _warm_up(port, tokens, args.workers)
             for clients in args.clients:
                 for phase in args.phases:
-                    server_cpu = _tree_cpu(server.pid)
+                    server_cpu, db_cpu = _tree_cpu(server.pid), _backends_cpu(schema)
                     result = _phase(port, tokens, phase, clients, args)
                     result["server_cpu_ms_per_request"] = _per_request(
                         _tree_cpu(server.pid) - server_cpu, result["requests"]
+                    )
+                    result["db_cpu_ms_per_request"] = _per_request(
+                        _backends_cpu(schema) - db_cpu, result["requests"]
                     )
                     result["client_cpu_ms_per_request"] = _per_request(
                         result.pop("client_cpu_s"), result["requests"]
@@ -157,7 +168,7 @@ class _server:
         else:
             self.log = tempfile.NamedTemporaryFile("w+", prefix="gpupool-bench-", suffix=".log")
         self.process = subprocess.Popen(
-            self.command, stdout=subprocess.DEVNULL, stderr=self.log, text=True
+            self.command, stdout=subprocess.DEVNULL, stderr=self.log, text=True, cwd=CODE_ROOT
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.process.poll() is None:
@@ -223,6 +234,28 @@ def _tree_cpu(pid: int) -> float:
         tree.update(children)
         frontier.extend(children)
     return sum(cpu.get(p, 0.0) for p in tree)
+
+
+def _backends_cpu(application_name: str) -> float:
+    """CPU seconds of the PostgreSQL backends serving the server's connections (the
+    server's pool keeps them open from phase to phase)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(PG_URL)
+    with engine.connect() as connection:
+        pids = connection.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": application_name},
+        ).scalars()
+        return sum(_process_cpu(pid) for pid in pids)
+
+
+def _process_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # a backend that has gone (or another machine's PostgreSQL)
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _per_request(seconds: float, requests: int) -> float | None:

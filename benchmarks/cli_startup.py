@@ -25,6 +25,7 @@ the bare interpreter's start (``python -c pass``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -36,8 +37,13 @@ import tempfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 _CLI = "from gpupool.cli.main import main; main()"
+# `python -c` puts its working directory first on sys.path: every process runs in the
+# checkout whose gpupool this script imported (PYTHONPATH=<other checkout> then measures
+# that checkout, wherever the script is started from).
+CODE_ROOT = str(Path(importlib.util.find_spec("gpupool").origin).resolve().parent.parent)
 _LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 
@@ -48,7 +54,12 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", _CLI, *args], capture_output=True, text=True, env=env, timeout=120
+        cwd=CODE_ROOT,
+        args=[sys.executable, "-c", _CLI, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 
@@ -62,11 +73,13 @@ def _timed(command: list[str], env: dict[str, str], runs: int) -> tuple[list[flo
     untimed warm-up (the first run after an install compiles bytecode and fills the
     page cache). On a busy machine wall time includes waiting for a core; CPU time
     is close to what wall time would be on an idle one."""
-    subprocess.run(command, capture_output=True, env=env, timeout=600)
+    subprocess.run(cwd=CODE_ROOT, args=command, capture_output=True, env=env, timeout=600)
     walls, cpus = [], []
     for _ in range(runs):
         cpu, start = _cpu_seconds(), time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        done = subprocess.run(
+            cwd=CODE_ROOT, args=command, capture_output=True, text=True, env=env, timeout=120
+        )
         walls.append((time.perf_counter() - start) * 1000)
         cpus.append((_cpu_seconds() - cpu) * 1000)
         if done.returncode != 0:
@@ -97,7 +110,8 @@ def _line(command: str, mode: str, timed: tuple[list[float], list[float]]) -> No
 
 def _serve(db: str) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
-        [sys.executable, "-c", _CLI, "--db", db, "serve", "--port", "0"],
+        cwd=CODE_ROOT,
+        args=[sys.executable, "-c", _CLI, "--db", db, "serve", "--port", "0"],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -149,7 +163,11 @@ print(json.dumps({"breakdown_cpu_ms": steps, "total_cpu_ms": round(sum(steps.val
 
 def _breakdown(db: str, org: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", _BREAKDOWN, db, org], capture_output=True, text=True, env=_env()
+        cwd=CODE_ROOT,
+        args=[sys.executable, "-c", _BREAKDOWN, db, org],
+        capture_output=True,
+        text=True,
+        env=_env(),
     )
     if done.returncode != 0:
         raise SystemExit(done.stderr)

@@ -52,7 +52,7 @@ def test_concurrent_submissions_with_one_key_give_one_job(platform, monkeypatch)
     (BEGIN IMMEDIATE), so the second waits for the first to commit and then finds the
     key; the first lingers before inserting to make sure the two overlap."""
     both_checked = threading.Barrier(2, timeout=20)
-    real_insert = service._insert_unless_key_taken
+    real_insert = service._insert_unless_keys_taken
     serialised = platform.startswith("sqlite")
 
     def insert_after_both_checked(session, values):
@@ -62,7 +62,7 @@ def test_concurrent_submissions_with_one_key_give_one_job(platform, monkeypatch)
             both_checked.wait()
         return real_insert(session, values)
 
-    monkeypatch.setattr(service, "_insert_unless_key_taken", insert_after_both_checked)
+    monkeypatch.setattr(service, "_insert_unless_keys_taken", insert_after_both_checked)
     request = JobRequest(org="lab", gpus=2, hours=1, submit_key="retry-me")
     results: list[tuple[int, bool]] = []
     errors: list[BaseException] = []

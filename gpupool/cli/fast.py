@@ -5,9 +5,11 @@ Typer builds a pydantic TypeAdapter for every parameter of the command it runs
 the submission itself. :func:`run` recognises a plain ``[--db URL] [--as USER]
 job submit OPTIONS`` command line, exactly the options `gpupool job submit`
 takes, and runs it through the same Platform (gpupool.cli.platform), printing
-the same output and the same error lines. Anything else (--help, an unknown or
-repeated option, a missing one, a value that looks like an option) returns
-None and goes to the Typer app, which then gives its usual answer.
+the same output and the same error lines; the platform owner's submission to a
+local SQLite file skips SQLAlchemy too (gpupool.scheduler.sqlite_submit).
+Anything else (--help, an unknown or repeated option, a missing one, a value
+that looks like an option) returns None and goes to the Typer app, which then
+gives its usual answer.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def run(argv: list[str]) -> int | None:
     from gpupool.cli.platform import connect
 
     try:
-        result = connect(top).submit_job(
+        result = _on_local_sqlite(top, options) or connect(top).submit_job(
             options["org"],
             options["gpus"],
             options["hours"],
@@ -57,6 +59,36 @@ def run(argv: list[str]) -> int | None:
         return 2
     print(json.dumps(result, indent=2, ensure_ascii=False) if as_json else result["id"])
     return 0
+
+
+def _on_local_sqlite(top: dict, options: dict) -> dict | None:
+    """The owner's submission to a local SQLite file without SQLAlchemy
+    (gpupool.scheduler.sqlite_submit); None where that path does not apply."""
+    import sqlite3
+
+    from gpupool.cli.platform import server_credentials
+    from gpupool.scheduler import sqlite_submit
+    from gpupool.scheduler.submission import JobRequest
+
+    if top.get("user") or (not top.get("db") and server_credentials() is not None):
+        return None  # --as USER (authorize reads users) or a server: the usual path
+    path = sqlite_submit.sqlite_file(top.get("db"))
+    if path is None:
+        return None
+    request = JobRequest(
+        org=options["org"],
+        gpus=options["gpus"],
+        hours=options["hours"],
+        gpu_types=list(options.get("gpu_types", [])),
+        name=options.get("name", ""),
+        priority=options.get("priority", "0"),
+        submit_key=options.get("key"),
+    )
+    try:
+        outcome = sqlite_submit.submit_as_owner(path, request)
+    except sqlite3.Error:
+        return None  # rolled back; the usual path meets the same problem and words it
+    return None if outcome is None else {"id": outcome[0], "created": outcome[1]}
 
 
 def _parse(argv: list[str]):

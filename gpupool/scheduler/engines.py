@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session
 
 from gpupool.model import GpupoolError
 
-DEFAULT_URL = "sqlite:///gpupool.db"
+# defined beside the SQLAlchemy-free local submission, which must agree with them
+from gpupool.scheduler.sqlite_submit import BUSY_TIMEOUT_MS, DEFAULT_URL  # noqa: F401
+
 _LOCATION = "--db"
 
 
@@ -73,7 +75,6 @@ def make_engine(url: str | None, pool_size: int | None = None) -> Engine:
 # solve must not hold writers up; schema checks; inspectors) reads outside a
 # transaction and takes the lock just before its first write, or when it calls
 # lock_write (gpupool.scheduler.locking.lock_writes) before its re-checks.
-BUSY_TIMEOUT_MS = 10_000
 _AT_START = "gpupool_write_lock_at_start"
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
 

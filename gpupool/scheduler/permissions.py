@@ -44,17 +44,23 @@ from sqlalchemy.orm import Session
 from gpupool import limits, model
 from gpupool.model import GpupoolError
 from gpupool.scheduler import clock, repository
+from gpupool.scheduler.grants import (  # noqa: F401  (re-exported: permissions.Grant etc.)
+    ADMIN,
+    AGENT,
+    ALL,
+    AUDITOR,
+    OWN,
+    OWN_ORG,
+    OWN_SITE,
+    OWNER,
+    OWNER_GRANT,
+    ROLES,
+    SUBMITTER,
+    Denied,
+    Grant,
+    check_priority,
+)
 from gpupool.scheduler.orm import AuditLogRow, JobRow, OrgRow, PoolRow, UserRow
-
-ADMIN, SUBMITTER, AGENT, AUDITOR = "admin", "submitter", "agent", "auditor"
-ROLES = (ADMIN, SUBMITTER, AGENT, AUDITOR)
-# The local CLI's actor when no --as is given: whoever holds the database URL
-# owns the platform and acts as an admin. No user can be named like this
-# (names starting with "@" are refused) and no token can be made for it.
-OWNER = "@owner"
-
-# scopes a role is granted an operation over
-ALL, OWN_ORG, OWN_SITE, OWN = "all", "own org", "own site", "own"
 
 
 @dataclass(frozen=True)
@@ -188,44 +194,6 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
-class Denied(model.PermissionDenied):
-    """A refused action; ``audit_entry`` is what the audit log records about it."""
-
-    def __init__(
-        self, message: str, actor: str, action: str, target: str, location: str = "--as"
-    ) -> None:
-        super().__init__(message, location=location)
-        self.audit_entry = {"actor": actor, "action": action, "target": target}
-
-
-@dataclass(frozen=True)
-class Grant:
-    """What :func:`authorize` allowed: the actor, its role, and over what."""
-
-    actor: str
-    role: str
-    scope: str
-    org_id: int | None = None
-    org_name: str | None = None
-    site: str | None = None
-
-    @property
-    def everything(self) -> bool:
-        return self.scope == ALL
-
-    def sees_org(self, org_name: str | None) -> bool:
-        return self.everything or (self.scope == OWN_ORG and org_name == self.org_name)
-
-    def sees_job(self, job: JobRow) -> bool:
-        if self.everything:
-            return True
-        if self.scope == OWN_ORG:
-            return job.org_id == self.org_id
-        if self.scope == OWN_SITE:
-            return job.pool is not None and job.pool.site == self.site
-        return False
-
-
 # ---------------------------------------------------------------------------
 # Audit
 # ---------------------------------------------------------------------------
@@ -304,7 +272,7 @@ def authorize(
     op = OPERATIONS[operation]
     action = action or op.action
     if actor == OWNER:
-        return Grant(actor, ADMIN, ALL)
+        return OWNER_GRANT
     user = session.execute(_ACTOR_QUERY, {"name": actor}).one_or_none()
     if user is None:
         raise _unknown(actor, action, target)
@@ -379,22 +347,6 @@ def require_job(grant: Grant, job: JobRow, action: str) -> None:
     raise Denied(
         f"{grant.actor} may not {words}: it belongs to {where}", grant.actor, words, f"job {job.id}"
     )
-
-
-def check_priority(grant: Grant, priority: object, location: str) -> None:
-    """A per-job priority boost is an admin's decision."""
-    try:
-        boost = int(str(priority).strip() or 0)
-    except ValueError:
-        return  # not a number: the request's validation names it
-    if boost != 0 and grant.role != ADMIN:
-        raise Denied(
-            f"{grant.actor} may not set a priority boost: admins only (leave it out or 0)",
-            grant.actor,
-            "set a priority boost",
-            f"priority {boost}",
-            location,
-        )
 
 
 def sees_all_tokens(session: Session, actor: str, action: str = "list API tokens") -> bool:

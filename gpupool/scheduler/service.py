@@ -17,16 +17,14 @@ prints; their keys are the model's field names and are a stable interface.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gpupool import limits, model
 from gpupool.model import Conflict, GpupoolError, JobState, check_transition
-from gpupool.scheduler import clock, lifecycle, payloads, permissions, repository
+from gpupool.scheduler import clock, lifecycle, permissions, repository, submission
 from gpupool.scheduler.fields import (  # noqa: F401  (service.positive_float etc. stay importable)
     non_negative_float,
     positive_float,
@@ -40,6 +38,11 @@ from gpupool.scheduler.orm import (
     JobRow,
     OrgRow,
     PoolRow,
+)
+from gpupool.scheduler.submission import (  # noqa: F401  (service.JobRequest etc.)
+    SUBMIT_KEY,
+    BatchError,
+    JobRequest,
 )
 
 ADMIN, SUBMITTER = permissions.ADMIN, permissions.SUBMITTER
@@ -229,119 +232,20 @@ _FINISHED = tuple(state.value for state in model.TERMINAL_STATES)
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JobRequest:
-    """One job as a user asked for it, before validation.
-
-    ``where`` prefixes every error location (``jobs.csv:7`` for a batch row;
-    empty for the command line, where fields are named by their option).
-    """
-
-    org: str
-    gpus: object
-    hours: object
-    gpu_types: Sequence[str] = ()
-    name: str = ""
-    priority: object = 0
-    submit_key: str | None = None
-    where: str = ""
-    payload: Mapping[str, object] | None = None  # what to run (gpupool.scheduler.payloads)
-    job_class: str = ""  # a job class's name (job_classes); empty: none
-
-    def location(self, field_name: str) -> str:
-        if self.where:
-            return f"{self.where} {_BATCH_FIELDS.get(field_name, field_name)}"
-        return {
-            "org": "--org",
-            "gpus": "--gpus",
-            "hours": "--hours",
-            "gpu_types": "--gpu-type",
-            "submit_key": "--key",
-            "priority": "--priority",
-            "name": "--name",
-            "argv": "COMMAND",
-            "script": "--script",
-            "workdir": "--workdir",
-            "env": "--env",
-            "image": "--image",
-            "stdout": "--stdout",
-            "stderr": "--stderr",
-            "job_class": "--class",
-        }.get(field_name, field_name)
-
-
-# a batch file's column for a payload field (the rest are named alike)
-_BATCH_FIELDS = {"argv": "command", "payload": "command"}
-
-
-# an idempotency key: printable one-line text that fits jobs.submit_key
-SUBMIT_KEY = limits.TextLimit("submit key", 128, "fits the jobs.submit_key column")
-
-
 def max_gang(pool: model.Pool) -> int:
     """The largest gang gpupool.model.fit_gang can ever place on an empty ``pool``."""
     return pool.largest_gang()
 
 
-def _validate(session: Session, request: JobRequest, known_orgs: dict[str, int]) -> dict:
-    """The request's checked fields; ``known_orgs`` (name -> id) were read already in
-    this transaction (a submitter's own organisation, by authorize)."""
-    org_name = _name(request.org, request.location("org"))
-    org_id = known_orgs.get(org_name)
-    if org_id is None:
-        org_id = repository.get_org_id(session, org_name, location=request.location("org"))
-    gpus = positive_int(request.gpus, request.location("gpus"), limits.GPUS_PER_JOB)
-    hours = positive_float(
-        request.hours, request.location("hours"), "a positive number of hours", limits.JOB_HOURS
-    )
-    types = []
-    for type_name in request.gpu_types:
-        where = request.location("gpu_types")
-        type_name = repository.get_gpu_type(session, _name(type_name, where), location=where).name
-        if type_name not in types:
-            types.append(type_name)
-    largest = _largest_gang(session, types)
-    if gpus > largest:
-        scope = "of an allowed GPU type " if types else ""
-        raise GpupoolError(
-            f"asks for {gpus} GPUs but the largest gang any pool {scope}can hold is {largest}",
-            location=request.location("gpus"),
-        )
-    priority = request.priority
-    if isinstance(priority, str) and not priority.strip():
-        priority = 0
-    priority = whole_number(priority, request.location("priority"), limits.PRIORITY)
-    where = request.location("name")
-    name = limits.check_text(request.name or "", where, limits.JOB_NAME, allow_empty=True)
-    if request.submit_key is not None:  # checked, not rewritten: keys match as given
-        where = request.location("submit_key")
-        limits.check_text(request.submit_key, where, SUBMIT_KEY, allow_empty=True)
-    job_class = None
-    if (request.job_class or "").strip():
-        where = request.location("job_class")
-        job_class = repository.get_job_class(session, request.job_class, location=where).name
-    return dict(
-        org_id=org_id,
-        gpus=gpus,
-        hours=hours,
-        gpu_types=types,
-        name=name,
-        priority=priority,
-        payload=payloads.check_payload(request.payload, request.location),
-        job_class=job_class,
-    )
-
-
-def _largest_gang(session: Session, types: Sequence[str]) -> int:
-    """The largest gang any pool (of one of ``types``, when given) can hold when empty;
-    read as the pools' two sizes, without loading pool objects (every submission asks)."""
+def _pool_sizes(session: Session, types: Sequence[str]):
+    """(gpus, gpus_per_node) of every pool (of one of ``types``, when given): the two
+    sizes only, without loading pool objects (every submission asks)."""
     query = select(PoolRow.gpus, PoolRow.gpus_per_node)
     if types:
         query = query.join(GpuTypeRow, PoolRow.gpu_type_id == GpuTypeRow.id).where(
             GpuTypeRow.name.in_(types)
         )
-    sizes = session.execute(query)
-    return max((model.largest_gang(gpus, per_node) for gpus, per_node in sizes), default=0)
+    return session.execute(query).all()
 
 
 def submit_jobs(
@@ -358,42 +262,48 @@ def submit_jobs(
     with the same content returns that job (``created`` False): a retried
     submission is never written twice.
     """
-    now = now or clock.utcnow()
-    grant = _require_own_orgs(session, actor, requests)
-    known_orgs = {grant.org_name: grant.org_id} if grant.org_name is not None else {}
-    errors: list[GpupoolError] = list(prior_errors)
-    fields_list: list[dict | None] = []
-    for request in requests:
-        try:
-            fields_list.append(_validate(session, request, known_orgs))
-        except GpupoolError as exc:
-            errors.append(exc)
-            fields_list.append(None)
-    if errors:
-        batch = prior_errors or len(requests) != 1 or requests[0].where
-        raise BatchError(errors) if batch else errors[0]
-    results = []
-    for request, job_fields in zip(requests, fields_list, strict=True):
-        results.append(_write_job(session, actor, request, job_fields, now))
-    return results
-
-
-def _require_own_orgs(
-    session: Session, actor: str, requests: Sequence[JobRequest]
-) -> permissions.Grant:
-    """A submitter submits only for its own organisation (admins for any), and
-    only admins set a priority boost."""
     grant = permissions.authorize(session, actor, "job.submit")
-    for request in requests:
-        permissions.check_priority(grant, request.priority, request.location("priority"))
-        if not grant.sees_org(limits.normalise(request.org or "")):
-            raise permissions.Denied(
-                f"{actor} submits for {grant.org_name} only, not {request.org!r}",
-                actor,
-                "submit jobs",
-                f"org {request.org}",
-            )
-    return grant
+    return submission.submit_all(
+        _SessionStore(session), grant, requests, now or clock.utcnow(), prior_errors
+    )
+
+
+def submit_each(
+    session: Session,
+    submissions: Sequence[tuple[str, JobRequest]],
+    now: dt.datetime | None = None,
+) -> list[tuple[int, bool] | GpupoolError]:
+    """Independent submissions (actor, request), of several actors, in one transaction:
+    the server's group commit. Each is checked exactly as :func:`submit_job` checks it
+    (role, own organisation, priority boost, fields, key); a refused or invalid one gets
+    its error in its place and writes nothing, and the others are written all the same.
+
+    What the transaction read once serves every submission in it: each actor's
+    grant, organisation ids, the largest gang per set of allowed GPU types.
+    """
+    now = now or clock.utcnow()
+    store = _SessionStore(session)
+    grants: dict[str, permissions.Grant] = {}
+    known_orgs: dict[str, int] = {}
+    gangs: dict[tuple[str, ...], int] = {}
+    outcomes: list[tuple[int, bool] | GpupoolError | None] = [None] * len(submissions)
+    checked: list[tuple[int, tuple[str, JobRequest, dict]]] = []
+    for index, (actor, request) in enumerate(submissions):
+        try:
+            grant = grants.get(actor)
+            if grant is None:
+                grant = grants[actor] = permissions.authorize(session, actor, "job.submit")
+                if grant.org_name is not None:
+                    known_orgs[grant.org_name] = grant.org_id
+            submission.check_own_orgs(grant, [request])
+            job_fields = submission.validate(store, request, known_orgs, gangs)
+            checked.append((index, (actor, request, job_fields)))
+        except GpupoolError as exc:
+            outcomes[index] = exc
+    written = submission.write_jobs(store, [row for _, row in checked], now)
+    for (index, _), result in zip(checked, written, strict=True):
+        outcomes[index] = result
+    return outcomes
 
 
 def submit_job(
@@ -402,54 +312,43 @@ def submit_job(
     return submit_jobs(session, actor, [request], now)[0]
 
 
-def _write_job(session, actor, request: JobRequest, job_fields: dict, now) -> tuple[int, bool]:
-    """Insert the job unless the organisation already has one with this key.
+class _SessionStore:
+    """gpupool.scheduler.submission's store on a SQLAlchemy session."""
 
-    Keys are per organisation, so another org's key neither collides nor
-    shows its job. Two concurrent submissions with one key give one job: the
-    insert skips a key that is taken (ON CONFLICT DO NOTHING waits for the
-    other transaction on PostgreSQL; SQLite serialises writers), and the loser
-    then finds and returns the winner's job.
-    """
-    key = (request.submit_key or "").strip() or None
-    values = dict(
-        **job_fields,
-        state=JobState.PENDING.value,
-        submitted_at=now,
-        submitted_by=actor,
-        submit_key=key or uuid.uuid4().hex,
-    )
-    # Insert first: a new key (the usual case) costs one statement. A taken key
-    # inserts nothing, and the org's job with that key is read and compared.
-    job_id = _insert_unless_key_taken(session, values)
-    if job_id is not None:
-        return job_id, True
-    existing = _same_job(session, request, job_fields, key) if key is not None else None
-    if existing is None:  # cannot happen: the key was taken by a committed job
-        raise Conflict(f"submit key {key!r} is taken", location=request.location("submit_key"))
-    return existing, False
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def org_id(self, name: str) -> int | None:
+        return self.session.scalar(select(OrgRow.id).where(OrgRow.name == name))
+
+    def gpu_type_name(self, name: str) -> str | None:
+        return self.session.scalar(select(GpuTypeRow.name).where(GpuTypeRow.name == name))
+
+    def job_class_name(self, name: str) -> str | None:
+        return self.session.scalar(select(JobClassRow.name).where(JobClassRow.name == name))
+
+    def pool_sizes(self, types: Sequence[str]):
+        return _pool_sizes(self.session, types)
+
+    def insert_jobs(self, values: list[dict]) -> dict[tuple, int]:
+        return _insert_unless_keys_taken(self.session, values)
+
+    def job_by_key(self, org_id: int, key: str) -> JobRow | None:
+        return repository.find_job_by_submit_key(self.session, org_id, key)
 
 
-def _same_job(session, request: JobRequest, job_fields: dict, key: str) -> int | None:
-    """The id of the org's job with ``key`` if it asks for the same; refuses a different one."""
-    existing = repository.find_job_by_submit_key(session, job_fields["org_id"], key)
-    if existing is None:
-        return None
-    if not all(getattr(existing, k) == v for k, v in job_fields.items()):
-        raise Conflict(
-            f"submit key {key!r} was already used by job {existing.id} with different content",
-            location=request.location("submit_key"),
-        )
-    return existing.id
-
-
-def _insert_unless_key_taken(session: Session, values: dict) -> int | None:
-    """INSERT ... ON CONFLICT (org_id, submit_key) DO NOTHING; the new id, or None."""
+def _insert_unless_keys_taken(session: Session, values: list[dict]) -> dict[tuple, int]:
+    """INSERT ... ON CONFLICT (org_id, submit_key) DO NOTHING for every row at once:
+    (org id, key) -> new id of each row inserted."""
     dialect = session.get_bind().dialect.name
     statement = _JOB_INSERTS.get(dialect)
     if statement is None:
         statement = _JOB_INSERTS[dialect] = _job_insert(dialect)
-    return session.execute(statement, values).scalar()
+    if len(values) == 1:  # one row: the plain statement, not an executemany
+        returned = session.execute(statement, values[0]).all()
+    else:
+        returned = session.execute(statement, values).all()
+    return {(org_id, key): job_id for job_id, org_id, key in returned}
 
 
 def _job_insert(dialect: str):
@@ -462,29 +361,11 @@ def _job_insert(dialect: str):
     return (
         insert(table)
         .on_conflict_do_nothing(index_elements=["org_id", "submit_key"])
-        .returning(table.c.id)
+        .returning(table.c.id, table.c.org_id, table.c.submit_key)
     )
 
 
 _JOB_INSERTS: dict[str, object] = {}
-
-
-class BatchError(GpupoolError):
-    """Several bad rows at once; ``errors`` holds each with its own location."""
-
-    def __init__(self, errors: Sequence[GpupoolError]) -> None:
-        self.errors = sorted(errors, key=_line_of)
-        super().__init__(
-            f"{len(self.errors)} bad row(s), nothing submitted: "
-            + "; ".join(str(e) for e in self.errors)
-        )
-
-
-def _line_of(error: GpupoolError) -> int:
-    """The line number in a ``file:LINE field`` location (0 when there is none)."""
-    head = (error.location or "").split(" ")[0]
-    line = head.rpartition(":")[2]
-    return int(line) if line.isdigit() else 0
 
 
 def cancel_job(

@@ -327,8 +327,10 @@ class Bearer:
     scopes: tuple[str, ...]
 
 
-_BEARER_QUERY = (
+# What a request's token check reads, for every token of the requests at hand at once.
+_BEARERS_QUERY = (
     select(
+        ApiTokenRow.token_id,
         ApiTokenRow.secret_hash,
         ApiTokenRow.revoked_at,
         ApiTokenRow.expires_at,
@@ -338,7 +340,7 @@ _BEARER_QUERY = (
         UserRow.role,
     )
     .join_from(ApiTokenRow, UserRow, ApiTokenRow.user_id == UserRow.id)
-    .where(ApiTokenRow.token_id == bindparam("token_id"))
+    .where(ApiTokenRow.token_id.in_(bindparam("token_ids", expanding=True)))
 )
 
 
@@ -347,15 +349,46 @@ def identify(connection: Connection, raw_token: str, now: dt.datetime | None = N
     SELECT (token joined with its user; no ORM objects), and the rare
     ``last_used_at`` write as its own statement. The caller commits; an
     AuthenticationFailed carries the audit entry to record."""
-    token_id, secret = _parsed_or_fail(raw_token)
-    row = connection.execute(_BEARER_QUERY, {"token_id": token_id}).one_or_none()
+    outcome = identify_many(connection, [raw_token], now)[0]
+    if isinstance(outcome, AuthenticationFailed):
+        raise outcome
+    return outcome
+
+
+def identify_many(
+    connection: Connection, raw_tokens: Sequence[str], now: dt.datetime | None = None
+) -> list[Bearer | AuthenticationFailed]:
+    """:func:`identify` for requests that arrived together: one SELECT for all their
+    tokens, then each token checked on its own (its Bearer, or its AuthenticationFailed)."""
+    now = now or clock.utcnow()
+    parsed = [_parse(raw) for raw in raw_tokens]
+    token_ids = sorted({parts[0] for parts in parsed if parts is not None})
+    rows = {}
+    if token_ids:
+        found = connection.execute(_BEARERS_QUERY, {"token_ids": token_ids})
+        rows = {row.token_id: row for row in found}
+    stamped: set[str] = set()
+    outcomes: list[Bearer | AuthenticationFailed] = []
+    for raw_token, parts in zip(raw_tokens, parsed, strict=True):
+        try:
+            outcomes.append(_bearer(connection, raw_token, parts, rows, now, stamped))
+        except AuthenticationFailed as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _bearer(connection, raw_token, parts, rows, now, stamped: set[str]) -> Bearer:
+    if parts is None:
+        raise _failed("malformed", None)
+    token_id, secret = parts
+    row = rows.get(token_id)
     if row is None:
         raise _failed("unknown", token_id)
-    now = now or clock.utcnow()
     _check(raw_token, token_id, secret, row.secret_hash, row.revoked_at, row.expires_at, now)
-    if _last_used_due(row.last_used_at, now):
+    if token_id not in stamped and _last_used_due(row.last_used_at, now):
         stamp = update(ApiTokenRow).where(ApiTokenRow.token_id == token_id)
         connection.execute(stamp.values(last_used_at=now))
+        stamped.add(token_id)
     return Bearer(token_id, row.name, row.role, tuple(row.scopes or ()))
 
 

@@ -26,6 +26,7 @@ from gpupool.server.auth import Authenticator
 from gpupool.server.metrics import Metrics
 from gpupool.server.middleware import RequestContext
 from gpupool.server.settings import Settings
+from gpupool.server.submissions import GroupCommit
 
 SETTINGS_ENV = "GPUPOOL_SERVER_SETTINGS"
 log = logging.getLogger("gpupool.server")
@@ -44,11 +45,13 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,  # the interactive pages load scripts from a CDN; the spec is enough
         redoc_url=None,
         lifespan=_lifespan,
+        **_no_native_telemetry(),
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.authenticator = Authenticator(engine, settings)
     app.state.metrics = Metrics(engine)
+    app.state.submissions = GroupCommit(engine)
     _handle_errors(app)
     _add_routes(app)
     app.openapi = lambda: _openapi(app)
@@ -58,6 +61,17 @@ def create_app(settings: Settings) -> FastAPI:
         observe=app.state.metrics.observe,
     )
     return app
+
+
+def _no_native_telemetry() -> dict:
+    """FastAPI 0.165+ asks OpenTelemetry on every request whether anyone listens
+    (about a tenth of a submission's CPU here); gpupool's metrics are Prometheus'
+    (/metrics), so it is switched off where the option exists."""
+    import inspect
+
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def create_app_from_env() -> FastAPI:
@@ -86,6 +100,8 @@ async def _lifespan(app: FastAPI):
     except GpupoolError as exc:
         log.error("database not ready: %s", exc)  # /readyz says so until it is fixed
     yield
+    app.state.submissions.close()  # what was queued is written (and answered) first
+    app.state.authenticator.checks.close()
     app.state.engine.dispose()
 
 

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import Request
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 
+from gpupool.server.batching import Batcher
 from gpupool.server.ratelimit import FailureLimiter
 from gpupool.server.settings import Settings
 
@@ -58,26 +60,50 @@ class Authenticator:
         # The token check reads one row (and writes last_used_at about once a minute):
         # in autocommit mode it costs one round trip, not BEGIN + SELECT + COMMIT.
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # the tokens of requests arriving together are checked together (one SELECT)
+        self.checks = Batcher(self.authenticate_many, "gpupool-token-checks")
 
     def authenticate(self, raw_token: str, address: str) -> Principal:
-        from gpupool.model import AuthenticationFailed
+        outcome = self.authenticate_many([(raw_token, address)])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def authenticate_many(self, requests: Sequence[tuple[str, str]]) -> list:
+        """(raw token, client address) of requests that arrived together -> each one's
+        Principal or the HTTPException (401, 429) to answer it with; one SELECT for
+        all the tokens (gpupool.scheduler.tokens.identify_many)."""
         from gpupool.scheduler import tokens
         from gpupool.scheduler.database import ensure_schema
+
+        outcomes: list = [None] * len(requests)
+        checking = []
+        for index, (raw_token, address) in enumerate(requests):
+            prefix = tokens.token_prefix(raw_token)
+            try:
+                self._refuse_if_limited(address, prefix)
+                checking.append((index, raw_token, address, prefix))
+            except HTTPException as exc:
+                outcomes[index] = exc
+        if checking:
+            ensure_schema(self.engine)  # a database behind the migrations is a 503, not a 401
+            with self._reader.begin() as connection:
+                bearers = tokens.identify_many(connection, [raw for _, raw, _, _ in checking])
+            for (index, _, address, prefix), bearer in zip(checking, bearers, strict=True):
+                outcomes[index] = self._principal(bearer, prefix, address)
+        return outcomes
+
+    def _principal(self, bearer, prefix: str | None, address: str):
+        from gpupool.model import AuthenticationFailed
         from gpupool.scheduler.permissions import record_denial
 
-        prefix = tokens.token_prefix(raw_token)
-        self._refuse_if_limited(address, prefix)
-        ensure_schema(self.engine)  # a database behind the migrations is a 503, not a 401
-        try:
-            with self._reader.begin() as connection:
-                bearer = tokens.identify(connection, raw_token)
+        if not isinstance(bearer, AuthenticationFailed):
             return Principal(bearer.user, bearer.role, bearer.scopes)
-        except AuthenticationFailed as exc:
-            self._count_failure(exc, prefix, address)
-            record_denial(self.engine, exc.audit_entry)  # outcome 'denied', own transaction
-            raise HTTPException(
-                401, str(exc), headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'}
-            ) from None
+        self._count_failure(bearer, prefix, address)
+        record_denial(self.engine, bearer.audit_entry)  # outcome 'denied', own transaction
+        return HTTPException(
+            401, str(bearer), headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'}
+        )
 
     def _count_failure(self, exc, prefix: str | None, address: str) -> None:
         """Count the failure and make its audit entry name the prefix and the address."""
@@ -129,15 +155,19 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def authenticated(request: Request) -> Principal:
-    """FastAPI dependency: the request's Principal, or 401/429."""
+async def authenticated(request: Request) -> Principal:
+    """FastAPI dependency: the request's Principal, or 401/429 (403 for a read-only
+    token's write). Checked in the authenticator's batch thread, not a thread-pool hop."""
+    from starlette.concurrency import run_in_threadpool
+
     from gpupool.scheduler.tokens import scope_allows
 
     authenticator: Authenticator = request.app.state.authenticator
-    principal = authenticator.authenticate(bearer_token(request), client_address(request))
+    principal = await authenticator.checks.submit((bearer_token(request), client_address(request)))
     request.state.user = principal.name  # for the access log line
     if not scope_allows(principal.scopes, write=_writes(request)):
-        refuse(
+        await run_in_threadpool(
+            refuse,
             authenticator.engine,
             principal.name,
             f"{request.method} {request.url.path}",

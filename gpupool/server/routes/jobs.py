@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from gpupool import limits
@@ -32,18 +32,17 @@ _CREATED_OR_SAME = {200: {"model": SubmitResult, "description": "The key's job, 
 
 
 @router.post("/jobs", status_code=201, response_model=SubmitResult, responses=_CREATED_OR_SAME)
-def submit_job(
+async def submit_job(
     body: JobSubmit,
     user: User,
-    work: UnitOfWork,
+    request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> JSONResponse:
     """Submit one job: 201 when created; 200 with the same job when its key was used
     before with the same content; 409 when the key was used with other content."""
     from gpupool.scheduler.service import JobRequest
-    from gpupool.scheduler.service import submit_job as submit
 
-    request = JobRequest(
+    job = JobRequest(
         org=body.org,
         gpus=body.gpus,
         hours=body.hours,
@@ -54,8 +53,8 @@ def submit_job(
         payload=body.payload,
         job_class=body.job_class,
     )
-    with work() as session:
-        job_id, created = submit(session, user.name, request)
+    # committed with the submissions that arrived alongside (gpupool.server.submissions)
+    job_id, created = await request.app.state.submissions.submit(user.name, job)
     # The busiest route: its two-field answer is written directly (SubmitResult
     # documents it) rather than validated and serialised through pydantic.
     return JSONResponse(
