@@ -125,6 +125,7 @@ class Books(Funding, Reservations, Admission, Vouchers):
         self._charged_until: dict[int, float] = {}
         self._watch: _Watch | None = None  # set on committed twins only
         self._floor_cache: dict[tuple, tuple[float, int, int, int]] = {}
+        self._eligible_cache: dict[tuple[str, str], frozenset[str]] = {}
         # bumped by every mutation, so a driver may cache what it derives from these books
         self.version = 0
         for entry in entries:
@@ -325,6 +326,7 @@ class Books(Funding, Reservations, Admission, Vouchers):
                 location="start",
             )
         # a plain fork: nothing keeps it, so it needs no watch (unlike committed's twin)
+        ahead = self.ahead_that_matters(job, ahead)
         planner = self.reserve(self.fork(), ahead, end, memo) if ahead else self
         draft = planner._plan(job, pool, gpu_type, start, end)
         self._book_draft(job, draft, max(end, done or end))
@@ -337,12 +339,13 @@ class Books(Funding, Reservations, Admission, Vouchers):
         for key, amount in draft.capped.items():
             self._capped[key] += amount
         for voucher_id, used in draft.voucher_used.items():
-            voucher = self._vouchers[voucher_id]
-            self._vouchers[voucher_id] = replace(voucher, balance=max(0.0, voucher.balance - used))
+            if used:  # a voucher the pricing only looked at keeps its balance
+                voucher = self._vouchers[voucher_id]
+                self._vouchers[voucher_id] = voucher.with_balance(max(0.0, voucher.balance - used))
         if self._watch is not None and draft.voucher_used:
             self._watch.voucher_use[job.id] = dict(draft.voucher_used)
-        for line in draft.lines:
-            self._org_paid[(job.org, line.piece.label)] += line.org_pays
+        for label, paid in draft.org_paid_by_label().items():
+            self._org_paid[(job.org, label)] += paid
         self._charged_until[job.id] = charged_until
 
     def meter(

@@ -111,6 +111,21 @@ class _Draft:
     lines: list[_Line] = field(default_factory=list)
     # when recorded (reservations): what in the books decided each limit, see _Memo
     checks: list[tuple] | None = None
+    _org_paid: dict[str, Decimal] | None = None
+
+    def org_paid_by_label(self) -> dict[str, Decimal]:
+        """What the org pays per accounting period label, summed over the lines.
+
+        Kept once summed: a reservation's draft is booked again every round its
+        memo holds. Cents add exactly in Decimal, so one sum per label books
+        the same balances as adding line by line.
+        """
+        if self._org_paid is None:
+            paid: dict[str, Decimal] = defaultdict(Decimal)
+            for line in self.lines:
+                paid[line.piece.label] += line.org_pays
+            self._org_paid = dict(paid)
+        return self._org_paid
 
 
 def as_charge(lines: list[_Line]) -> Charge:

@@ -174,11 +174,30 @@ class Voucher:
     def usable(self, t: float) -> bool:
         return self.awarded_at <= t and (self.expires_at is None or t < self.expires_at)
 
+    def with_balance(self, balance: float) -> Voucher:
+        """This voucher with ``balance`` left, which the caller keeps within 0..amount.
+
+        ``dataclasses.replace`` re-validates every field; the books call this once
+        per reservation that spends voucher hours, every round, so it is kept cheap.
+        """
+        twin = object.__new__(Voucher)
+        for slot in _VOUCHER_SLOTS:  # the slots' own setters: no frozen check
+            slot.__set__(twin, slot.__get__(self))
+        _BALANCE.__set__(twin, balance)
+        return twin
+
     def spending_key(self, order: str) -> tuple:
         expiry = math.inf if self.expires_at is None else self.expires_at
         if order == "first_awarded":
             return (self.awarded_at, expiry, self.id)
         return (expiry, self.awarded_at, self.id)
+
+
+_VOUCHER_SLOTS = tuple(
+    Voucher.__dict__[name]
+    for name in ("id", "org", "programme", "amount", "awarded_at", "expires_at")
+)
+_BALANCE = Voucher.__dict__["balance"]
 
 
 def _check_share(value: float, location: str) -> None:

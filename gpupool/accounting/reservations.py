@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Self
 
@@ -76,6 +76,7 @@ class Reservations:
         twin._charged_until = {}
         twin._watch = None
         twin._floor_cache = self._floor_cache  # programmes and flat rules are shared too
+        twin._eligible_cache = self._eligible_cache
         twin.version = 0
         return twin
 
@@ -124,6 +125,46 @@ class Reservations:
                     twin._watch.spans[job.id] = (start, end)
         return twin
 
+    def ahead_that_matters(self, job, ahead: Iterable[tuple]) -> list[tuple]:
+        """The runs of ``ahead`` (``committed``'s tuples) whose booking can move a
+        limit that pricing ``job`` reads, in their order.
+
+        Pricing reads only the budgets, caps and vouchers of the programmes the
+        job's org is eligible for (and the flat rates' budget, shared by all).
+        A run ahead moves only its own programmes' limits, and it is priced on
+        them alone; so only runs linked to the job through a chain of shared
+        programmes can change its price. Booking just those, in the same order,
+        gives the same price: the others are left out (``charge`` forks and books
+        every run ahead at each run's end, the cost of a long replay).
+        """
+        runs = list(ahead)
+        if self.flat is not None or not runs:
+            return runs
+        reach = self._eligible_names(job)
+        chosen = [False] * len(runs)
+        grew = bool(reach)
+        while grew:
+            grew = False
+            for index, run in enumerate(runs):
+                if chosen[index]:
+                    continue
+                names = self._eligible_names(run[0])
+                if names & reach:
+                    chosen[index] = True
+                    if not names <= reach:
+                        reach, grew = reach | names, True
+        return [run for run, keep in zip(runs, chosen, strict=True) if keep]
+
+    def _eligible_names(self, job) -> frozenset[str]:
+        key = (job.org, job.domain)
+        names = self._eligible_cache.get(key)
+        if names is None:
+            names = frozenset(
+                p.name for p in self._programmes.values() if p.eligible(job.org, job.domain)
+            )
+            self._eligible_cache[key] = names
+        return names
+
     def _reserve_one(self, job, pool, gpu_type, start: float, end: float, memo) -> None:
         key = (pool.name, start, end, len(self._vouchers))  # a new voucher could fund it
         kept = None if memo is None else memo.get(job.id)
@@ -136,8 +177,13 @@ class Reservations:
         self._book_draft(job, draft, end)
 
     def _still_holds(self, checks: list[tuple]) -> bool:
+        stores = {"spent": self._spent, "capped": self._capped}
         for store, key, test, a, b in checks:
-            value = self._limit_value(store, key)
+            # _limit_value, inlined: every reservation of every round comes here
+            if store == "voucher":
+                value = self._vouchers[key].balance
+            else:
+                value = stores[store].get(key, ZERO)
             if test == "eq":
                 if value != a:
                     return False
@@ -182,7 +228,7 @@ class Reservations:
             for use in watch.voucher_use.values():
                 if voucher_id in use:
                     balance = max(0.0, balance - use[voucher_id])
-            self._vouchers[voucher_id] = replace(self._vouchers[voucher_id], balance=balance)
+            self._vouchers[voucher_id] = self._vouchers[voucher_id].with_balance(balance)
         rebased = books._watch_limits()
         watch.spent, watch.capped, watch.balances = rebased.spent, rebased.capped, rebased.balances
 

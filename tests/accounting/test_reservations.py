@@ -14,6 +14,7 @@ import pytest
 
 from gpupool.accounting.books import Books
 from gpupool.accounting.periods import label_bounds
+from gpupool.accounting.pricing import SubsidyRules
 from gpupool.accounting.programmes import Programme, Voucher
 from gpupool.model import GpuType, Job, Org, Pool
 from tests.accounting.test_invariants import ORGS as RANDOM_ORGS
@@ -186,3 +187,78 @@ def test_a_charge_spends_only_what_runs_started_before_it_leave():
     in_end_order = Books([compute], [voucher], orgs=ORGS)
     in_end_order.charge(b_job, POOL, A100, b_start, b_end)
     assert sum(e.subsidy for e in in_end_order.charge(*a)) == D("60.00")
+
+
+def _full_fork_price(books: Books, job, pool, gpu_type, start, end, ahead) -> list:
+    """What the charge priced before runs ahead were filtered: every one booked ahead."""
+    planner = books.reserve(books.fork(), ahead, end)
+    lines = planner._plan(job, pool, gpu_type, start, end).lines
+    return [(line.cost, line.subsidy, line.programme, line.voucher_id) for line in lines]
+
+
+def test_a_charge_books_ahead_only_the_runs_linked_to_it_and_prices_the_same():
+    # random programmes (some for one or two domains, some for all) with small limits;
+    # each charge's price, with only the runs ahead that share a chain of programmes
+    # with it booked ahead, must be what booking every run ahead gives
+    skipped = 0
+    for seed in range(24):
+        skipped += _charge_in_random_order(random.Random(seed))
+    assert skipped > 0  # some seeds' programmes leave runs ahead unlinked
+
+
+def _charge_in_random_order(rng: random.Random) -> int:
+    """Start and charge runs at random, checking each price; the runs ahead left out."""
+    books = random_books(rng)
+    now, running, skipped = START, [], 0
+    for step in range(60):
+        now += rng.uniform(0, 20) * HOUR
+        if running and rng.random() < 0.4:
+            job, pool, gpu_type, started, _ = running.pop(rng.randrange(len(running)))
+            ahead = [r for r in running if r[3] <= started]
+            expected = _full_fork_price(books, job, pool, gpu_type, started, now, ahead)
+            skipped += len(ahead) - len(books.ahead_that_matters(job, ahead))
+            entries = books.charge(job, pool, gpu_type, started, now, ahead)
+            assert [(e.cost, e.subsidy, e.programme, e.voucher_id) for e in entries] == expected
+        else:
+            org = rng.choice(RANDOM_ORGS)
+            kind = rng.choice(list(TYPES))
+            job = Job(step + 1, org.name, org.domain, rng.randint(1, 16), 1.0, now)
+            running.append((job, POOLS[kind], TYPES[kind], now, now + rng.uniform(1, 300) * HOUR))
+    return skipped
+
+
+def test_runs_ahead_linked_through_a_chain_of_programmes_are_kept_in_order():
+    # health funds medical; sci (funding first) science and industry; edu education and
+    # science. An education job reads edu's limits: a science run draws on them, and an
+    # industry run's draw on sci moves what of that science run falls through to edu
+    health = Programme("health", rate=0.5, budget=100.0, domains=frozenset({"medical"}))
+    sci = Programme("sci", rate=0.3, budget=100.0, domains=frozenset({"science", "industry"}))
+    edu = Programme("edu", rate=0.5, budget=100.0, domains=frozenset({"education", "science"}))
+    orgs = [Org("pumc", "medical"), Org("thu", "education"), Org("cas", "science")]
+    books = Books([health, sci, edu], orgs=orgs + [Org("byd", "industry")])
+
+    def ahead_run(job_id, org, domain):
+        job = Job(job_id, org, domain, 1, 1.0, Q4_START)
+        return (job, POOL, A100, Q4_START, Q4_START + HOUR)
+
+    runs = [
+        ahead_run(1, "byd", "industry"),
+        ahead_run(2, "pumc", "medical"),
+        ahead_run(3, "thu", "education"),
+        ahead_run(4, "cas", "science"),
+    ]
+    medical = Job(9, "pumc", "medical", 1, 1.0, Q4_START)
+    education = Job(10, "thu", "education", 1, 1.0, Q4_START)
+    nobody = Job(11, "acme", "retail", 1, 1.0, Q4_START)
+    assert [r[0].id for r in books.ahead_that_matters(medical, runs)] == [2]
+    assert [r[0].id for r in books.ahead_that_matters(education, runs)] == [1, 3, 4]
+    assert books.ahead_that_matters(nobody, runs) == []
+
+
+def test_with_flat_rates_every_run_ahead_is_booked():
+    # the flat rates' budget is shared by every org: any run ahead may move it
+    flat = SubsidyRules(domain_rates={"medical": 0.5}, period_budget=100.0)
+    books = Books([], orgs=ORGS, flat=flat)
+    runs = [run(1, "thu", 1.0), run(2, "pumc", 1.0)]
+    job = Job(9, "thu", "education", 1, 1.0, Q4_START)
+    assert books.ahead_that_matters(job, runs) == runs
