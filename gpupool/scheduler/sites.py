@@ -89,10 +89,25 @@ def _agent_site(session: Session, actor: str, now: dt.datetime) -> str:
 def _heard_from(session: Session, site: str, actor: str, now: dt.datetime) -> None:
     row = session.scalars(select(SiteRow).where(SiteRow.name == site)).first()
     if row is None:
-        session.add(SiteRow(name=site, last_seen_at=now, agent=actor))
-    else:
-        row.last_seen_at, row.agent = max(row.last_seen_at, now), actor
+        row = _first_call(session, site, actor, now)
+        if row is None:
+            return
+    row.last_seen_at, row.agent = max(row.last_seen_at, now), actor
     session.flush()
+
+
+def _first_call(session: Session, site: str, actor: str, now: dt.datetime) -> SiteRow | None:
+    """The site's row, made by this call (None) or, when two agents of a new site call in
+    at once, by the other one (PostgreSQL: the unique name makes this insert wait for
+    the other transaction, then fail; the savepoint keeps this one going)."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with session.begin_nested():
+            session.add(SiteRow(name=site, last_seen_at=now, agent=actor))
+        return None
+    except IntegrityError:
+        return session.scalars(select(SiteRow).where(SiteRow.name == site)).one()
 
 
 def starts(session: Session, actor: str, now: dt.datetime | None = None) -> dict:
