@@ -35,6 +35,7 @@ def kueue(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Kueue objects (v1beta2) for a site: flavors, cohort, cluster and local queues."""
+    _check_out(out)
     view = platform(ctx).export("kueue", site, _pairs(resource, "--resource"), {})
     _emit(view, out, as_json)
 
@@ -50,6 +51,7 @@ def slurm(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """sacctmgr commands: accounts per domain and organisation, QOS with GrpTRES limits."""
+    _check_out(out)
     gres = {}
     if mapping is not None:
         from gpupool.agents.slurm_mapping import load_mapping
@@ -67,6 +69,26 @@ def _pairs(given: list[str], option: str) -> dict[str, str]:
             raise GpupoolError(f"expected TYPE=NAME, got {item!r}", location=option)
         found[name] = value
     return found
+
+
+def _check_out(out: str | None) -> None:
+    """Refuse an --out that could not be written, before anything is read."""
+    import unicodedata
+
+    if out is None:
+        return
+    target = Path(out)
+    problem = None
+    if not out.strip():
+        problem = "must name a file"
+    elif any(unicodedata.category(char) in ("Cc", "Cf") for char in out):
+        problem = "must not hold control or format characters"
+    elif target.is_dir():
+        problem = f"{out!r} is a directory"
+    elif not target.parent.is_dir():
+        problem = f"no directory {str(target.parent)!r} to write {target.name!r} in"
+    if problem:
+        raise GpupoolError(problem, location="--out")
 
 
 def _emit(view: dict, out: str | None, as_json: bool) -> None:

@@ -917,6 +917,102 @@ def logout(known: Known):
 
 
 # ---------------------------------------------------------------------------
+# Job classes, sites and their agents, exports
+# ---------------------------------------------------------------------------
+
+
+def job_class_add_opts() -> list[Opt]:
+    speeds = ["A100-80G=1.0", "H100=2.5", "Ascend-910B=0.6"]
+    return [
+        name(None, "llm-train", "cv-small"),
+        Opt("--speed", _plain(*speeds), v.hostile_text(speeds, name=False), multiple=True),
+    ]
+
+
+def job_class_remove(known: Known):
+    setup = _add_step("job-class add", job_class_add_opts())
+    return _store_first(setup, invocation("job-class remove", [ref(None, "llm-train", "none")]))
+
+
+def site_list(known: Known):
+    return single(invocation("site list", [switch("--json")]))
+
+
+def export_kueue(known: Known):
+    opts = [
+        ref("--site", "Beijing", "Guiyang"),
+        Opt("--resource", _plain("MI250=amd.com/gpu"), v.hostile_text(["MI250=x"], name=False),
+            required=False, multiple=True),
+        _out_path("--out", "kueue.yaml"),
+        switch("--json"),
+    ]  # fmt: skip
+    return single(invocation("export kueue", opts))
+
+
+def export_slurm(known: Known):
+    opts = [ref("--site", "Beijing", "Hefei", required=False), _out_path("--out", "acct.sh")]
+    return single(invocation("export slurm", opts))
+
+
+def agent_starts(known: Known):
+    return single(invocation("agent starts", [switch("--json")]))
+
+
+def agent_run(known: Known):
+    """One step (--once) with no server to talk to: refused, whatever the options."""
+    once = Opt("--once", st.just(v.Value("")), st.just(v.Value("")), is_flag=True)
+    opts = [
+        ref("--site", "Beijing"),
+        word("--executor", "local", "slurm", required=False),
+        num("--poll", "0.01", required=False, limit=lim.INTERVAL_SECONDS),
+        num("--kill-grace", "1", required=False),
+        fixed("--state-dir", "agent-state"),
+        once,
+    ]
+
+    @st.composite
+    def case(draw):
+        step = draw(invocation("agent run", opts))
+        return Case((Step(step.argv, step.actor, refuse="an agent without a server"),))
+
+    return case()
+
+
+SWEEP_YAML = """\
+scenarios: [scenario.yaml]
+policies: [fifo.yaml]
+seeds: 1
+search: grid
+parameters:
+  policy.domains.medical.weight: [1.0, 2.0]
+"""
+HOSTILE_SWEEPS = [
+    SWEEP_YAML.replace("[1.0, 2.0]", "{low: 1, high: 2, steps: 100000}"),
+    SWEEP_YAML.replace("policy.domains", "policy.[/]\x1b[31m"),
+    SWEEP_YAML.replace("scenario.yaml", "../../../etc/passwd"),
+    SWEEP_YAML.replace("seeds: 1", "seeds: 1e309"),
+    SWEEP_YAML.replace("search: grid", "search: {random: {samples: -1, seed: 1}}"),
+    SWEEP_YAML + "parameters: {}\n",
+    "\x00\xff",
+    "[" * 5000,
+]
+
+
+def simulate_sweep(known: Known):
+    """A two-run sweep on one process, or a hostile sweep file (refused before any run)."""
+
+    @st.composite
+    def case(draw):
+        text = draw(st.sampled_from([SWEEP_YAML, *HOSTILE_SWEEPS]))
+        sweep = docs.File("sweep.yaml", text.encode("utf-8", "surrogateescape"))
+        argv = ("simulate", "sweep", "--workers=1", "--out=sweep-out", "--", "sweep.yaml")
+        refuse = None if text == SWEEP_YAML else "a hostile sweep file"
+        return Case((Step(argv, ADMIN, refuse=refuse),), (VALID_POLICY, VALID_SCENARIO, sweep))
+
+    return case()
+
+
+# ---------------------------------------------------------------------------
 # Every command
 # ---------------------------------------------------------------------------
 
@@ -970,6 +1066,15 @@ DRIVERS: dict[str, Callable[[Known], st.SearchStrategy[Case]]] = {
     "org list": _lister(
         "org list", "org add", org_add_opts, [ref("--domain", *DOMAINS, required=False)]
     ),
+    "job-class add": _adder("job-class add", job_class_add_opts),
+    "job-class list": _lister("job-class list", "job-class add", job_class_add_opts),
+    "job-class remove": job_class_remove,
+    "site list": site_list,
+    "export kueue": export_kueue,
+    "export slurm": export_slurm,
+    "agent starts": agent_starts,
+    "agent run": agent_run,
+    "simulate sweep": simulate_sweep,
 }
 
 # After any call that changed the platform, a live round and the listings that
@@ -989,6 +1094,8 @@ HEALTH_BY_TABLE = {
     "users": ("user list",),
     "tokens": ("token list",),
     "audit_log": ("audit list",),
+    "job_classes": ("job-class list",),
+    "sites": ("site list",),
 }
 
 
