@@ -32,6 +32,11 @@ preemption, and what priority weighs a preemption's gain against.
 jobs that waited outrank running ones and priority has preemptions to weigh.
 ``--order shortest-remaining`` runs priority and multifactor with that
 ``order`` option (shortest remaining effective time first within a domain).
+``fair-share`` time-slices with ``--lease-minutes`` (default 0: jobs run to
+completion; its restarts cost what ``--restart-minutes`` and
+``--checkpoint-minutes`` say). ``--per-job`` puts every job in one domain and
+org, so fairness is among jobs (Gavel's max-min fairness has no domains); by
+default each Philly virtual cluster is a domain.
 """
 
 from __future__ import annotations
@@ -130,6 +135,19 @@ def params_for(kind: str, min_gap: float, site: Site) -> PolicyParams:
     return PolicyParams(time_limit_s=1.0, preemption=preemption, aging=aging)
 
 
+def per_job(scenario: Scenario) -> Scenario:
+    """Every job in one domain and org: fairness among jobs, as Gavel's max-min has it."""
+    from dataclasses import replace
+
+    org = scenario.orgs["org-other"]
+    return replace(
+        scenario,
+        jobs=tuple(
+            replace(s, job=replace(s.job, org=org.name, domain=org.domain)) for s in scenario.jobs
+        ),
+    )
+
+
 def run_one(
     kind: str, scenario: Scenario, min_gap: float = 0.0, site: Site = Site(), **options
 ) -> dict:
@@ -175,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--classes", action="store_true", help="Gavel's per-job-type throughputs (job classes)"
     )
+    parser.add_argument("--lease-minutes", type=float, default=0.0, help="fair-share's leases")
+    parser.add_argument("--per-job", action="store_true", help="one domain: fairness among jobs")
     args = parser.parse_args(argv)
     path = CLASSES_SCENARIO if args.classes else SCENARIO
     site = Site(args.restart_minutes, args.checkpoint_minutes, args.aging_per_hour)
@@ -186,11 +206,18 @@ def main(argv: list[str] | None = None) -> int:
         except GpupoolError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    if args.per_job:
+        scenario = per_job(scenario)
     for kind in args.policy or POLICIES:
         options = {"order": args.order} if args.order and kind in ORDERED else {}
+        if kind == "fair-share" and args.lease_minutes:
+            options = {"lease_minutes": args.lease_minutes}
         figures = run_one(kind, scenario, args.min_gap, site, **options)
-        if options:
+        if "order" in options:
             figures["order"] = args.order
+        if "lease_minutes" in options:
+            figures["lease_minutes"] = args.lease_minutes
+        figures["fairness"] = "jobs" if args.per_job else "domains"
         figures["trace"] = "sample" if source == "sample" else "philly"
         figures["classes"] = args.classes
         print(json.dumps(figures), flush=True)

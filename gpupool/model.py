@@ -278,6 +278,12 @@ class TimeoutGrace:
         return estimate * (1 + self.fraction) + self.minutes * 60
 
 
+def served_gpu_hours(gpus: int, speed: float, started_at: float, ended_at: float) -> float:
+    """Effective GPU-hours one run of ``gpus`` GPUs of ``speed`` held from ``started_at``
+    to ``ended_at`` (epoch seconds): the unit of Snapshot.served, live and simulated."""
+    return gpus * speed * max(0.0, ended_at - started_at) / 3600.0
+
+
 # ---------------------------------------------------------------------------
 # Placement: which GPUs on which nodes of a pool a gang occupies.
 # ---------------------------------------------------------------------------
@@ -387,6 +393,12 @@ class Snapshot:
     # effective GPU-hours each domain is behind its guaranteed share over the
     # guarantee's time window (issue 6); policies raise such domains' priority.
     guarantee_deficit: Mapping[str, float] = field(default_factory=dict)
+    # effective GPU-hours (gpus x speed x hours held) each pending or running
+    # job received in its earlier, preempted runs: what time slicing
+    # (fair-share leases) counts as service already given. Missing: none.
+    # The live snapshot sums the job's closed placements, the simulator its
+    # stopped runs: one rule (gpupool.model.served_gpu_hours).
+    served: Mapping[int, float] = field(default_factory=dict)
 
     def pool_state(self, name: str) -> PoolState:
         for state in self.pools:
@@ -443,6 +455,10 @@ class Allocation:
     bound: float | None = None
     why: Mapping[int, str] = field(default_factory=dict)
     preempt_why: Mapping[int, str] = field(default_factory=dict)
+    # the instant the policy wants its next round at even if nothing arrives or
+    # ends (a lease expires): the simulator wakes up then; the live daemon's
+    # fixed interval already brings the round. None: no such wish.
+    next_round_at: float | None = None
 
     @property
     def started_ids(self) -> frozenset[int]:

@@ -24,6 +24,12 @@ passed by PolicyParams.glop_parameters.
 
 Report: bound = effective GPUs of the fluid fair allocation; objective = the
 part of it the packed gangs realise (sum over domains of min(packed, fluid)).
+
+With ``lease_minutes`` > 0 the policy time-slices instead (Gavel's lease rounds,
+gpupool.policies._slicing): per-job fluid shares by hierarchical water-filling
+(domains, orgs, jobs), jobs run by how far they are behind their share, and
+running jobs give up their GPUs at lease ends to jobs further behind. Without
+leases (the default) a started job runs to completion, as before.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from gpupool.model import Allocation, Job, Snapshot, WaitReason
+from gpupool.model import Allocation, GpupoolError, Job, Snapshot, WaitReason
 from gpupool.policies._borrowing import DomainLimits, domain_limits
 from gpupool.policies._classes import (
     PoolGroup,
@@ -60,6 +66,11 @@ class FairSharePolicy:
       fraction of a gang short (fluid shares are rarely whole gangs).
     - ``deficit_boost``, ``guarantee_boost`` (float, 1.0): as in ``priority``;
       they order jobs within a domain.
+    - ``lease_minutes`` (float, 0): > 0 turns on time slicing with leases of
+      this length (gpupool.policies._slicing); 0 runs every job to completion.
+    What a take-back costs the job (restore time, work since its last
+    checkpoint) is the document's ``preemption`` section (``restart_minutes``,
+    ``checkpoint_minutes``), as for ``priority``; the simulated site pays it.
     """
 
     params: PolicyParams = PolicyParams()
@@ -67,8 +78,21 @@ class FairSharePolicy:
     share_slack: float = 0.5
     deficit_boost: float = 1.0
     guarantee_boost: float = 1.0
+    lease_minutes: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lease_minutes < 0:
+            raise GpupoolError("must be 0 or more", location="options.lease_minutes")
+
+    @property
+    def may_preempt(self) -> bool:
+        """With leases a waiting job may take a running one's GPUs (at a lease end), so
+        the simulator rounds on every arrival: the round asks for that lease end."""
+        return self.lease_minutes > 0
 
     def allocate(self, snapshot: Snapshot) -> Allocation:
+        if self.lease_minutes > 0:
+            return self._sliced(snapshot)
         groups = pool_groups(snapshot)
         limits = domain_limits(snapshot, self.params)
         prio = priorities(
@@ -128,6 +152,77 @@ class FairSharePolicy:
             bound=sum(fluid.given.values()),
             why=why,
         )
+
+    def _sliced(self, snapshot: Snapshot) -> Allocation:
+        """Time slicing: the round of gpupool.policies._slicing."""
+        from gpupool.policies._slicing import LeaseRound, Victims
+
+        groups = pool_groups(snapshot)
+        limits = domain_limits(snapshot, self.params)
+        allowed = allowed_groups(snapshot.pending, groups)
+        lease = LeaseRound(snapshot, self.params, self.lease_minutes * 60.0)
+        standings = lease.standings(groups, allowed)
+        packer = Packer(snapshot, groups, limits)
+        victims = Victims(lease, standings, packer)
+        types = snapshot.gpu_types
+
+        def fastest_first(job: Job) -> list[int]:
+            speed = {g: job.speed_on(types[groups[g].gpu_type]) for g in allowed[job.id]}
+            return sorted(
+                speed, key=lambda g: (-speed[g], groups[g].price_per_effective_gpu_hour, g)
+            )
+
+        why: dict[int, str] = {}
+        waiting = [job for job in snapshot.pending if allowed[job.id]]
+        capacity = packer.capacity
+        hopeless: list[Job] = []
+        for job in sorted(waiting, key=lambda j: standings[j.id].key(j)):
+            standing = standings[job.id]
+            if capacity.fits_none(job.gpus, allowed[job.id]) and not victims.below(standing.level):
+                hopeless.append(job)  # most of a long queue: nothing to try
+                continue
+            order = fastest_first(job)
+            if packer.try_start(job, order) or (
+                victims and victims.make_room(job, standing.level, order)
+            ):
+                gpu_type = groups[packer.group_of[job.id]].gpu_type
+                why[job.id] = (
+                    f"time slice on {gpu_type}: level {standing.level}, fair share "
+                    f"{standing.fluid:.2f} effective GPUs, received {standing.received:.2f} "
+                    "effective GPU-hours"
+                )
+        reasons: dict[tuple, WaitReason] = {}  # by shape: the same for every job of one
+        for job in hopeless:
+            shape = (job.gpus, allowed[job.id])
+            if shape not in reasons:
+                packer.no_room(job, allowed[job.id])
+                reasons[shape] = packer.reasons[job.id]
+            packer.reasons.setdefault(job.id, reasons[shape])
+        if victims:
+            victims.move_up(groups, types)
+        return Allocation(
+            placements=tuple(packer.placements),
+            waiting={
+                job.id: packer.reasons.get(job.id, WaitReason.NEVER_FITS)
+                for job in snapshot.pending
+                if job.id not in packer.charges
+            },
+            preempt=tuple(victims.preempted),
+            charges=dict(packer.charges),
+            why=why,
+            next_round_at=lease.next_round_at if self._renewal(snapshot, packer, groups) else None,
+        )
+
+    @staticmethod
+    def _renewal(snapshot: Snapshot, packer: Packer, groups) -> bool:
+        """Whether the next lease end can change anything: jobs will be running then
+        (so it ends: no endless wake-ups for a job its budget keeps waiting), and jobs
+        wait or a running one could move to a much faster type."""
+        from gpupool.policies._slicing import could_move_up
+
+        if not (snapshot.running or packer.placements):
+            return False
+        return len(packer.placements) < len(snapshot.pending) or could_move_up(snapshot, groups)
 
     @staticmethod
     def _fill(queues, level, weight, packer: Packer, candidates, shares, why):

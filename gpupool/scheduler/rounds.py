@@ -125,6 +125,7 @@ class RoundResult:
     set_aside: dict[str, str] = field(default_factory=dict)
     # running jobs of lost sites ended by this round (gpupool.scheduler.sites): id -> what
     lost: dict[int, str] = field(default_factory=dict)
+    next_round_at: float | None = None  # the policy's wish (Allocation.next_round_at)
 
 
 def run_active_round(
@@ -239,6 +240,7 @@ class DatabaseRound:
             quarantined=dict(verdict.jobs),
             held=dict(verdict.held),
             set_aside=dict(verdict.platform),
+            next_round_at=allocation.next_round_at,
         )
         planned = [
             Started(

@@ -109,6 +109,7 @@ def take_snapshot(
         subsidy_budget_left=committed.subsidy_left(epoch),
         pricing=committed,
         guarantee_deficit=_deficits(session, books, policy, gpu_types, pools, running, epoch),
+        served=platform.served,
     )
 
 
@@ -131,6 +132,7 @@ class _Platform:
     running: list[model.RunningJob]  # with an open placement; not yet filtered for deadlines
     verdict: quarantine.Verdict
     held_nodes: list[tuple[str, tuple[tuple[int, int], ...]]]  # stranded runs on pools we use
+    served: dict[int, float]  # pending or running job id -> Snapshot.served
 
     @classmethod
     def read(cls, session: Session, now: dt.datetime | None = None) -> _Platform:
@@ -165,6 +167,7 @@ class _Platform:
             running=jobs.running,
             verdict=verdict,
             held_nodes=jobs.held_nodes,
+            served=jobs.served,
         )
 
 
@@ -310,6 +313,8 @@ class _Jobs:
         self.held_nodes: list[tuple[str, tuple[tuple[int, int], ...]]] = []
         self.preemptions: dict[int, int] = {}  # running job id -> times preempted before
         self.classes: dict[str, dict[str, float] | None] = {}  # _job_classes
+        self.types_by_id = types_by_id
+        self.served: dict[int, float] = {}  # Snapshot.served
 
     def good_orgs(self) -> list[model.Org]:
         return [o for o in self.orgs_by_id.values() if o is not None]
@@ -327,6 +332,7 @@ class _Jobs:
             )
         }
         self.preemptions = _preemptions(session)
+        closed = _closed_runs(session)
         org_names = dict(session.execute(select(OrgRow.id, OrgRow.name)).all())
         query = (
             select(
@@ -370,6 +376,7 @@ class _Jobs:
                 job_class=kind or "",
                 speeds=speeds,
             )
+            self._serve(job, closed.get(job_id, ()))
             if state == "pending":
                 if org is None:
                     self.verdict.held[job_id] = quarantine.held_reason(f"organisation {job.org}")
@@ -390,6 +397,17 @@ class _Jobs:
         if facts is not None:
             taken = tuple((int(node), int(used)) for node, used in placement[1])
             self.held_nodes.append((facts.name, taken))
+
+    def _serve(self, job: model.Job, runs) -> None:
+        """Snapshot.served for ``job`` from its closed placements (model.served_gpu_hours)."""
+        total = 0.0
+        for type_id, started_at, ended_at in runs:
+            speed = job.speed_on(self.types_by_id[type_id])
+            total += model.served_gpu_hours(
+                job.gpus, speed, clock.to_epoch(started_at), clock.to_epoch(ended_at)
+            )
+        if total > 0:
+            self.served[job.id] = total
 
     def _running(self, job: model.Job, org_ok: bool, placement) -> None:
         pool_id, nodes, started_at = placement
@@ -427,6 +445,24 @@ def _preemptions(session: Session) -> dict[int, int]:
         .group_by(PlacementRow.job_id)
     )
     return dict(session.execute(query).all())
+
+
+def _closed_runs(session: Session) -> dict[int, list[tuple]]:
+    """Pending or running job id -> (GPU type id, started, ended) of each closed placement:
+    the runs a preemption ended (a job ends once), for Snapshot.served."""
+    query = (
+        select(
+            PlacementRow.job_id, PoolRow.gpu_type_id, PlacementRow.started_at, PlacementRow.ended_at
+        )
+        .join(PoolRow, PoolRow.id == PlacementRow.pool_id)
+        .join(JobRow, JobRow.id == PlacementRow.job_id)
+        .where(PlacementRow.ended_at.is_not(None), JobRow.state.in_(("pending", "running")))
+        .order_by(PlacementRow.id)
+    )
+    runs: dict[int, list[tuple]] = {}
+    for job_id, type_id, started_at, ended_at in session.execute(query):
+        runs.setdefault(job_id, []).append((type_id, started_at, ended_at))
+    return runs
 
 
 def _speed(pool: model.Pool, types_by_id) -> float:

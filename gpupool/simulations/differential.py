@@ -26,6 +26,7 @@ import random
 from dataclasses import dataclass, field
 
 from gpupool.model import Domain, GpuType, Job, Org, Pool, TimeoutGrace
+from gpupool.policies.params import Preemption
 from gpupool.simulations.workload import Scenario, SimJob
 
 HOUR = 3600.0
@@ -242,6 +243,18 @@ class _SiteRun:
     speed: float
     work: float  # reference hours of work left at start
     deadline: float
+    restore: float = 0.0  # seconds a resumed run restores first (the simulator's rule)
+    checkpoints: Preemption = Preemption()  # what a preemption keeps of its progress
+
+    @property
+    def end(self) -> float:
+        return self.start + self.restore + self.work / self.speed * HOUR
+
+    def done(self, now: float) -> float:
+        """Reference hours of work done by ``now``."""
+        progress = max(0.0, now - self.start - self.restore)
+        kept = progress - self.checkpoints.unsaved_seconds(progress)
+        return min(self.work, kept / HOUR * self.speed)
 
 
 class LiveReplay:
@@ -259,6 +272,9 @@ class LiveReplay:
         self.runs: dict[int, _SiteRun] = {}
         self.pending: set[int] = set()
         self.rounds = 0
+        self.site = document.params.preemption  # the engine's site rule (_restart_rule)
+        self.resumed: set[int] = set()  # jobs preempted before
+        self.wakeups: set[float] = set()  # instants the policy asked for a round at
 
     def run(self) -> Replay:
         from gpupool.scheduler.database import make_engine
@@ -286,9 +302,11 @@ class LiveReplay:
             self._submit(batch, now)
             reported = self._site_reports(now)
             overdue = any(run.deadline == now for run in self.runs.values())
-            if not (batch or reported or overdue):
+            asked = now in self.wakeups  # the simulator rounds then, jobs waiting or not
+            self.wakeups.discard(now)
+            if not (batch or reported or overdue or asked):
                 continue  # the end of a run that was preempted since: nothing happens
-            if self.pending:
+            if self.pending or asked:
                 for event in self._round(now):
                     heapq.heappush(times, event)
             elif any(run.deadline == now for run in self.runs.values()):
@@ -357,7 +375,7 @@ class LiveReplay:
 
         reported = False
         for job_id, run in sorted(self.runs.items()):
-            end = run.start + run.work / run.speed * HOUR
+            end = run.end
             if end == now and end <= run.deadline:
                 reported = True
                 at = clock.from_epoch(now)
@@ -391,9 +409,9 @@ class LiveReplay:
                 self.runs.pop(job_id, None)
             for job_id in result.preempted:
                 run = self.runs.pop(job_id)
-                done = min(run.work, (now - run.start) / HOUR * run.speed)
-                self.work[job_id] = run.work - done
+                self.work[job_id] = run.work - run.done(now)
                 self.pending.add(job_id)
+                self.resumed.add(job_id)
             speeds = {
                 p.name: self.scenario.gpu_types[p.gpu_type].speed for p in self.scenario.pools
             }
@@ -401,13 +419,18 @@ class LiveReplay:
                 job = next(s.job for s in self.scenario.jobs if s.job.id == started.job_id)
                 speed = speeds[started.pool]
                 limit = self.limit.run_limit_seconds(job.hours, speed)
-                run = _SiteRun(now, speed, self.work[job.id], now + limit)
+                restore = self.site.restart_seconds if job.id in self.resumed else 0.0
+                run = _SiteRun(now, speed, self.work[job.id], now + limit, restore, self.site)
                 self.runs[job.id] = run
                 self.pending.discard(job.id)
-                events.append(min(run.start + run.work / speed * HOUR, run.deadline))
+                events.append(min(run.end, run.deadline))
             for job_id in result.quarantined:
                 self.pending.discard(job_id)
                 self.runs.pop(job_id, None)
+            wake = result.next_round_at
+            if wake is not None and wake > now and wake not in self.wakeups:
+                self.wakeups.add(wake)
+                events.append(wake)
             if result.preempted and not result.started and self.pending:
                 continue
             return events

@@ -81,6 +81,7 @@ from gpupool.model import (
     Snapshot,
     TimeoutGrace,
     fit_gang,
+    served_gpu_hours,
 )
 from gpupool.policies.base import Policy
 from gpupool.policies.params import Preemption
@@ -167,6 +168,8 @@ class SimulationResult:
     # domain -> GPU-seconds free on pools where one of its waiting jobs fitted (simulations.idle)
     idle_while_waiting_by_domain: dict[str, float] = field(default_factory=dict)
     start_time: float = 0.0  # the scenario's start: reports count hours from here
+    # (time, "start" | "preempt" | "finished" | "timed_out", job id, pool), in order
+    timeline: list[tuple[float, str, int, str]] = field(default_factory=list)
 
 
 class UsageMeter:
@@ -296,6 +299,10 @@ class Simulation:
         self._finished = 0
         self._preemptive = _may_preempt(policy)
         self._site = _restart_rule(policy)  # what a preemption costs the site's jobs
+        self._served: dict[int, float] = {}  # Snapshot.served: earlier runs of waiting jobs
+        self._wakeups: set[float] = set()  # instants a policy asked for a round at
+        self._asked = False  # the next round is one the policy asked for
+        self._timeline: list[tuple[float, str, int, str]] = []
         self._reserved: _Reservation | None = None
         self._priced: dict = {}  # job id -> its reservation's pricing, reused on rebuilds
 
@@ -416,6 +423,8 @@ class Simulation:
         now = self.env.now
         self._advance(now)
         self._stop(run, now)
+        self._served.pop(job_id, None)
+        self._timeline.append((now, end_state, job_id, run.running.placement.pool))
         record = run.record
         record.state = end_state
         record.finished_at = now
@@ -427,7 +436,8 @@ class Simulation:
 
     def _on_round(self, _event) -> None:
         self._round_requested = False
-        if not self._pending:
+        asked, self._asked = self._asked, False
+        if not self._pending and not asked:
             return
         self._tick()
         now = self.env.now
@@ -451,6 +461,19 @@ class Simulation:
         for job_id in sorted(decision.blamed):
             self._quarantine(self._pending[job_id], now)
         self._apply(decision.allocation, decision.charges, now)
+        self._wake_up_at(decision.allocation.next_round_at, now)
+
+    def _wake_up_at(self, at: float | None, now: float) -> None:
+        """A round at ``at``, as the policy asked (a lease ends), once per instant."""
+        if at is None or at <= now or at in self._wakeups:
+            return
+        self._wakeups.add(at)
+        self.env.timeout(at - now, value=at).callbacks.append(self._on_wake_up)
+
+    def _on_wake_up(self, event) -> None:
+        self._wakeups.discard(event.value)
+        self._asked = True  # a round even with nothing waiting: running jobs may move
+        self._request_round()
 
     # -- state changes -------------------------------------------------------
 
@@ -480,6 +503,7 @@ class Simulation:
                 lambda start: self._booked.since(self.books.entries, start, now),
                 now,
             ),
+            served=dict(self._served),
         )
 
     def _apply(self, allocation: Allocation, charges: dict[int, Charge], now: float) -> None:
@@ -540,6 +564,7 @@ class Simulation:
             restore_seconds=restore,
         )
         self._running[job.id] = run
+        self._timeline.append((now, "start", job.id, pool.name))
         record = run.record
         record.state = RUNNING
         if record.first_start is None:
@@ -588,6 +613,9 @@ class Simulation:
         job = run.running.job
         done = self._stop(run, now, preempted=True)
         self._remaining[job.id] = run.remaining_actual - done
+        held = served_gpu_hours(job.gpus, run.speed, run.running.started_at, now)
+        self._served[job.id] = self._served.get(job.id, 0.0) + held
+        self._timeline.append((now, "preempt", job.id, run.running.placement.pool))
         run.record.state = WAITING
         run.record.preemptions += 1
         # requeued as submitted, with its full estimate: that is the limit the
@@ -764,6 +792,7 @@ class Simulation:
                 for name, org in self.scenario.orgs.items()
                 if org.budget is not None
             },
+            timeline=self._timeline,
         )
 
 
