@@ -422,7 +422,7 @@ def sweep(
         None, "--ray", help="Run on the Ray cluster at ADDRESS (host:port) instead."
     ),
 ) -> None:
-    """Run a grid or random search: results.csv (a row per run) and report.html in --out.
+    """Run a grid or random search: results.csv, .parquet and report.html in --out.
 
     Finished runs are kept in --out/runs; run the same command again after an
     interruption and only the missing runs run.
@@ -451,8 +451,9 @@ def sweep(
         )
     rows = sweeps.table_rows(spec, points, store)
     table = sweeps.write_table(rows, out / "results.csv")
+    sweeps.write_parquet(rows, out / "results.parquet")
     report = write_report(spec, rows, out)
-    echo(f"wrote {table.name} and {report.name} to {out}")
+    echo(f"wrote {table.name}, results.parquet and {report.name} to {out}")
 
 
 PLAIN_PROGRESS_S = 30.0  # off a terminal (a log file): a line at most this often

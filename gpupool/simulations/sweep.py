@@ -613,6 +613,27 @@ def write_table(rows: Sequence[dict], path: Path) -> Path:
     return path
 
 
+def write_parquet(rows: Sequence[dict], path: Path) -> Path:
+    """The same table as Parquet, for pandas/Polars/DuckDB; a column whose values are of
+    several kinds (a parameter that is a number in one run, a word in another) is text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    arrays = [_column_array(pa, [row.get(column) for row in rows]) for column in columns]
+    partial = path.with_name(f".{path.name}.partial")
+    pq.write_table(pa.Table.from_arrays(arrays, names=columns), partial)
+    os.replace(partial, path)
+    return path
+
+
+def _column_array(pa, values: list):
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if value is None else str(value) for value in values])
+
+
 # ---------------------------------------------------------------------------
 # Pareto front
 # ---------------------------------------------------------------------------

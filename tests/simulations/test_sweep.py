@@ -273,6 +273,11 @@ def test_sweep_table_equals_each_run_alone(local_sweep):
     assert float(fifo["0.7", "3"]["subsidy"]) > float(fifo["0.3", "3"]["subsidy"]) > 0
     report = (out / "report.html").read_text()
     assert "Pareto front" in report and "data:image/png;base64," in report
+    import pyarrow.parquet as pq
+
+    parquet = pq.read_table(out / "results.parquet").to_pylist()
+    assert [r["run_id"] for r in parquet] == [r["run_id"] for r in rows]
+    assert [r["subsidy"] for r in parquet] == [float(r["subsidy"]) for r in rows]
 
 
 def test_rerun_runs_nothing_and_rewrites_the_same_table(local_sweep, tmp_path):
