@@ -64,6 +64,8 @@ def test_a_lost_site_takes_no_starts_then_its_jobs_are_requeued_charged_to_last_
     assert _round(site, T0).started[0].job_id == running
     with unit_of_work(site) as session:
         run = session.scalars(select(PlacementRow.id)).one()
+        started = sites.RunReport(running, run, "running", started_at=T0.timestamp())
+        sites.report(session, BEIJING, [started], now=T0 + dt.timedelta(minutes=1))
         sites.heartbeat(session, BEIJING, [(running, run)], now=T0 + dt.timedelta(minutes=6))
 
     # unheard of for more than the timeout: its pool is set aside, a new A100 job waits

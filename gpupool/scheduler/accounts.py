@@ -405,6 +405,22 @@ def _usage_of(session: Session, job_row: JobRow, placement: PlacementRow):
     return job, pool, gpu_type
 
 
+def charge_start(job_row: JobRow, placement: PlacementRow) -> float | None:
+    """Where charging a run starts (epoch seconds), or None while there is nothing to charge.
+
+    A job with a payload is run by its site's agent: it is charged from the real start
+    the agent reported (a Slurm queue's wait is not the job's), and not at all before
+    one is known (a run cancelled while queued never started). A job without a payload
+    only books GPUs, so it is charged from its placement, as its site reports its end
+    by hand (``job finish``).
+    """
+    if job_row.payload is None:
+        return clock.to_epoch(placement.started_at)
+    if placement.run_started_at is None:
+        return None
+    return clock.to_epoch(placement.run_started_at)
+
+
 def charge_ended_run(
     session: Session,
     job_row: JobRow,
@@ -414,10 +430,10 @@ def charge_ended_run(
     """Charge a job that stopped holding GPUs at ``ended_at``; return the new ledger rows.
 
     Charges its latest placement exactly up to ``ended_at`` (nothing if it never
-    ran): from where it was last charged, or, when a round already metered it
-    past ``ended_at``, by correction entries refunding the difference
-    (Books.close_run). Called once when a running job completes, fails, times
-    out, is cancelled or is preempted.
+    ran, or if its agent never reported it started: charge_start): from where it
+    was last charged, or, when a round already metered it past ``ended_at``, by
+    correction entries refunding the difference (Books.close_run). Called once
+    when a running job completes, fails, times out, is cancelled or is preempted.
     """
     placements = repository.placements_of(session, job_row.id)
     if not placements:
@@ -429,8 +445,10 @@ def charge_ended_run(
         books = load_books(
             session, end, rules=rules, lock=True, whole_ledger=False, jobs=[job_row.id]
         )
+    started = charge_start(job_row, placement)
+    if started is None or started >= end:
+        return []  # nothing ran: nothing was metered either (close_books skips it)
     job, pool, gpu_type = _usage_of(session, job_row, placement)
-    started = clock.to_epoch(placement.started_at)
     done = books.charged_until(job.id)
     if done is not None and end < done:
         charges = ledger_of_job(session, job.id)  # books loaded as sums hold no per-job entries
@@ -463,8 +481,10 @@ def charge_problem(
         return None
     try:
         job, pool, gpu_type = _usage_of(session, job_row, placement)
-        started = clock.to_epoch(placement.started_at)
+        started = charge_start(job_row, placement)
         end = clock.to_epoch(ended_at)
+        if started is None or started >= end:
+            return None
         trial = books.fork()
         done = books.charged_until(job.id)
         if done is not None:
@@ -494,8 +514,8 @@ def _started_before(session: Session, job_id: int, started: float) -> list[tuple
     )
     ahead = []
     for placement, job_row in session.execute(query):
-        began = clock.to_epoch(placement.started_at)
-        if (began, job_row.id) >= (started, job_id):
+        began = charge_start(job_row, placement)
+        if began is None or (began, job_row.id) >= (started, job_id):
             continue
         job, pool, gpu_type = _usage_of(session, job_row, placement)
         expected_end = began + job.runtime_hours_on(gpu_type) * 3600.0
@@ -524,8 +544,11 @@ def close_books(
         if placement.job_id in skipped:
             continue
         job_row = session.get(JobRow, placement.job_id)
+        started = charge_start(job_row, placement)
+        if started is None or started >= moment:
+            continue  # an agent's run not known to have started: nothing to meter yet
         job, pool, gpu_type = _usage_of(session, job_row, placement)
-        entries += books.meter(job, pool, gpu_type, clock.to_epoch(placement.started_at), moment)
+        entries += books.meter(job, pool, gpu_type, started, moment)
     entries += books.expire(moment)
     if write:
         write_back(session, books, entries)

@@ -280,14 +280,16 @@ def _reap_in_memory(session: Session, books, overdue: set[int], grace) -> None:
         row = session.get(JobRow, placement.job_id)
         job, pool, gpu_type = accounts._usage_of(session, row, placement)
         deadline = grace.deadline(placement.started_at, job.hours, job.speed_on(gpu_type))
-        started = clock.to_epoch(placement.started_at)
+        started = accounts.charge_start(row, placement)
+        reaped.add(job.id)
+        if started is None or started >= clock.to_epoch(deadline):
+            continue  # charge_ended_run charges nothing either
         ahead = [
             run
             for run in accounts._started_before(session, job.id, started)
             if run[0].id not in reaped  # their placement is closed by then
         ]
         books.meter(job, pool, gpu_type, started, clock.to_epoch(deadline), ahead)
-        reaped.add(job.id)
 
 
 def _write(

@@ -242,7 +242,8 @@ def _apply(session, actor: str, item: RunReport, placement: PlacementRow, now) -
         return "unchanged"  # its end was reported before
     placement.exit_code = item.exit_code
     placement.run_detail = (item.detail or item.phase)[:DETAIL_LENGTH]
-    if placement.run_started_at is None and item.started_at is not None:
+    late_start = placement.run_started_at is None and item.started_at is not None
+    if late_start:
         placement.run_started_at = _clamped(item.started_at, placement.started_at, now)
     session.flush()
     if placement.ended_at is None:  # the server's open run: the job ends here
@@ -252,7 +253,21 @@ def _apply(session, actor: str, item: RunReport, placement: PlacementRow, now) -
         service.finish(
             session, actor, item.job_id, failed=item.phase == "failed", at=at.isoformat(), now=now
         )
+    elif late_start:
+        _charge_late_start(session, placement)
     return "recorded"
+
+
+def _charge_late_start(session: Session, placement: PlacementRow) -> None:
+    """The server ended this run (cancelled, preempted) before its agent reported it
+    started, so its end charged nothing (accounts.charge_start); its end report now
+    says when it really started: charge that start up to the server's end. Only while
+    it is the job's latest run: once the job ran again, its ledger has moved past."""
+    from gpupool.scheduler import accounts
+
+    job = repository.get_job(session, placement.job_id, lock=True)
+    if repository.placements_of(session, job.id)[-1].id == placement.id:
+        accounts.charge_ended_run(session, job, placement.ended_at)
 
 
 def _clamped(epoch: float | None, earliest: dt.datetime, now: dt.datetime) -> dt.datetime:

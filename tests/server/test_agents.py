@@ -1,8 +1,10 @@
 """Site agents against a real `gpupool serve`: the agent API, and `gpupool agent run`
 with the local executor running real child processes, killed and restarted.
 
-One server (SQLite) for the module, on tests/conftest.py's small platform:
+One server per backend for the module, on tests/conftest.py's small platform:
 Beijing holds p-a100 (A100, 2 nodes of 8), Shanghai p-h100 (H100, 1 node of 8).
+The agent API's cases run on SQLite and PostgreSQL; the cases that run agent
+processes (whose logic is the API's, already proved on both) on SQLite only.
 Each test submits its own jobs and schedules them; agents run every open start
 of their site, so each test ends what it started.
 """
@@ -25,20 +27,26 @@ PY = sys.executable
 AGENTS = {"agent-bj": "Beijing", "agent-sh": "Shanghai"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with populated_server("sqlite", tmp_path_factory.mktemp("agents")) as server:
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# the agent processes' end-to-end cases: their server logic is the API's, run on both
+SQLITE_SERVER = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request, tmp_path_factory):
+    with populated_server(request.param, tmp_path_factory.mktemp("agents")) as server:
         add_users(server.db, *[(name, "agent", None, site) for name, site in AGENTS.items()])
         for name in AGENTS:
             server.tokens[name] = make_token(server.db, name)
         yield server
 
 
-def _submit(server, argv=None, gpu_type="A100", gpus=1, hours=1, **payload) -> int:
-    body = {"org": "lab", "gpus": gpus, "hours": hours, "gpu_types": [gpu_type]}
+def _submit(server, argv=None, gpu_type="A100", gpus=1, hours=1, user="bob", **payload) -> int:
+    org = {"bob": "lab", "hana": "hosp"}[user]
+    body = {"org": org, "gpus": gpus, "hours": hours, "gpu_types": [gpu_type]}
     if argv is not None or payload:
         body["payload"] = {"argv": argv, **payload}
-    with server.client("bob") as client:
+    with server.client(user) as client:
         response = client.post("/api/v1/jobs", json=body)
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -69,8 +77,8 @@ def _report(server, agent, *reports) -> tuple[int, dict]:
     return response.status_code, response.json()
 
 
-def _cancel(server, job_id: int) -> None:
-    with server.client("bob") as client:
+def _cancel(server, job_id: int, user: str = "bob") -> None:
+    with server.client(user) as client:
         assert client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
 
 
@@ -196,6 +204,7 @@ def _state_of(server, job_id: int, *states: str, seconds: float = 60.0) -> dict:
     return view
 
 
+@SQLITE_SERVER
 def test_the_agent_runs_jobs_survives_sigkill_and_launches_nothing_twice(server, tmp_path):
     launches = tmp_path / "launches"
     devices = tmp_path / "devices"
@@ -261,6 +270,7 @@ def _devices_from_server(server, job_id: int, tag: str) -> str:
     return ",".join(str(i) for i in indices)
 
 
+@SQLITE_SERVER
 def test_a_start_reported_running_but_unknown_to_the_executor_fails_not_relaunched(
     server, tmp_path
 ):
@@ -294,6 +304,80 @@ def test_a_start_reported_running_but_unknown_to_the_executor_fails_not_relaunch
         api.close()
 
 
+PREEMPTING = """kind: priority
+domains:
+  medical: {weight: 3.0}
+  general: {weight: 1.0}
+preemption: {enabled: true, min_gap: 1.0, min_run_minutes: 0}
+"""
+
+
+def _apply_policy(server, text: str) -> None:
+    from gpupool.scheduler import policies_store
+    from gpupool.scheduler.database import unit_of_work
+
+    with unit_of_work(server.db) as session:
+        policies_store.apply_policy_text(session, "root", text, "policy.yaml", "agents test")
+
+
+def _run_started(server, job_id: int, placements: int = 1) -> dict | None:
+    view = _job(server, job_id)
+    runs = view["placements"]
+    return view if len(runs) == placements and runs[-1]["run_started_at"] else None
+
+
+@SQLITE_SERVER
+def test_a_preempted_run_is_stopped_by_the_agent_then_requeued_and_started_again(server, tmp_path):
+    """A priority policy with preemption ends a run on the agent's site; the agent's
+    next heartbeat stops its process group, the run is reported stopped with the
+    preemption's reason, the job waits requeued and starts again when GPUs free."""
+    launches = tmp_path / "launches"
+
+    def sleeper(tag: str) -> list[str]:
+        code = f"open({str(launches)!r}, 'a').write({tag!r}); import time; time.sleep(60)"
+        return [PY, "-c", code]
+
+    _apply_policy(server, PREEMPTING)
+    low: list[int] = []
+    agent = _agent(server, tmp_path / "state", "--poll", "0.2")
+    try:
+        low += [_submit(server, sleeper(tag), gpus=8) for tag in "ab"]  # both A100 nodes
+        assert set(low) <= {s["job"] for s in _schedule(server)["started"]}
+        for job in low:
+            assert wait_for(lambda job=job: _run_started(server, job), 60), "never started"
+        urgent = _submit(server, [PY, "-c", "pass"], gpus=8, user="hana")  # medical: 3 > 1
+        result = _schedule(server)
+        (victim,) = result["preempted"]
+        assert victim in low and urgent in {s["job"] for s in result["started"]}
+
+        stopped = wait_for(
+            lambda: _job(server, victim)["placements"][0]["exit_code"] is not None, 30
+        )
+        assert stopped, "the preempted run's end was never reported"
+        view = _job(server, victim)
+        first = view["placements"][0]
+        assert first["exit_code"] == 128 + signal.SIGTERM
+        assert first["run_detail"].startswith(f"stopped: preempted by job {urgent}")
+        assert view["state"] == "pending" and "preempted" in view["wait_reason"]
+        assert _state_of(server, urgent, "completed")["placements"][-1]["exit_code"] == 0
+
+        # the urgent job is done: the requeued job starts again, a new run launched once
+        assert victim in {s["job"] for s in _schedule(server)["started"]}
+        restarted = wait_for(lambda: _run_started(server, victim, placements=2), 60)
+        assert restarted, "the requeued job never started again"
+        assert restarted["state"] == "running"
+        tags = launches.read_text()
+        assert sorted(tags) == ["a", "a", "b"] or sorted(tags) == ["a", "b", "b"]
+    finally:
+        for job in low:
+            if _job(server, job)["state"] in ("pending", "running"):
+                _cancel(server, job)
+        _apply_policy(server, "kind: fifo\n")
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=10)
+
+
+@SQLITE_SERVER
 def test_a_payload_with_a_lone_surrogate_is_refused_naming_the_field(server):
     body = {"org": "lab", "gpus": 1, "hours": 1, "payload": {"argv": ["echo", "\ud800"]}}
     raw = json.dumps(body).encode("ascii")  # JSON's escape: what any client may send
@@ -352,6 +436,7 @@ def slurm_up():
 
 @pytest.mark.slurm
 @pytest.mark.usefixtures("slurm_up")
+@SQLITE_SERVER
 def test_the_agent_runs_jobs_through_slurm(server, tmp_path):
     from gpupool.agents.agent import Agent
     from gpupool.agents.client import AgentApi
