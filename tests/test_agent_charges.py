@@ -83,6 +83,16 @@ def test_a_job_without_payload_is_charged_from_its_placement_as_before(site):
     assert _ledger(site, job) == [("charge", Decimal("60.00"), Decimal("0.00"), Decimal("60.00"))]
 
 
+def test_a_payload_job_finished_by_hand_without_a_reported_start_is_charged_from_placement(site):
+    """`job finish` says the run happened: with no start from an agent (a site without
+    one, an agent that lost its state), the placement is the start, as for any job."""
+    job = _submit(site)
+    _placed(site, job)
+    with unit_of_work(site) as session:
+        service.finish(session, "admin", job, at=(T0 + 3 * HOUR).isoformat(), now=T0 + 3 * HOUR)
+    assert _ledger(site, job) == [("charge", Decimal("60.00"), Decimal("0.00"), Decimal("60.00"))]
+
+
 def test_a_round_meters_an_agent_run_only_from_its_real_start(site):
     """A voucher expiring makes rounds meter running jobs: an agent's run not yet known
     to have started is not metered; once it is, from its real start; its end then

@@ -99,12 +99,21 @@ def finish_job(
     failed: bool = False,
     at: dt.datetime | None = None,
     now: dt.datetime | None = None,
+    by_hand: bool = True,
 ) -> JobRow:
-    """A site reports a running job completed (or failed) at ``at`` (default: now)."""
+    """A site reports a running job completed (or failed) at ``at`` (default: now).
+
+    ``by_hand`` (`job finish`): the report says the run happened, so a job with a
+    payload whose agent never reported a start is charged from its placement, as a job
+    without one is (accounts.charge_start). An agent's own end report passes False: it
+    says when the run started, if it ever did.
+    """
     grant = permissions.authorize_job(session, actor, job_id, "finish")  # admins, the site's agent
     lock_for_ending(session)
     job = repository.get_job(session, job_id, lock=True)
     permissions.require_job(grant, job, "finish")
+    if by_hand:
+        _started_with_placement(session, job)
     # Read the clock only once the job is locked: a round that started it while we
     # waited stamped its start later than a clock read before the wait.
     now = now or clock.utcnow()
@@ -123,6 +132,12 @@ def finish_job(
         session, actor, "job.finish", f"job {job.id}", before=before, after={"state": job.state}
     )
     return job
+
+
+def _started_with_placement(session: Session, job: JobRow) -> None:
+    placement = repository.open_placement_of(session, job.id)
+    if job.payload is not None and placement is not None and placement.run_started_at is None:
+        placement.run_started_at = placement.started_at
 
 
 def reap_timeouts(

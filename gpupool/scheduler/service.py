@@ -401,6 +401,7 @@ def finish(
     failed: bool = False,
     at: str | None = None,
     now: dt.datetime | None = None,
+    by_hand: bool = True,
 ) -> dict:
     """`job finish [--failed] [--at TIME]`: a site reports a running job ended; its view.
 
@@ -409,7 +410,9 @@ def finish(
     refunded by correction entries (gpupool.scheduler.accounts.charge_ended_run).
     """
     ended = None if at is None else lifecycle.parse_time(at)
-    job = lifecycle.finish_job(session, actor, job_id, failed=failed, at=ended, now=now)
+    job = lifecycle.finish_job(
+        session, actor, job_id, failed=failed, at=ended, now=now, by_hand=by_hand
+    )
     return job_view(job)
 
 

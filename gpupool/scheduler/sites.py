@@ -250,8 +250,9 @@ def _apply(session, actor: str, item: RunReport, placement: PlacementRow, now) -
         from gpupool.scheduler import service
 
         at = _clamped(item.ended_at, placement.started_at, now)
+        failed = item.phase == "failed"
         service.finish(
-            session, actor, item.job_id, failed=item.phase == "failed", at=at.isoformat(), now=now
+            session, actor, item.job_id, failed=failed, at=at.isoformat(), now=now, by_hand=False
         )
     elif late_start:
         _charge_late_start(session, placement)
