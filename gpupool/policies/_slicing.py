@@ -43,6 +43,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+import numpy as np
+
 from gpupool.model import Job, RunningJob, Snapshot, fit_gang
 from gpupool.policies._classes import PoolGroup, domain_weight
 from gpupool.policies._packing import Packer, _PoolFree
@@ -105,18 +107,16 @@ def level_of(fluid: float, received: float, level_hours: float) -> int:
     return 1 + math.floor(math.log2(service / level_hours))
 
 
-def finish_time_rho(
-    job: Job, fluid: float, cap: float, received: float, isolated_share: float, now: float
-) -> float:
-    """Finish-time fairness rho: (hours since submission + remaining effective
-    GPU-hours at its fluid share) over (its effective GPU-hours at an isolated
-    1/N share of the cluster, no more than it can use). Above 1: behind."""
-    work = job.gpus * job.hours  # effective GPU-hours (reference speed)
-    shared = max(0.0, now - job.submitted_at) / 3600.0 + max(0.0, work - received) / max(
-        fluid, 1e-9
-    )
-    isolated = work / max(min(cap, isolated_share), 1e-9)
-    return shared / max(isolated, 1e-9)
+def finish_time_rho(work, submitted_at, fluid, cap, received, isolated_share: float, now: float):
+    """Finish-time fairness rho, per job (numpy arrays: one round's active jobs at
+    once): (hours since submission + remaining effective GPU-hours at its fluid
+    share) over (its effective GPU-hours, ``work``, at an isolated 1/N share of
+    the cluster, no more than it can use, ``cap``). Above 1: behind."""
+    shared = np.maximum(0.0, now - submitted_at) / 3600.0 + np.maximum(
+        0.0, work - received
+    ) / np.maximum(fluid, 1e-9)
+    isolated = work / np.maximum(np.minimum(cap, isolated_share), 1e-9)
+    return shared / np.maximum(isolated, 1e-9)
 
 
 class Standing(NamedTuple):
@@ -200,14 +200,21 @@ class LeaseRound:
             s.pool.gpus * snapshot.gpu_types[s.pool.gpu_type].speed for s in snapshot.pools
         )
         isolated_share = capacity / max(1, len(jobs))
-        standings = {}
-        for job in jobs:
-            received = snapshot.served.get(job.id, 0.0) + held.get(job.id, 0.0)
-            level = -math.floor(math.log2(max(1e-9, finish_time_rho(
-                job, fluid[job.id], cap[job.id], received, isolated_share, snapshot.now
-            ))))  # fmt: skip
-            standings[job.id] = Standing(fluid[job.id], received, level)
-        return standings
+        received = [snapshot.served.get(j.id, 0.0) + held.get(j.id, 0.0) for j in jobs]
+        rho = finish_time_rho(
+            np.array([j.gpus * j.hours for j in jobs]),
+            np.array([j.submitted_at for j in jobs]),
+            np.array([fluid[j.id] for j in jobs]),
+            np.array([cap[j.id] for j in jobs]),
+            np.array(received),
+            isolated_share,
+            snapshot.now,
+        )
+        levels = (-np.floor(np.log2(np.maximum(1e-9, rho)))).astype(int).tolist()
+        return {
+            j.id: Standing(fluid[j.id], got, level)
+            for j, got, level in zip(jobs, received, levels, strict=True)
+        }
 
     def due(self, run: RunningJob) -> bool:
         """Whether a running job's lease is up for renewal in this round."""

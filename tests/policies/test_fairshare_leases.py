@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from gpupool.model import GpupoolError
@@ -135,9 +136,10 @@ def three_waiting_for_one_gpu():
 
 def test_finish_time_fairness_runs_the_job_furthest_behind_its_isolated_finish():
     snapshot = three_waiting_for_one_gpu()
-    job1, job2, _ = snapshot.pending
-    assert finish_time_rho(job1, 1 / 3, 1.0, 0.0, 1 / 3, GRID) == pytest.approx(35 / 30)
-    assert finish_time_rho(job2, 1 / 3, 1.0, 0.0, 1 / 3, GRID) == pytest.approx(7 / 3)
+    work, submitted = np.array([10.0, 1.0, 1.0]), np.array([GRID - 5 * HOUR, GRID - 4 * HOUR, GRID])
+    share = np.full(3, 1 / 3)
+    rho = finish_time_rho(work, submitted, share, np.ones(3), np.zeros(3), 1 / 3, GRID)
+    assert rho.tolist() == pytest.approx([35 / 30, 7 / 3, 1.0])
     fair = FairSharePolicy(lease_minutes=60.0, objective="finish-time-fairness")
     allocation = fair.allocate(snapshot)
     check_invariants(snapshot, allocation)
