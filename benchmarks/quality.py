@@ -34,8 +34,10 @@ jobs that waited outrank running ones and priority has preemptions to weigh.
 ``order`` option (shortest remaining effective time first within a domain).
 ``fair-share`` time-slices with ``--lease-minutes`` (default 0: jobs run to
 completion; its restarts cost what ``--restart-minutes`` and
-``--checkpoint-minutes`` say). ``--per-job`` puts every job in one domain and
-org, so fairness is among jobs (Gavel's max-min fairness has no domains); by
+``--checkpoint-minutes`` say). ``--objective finish-time-fairness`` ranks
+the slices by finish-time fairness instead of max-min (fair-share's
+``objective`` option). ``--per-job`` puts every job in one domain and org,
+so fairness is among jobs (Gavel's max-min fairness has no domains); by
 default each Philly virtual cluster is a domain.
 """
 
@@ -195,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lease-minutes", type=float, default=0.0, help="fair-share's leases")
     parser.add_argument("--per-job", action="store_true", help="one domain: fairness among jobs")
+    parser.add_argument(
+        "--objective", default=None, help="fair-share's objective with leases (max-min, ...)"
+    )
     args = parser.parse_args(argv)
     path = CLASSES_SCENARIO if args.classes else SCENARIO
     site = Site(args.restart_minutes, args.checkpoint_minutes, args.aging_per_hour)
@@ -212,11 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         options = {"order": args.order} if args.order and kind in ORDERED else {}
         if kind == "fair-share" and args.lease_minutes:
             options = {"lease_minutes": args.lease_minutes}
+            if args.objective:
+                options["objective"] = args.objective
         figures = run_one(kind, scenario, args.min_gap, site, **options)
         if "order" in options:
             figures["order"] = args.order
         if "lease_minutes" in options:
             figures["lease_minutes"] = args.lease_minutes
+            figures["objective"] = options.get("objective", "max-min")
         figures["fairness"] = "jobs" if args.per_job else "domains"
         figures["trace"] = "sample" if source == "sample" else "philly"
         figures["classes"] = args.classes

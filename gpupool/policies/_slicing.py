@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
 
 from gpupool.model import Job, RunningJob, Snapshot, fit_gang
 from gpupool.policies._classes import PoolGroup, domain_weight
@@ -105,9 +107,22 @@ def level_of(fluid: float, received: float, level_hours: float) -> int:
     return 1 + math.floor(math.log2(service / level_hours))
 
 
-@dataclass(frozen=True, slots=True)
-class Standing:
-    """Where one job stands against its fluid share (Gavel's priority, in levels)."""
+def finish_time_rho(work, submitted_at, fluid, cap, received, isolated_share: float, now: float):
+    """Finish-time fairness rho, per job (numpy arrays: one round's active jobs at
+    once): (hours since submission + remaining effective GPU-hours at its fluid
+    share) over (its effective GPU-hours, ``work``, at an isolated 1/N share of
+    the cluster, no more than it can use, ``cap``). Above 1: behind."""
+    shared = np.maximum(0.0, now - submitted_at) / 3600.0 + np.maximum(
+        0.0, work - received
+    ) / np.maximum(fluid, 1e-9)
+    isolated = work / np.maximum(np.minimum(cap, isolated_share), 1e-9)
+    return shared / np.maximum(isolated, 1e-9)
+
+
+class Standing(NamedTuple):
+    """Where one job stands against its fluid share (Gavel's priority, in levels).
+
+    A named tuple rather than a dataclass: one is made per active job per round."""
 
     fluid: float  # effective GPUs
     received: float  # effective GPU-hours held so far, all runs
@@ -139,34 +154,96 @@ class LeaseRound:
         self.next_round_at = self.grid + lease_seconds
         self.params = params
 
-    def standings(self, groups: Sequence[PoolGroup], allowed) -> dict[int, Standing]:
+    def standings(
+        self, groups: Sequence[PoolGroup], allowed, finish_time: bool = False
+    ) -> dict[int, Standing]:
         snapshot = self.snapshot
         types = snapshot.gpu_types
         waiting = [job for job in snapshot.pending if allowed[job.id]]
-        cap = {
-            job.id: job.gpus * max(job.speed_on(types[groups[g].gpu_type]) for g in allowed[job.id])
-            for job in waiting
-        }
+        best = _BestSpeed(types, groups)
+        cap = {}
+        memo = best.memo
+        for job in waiting:  # the memo looked up here: this loop runs for every waiting job
+            speed = memo.get((allowed[job.id], id(job.speeds), None))
+            if speed is None:
+                speed = best.among(job, allowed[job.id])
+            cap[job.id] = job.gpus * speed
+        everywhere = tuple(g.index for g in groups)
         held: dict[int, float] = {}
+        now = snapshot.now
         for run in snapshot.running:
             job = run.job
             speed = job.speed_on(types[snapshot.pool_state(run.placement.pool).pool.gpu_type])
-            cap[job.id] = job.gpus * max(
-                [speed]
-                + [job.speed_on(types[g.gpu_type]) for g in groups if job.allows(g.gpu_type)]
-            )
-            held[job.id] = job.gpus * speed * max(0.0, snapshot.now - run.started_at) / 3600.0
+            cap[job.id] = job.gpus * max(speed, best.among(job, everywhere, allows=True))
+            held[job.id] = job.gpus * speed * max(0.0, now - run.started_at) / 3600.0
         jobs = waiting + [run.job for run in snapshot.running]
         fluid = fluid_shares(snapshot, self.params, jobs, cap)
+        served = snapshot.served
+        if finish_time:
+            return self._finish_time(jobs, fluid, cap, held)
+        level_hours = self.lease / 3600.0
         standings = {}
-        for job in jobs:
-            served = snapshot.served.get(job.id, 0.0) + held.get(job.id, 0.0)
-            standings[job.id] = Standing.of(fluid[job.id], served, self.lease / 3600.0)
+        for job in jobs:  # level_of inlined: this loop runs for every active job each round
+            share = fluid[job.id]
+            received = served.get(job.id, 0.0) + held.get(job.id, 0.0)
+            service = received / max(share, 1e-9)
+            level = 0 if service < level_hours else 1 + math.floor(math.log2(service / level_hours))
+            standings[job.id] = Standing(share, received, level)
         return standings
+
+    def _finish_time(self, jobs, fluid, cap, held) -> dict[int, Standing]:
+        """Standings by finish-time fairness: level = -floor(log2 rho), so the job whose
+        finish is furthest behind an isolated 1/N of the cluster comes first, and a
+        factor of 2 in rho is one level (jobs within it do not preempt each other)."""
+        snapshot = self.snapshot
+        capacity = sum(
+            s.pool.gpus * snapshot.gpu_types[s.pool.gpu_type].speed for s in snapshot.pools
+        )
+        isolated_share = capacity / max(1, len(jobs))
+        received = [snapshot.served.get(j.id, 0.0) + held.get(j.id, 0.0) for j in jobs]
+        rho = finish_time_rho(
+            np.array([j.gpus * j.hours for j in jobs]),
+            np.array([j.submitted_at for j in jobs]),
+            np.array([fluid[j.id] for j in jobs]),
+            np.array([cap[j.id] for j in jobs]),
+            np.array(received),
+            isolated_share,
+            snapshot.now,
+        )
+        levels = (-np.floor(np.log2(np.maximum(1e-9, rho)))).astype(int).tolist()
+        return {
+            j.id: Standing(fluid[j.id], got, level)
+            for j, got, level in zip(jobs, received, levels, strict=True)
+        }
 
     def due(self, run: RunningJob) -> bool:
         """Whether a running job's lease is up for renewal in this round."""
         return self.renewal and run.started_at <= self.grid - MIN_HOLD * self.lease
+
+
+class _BestSpeed:
+    """A job's best speed over a set of groups, memoised per round by the set and the
+    job's class speeds (most jobs share both), so each distinct case is worked out once."""
+
+    def __init__(self, types, groups: Sequence[PoolGroup]) -> None:
+        self.types = types
+        self.groups = groups
+        self.memo: dict[tuple, float] = {}
+
+    def among(self, job: Job, indices: tuple[int, ...], allows: bool = False) -> float:
+        """Max speed over ``indices`` (with ``allows``: those whose type the job allows;
+        -inf when none, which max() with a running job's own speed then ignores)."""
+        # id(): the speeds mapping lives as long as the job, i.e. through this round
+        key = (indices, id(job.speeds), job.gpu_types if allows else None)
+        found = self.memo.get(key)
+        if found is None:
+            speeds = [
+                job.speed_on(self.types[self.groups[g].gpu_type])
+                for g in indices
+                if not allows or job.allows(self.groups[g].gpu_type)
+            ]
+            found = self.memo[key] = max(speeds, default=-math.inf)
+        return found
 
 
 class Victims:

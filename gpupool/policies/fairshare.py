@@ -53,6 +53,9 @@ from gpupool.policies._packing import Packer
 from gpupool.policies.params import PolicyParams
 
 _EPS = 1e-6
+MAX_MIN = "max-min"
+FINISH_TIME_FAIRNESS = "finish-time-fairness"
+OBJECTIVES = (MAX_MIN, FINISH_TIME_FAIRNESS)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,11 @@ class FairSharePolicy:
       they order jobs within a domain.
     - ``lease_minutes`` (float, 0): > 0 turns on time slicing with leases of
       this length (gpupool.policies._slicing); 0 runs every job to completion.
+    - ``objective`` (``max-min`` or ``finish-time-fairness``, ``max-min``): with
+      leases, what ranks jobs: how far each is behind its fluid share (Gavel's
+      max-min priority), or its finish-time fairness rho, the time it would take
+      to finish keeping its fluid share over the time on an isolated 1/N of the
+      cluster, largest rho first (Themis, Gavel's finish_time_fairness).
     What a take-back costs the job (restore time, work since its last
     checkpoint) is the document's ``preemption`` section (``restart_minutes``,
     ``checkpoint_minutes``), as for ``priority``; the simulated site pays it.
@@ -79,10 +87,16 @@ class FairSharePolicy:
     deficit_boost: float = 1.0
     guarantee_boost: float = 1.0
     lease_minutes: float = 0.0
+    objective: str = MAX_MIN
 
     def __post_init__(self) -> None:
         if self.lease_minutes < 0:
             raise GpupoolError("must be 0 or more", location="options.lease_minutes")
+        if self.objective not in OBJECTIVES:
+            raise GpupoolError(
+                f"must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}",
+                location="options.objective",
+            )
 
     @property
     def may_preempt(self) -> bool:
@@ -161,7 +175,9 @@ class FairSharePolicy:
         limits = domain_limits(snapshot, self.params)
         allowed = allowed_groups(snapshot.pending, groups)
         lease = LeaseRound(snapshot, self.params, self.lease_minutes * 60.0)
-        standings = lease.standings(groups, allowed)
+        standings = lease.standings(
+            groups, allowed, finish_time=self.objective == FINISH_TIME_FAIRNESS
+        )
         packer = Packer(snapshot, groups, limits)
         victims = Victims(lease, standings, packer)
         types = snapshot.gpu_types
@@ -176,15 +192,26 @@ class FairSharePolicy:
         waiting = [job for job in snapshot.pending if allowed[job.id]]
         capacity = packer.capacity
         hopeless: list[Job] = []
-        for job in sorted(waiting, key=lambda j: standings[j.id].key(j)):
+        # Standing.key inlined (criteria: level, submitted, id): it runs for every waiting job
+        by_standing = sorted(waiting, key=lambda j: (standings[j.id].level, j.submitted_at, j.id))
+        # Shapes that fit nowhere and can stop no one: down the list levels only rise, so
+        # they stay hopeless until a start changes the free GPUs (then they are asked again).
+        blocked: set[tuple] = set()
+        for job in by_standing:
             standing = standings[job.id]
+            shape = (job.gpus, allowed[job.id])
+            if shape in blocked:
+                hopeless.append(job)
+                continue
             if capacity.fits_none(job.gpus, allowed[job.id]) and not victims.below(standing.level):
+                blocked.add(shape)
                 hopeless.append(job)  # most of a long queue: nothing to try
                 continue
             order = fastest_first(job)
             if packer.try_start(job, order) or (
                 victims and victims.make_room(job, standing.level, order)
             ):
+                blocked.clear()
                 gpu_type = groups[packer.group_of[job.id]].gpu_type
                 why[job.id] = (
                     f"time slice on {gpu_type}: level {standing.level}, fair share "

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from gpupool.model import GpupoolError
-from gpupool.policies._slicing import fluid_shares, water_fill
+from gpupool.policies._slicing import finish_time_rho, fluid_shares, water_fill
 from gpupool.policies.fairshare import FairSharePolicy
 from gpupool.policies.params import PolicyParams
 from tests.policies.builders import SnapshotBuilder, check_invariants
@@ -115,3 +116,40 @@ def test_a_negative_lease_is_refused():
     with pytest.raises(GpupoolError) as raised:
         FairSharePolicy(lease_minutes=-1.0)
     assert raised.value.location == "options.lease_minutes"
+
+
+def three_waiting_for_one_gpu():
+    """1 GPU, 3 one-GPU jobs, none served: fluid share 1/3 each, isolated 1/N share 1/3.
+
+    rho = (age + remaining / fluid) / (work / isolated):
+    job 1, 10 h submitted 5 h ago: (5 + 30) / 30 = 1.17 -> level 0;
+    job 2, 1 h submitted 4 h ago: (4 + 3) / 3 = 2.33 -> level -1 (furthest behind);
+    job 3, 1 h submitted now: (0 + 3) / 3 = 1 -> level 0.
+    """
+    b = SnapshotBuilder().now(GRID).pool("p", "A100", 1, per_node=1)
+    b.domain("a").org("org-a", "a")
+    b.job(1, hours=10.0, submitted_at=GRID - 5 * HOUR, id=1)
+    b.job(1, hours=1.0, submitted_at=GRID - 4 * HOUR, id=2)
+    b.job(1, hours=1.0, submitted_at=GRID, id=3)
+    return b.build()
+
+
+def test_finish_time_fairness_runs_the_job_furthest_behind_its_isolated_finish():
+    snapshot = three_waiting_for_one_gpu()
+    work, submitted = np.array([10.0, 1.0, 1.0]), np.array([GRID - 5 * HOUR, GRID - 4 * HOUR, GRID])
+    share = np.full(3, 1 / 3)
+    rho = finish_time_rho(work, submitted, share, np.ones(3), np.zeros(3), 1 / 3, GRID)
+    assert rho.tolist() == pytest.approx([35 / 30, 7 / 3, 1.0])
+    fair = FairSharePolicy(lease_minutes=60.0, objective="finish-time-fairness")
+    allocation = fair.allocate(snapshot)
+    check_invariants(snapshot, allocation)
+    assert [p.job_id for p in allocation.placements] == [2]
+    assert "level -1" in allocation.why[2]
+    # max-min ranks all three at level 0 (never served), so the earliest submitted runs
+    assert [p.job_id for p in LEASED.allocate(snapshot).placements] == [1]
+
+
+def test_an_unknown_objective_is_refused():
+    with pytest.raises(GpupoolError) as raised:
+        FairSharePolicy(lease_minutes=60.0, objective="shortest")
+    assert raised.value.location == "options.objective"
