@@ -293,7 +293,21 @@ def _read(root: yaml.Node, text: str, source: str) -> PolicyDocument:
     problems += _fraction_problems(value, located)
     if problems or model_document is None or kind is None:
         raise PolicyDocumentError(sorted(problems, key=_problem_order))
-    return _document(model_document, kind, text, located, list(value["options"]))
+    document = _document(model_document, kind, text, located, list(value["options"]))
+    _check_builds(document, located)
+    return document
+
+
+def _check_builds(document: PolicyDocument, located) -> None:
+    """Build the policy once: checks that relate options to each other (a negative
+    lease, an unknown objective) live in the policy's own constructor, and would
+    otherwise be found only when a round builds it. Located at the option's line."""
+    try:
+        document.build()
+    except GpupoolError as exc:
+        path = tuple((exc.location or "").split("."))
+        where = located.where(path if path[0] == "options" else ())
+        raise PolicyDocumentError([(where, exc.message)]) from None
 
 
 def _kind(root: yaml.MappingNode, value: dict, source: str) -> tuple[Any, type | None, list]:

@@ -153,3 +153,22 @@ def test_an_unknown_objective_is_refused():
     with pytest.raises(GpupoolError) as raised:
         FairSharePolicy(lease_minutes=60.0, objective="shortest")
     assert raised.value.location == "options.objective"
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ("  lease_minutes: -3\n", "p.yaml:3 options.lease_minutes: must be 0 or more"),
+        (
+            "  lease_minutes: 30\n  objective: shortest\n",
+            "p.yaml:4 options.objective: must be one of max-min, finish-time-fairness",
+        ),
+    ],
+)
+def test_a_document_with_bad_lease_options_is_refused_at_their_line(options, problem):
+    """Found when the document is read (policy validate, apply), not first by a round."""
+    from gpupool.policies.document import PolicyDocumentError, parse_policy_text
+
+    with pytest.raises(PolicyDocumentError) as raised:
+        parse_policy_text(f"kind: fair-share\noptions:\n{options}", "p.yaml")
+    assert str(raised.value).startswith(problem)
