@@ -1,0 +1,100 @@
+"""The scenario platform's pydantic models: the reader validates with them and
+``gpupool schema scenario`` prints them (gpupool.schemas).
+
+Written with gpupool.located_schema's field types, so a number in a scenario is
+read as in every other file. The reader (gpupool.simulations.scenario) checks
+after them what a model cannot say: names declared once, a pool's GPU type and
+an org's domain declared, a price somewhere. pydantic is imported only when a
+scenario is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpupool import limits
+from gpupool.located_schema import (
+    NON_NEGATIVE,
+    POSITIVE,
+    Closed,
+    custom,
+    fail,
+    flag,
+    integer,
+    number,
+    text,
+    unknown,
+)
+from gpupool.model import GpupoolError
+
+MESSAGES = {"missing": "missing required key '{key}'"}
+
+
+def _name(value: Any) -> str:
+    # a name may be written as a bare number (a VC hash like 103959): it is its text
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value:
+        fail(f"expected a name, got {value!r}")
+    try:
+        return limits.check_text(value, "")
+    except GpupoolError as exc:
+        return fail(exc.message)
+
+
+Name = custom(
+    _name,
+    {"type": "string", "minLength": 1, "maxLength": limits.NAME.length, "description": "a name"},
+    str,
+)
+
+
+def _memory_gb(value: Any) -> int:
+    # 0 means "not stated": only the limit's ceiling applies
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail("must be an integer")
+    if value < 0:
+        fail("must be >= 0")
+    if value > limits.MEMORY_GB.high:
+        fail(f"must be {limits.MEMORY_GB.span()} ({limits.MEMORY_GB.label})")
+    return value
+
+
+MemoryGb = custom(
+    _memory_gb, {"type": "integer", "minimum": 0, "maximum": limits.MEMORY_GB.high}, int
+)
+Prose = text(limits.COMMENT)
+Price = number(limits.PRICE, NON_NEGATIVE)
+
+
+class _Section(Closed):
+    @classmethod
+    def unknown_key(cls, key: str) -> str:
+        return unknown(key, cls.model_fields, "key")
+
+
+class GpuTypeSpec(_Section):
+    vendor: Name = ""
+    memory_gb: MemoryGb = 0
+    speed: number(limits.SPEED, POSITIVE) = 1.0
+    domestic: flag() = False
+    price_per_gpu_hour: Price | None = None
+
+
+class PoolSpec(_Section):
+    site: Name
+    gpu_type: Name
+    gpus: integer(limits.POOL_GPUS, minimum=1)
+    gpus_per_node: integer(limits.GPUS_PER_NODE, minimum=1)
+    price_per_gpu_hour: Price | None = None
+
+
+class ScenarioDomain(_Section):
+    weight: number(limits.WEIGHT, POSITIVE) = 1.0
+    description: Prose | None = None
+
+
+class OrgSpec(_Section):
+    domain: Name
+    budget: number(limits.MONEY, NON_NEGATIVE, nullable=True) = None
+    description: Prose | None = None
