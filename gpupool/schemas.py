@@ -13,8 +13,9 @@ field.path``, and checks after them only what a schema cannot say (names
 against the platform, one section's names against another's, sums of
 guaranteed fractions). Scenarios are half-way: the platform's entries
 (``gpu_types``, ``pools``, ``domains``, ``orgs``) are validated with the
-reader's own models (gpupool.simulations.scenario_schema); the top level and
-the workload, start and job_classes sections below are still a description:
+reader's own models (gpupool.simulations.scenario_schema), and so is
+``job_classes``; the top level and the workload and start sections below are
+still a description:
 the scenario reader (gpupool.simulations.scenario) walks those nodes by hand,
 and tests/test_schemas.py checks that its key sets agree with them. The next
 step for each: write its model with gpupool.located_schema's field types
@@ -39,7 +40,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from gpupool import limits
 from gpupool.accounting.declarations import ProgrammeEntry, ProgrammesFile, VoucherEntry
 from gpupool.limits import Limit
-from gpupool.simulations.scenario_schema import GpuTypeSpec, OrgSpec, PoolSpec, ScenarioDomain
+from gpupool.simulations.scenario_schema import (
+    GpuTypeSpec,
+    OrgSpec,
+    PoolSpec,
+    ScenarioDomain,
+    ScenarioJobClasses,
+)
 
 KINDS = ("policy", "scenario", "programmes", "batch", "sweep")
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -263,21 +270,6 @@ class CsvWorkload(_Closed):
     pool_list: _PoolList | None = None
     estimate: Estimate = "exact"
     arrival_scale: _number(limits.SCALE, positive=True) = 1.0
-
-
-_GangSize = _integer(limits.GPUS_PER_JOB, floor=1)
-
-
-class ScenarioJobClass(_Closed):
-    gpus: _GangSize | list[_GangSize] | None = None
-    speeds: dict[str, _number(limits.SPEED, positive=True)]
-
-
-class ScenarioJobClasses(_Closed):
-    """Speeds per kind of job, assigned to the workload's jobs (simulations.job_classes)."""
-
-    assign: Literal["round_robin", "hash"] = "round_robin"
-    classes: dict[str, ScenarioJobClass]
 
 
 class Scenario(_Closed):

@@ -316,30 +316,9 @@ def _declared(section: _Node) -> list[tuple[str, _Node]]:
 
 
 def _validated(node: _Node, model: type) -> object:
-    """One entry validated with its model (gpupool.simulations.scenario_schema); the
-    first problem raises ScenarioError at its ``file:line field.path``."""
-    from pydantic import ValidationError
+    from gpupool.simulations.scenario_schema import validated
 
-    from gpupool.located_schema import Located
-    from gpupool.simulations.scenario_schema import MESSAGES
-
-    try:
-        return model.model_validate(located_yaml.to_python(node.node))
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = Located(node.file, node.node, node.path).where(error["loc"])
-        raise ScenarioError(_with_input(error, MESSAGES), location=where) from None
-
-
-def _with_input(error: Mapping, messages: Mapping[str, str]) -> str:
-    """The error's message, with the value it refused when that is one scalar
-    (``must be >= 1, got -1``): the file's author sees what was read."""
-    from gpupool.located_schema import UNKNOWN_KEY, message
-
-    text, value = message(error, messages), error.get("input")
-    if error["type"] in ("missing", UNKNOWN_KEY) or not isinstance(value, str | int | float):
-        return text
-    return f"{text}, got {value!r}"
+    return validated(node, model)
 
 
 def _gpu_types(section: _Node) -> tuple[dict[str, GpuType], dict[str, float]]:

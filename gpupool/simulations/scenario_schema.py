@@ -10,24 +10,56 @@ scenario is read.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ValidationError, WithJsonSchema
 
 from gpupool import limits
 from gpupool.located_schema import (
     NON_NEGATIVE,
     POSITIVE,
+    UNKNOWN_KEY,
     Closed,
+    Located,
+    choice,
     custom,
     fail,
     flag,
     integer,
+    message,
     number,
     text,
     unknown,
 )
 from gpupool.model import GpupoolError
+from gpupool.simulations.traces import ScenarioError
 
 MESSAGES = {"missing": "missing required key '{key}'"}
+
+
+def validated(node: Any, model: type[Closed]) -> Any:
+    """A scenario's located node (gpupool.simulations.scenario) validated with ``model``;
+    the first problem raises ScenarioError at its ``file:line field.path``."""
+    from gpupool import located_yaml
+
+    try:
+        return model.model_validate(located_yaml.to_python(node.node))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = Located(node.file, node.node, node.path).where(error["loc"])
+        raise ScenarioError(_with_input(error), location=where) from None
+
+
+def _with_input(error: Mapping) -> str:
+    """The error's message, with the value it refused when that is one scalar
+    (``must be >= 1, got -1``): the file's author sees what was read."""
+    text, value = message(error, MESSAGES), error.get("input")
+    if error["type"] in ("missing", UNKNOWN_KEY) or not isinstance(value, str | int | float):
+        return text
+    if isinstance(value, str) and repr(value) in text:  # named already: unknown assignment 'x'
+        return text
+    return f"{text}, got {value!r}"
 
 
 def _name(value: Any) -> str:
@@ -98,3 +130,50 @@ class OrgSpec(_Section):
     domain: Name
     budget: number(limits.MONEY, NON_NEGATIVE, nullable=True) = None
     description: Prose | None = None
+
+
+# ---------------------------------------------------------------------------
+# job_classes: (gpupool.simulations.job_classes)
+# ---------------------------------------------------------------------------
+
+ASSIGNMENTS = ("round_robin", "hash")
+
+
+def _key_text(value: Any) -> str:
+    # a key written as a bare number (a GPU type "100") is its text, as the node has it
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        fail("keys must be strings")
+    return value
+
+
+KeyText = custom(_key_text, {"type": "string"}, str)
+GangSize = integer(limits.GPUS_PER_JOB, minimum=1)
+
+
+def _listed(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+_GANG_SIZE_SCHEMA = {"type": "integer", "minimum": 1, "maximum": limits.GPUS_PER_JOB.high}
+GangSizes = Annotated[
+    list[GangSize],
+    BeforeValidator(_listed),
+    WithJsonSchema(
+        {"anyOf": [_GANG_SIZE_SCHEMA, {"type": "array", "items": _GANG_SIZE_SCHEMA}]},
+        mode="validation",
+    ),
+]
+
+
+class ScenarioJobClass(_Section):
+    gpus: GangSizes | None = None
+    speeds: dict[KeyText, number(limits.SPEED, POSITIVE)]
+
+
+class ScenarioJobClasses(_Section):
+    """Speeds per kind of job, assigned to the workload's jobs (simulations.job_classes)."""
+
+    assign: choice(ASSIGNMENTS, "assignment") = "round_robin"
+    classes: dict[KeyText, ScenarioJobClass]
