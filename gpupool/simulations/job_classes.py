@@ -15,8 +15,10 @@ takes them in turn, per GPU count, in arrival order; ``hash`` picks one from a
 stable hash of the job's trace name (its id when it has none), so a job keeps
 its class when the replay is cut short (``max_jobs``). A job no class applies
 to keeps its GPU types' own speeds. A type a class leaves out runs it at the
-type's own speed (model.Job.speed_on). Nodes are gpupool.simulations.scenario's
-located nodes: every problem names its file, line and field.
+type's own speed (model.Job.speed_on). The block is validated with its model
+(gpupool.simulations.scenario_schema.ScenarioJobClasses); names are then checked
+on gpupool.simulations.scenario's located nodes: every problem names its file,
+line and field.
 """
 
 from __future__ import annotations
