@@ -14,8 +14,8 @@ against the platform, one section's names against another's, sums of
 guaranteed fractions). Scenarios are half-way: the platform's entries
 (``gpu_types``, ``pools``, ``domains``, ``orgs``) are validated with the
 reader's own models (gpupool.simulations.scenario_schema), and so is
-``job_classes``; the top level and the workload and start sections below are
-still a description:
+``job_classes`` and ``start``; the top level and the workload sections below
+are still a description:
 the scenario reader (gpupool.simulations.scenario) walks those nodes by hand,
 and tests/test_schemas.py checks that its key sets agree with them. The next
 step for each: write its model with gpupool.located_schema's field types
@@ -46,6 +46,7 @@ from gpupool.simulations.scenario_schema import (
     PoolSpec,
     ScenarioDomain,
     ScenarioJobClasses,
+    Start,
 )
 
 KINDS = ("policy", "scenario", "programmes", "batch", "sweep")
@@ -276,7 +277,7 @@ class Scenario(_Closed):
     name: Name | None = None
     description: Prose | None = None
     seed: _integer(limits.SEED) = 0
-    start: Instant | None = None
+    start: Start = None
     gpu_types: dict[str, GpuTypeSpec]
     pools: dict[str, PoolSpec] | None = None
     domains: dict[str, ScenarioDomain | None]

@@ -801,12 +801,9 @@ def _keep_placeable(  # the trace loaders do the same on their rows
 
 def _start(node: _Node) -> float:
     """``start:``, the instant the replay begins: a date or ISO date/time (UTC if no zone)."""
-    from gpupool.accounting.periods import parse_instant
+    from gpupool.simulations.scenario_schema import START
 
-    try:
-        return parse_instant(node.plain(), node.where())
-    except GpupoolError as exc:
-        node.fail(exc.message)
+    return _validated(node, START)
 
 
 def _from(start: float, jobs: tuple[SimJob, ...]) -> tuple[SimJob, ...]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ValidationError, WithJsonSchema
+from pydantic import BeforeValidator, TypeAdapter, ValidationError, WithJsonSchema
 
 from gpupool import limits
+from gpupool.accounting.declarations import Instant
 from gpupool.located_schema import (
     NON_NEGATIVE,
     POSITIVE,
@@ -38,13 +39,15 @@ from gpupool.simulations.traces import ScenarioError
 MESSAGES = {"missing": "missing required key '{key}'"}
 
 
-def validated(node: Any, model: type[Closed]) -> Any:
-    """A scenario's located node (gpupool.simulations.scenario) validated with ``model``;
+def validated(node: Any, model: type[Closed] | TypeAdapter) -> Any:
+    """A scenario's located node (gpupool.simulations.scenario) validated with ``model``
+    (a model, or a TypeAdapter for a single value);
     the first problem raises ScenarioError at its ``file:line field.path``."""
     from gpupool import located_yaml
 
+    validate = getattr(model, "model_validate", None) or model.validate_python
     try:
-        return model.model_validate(located_yaml.to_python(node.node))
+        return validate(located_yaml.to_python(node.node))
     except ValidationError as exc:
         error = exc.errors()[0]
         where = Located(node.file, node.node, node.path).where(error["loc"])
@@ -57,8 +60,8 @@ def _with_input(error: Mapping) -> str:
     text, value = message(error, MESSAGES), error.get("input")
     if error["type"] in ("missing", UNKNOWN_KEY) or not isinstance(value, str | int | float):
         return text
-    if isinstance(value, str) and repr(value) in text:  # named already: unknown assignment 'x'
-        return text
+    if f"got {value!r}" in text or (isinstance(value, str) and repr(value) in text):
+        return text  # named already (unknown assignment 'x')
     return f"{text}, got {value!r}"
 
 
@@ -177,3 +180,11 @@ class ScenarioJobClasses(_Section):
 
     assign: choice(ASSIGNMENTS, "assignment") = "round_robin"
     classes: dict[KeyText, ScenarioJobClass]
+
+
+# ---------------------------------------------------------------------------
+# start: the replay's calendar, read as programme dates are
+# ---------------------------------------------------------------------------
+
+Start = Instant  # null is refused, as before: leave start out for 1970-01-01
+START = TypeAdapter(Start)
