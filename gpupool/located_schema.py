@@ -17,8 +17,8 @@ whose unknown keys are errors with a "did you mean" hint.
 
 Readers on it: policy documents (gpupool.policies.document), programme and
 voucher declarations (gpupool.accounting.declarations), YAML batch files
-(gpupool.scheduler.batch), and the platform sections of scenarios
-(gpupool.simulations.scenario_schema); the rest of a scenario is still walked
+(gpupool.scheduler.batch), and a scenario's platform sections, job_classes and
+start (gpupool.simulations.scenario_schema); the rest of a scenario is still walked
 by hand (its models in gpupool.schemas are written with these types, ready for
 the reader to validate with them).
 

@@ -2,9 +2,10 @@
 
 The YAML is composed by gpupool.located_yaml (no aliases, merge keys or
 duplicate keys, bounded depth and size), not loaded, so every value keeps its
-line. The platform sections and ``job_classes:`` are validated with their
-pydantic models (gpupool.simulations.scenario_schema, on gpupool.located_schema);
-the top level, workloads and ``start:`` are still walked node by node here. Each
+line. The platform sections, ``job_classes:`` and ``start:`` are validated with
+their pydantic models (gpupool.simulations.scenario_schema, on
+gpupool.located_schema); the top level and workloads are still walked node by
+node here. Each
 problem raises :class:`ScenarioError` at ``file:line field.path``
 (``synthetic.yaml:14 pools.bj-a100.gpus``). Unknown keys are errors too, so a
 typo never silently falls back to a default. See docs/scenarios.md for the
