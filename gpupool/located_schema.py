@@ -17,9 +17,10 @@ whose unknown keys are errors with a "did you mean" hint.
 
 Readers on it: policy documents (gpupool.policies.document), programme and
 voucher declarations (gpupool.accounting.declarations), YAML batch files
-(gpupool.scheduler.batch). Scenarios (gpupool.simulations.scenario) still walk
-their nodes by hand; their models in gpupool.schemas are written with these
-types, ready for the reader to validate with them.
+(gpupool.scheduler.batch), and a scenario's platform sections, job_classes and
+start (gpupool.simulations.scenario_schema); the rest of a scenario is still walked
+by hand (its models in gpupool.schemas are written with these types, ready for
+the reader to validate with them).
 
 pydantic is imported by whoever reads a file, never by the CLI's start-up.
 """

@@ -11,14 +11,18 @@ gpupool.scheduler.batch): a reader validates located YAML with them
 (gpupool.located_schema) and reports every problem at ``file:line
 field.path``, and checks after them only what a schema cannot say (names
 against the platform, one section's names against another's, sums of
-guaranteed fractions). The scenario models below are still a description: the
-scenario reader (gpupool.simulations.scenario) walks its nodes by hand, and
-tests/test_schemas.py checks that its key sets agree with them. Moving it onto
-its model is the next step: write the model with gpupool.located_schema's
-field types (their messages are the reader's), validate
-``located_yaml.to_python(root)`` with it, and map errors with
-``Located(source, root).problems``; the programme and voucher sections can
-then use declarations' ``ProgrammeEntry`` and ``VoucherEntry`` as they are.
+guaranteed fractions). Scenarios are half-way: the platform's entries
+(``gpu_types``, ``pools``, ``domains``, ``orgs``) are validated with the
+reader's own models (gpupool.simulations.scenario_schema), and so is
+``job_classes`` and ``start``; the top level and the workload sections below
+are still a description:
+the scenario reader (gpupool.simulations.scenario) walks those nodes by hand,
+and tests/test_schemas.py checks that its key sets agree with them. The next
+step for each: write its model with gpupool.located_schema's field types
+(their messages are the reader's), validate the section's
+``located_yaml.to_python(node)`` with it as ``scenario._validated`` does; the
+programme and voucher sections can then use declarations' ``ProgrammeEntry``
+and ``VoucherEntry`` as they are.
 
 This module sits above the readers (it imports them); nothing but the
 ``schema`` command and tests imports it. pydantic stays out of the CLI's
@@ -36,6 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from gpupool import limits
 from gpupool.accounting.declarations import ProgrammeEntry, ProgrammesFile, VoucherEntry
 from gpupool.limits import Limit
+from gpupool.simulations.scenario_schema import (
+    GpuTypeSpec,
+    OrgSpec,
+    PoolSpec,
+    ScenarioDomain,
+    ScenarioJobClasses,
+    Start,
+)
 
 KINDS = ("policy", "scenario", "programmes", "batch", "sweep")
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -72,7 +84,6 @@ Name = Annotated[
 ]
 Names = Name | list[Name]
 Prose = Annotated[str, Field(max_length=limits.COMMENT.length, description="one line of prose")]
-Money = _number(limits.MONEY) | None
 Instant = Annotated[
     str | float,
     Field(description="epoch seconds, a date (2026-10-01) or an ISO date-time, UTC"),
@@ -107,33 +118,6 @@ def programmes_schema() -> TypeAdapter:
 # ---------------------------------------------------------------------------
 # Scenarios (gpupool.simulations.scenario)
 # ---------------------------------------------------------------------------
-
-
-class GpuTypeSpec(_Closed):
-    vendor: Name | None = None
-    memory_gb: _integer(limits.MEMORY_GB, floor=0) = 0
-    speed: _number(limits.SPEED, positive=True) = 1.0
-    domestic: bool = False
-    price_per_gpu_hour: _number(limits.PRICE) | None = None
-
-
-class PoolSpec(_Closed):
-    site: Name
-    gpu_type: Name
-    gpus: _integer(limits.POOL_GPUS)
-    gpus_per_node: _integer(limits.GPUS_PER_NODE)
-    price_per_gpu_hour: _number(limits.PRICE) | None = None
-
-
-class ScenarioDomain(_Closed):
-    weight: _number(limits.WEIGHT, positive=True) = 1.0
-    description: Prose | None = None
-
-
-class OrgSpec(_Closed):
-    domain: Name
-    budget: Money = None
-    description: Prose | None = None
 
 
 Hours = _number(limits.JOB_HOURS, positive=True)
@@ -289,26 +273,11 @@ class CsvWorkload(_Closed):
     arrival_scale: _number(limits.SCALE, positive=True) = 1.0
 
 
-_GangSize = _integer(limits.GPUS_PER_JOB, floor=1)
-
-
-class ScenarioJobClass(_Closed):
-    gpus: _GangSize | list[_GangSize] | None = None
-    speeds: dict[str, _number(limits.SPEED, positive=True)]
-
-
-class ScenarioJobClasses(_Closed):
-    """Speeds per kind of job, assigned to the workload's jobs (simulations.job_classes)."""
-
-    assign: Literal["round_robin", "hash"] = "round_robin"
-    classes: dict[str, ScenarioJobClass]
-
-
 class Scenario(_Closed):
     name: Name | None = None
     description: Prose | None = None
     seed: _integer(limits.SEED) = 0
-    start: Instant | None = None
+    start: Start = None
     gpu_types: dict[str, GpuTypeSpec]
     pools: dict[str, PoolSpec] | None = None
     domains: dict[str, ScenarioDomain | None]

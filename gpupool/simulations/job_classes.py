@@ -15,8 +15,10 @@ takes them in turn, per GPU count, in arrival order; ``hash`` picks one from a
 stable hash of the job's trace name (its id when it has none), so a job keeps
 its class when the replay is cut short (``max_jobs``). A job no class applies
 to keeps its GPU types' own speeds. A type a class leaves out runs it at the
-type's own speed (model.Job.speed_on). Nodes are gpupool.simulations.scenario's
-located nodes: every problem names its file, line and field.
+type's own speed (model.Job.speed_on). The block is validated with its model
+(gpupool.simulations.scenario_schema.ScenarioJobClasses); names are then checked
+on gpupool.simulations.scenario's located nodes: every problem names its file,
+line and field.
 """
 
 from __future__ import annotations
@@ -25,13 +27,8 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-import yaml
-
-from gpupool import limits
 from gpupool.model import GpuType
 from gpupool.simulations.workload import SimJob
-
-ASSIGNMENTS = ("round_robin", "hash")
 
 
 @dataclass(frozen=True)
@@ -43,12 +40,15 @@ class _Class:
 
 def assign_job_classes(node, jobs: Sequence[SimJob], gpu_types: Mapping[str, GpuType]):
     """``jobs`` with a class each where one applies (see the module docstring)."""
-    spec = node.fields(required=("classes",), optional=("assign",))
-    assign = spec["assign"].text() if "assign" in spec else "round_robin"
-    if assign not in ASSIGNMENTS:
-        spec["assign"].fail(f"must be one of {', '.join(ASSIGNMENTS)}, got {assign!r}")
-    classes = [_job_class(name, item, gpu_types) for name, item in _declared(spec["classes"])]
-    pick = _round_robin() if assign == "round_robin" else _hashed
+    from gpupool.simulations.scenario_schema import ScenarioJobClasses, validated
+
+    spec = validated(node, ScenarioJobClasses)
+    section = node.mapping()["classes"]
+    classes = [
+        _job_class(name, spec.classes[key], item, gpu_types)
+        for key, name, item in _declared(section)
+    ]
+    pick = _round_robin() if spec.assign == "round_robin" else _hashed
     assigned = []
     for sim in jobs:
         applies = [c for c in classes if not c.gpus or sim.job.gpus in c.gpus]
@@ -61,29 +61,23 @@ def assign_job_classes(node, jobs: Sequence[SimJob], gpu_types: Mapping[str, Gpu
     return tuple(assigned)
 
 
-def _declared(node) -> list[tuple[str, object]]:
+def _declared(node) -> list[tuple[str, str, object]]:
+    """(key as written, checked name, node) of each class."""
     entries = node.mapping()
     if not entries:
         node.fail("declare at least one class")
-    return [(node.key(name).name(), item) for name, item in entries.items()]
+    return [(key, node.key(key).name(), item) for key, item in entries.items()]
 
 
-def _job_class(name: str, node, gpu_types: Mapping[str, GpuType]) -> _Class:
-    spec = node.fields(required=("speeds",), optional=("gpus",))
-    gpus: frozenset[int] = frozenset()
-    if "gpus" in spec:
-        node = spec["gpus"]
-        items = [node] if isinstance(node.node, yaml.ScalarNode) else node.sequence()
-        gpus = frozenset(item.integer(minimum=1, limit=limits.GPUS_PER_JOB) for item in items)
-    speeds = {}
-    for type_name, value in spec["speeds"].mapping().items():
+def _job_class(name: str, spec, node, gpu_types: Mapping[str, GpuType]) -> _Class:
+    speeds_node = node.mapping()["speeds"]
+    for type_name in speeds_node.mapping():
         if type_name not in gpu_types:
             known = ", ".join(sorted(gpu_types))
-            spec["speeds"].key(type_name).fail(f"unknown GPU type {type_name!r} (known: {known})")
-        speeds[type_name] = value.number(positive=True, limit=limits.SPEED)
-    if not speeds:
-        spec["speeds"].fail("give the class's speed on at least one GPU type")
-    return _Class(name, gpus, speeds)
+            speeds_node.key(type_name).fail(f"unknown GPU type {type_name!r} (known: {known})")
+    if not spec.speeds:
+        speeds_node.fail("give the class's speed on at least one GPU type")
+    return _Class(name, frozenset(spec.gpus or ()), dict(spec.speeds))
 
 
 def _round_robin():

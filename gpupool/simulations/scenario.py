@@ -2,7 +2,11 @@
 
 The YAML is composed by gpupool.located_yaml (no aliases, merge keys or
 duplicate keys, bounded depth and size), not loaded, so every value keeps its
-line: each problem raises :class:`ScenarioError` at ``file:line field.path``
+line. The platform sections, ``job_classes:`` and ``start:`` are validated with
+their pydantic models (gpupool.simulations.scenario_schema, on
+gpupool.located_schema); the top level and workloads are still walked node by
+node here. Each
+problem raises :class:`ScenarioError` at ``file:line field.path``
 (``synthetic.yaml:14 pools.bj-a100.gpus``). Unknown keys are errors too, so a
 typo never silently falls back to a default. See docs/scenarios.md for the
 format; in short::
@@ -315,57 +319,55 @@ def _declared(section: _Node) -> list[tuple[str, _Node]]:
     return entries
 
 
+def _validated(node: _Node, model: type) -> object:
+    from gpupool.simulations.scenario_schema import validated
+
+    return validated(node, model)
+
+
 def _gpu_types(section: _Node) -> tuple[dict[str, GpuType], dict[str, float]]:
+    from gpupool.simulations.scenario_schema import GpuTypeSpec
+
     types, prices = {}, {}
     for name, node in _declared(section):
-        spec = node.fields(
-            optional=("vendor", "memory_gb", "speed", "domestic", "price_per_gpu_hour")
-        )
+        spec = _validated(node, GpuTypeSpec)
         types[name] = GpuType(
             name=name,
-            vendor=spec["vendor"].name() if "vendor" in spec else "",
-            memory_gb=(
-                spec["memory_gb"].integer(minimum=0, limit=limits.MEMORY_GB, upper_only=True)
-                if "memory_gb" in spec
-                else 0
-            ),
-            speed=spec["speed"].number(positive=True, limit=limits.SPEED)
-            if "speed" in spec
-            else 1.0,
-            domestic=spec["domestic"].boolean() if "domestic" in spec else False,
+            vendor=spec.vendor,
+            memory_gb=spec.memory_gb,
+            speed=spec.speed,
+            domestic=spec.domestic,
         )
-        if "price_per_gpu_hour" in spec:
-            prices[name] = spec["price_per_gpu_hour"].number(minimum=0, limit=limits.PRICE)
+        if spec.price_per_gpu_hour is not None:
+            prices[name] = spec.price_per_gpu_hour
     if not types:
         section.fail("declare at least one GPU type")
     return types, prices
 
 
 def _pools(section: _Node, types: Mapping[str, GpuType], prices: Mapping[str, float]) -> list:
+    from gpupool.simulations.scenario_schema import PoolSpec
+
     pools = []
     for name, node in _declared(section):
-        spec = node.fields(
-            required=("site", "gpu_type", "gpus", "gpus_per_node"),
-            optional=("price_per_gpu_hour",),
-        )
-        gpu_type = _known(spec["gpu_type"], types, "GPU type")
-        if "price_per_gpu_hour" in spec:
-            price = spec["price_per_gpu_hour"].number(minimum=0, limit=limits.PRICE)
+        spec = _validated(node, PoolSpec)
+        gpu_type = _known_field(spec.gpu_type, node, "gpu_type", types, "GPU type")
+        if spec.price_per_gpu_hour is not None:
+            price = spec.price_per_gpu_hour
         elif gpu_type in prices:
             price = prices[gpu_type]
         else:
             node.fail(f"no price: set price_per_gpu_hour here or on GPU type {gpu_type}")
-        gpus = spec["gpus"].integer(minimum=1, limit=limits.POOL_GPUS)
-        per_node = spec["gpus_per_node"].integer(minimum=1, limit=limits.GPUS_PER_NODE)
-        if not limits.POOL_NODES.holds(-(-gpus // per_node)):
-            spec["gpus"].within(-(-gpus // per_node), limits.POOL_NODES)
+        nodes = -(-spec.gpus // spec.gpus_per_node)
+        if not limits.POOL_NODES.holds(nodes):
+            node.mapping()["gpus"].within(nodes, limits.POOL_NODES)
         pools.append(
             Pool(
                 name=name,
-                site=spec["site"].name(),
+                site=spec.site,
                 gpu_type=gpu_type,
-                gpus=gpus,
-                gpus_per_node=per_node,
+                gpus=spec.gpus,
+                gpus_per_node=spec.gpus_per_node,
                 price_per_gpu_hour=price,
             )
         )
@@ -373,38 +375,42 @@ def _pools(section: _Node, types: Mapping[str, GpuType], prices: Mapping[str, fl
 
 
 def _known(node: _Node, names: Mapping[str, object], what: str) -> str:
-    name = node.name()
+    return _checked_known(node.name(), node, names, what)
+
+
+def _known_field(name: str, node: _Node, field: str, names: Mapping[str, object], what: str) -> str:
+    """``name``, node's validated ``field``, which must be one of ``names``."""
+    return _checked_known(name, node.mapping()[field], names, what)
+
+
+def _checked_known(name: str, node: _Node, names: Mapping[str, object], what: str) -> str:
     if name not in names:
         node.fail(f"unknown {what} {name!r} (known: {', '.join(sorted(names)) or 'none'})")
     return name
 
 
 def _domains(section: _Node) -> dict[str, Domain]:
+    from gpupool.simulations.scenario_schema import ScenarioDomain
+
     domains = {}
     for name, node in _declared(section):
-        spec = {} if node.is_null() else node.fields(optional=("weight", "description"))
-        weight = (
-            spec["weight"].number(positive=True, limit=limits.WEIGHT) if "weight" in spec else 1.0
-        )
-        domains[name] = Domain(name=name, weight=weight)
+        spec = ScenarioDomain() if node.is_null() else _validated(node, ScenarioDomain)
+        domains[name] = Domain(name=name, weight=spec.weight)
     if not domains:
         section.fail("declare at least one domain")
     return domains
 
 
 def _orgs(section: _Node, domains: Mapping[str, Domain]) -> dict[str, Org]:
+    from gpupool.simulations.scenario_schema import OrgSpec
+
     orgs = {}
     for name, node in _declared(section):
-        spec = node.fields(required=("domain",), optional=("budget", "description"))
-        budget = spec.get("budget")
+        spec = _validated(node, OrgSpec)
         orgs[name] = Org(
             name=name,
-            domain=_known(spec["domain"], domains, "domain"),
-            budget=(
-                None
-                if budget is None or budget.is_null()
-                else budget.number(minimum=0, limit=limits.MONEY)
-            ),
+            domain=_known_field(spec.domain, node, "domain", domains, "domain"),
+            budget=spec.budget,
         )
     if not orgs:
         section.fail("declare at least one org")
@@ -796,12 +802,9 @@ def _keep_placeable(  # the trace loaders do the same on their rows
 
 def _start(node: _Node) -> float:
     """``start:``, the instant the replay begins: a date or ISO date/time (UTC if no zone)."""
-    from gpupool.accounting.periods import parse_instant
+    from gpupool.simulations.scenario_schema import START
 
-    try:
-        return parse_instant(node.plain(), node.where())
-    except GpupoolError as exc:
-        node.fail(exc.message)
+    return _validated(node, START)
 
 
 def _from(start: float, jobs: tuple[SimJob, ...]) -> tuple[SimJob, ...]:

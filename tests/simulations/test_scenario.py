@@ -272,14 +272,14 @@ ERRORS = [
         "gpus: many,",
         7,
         "pools.p1.gpus",
-        "expected a whole number, got 'many'",
+        "must be an integer, got 'many'",
     ),
     (
         "missing required pool key",
         "gpus: 16, gpus_per_node: 8}",
         "gpus: 16}",
         7,
-        "pools.p1",
+        "pools.p1.gpus_per_node",
         "missing required key 'gpus_per_node'",
     ),
     (
@@ -297,7 +297,7 @@ ERRORS = [
         "domestic: maybe",
         5,
         "gpu_types.910B.domestic",
-        "expected true or false, got 'maybe'",
+        "must be true or false, got 'maybe'",
     ),
     (
         "duplicate domain",

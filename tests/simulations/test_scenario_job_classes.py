@@ -68,7 +68,7 @@ ERRORS = [
     ("absurd speed", "A100: 2.0}", "A100: 5000}", 32, "job_classes.classes.one-b.speeds.A100",
      "must be between 0.01 and 1,000 (GPU speed, A100 = 1), got 5000"),
     ("unknown assign", "assign: hash", "assign: random", 29, "job_classes.assign",
-     "must be one of round_robin, hash, got 'random'"),
+     "unknown assignment 'random'; expected one of: round_robin, hash"),
     ("no speeds", "speeds: {910B: 3.0}", "speeds: {}", 33, "job_classes.classes.eight.speeds",
      "give the class's speed on at least one GPU type"),
 ]  # fmt: skip
