@@ -36,7 +36,9 @@ def kueue(
 ) -> None:
     """Kueue objects (v1beta2) for a site: flavors, cohort, cluster and local queues."""
     _check_out(out)
-    view = platform(ctx).export("kueue", site, _pairs(resource, "--resource"), {})
+    from gpupool.exports.options import pairs
+
+    view = platform(ctx).export("kueue", site, pairs(resource, "--resource"), {})
     _emit(view, out, as_json)
 
 
@@ -59,16 +61,6 @@ def slurm(
         gres = load_mapping(mapping).gres
     view = platform(ctx).export("slurm", site, {}, gres)
     _emit(view, out, as_json)
-
-
-def _pairs(given: list[str], option: str) -> dict[str, str]:
-    found = {}
-    for item in given:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value:
-            raise GpupoolError(f"expected TYPE=NAME, got {item!r}", location=option)
-        found[name] = value
-    return found
 
 
 def _check_out(out: str | None) -> None:

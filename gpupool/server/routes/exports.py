@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from gpupool.model import GpupoolError
 from gpupool.server import problems
 from gpupool.server.deps import UnitOfWork, User
 from gpupool.server.routes import API_PREFIX
@@ -30,17 +29,8 @@ def export(
     """The platform and its active policy for a site's workload manager: Kueue objects
     (YAML) or sacctmgr commands. ``resource``/``gres``: ``TYPE=NAME`` (admins, auditors;
     an agent for its own site)."""
+    from gpupool.exports.options import pairs
     from gpupool.scheduler.exporting import export as run
 
     with work() as session:
         return run(session, user.name, kind, site, pairs(resource, "resource"), pairs(gres, "gres"))
-
-
-def pairs(given: list[str], field: str) -> dict[str, str]:
-    found = {}
-    for item in given:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value:
-            raise GpupoolError(f"expected TYPE=NAME, got {item!r}", location=field)
-        found[name] = value
-    return found
