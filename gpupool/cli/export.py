@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, platform, print_json
+from gpupool.cli.output import JSON_OPTION, check_output_path, platform, print_json
 from gpupool.model import GpupoolError
 
 app = typer.Typer(no_args_is_help=True)
@@ -64,23 +64,8 @@ def slurm(
 
 
 def _check_out(out: str | None) -> None:
-    """Refuse an --out that could not be written, before anything is read."""
-    import unicodedata
-
-    if out is None:
-        return
-    target = Path(out)
-    problem = None
-    if not out.strip():
-        problem = "must name a file"
-    elif any(unicodedata.category(char) in ("Cc", "Cf") for char in out):
-        problem = "must not hold control or format characters"
-    elif target.is_dir():
-        problem = f"{out!r} is a directory"
-    elif not target.parent.is_dir():
-        problem = f"no directory {str(target.parent)!r} to write {target.name!r} in"
-    if problem:
-        raise GpupoolError(problem, location="--out")
+    if out is not None:
+        check_output_path(out, "--out")
 
 
 def _emit(view: dict, out: str | None, as_json: bool) -> None:

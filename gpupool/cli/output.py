@@ -117,3 +117,28 @@ def _terminal_width() -> int:
         return os.get_terminal_size().columns
     except OSError:
         return 120
+
+
+def check_output_path(path: str, option: str, suffixes: tuple[str, ...] = ()) -> None:
+    """Refuse an output file that could not be written (or, with ``suffixes``, is not of
+    that format), before anything is read or written: one rule for every ``--out``-like
+    option."""
+    import unicodedata
+    from pathlib import Path
+
+    from gpupool.model import GpupoolError
+
+    target = Path(path)
+    problem = None
+    if not path.strip():
+        problem = "must name a file"
+    elif any(unicodedata.category(char) in ("Cc", "Cf") for char in path):
+        problem = "must not hold control or format characters"
+    elif suffixes and target.suffix.lower() not in suffixes:
+        problem = f"must end in {', '.join(suffixes)} (the chart's format), got {path!r}"
+    elif target.is_dir():
+        problem = f"{path!r} is a directory"
+    elif not target.parent.is_dir():
+        problem = f"no directory {str(target.parent)!r} to write {target.name!r} in"
+    if problem:
+        raise GpupoolError(problem, location=option)

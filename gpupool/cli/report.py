@@ -20,7 +20,7 @@ from pathlib import Path
 
 import typer
 
-from gpupool.cli.output import JSON_OPTION, platform, print_json, render
+from gpupool.cli.output import JSON_OPTION, check_output_path, platform, print_json, render
 from gpupool.safe_text import plot_text
 
 app = typer.Typer(no_args_is_help=True)
@@ -42,27 +42,10 @@ _IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 
 def _check_outputs(csv_path: str | None, png_path: str | None) -> None:
     """Refuse an output path that could not be written, before anything is read or written."""
-    import unicodedata
-
-    from gpupool.model import GpupoolError
-
-    for option, path in (("--csv", csv_path), ("--png", png_path)):
-        if path is None:
-            continue
-        target = Path(path)
-        problem = None
-        if not path.strip():
-            problem = "must name a file"
-        elif any(unicodedata.category(char) in ("Cc", "Cf") for char in path):
-            problem = "must not hold control or format characters"
-        elif option == "--png" and target.suffix.lower() not in _IMAGE_SUFFIXES:
-            problem = f"must end in {', '.join(_IMAGE_SUFFIXES)} (the chart's format), got {path!r}"
-        elif target.is_dir():
-            problem = f"{path!r} is a directory"
-        elif not target.parent.is_dir():
-            problem = f"no directory {str(target.parent)!r} to write {target.name!r} in"
-        if problem:
-            raise GpupoolError(problem, location=option)
+    if csv_path is not None:
+        check_output_path(csv_path, "--csv")
+    if png_path is not None:
+        check_output_path(png_path, "--png", _IMAGE_SUFFIXES)
 
 
 def _write_csv(rows: list[dict], path: str) -> None:
